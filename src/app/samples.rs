@@ -1,0 +1,65 @@
+//! The sample series embedded in the binary, so `prescale demo` runs from any directory.
+//!
+//! They are copies of files in `notebooks-data/`; see its README for provenance and licences.
+
+use crate::domain::SeriesId;
+
+/// One embedded sample series.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleSeries {
+    /// Series name it is imported under.
+    pub name: &'static str,
+    /// File it was copied from, in `notebooks-data/`.
+    pub file_name: &'static str,
+    /// What it measures.
+    pub description: &'static str,
+    /// The CSV text (`timestamp,value`).
+    pub csv: &'static str,
+}
+
+impl SampleSeries {
+    /// The series id the demo stores it under.
+    pub fn series_id(&self) -> SeriesId {
+        SeriesId::new(self.name).expect("invariant: embedded sample names are valid series names")
+    }
+}
+
+/// Every embedded sample series.
+pub const SAMPLE_SERIES: &[SampleSeries] = &[
+    SampleSeries {
+        name: "nyc_taxi",
+        file_name: "nyc_taxi.csv",
+        description: "NYC taxi passengers per 30 min (NAB)",
+        csv: include_str!("../../notebooks-data/nyc_taxi.csv"),
+    },
+    SampleSeries {
+        name: "ec2_cpu_5f5533",
+        file_name: "ec2_cpu_utilization_5f5533.csv",
+        description: "AWS EC2 CPU utilisation %, 5 min (NAB)",
+        csv: include_str!("../../notebooks-data/ec2_cpu_utilization_5f5533.csv"),
+    },
+    SampleSeries {
+        name: "ec2_cpu_ac20cd",
+        file_name: "ec2_cpu_utilization_ac20cd.csv",
+        description: "AWS EC2 CPU utilisation %, 5 min (NAB)",
+        csv: include_str!("../../notebooks-data/ec2_cpu_utilization_ac20cd.csv"),
+    },
+    SampleSeries {
+        name: "rds_cpu_cc0c53",
+        file_name: "rds_cpu_utilization_cc0c53.csv",
+        description: "AWS RDS CPU utilisation %, 5 min (NAB)",
+        csv: include_str!("../../notebooks-data/rds_cpu_utilization_cc0c53.csv"),
+    },
+    SampleSeries {
+        name: "traffic_occupancy_6005",
+        file_name: "occupancy_6005.csv",
+        description: "Minneapolis road occupancy %, irregular 5 min with outages (NAB)",
+        csv: include_str!("../../notebooks-data/occupancy_6005.csv"),
+    },
+    SampleSeries {
+        name: "traffic_speed_6005",
+        file_name: "speed_6005.csv",
+        description: "Minneapolis road speed mph, irregular 5 min with outages (NAB)",
+        csv: include_str!("../../notebooks-data/speed_6005.csv"),
+    },
+];

@@ -1,0 +1,213 @@
+//! Domain types shared by every layer: series identity, time, samples and regular time series.
+//!
+//! Nothing here does I/O or depends on Polars, tonic or the models; the other modules depend on this one
+//! and never the other way round.
+
+mod series_id;
+mod time;
+
+use std::fmt;
+use std::str::FromStr;
+
+pub use series_id::SeriesId;
+pub use time::{Step, TimeRange, Timestamp};
+
+/// Errors building a domain value from untrusted input.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DomainError {
+    /// A series name is empty or holds a character outside `[a-zA-Z0-9_:.-]`, or starts with a digit.
+    #[error("invalid series name {name:?}: {reason}")]
+    InvalidSeriesName {
+        /// The name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A label name is empty or holds a character outside `[a-zA-Z0-9_]`, or starts with a digit.
+    #[error("invalid label name {name:?}: {reason}")]
+    InvalidLabelName {
+        /// The label name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A series selector such as `cpu{host="a"}` could not be parsed.
+    #[error("invalid series selector {text:?}: {reason}")]
+    InvalidSelector {
+        /// The selector as given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A step is zero, negative or not a whole number of milliseconds.
+    #[error("invalid step {text:?}: {reason}")]
+    InvalidStep {
+        /// The step as given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A timestamp could not be parsed or is out of the representable range.
+    #[error("invalid timestamp {text:?}: {reason}")]
+    InvalidTimestamp {
+        /// The timestamp as given.
+        text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A time range ends before it starts.
+    #[error("invalid time range: end {to} is before start {from}")]
+    InvalidRange {
+        /// Start of the range (inclusive).
+        from: Timestamp,
+        /// End of the range (exclusive).
+        to: Timestamp,
+    },
+    /// An aggregation name other than `mean`, `max`, `sum` or `last`.
+    #[error("unknown aggregation {text:?}: expected mean, max, sum or last")]
+    UnknownAggregation {
+        /// The aggregation as given.
+        text: String,
+    },
+}
+
+/// One observation of a series: a time and a finite value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// When the value was observed.
+    pub timestamp: Timestamp,
+    /// The observed value; the store rejects non-finite values.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A sample at `timestamp_ms` milliseconds since the Unix epoch.
+    pub fn new(timestamp_ms: i64, value: f64) -> Self {
+        Self {
+            timestamp: Timestamp::from_millis(timestamp_ms),
+            value,
+        }
+    }
+}
+
+/// How the samples that fall into one bucket of a window are combined into one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Aggregation {
+    /// Arithmetic mean of the bucket's samples.
+    #[default]
+    Mean,
+    /// Largest sample in the bucket (what capacity planning wants for peaky load).
+    Max,
+    /// Sum of the bucket's samples (for counters already converted to per-sample increments).
+    Sum,
+    /// The bucket's latest sample (for gauges).
+    Last,
+}
+
+impl Aggregation {
+    /// The lowercase name used in configuration files and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mean => "mean",
+            Self::Max => "max",
+            Self::Sum => "sum",
+            Self::Last => "last",
+        }
+    }
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Aggregation {
+    type Err = DomainError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "mean" | "avg" => Ok(Self::Mean),
+            "max" => Ok(Self::Max),
+            "sum" => Ok(Self::Sum),
+            "last" => Ok(Self::Last),
+            _ => Err(DomainError::UnknownAggregation {
+                text: text.to_owned(),
+            }),
+        }
+    }
+}
+
+/// A regularly sampled series: `values[i]` belongs to `start + i * step`; `NaN` marks a bucket with no data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimeSeries {
+    start: Timestamp,
+    step: Step,
+    values: Vec<f64>,
+}
+
+impl TimeSeries {
+    /// A series whose first value belongs to `start`, one value per `step`.
+    pub fn new(start: Timestamp, step: Step, values: Vec<f64>) -> Self {
+        Self {
+            start,
+            step,
+            values,
+        }
+    }
+
+    /// Time of the first value.
+    pub fn start(&self) -> Timestamp {
+        self.start
+    }
+
+    /// Spacing between consecutive values.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// The values, `NaN` where a bucket held no data.
+    pub fn values(&self) -> &[f64] {
+        &self.values
+    }
+
+    /// Takes the values out of the series.
+    pub fn into_values(self) -> Vec<f64> {
+        self.values
+    }
+
+    /// Number of buckets, including empty ones.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// True when the series has no buckets at all.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// Time of the bucket at `index`.
+    pub fn time_at(&self, index: usize) -> Timestamp {
+        let offset = i64::try_from(index).unwrap_or(i64::MAX);
+        self.start
+            .saturating_add_millis(offset.saturating_mul(self.step.as_millis()))
+    }
+
+    /// Time just after the last bucket: where a forecast of this series starts.
+    pub fn end(&self) -> Timestamp {
+        self.time_at(self.values.len())
+    }
+
+    /// Number of buckets that hold data.
+    pub fn observed_len(&self) -> usize {
+        self.values.iter().filter(|value| !value.is_nan()).count()
+    }
+
+    /// Iterates over `(time, value)` pairs, empty buckets included as `NaN`.
+    pub fn iter(&self) -> impl Iterator<Item = (Timestamp, f64)> + '_ {
+        self.values
+            .iter()
+            .enumerate()
+            .map(|(index, value)| (self.time_at(index), *value))
+    }
+}

@@ -1,0 +1,170 @@
+//! Checkpoints: one Parquet file per series plus a manifest naming them and the log they replace.
+//!
+//! Every file is written to a temporary name, flushed, and renamed into place, so a crash leaves either
+//! the old or the new version, never a torn one. The manifest is written last: until it names the new
+//! log position, recovery replays the older segments on top of the new files, which is harmless because
+//! replaying a log prefix again ends at the same last write for every timestamp.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::{DataFrame, ParquetReader, ParquetWriter, SerReader};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::SeriesId;
+
+use super::StoreError;
+use super::wal::sync_dir;
+
+/// Name of the manifest file in the checkpoint directory.
+const MANIFEST: &str = "manifest.json";
+/// Version of the manifest layout.
+const MANIFEST_FORMAT: u32 = 1;
+
+/// Which Parquet file holds each series, and how much of the log they cover.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Manifest {
+    /// Layout version, checked on load.
+    format: u32,
+    /// Log segments up to and including this sequence are contained in the Parquet files.
+    pub(super) wal_checkpoint: u64,
+    /// Number for the next new series file.
+    next_file: u64,
+    /// Series key (canonical `SeriesId` text) to file name.
+    files: BTreeMap<String, String>,
+}
+
+impl Manifest {
+    /// The manifest of an empty store.
+    pub(super) fn empty() -> Self {
+        Self {
+            format: MANIFEST_FORMAT,
+            ..Self::default()
+        }
+    }
+
+    /// Reads the manifest in `dir`, or an empty one when there is none yet.
+    pub(super) fn load(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(MANIFEST);
+        let text = match fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Self::empty()),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let manifest: Self =
+            serde_json::from_str(&text).map_err(|error| StoreError::Checkpoint {
+                path: path.clone(),
+                reason: error.to_string(),
+            })?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(StoreError::Checkpoint {
+                path,
+                reason: format!("unsupported manifest format {}", manifest.format),
+            });
+        }
+        Ok(manifest)
+    }
+
+    /// Writes the manifest atomically into `dir`.
+    pub(super) fn store(&self, dir: &Path) -> Result<(), StoreError> {
+        let text = serde_json::to_vec_pretty(self).expect("invariant: the manifest serialises");
+        write_atomically(dir, MANIFEST, |file| {
+            file.write_all(&text).map_err(|e| e.to_string())
+        })
+    }
+
+    /// The series and their files.
+    pub(super) fn entries(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.files
+            .iter()
+            .map(|(key, file)| (key.as_str(), file.as_str()))
+    }
+
+    /// The file of `series`, allocating a new name for a series not yet checkpointed.
+    pub(super) fn file_for(&mut self, series: &SeriesId) -> String {
+        let key = series.to_string();
+        if let Some(file) = self.files.get(&key) {
+            return file.clone();
+        }
+        self.next_file += 1;
+        let file = format!("s{:010}.parquet", self.next_file);
+        self.files.insert(key, file.clone());
+        file
+    }
+}
+
+/// Writes `name` in `dir` through a temporary file, flushed before the rename, and flushes the directory.
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut File) -> Result<(), String>,
+) -> Result<(), StoreError> {
+    let final_path = dir.join(name);
+    let temporary = dir.join(format!("{name}.tmp"));
+    let checkpoint_error = |reason: String| StoreError::Checkpoint {
+        path: final_path.clone(),
+        reason,
+    };
+    let mut file = File::create(&temporary).map_err(|source| StoreError::Io {
+        path: temporary.clone(),
+        source,
+    })?;
+    write(&mut file).map_err(checkpoint_error)?;
+    file.sync_all().map_err(|source| StoreError::Io {
+        path: temporary.clone(),
+        source,
+    })?;
+    drop(file);
+    fs::rename(&temporary, &final_path).map_err(|source| StoreError::Io {
+        path: final_path.clone(),
+        source,
+    })?;
+    sync_dir(dir)
+}
+
+/// Writes one series' frame as `file` in `dir`, atomically.
+pub(super) fn write_series(dir: &Path, file: &str, frame: &DataFrame) -> Result<(), StoreError> {
+    let mut frame = frame.clone();
+    write_atomically(dir, file, |handle| {
+        ParquetWriter::new(handle)
+            .finish(&mut frame)
+            .map(|_| ())
+            .map_err(|error| error.to_string())
+    })
+}
+
+/// Reads one series' frame.
+pub(super) fn read_series(path: &PathBuf) -> Result<DataFrame, StoreError> {
+    let file = File::open(path).map_err(|source| StoreError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    ParquetReader::new(file)
+        .finish()
+        .map_err(|error| StoreError::Checkpoint {
+            path: path.clone(),
+            reason: error.to_string(),
+        })
+}
+
+/// Removes temporary files left by a checkpoint that a crash interrupted.
+pub(super) fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
+    for entry in fs::read_dir(dir).map_err(|source| StoreError::Io {
+        path: dir.to_owned(),
+        source,
+    })? {
+        let path = entry
+            .map_err(|source| StoreError::Io {
+                path: dir.to_owned(),
+                source,
+            })?
+            .path();
+        if path.extension().is_some_and(|extension| extension == "tmp") {
+            fs::remove_file(&path).map_err(|source| StoreError::Io { path, source })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,157 @@
+//! Metric history: durable, per-series storage of samples, read back as regular windows.
+//!
+//! [`MetricStore`] is the seam the rest of prescale depends on, so that a sharded or
+//! Prometheus-backed implementation can replace [`PolarsStore`] without touching the app.
+//! Data leaves a store through one door only: [`MetricStore::window`], as plain slices.
+
+mod checkpoint;
+mod history;
+mod polars_store;
+mod wal;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::domain::{Aggregation, Sample, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
+
+pub use polars_store::{PolarsStore, StoreOptions};
+
+/// Errors of the metric store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A sample's value is NaN or infinite; the whole batch was rejected.
+    #[error(
+        "non-finite value {value} at {timestamp} for series {series} (sample {index} of the batch)"
+    )]
+    NonFiniteValue {
+        /// Series the bad sample was meant for.
+        series: SeriesId,
+        /// Position of the first bad sample within its series' samples in the batch.
+        index: usize,
+        /// Its timestamp.
+        timestamp: Timestamp,
+        /// Its value.
+        value: f64,
+    },
+    /// No samples were ever stored for this series.
+    #[error("unknown series {series}")]
+    UnknownSeries {
+        /// The series asked for.
+        series: SeriesId,
+    },
+    /// A window would have more buckets than a store will build in one call.
+    #[error("window of {buckets} buckets exceeds the limit of {limit}")]
+    WindowTooLarge {
+        /// Buckets the range and step would need.
+        buckets: u64,
+        /// The most one call may ask for.
+        limit: u64,
+    },
+    /// Reading or writing a file of the store failed.
+    #[error("store i/o on {path}: {source}")]
+    Io {
+        /// File or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A log segment other than the newest is damaged: this is corruption, not a torn write.
+    #[error("corrupt write-ahead log {path} at byte {offset}: {reason}")]
+    CorruptLog {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What failed to check out.
+        reason: String,
+    },
+    /// A Parquet checkpoint file or the manifest could not be read or written.
+    #[error("checkpoint {path}: {reason}")]
+    Checkpoint {
+        /// The file involved.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// An earlier log write failed half-way and could not be rolled back; the store refuses writes.
+    #[error("store is read-only after a failed log write: {reason}")]
+    Poisoned {
+        /// The failure that poisoned the log.
+        reason: String,
+    },
+}
+
+/// The samples of one series within an append batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// Series the samples belong to.
+    pub series: SeriesId,
+    /// Samples in any order; a repeated timestamp keeps the value written last.
+    pub samples: Vec<Sample>,
+}
+
+/// A stretch with no samples, longer than twice the series' median step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    /// Last sample before the gap.
+    pub after: Timestamp,
+    /// First sample after the gap.
+    pub before: Timestamp,
+}
+
+/// What a store holds for one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSummary {
+    /// The series.
+    pub series: SeriesId,
+    /// Number of distinct timestamps stored.
+    pub samples: usize,
+    /// Earliest stored timestamp, if any.
+    pub first: Option<Timestamp>,
+    /// Latest stored timestamp, if any.
+    pub last: Option<Timestamp>,
+    /// Median spacing between consecutive samples, if there are at least two.
+    pub median_step: Option<Step>,
+    /// Gaps longer than twice the median step, oldest first.
+    pub gaps: Vec<Gap>,
+}
+
+/// Storage of metric history per series.
+///
+/// Implementations are shared between threads; every method takes `&self`.
+pub trait MetricStore: Send + Sync + std::fmt::Debug {
+    /// Stores a batch covering any number of series, all or nothing: if any sample is non-finite nothing
+    /// is stored and the error names the first bad one. Returns the number of samples accepted. Once this
+    /// returns `Ok`, the batch survives a crash of the process.
+    fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError>;
+
+    /// Stores samples of one series; see [`MetricStore::append_batch`].
+    fn append(&self, series: &SeriesId, samples: &[Sample]) -> Result<usize, StoreError> {
+        self.append_batch(&[SeriesSamples {
+            series: series.clone(),
+            samples: samples.to_vec(),
+        }])
+    }
+
+    /// The series resampled onto buckets `[from + k*step, from + (k+1)*step)` covering `range`, each bucket
+    /// combined with `agg`; a bucket without samples is `NaN`.
+    fn window(
+        &self,
+        series: &SeriesId,
+        range: TimeRange,
+        step: Step,
+        agg: Aggregation,
+    ) -> Result<TimeSeries, StoreError>;
+
+    /// Every series the store holds, sorted.
+    fn series(&self) -> Vec<SeriesId>;
+
+    /// Length, extent, median step and gaps of one series.
+    fn summary(&self, series: &SeriesId) -> Result<SeriesSummary, StoreError>;
+
+    /// Drops samples older than `now - max_age`; returns how many were dropped.
+    fn enforce_retention(&self, now: Timestamp, max_age: Duration) -> Result<usize, StoreError>;
+
+    /// Writes what is in memory to durable, compact form and trims the log it replaces.
+    fn checkpoint(&self) -> Result<(), StoreError>;
+}

@@ -1,0 +1,353 @@
+//! The single-node store: Polars frames in memory, a write-ahead log and Parquet checkpoints on disk.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
+
+use super::checkpoint::{self, Manifest};
+use super::history::SeriesHistory;
+use super::wal::{self, Wal};
+use super::{Gap, MetricStore, SeriesSamples, SeriesSummary, StoreError};
+
+/// The most buckets one window call builds (80 MB of values).
+const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
+
+/// How a [`PolarsStore`] keeps its data; validated by the configuration module.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreOptions {
+    /// Flush each log record to the device before acknowledging it. Without it an acknowledged
+    /// batch survives a crash or `kill -9` of the process, but not a power loss.
+    pub fsync: bool,
+    /// Write a checkpoint once this many bytes were logged since the last one.
+    pub checkpoint_after_bytes: u64,
+    /// Samples older than this are dropped on open and by [`MetricStore::enforce_retention`].
+    pub retention: Option<Duration>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            fsync: false,
+            checkpoint_after_bytes: 256 * 1024 * 1024,
+            retention: None,
+        }
+    }
+}
+
+/// Shared handle to one series' history.
+type SharedHistory = Arc<Mutex<SeriesHistory>>;
+
+/// Metric history in Polars frames, made durable by a write-ahead log compacted into Parquet files.
+///
+/// Lock order: `log`, then `series`, then a series' own lock; `checkpointing` is taken before `log`.
+#[derive(Debug)]
+pub struct PolarsStore {
+    /// Root directory: `wal/`, `series/` and the `LOCK` file.
+    dir: PathBuf,
+    /// Held open and locked so a second process cannot open the same directory.
+    _lock: File,
+    /// The open log segment. Appends hold it while they also apply the batch in memory, so the order in
+    /// memory is the order in the log, which is the order recovery replays.
+    log: Mutex<Wal>,
+    /// Every series, each behind its own lock so reads of different series do not contend.
+    series: RwLock<HashMap<SeriesId, SharedHistory>>,
+    /// The checkpoint manifest; also serialises checkpoints.
+    checkpointing: Mutex<Manifest>,
+    /// Settings fixed at open.
+    options: StoreOptions,
+}
+
+impl PolarsStore {
+    /// Opens (creating if needed) the store in `dir`: loads the last checkpoint, replays the log after it
+    /// and truncates a torn final record.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let dir = dir.as_ref().to_owned();
+        let wal_dir = dir.join("wal");
+        let series_dir = dir.join("series");
+        for path in [&dir, &wal_dir, &series_dir] {
+            fs::create_dir_all(path).map_err(|source| StoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let lock_path = dir.join("LOCK");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| StoreError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        lock.try_lock().map_err(|error| StoreError::Io {
+            path: lock_path.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::WouldBlock,
+                format!("data directory is in use by another process ({error})"),
+            ),
+        })?;
+        checkpoint::remove_leftovers(&series_dir)?;
+
+        let manifest = Manifest::load(&series_dir)?;
+        let mut series = HashMap::new();
+        for (key, file) in manifest.entries() {
+            let path = series_dir.join(file);
+            let id: SeriesId = key.parse().map_err(|error| StoreError::Checkpoint {
+                path: path.clone(),
+                reason: format!("bad series key {key:?}: {error}"),
+            })?;
+            let frame = checkpoint::read_series(&path)?;
+            let history = SeriesHistory::from_frame(&frame)
+                .map_err(|reason| StoreError::Checkpoint { path, reason })?;
+            series.insert(id, Arc::new(Mutex::new(history)));
+        }
+
+        let segments = wal::list_segments(&wal_dir)?;
+        let newest = segments.last().map(|(sequence, _)| *sequence);
+        let mut replayed_records = 0;
+        for (sequence, path) in &segments {
+            if *sequence <= manifest.wal_checkpoint {
+                continue;
+            }
+            let outcome = wal::replay_segment(path, Some(*sequence) == newest, |batch| {
+                Self::apply(&mut series, &batch);
+            })?;
+            replayed_records += outcome.records;
+        }
+        // Segments the manifest covers are left over when a crash came between manifest and deletion.
+        Wal::remove_through(&wal_dir, manifest.wal_checkpoint)?;
+        let next_sequence = newest.unwrap_or(0).max(manifest.wal_checkpoint) + 1;
+        let log = Wal::create(&wal_dir, next_sequence, options.fsync)?;
+        tracing::info!(
+            dir = %dir.display(),
+            series = series.len(),
+            replayed_records,
+            "opened metric store"
+        );
+
+        let store = Self {
+            dir,
+            _lock: lock,
+            log: Mutex::new(log),
+            series: RwLock::new(series),
+            checkpointing: Mutex::new(manifest),
+            options,
+        };
+        if let Some(retention) = store.options.retention {
+            store.enforce_retention(Timestamp::now(), retention)?;
+        }
+        Ok(store)
+    }
+
+    /// The root directory of the store.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Applies a logged batch to the in-memory histories.
+    fn apply(series: &mut HashMap<SeriesId, SharedHistory>, batch: &[SeriesSamples]) {
+        for entry in batch {
+            if entry.samples.is_empty() {
+                continue;
+            }
+            series
+                .entry(entry.series.clone())
+                .or_insert_with(|| Arc::new(Mutex::new(SeriesHistory::new())))
+                .lock()
+                .push(&entry.samples);
+        }
+    }
+
+    /// The history of `series`, or `UnknownSeries`.
+    fn history(&self, series: &SeriesId) -> Result<SharedHistory, StoreError> {
+        self.series
+            .read()
+            .get(series)
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownSeries {
+                series: series.clone(),
+            })
+    }
+
+    /// Allocated heap bytes of the in-memory frames (Polars' own estimate), for memory reports.
+    pub fn estimated_frame_bytes(&self) -> usize {
+        self.series
+            .read()
+            .values()
+            .map(|history| history.lock().frame().estimated_size())
+            .sum()
+    }
+}
+
+/// Checks a whole batch before anything is logged, so a bad sample rejects all of it.
+fn validate(batch: &[SeriesSamples]) -> Result<usize, StoreError> {
+    let mut accepted = 0;
+    for entry in batch {
+        if let Some((index, sample)) = entry
+            .samples
+            .iter()
+            .enumerate()
+            .find(|(_, sample)| !sample.value.is_finite())
+        {
+            return Err(StoreError::NonFiniteValue {
+                series: entry.series.clone(),
+                index,
+                timestamp: sample.timestamp,
+                value: sample.value,
+            });
+        }
+        accepted += entry.samples.len();
+    }
+    Ok(accepted)
+}
+
+/// Median of the positive spacings, and the gaps longer than twice it.
+fn spacing(timestamps: &[i64]) -> (Option<Step>, Vec<Gap>) {
+    let mut diffs: Vec<i64> = timestamps
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .collect();
+    if diffs.is_empty() {
+        return (None, Vec::new());
+    }
+    let middle = diffs.len() / 2;
+    let (_, median, _) = diffs.select_nth_unstable(middle);
+    let median = *median;
+    let gaps = timestamps
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] > 2 * median)
+        .map(|pair| Gap {
+            after: Timestamp::from_millis(pair[0]),
+            before: Timestamp::from_millis(pair[1]),
+        })
+        .collect();
+    (Step::try_from(median).ok(), gaps)
+}
+
+impl MetricStore for PolarsStore {
+    fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError> {
+        let accepted = validate(batch)?;
+        if accepted == 0 {
+            return Ok(0);
+        }
+        let checkpoint_due = {
+            let mut log = self.log.lock();
+            log.append(batch)?;
+            Self::apply(&mut self.series.write(), batch);
+            log.bytes_since_checkpoint() >= self.options.checkpoint_after_bytes
+        };
+        if checkpoint_due {
+            self.checkpoint()?;
+        }
+        Ok(accepted)
+    }
+
+    fn window(
+        &self,
+        series: &SeriesId,
+        range: TimeRange,
+        step: Step,
+        agg: Aggregation,
+    ) -> Result<TimeSeries, StoreError> {
+        let span = range
+            .to()
+            .as_millis()
+            .saturating_sub(range.from().as_millis());
+        let buckets = (span as u64).div_ceil(step.as_millis() as u64);
+        if buckets > MAX_WINDOW_BUCKETS {
+            return Err(StoreError::WindowTooLarge {
+                buckets,
+                limit: MAX_WINDOW_BUCKETS,
+            });
+        }
+        let history = self.history(series)?;
+        let values = history.lock().window(range, step, buckets as usize, agg);
+        Ok(TimeSeries::new(range.from(), step, values))
+    }
+
+    fn series(&self) -> Vec<SeriesId> {
+        let mut ids: Vec<SeriesId> = self.series.read().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    fn summary(&self, series: &SeriesId) -> Result<SeriesSummary, StoreError> {
+        let history = self.history(series)?;
+        let mut history = history.lock();
+        let (timestamps, _) = history.merged_columns();
+        let (median_step, gaps) = spacing(timestamps);
+        Ok(SeriesSummary {
+            series: series.clone(),
+            samples: timestamps.len(),
+            first: timestamps.first().map(|time| Timestamp::from_millis(*time)),
+            last: timestamps.last().map(|time| Timestamp::from_millis(*time)),
+            median_step,
+            gaps,
+        })
+    }
+
+    fn enforce_retention(&self, now: Timestamp, max_age: Duration) -> Result<usize, StoreError> {
+        let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_add_millis(-age);
+        let histories: Vec<SharedHistory> = self.series.read().values().cloned().collect();
+        let dropped = histories
+            .iter()
+            .map(|history| history.lock().drop_before(cutoff))
+            .sum();
+        if dropped > 0 {
+            tracing::info!(dropped, %cutoff, "dropped samples past retention");
+        }
+        Ok(dropped)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        let mut manifest = self.checkpointing.lock();
+        let series_dir = self.dir.join("series");
+        // Rotate and snapshot under the log lock, so the snapshot holds exactly the closed segments.
+        let (closed, snapshot) = {
+            let mut log = self.log.lock();
+            let series = self.series.read();
+            let nothing_dirty = series.values().all(|history| !history.lock().is_dirty());
+            if nothing_dirty && log.bytes_since_checkpoint() == 0 {
+                return Ok(());
+            }
+            let closed = log.rotate()?;
+            let mut snapshot = Vec::new();
+            for (id, shared) in series.iter() {
+                let mut history = shared.lock();
+                if history.is_dirty() {
+                    snapshot.push((id.clone(), Arc::clone(shared), history.frame().clone()));
+                    history.mark_clean();
+                }
+            }
+            (closed, snapshot)
+        };
+        let written = snapshot.iter().try_for_each(|(id, _, frame)| {
+            let file = manifest.file_for(id);
+            checkpoint::write_series(&series_dir, &file, frame)
+        });
+        if let Err(error) = written {
+            // These series are not on disk yet: keep them dirty so the next checkpoint retries them.
+            for (_, history, _) in &snapshot {
+                history.lock().mark_dirty();
+            }
+            return Err(error);
+        }
+        manifest.wal_checkpoint = closed;
+        manifest.store(&series_dir)?;
+        Wal::remove_through(&self.dir.join("wal"), closed)?;
+        tracing::debug!(
+            series = snapshot.len(),
+            wal_checkpoint = closed,
+            "checkpoint written"
+        );
+        Ok(())
+    }
+}

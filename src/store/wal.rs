@@ -1,0 +1,431 @@
+//! Write-ahead log: every acknowledged batch is one checksummed record in the open segment.
+//!
+//! Segment `wal-<seq>.log` starts with [`MAGIC`], then records `[len: u32][crc32: u32][payload]`
+//! (little endian). A payload is `[series: u32]` then per series `[key_len: u32][key utf-8]
+//! [samples: u32][(timestamp_ms: i64, value: f64)...]`, the key being the canonical [`SeriesId`] text.
+//! A record is written with one `write` call before the batch is acknowledged, so it survives the
+//! process being killed; with `fsync` it is also flushed to the device before acknowledgement.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use crate::domain::{Sample, SeriesId};
+
+use super::{SeriesSamples, StoreError};
+
+/// First bytes of every segment; bumped if the record format changes.
+const MAGIC: &[u8; 8] = b"PSWAL001";
+/// Bytes of a record header (length and checksum).
+const RECORD_HEADER: usize = 8;
+/// Largest payload a record may claim; anything larger is damage, not data (a batch is bounded upstream).
+const MAX_RECORD_BYTES: usize = 1 << 30;
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Path of segment `sequence` in `dir`.
+pub(super) fn segment_path(dir: &Path, sequence: u64) -> PathBuf {
+    dir.join(format!("wal-{sequence:016}.log"))
+}
+
+/// The segments in `dir`, oldest first.
+pub(super) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut segments = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_error(dir))? {
+        let entry = entry.map_err(io_error(dir))?;
+        let name = entry.file_name();
+        let Some(sequence) = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("wal-"))
+            .and_then(|rest| rest.strip_suffix(".log"))
+            .and_then(|digits| digits.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        segments.push((sequence, entry.path()));
+    }
+    segments.sort_unstable_by_key(|(sequence, _)| *sequence);
+    Ok(segments)
+}
+
+/// Makes a directory entry durable (new or renamed files in it).
+pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|handle| handle.sync_all())
+        .map_err(io_error(dir))
+}
+
+/// Encodes a batch as one record (header included) into `buffer`.
+fn encode_record(batch: &[SeriesSamples], buffer: &mut Vec<u8>) {
+    buffer.clear();
+    buffer.extend_from_slice(&[0; RECORD_HEADER]);
+    buffer.extend_from_slice(&(batch.len() as u32).to_le_bytes());
+    for entry in batch {
+        let key = entry.series.to_string();
+        buffer.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buffer.extend_from_slice(key.as_bytes());
+        buffer.extend_from_slice(&(entry.samples.len() as u32).to_le_bytes());
+        buffer.reserve(entry.samples.len() * 16);
+        for sample in &entry.samples {
+            buffer.extend_from_slice(&sample.timestamp.as_millis().to_le_bytes());
+            buffer.extend_from_slice(&sample.value.to_le_bytes());
+        }
+    }
+    let payload_len = (buffer.len() - RECORD_HEADER) as u32;
+    let checksum = crc32fast::hash(&buffer[RECORD_HEADER..]);
+    buffer[0..4].copy_from_slice(&payload_len.to_le_bytes());
+    buffer[4..8].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// Reads a little-endian integer or float from the front of `input`.
+fn take<const N: usize>(input: &mut &[u8]) -> Result<[u8; N], String> {
+    let (head, rest) = input
+        .split_first_chunk::<N>()
+        .ok_or_else(|| "record payload ends early".to_owned())?;
+    *input = rest;
+    Ok(*head)
+}
+
+/// Decodes a checksum-verified payload.
+fn decode_payload(mut payload: &[u8]) -> Result<Vec<SeriesSamples>, String> {
+    let series_count = u32::from_le_bytes(take(&mut payload)?) as usize;
+    let mut batch = Vec::with_capacity(series_count.min(1024));
+    for _ in 0..series_count {
+        let key_len = u32::from_le_bytes(take(&mut payload)?) as usize;
+        if key_len > payload.len() {
+            return Err("series key runs past the record".to_owned());
+        }
+        let (key, rest) = payload.split_at(key_len);
+        payload = rest;
+        let key = std::str::from_utf8(key).map_err(|error| format!("series key: {error}"))?;
+        let series: SeriesId = key
+            .parse()
+            .map_err(|error| format!("series key: {error}"))?;
+        let sample_count = u32::from_le_bytes(take(&mut payload)?) as usize;
+        if sample_count.saturating_mul(16) > payload.len() {
+            return Err("samples run past the record".to_owned());
+        }
+        let mut samples = Vec::with_capacity(sample_count);
+        for _ in 0..sample_count {
+            let timestamp = i64::from_le_bytes(take(&mut payload)?);
+            let value = f64::from_le_bytes(take(&mut payload)?);
+            samples.push(Sample::new(timestamp, value));
+        }
+        batch.push(SeriesSamples { series, samples });
+    }
+    if !payload.is_empty() {
+        return Err(format!(
+            "{} unexpected bytes after the last series",
+            payload.len()
+        ));
+    }
+    Ok(batch)
+}
+
+/// What replaying one segment found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ReplayOutcome {
+    /// Records applied.
+    pub(super) records: u64,
+    /// Bytes cut off the end of a segment as a torn write.
+    pub(super) truncated_bytes: u64,
+}
+
+/// Replays the records of one segment through `apply`.
+///
+/// In the newest segment a record that is cut short or fails its checksum is a write torn by a crash:
+/// it and everything after it were never acknowledged, so the file is truncated there. In an older
+/// segment the same finding is corruption and an error.
+pub(super) fn replay_segment(
+    path: &Path,
+    is_newest: bool,
+    mut apply: impl FnMut(Vec<SeriesSamples>),
+) -> Result<ReplayOutcome, StoreError> {
+    let mut bytes = Vec::new();
+    File::open(path)
+        .and_then(|mut file| file.read_to_end(&mut bytes))
+        .map_err(io_error(path))?;
+    let mut outcome = ReplayOutcome::default();
+    let damaged = |offset: usize, reason: String| -> Result<u64, StoreError> {
+        if !is_newest {
+            return Err(StoreError::CorruptLog {
+                path: path.to_owned(),
+                offset: offset as u64,
+                reason,
+            });
+        }
+        let dropped = (bytes.len() - offset) as u64;
+        tracing::warn!(
+            path = %path.display(),
+            offset,
+            dropped_bytes = dropped,
+            %reason,
+            "truncating torn tail of write-ahead log"
+        );
+        OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|file| {
+                file.set_len(offset as u64)?;
+                file.sync_all()
+            })
+            .map_err(io_error(path))?;
+        Ok(dropped)
+    };
+    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+        if bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
+            // The segment was being created when the process died.
+            outcome.truncated_bytes = damaged(0, "segment header cut short".to_owned())?;
+            return Ok(outcome);
+        }
+        return Err(StoreError::CorruptLog {
+            path: path.to_owned(),
+            offset: 0,
+            reason: "not a prescale write-ahead log segment".to_owned(),
+        });
+    }
+    let mut offset = MAGIC.len();
+    while offset < bytes.len() {
+        let remaining = &bytes[offset..];
+        if remaining.len() < RECORD_HEADER {
+            outcome.truncated_bytes = damaged(offset, "record header cut short".to_owned())?;
+            break;
+        }
+        let payload_len = u32::from_le_bytes(remaining[0..4].try_into().expect("4 bytes")) as usize;
+        let checksum = u32::from_le_bytes(remaining[4..8].try_into().expect("4 bytes"));
+        if payload_len > MAX_RECORD_BYTES || RECORD_HEADER + payload_len > remaining.len() {
+            outcome.truncated_bytes = damaged(offset, "record cut short".to_owned())?;
+            break;
+        }
+        let payload = &remaining[RECORD_HEADER..RECORD_HEADER + payload_len];
+        if crc32fast::hash(payload) != checksum {
+            outcome.truncated_bytes = damaged(offset, "checksum mismatch".to_owned())?;
+            break;
+        }
+        let batch = decode_payload(payload).map_err(|reason| StoreError::CorruptLog {
+            path: path.to_owned(),
+            offset: offset as u64,
+            reason,
+        })?;
+        apply(batch);
+        outcome.records += 1;
+        offset += RECORD_HEADER + payload_len;
+    }
+    Ok(outcome)
+}
+
+/// The open segment that new records are appended to.
+#[derive(Debug)]
+pub(super) struct Wal {
+    /// Directory holding the segments.
+    dir: PathBuf,
+    /// The open segment, written without user-space buffering so a returned write is in the kernel.
+    file: File,
+    /// Sequence number of the open segment.
+    sequence: u64,
+    /// Length of the open segment after the last complete record: where a failed write is rolled back to.
+    len: u64,
+    /// Bytes logged since the last checkpoint, to decide when the next is due.
+    bytes_since_checkpoint: u64,
+    /// Reused encoding buffer, so appends do not allocate per record.
+    buffer: Vec<u8>,
+    /// Flush every record to the device before acknowledging it (survives power loss, not only crashes).
+    fsync: bool,
+    /// Set when a failed write could not be rolled back; the log then refuses further writes.
+    poisoned: Option<String>,
+}
+
+impl Wal {
+    /// Creates segment `sequence` in `dir` and opens it for appending.
+    pub(super) fn create(dir: &Path, sequence: u64, fsync: bool) -> Result<Self, StoreError> {
+        let path = segment_path(dir, sequence);
+        let mut file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_error(&path))?;
+        file.write_all(MAGIC).map_err(io_error(&path))?;
+        file.sync_all().map_err(io_error(&path))?;
+        sync_dir(dir)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            file,
+            sequence,
+            len: MAGIC.len() as u64,
+            bytes_since_checkpoint: 0,
+            buffer: Vec::new(),
+            fsync,
+            poisoned: None,
+        })
+    }
+
+    /// Bytes logged since the last checkpoint.
+    pub(super) fn bytes_since_checkpoint(&self) -> u64 {
+        self.bytes_since_checkpoint
+    }
+
+    /// Appends one batch as one record; on return `Ok` the batch is acknowledged.
+    pub(super) fn append(&mut self, batch: &[SeriesSamples]) -> Result<(), StoreError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(StoreError::Poisoned {
+                reason: reason.clone(),
+            });
+        }
+        encode_record(batch, &mut self.buffer);
+        let path = segment_path(&self.dir, self.sequence);
+        let written = self.file.write_all(&self.buffer).and_then(|()| {
+            if self.fsync {
+                self.file.sync_data()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(source) = written {
+            // Cut the partial record off so later records do not follow garbage.
+            if let Err(rollback) = self.file.set_len(self.len) {
+                self.poisoned = Some(format!(
+                    "write failed ({source}), rollback failed ({rollback})"
+                ));
+            }
+            return Err(StoreError::Io { path, source });
+        }
+        self.len += self.buffer.len() as u64;
+        self.bytes_since_checkpoint += self.buffer.len() as u64;
+        Ok(())
+    }
+
+    /// Closes the open segment and starts the next; returns the sequence of the closed one.
+    pub(super) fn rotate(&mut self) -> Result<u64, StoreError> {
+        let closed = self.sequence;
+        let path = segment_path(&self.dir, closed);
+        self.file.sync_all().map_err(io_error(&path))?;
+        let next = Self::create(&self.dir, closed + 1, self.fsync)?;
+        *self = next;
+        Ok(closed)
+    }
+
+    /// Deletes segments up to and including `sequence`, which a checkpoint now covers.
+    pub(super) fn remove_through(dir: &Path, sequence: u64) -> Result<(), StoreError> {
+        for (segment, path) in list_segments(dir)? {
+            if segment <= sequence {
+                fs::remove_file(&path).map_err(io_error(&path))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(name: &str, samples: &[(i64, f64)]) -> Vec<SeriesSamples> {
+        vec![SeriesSamples {
+            series: SeriesId::with_labels(name, [("host", "a\"b")]).unwrap(),
+            samples: samples.iter().map(|(t, v)| Sample::new(*t, *v)).collect(),
+        }]
+    }
+
+    fn replay_all(
+        path: &Path,
+        is_newest: bool,
+    ) -> Result<(Vec<SeriesSamples>, ReplayOutcome), StoreError> {
+        let mut seen = Vec::new();
+        let outcome = replay_segment(path, is_newest, |batch| seen.extend(batch))?;
+        Ok((seen, outcome))
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, false).unwrap();
+        wal.append(&batch("cpu", &[(1, 1.5), (2, -2.0)])).unwrap();
+        wal.append(&batch("mem", &[(3, 3.0)])).unwrap();
+        let (seen, outcome) = replay_all(&segment_path(dir.path(), 1), true).unwrap();
+        assert_eq!(
+            outcome,
+            ReplayOutcome {
+                records: 2,
+                truncated_bytes: 0
+            }
+        );
+        assert_eq!(seen[0], batch("cpu", &[(1, 1.5), (2, -2.0)])[0]);
+        assert_eq!(seen[1], batch("mem", &[(3, 3.0)])[0]);
+    }
+
+    #[test]
+    fn torn_tail_is_truncated_in_newest_segment_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, false).unwrap();
+        wal.append(&batch("cpu", &[(1, 1.0)])).unwrap();
+        let good_len = fs::metadata(segment_path(dir.path(), 1)).unwrap().len();
+        wal.append(&batch("cpu", &[(2, 2.0), (3, 3.0)])).unwrap();
+        drop(wal);
+        let path = segment_path(dir.path(), 1);
+        let full_len = fs::metadata(&path).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(full_len - 5)
+            .unwrap();
+
+        let error = replay_all(&path, false).unwrap_err();
+        assert!(matches!(error, StoreError::CorruptLog { offset, .. } if offset == good_len));
+
+        let (seen, outcome) = replay_all(&path, true).unwrap();
+        assert_eq!(outcome.records, 1);
+        assert_eq!(outcome.truncated_bytes, full_len - 5 - good_len);
+        assert_eq!(seen, batch("cpu", &[(1, 1.0)]));
+        assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+    }
+
+    #[test]
+    fn flipped_bit_fails_the_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 7, false).unwrap();
+        wal.append(&batch("cpu", &[(1, 1.0)])).unwrap();
+        drop(wal);
+        let path = segment_path(dir.path(), 7);
+        let mut bytes = fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        fs::write(&path, &bytes).unwrap();
+        let (seen, outcome) = replay_all(&path, true).unwrap();
+        assert!(seen.is_empty());
+        assert_eq!(outcome.records, 0);
+        assert!(outcome.truncated_bytes > 0);
+    }
+
+    #[test]
+    fn foreign_file_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        fs::write(&path, b"hello, this is not a log").unwrap();
+        assert!(matches!(
+            replay_all(&path, true),
+            Err(StoreError::CorruptLog { offset: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn rotation_lists_segments_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 9, false).unwrap();
+        assert_eq!(wal.rotate().unwrap(), 9);
+        assert_eq!(wal.rotate().unwrap(), 10);
+        let sequences: Vec<u64> = list_segments(dir.path())
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(sequences, vec![9, 10, 11]);
+        Wal::remove_through(dir.path(), 10).unwrap();
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+    }
+}

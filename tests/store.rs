@@ -1,0 +1,340 @@
+//! Store behaviour through the public API, on real files: ordering, durability, bad input.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::time::Duration;
+
+use prescale::domain::{Aggregation, Sample, SeriesId, Step, TimeRange, Timestamp};
+use prescale::store::{MetricStore, PolarsStore, SeriesSamples, StoreError, StoreOptions};
+use proptest::prelude::*;
+
+fn series(name: &str) -> SeriesId {
+    SeriesId::new(name).unwrap()
+}
+
+fn range(from: i64, to: i64) -> TimeRange {
+    TimeRange::new(Timestamp::from_millis(from), Timestamp::from_millis(to)).unwrap()
+}
+
+/// NaN-aware exact comparison: empty buckets must be NaN on both sides.
+fn same_values(left: &[f64], right: &[f64]) -> bool {
+    left.len() == right.len()
+        && left
+            .iter()
+            .zip(right)
+            .all(|(a, b)| (a.is_nan() && b.is_nan()) || a == b)
+}
+
+fn samples(pairs: &[(i64, f64)]) -> Vec<Sample> {
+    pairs
+        .iter()
+        .map(|(time, value)| Sample::new(*time, *value))
+        .collect()
+}
+
+/// Batches of samples with clashing timestamps, and the order to append them in.
+fn batches_strategy() -> impl Strategy<Value = Vec<Vec<(i64, f64)>>> {
+    prop::collection::vec((0i64..2_000, -1e6f64..1e6), 1..300)
+        .prop_flat_map(|all| {
+            let len = all.len();
+            (Just(all), prop::collection::vec(0..len, 0..8))
+        })
+        .prop_map(|(all, mut cuts)| {
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut batches = Vec::new();
+            let mut start = 0;
+            for cut in cuts.into_iter().chain([all.len()]) {
+                if cut > start {
+                    batches.push(all[start..cut].to_vec());
+                    start = cut;
+                }
+            }
+            batches
+        })
+        .prop_shuffle()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Any split and order of appends reads back like one sorted, de-duplicated append holding the
+    /// last written value per timestamp; also after a checkpoint and a reopen.
+    #[test]
+    fn any_split_and_order_matches_one_sorted_append(
+        batches in batches_strategy(),
+        checkpoint_after in 0usize..8,
+        step in 1i64..300,
+    ) {
+        let split_dir = tempfile::tempdir().unwrap();
+        let split_store = PolarsStore::open(split_dir.path(), StoreOptions::default()).unwrap();
+        let id = series("prop");
+        let mut last_write = BTreeMap::new();
+        for (index, batch) in batches.iter().enumerate() {
+            split_store.append(&id, &samples(batch)).unwrap();
+            for (time, value) in batch {
+                last_write.insert(*time, *value);
+            }
+            if index == checkpoint_after {
+                split_store.checkpoint().unwrap();
+            }
+        }
+        let sorted: Vec<(i64, f64)> = last_write.into_iter().collect();
+        let one_dir = tempfile::tempdir().unwrap();
+        let one_store = PolarsStore::open(one_dir.path(), StoreOptions::default()).unwrap();
+        one_store.append(&id, &samples(&sorted)).unwrap();
+
+        let step = Step::try_from(step).unwrap();
+        let window = range(-100, 2_100);
+        for agg in [Aggregation::Mean, Aggregation::Max, Aggregation::Sum, Aggregation::Last] {
+            let expected = one_store.window(&id, window, step, agg).unwrap();
+            let got = split_store.window(&id, window, step, agg).unwrap();
+            prop_assert!(same_values(got.values(), expected.values()), "{agg}: {:?} vs {:?}", got.values(), expected.values());
+        }
+        prop_assert_eq!(split_store.summary(&id).unwrap().samples, sorted.len());
+
+        drop(split_store);
+        let reopened = PolarsStore::open(split_dir.path(), StoreOptions::default()).unwrap();
+        let expected = one_store.window(&id, window, step, Aggregation::Last).unwrap();
+        let got = reopened.window(&id, window, step, Aggregation::Last).unwrap();
+        prop_assert!(same_values(got.values(), expected.values()));
+    }
+}
+
+#[test]
+fn window_leaves_empty_buckets_nan() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let id = series("gappy");
+    store
+        .append(&id, &samples(&[(0, 1.0), (1_000, 3.0), (5_000, 9.0)]))
+        .unwrap();
+    let window = store
+        .window(
+            &id,
+            range(0, 6_000),
+            Step::try_from(2_000).unwrap(),
+            Aggregation::Mean,
+        )
+        .unwrap();
+    assert_eq!(window.values()[0], 2.0);
+    assert!(window.values()[1].is_nan());
+    assert_eq!(window.values()[2], 9.0);
+    assert_eq!(window.start(), Timestamp::from_millis(0));
+}
+
+#[test]
+fn non_finite_value_rejects_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let good = SeriesSamples {
+        series: series("good"),
+        samples: samples(&[(1, 1.0)]),
+    };
+    let bad = SeriesSamples {
+        series: series("bad"),
+        samples: samples(&[(1, 1.0), (2, f64::NAN), (3, f64::INFINITY)]),
+    };
+    let error = store.append_batch(&[good, bad]).unwrap_err();
+    match error {
+        StoreError::NonFiniteValue {
+            series: id,
+            index,
+            timestamp,
+            ..
+        } => {
+            assert_eq!(id, series("bad"));
+            assert_eq!(index, 1);
+            assert_eq!(timestamp, Timestamp::from_millis(2));
+        }
+        other => panic!("expected NonFiniteValue, got {other}"),
+    }
+    assert!(
+        store.series().is_empty(),
+        "nothing of a rejected batch is stored"
+    );
+    drop(store);
+    let reopened = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert!(
+        reopened.series().is_empty(),
+        "nothing of a rejected batch reached the log"
+    );
+}
+
+#[test]
+fn unknown_series_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let missing = series("missing");
+    let error = store
+        .window(
+            &missing,
+            range(0, 10),
+            Step::try_from(1).unwrap(),
+            Aggregation::Mean,
+        )
+        .unwrap_err();
+    assert!(matches!(error, StoreError::UnknownSeries { .. }));
+    assert!(matches!(
+        store.summary(&missing),
+        Err(StoreError::UnknownSeries { .. })
+    ));
+}
+
+#[test]
+fn oversized_window_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let id = series("cpu");
+    store.append(&id, &samples(&[(0, 1.0)])).unwrap();
+    let error = store
+        .window(
+            &id,
+            range(0, i64::MAX / 2),
+            Step::try_from(1).unwrap(),
+            Aggregation::Mean,
+        )
+        .unwrap_err();
+    assert!(matches!(error, StoreError::WindowTooLarge { .. }));
+}
+
+#[test]
+fn torn_log_tail_is_truncated_and_nothing_else_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("torn");
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&id, &samples(&[(1, 1.0), (2, 2.0)])).unwrap();
+        store.append(&id, &samples(&[(3, 3.0)])).unwrap();
+    }
+    let wal_dir = dir.path().join("wal");
+    let newest = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max()
+        .unwrap();
+    // Cut the second record in half, as a crash in the middle of its write would.
+    let file = OpenOptions::new().write(true).open(&newest).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 10).unwrap();
+    drop(file);
+
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let summary = store.summary(&id).unwrap();
+    assert_eq!(summary.samples, 2);
+    assert_eq!(summary.last, Some(Timestamp::from_millis(2)));
+    // The store keeps working after recovery, and a second reopen sees the same.
+    store.append(&id, &samples(&[(4, 4.0)])).unwrap();
+    drop(store);
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.summary(&id).unwrap().samples, 3);
+}
+
+#[test]
+fn corruption_in_an_older_segment_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("corrupt");
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&id, &samples(&[(1, 1.0)])).unwrap();
+    }
+    {
+        // A second run leaves a newer segment, so the first is no longer the tail.
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&id, &samples(&[(2, 2.0)])).unwrap();
+    }
+    let wal_dir = dir.path().join("wal");
+    let oldest = std::fs::read_dir(&wal_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .min()
+        .unwrap();
+    let mut bytes = std::fs::read(&oldest).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&oldest, bytes).unwrap();
+    let error = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(error, StoreError::CorruptLog { .. }), "{error}");
+}
+
+#[test]
+fn checkpoint_compacts_the_log_into_parquet() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = SeriesId::with_labels("cpu", [("host", "a")]).unwrap();
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&id, &samples(&[(1, 1.0), (2, 2.0)])).unwrap();
+        store.checkpoint().unwrap();
+        store.append(&id, &samples(&[(2, 5.0)])).unwrap();
+    }
+    let parquet_files = std::fs::read_dir(dir.path().join("series"))
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|ext| ext == "parquet")
+        })
+        .count();
+    assert_eq!(parquet_files, 1);
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let window = store
+        .window(
+            &id,
+            range(0, 3),
+            Step::try_from(1).unwrap(),
+            Aggregation::Last,
+        )
+        .unwrap();
+    assert!(same_values(window.values(), &[f64::NAN, 1.0, 5.0]));
+}
+
+#[test]
+fn retention_drops_old_samples_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("old");
+    let day = 86_400_000;
+    let now = Timestamp::from_millis(100 * day);
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store
+            .append(
+                &id,
+                &samples(&[(10 * day, 1.0), (95 * day, 2.0), (99 * day, 3.0)]),
+            )
+            .unwrap();
+        let dropped = store
+            .enforce_retention(now, Duration::from_secs(30 * 86_400))
+            .unwrap();
+        assert_eq!(dropped, 1);
+        store.checkpoint().unwrap();
+    }
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let summary = store.summary(&id).unwrap();
+    assert_eq!(summary.samples, 2);
+    assert_eq!(summary.first, Some(Timestamp::from_millis(95 * day)));
+}
+
+#[test]
+fn a_second_process_cannot_open_the_same_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let _first = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let second = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(second.to_string().contains("in use"), "{second}");
+}
+
+#[test]
+fn summary_reports_median_step_and_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let id = series("gaps");
+    let mut pairs: Vec<(i64, f64)> = (0..10).map(|i| (i * 300_000, 1.0)).collect();
+    pairs.push((10 * 300_000 + 3_600_000, 1.0));
+    store.append(&id, &samples(&pairs)).unwrap();
+    let summary = store.summary(&id).unwrap();
+    assert_eq!(summary.median_step, Some(Step::FIVE_MINUTES));
+    assert_eq!(summary.gaps.len(), 1);
+    assert_eq!(summary.gaps[0].after, Timestamp::from_millis(9 * 300_000));
+}
