@@ -6,9 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use prescale::app::{App, ImportReport, SAMPLE_SERIES};
+use prescale::app::{
+    self, App, Backtest, EventStore, ImportReport, ModelChoice, SAMPLE_SERIES, load_input_file,
+};
 use prescale::config::{Config, Overrides};
-use prescale::domain::{Aggregation, SeriesId, Step};
+use prescale::domain::{Aggregation, Level, SeriesId, Step, TimeSeries};
+use prescale::events::EventSpec;
 use prescale::ingest::BadRowPolicy;
 use prescale::store::{MetricStore, PolarsStore, SeriesSummary};
 use tracing_subscriber::EnvFilter;
@@ -45,8 +48,174 @@ enum Command {
     Series(SeriesCommand),
     /// Export a series resampled to a fixed step as `timestamp,value` CSV.
     Export(ExportArgs),
+    /// Forecast a series with prediction intervals and write it as CSV.
+    Forecast(ForecastArgs),
+    /// Rolling-origin backtest of every model (or one) on a series: MASE, sMAPE, coverage, width, time.
+    Backtest(BacktestArgs),
+    /// Turn a forecast into a pre-scaling plan for a workload.
+    Plan(PlanArgs),
+    /// Replay history: predictive plans vs the Kubernetes HPA vs an oracle.
+    Simulate(SimulateArgs),
+    /// Planned events (launches, sales) whose uplift is learned from history.
+    #[command(subcommand)]
+    Events(EventsCommand),
     /// Run the whole pipeline on the embedded sample data in a temporary store.
-    Demo,
+    Demo(DemoArgs),
+}
+
+/// Where a command's history comes from: a file, or a stored series.
+#[derive(Debug, Args)]
+struct InputArgs {
+    /// CSV or Parquet file (`timestamp,value`), regularised on its median step.
+    #[arg(long, conflicts_with = "series", required_unless_present = "series")]
+    input: Option<PathBuf>,
+    /// Stored series (`NAME` or `NAME{k="v"}`).
+    #[arg(long)]
+    series: Option<String>,
+    #[command(flatten)]
+    labels: SeriesArgs,
+    /// Step to resample to [default: the series' median step].
+    #[arg(long)]
+    step: Option<Step>,
+}
+
+impl InputArgs {
+    fn load(&self, config: &Config) -> Result<TimeSeries> {
+        if let Some(path) = &self.input {
+            return load_input_file(path, self.step)
+                .with_context(|| format!("reading {}", path.display()));
+        }
+        let name = self
+            .series
+            .as_deref()
+            .expect("invariant: clap requires --input or --series");
+        let series = self.labels.resolve(name)?;
+        let (app, _) = open(config)?;
+        Ok(app.regular_series(&series, self.step)?)
+    }
+}
+
+#[derive(Debug, Args)]
+struct ForecastArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// How far ahead: a duration (1d, 90m) or a number of steps.
+    #[arg(long, default_value = "1d")]
+    horizon: String,
+    /// Interval levels in percent.
+    #[arg(long, default_value = "80,95")]
+    levels: String,
+    /// ensemble, or one member: seasonal_naive, fft, trend, forest, scryer, mstl, ets.
+    #[arg(long, default_value = "ensemble")]
+    model: String,
+    /// Output CSV: timestamp,mean,lower_L,upper_L... per level.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct BacktestArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Steps forecast from each origin: a duration or a number of steps.
+    #[arg(long, default_value = "1d")]
+    horizon: String,
+    /// Number of rolling origins over the most recent history.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Interval levels in percent.
+    #[arg(long, default_value = "80,95")]
+    levels: String,
+    /// Most recent history each fit may use.
+    #[arg(long, default_value = "28d")]
+    max_history: humantime::Duration,
+    /// Only this model [default: every member and the ensemble].
+    #[arg(long)]
+    model: Option<String>,
+    /// Also write the table as CSV.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Workload file (see workload.example.toml).
+    #[arg(long)]
+    workload: PathBuf,
+    /// How far ahead to plan.
+    #[arg(long, default_value = "1d")]
+    horizon: String,
+    /// Replicas running now [default: what the latest load needs].
+    #[arg(long)]
+    current_replicas: Option<u32>,
+    /// Forecasting model.
+    #[arg(long, default_value = "ensemble")]
+    model: String,
+    /// Output CSV: timestamp,desired,low,high,reason.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+struct SimulateArgs {
+    #[command(flatten)]
+    input: InputArgs,
+    /// Workload file (see workload.example.toml).
+    #[arg(long)]
+    workload: PathBuf,
+    /// Days of history to replay (the end of the series).
+    #[arg(long, default_value_t = 7.0)]
+    days: f64,
+    /// How often the predictive strategy replans.
+    #[arg(long, default_value = "1h")]
+    replan_every: humantime::Duration,
+    /// Forecasting model.
+    #[arg(long, default_value = "ensemble")]
+    model: String,
+    /// Write the per-strategy summary as CSV (and the timeline beside it as *.timeline.csv).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write a PNG chart of demand and each strategy's capacity.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Add (or replace) a planned event.
+    Add {
+        /// Event name; past events with this name teach its uplift.
+        #[arg(long)]
+        name: String,
+        /// Start (RFC 3339).
+        #[arg(long)]
+        start: String,
+        /// End (RFC 3339).
+        #[arg(long)]
+        end: String,
+        /// Fixed uplift of the base forecast instead of a learned one.
+        #[arg(long, conflicts_with = "like")]
+        multiplier: Option<f64>,
+        /// Learn the uplift from past events of this name.
+        #[arg(long)]
+        like: Option<String>,
+    },
+    /// List stored events.
+    List,
+    /// Remove every event with this name.
+    Remove {
+        /// Event name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Directory for the demo's outputs (forecast, plan, simulation CSV and chart).
+    #[arg(long, default_value = "demo-output")]
+    output_dir: PathBuf,
 }
 
 /// A series named on the command line: `NAME` or `NAME{k="v"}`, plus `--label k=v` flags.
@@ -186,7 +355,94 @@ fn run(cli: Cli) -> Result<()> {
                 args.file.display()
             );
         }
-        Command::Demo => demo(&config)?,
+        Command::Forecast(args) => {
+            let history = args.input.load(&config)?;
+            let horizon = app::parse_horizon(&args.horizon, history.step())?;
+            let levels = app::parse_levels(&args.levels)?;
+            let choice: ModelChoice = args.model.parse()?;
+            let model = app::fit(&history, choice)?;
+            let forecast = prescale::forecast::Predict::predict(&model, horizon, &levels)?;
+            app::write_forecast_csv(&forecast, &args.output)?;
+            println!(
+                "forecast {} steps of {} from {} with {choice} to {}",
+                forecast.len(),
+                forecast.step(),
+                forecast.start(),
+                args.output.display()
+            );
+            print_model(&model);
+        }
+        Command::Backtest(args) => {
+            let history = args.input.load(&config)?;
+            let levels = app::parse_levels(&args.levels)?;
+            let backtest = Backtest {
+                horizon: app::parse_horizon(&args.horizon, history.step())?,
+                folds: args.folds,
+                levels: levels.clone(),
+                max_history: (args.max_history.as_millis()
+                    / history.step().as_duration().as_millis())
+                    as usize,
+            };
+            let choices = match &args.model {
+                Some(model) => vec![model.parse()?],
+                None => ModelChoice::all(),
+            };
+            let scores = backtest.run(&history, &choices)?;
+            println!(
+                "backtest: {} folds of {} steps ({}) on {} points; MASE scaled by the in-sample one-day seasonal naive error",
+                backtest.folds,
+                backtest.horizon.steps(),
+                history.step(),
+                history.len()
+            );
+            print!("{}", app::format_scores(&scores, &levels));
+            if let Some(path) = &args.output {
+                app::write_scores_csv(&scores, &levels, path)?;
+            }
+        }
+        Command::Plan(args) => {
+            let history = args.input.load(&config)?;
+            let workload = app::load_workload(&args.workload)?;
+            let horizon = app::parse_horizon(&args.horizon, history.step())?;
+            let calendar = EventStore::new(&config.data_dir).load()?;
+            let outcome = app::build_plan(
+                &history,
+                &workload,
+                horizon,
+                &calendar,
+                args.model.parse()?,
+                args.current_replicas,
+            )?;
+            app::write_plan_csv(&outcome.plan, &args.output)?;
+            print!("{}", outcome.plan);
+            for skipped in &outcome.skipped_events {
+                println!(
+                    "warning: event {skipped} has no past occurrence to learn from; not applied"
+                );
+            }
+            println!(
+                "wrote {} plan steps to {}",
+                outcome.plan.steps().len(),
+                args.output.display()
+            );
+        }
+        Command::Simulate(args) => {
+            let history = args.input.load(&config)?;
+            let workload = app::load_workload(&args.workload)?;
+            let calendar = EventStore::new(&config.data_dir).load()?;
+            let report = app::replay(
+                &history,
+                &workload,
+                args.days,
+                args.replan_every.into(),
+                calendar,
+                args.model.parse()?,
+            )?;
+            print!("{report}");
+            write_simulation_outputs(&report, args.output.as_deref(), args.chart.as_deref())?;
+        }
+        Command::Events(command) => events(&config, command)?,
+        Command::Demo(args) => demo(&config, &args.output_dir)?,
     }
     Ok(())
 }
@@ -288,11 +544,116 @@ fn print_series_details(summary: &SeriesSummary) {
     }
 }
 
-/// The main job on the embedded samples, in a temporary store that is removed afterwards.
-fn demo(config: &Config) -> Result<()> {
+fn print_model(model: &prescale::forecast::FittedModel) {
+    let periods: Vec<String> = model
+        .preprocessing()
+        .seasonality
+        .periods()
+        .iter()
+        .map(|period| period.steps.to_string())
+        .collect();
+    let weights: Vec<String> = model
+        .weights()
+        .iter()
+        .filter(|(_, weight)| *weight > 0.0)
+        .map(|(kind, weight)| format!("{kind} {weight:.2}"))
+        .collect();
+    println!("  seasonal periods (steps): {}", periods.join(", "));
+    println!("  members used: {}", weights.join(", "));
+    for (kind, reason) in model.report().skipped() {
+        if !reason.is_empty() {
+            println!("  skipped {kind}: {reason}");
+        }
+    }
+}
+
+fn write_simulation_outputs(
+    report: &prescale::simulate::SimulationReport,
+    output: Option<&Path>,
+    chart: Option<&Path>,
+) -> Result<()> {
+    if let Some(path) = output {
+        report.write_summary_csv(std::fs::File::create(path)?)?;
+        let timeline = path.with_extension("timeline.csv");
+        report.write_timeline_csv(std::fs::File::create(&timeline)?)?;
+        println!("wrote {} and {}", path.display(), timeline.display());
+    }
+    if let Some(path) = chart {
+        report.write_png(path, (1600, 700))?;
+        println!("wrote chart {}", path.display());
+    }
+    Ok(())
+}
+
+fn events(config: &Config, command: EventsCommand) -> Result<()> {
+    let store = EventStore::new(&config.data_dir);
+    match command {
+        EventsCommand::Add {
+            name,
+            start,
+            end,
+            multiplier,
+            like,
+        } => {
+            store.add(&EventSpec {
+                name: name.clone(),
+                start,
+                end,
+                multiplier,
+                like,
+            })?;
+            println!("stored event {name}");
+        }
+        EventsCommand::List => {
+            let calendar = store.load()?;
+            if calendar.events().is_empty() {
+                println!("no events stored");
+            }
+            for event in calendar.events() {
+                let uplift = match event.uplift() {
+                    prescale::events::Uplift::Learned => "learned from past occurrences".to_owned(),
+                    prescale::events::Uplift::Like(past) => format!("learned from {past}"),
+                    prescale::events::Uplift::Multiplier(multiplier) => format!("x{multiplier}"),
+                };
+                println!(
+                    "{:<24} {} .. {}  {uplift}",
+                    event.name(),
+                    event.range().from(),
+                    event.range().to()
+                );
+            }
+        }
+        EventsCommand::Remove { name } => {
+            let removed = store.remove(&name)?;
+            println!("removed {removed} event(s) named {name}");
+        }
+    }
+    Ok(())
+}
+
+/// The demo workload: NYC taxi demand scaled so the weekly peak needs about 50 replicas at 70%.
+const DEMO_WORKLOAD: &str = r#"
+name = "nyc-taxi-dispatch"
+series = "nyc_taxi"
+capacity_per_replica = 823.0
+target_utilisation = 70
+min_replicas = 2
+max_replicas = 100
+warm_up = "10m"
+planning_level = 95
+mode = "forecast-only"
+[scale_in]
+stabilisation_window = "30m"
+"#;
+
+/// The main job on the embedded samples: import into a temporary store, backtest and forecast each
+/// series, plan and replay NYC taxi, and write the forecast, plan, simulation and chart.
+fn demo(config: &Config, output_dir: &Path) -> Result<()> {
     let directory = tempfile::tempdir().context("creating a temporary store directory")?;
     let store = Arc::new(PolarsStore::open(directory.path(), config.store.clone())?);
     let app = App::new(store.clone());
+    std::fs::create_dir_all(output_dir)
+        .with_context(|| format!("creating {}", output_dir.display()))?;
     println!(
         "prescale demo: importing {} sample series into a temporary store at {}",
         SAMPLE_SERIES.len(),
@@ -309,5 +670,72 @@ fn demo(config: &Config) -> Result<()> {
     store.checkpoint()?;
     println!();
     print_series_table(&app.list_series()?);
+
+    let levels = Level::DEFAULTS.to_vec();
+    for sample in SAMPLE_SERIES {
+        let history = app.regular_series(&sample.series_id(), None)?;
+        let backtest = Backtest {
+            horizon: app::parse_horizon("1d", history.step())?,
+            folds: 1,
+            levels: levels.clone(),
+            max_history: (28 * 86_400_000 / history.step().as_millis()) as usize,
+        };
+        println!(
+            "\n== {} ({}): last day held out, fit on up to 28 days before it",
+            sample.name,
+            history.step()
+        );
+        print!(
+            "{}",
+            app::format_scores(&backtest.run(&history, &ModelChoice::all())?, &levels)
+        );
+    }
+
+    let taxi = app.regular_series(&SAMPLE_SERIES[0].series_id(), None)?;
+    let model = app::fit(&taxi, ModelChoice::Ensemble)?;
+    let horizon = app::parse_horizon("1d", taxi.step())?;
+    let forecast = prescale::forecast::Predict::predict(&model, horizon, &levels)?;
+    let forecast_path = output_dir.join("nyc_taxi_forecast.csv");
+    app::write_forecast_csv(&forecast, &forecast_path)?;
+    println!(
+        "\n== nyc_taxi: next day forecast written to {}",
+        forecast_path.display()
+    );
+    print_model(&model);
+
+    let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
+    let calendar = prescale::events::EventCalendar::default();
+    let outcome = app::build_plan(
+        &taxi,
+        &workload,
+        horizon,
+        &calendar,
+        ModelChoice::Ensemble,
+        None,
+    )?;
+    let plan_path = output_dir.join("nyc_taxi_plan.csv");
+    app::write_plan_csv(&outcome.plan, &plan_path)?;
+    println!(
+        "\n== plan for {} (written to {})",
+        workload.name(),
+        plan_path.display()
+    );
+    print!("{}", outcome.plan);
+
+    println!("\n== replay of the last 7 days, replanning every hour");
+    let report = app::replay(
+        &taxi,
+        &workload,
+        7.0,
+        std::time::Duration::from_secs(3600),
+        calendar,
+        ModelChoice::Ensemble,
+    )?;
+    print!("{report}");
+    write_simulation_outputs(
+        &report,
+        Some(&output_dir.join("nyc_taxi_simulation.csv")),
+        Some(&output_dir.join("nyc_taxi_simulation.png")),
+    )?;
     Ok(())
 }

@@ -218,3 +218,227 @@ fn demo_imports_the_samples_and_prints_them() {
         "the demo must not touch the configured store"
     );
 }
+
+fn sample(name: &str) -> String {
+    format!("{}/notebooks-data/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn forecast_writes_one_band_pair_per_level() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let out = root.path().join("forecast.csv");
+    let output = prescale(
+        &data,
+        &[
+            "forecast",
+            "--input",
+            &sample("ec2_cpu_utilization_5f5533.csv"),
+            "--horizon",
+            "2h",
+            "--levels",
+            "50,80,95",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "timestamp,mean,lower_50,upper_50,lower_80,upper_80,lower_95,upper_95"
+    );
+    let rows: Vec<Vec<f64>> = lines
+        .map(|line| {
+            line.split(',')
+                .skip(1)
+                .map(|cell| cell.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(rows.len(), 24, "2h of 5-minute steps");
+    for row in rows {
+        let [mean, l50, u50, l80, u80, l95, u95] = row[..] else {
+            panic!("7 numbers")
+        };
+        assert!(
+            l95 <= l80 && l80 <= l50 && l50 <= mean && mean <= u50 && u50 <= u80 && u80 <= u95,
+            "{row:?}"
+        );
+    }
+}
+
+#[test]
+fn bad_forecast_requests_are_clear_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let out = root.path().join("f.csv");
+    let input = sample("ec2_cpu_utilization_5f5533.csv");
+    for (args, expected) in [
+        (vec!["--horizon", "0"], "invalid horizon"),
+        (vec!["--horizon", "7m"], "not a whole number"),
+        (vec!["--levels", "120"], "invalid interval level"),
+        (vec!["--model", "prophet"], "unknown model"),
+    ] {
+        let mut all = vec![
+            "forecast",
+            "--input",
+            input.as_str(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        all.extend(args);
+        let output = prescale(&data, &all);
+        assert!(!output.status.success());
+        assert!(
+            stderr(&output).contains(expected),
+            "{expected}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn backtest_prints_every_model() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let out = root.path().join("scores.csv");
+    let output = prescale(
+        &data,
+        &[
+            "backtest",
+            "--input",
+            &sample("nyc_taxi.csv"),
+            "--horizon",
+            "1d",
+            "--folds",
+            "1",
+            "--output",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for model in [
+        "ensemble",
+        "seasonal_naive",
+        "fft",
+        "trend",
+        "forest",
+        "scryer",
+        "mstl",
+        "ets",
+    ] {
+        assert!(text.contains(model), "{model} missing from\n{text}");
+    }
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        csv.starts_with("model,mase,smape,coverage_80,width_80,coverage_95,width_95"),
+        "{csv}"
+    );
+    assert_eq!(csv.lines().count(), 9);
+}
+
+#[test]
+fn events_plan_and_simulate_from_the_command_line() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let workload = write(
+        root.path(),
+        "workload.toml",
+        "name = \"taxi\"\nseries = \"nyc_taxi\"\ncapacity_per_replica = 823.0\nmin_replicas = 2\nmax_replicas = 100\nwarm_up = \"10m\"\n",
+    );
+    let added = prescale(
+        &data,
+        &[
+            "events",
+            "add",
+            "--name",
+            "parade",
+            "--start",
+            "2015-02-01T10:00:00Z",
+            "--end",
+            "2015-02-01T14:00:00Z",
+            "--multiplier",
+            "1.5",
+        ],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let listed = prescale(&data, &["events", "list"]);
+    assert!(stdout(&listed).contains("parade"), "{}", stdout(&listed));
+    let bad = prescale(
+        &data,
+        &[
+            "events",
+            "add",
+            "--name",
+            "x",
+            "--start",
+            "2015-02-01T10:00:00Z",
+            "--end",
+            "2015-02-01T09:00:00Z",
+        ],
+    );
+    assert!(!bad.status.success());
+
+    let plan = root.path().join("plan.csv");
+    let output = prescale(
+        &data,
+        &[
+            "plan",
+            "--input",
+            &sample("nyc_taxi.csv"),
+            "--workload",
+            workload.to_str().unwrap(),
+            "--horizon",
+            "1d",
+            "--model",
+            "seasonal_naive",
+            "--output",
+            plan.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = std::fs::read_to_string(&plan).unwrap();
+    assert!(text.starts_with("timestamp,desired,low,high,reason\n"));
+    assert_eq!(text.lines().count(), 49, "a day of 30-minute steps");
+    assert!(
+        text.contains("event: parade"),
+        "the stored event is applied:\n{text}"
+    );
+
+    let summary = root.path().join("replay.csv");
+    let chart = root.path().join("replay.png");
+    let output = prescale(
+        &data,
+        &[
+            "simulate",
+            "--input",
+            &sample("nyc_taxi.csv"),
+            "--workload",
+            workload.to_str().unwrap(),
+            "--days",
+            "1",
+            "--replan-every",
+            "6h",
+            "--model",
+            "seasonal_naive",
+            "--output",
+            summary.to_str().unwrap(),
+            "--chart",
+            chart.to_str().unwrap(),
+        ],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    for strategy in ["predictive", "hpa", "oracle"] {
+        assert!(text.contains(strategy), "{strategy} missing:\n{text}");
+    }
+    assert!(std::fs::read(&chart).unwrap().starts_with(b"\x89PNG"));
+    assert!(std::fs::read_to_string(&summary).unwrap().lines().count() >= 4);
+
+    let removed = prescale(&data, &["events", "remove", "parade"]);
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(stdout(&prescale(&data, &["events", "list"])).contains("no events stored"));
+}

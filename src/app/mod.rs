@@ -1,26 +1,69 @@
 //! Use cases: what the CLI (and later the gRPC service) asks of prescale, over a shared [`App`].
 
+mod forecasting;
+mod planning;
 mod samples;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries};
+use crate::domain::{Aggregation, DomainError, SeriesId, Step, TimeRange, TimeSeries};
+use crate::forecast::ForecastError;
 use crate::ingest::{self, BadRowPolicy, IngestError, SkippedRow};
 use crate::store::{MetricStore, SeriesSummary, StoreError};
 
+pub use forecasting::{
+    Backtest, ModelChoice, ModelScore, fit, forecaster, format_scores, parse_horizon, parse_levels,
+    write_forecast_csv, write_scores_csv,
+};
+pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, replay, write_plan_csv};
 pub use samples::{SAMPLE_SERIES, SampleSeries};
 
 /// Errors of the use cases.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// A domain value is out of range.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
     /// The store refused or failed.
     #[error(transparent)]
     Store(#[from] StoreError),
     /// An input file could not be read.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// Fitting or predicting failed.
+    #[error(transparent)]
+    Forecast(#[from] ForecastError),
+    /// An event is invalid or the events file cannot be read.
+    #[error(transparent)]
+    Events(crate::events::EventError),
+    /// A workload is invalid or no plan could be built.
+    #[error(transparent)]
+    Plan(crate::plan::PlanError),
+    /// A replay could not run.
+    #[error(transparent)]
+    Simulate(crate::simulate::SimulateError),
+    /// A request value (horizon, level, model name) is malformed.
+    #[error("{reason}")]
+    InvalidRequest {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A temporary store for a file given with `--input` could not be created.
+    #[error("cannot create a temporary store: {source}")]
+    TemporaryStore {
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A series has fewer than two samples, so no step can be inferred from it.
+    #[error("series {series} has {samples} samples; at least two are needed to infer its step")]
+    NoStep {
+        /// The series.
+        series: SeriesId,
+        /// How many samples it has.
+        samples: usize,
+    },
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
     Output {
@@ -29,6 +72,18 @@ pub enum AppError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// Reads a `--input` file into a regular series on its median step (or `step`), through a temporary
+/// store, so file input is regularised exactly like stored history.
+pub fn load_input_file(path: &Path, step: Option<Step>) -> Result<TimeSeries, AppError> {
+    let directory = tempfile::tempdir().map_err(|source| AppError::TemporaryStore { source })?;
+    let store =
+        crate::store::PolarsStore::open(directory.path(), crate::store::StoreOptions::default())?;
+    let app = App::new(Arc::new(store));
+    let series = SeriesId::new("input").expect("invariant: `input` is a valid series name");
+    app.import_file(&series, path, BadRowPolicy::Reject)?;
+    app.regular_series(&series, step)
 }
 
 /// What an import stored and skipped.
@@ -106,6 +161,25 @@ impl App {
         Ok(self.store.window(series, range, step, agg)?)
     }
 
+    /// The whole history of `series` on its own median step (or `step` when given), bucket means.
+    pub fn regular_series(
+        &self,
+        series: &SeriesId,
+        step: Option<Step>,
+    ) -> Result<TimeSeries, AppError> {
+        let step = match step {
+            Some(step) => step,
+            None => {
+                let summary = self.store.summary(series)?;
+                summary.median_step.ok_or(AppError::NoStep {
+                    series: series.clone(),
+                    samples: summary.samples,
+                })?
+            }
+        };
+        self.full_window(series, step, Aggregation::Mean)
+    }
+
     /// Writes the whole history of `series` resampled to `step` as `timestamp,value` CSV; empty buckets
     /// have an empty value. Returns the number of rows written.
     pub fn export_csv(
@@ -153,5 +227,42 @@ impl App {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_files_are_regularised_on_their_median_step() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("irregular.csv");
+        // Five-minute samples at :02/:07 offsets, one duplicate bucket and one missing bucket.
+        std::fs::write(
+            &path,
+            "timestamp,value\n\
+             2024-01-01T00:02:00Z,1\n2024-01-01T00:07:00Z,2\n2024-01-01T00:12:00Z,3\n\
+             2024-01-01T00:13:00Z,5\n2024-01-01T00:22:00Z,6\n2024-01-01T00:27:00Z,7\n",
+        )
+        .unwrap();
+        let series = load_input_file(&path, None).unwrap();
+        assert_eq!(series.step(), Step::FIVE_MINUTES);
+        assert_eq!(series.start().to_rfc3339(), "2024-01-01T00:00:00Z");
+        let values = series.values();
+        assert_eq!(values[..3], [1.0, 2.0, 4.0]);
+        assert!(values[3].is_nan(), "the empty 00:15 bucket stays empty");
+        assert_eq!(values[4..], [6.0, 7.0]);
+    }
+
+    #[test]
+    fn a_single_sample_has_no_step() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("one.csv");
+        std::fs::write(&path, "timestamp,value\n2024-01-01T00:00:00Z,1\n").unwrap();
+        assert!(matches!(
+            load_input_file(&path, None),
+            Err(AppError::NoStep { samples: 1, .. })
+        ));
     }
 }

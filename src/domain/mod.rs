@@ -3,12 +3,14 @@
 //! Nothing here does I/O or depends on Polars, tonic or the models; the other modules depend on this one
 //! and never the other way round.
 
+mod forecast;
 mod series_id;
 mod time;
 
 use std::fmt;
 use std::str::FromStr;
 
+pub use forecast::{Forecast, Horizon, Interval, Level};
 pub use series_id::SeriesId;
 pub use time::{Step, TimeRange, Timestamp};
 
@@ -62,6 +64,20 @@ pub enum DomainError {
         from: Timestamp,
         /// End of the range (exclusive).
         to: Timestamp,
+    },
+    /// A forecast horizon of zero steps or beyond [`Horizon::MAX`].
+    #[error("invalid horizon {steps}: must be between 1 and {max} steps")]
+    InvalidHorizon {
+        /// The horizon as given.
+        steps: usize,
+        /// The largest accepted horizon.
+        max: usize,
+    },
+    /// An interval level outside `(0, 1)` (or outside `(0, 100)` when given in percent).
+    #[error("invalid interval level {level}: must lie strictly between 0 and 1")]
+    InvalidLevel {
+        /// The level as given.
+        level: f64,
     },
     /// An aggregation name other than `mean`, `max`, `sum` or `last`.
     #[error("unknown aggregation {text:?}: expected mean, max, sum or last")]
@@ -201,6 +217,12 @@ impl TimeSeries {
     /// Number of buckets that hold data.
     pub fn observed_len(&self) -> usize {
         self.values.iter().filter(|value| !value.is_nan()).count()
+    }
+
+    /// The latest bucket that holds data, with its time.
+    pub fn last_observed(&self) -> Option<(Timestamp, f64)> {
+        let index = self.values.iter().rposition(|value| !value.is_nan())?;
+        Some((self.time_at(index), self.values[index]))
     }
 
     /// Iterates over `(time, value)` pairs, empty buckets included as `NaN`.

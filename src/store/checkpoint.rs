@@ -97,7 +97,7 @@ impl Manifest {
 }
 
 /// Writes `name` in `dir` through a temporary file, flushed before the rename, and flushes the directory.
-fn write_atomically(
+pub(super) fn write_atomically(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut File) -> Result<(), String>,

@@ -81,6 +81,18 @@ pub enum StoreError {
     },
 }
 
+/// Writes `bytes` to `dir/name` so that a crash leaves the old or the new content, never a mix: temporary
+/// file, flush, rename, flush of the directory. For small files kept beside the store (e.g. events).
+pub fn write_file_atomically(
+    dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    checkpoint::write_atomically(dir, name, |file| {
+        std::io::Write::write_all(file, bytes).map_err(|error| error.to_string())
+    })
+}
+
 /// The samples of one series within an append batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SeriesSamples {

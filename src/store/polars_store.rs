@@ -152,7 +152,10 @@ impl PolarsStore {
     }
 
     /// Applies a logged batch to the in-memory histories.
-    fn apply(series: &mut HashMap<SeriesId, SharedHistory>, batch: &[SeriesSamples]) {
+    fn apply<'a>(
+        series: &mut HashMap<SeriesId, SharedHistory>,
+        batch: impl IntoIterator<Item = &'a SeriesSamples>,
+    ) {
         for entry in batch {
             if entry.samples.is_empty() {
                 continue;
@@ -162,6 +165,24 @@ impl PolarsStore {
                 .or_insert_with(|| Arc::new(Mutex::new(SeriesHistory::new())))
                 .lock()
                 .push(&entry.samples);
+        }
+    }
+
+    /// Applies a just-logged batch: existing series under the shared map lock, so reads of other
+    /// series go on; the exclusive lock only to add series seen for the first time.
+    fn apply_logged(&self, batch: &[SeriesSamples]) {
+        let mut new_series = Vec::new();
+        {
+            let series = self.series.read();
+            for entry in batch.iter().filter(|entry| !entry.samples.is_empty()) {
+                match series.get(&entry.series) {
+                    Some(history) => history.lock().push(&entry.samples),
+                    None => new_series.push(entry),
+                }
+            }
+        }
+        if !new_series.is_empty() {
+            Self::apply(&mut self.series.write(), new_series);
         }
     }
 
@@ -240,7 +261,7 @@ impl MetricStore for PolarsStore {
         let checkpoint_due = {
             let mut log = self.log.lock();
             log.append(batch)?;
-            Self::apply(&mut self.series.write(), batch);
+            self.apply_logged(batch);
             log.bytes_since_checkpoint() >= self.options.checkpoint_after_bytes
         };
         if checkpoint_due {

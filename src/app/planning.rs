@@ -1,0 +1,226 @@
+//! Planning use cases: planned events kept beside the store, plans built from forecasts, and replays.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::domain::{Horizon, Level, TimeSeries};
+use crate::events::{EventCalendar, EventError, EventSpec};
+use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
+use crate::simulate::{SimulateError, SimulationParams, SimulationReport};
+use crate::store::write_file_atomically;
+
+use super::{AppError, ModelChoice, forecaster};
+
+/// Name of the events file in the data directory.
+const EVENTS_FILE: &str = "events.toml";
+
+/// Planned events stored durably in the data directory, as `[[event]]` TOML.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    /// The data directory holding the events file.
+    dir: PathBuf,
+}
+
+impl EventStore {
+    /// The events kept in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The stored calendar (empty when nothing was stored yet).
+    pub fn load(&self) -> Result<EventCalendar, AppError> {
+        let path = self.dir.join(EVENTS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(EventCalendar::from_toml(&text)?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                Ok(EventCalendar::default())
+            }
+            Err(source) => Err(AppError::Output { path, source }),
+        }
+    }
+
+    fn save(&self, calendar: &EventCalendar) -> Result<(), AppError> {
+        std::fs::create_dir_all(&self.dir).map_err(|source| AppError::Output {
+            path: self.dir.clone(),
+            source,
+        })?;
+        write_file_atomically(&self.dir, EVENTS_FILE, calendar.to_toml().as_bytes())?;
+        Ok(())
+    }
+
+    /// Validates and stores an event; an event with the same name and start is replaced.
+    pub fn add(&self, spec: &EventSpec) -> Result<(), AppError> {
+        let event = spec.check()?;
+        let mut events: Vec<_> = self
+            .load()?
+            .events()
+            .iter()
+            .filter(|existing| {
+                !(existing.name() == event.name()
+                    && existing.range().from() == event.range().from())
+            })
+            .cloned()
+            .collect();
+        events.push(event);
+        self.save(&EventCalendar::new(events))
+    }
+
+    /// Removes every event called `name`; returns how many went.
+    pub fn remove(&self, name: &str) -> Result<usize, AppError> {
+        let calendar = self.load()?;
+        let before = calendar.events().len();
+        let kept: Vec<_> = calendar
+            .events()
+            .iter()
+            .filter(|event| event.name() != name)
+            .cloned()
+            .collect();
+        let removed = before - kept.len();
+        if removed == 0 {
+            return Err(AppError::from(EventError::InvalidEvent {
+                name: name.to_owned(),
+                reason: "no stored event has this name".to_owned(),
+            }));
+        }
+        self.save(&EventCalendar::new(kept))?;
+        Ok(removed)
+    }
+}
+
+/// Reads and validates a workload file.
+pub fn load_workload(path: &Path) -> Result<Workload, AppError> {
+    let text = std::fs::read_to_string(path).map_err(|source| AppError::Output {
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(Workload::from_toml(&text)?)
+}
+
+/// The levels a plan's forecast must carry: the defaults, the planning level, and 99% for the high bound.
+fn plan_levels(workload: &Workload) -> Vec<Level> {
+    let mut levels = Level::DEFAULTS.to_vec();
+    levels.push(workload.planning_level());
+    levels.push(Level::try_from(0.99).expect("invariant: 0.99 is a valid level"));
+    levels.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
+    levels.dedup();
+    levels
+}
+
+/// A plan with what went into it.
+#[derive(Debug)]
+pub struct PlanOutcome {
+    /// The schedule.
+    pub plan: Plan,
+    /// Events whose uplift was applied, as annotations on the plan.
+    pub applied_events: Vec<Annotation>,
+    /// Events that could not be applied, with why (e.g. no past occurrence to learn from).
+    pub skipped_events: Vec<String>,
+}
+
+/// Forecasts `history` `horizon` ahead with `choice` (event windows masked out of training), applies
+/// upcoming events' uplift, and turns the result into a plan for `workload`. `running` is the number of
+/// replicas running now, if known; otherwise what the latest load needs.
+pub fn build_plan(
+    history: &TimeSeries,
+    workload: &Workload,
+    horizon: Horizon,
+    calendar: &EventCalendar,
+    choice: ModelChoice,
+    running: Option<u32>,
+) -> Result<PlanOutcome, AppError> {
+    let forecast_with = forecaster(choice, plan_levels(workload));
+    let base = forecast_with(&calendar.mask(history), horizon)?;
+    let learned = calendar.learn(history, &forecast_with)?;
+    let with_events = calendar.apply(&base, &learned, workload.warm_up());
+    let applied_events: Vec<Annotation> =
+        with_events.applied.iter().map(Annotation::from).collect();
+    let skipped_events = with_events
+        .skipped
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let latest = history.last_observed().map(|(at, load)| Observation {
+        at,
+        load,
+        replicas: running.unwrap_or_else(|| workload.replicas_for(load)),
+    });
+    let mut planner = Planner::new(workload)
+        .history(history)
+        .annotations(&applied_events);
+    if let Some(latest) = latest {
+        planner = planner.latest(latest);
+    }
+    let plan = planner.plan(&with_events.forecast)?;
+    Ok(PlanOutcome {
+        plan,
+        applied_events,
+        skipped_events,
+    })
+}
+
+/// Writes `timestamp,desired,low,high,reason`: at `timestamp`, ask for `desired` replicas so that they
+/// serve from `timestamp + warm_up` (the plan step they are for).
+pub fn write_plan_csv(plan: &Plan, path: &Path) -> Result<(), AppError> {
+    use std::io::Write;
+    let output_error = |source| AppError::Output {
+        path: path.to_owned(),
+        source,
+    };
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(output_error)?);
+    writeln!(out, "timestamp,desired,low,high,reason").map_err(output_error)?;
+    for step in plan.steps() {
+        let reason = step
+            .reason
+            .as_ref()
+            .map_or_else(String::new, |reason| reason.to_string());
+        writeln!(
+            out,
+            "{},{},{},{},{}",
+            step.request_at,
+            step.desired,
+            step.low,
+            step.high,
+            reason.replace(',', ";")
+        )
+        .map_err(output_error)?;
+    }
+    out.flush().map_err(output_error)
+}
+
+/// Replays the last `days` of `history` for `workload`, replanning every `replan_every` with `choice`
+/// and the stored events, beside the HPA baseline and the oracle.
+pub fn replay(
+    history: &TimeSeries,
+    workload: &Workload,
+    days: f64,
+    replan_every: Duration,
+    calendar: EventCalendar,
+    choice: ModelChoice,
+) -> Result<SimulationReport, AppError> {
+    let simulation = SimulationParams::new(days, replan_every)
+        .events(calendar)
+        .check(history.step())?;
+    Ok(simulation.run(
+        history,
+        workload,
+        &forecaster(choice, plan_levels(workload)),
+    )?)
+}
+
+impl From<EventError> for AppError {
+    fn from(error: EventError) -> Self {
+        Self::Events(error)
+    }
+}
+
+impl From<PlanError> for AppError {
+    fn from(error: PlanError) -> Self {
+        Self::Plan(error)
+    }
+}
+
+impl From<SimulateError> for AppError {
+    fn from(error: SimulateError) -> Self {
+        Self::Simulate(error)
+    }
+}

@@ -1,0 +1,267 @@
+//! augurs' MSTL and AutoETS as members.
+//!
+//! MSTL: Bandara, Hyndman & Bergmeir, "MSTL: A Seasonal-Trend Decomposition Algorithm for Time
+//! Series with Multiple Seasonal Patterns" (2021), as implemented by `augurs-mstl` (on `stlrs`):
+//! the series is split into one seasonal component per period plus a trend, the seasonal
+//! components are repeated forward and the deseasonalised series is forecast by AutoETS.
+//! AutoETS: Hyndman et al., "Forecasting with Exponential Smoothing: The State Space Approach"
+//! (2008), as implemented by `augurs-ets` after statsforecast's `AutoETS`.
+//!
+//! ETS likelihood optimisation is the slowest step of any member, so both fit ETS only on the most
+//! recent `ets_window` points: the level and slope of a smoothing model depend mostly on them.
+
+use augurs::ets::AutoETS;
+use augurs::ets::trend::AutoETSTrendModel;
+use augurs::mstl::{FittedTrendModel, MSTLModel, TrendModel};
+use augurs::{Fit as _, Forecast as AugursForecast, Predict as _};
+
+use crate::forecast::ForecastError;
+use crate::forecast::seasonality::Seasonality;
+
+use super::{FitInput, MemberKind, PointForecaster};
+
+/// Parameters of the MSTL member.
+///
+/// | Name | Default | Purpose | Range |
+/// |---|---|---|---|
+/// | `ets_window` | 288 | most recent deseasonalised points the ETS trend is fitted on | `>= 16` |
+/// | `max_window` | 8064 | most recent points decomposed | `>= 16` |
+/// | `max_period` | 1440 | longest period decomposed (STL's cost grows with the period: a 2016-step week costs 7x a 288-step day) | `>= 2` |
+#[derive(Debug, Clone, PartialEq)]
+pub struct MstlParams {
+    ets_window: usize,
+    max_window: usize,
+    max_period: usize,
+}
+
+impl Default for MstlParams {
+    fn default() -> Self {
+        Self {
+            ets_window: 288,
+            max_window: 8064,
+            max_period: 1440,
+        }
+    }
+}
+
+impl MstlParams {
+    /// Most recent deseasonalised points the ETS trend is fitted on.
+    #[must_use]
+    pub fn ets_window(mut self, points: usize) -> Self {
+        self.ets_window = points;
+        self
+    }
+
+    /// Most recent points decomposed.
+    #[must_use]
+    pub fn max_window(mut self, points: usize) -> Self {
+        self.max_window = points;
+        self
+    }
+
+    /// Longest period decomposed.
+    #[must_use]
+    pub fn max_period(mut self, steps: usize) -> Self {
+        self.max_period = steps;
+        self
+    }
+
+    /// Validates the parameters.
+    pub fn check(self) -> Result<Self, ForecastError> {
+        if self.ets_window < 16 {
+            return Err(ForecastError::invalid("ets_window", "must be at least 16"));
+        }
+        if self.max_window < 16 {
+            return Err(ForecastError::invalid("max_window", "must be at least 16"));
+        }
+        if self.max_period < 2 {
+            return Err(ForecastError::invalid("max_period", "must be at least 2"));
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn min_history(&self, seasonality: &Seasonality) -> usize {
+        // MSTL needs two full cycles of a period to estimate it.
+        seasonality
+            .periods()
+            .iter()
+            .filter(|period| period.steps <= self.max_period)
+            .map(|period| 2 * period.steps)
+            .min()
+            .unwrap_or(16)
+            .max(16)
+    }
+
+    pub(crate) fn fit_window(
+        &self,
+        input: &FitInput<'_>,
+    ) -> Result<Box<dyn PointForecaster>, ForecastError> {
+        let window_len = input.values.len().min(self.max_window);
+        let window = &input.values[input.values.len() - window_len..];
+        let mut periods: Vec<usize> = input
+            .seasonality
+            .steps_fitting(window_len, 2.0)
+            .into_iter()
+            .filter(|period| (2..=self.max_period).contains(period))
+            .collect();
+        if periods.is_empty() {
+            return Err(failed(
+                MemberKind::Mstl,
+                "no seasonal period with two cycles in the window",
+            ));
+        }
+        periods.sort_unstable();
+        let trend = TailEts {
+            window: self.ets_window,
+        };
+        let fitted = MSTLModel::new(periods, trend)
+            .fit(window)
+            .map_err(|error| failed(MemberKind::Mstl, error))?;
+        Ok(Box::new(AugursForecaster {
+            model: AugursModel::Mstl(fitted),
+        }))
+    }
+}
+
+/// Parameters of the ETS member.
+///
+/// | Name | Default | Purpose | Range |
+/// |---|---|---|---|
+/// | `ets_window` | 288 | most recent points fitted | `>= 16` |
+/// | `max_season_length` | 24 | longest period ETS models as a seasonal state (longer ones are left out) | `>= 2` |
+#[derive(Debug, Clone, PartialEq)]
+pub struct EtsParams {
+    ets_window: usize,
+    max_season_length: usize,
+}
+
+impl Default for EtsParams {
+    fn default() -> Self {
+        Self {
+            ets_window: 288,
+            max_season_length: 24,
+        }
+    }
+}
+
+impl EtsParams {
+    /// Most recent points fitted.
+    #[must_use]
+    pub fn ets_window(mut self, points: usize) -> Self {
+        self.ets_window = points;
+        self
+    }
+
+    /// Longest period modelled as a seasonal state.
+    #[must_use]
+    pub fn max_season_length(mut self, steps: usize) -> Self {
+        self.max_season_length = steps;
+        self
+    }
+
+    /// Validates the parameters.
+    pub fn check(self) -> Result<Self, ForecastError> {
+        if self.ets_window < 16 {
+            return Err(ForecastError::invalid("ets_window", "must be at least 16"));
+        }
+        if self.max_season_length < 2 {
+            return Err(ForecastError::invalid(
+                "max_season_length",
+                "must be at least 2",
+            ));
+        }
+        Ok(self)
+    }
+
+    pub(crate) fn min_history(&self, _seasonality: &Seasonality) -> usize {
+        16
+    }
+
+    pub(crate) fn fit_window(
+        &self,
+        input: &FitInput<'_>,
+    ) -> Result<Box<dyn PointForecaster>, ForecastError> {
+        let window_len = input.values.len().min(self.ets_window);
+        let window = &input.values[input.values.len() - window_len..];
+        let season = input
+            .seasonality
+            .steps_fitting(window_len, 3.0)
+            .into_iter()
+            .find(|period| (2..=self.max_season_length).contains(period));
+        let non_seasonal = || {
+            AutoETS::new(1, "ZZN")
+                .and_then(|spec| spec.fit(window))
+                .map_err(|error| failed(MemberKind::Ets, error))
+        };
+        // A seasonal search can find no admissible model (e.g. a short, weak period); the
+        // non-seasonal search still gives a usable level-and-trend forecast.
+        let fitted = match season {
+            Some(length) => AutoETS::new(length, "ZZA")
+                .and_then(|spec| spec.fit(window))
+                .or_else(|_| non_seasonal())?,
+            None => non_seasonal()?,
+        };
+        Ok(Box::new(AugursForecaster {
+            model: AugursModel::Ets(fitted),
+        }))
+    }
+}
+
+fn failed(member: MemberKind, reason: impl ToString) -> ForecastError {
+    ForecastError::MemberFailed {
+        member,
+        reason: reason.to_string(),
+    }
+}
+
+/// An MSTL trend model that fits AutoETS on the tail of the deseasonalised series only.
+#[derive(Debug, Clone)]
+struct TailEts {
+    /// Most recent points fitted.
+    window: usize,
+}
+
+impl TrendModel for TailEts {
+    fn name(&self) -> std::borrow::Cow<'_, str> {
+        std::borrow::Cow::Borrowed("AutoETS on the most recent points")
+    }
+
+    fn fit(
+        &self,
+        y: &[f64],
+    ) -> Result<Box<dyn FittedTrendModel + Sync + Send>, Box<dyn std::error::Error + Send + Sync>>
+    {
+        let tail = &y[y.len().saturating_sub(self.window)..];
+        // A damped additive trend only: the deseasonalised series needs a level and a bounded
+        // slope, and searching all of ETS's non-seasonal forms costs three fits instead of one.
+        let damped = AutoETS::new(1, "AAN")?.damped(true)?;
+        AutoETSTrendModel::from(damped).fit(tail)
+    }
+}
+
+#[derive(Debug)]
+enum AugursModel {
+    Mstl(augurs::mstl::FittedMSTLModel),
+    Ets(augurs::ets::FittedAutoETS),
+}
+
+#[derive(Debug)]
+struct AugursForecaster {
+    /// The fitted augurs model.
+    model: AugursModel,
+}
+
+impl PointForecaster for AugursForecaster {
+    fn forecast(&self, horizon: usize) -> Vec<f64> {
+        let result: Result<AugursForecast, String> = match &self.model {
+            AugursModel::Mstl(model) => model.predict(horizon, None).map_err(|e| e.to_string()),
+            AugursModel::Ets(model) => model.predict(horizon, None).map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(forecast) if forecast.point.len() == horizon => forecast.point,
+            // A fitted augurs model only fails to predict on internal inconsistency. NaN marks the
+            // failure: the backtest then skips the member, and a final forecast is sanitised.
+            _ => vec![f64::NAN; horizon],
+        }
+    }
+}

@@ -1,0 +1,700 @@
+//! The model spec users fit ([`ModelParams`]: the ensemble or one member) and the fitted model.
+//!
+//! Fitting runs: preprocessing → rolling-origin backtest of every member → gating against the
+//! seasonal naive baseline (members that do not beat it are dropped; the baseline itself
+//! forecasts only when no member beats it) → combination weights → conformal calibration on the
+//! combined forecast's own backtest residuals → a final refit of the members that carry weight.
+
+use crate::domain::{Step, TimeSeries, Timestamp};
+
+use super::backtest::{self, BacktestParams, BacktestReport, MemberReport, MemberStatus};
+use super::conformal::{Calibration, ConformalParams};
+use super::members::{self, FitInput, MemberKind, MemberSpec, PointForecaster};
+use super::metrics;
+use super::preprocess::{self, Prepared, PreprocessParams, PreprocessSummary, Scaler};
+use super::{Fit, ForecastError, Predict};
+use crate::domain::{Forecast, Horizon, Interval, Level};
+
+/// How the ensemble combines the members that beat the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Combination {
+    /// Constrained stacking: least-squares weights on the backtest forecasts, non-negative and
+    /// summing to one (Breiman, "Stacked regressions", Machine Learning 24, 1996).
+    Stacking,
+    /// Weights proportional to the inverse backtest mean squared error (Bates & Granger, "The
+    /// combination of forecasts", Operational Research Quarterly 20(4), 1969), over the
+    /// `top_k` members with the lowest error. The default: on short, drifting backtests it is
+    /// steadier than stacking, which tends to put all weight on one member.
+    #[default]
+    InverseError,
+}
+
+/// An unfitted model: the ensemble of several members, or one member alone.
+///
+/// | Name | Default | Purpose | Range |
+/// |---|---|---|---|
+/// | `members` | all seven | members tried (the seasonal naive baseline is always evaluated) | non-empty |
+/// | `combination` | `InverseError` | how weights are found | see [`Combination`] |
+/// | `min_weight` | 0.02 | weights below this are dropped and the rest renormalised | `[0, 0.5)` |
+/// | `top_k` | 3 | members kept by `InverseError` (fewer, better members dilute less) | `>= 1` |
+/// | `recency_decay` | 1.0 | weight of each older backtest fold relative to the next newer one, when finding weights | `(0, 1]` |
+/// | `preprocess` | default | gap filling, outliers, transform, seasonality | see [`PreprocessParams`] |
+/// | `backtest` | default | folds and calibrated horizon | see [`BacktestParams`] |
+/// | `conformal` | default | interval calibration | see [`ConformalParams`] |
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelParams {
+    members: Vec<MemberSpec>,
+    single: bool,
+    combination: Combination,
+    min_weight: f64,
+    top_k: usize,
+    recency_decay: f64,
+    preprocess: PreprocessParams,
+    backtest: BacktestParams,
+    conformal: ConformalParams,
+}
+
+impl ModelParams {
+    /// The ensemble of every member with default settings.
+    pub fn ensemble() -> Self {
+        Self {
+            members: MemberSpec::all(),
+            single: false,
+            combination: Combination::default(),
+            min_weight: 0.02,
+            top_k: 3,
+            recency_decay: 1.0,
+            preprocess: PreprocessParams::default(),
+            backtest: BacktestParams::default(),
+            conformal: ConformalParams::default(),
+        }
+    }
+
+    /// One member alone; it is still backtested (for its intervals) and the baseline is reported
+    /// beside it for comparison.
+    pub fn single(member: MemberSpec) -> Self {
+        Self {
+            members: vec![member],
+            single: true,
+            ..Self::ensemble()
+        }
+    }
+
+    /// The members the ensemble tries.
+    #[must_use]
+    pub fn members(mut self, members: Vec<MemberSpec>) -> Self {
+        self.members = members;
+        self
+    }
+
+    /// How weights are found.
+    #[must_use]
+    pub fn combination(mut self, combination: Combination) -> Self {
+        self.combination = combination;
+        self
+    }
+
+    /// Smallest weight kept.
+    #[must_use]
+    pub fn min_weight(mut self, weight: f64) -> Self {
+        self.min_weight = weight;
+        self
+    }
+
+    /// Members kept by the inverse-error combination.
+    #[must_use]
+    pub fn top_k(mut self, count: usize) -> Self {
+        self.top_k = count;
+        self
+    }
+
+    /// Weight of each older backtest fold relative to the next newer one.
+    #[must_use]
+    pub fn recency_decay(mut self, decay: f64) -> Self {
+        self.recency_decay = decay;
+        self
+    }
+
+    /// Preprocessing settings.
+    #[must_use]
+    pub fn preprocess(mut self, params: PreprocessParams) -> Self {
+        self.preprocess = params;
+        self
+    }
+
+    /// Backtest settings.
+    #[must_use]
+    pub fn backtest(mut self, params: BacktestParams) -> Self {
+        self.backtest = params;
+        self
+    }
+
+    /// Interval calibration settings.
+    #[must_use]
+    pub fn conformal(mut self, params: ConformalParams) -> Self {
+        self.conformal = params;
+        self
+    }
+
+    /// Validates every setting, members included.
+    pub fn check(self) -> Result<Self, ForecastError> {
+        if self.members.is_empty() {
+            return Err(ForecastError::invalid("members", "must not be empty"));
+        }
+        if self.single && self.members.len() != 1 {
+            return Err(ForecastError::invalid(
+                "members",
+                "a single-member model holds exactly one member",
+            ));
+        }
+        if !(self.recency_decay > 0.0 && self.recency_decay <= 1.0) {
+            return Err(ForecastError::invalid(
+                "recency_decay",
+                "must lie in (0, 1]",
+            ));
+        }
+        if self.top_k == 0 {
+            return Err(ForecastError::invalid("top_k", "must be at least 1"));
+        }
+        if !(0.0..0.5).contains(&self.min_weight) {
+            return Err(ForecastError::invalid("min_weight", "must lie in [0, 0.5)"));
+        }
+        let members = self
+            .members
+            .into_iter()
+            .map(MemberSpec::check)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            members,
+            preprocess: self.preprocess.check()?,
+            backtest: self.backtest.check()?,
+            conformal: self.conformal.check()?,
+            ..self
+        })
+    }
+
+    /// The members tried, with the baseline first when it was not configured explicitly.
+    fn tried_members(&self) -> Vec<MemberSpec> {
+        let mut tried = self.members.clone();
+        if !tried.iter().any(|m| m.kind() == MemberKind::SeasonalNaive) {
+            tried.insert(0, MemberSpec::default_for(MemberKind::SeasonalNaive));
+        }
+        tried
+    }
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        Self::ensemble()
+    }
+}
+
+/// A member's backtest outcome while fitting.
+struct Candidate {
+    spec: MemberSpec,
+    /// Fold forecasts, when the member could be backtested.
+    folds: Result<backtest::FoldForecasts, ForecastError>,
+}
+
+impl Fit for ModelParams {
+    type Fitted = FittedModel;
+
+    fn fit(&self, series: &TimeSeries) -> Result<FittedModel, ForecastError> {
+        let prepared = preprocess::prepare(series, &self.preprocess)?;
+        let len = prepared.values.len();
+        let horizon = self.backtest.resolve_horizon(prepared.step, len);
+        let origins = self.backtest.origins(len, horizon);
+        let seasonality = &prepared.seasonality;
+        let naive_scale = naive_scale(&prepared);
+
+        if self.single {
+            let spec = &self.members[0];
+            let needed = spec.min_history(seasonality, horizon);
+            if len < needed {
+                return Err(ForecastError::NotEnoughHistory { needed, got: len });
+            }
+        }
+
+        let candidates: Vec<Candidate> = self
+            .tried_members()
+            .into_iter()
+            .map(|spec| {
+                let needed = spec.min_history(seasonality, horizon);
+                let earliest = origins.last().copied().unwrap_or(0);
+                let folds = if earliest < needed {
+                    Err(ForecastError::NotEnoughHistory {
+                        needed: needed + (len - earliest),
+                        got: len,
+                    })
+                } else {
+                    backtest::run_member(&spec, &prepared, &origins, horizon)
+                };
+                Candidate { spec, folds }
+            })
+            .collect();
+
+        let baseline_mae = candidates
+            .iter()
+            .find(|c| c.spec.kind() == MemberKind::SeasonalNaive)
+            .and_then(|c| c.folds.as_ref().ok())
+            .and_then(|f| backtest::score(&f.forecasts, &prepared, &origins, naive_scale))
+            .map(|scores| scores.model_scale_mae);
+
+        // Decide who may carry weight.
+        let mut reports = Vec::with_capacity(candidates.len());
+        let mut eligible: Vec<usize> = Vec::new();
+        let mut baseline_index: Option<usize> = None;
+        for (index, candidate) in candidates.iter().enumerate() {
+            let kind = candidate.spec.kind();
+            let configured = self.members.iter().any(|m| m.kind() == kind);
+            let (status, scores) = match &candidate.folds {
+                Err(error) => (
+                    MemberStatus::Skipped {
+                        reason: error.to_string(),
+                    },
+                    None,
+                ),
+                Ok(folds) => {
+                    let scores =
+                        backtest::score(&folds.forecasts, &prepared, &origins, naive_scale);
+                    let status = if self.single && !configured {
+                        MemberStatus::Reference
+                    } else if self.single {
+                        eligible.push(index);
+                        MemberStatus::ZeroWeight
+                    } else if kind == MemberKind::SeasonalNaive {
+                        // The baseline only forecasts when no member beats it.
+                        baseline_index = Some(index);
+                        MemberStatus::ZeroWeight
+                    } else {
+                        let beats_baseline = match (&scores, baseline_mae) {
+                            (Some(scores), Some(baseline)) => scores.model_scale_mae < baseline,
+                            // Nothing observed to score on: trust the member over the baseline.
+                            (None, _) | (_, None) => true,
+                        };
+                        if beats_baseline {
+                            eligible.push(index);
+                            MemberStatus::ZeroWeight
+                        } else {
+                            MemberStatus::LostToBaseline
+                        }
+                    };
+                    (status, scores)
+                }
+            };
+            reports.push(MemberReport {
+                kind,
+                status,
+                scores,
+            });
+        }
+        if eligible.is_empty() {
+            eligible.extend(baseline_index);
+        }
+        if eligible.is_empty() {
+            // Only possible for a single member that could not be backtested: fit it anyway and
+            // calibrate on in-sample differences.
+            let index = candidates
+                .iter()
+                .position(|c| self.members[0].kind() == c.spec.kind())
+                .unwrap_or(0);
+            eligible.push(index);
+        }
+
+        let fold_matrix: Vec<&[Vec<f64>]> = eligible
+            .iter()
+            .map(|index| {
+                candidates[*index]
+                    .folds
+                    .as_ref()
+                    .map(|f| f.forecasts.as_slice())
+                    .unwrap_or(&[])
+            })
+            .collect();
+        let weights = self.weights(&fold_matrix, &prepared, &origins, None);
+
+        // The combined forecast's backtest, each fold weighted without looking at itself. With no
+        // backtested member there is none, and the calibration falls back to in-sample changes.
+        let backtested = fold_matrix.iter().any(|folds| !folds.is_empty());
+        let scored_folds = if backtested { origins.len() } else { 0 };
+        let combined_folds: Vec<Vec<f64>> = (0..scored_folds)
+            .map(|fold| {
+                let held_out = if origins.len() >= 2 {
+                    self.weights(&fold_matrix, &prepared, &origins, Some(fold))
+                } else {
+                    weights.clone()
+                };
+                combine(
+                    fold_matrix
+                        .iter()
+                        .zip(&held_out)
+                        .filter(|(folds, _)| !folds.is_empty())
+                        .map(|(folds, weight)| (folds[fold].as_slice(), *weight)),
+                    horizon,
+                )
+            })
+            .collect();
+        let combined_scores = backtest::score(&combined_folds, &prepared, &origins, naive_scale);
+        let residuals = backtest::residuals_by_fold(&combined_folds, &prepared, &origins);
+        let fallback: Vec<f64> = prepared.values.windows(2).map(|w| w[1] - w[0]).collect();
+        let calibration = Calibration::new(&residuals, &self.conformal, &fallback);
+
+        // Final refit on the whole history of every member that carries weight.
+        let full_input = FitInput {
+            values: &prepared.values,
+            actual: &prepared.actual,
+            start: prepared.start,
+            step: prepared.step,
+            seasonality,
+            horizon,
+        };
+        let mut parts: Vec<(MemberKind, f64, Box<dyn PointForecaster>)> = Vec::new();
+        let mut final_errors: Vec<(usize, ForecastError)> = Vec::new();
+        for (slot, index) in eligible.iter().enumerate() {
+            if weights[slot] <= 0.0 {
+                continue;
+            }
+            let spec = &candidates[*index].spec;
+            match spec.fit_window(&full_input) {
+                Ok(fitted) => parts.push((spec.kind(), weights[slot], fitted)),
+                Err(error) => final_errors.push((*index, error)),
+            }
+        }
+        if parts.is_empty() {
+            return Err(final_errors.into_iter().next().map_or(
+                ForecastError::NotEnoughHistory {
+                    needed: preprocess::MIN_OBSERVED,
+                    got: len,
+                },
+                |(_, error)| error,
+            ));
+        }
+        let total: f64 = parts.iter().map(|(_, weight, _)| weight).sum();
+        for (_, weight, _) in &mut parts {
+            *weight /= total;
+        }
+        for (index, error) in final_errors {
+            reports[index].status = MemberStatus::Skipped {
+                reason: error.to_string(),
+            };
+        }
+        for report in &mut reports {
+            if let Some((_, weight, _)) = parts.iter().find(|(kind, _, _)| *kind == report.kind) {
+                report.status = MemberStatus::Used { weight: *weight };
+            }
+        }
+
+        Ok(FittedModel {
+            end: prepared.end(),
+            step: prepared.step,
+            scaler: prepared.scaler,
+            parts,
+            calibration,
+            report: BacktestReport {
+                horizon,
+                origins,
+                members: reports,
+                combined: combined_scores,
+            },
+            summary: PreprocessSummary::from(&prepared),
+        })
+    }
+}
+
+impl ModelParams {
+    /// Combination weights for the eligible members, fitted on every fold except `left_out`.
+    fn weights(
+        &self,
+        fold_matrix: &[&[Vec<f64>]],
+        prepared: &Prepared,
+        origins: &[usize],
+        left_out: Option<usize>,
+    ) -> Vec<f64> {
+        let members = fold_matrix.len();
+        if members == 1 {
+            return vec![1.0];
+        }
+        // Rows: every observed (fold, step) pair, scaled by the square root of its fold's recency
+        // weight so that squared errors are weighted; columns: members.
+        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); members];
+        let mut targets = Vec::new();
+        for (fold, origin) in origins.iter().enumerate() {
+            if Some(fold) == left_out {
+                continue;
+            }
+            // Origins are latest first, so fold 0 is the most recent.
+            let row_scale = self.recency_decay.powi(fold as i32).sqrt();
+            let steps = fold_matrix
+                .iter()
+                .map(|f| f.get(fold).map_or(0, Vec::len))
+                .min()
+                .unwrap_or(0);
+            for step in 0..steps {
+                let Some(actual) = prepared.actual.get(origin + step).filter(|a| !a.is_nan())
+                else {
+                    continue;
+                };
+                targets.push(actual * row_scale);
+                for (member, folds) in fold_matrix.iter().enumerate() {
+                    columns[member].push(folds[fold][step] * row_scale);
+                }
+            }
+        }
+        if targets.is_empty() {
+            return vec![1.0 / members as f64; members];
+        }
+        let raw = match self.combination {
+            Combination::Stacking => simplex_least_squares(&columns, &targets),
+            Combination::InverseError => {
+                let errors: Vec<f64> = columns
+                    .iter()
+                    .map(|column| metrics::rmse(&targets, column).map_or(f64::INFINITY, |e| e * e))
+                    .collect();
+                let mut ranked: Vec<f64> = errors.clone();
+                ranked.sort_by(f64::total_cmp);
+                let cutoff = ranked[(self.top_k - 1).min(ranked.len() - 1)];
+                errors
+                    .iter()
+                    .map(|mse| match *mse {
+                        mse if mse > cutoff || !mse.is_finite() => 0.0,
+                        mse if mse > 0.0 => 1.0 / mse,
+                        _ => 1e12,
+                    })
+                    .collect()
+            }
+        };
+        prune(raw, self.min_weight)
+    }
+}
+
+/// Drops weights below `min_weight` and renormalises to sum to one.
+fn prune(weights: Vec<f64>, min_weight: f64) -> Vec<f64> {
+    let total: f64 = weights.iter().filter(|w| w.is_finite()).sum();
+    if total <= 0.0 {
+        return vec![1.0 / weights.len() as f64; weights.len()];
+    }
+    let normalised: Vec<f64> = weights.iter().map(|w| w.max(0.0) / total).collect();
+    let largest = normalised.iter().copied().fold(0.0, f64::max);
+    let kept: Vec<f64> = normalised
+        .iter()
+        .map(|w| {
+            if *w >= min_weight || *w == largest {
+                *w
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let kept_total: f64 = kept.iter().sum();
+    kept.iter().map(|w| w / kept_total).collect()
+}
+
+/// Minimises `|sum_j w_j columns[j] - targets|^2` over the probability simplex by projected
+/// gradient descent (simplex projection: Duchi et al., "Efficient projections onto the l1-ball",
+/// ICML 2008). Works on the Gram matrix, so cost is independent of the number of rows.
+fn simplex_least_squares(columns: &[Vec<f64>], targets: &[f64]) -> Vec<f64> {
+    let members = columns.len();
+    let rows = targets.len() as f64;
+    let mut gram = vec![vec![0.0; members]; members];
+    let mut cross = vec![0.0; members];
+    for left in 0..members {
+        for right in left..members {
+            let value: f64 = columns[left]
+                .iter()
+                .zip(&columns[right])
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                / rows;
+            gram[left][right] = value;
+            gram[right][left] = value;
+        }
+        cross[left] = columns[left]
+            .iter()
+            .zip(targets)
+            .map(|(a, b)| a * b)
+            .sum::<f64>()
+            / rows;
+    }
+    // Step 1/L with L bounded by the trace (the Gram matrix is positive semi-definite).
+    let trace: f64 = (0..members).map(|i| gram[i][i]).sum();
+    if !(trace > 0.0 && trace.is_finite()) {
+        return vec![1.0 / members as f64; members];
+    }
+    let step = 1.0 / trace;
+    let mut weights = vec![1.0 / members as f64; members];
+    for _ in 0..2000 {
+        let gradient: Vec<f64> = (0..members)
+            .map(|i| (0..members).map(|j| gram[i][j] * weights[j]).sum::<f64>() - cross[i])
+            .collect();
+        let moved: Vec<f64> = weights
+            .iter()
+            .zip(&gradient)
+            .map(|(w, g)| w - step * g)
+            .collect();
+        let projected = project_to_simplex(&moved);
+        let change: f64 = projected
+            .iter()
+            .zip(&weights)
+            .map(|(a, b)| (a - b).abs())
+            .sum();
+        weights = projected;
+        if change < 1e-10 {
+            break;
+        }
+    }
+    weights
+}
+
+fn project_to_simplex(point: &[f64]) -> Vec<f64> {
+    let mut sorted = point.to_vec();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let mut cumulative = 0.0;
+    let mut threshold = 0.0;
+    for (index, value) in sorted.iter().enumerate() {
+        cumulative += value;
+        let candidate = (cumulative - 1.0) / (index + 1) as f64;
+        if value - candidate > 0.0 {
+            threshold = candidate;
+        }
+    }
+    point.iter().map(|v| (v - threshold).max(0.0)).collect()
+}
+
+/// Weighted sum of forecasts, truncated or padded (with the last value) to `horizon`.
+fn combine<'a>(parts: impl Iterator<Item = (&'a [f64], f64)>, horizon: usize) -> Vec<f64> {
+    let mut total = vec![0.0; horizon];
+    for (forecast, weight) in parts {
+        for (step, slot) in total.iter_mut().enumerate() {
+            let value = forecast
+                .get(step)
+                .or(forecast.last())
+                .copied()
+                .unwrap_or(0.0);
+            *slot += weight * value;
+        }
+    }
+    total
+}
+
+/// The in-sample seasonal naive MAE (in the series' units) that MASE divides by.
+fn naive_scale(prepared: &Prepared) -> Option<f64> {
+    let history: Vec<f64> = prepared
+        .actual
+        .iter()
+        .map(|v| {
+            if v.is_nan() {
+                f64::NAN
+            } else {
+                prepared.scaler.inverse(*v)
+            }
+        })
+        .collect();
+    let period = prepared.seasonality.primary().unwrap_or(1);
+    metrics::seasonal_naive_scale(&history, period)
+}
+
+/// A fitted model: immutable, forecasts from the end of the fitted series.
+#[derive(Debug)]
+pub struct FittedModel {
+    /// Time just after the last fitted value: where forecasts start.
+    end: Timestamp,
+    /// Spacing of the series and of its forecasts.
+    step: Step,
+    /// Mapping from the model scale back to the series' units.
+    scaler: Scaler,
+    /// Members with their weights (summing to one) and fitted state.
+    parts: Vec<(MemberKind, f64, Box<dyn PointForecaster>)>,
+    /// Interval offsets from the combined forecast's backtest residuals.
+    calibration: Calibration,
+    /// Backtest figures, per member and combined.
+    report: BacktestReport,
+    /// What preprocessing did.
+    summary: PreprocessSummary,
+}
+
+impl FittedModel {
+    /// Backtest figures: per-member scores and status (used, dropped, skipped and why).
+    pub fn report(&self) -> &BacktestReport {
+        &self.report
+    }
+
+    /// What preprocessing found and did (transform, outliers, imputed points, seasonality).
+    pub fn preprocessing(&self) -> &PreprocessSummary {
+        &self.summary
+    }
+
+    /// Members in the combined forecast with their weights.
+    pub fn weights(&self) -> Vec<(MemberKind, f64)> {
+        self.parts
+            .iter()
+            .map(|(kind, weight, _)| (*kind, *weight))
+            .collect()
+    }
+
+    /// Time of the first forecast step.
+    pub fn forecast_start(&self) -> Timestamp {
+        self.end
+    }
+}
+
+impl Predict for FittedModel {
+    fn predict(&self, horizon: Horizon, levels: &[Level]) -> Result<Forecast, ForecastError> {
+        let steps = horizon.steps();
+        let model_point = members::sanitize(combine(
+            self.parts
+                .iter()
+                .map(|(_, weight, fitted)| (fitted.forecast(steps), *weight))
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|(forecast, weight)| (forecast.as_slice(), *weight)),
+            steps,
+        ));
+        let point: Vec<f64> = model_point
+            .iter()
+            .map(|v| self.scaler.inverse(*v))
+            .collect();
+        let intervals = levels
+            .iter()
+            .map(|level| {
+                let inflation = self.calibration.inflation(*level);
+                let (lower, upper): (Vec<f64>, Vec<f64>) = model_point
+                    .iter()
+                    .enumerate()
+                    .map(|(step, value)| {
+                        let (low, high) = self.calibration.offsets(step, *level, inflation);
+                        (
+                            self.scaler.inverse(value + low),
+                            self.scaler.inverse(value + high),
+                        )
+                    })
+                    .unzip();
+                Interval {
+                    level: *level,
+                    lower,
+                    upper,
+                }
+            })
+            .collect();
+        Ok(Forecast::new(self.end, self.step, point, intervals))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simplex_stacking_finds_the_mixture() {
+        let first: Vec<f64> = (0..200).map(|t| (t as f64 * 0.1).sin()).collect();
+        let second: Vec<f64> = (0..200).map(|t| (t as f64 * 0.37).cos()).collect();
+        let targets: Vec<f64> = first
+            .iter()
+            .zip(&second)
+            .map(|(a, b)| 0.3 * a + 0.7 * b)
+            .collect();
+        let weights = simplex_least_squares(&[first, second], &targets);
+        assert!((weights[0] - 0.3).abs() < 1e-3 && (weights[1] - 0.7).abs() < 1e-3);
+        assert_eq!(project_to_simplex(&[2.0, 0.0]), vec![1.0, 0.0]);
+        assert_eq!(prune(vec![0.99, 0.01], 0.02), vec![1.0, 0.0]);
+    }
+}

@@ -1,0 +1,526 @@
+//! Seasonality detection: which periods (in steps) a series repeats with.
+//!
+//! Follows AUTOPERIOD (Vlachos, Yu & Castelli, "On Periodicity Detection and Structural Periodic
+//! Similarity", SDM 2005): periodogram peaks propose candidate periods, and the autocorrelation
+//! function validates each one (it must sit on a hill of the ACF) and refines it to an exact lag,
+//! because periodogram bins are too coarse at long periods. Calendar periods (one day, one week)
+//! are always proposed as candidates too, since operational load follows the clock.
+//!
+//! augurs' Welch periodogram detector was considered and not used: its segments are at most 1024
+//! points, so on 5-minute data a 288-step day falls between bins and a 2016-step week is out of reach.
+
+use rustfft::FftPlanner;
+use rustfft::num_complex::Complex;
+
+use crate::domain::Step;
+
+use super::ForecastError;
+use super::stats;
+
+/// Parameters of [`detect`].
+///
+/// | Name | Default | Purpose | Range |
+/// |---|---|---|---|
+/// | `min_period` | 4 | shortest period considered, in steps | `>= 2` |
+/// | `max_periods` | 3 | most periods reported (strongest first) | `>= 1` |
+/// | `min_strength` | 0.25 | least autocorrelation at the period's lag for it to count | `(0, 1)` |
+/// | `spectral_candidates` | 6 | periodogram peaks tried besides the calendar periods | `>= 0` |
+/// | `min_cycles` | 2.0 | least number of whole cycles of data a period needs | `>= 2` |
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeasonalityParams {
+    min_period: usize,
+    max_periods: usize,
+    min_strength: f64,
+    spectral_candidates: usize,
+    min_cycles: f64,
+}
+
+impl Default for SeasonalityParams {
+    fn default() -> Self {
+        Self {
+            min_period: 4,
+            max_periods: 3,
+            min_strength: 0.25,
+            spectral_candidates: 6,
+            min_cycles: 2.0,
+        }
+    }
+}
+
+impl SeasonalityParams {
+    /// Shortest period considered, in steps.
+    #[must_use]
+    pub fn min_period(mut self, steps: usize) -> Self {
+        self.min_period = steps;
+        self
+    }
+
+    /// Most periods reported.
+    #[must_use]
+    pub fn max_periods(mut self, count: usize) -> Self {
+        self.max_periods = count;
+        self
+    }
+
+    /// Least autocorrelation at a period's lag for it to count as seasonal.
+    #[must_use]
+    pub fn min_strength(mut self, correlation: f64) -> Self {
+        self.min_strength = correlation;
+        self
+    }
+
+    /// Number of periodogram peaks tried as candidates.
+    #[must_use]
+    pub fn spectral_candidates(mut self, count: usize) -> Self {
+        self.spectral_candidates = count;
+        self
+    }
+
+    /// Least number of whole cycles in the data for a period to be reported.
+    #[must_use]
+    pub fn min_cycles(mut self, cycles: f64) -> Self {
+        self.min_cycles = cycles;
+        self
+    }
+
+    /// Validates the parameters.
+    pub fn check(self) -> Result<Self, ForecastError> {
+        if self.min_period < 2 {
+            return Err(ForecastError::invalid("min_period", "must be at least 2"));
+        }
+        if self.max_periods == 0 {
+            return Err(ForecastError::invalid("max_periods", "must be at least 1"));
+        }
+        if !(self.min_strength > 0.0 && self.min_strength < 1.0) {
+            return Err(ForecastError::invalid(
+                "min_strength",
+                "must lie strictly between 0 and 1",
+            ));
+        }
+        if !(self.min_cycles >= 2.0 && self.min_cycles.is_finite()) {
+            return Err(ForecastError::invalid("min_cycles", "must be at least 2"));
+        }
+        Ok(self)
+    }
+}
+
+/// A calendar length a detected period matches exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CalendarPeriod {
+    /// 24 hours.
+    Day,
+    /// 7 days.
+    Week,
+}
+
+impl CalendarPeriod {
+    const ALL: [CalendarPeriod; 2] = [CalendarPeriod::Day, CalendarPeriod::Week];
+
+    /// Length in milliseconds.
+    pub const fn millis(self) -> i64 {
+        match self {
+            Self::Day => 86_400_000,
+            Self::Week => 7 * 86_400_000,
+        }
+    }
+
+    /// Length in steps of `step`, when it is a whole number of them.
+    pub fn steps(self, step: Step) -> Option<usize> {
+        let millis = self.millis();
+        (millis % step.as_millis() == 0).then(|| (millis / step.as_millis()) as usize)
+    }
+}
+
+/// One detected period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeasonalPeriod {
+    /// Length of the period in steps.
+    pub steps: usize,
+    /// Autocorrelation of the (detrended) series at this lag, in `(0, 1]`.
+    pub strength: f64,
+    /// The calendar length it matches, if any.
+    pub calendar: Option<CalendarPeriod>,
+}
+
+/// The periods found in a series, strongest first.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Seasonality {
+    periods: Vec<SeasonalPeriod>,
+}
+
+impl Seasonality {
+    /// A seasonality with exactly the given periods (for callers who know them), strongest first.
+    pub fn from_periods(periods: Vec<SeasonalPeriod>) -> Self {
+        Self { periods }
+    }
+
+    /// The detected periods, strongest first.
+    pub fn periods(&self) -> &[SeasonalPeriod] {
+        &self.periods
+    }
+
+    /// The strongest period, in steps.
+    pub fn primary(&self) -> Option<usize> {
+        self.periods.first().map(|period| period.steps)
+    }
+
+    /// Period lengths in steps, strongest first.
+    pub fn steps(&self) -> Vec<usize> {
+        self.periods.iter().map(|period| period.steps).collect()
+    }
+
+    /// Period lengths with at least `min_cycles` whole cycles in `len` points, strongest first.
+    pub(crate) fn steps_fitting(&self, len: usize, min_cycles: f64) -> Vec<usize> {
+        self.periods
+            .iter()
+            .map(|period| period.steps)
+            .filter(|steps| (len as f64) >= min_cycles * *steps as f64)
+            .collect()
+    }
+}
+
+/// Detects the periods of a series sampled every `step`; NaN marks points to ignore (gaps,
+/// outliers).
+///
+/// Returns an empty seasonality for series that are too short, constant or not periodic.
+pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasonality {
+    let len = values.len();
+    let max_lag = (len as f64 / params.min_cycles).floor() as usize;
+    if len < 2 * params.min_period || max_lag < params.min_period {
+        return Seasonality::default();
+    }
+    let Some(spectrum) = Spectrum::new(&detrended_ranks(values)) else {
+        return Seasonality::default();
+    };
+    let mut found: Vec<SeasonalPeriod> = Vec::new();
+    let mut consider = |lag: usize, calendar: Option<CalendarPeriod>| {
+        if lag < params.min_period || lag > max_lag {
+            return;
+        }
+        let Some(strength) = spectrum.hill_top(lag) else {
+            return;
+        };
+        // Three standard errors of a white-noise autocorrelation over the overlapping pairs,
+        // so short series do not report chance correlations.
+        let noise_level = 3.0 / ((len - lag) as f64).sqrt();
+        if strength < params.min_strength.max(noise_level) {
+            return;
+        }
+        let duplicate = found
+            .iter_mut()
+            .find(|existing| existing.steps.abs_diff(lag) * 50 <= lag);
+        match duplicate {
+            // A calendar match wins over a spectral estimate of the same period.
+            Some(existing) if calendar.is_some() && existing.calendar.is_none() => {
+                *existing = SeasonalPeriod {
+                    steps: lag,
+                    strength,
+                    calendar,
+                };
+            }
+            Some(_) => {}
+            None => found.push(SeasonalPeriod {
+                steps: lag,
+                strength,
+                calendar,
+            }),
+        }
+    };
+    for calendar in CalendarPeriod::ALL {
+        if let Some(lag) = calendar.steps(step) {
+            consider(lag, Some(calendar));
+        }
+    }
+    for (low, high) in spectrum.peak_ranges(params.spectral_candidates, params.min_period, max_lag)
+    {
+        let refined =
+            (low..=high).max_by(|left, right| spectrum.acf[*left].total_cmp(&spectrum.acf[*right]));
+        if let Some(lag) = refined {
+            let calendar = CalendarPeriod::ALL.into_iter().find(|calendar| {
+                calendar
+                    .steps(step)
+                    .is_some_and(|steps| steps.abs_diff(lag) * 50 <= steps)
+            });
+            let snapped = calendar.and_then(|c| c.steps(step)).unwrap_or(lag);
+            consider(snapped, calendar);
+        }
+    }
+    // A multiple of a shorter period repeats it trivially; keep it only when it is clearly
+    // stronger (a weekly pattern on top of a daily one), not when it merely echoes it.
+    let echoes: Vec<usize> = found
+        .iter()
+        .filter(|long| {
+            found.iter().any(|short| {
+                short.steps < long.steps
+                    && is_near_multiple(long.steps, short.steps)
+                    && long.strength < short.strength + MIN_MULTIPLE_GAIN
+            })
+        })
+        .map(|period| period.steps)
+        .collect();
+    found.retain(|period| !echoes.contains(&period.steps));
+    found.sort_by(|left, right| right.strength.total_cmp(&left.strength));
+    found.truncate(params.max_periods);
+    Seasonality { periods: found }
+}
+
+/// Least extra autocorrelation a multiple of a detected period needs to be reported as well.
+const MIN_MULTIPLE_GAIN: f64 = 0.03;
+
+/// True when `long` is within 2% of a whole multiple of `short`.
+fn is_near_multiple(long: usize, short: usize) -> bool {
+    let multiple = (long as f64 / short as f64).round();
+    multiple >= 2.0 && (long as f64 - multiple * short as f64).abs() * 50.0 <= long as f64
+}
+
+/// Least rise of the ACF from its lowest point in `[lag / 2, lag)` to a period's lag.
+const MIN_PROMINENCE: f64 = 0.15;
+
+/// Ranks (scaled to `[0, 1]`) of the series after removing its least-squares line; NaN stays NaN.
+///
+/// Ranks make the autocorrelation robust to the magnitude of outliers: an outage at zero or a
+/// spike becomes an extreme rank, not a value that dominates the variance. Returns an empty
+/// vector when the line explains the series exactly (no variation left to be seasonal).
+fn detrended_ranks(values: &[f64]) -> Vec<f64> {
+    let (intercept, slope) = stats::fit_line(values);
+    let residuals: Vec<f64> = values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| value - intercept - slope * index as f64)
+        .collect();
+    let spread = stats::std_dev(&residuals);
+    let magnitude = stats::std_dev(values) + stats::mean(values).abs();
+    if spread.is_nan() || spread <= 1e-9 * magnitude {
+        return Vec::new();
+    }
+    let mut order: Vec<usize> = (0..values.len())
+        .filter(|index| residuals[*index].is_finite())
+        .collect();
+    order.sort_by(|a, b| residuals[*a].total_cmp(&residuals[*b]));
+    let mut ranks = vec![f64::NAN; values.len()];
+    let last = order.len().saturating_sub(1).max(1) as f64;
+    let mut position = 0;
+    while position < order.len() {
+        // Ties share their average rank.
+        let mut end = position;
+        while end + 1 < order.len() && residuals[order[end + 1]] == residuals[order[position]] {
+            end += 1;
+        }
+        let rank = (position + end) as f64 / 2.0 / last;
+        for index in &order[position..=end] {
+            ranks[*index] = rank;
+        }
+        position = end + 1;
+    }
+    ranks
+}
+
+/// Periodogram and unbiased autocorrelation of a detrended series, both from one FFT.
+struct Spectrum {
+    /// Power at frequency `k / padded_len` for `k` in `0..=padded_len / 2`.
+    power: Vec<f64>,
+    /// Length after zero padding (a power of two at least twice the data, so the circular
+    /// autocorrelation equals the linear one).
+    padded_len: usize,
+    /// Autocorrelation by lag, corrected for the shrinking overlap at long lags.
+    acf: Vec<f64>,
+}
+
+impl Spectrum {
+    /// `values` may hold NaN for missing points: sums then run over observed pairs only, so a
+    /// long gap neither fakes nor hides a period.
+    fn new(values: &[f64]) -> Option<Self> {
+        let len = values.len();
+        if len == 0 {
+            return None;
+        }
+        let (intercept, slope) = stats::fit_line(values);
+        let detrended: Vec<f64> = values
+            .iter()
+            .enumerate()
+            .map(|(index, value)| value - intercept - slope * index as f64)
+            .collect();
+        let scale = detrended
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0.0_f64, |acc, v| acc.max(v.abs()));
+        if scale <= 0.0 || !scale.is_finite() {
+            return None;
+        }
+        let padded_len = (2 * len).next_power_of_two();
+        let zero = Complex::new(0.0, 0.0);
+        let mut signal: Vec<Complex<f64>> = detrended
+            .iter()
+            .map(|value| {
+                if value.is_finite() {
+                    Complex::new(value / scale, 0.0)
+                } else {
+                    zero
+                }
+            })
+            .chain(std::iter::repeat(zero))
+            .take(padded_len)
+            .collect();
+        let mut mask: Vec<Complex<f64>> = detrended
+            .iter()
+            .map(|value| Complex::new(if value.is_finite() { 1.0 } else { 0.0 }, 0.0))
+            .chain(std::iter::repeat(zero))
+            .take(padded_len)
+            .collect();
+        let mut planner = FftPlanner::new();
+        let forward = planner.plan_fft_forward(padded_len);
+        let inverse = planner.plan_fft_inverse(padded_len);
+        forward.process(&mut signal);
+        forward.process(&mut mask);
+        let power: Vec<f64> = signal[..=padded_len / 2]
+            .iter()
+            .map(|c| c.norm_sqr())
+            .collect();
+        for value in signal.iter_mut().chain(mask.iter_mut()) {
+            *value = Complex::new(value.norm_sqr(), 0.0);
+        }
+        inverse.process(&mut signal);
+        inverse.process(&mut mask);
+        // Mean product per observed pair at each lag, relative to lag zero.
+        let per_pair = |lag: usize| {
+            let pairs = mask[lag].re / padded_len as f64;
+            if pairs < 0.5 {
+                0.0
+            } else {
+                signal[lag].re / padded_len as f64 / pairs.round()
+            }
+        };
+        let zero_lag = per_pair(0);
+        if zero_lag <= 0.0 {
+            return None;
+        }
+        // Lags with few observed pairs are too noisy to validate anything.
+        let min_pairs = (len / 4).max(8) as f64;
+        let acf = (0..len)
+            .map(|lag| {
+                if mask[lag].re / (padded_len as f64) < min_pairs {
+                    0.0
+                } else {
+                    per_pair(lag) / zero_lag
+                }
+            })
+            .collect();
+        Some(Self {
+            power,
+            padded_len,
+            acf,
+        })
+    }
+
+    /// Lag ranges `(low, high)` around the strongest periodogram peaks, strongest first.
+    ///
+    /// The range spans the periods of the neighbouring bins, which is the resolution of the estimate.
+    fn peak_ranges(&self, count: usize, min_lag: usize, max_lag: usize) -> Vec<(usize, usize)> {
+        let mut peaks: Vec<(usize, f64)> = (2..self.power.len() - 1)
+            .filter(|&bin| {
+                self.power[bin] > self.power[bin - 1] && self.power[bin] >= self.power[bin + 1]
+            })
+            .map(|bin| (bin, self.power[bin]))
+            .collect();
+        peaks.sort_by(|left, right| right.1.total_cmp(&left.1));
+        peaks
+            .into_iter()
+            .filter_map(|(bin, _)| {
+                let period_at = |b: usize| self.padded_len as f64 / b as f64;
+                let low = period_at(bin + 1).floor() as usize;
+                let high = period_at(bin - 1).ceil() as usize;
+                let low = low.max(min_lag);
+                let high = high.min(max_lag);
+                (low <= high).then_some((low, high))
+            })
+            .take(count)
+            .collect()
+    }
+
+    /// The ACF's local maximum within 2% (at least one lag) of `lag`, if there is one: a hill,
+    /// not a slope. The tolerance matters for calendar periods, whose ACF peak a trend-like
+    /// component (a weekend dip seen from a daily lag) can shift by a lag or two.
+    fn hill_top(&self, lag: usize) -> Option<f64> {
+        let reach = (lag / 50).max(1);
+        let from = lag.checked_sub(reach)?;
+        let to = lag + reach;
+        if to >= self.acf.len() {
+            return None;
+        }
+        let top = (from..=to).max_by(|a, b| self.acf[*a].total_cmp(&self.acf[*b]))?;
+        if top == from || top == to {
+            return None;
+        }
+        // A real period's ACF dips between lag zero and the period; a persistent, non-seasonal
+        // series (a random walk, slow drifts) has a falling ACF with only small wiggles on it.
+        let valley = self.acf[top / 2..top]
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        // The overlap correction can push a perfect correlation a hair above 1.
+        (self.acf[top] - valley >= MIN_PROMINENCE).then_some(self.acf[top].min(1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+
+    fn seconds() -> Step {
+        Step::try_from(1000).unwrap()
+    }
+
+    #[test]
+    fn finds_an_odd_period_of_a_sinusoid() {
+        let values: Vec<f64> = (0..1000)
+            .map(|t| (2.0 * std::f64::consts::PI * t as f64 / 37.0).sin())
+            .collect();
+        let found = detect(&values, seconds(), &SeasonalityParams::default());
+        assert_eq!(found.primary(), Some(37), "{found:?}");
+        assert!(found.periods()[0].strength > 0.9);
+    }
+
+    #[test]
+    fn finds_day_and_week_on_five_minute_data() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let values: Vec<f64> = (0..288 * 21)
+            .map(|t| {
+                let day = (2.0 * std::f64::consts::PI * t as f64 / 288.0).sin();
+                let weekend = if (t / 288) % 7 >= 5 { -1.5 } else { 0.0 };
+                day + weekend + rng.random_range(-0.3..0.3)
+            })
+            .collect();
+        let found = detect(&values, Step::FIVE_MINUTES, &SeasonalityParams::default());
+        let steps = found.steps();
+        assert!(steps.contains(&288), "{found:?}");
+        assert!(steps.contains(&2016), "{found:?}");
+        let week = found.periods().iter().find(|p| p.steps == 2016).unwrap();
+        assert_eq!(week.calendar, Some(CalendarPeriod::Week));
+    }
+
+    #[test]
+    fn white_noise_and_constants_have_no_period() {
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let noise: Vec<f64> = (0..2000).map(|_| rng.random_range(-1.0..1.0)).collect();
+        assert!(
+            detect(&noise, seconds(), &SeasonalityParams::default())
+                .periods()
+                .is_empty()
+        );
+        let constant = vec![5.0; 500];
+        assert!(
+            detect(&constant, seconds(), &SeasonalityParams::default())
+                .periods()
+                .is_empty()
+        );
+        assert!(
+            SeasonalityParams::default()
+                .min_strength(1.5)
+                .check()
+                .is_err()
+        );
+    }
+}

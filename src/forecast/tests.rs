@@ -1,0 +1,312 @@
+//! End-to-end tests of the fitted model: intervals, edge cases and member reporting.
+
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr_free::standard_normal;
+
+use crate::domain::{Step, TimeSeries, Timestamp};
+
+use super::{
+    Fit, ForecastError, Horizon, Level, MIN_OBSERVED, MemberKind, MemberSpec, MemberStatus,
+    ModelParams, Predict, metrics,
+};
+
+/// Normal draws by Box–Muller, so the tests need no distribution crate.
+mod rand_distr_free {
+    use rand::Rng;
+
+    pub(super) fn standard_normal(rng: &mut impl Rng) -> f64 {
+        let uniform: f64 = rng.random_range(f64::EPSILON..1.0);
+        let angle: f64 = rng.random_range(0.0..std::f64::consts::TAU);
+        (-2.0 * uniform.ln()).sqrt() * angle.cos()
+    }
+}
+
+fn five_minute_series(values: Vec<f64>) -> TimeSeries {
+    TimeSeries::new(
+        Timestamp::from_millis(1_400_000_000_000),
+        Step::FIVE_MINUTES,
+        values,
+    )
+}
+
+fn hourly_series(values: Vec<f64>) -> TimeSeries {
+    let hour = Step::try_from(3_600_000).expect("one hour is a positive step");
+    TimeSeries::new(Timestamp::from_millis(0), hour, values)
+}
+
+fn assert_finite(forecast: &super::Forecast) {
+    assert!(forecast.point().iter().all(|v| v.is_finite()));
+    for interval in forecast.intervals() {
+        assert!(
+            interval
+                .lower
+                .iter()
+                .chain(&interval.upper)
+                .all(|v| v.is_finite())
+        );
+    }
+}
+
+#[test]
+fn bands_cover_gaussian_noise_at_their_stated_level() {
+    let mut rng = ChaCha8Rng::seed_from_u64(2024);
+    // 28 days of 5-minute points: a daily cycle plus N(0, 1) noise, then 6 scored days.
+    let total = 288 * 34;
+    let values: Vec<f64> = (0..total)
+        .map(|t| {
+            50.0 + 5.0 * (std::f64::consts::TAU * t as f64 / 288.0).sin()
+                + standard_normal(&mut rng)
+        })
+        .collect();
+    let params = ModelParams::ensemble().check().unwrap();
+    let horizon = Horizon::try_from(288).unwrap();
+    let mut inside = [0usize; 2];
+    let mut scored = 0usize;
+    for day in 0..6 {
+        let end = 288 * (28 + day);
+        let series = five_minute_series(values[end - 288 * 28..end].to_vec());
+        let fitted = params.fit(&series).unwrap();
+        let forecast = fitted.predict(horizon, &Level::DEFAULTS).unwrap();
+        let actual = &values[end..end + 288];
+        for (slot, level) in Level::DEFAULTS.iter().enumerate() {
+            let band = forecast.interval(*level).unwrap();
+            inside[slot] += actual
+                .iter()
+                .zip(band.lower.iter().zip(&band.upper))
+                .filter(|(a, (l, u))| **l <= **a && **a <= **u)
+                .count();
+        }
+        scored += actual.len();
+    }
+    for (slot, level) in Level::DEFAULTS.iter().enumerate() {
+        let coverage = inside[slot] as f64 / scored as f64;
+        assert!(
+            (coverage - level.fraction()).abs() <= 0.03,
+            "{level}: coverage {coverage:.3}"
+        );
+    }
+}
+
+#[test]
+fn too_little_history_is_not_enough_history() {
+    let params = ModelParams::ensemble().check().unwrap();
+    let all_gaps = hourly_series(vec![f64::NAN; 500]);
+    assert_eq!(
+        params.fit(&all_gaps).unwrap_err(),
+        ForecastError::NotEnoughHistory {
+            needed: MIN_OBSERVED,
+            got: 0
+        }
+    );
+    let short = hourly_series((0..10).map(f64::from).collect());
+    assert!(matches!(
+        params.fit(&short),
+        Err(ForecastError::NotEnoughHistory { got: 10, .. })
+    ));
+    // A member that needs two seasons fails alone with the numbers, and is skipped in the ensemble.
+    let days = hourly_series(
+        (0..60)
+            .map(|t| (std::f64::consts::TAU * t as f64 / 24.0).sin())
+            .collect(),
+    );
+    let forest = ModelParams::single(MemberSpec::default_for(MemberKind::Forest));
+    assert!(matches!(
+        forest.clone().check().unwrap().fit(&days),
+        Err(ForecastError::NotEnoughHistory { got: 60, .. })
+    ));
+    // Enough history to fit the forest once, too little to backtest it: it still forecasts,
+    // with intervals from in-sample changes.
+    let month = hourly_series(
+        (0..24 * 5)
+            .map(|t| (std::f64::consts::TAU * t as f64 / 24.0).sin())
+            .collect(),
+    );
+    let alone = forest.check().unwrap().fit(&month).unwrap();
+    assert!(
+        alone
+            .report()
+            .member(MemberKind::Forest)
+            .unwrap()
+            .scores
+            .is_none()
+    );
+    assert_finite(
+        &alone
+            .predict_default(Horizon::try_from(24).unwrap())
+            .unwrap(),
+    );
+    let fitted = params.fit(&days).unwrap();
+    let skipped: Vec<MemberKind> = fitted
+        .report()
+        .skipped()
+        .iter()
+        .map(|(kind, _)| *kind)
+        .collect();
+    assert!(
+        skipped.contains(&MemberKind::Forest),
+        "{:?}",
+        fitted.report()
+    );
+    assert!(!fitted.weights().is_empty());
+}
+
+#[test]
+fn awkward_series_never_produce_nan_or_infinity() {
+    let params = ModelParams::ensemble().check().unwrap();
+    let horizon = Horizon::try_from(48).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut gappy: Vec<f64> = (0..24 * 10).map(|t| (t % 24) as f64).collect();
+    for value in gappy.iter_mut().skip(30).take(100) {
+        *value = f64::NAN;
+    }
+    let cases: Vec<(&str, Vec<f64>)> = vec![
+        ("constant", vec![7.0; 24 * 10]),
+        ("zeros", vec![0.0; 24 * 10]),
+        (
+            "negative",
+            (0..240).map(|t| -1000.0 - (t % 24) as f64).collect(),
+        ),
+        (
+            "huge",
+            (0..240)
+                .map(|t| 1e300 * (1.0 + (t % 24) as f64 / 24.0))
+                .collect(),
+        ),
+        (
+            "tiny",
+            (0..240).map(|t| 1e-300 * (1.0 + (t % 5) as f64)).collect(),
+        ),
+        (
+            "mixed sign noise",
+            (0..240).map(|_| 1e6 * standard_normal(&mut rng)).collect(),
+        ),
+        ("gappy", gappy),
+    ];
+    for (name, values) in cases {
+        let fitted = params
+            .fit(&hourly_series(values))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let forecast = fitted.predict(horizon, &Level::DEFAULTS).unwrap();
+        assert_eq!(forecast.len(), 48, "{name}");
+        assert_finite(&forecast);
+    }
+}
+
+#[test]
+fn a_single_member_fits_alone_and_reports_the_baseline_beside_it() {
+    let values: Vec<f64> = (0..24 * 21)
+        .map(|t| 100.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin())
+        .collect();
+    let series = hourly_series(values);
+    let fitted = MemberSpec::default_for(MemberKind::Fft)
+        .fit(&series)
+        .unwrap();
+    assert_eq!(fitted.weights(), vec![(MemberKind::Fft, 1.0)]);
+    let baseline = fitted.report().member(MemberKind::SeasonalNaive).unwrap();
+    assert_eq!(baseline.status, MemberStatus::Reference);
+    let forecast = fitted
+        .predict_default(Horizon::try_from(24).unwrap())
+        .unwrap();
+    let truth: Vec<f64> = (24 * 21..24 * 22)
+        .map(|t| 100.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin())
+        .collect();
+    let error = metrics::mae(&truth, forecast.point()).unwrap();
+    assert!(error < 0.1, "mae {error}, {:?}", fitted.preprocessing());
+    assert_eq!(forecast.start(), series.end());
+}
+
+#[test]
+fn the_ensemble_drops_members_that_lose_to_the_baseline() {
+    // A pure repeating shape: seasonal naive is exact, so nothing can beat it.
+    let shape = [3.0, 9.0, 4.0, 1.0, 7.0, 2.0, 8.0, 5.0, 6.0, 0.0, 2.0, 4.0];
+    let values: Vec<f64> = (0..12 * 60).map(|t| 10.0 + shape[t % 12]).collect();
+    let fitted = ModelParams::ensemble()
+        .check()
+        .unwrap()
+        .fit(&hourly_series(values))
+        .unwrap();
+    let report = fitted.report();
+    for member in &report.members {
+        if member.kind != MemberKind::SeasonalNaive && member.scores.is_some() {
+            assert!(
+                matches!(
+                    member.status,
+                    MemberStatus::LostToBaseline | MemberStatus::ZeroWeight
+                ),
+                "{member:?}"
+            );
+        }
+    }
+    let forecast = fitted
+        .predict_default(Horizon::try_from(12).unwrap())
+        .unwrap();
+    for (step, value) in forecast.point().iter().enumerate() {
+        assert!((value - 10.0 - shape[step]).abs() < 1e-6);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(12))]
+
+    #[test]
+    fn intervals_are_nested_and_contain_the_point(
+        seed in 0u64..1000,
+        level in -1e3f64..1e3,
+        scale in 1e-3f64..1e3,
+        period in 4usize..30,
+        low in 0.5f64..0.9,
+        high_gap in 0.01f64..0.09,
+    ) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let values: Vec<f64> = (0..200)
+            .map(|t| {
+                level
+                    + scale * (std::f64::consts::TAU * t as f64 / period as f64).sin()
+                    + scale * 0.3 * standard_normal(&mut rng)
+            })
+            .collect();
+        let params = ModelParams::single(MemberSpec::default_for(MemberKind::Fft)).check().unwrap();
+        let fitted = params.fit(&hourly_series(values)).unwrap();
+        let narrow = Level::try_from(low).unwrap();
+        let wide = Level::try_from(low + high_gap).unwrap();
+        let forecast = fitted.predict(Horizon::try_from(60).unwrap(), &[wide, narrow]).unwrap();
+        let inner = forecast.interval(narrow).unwrap();
+        let outer = forecast.interval(wide).unwrap();
+        for step in 0..forecast.len() {
+            prop_assert!(outer.lower[step] <= inner.lower[step]);
+            prop_assert!(inner.lower[step] <= forecast.point()[step]);
+            prop_assert!(forecast.point()[step] <= inner.upper[step]);
+            prop_assert!(inner.upper[step] <= outer.upper[step]);
+        }
+    }
+}
+
+#[test]
+fn bands_keep_widening_beyond_the_calibrated_horizon() {
+    let mut rng = ChaCha8Rng::seed_from_u64(31);
+    let values: Vec<f64> = (0..24 * 30)
+        .map(|t| {
+            10.0 + (std::f64::consts::TAU * t as f64 / 24.0).sin() + 0.2 * standard_normal(&mut rng)
+        })
+        .collect();
+    let fitted = ModelParams::single(MemberSpec::default_for(MemberKind::Trend))
+        .check()
+        .unwrap()
+        .fit(&hourly_series(values))
+        .unwrap();
+    let calibrated = fitted.report().horizon;
+    let forecast = fitted
+        .predict(
+            Horizon::try_from(calibrated * 16).unwrap(),
+            &Level::DEFAULTS,
+        )
+        .unwrap();
+    assert_finite(&forecast);
+    let band = forecast.interval(Level::DEFAULTS[1]).unwrap();
+    let width = |step: usize| band.upper[step] - band.lower[step];
+    // Sixteen horizons out, the band is about four times (sqrt(16)) the last calibrated width.
+    let ratio = width(calibrated * 16 - 1) / width(calibrated - 1);
+    assert!((3.0..5.0).contains(&ratio), "ratio {ratio}");
+}
