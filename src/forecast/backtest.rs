@@ -279,20 +279,8 @@ pub(crate) fn score(
             }
         }
     }
-    let invert = |values: &[f64]| -> Vec<f64> {
-        values
-            .iter()
-            .map(|v| {
-                if v.is_nan() {
-                    f64::NAN
-                } else {
-                    prepared.scaler.inverse(*v)
-                }
-            })
-            .collect()
-    };
-    let actual_units = invert(&actual_model);
-    let forecast_units = invert(&forecast_model);
+    let actual_units = prepared.scaler.inverse_observed(&actual_model);
+    let forecast_units = prepared.scaler.inverse_observed(&forecast_model);
     let mae = metrics::mae(&actual_units, &forecast_units)?;
     let model_scale_mae = metrics::mae(&actual_model, &forecast_model)?;
     let model_scale_mse = metrics::rmse(&actual_model, &forecast_model)?.powi(2);

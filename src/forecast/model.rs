@@ -578,17 +578,7 @@ fn combine<'a>(parts: impl Iterator<Item = (&'a [f64], f64)>, horizon: usize) ->
 
 /// The in-sample seasonal naive MAE (in the series' units) that MASE divides by.
 fn naive_scale(prepared: &Prepared) -> Option<f64> {
-    let history: Vec<f64> = prepared
-        .actual
-        .iter()
-        .map(|v| {
-            if v.is_nan() {
-                f64::NAN
-            } else {
-                prepared.scaler.inverse(*v)
-            }
-        })
-        .collect();
+    let history = prepared.scaler.inverse_observed(&prepared.actual);
     let period = prepared.seasonality.primary().unwrap_or(1);
     metrics::seasonal_naive_scale(&history, period)
 }

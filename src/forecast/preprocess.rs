@@ -190,6 +190,21 @@ impl Scaler {
         (self.transform.forward(value) - self.center) / self.scale
     }
 
+    /// Maps observed values back to the caller's scale, keeping gaps (`NaN`) as gaps, so scores in
+    /// the caller's units skip the same steps as in model units.
+    pub(crate) fn inverse_observed(&self, values: &[f64]) -> Vec<f64> {
+        values
+            .iter()
+            .map(|value| {
+                if value.is_nan() {
+                    f64::NAN
+                } else {
+                    self.inverse(*value)
+                }
+            })
+            .collect()
+    }
+
     /// Back to the caller's scale, clamped so the result is always finite.
     pub(crate) fn inverse(&self, value: f64) -> f64 {
         let transformed = (value * self.scale + self.center).clamp(f64::MIN, f64::MAX);
