@@ -6,11 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use prescale::app::{
-    self, App, Backtest, EventStore, ImportReport, ModelChoice, SAMPLE_SERIES, load_input_file,
-};
+use prescale::app::{self, App, Backtest, EventStore, ImportReport, ModelChoice, load_input_file};
 use prescale::config::{Config, Overrides};
-use prescale::domain::{Aggregation, Level, SeriesId, Step, TimeSeries};
+use prescale::domain::{Aggregation, SeriesId, Step, TimeSeries};
 use prescale::events::EventSpec;
 use prescale::ingest::BadRowPolicy;
 use prescale::store::{MetricStore, PolarsStore, SeriesSummary};
@@ -32,6 +30,12 @@ struct Cli {
     /// Drop samples older than this (e.g. 90d), or `off`.
     #[arg(long, global = true, env = "PRESCALE_RETENTION")]
     retention: Option<String>,
+    /// gRPC address for `serve` [default: 127.0.0.1:50051].
+    #[arg(long, global = true, env = "PRESCALE_LISTEN")]
+    listen: Option<String>,
+    /// Address of the `/metrics` endpoint for `serve`, or `off` [default: 127.0.0.1:9464].
+    #[arg(long, global = true, env = "PRESCALE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
     /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -59,8 +63,12 @@ enum Command {
     /// Planned events (launches, sales) whose uplift is learned from history.
     #[command(subcommand)]
     Events(EventsCommand),
-    /// Run the whole pipeline on the embedded sample data in a temporary store.
+    /// Run the whole pipeline on the embedded sample data through an in-process gRPC server.
     Demo(DemoArgs),
+    /// Serve the gRPC API (ingest, forecasts, plans, events, admin) until SIGINT/SIGTERM.
+    Serve,
+    /// Load-test the gRPC API on loopback: GetPlan latency and throughput, Push samples/s.
+    BenchGrpc(crate::bench_grpc::BenchArgs),
 }
 
 /// Where a command's history comes from: a file, or a stored series.
@@ -318,6 +326,8 @@ fn run(cli: Cli) -> Result<()> {
         data_dir: cli.data_dir.clone(),
         fsync: cli.fsync,
         retention: cli.retention.clone(),
+        listen: cli.listen.clone(),
+        metrics_listen: cli.metrics_listen.clone(),
     };
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     match cli.command {
@@ -442,7 +452,9 @@ fn run(cli: Cli) -> Result<()> {
             write_simulation_outputs(&report, args.output.as_deref(), args.chart.as_deref())?;
         }
         Command::Events(command) => events(&config, command)?,
-        Command::Demo(args) => demo(&config, &args.output_dir)?,
+        Command::Demo(args) => crate::demo::run(&config, &args.output_dir)?,
+        Command::Serve => serve(&config)?,
+        Command::BenchGrpc(args) => crate::bench_grpc::run(&config, &args)?,
     }
     Ok(())
 }
@@ -494,7 +506,7 @@ fn describe_time(time: Option<prescale::domain::Timestamp>) -> String {
     time.map_or_else(|| "-".to_owned(), |time| time.to_string())
 }
 
-fn print_series_table(summaries: &[SeriesSummary]) {
+pub(crate) fn print_series_table(summaries: &[SeriesSummary]) {
     if summaries.is_empty() {
         println!("no series stored");
         return;
@@ -567,7 +579,7 @@ fn print_model(model: &prescale::forecast::FittedModel) {
     }
 }
 
-fn write_simulation_outputs(
+pub(crate) fn write_simulation_outputs(
     report: &prescale::simulate::SimulationReport,
     output: Option<&Path>,
     chart: Option<&Path>,
@@ -632,7 +644,7 @@ fn events(config: &Config, command: EventsCommand) -> Result<()> {
 }
 
 /// The demo workload: NYC taxi demand scaled so the weekly peak needs about 50 replicas at 70%.
-const DEMO_WORKLOAD: &str = r#"
+pub(crate) const DEMO_WORKLOAD: &str = r#"
 name = "nyc-taxi-dispatch"
 series = "nyc_taxi"
 capacity_per_replica = 823.0
@@ -646,96 +658,100 @@ mode = "forecast-only"
 stabilisation_window = "30m"
 "#;
 
-/// The main job on the embedded samples: import into a temporary store, backtest and forecast each
-/// series, plan and replay NYC taxi, and write the forecast, plan, simulation and chart.
-fn demo(config: &Config, output_dir: &Path) -> Result<()> {
-    let directory = tempfile::tempdir().context("creating a temporary store directory")?;
-    let store = Arc::new(PolarsStore::open(directory.path(), config.store.clone())?);
-    let app = App::new(store.clone());
-    std::fs::create_dir_all(output_dir)
-        .with_context(|| format!("creating {}", output_dir.display()))?;
-    println!(
-        "prescale demo: importing {} sample series into a temporary store at {}",
-        SAMPLE_SERIES.len(),
-        directory.path().display()
-    );
-    for (sample, report) in SAMPLE_SERIES.iter().zip(app.import_samples()?) {
-        println!(
-            "  {:<24} {:>6} samples  {}",
-            report.series.to_string(),
-            report.accepted,
-            sample.description
-        );
-    }
-    store.checkpoint()?;
-    println!();
-    print_series_table(&app.list_series()?);
+/// The multi-threaded runtime `serve` and `demo` run on.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
 
-    let levels = Level::DEFAULTS.to_vec();
-    for sample in SAMPLE_SERIES {
-        let history = app.regular_series(&sample.series_id(), None)?;
-        let backtest = Backtest {
-            horizon: app::parse_horizon("1d", history.step())?,
-            folds: 1,
-            levels: levels.clone(),
-            max_history: (28 * 86_400_000 / history.step().as_millis()) as usize,
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}
+
+/// `prescale serve`: the store, the planner and the gRPC and metrics endpoints until a signal.
+fn serve(config: &Config) -> Result<()> {
+    let (app, store) = open(config)?;
+    if let Some(retention) = config.store.retention {
+        store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
+    }
+    let metrics = Arc::new(prescale::app::metrics::Metrics::default());
+    let state = prescale::app::AppState::open(
+        app,
+        &config.data_dir,
+        config.planning.clone(),
+        Arc::clone(&metrics),
+    )?;
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        println!(
+            "prescale serving gRPC on {} ({}, {})",
+            listener.local_addr()?,
+            if config.server.options.tls.is_some() {
+                "TLS"
+            } else {
+                "plaintext"
+            },
+            if config.server.options.tokens.is_empty() {
+                "no auth"
+            } else {
+                "bearer tokens"
+            },
+        );
+        let stop_metrics = tokio_util::sync::CancellationToken::new();
+        let metrics_task = match config.server.metrics_listen {
+            Some(address) => {
+                let listener = tokio::net::TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint {address}"))?;
+                println!("metrics on http://{}/metrics", listener.local_addr()?);
+                Some(tokio::spawn(prescale::service::serve_metrics(
+                    listener,
+                    metrics,
+                    stop_metrics.clone().cancelled_owned(),
+                )))
+            }
+            None => None,
         };
-        println!(
-            "\n== {} ({}): last day held out, fit on up to 28 days before it",
-            sample.name,
-            history.step()
-        );
-        print!(
-            "{}",
-            app::format_scores(&backtest.run(&history, &ModelChoice::all())?, &levels)
-        );
-    }
-
-    let taxi = app.regular_series(&SAMPLE_SERIES[0].series_id(), None)?;
-    let model = app::fit(&taxi, ModelChoice::Ensemble)?;
-    let horizon = app::parse_horizon("1d", taxi.step())?;
-    let forecast = prescale::forecast::Predict::predict(&model, horizon, &levels)?;
-    let forecast_path = output_dir.join("nyc_taxi_forecast.csv");
-    app::write_forecast_csv(&forecast, &forecast_path)?;
-    println!(
-        "\n== nyc_taxi: next day forecast written to {}",
-        forecast_path.display()
-    );
-    print_model(&model);
-
-    let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
-    let calendar = prescale::events::EventCalendar::default();
-    let outcome = app::build_plan(
-        &taxi,
-        &workload,
-        horizon,
-        &calendar,
-        ModelChoice::Ensemble,
-        None,
-    )?;
-    let plan_path = output_dir.join("nyc_taxi_plan.csv");
-    app::write_plan_csv(&outcome.plan, &plan_path)?;
-    println!(
-        "\n== plan for {} (written to {})",
-        workload.name(),
-        plan_path.display()
-    );
-    print!("{}", outcome.plan);
-
-    println!("\n== replay of the last 7 days, replanning every hour");
-    let report = app::replay(
-        &taxi,
-        &workload,
-        7.0,
-        std::time::Duration::from_secs(3600),
-        calendar,
-        ModelChoice::Ensemble,
-    )?;
-    print!("{report}");
-    write_simulation_outputs(
-        &report,
-        Some(&output_dir.join("nyc_taxi_simulation.csv")),
-        Some(&output_dir.join("nyc_taxi_simulation.png")),
-    )?;
-    Ok(())
+        prescale::service::serve(
+            listener,
+            state,
+            config.server.options.clone(),
+            shutdown_signal(),
+        )
+        .await?;
+        stop_metrics.cancel();
+        if let Some(task) = metrics_task {
+            task.await??;
+        }
+        println!("prescale stopped; store flushed");
+        Ok(())
+    })
 }

@@ -4,11 +4,14 @@
 //! flags and `PRESCALE_*` environment variables). Unknown keys are errors so that a typo is not silently
 //! ignored.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::app::Settings;
+use crate::service::{ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
 
 /// File read when no `--config` is given, if it exists.
@@ -50,6 +53,55 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     #[serde(default)]
     store: FileStoreConfig,
+    #[serde(default)]
+    server: FileServerConfig,
+    #[serde(default)]
+    planning: FilePlanningConfig,
+}
+
+/// The `[server]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServerConfig {
+    listen: Option<String>,
+    metrics_listen: Option<String>,
+    allow_insecure: Option<bool>,
+    max_message_mib: Option<u64>,
+    max_streams: Option<usize>,
+    #[serde(default)]
+    tls: Option<FileTlsConfig>,
+    #[serde(default)]
+    auth: FileAuthConfig,
+}
+
+/// The `[server.tls]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTlsConfig {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+/// The `[server.auth]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAuthConfig {
+    #[serde(default)]
+    tokens: Vec<String>,
+    tokens_file: Option<PathBuf>,
+}
+
+/// The `[planning]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePlanningConfig {
+    plan_horizon: Option<String>,
+    max_horizon: Option<String>,
+    history_window: Option<String>,
+    replan_interval: Option<String>,
+    replan_after_samples: Option<u64>,
+    max_concurrent_fits: Option<usize>,
+    model_cache_entries: Option<usize>,
 }
 
 /// The `[store]` table as written.
@@ -70,6 +122,31 @@ pub struct Overrides {
     pub fsync: Option<bool>,
     /// Replaces `store.retention` (a duration such as `30d`, or `off`).
     pub retention: Option<String>,
+    /// Replaces `server.listen`.
+    pub listen: Option<String>,
+    /// Replaces `server.metrics_listen` (`off` disables the endpoint).
+    pub metrics_listen: Option<String>,
+}
+
+/// Where and how `prescale serve` listens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// gRPC address.
+    pub listen: SocketAddr,
+    /// Address of the HTTP `/metrics` endpoint; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Limits, TLS and tokens.
+    pub options: ServerOptions,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            options: ServerOptions::default(),
+        }
+    }
 }
 
 /// Validated configuration.
@@ -79,15 +156,208 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// How the store keeps data.
     pub store: StoreOptions,
+    /// How `prescale serve` listens.
+    pub server: ServerConfig,
+    /// How the server plans and bounds its work.
+    pub planning: Settings,
 }
 
 impl Default for Config {
     fn default() -> Self {
+        let store = StoreOptions::default();
         Self {
             data_dir: PathBuf::from("./data"),
-            store: StoreOptions::default(),
+            planning: Settings {
+                retention: store.retention,
+                ..Settings::default()
+            },
+            store,
+            server: ServerConfig::default(),
         }
     }
+}
+
+/// Parses a duration key, refusing zero.
+fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+    let duration =
+        humantime::parse_duration(text.trim()).map_err(|error| ConfigError::Invalid {
+            key,
+            reason: format!("{text:?}: {error}"),
+        })?;
+    if duration.is_zero() {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: "must be longer than zero".to_owned(),
+        });
+    }
+    Ok(duration)
+}
+
+/// Parses a socket address key.
+fn parse_address(key: &'static str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.trim().parse().map_err(|error| ConfigError::Invalid {
+        key,
+        reason: format!("{text:?} is not an address such as 127.0.0.1:50051: {error}"),
+    })
+}
+
+/// Checks that a count lies in `range`.
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::Invalid {
+            key,
+            reason: format!("{value} is outside {}..={}", range.start(), range.end()),
+        })
+    }
+}
+
+fn server_config(
+    raw: FileServerConfig,
+    origin: &Path,
+    overrides: &Overrides,
+) -> Result<ServerConfig, ConfigError> {
+    let defaults = ServerConfig::default();
+    let listen = match overrides.listen.as_deref().or(raw.listen.as_deref()) {
+        Some(text) => parse_address("server.listen", text)?,
+        None => defaults.listen,
+    };
+    let metrics_listen = match overrides
+        .metrics_listen
+        .as_deref()
+        .or(raw.metrics_listen.as_deref())
+    {
+        Some("off") => None,
+        Some(text) => Some(parse_address("server.metrics_listen", text)?),
+        None => defaults.metrics_listen,
+    };
+    let max_message_mib = check_range(
+        "server.max_message_mib",
+        raw.max_message_mib
+            .unwrap_or((defaults.options.max_message_bytes >> 20) as u64),
+        1..=1024,
+    )?;
+    let max_streams = check_range(
+        "server.max_streams",
+        raw.max_streams.unwrap_or(defaults.options.max_streams),
+        1..=1_000_000,
+    )?;
+    let mut tokens = raw.auth.tokens;
+    if let Some(path) = &raw.auth.tokens_file {
+        let path = origin
+            .parent()
+            .map_or_else(|| path.clone(), |dir| dir.join(path));
+        let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        tokens.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|line| !line.is_empty() && !line.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if let Some(short) = tokens.iter().find(|token| token.len() < 16) {
+        return Err(ConfigError::Invalid {
+            key: "server.auth.tokens",
+            reason: format!(
+                "a token of {} characters is too short to be a secret; use at least 16",
+                short.len()
+            ),
+        });
+    }
+    let tls = raw.tls.map(|tls| TlsFiles {
+        cert: tls.cert,
+        key: tls.key,
+    });
+    let exposed = !listen.ip().is_loopback();
+    if exposed && tls.is_none() && tokens.is_empty() && !raw.allow_insecure.unwrap_or(false) {
+        return Err(ConfigError::Invalid {
+            key: "server.listen",
+            reason: format!(
+                "{listen} is not a loopback address; serving plaintext without authentication \
+                 there needs [server.tls], [server.auth] tokens, or allow_insecure = true"
+            ),
+        });
+    }
+    Ok(ServerConfig {
+        listen,
+        metrics_listen,
+        options: ServerOptions {
+            max_message_bytes: (max_message_mib << 20) as usize,
+            max_streams,
+            tls,
+            tokens,
+        },
+    })
+}
+
+fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
+    let defaults = Settings::default();
+    let duration = |key, text: Option<String>, default| match text {
+        Some(text) => parse_duration(key, &text),
+        None => Ok(default),
+    };
+    let settings = Settings {
+        plan_horizon: duration(
+            "planning.plan_horizon",
+            raw.plan_horizon,
+            defaults.plan_horizon,
+        )?,
+        max_horizon: duration(
+            "planning.max_horizon",
+            raw.max_horizon,
+            defaults.max_horizon,
+        )?,
+        history_window: duration(
+            "planning.history_window",
+            raw.history_window,
+            defaults.history_window,
+        )?,
+        replan_interval: duration(
+            "planning.replan_interval",
+            raw.replan_interval,
+            defaults.replan_interval,
+        )?,
+        replan_after_samples: check_range(
+            "planning.replan_after_samples",
+            raw.replan_after_samples
+                .unwrap_or(defaults.replan_after_samples),
+            1..=u64::MAX,
+        )?,
+        max_concurrent_fits: check_range(
+            "planning.max_concurrent_fits",
+            raw.max_concurrent_fits
+                .unwrap_or(defaults.max_concurrent_fits),
+            1..=1024,
+        )?,
+        model_cache_entries: check_range(
+            "planning.model_cache_entries",
+            raw.model_cache_entries
+                .unwrap_or(defaults.model_cache_entries),
+            1..=1_000_000,
+        )?,
+        retention: None,
+    };
+    if settings.plan_horizon > settings.max_horizon {
+        return Err(ConfigError::Invalid {
+            key: "planning.plan_horizon",
+            reason: "is longer than planning.max_horizon".to_owned(),
+        });
+    }
+    if settings.history_window < Duration::from_secs(86_400) {
+        return Err(ConfigError::Invalid {
+            key: "planning.history_window",
+            reason: "must be at least a day: models need a daily cycle to learn from".to_owned(),
+        });
+    }
+    Ok(settings)
 }
 
 /// Parses a retention such as `90d`; `off`, `none` or `0` disable retention.
@@ -170,8 +440,13 @@ impl Config {
             Some(text) => parse_retention(text)?,
             None => defaults.store.retention,
         };
+        let server = server_config(raw.server, origin, overrides)?;
+        let mut planning = planning_settings(raw.planning)?;
+        planning.retention = retention;
         Ok(Self {
             data_dir,
+            server,
+            planning,
             store: StoreOptions {
                 fsync: overrides
                     .fsync
@@ -237,6 +512,8 @@ mod tests {
             data_dir: Some(PathBuf::from("/tmp/elsewhere")),
             fsync: Some(true),
             retention: Some("off".to_owned()),
+            listen: Some("127.0.0.1:7000".to_owned()),
+            metrics_listen: Some("off".to_owned()),
         };
         let config = Config::from_toml(
             "data_dir = \"here\"\n[store]\nfsync = false\nretention = \"7d\"\n",
@@ -247,5 +524,42 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("/tmp/elsewhere"));
         assert!(config.store.fsync);
         assert_eq!(config.store.retention, None);
+        assert_eq!(config.server.listen.port(), 7000);
+        assert_eq!(config.server.metrics_listen, None);
+    }
+
+    #[test]
+    fn server_and_planning_tables_are_validated() {
+        let config = parse(
+            "[server]\nlisten = \"127.0.0.1:6000\"\nmax_streams = 8\n\
+             [server.auth]\ntokens = [\"0123456789abcdef\"]\n\
+             [planning]\nreplan_interval = \"1m\"\nreplan_after_samples = 1\n",
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.port(), 6000);
+        assert_eq!(config.server.options.max_streams, 8);
+        assert_eq!(config.server.options.tokens.len(), 1);
+        assert_eq!(config.planning.replan_interval, Duration::from_secs(60));
+        for (text, key) in [
+            ("[server]\nlisten = \"0.0.0.0:50051\"", "server.listen"),
+            ("[server]\nlisten = \"nowhere\"", "server.listen"),
+            ("[server.auth]\ntokens = [\"short\"]", "server.auth.tokens"),
+            ("[server]\nmax_streams = 0", "server.max_streams"),
+            (
+                "[planning]\nplan_horizon = \"30d\"",
+                "planning.plan_horizon",
+            ),
+            (
+                "[planning]\nreplan_interval = \"0s\"",
+                "planning.replan_interval",
+            ),
+        ] {
+            match parse(text) {
+                Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+        let open = parse("[server]\nlisten = \"0.0.0.0:50051\"\nallow_insecure = true").unwrap();
+        assert!(!open.server.listen.ip().is_loopback());
     }
 }

@@ -11,5 +11,6 @@ pub mod events;
 pub mod forecast;
 pub mod ingest;
 pub mod plan;
+pub mod service;
 pub mod simulate;
 pub mod store;

@@ -1,8 +1,10 @@
 //! Use cases: what the CLI (and later the gRPC service) asks of prescale, over a shared [`App`].
 
 mod forecasting;
+pub mod metrics;
 mod planning;
 mod samples;
+mod serving;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -19,6 +21,10 @@ pub use forecasting::{
 };
 pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, replay, write_plan_csv};
 pub use samples::{SAMPLE_SERIES, SampleSeries};
+pub use serving::{
+    AppState, Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast,
+    Settings, model_version,
+};
 
 /// Errors of the use cases.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +69,29 @@ pub enum AppError {
         series: SeriesId,
         /// How many samples it has.
         samples: usize,
+    },
+    /// A named workload, job or event does not exist.
+    #[error("unknown {kind} {name:?}")]
+    NotFound {
+        /// What was looked for: `workload`, `job`, `event`.
+        kind: &'static str,
+        /// Its name or id.
+        name: String,
+    },
+    /// A plan is still being computed for the first time.
+    #[error("the first plan of workload {workload:?} is still being computed")]
+    PlanPending {
+        /// The workload.
+        workload: String,
+    },
+    /// The server is shutting down and takes no more work.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// A background worker failed (panicked or was cancelled).
+    #[error("worker failed: {reason}")]
+    Worker {
+        /// What happened.
+        reason: String,
     },
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]

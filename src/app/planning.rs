@@ -77,10 +77,10 @@ impl EventStore {
             .collect();
         let removed = before - kept.len();
         if removed == 0 {
-            return Err(AppError::from(EventError::InvalidEvent {
+            return Err(AppError::NotFound {
+                kind: "event",
                 name: name.to_owned(),
-                reason: "no stored event has this name".to_owned(),
-            }));
+            });
         }
         self.save(&EventCalendar::new(kept))?;
         Ok(removed)

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::PlanError;
 use crate::domain::{Level, SeriesId};
@@ -14,7 +14,7 @@ use crate::domain::{Level, SeriesId};
 const LONGEST_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Whether plans for a workload are only published or also acted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Mode {
     /// Plans are published for people and dashboards; no executor is told to act.
@@ -103,7 +103,7 @@ pub struct ScaleInPolicy {
 /// | `scale_in.stabilisation_window` | `"5m"` | Hold time after a change before stepping down (Kubernetes default 300 s) | 0 ..= 24h |
 /// | `max_capacity.breach` | `"honour"` | `honour` or `increase` (AWS `MaxCapacityBreachBehavior`) | |
 /// | `max_capacity.buffer_percent` | `10` when increasing | Headroom above the forecast need when increasing | 0 ..= 100 |
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadParams {
     name: String,
@@ -114,7 +114,7 @@ pub struct WorkloadParams {
     #[serde(default = "default_min_replicas")]
     min_replicas: u32,
     max_replicas: u32,
-    #[serde(deserialize_with = "duration_text::deserialize")]
+    #[serde(with = "duration_text")]
     warm_up: Duration,
     #[serde(default = "default_planning_level")]
     planning_level: f64,
@@ -127,15 +127,12 @@ pub struct WorkloadParams {
 }
 
 /// The `[scale_in]` table as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct ScaleInParams {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     max_step_down: Option<u32>,
-    #[serde(
-        default = "default_stabilisation_window",
-        deserialize_with = "duration_text::deserialize"
-    )]
+    #[serde(default = "default_stabilisation_window", with = "duration_text")]
     stabilisation_window: Duration,
 }
 
@@ -149,16 +146,16 @@ impl Default for ScaleInParams {
 }
 
 /// The `[max_capacity]` table as written.
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct MaxCapacityParams {
     #[serde(default)]
     breach: BreachName,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     buffer_percent: Option<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 enum BreachName {
     #[default]
@@ -182,11 +179,18 @@ fn default_stabilisation_window() -> Duration {
     Duration::from_secs(300)
 }
 
-/// Reads durations written for people (`"10m"`, `"1h 30m"`) with humantime.
+/// Reads and writes durations written for people (`"10m"`, `"1h 30m"`) with humantime.
 mod duration_text {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
@@ -374,6 +378,37 @@ impl WorkloadParams {
     }
 }
 
+impl From<&Workload> for WorkloadParams {
+    /// The parameters that validate back into `workload` (how workloads are stored and shown).
+    fn from(workload: &Workload) -> Self {
+        let (breach, buffer_percent) = match workload.max_capacity {
+            MaxCapacityBreach::Honour => (BreachName::Honour, None),
+            MaxCapacityBreach::Increase { buffer_percent } => {
+                (BreachName::Increase, Some(buffer_percent))
+            }
+        };
+        Self {
+            name: workload.name.clone(),
+            series: workload.series.to_string(),
+            capacity_per_replica: workload.capacity_per_replica,
+            target_utilisation: workload.target_utilisation * 100.0,
+            min_replicas: workload.min_replicas,
+            max_replicas: workload.max_replicas,
+            warm_up: workload.warm_up,
+            planning_level: workload.planning_level.percent(),
+            mode: workload.mode,
+            scale_in: ScaleInParams {
+                max_step_down: workload.scale_in.max_step_down,
+                stabilisation_window: workload.scale_in.stabilisation_window,
+            },
+            max_capacity: MaxCapacityParams {
+                breach,
+                buffer_percent,
+            },
+        }
+    }
+}
+
 impl TryFrom<WorkloadParams> for Workload {
     type Error = PlanError;
 
@@ -550,6 +585,17 @@ mod tests {
             }
         );
         assert!((workload.load_per_replica() - 84.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn stored_parameters_validate_back_into_the_same_workload() {
+        let defaults = WorkloadParams::new("api", "requests", 10.0, 5, Duration::from_secs(90))
+            .check()
+            .unwrap();
+        for workload in [Workload::from_toml(EXAMPLE).unwrap(), defaults] {
+            let text = toml::to_string(&WorkloadParams::from(&workload)).unwrap();
+            assert_eq!(Workload::from_toml(&text).unwrap(), workload, "{text}");
+        }
     }
 
     #[test]

@@ -1,0 +1,219 @@
+//! prescale's own metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+//!
+//! One [`Metrics`] value per server (no global registry), shared by the use cases (samples, plans,
+//! models) and the gRPC layer (requests and latencies).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    /// Adds `count`.
+    pub fn inc_by(&self, count: u64) {
+        self.0.fetch_add(count, Ordering::Relaxed);
+    }
+
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A latency histogram with [`LATENCY_BUCKETS`].
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    /// Non-cumulative counts per bucket, plus one for `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        let index = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[index] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// Counters of one server.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Samples stored through ingest.
+    pub samples_ingested: Counter,
+    /// Plans computed and published.
+    pub plan_refreshes: Counter,
+    /// Plan computations that failed.
+    pub plan_failures: Counter,
+    /// Models fitted (forecast requests and retraining).
+    pub model_fits: Counter,
+    /// Fits or forecasts that failed.
+    pub model_errors: Counter,
+    /// Requests by (method, status code).
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Latency by method.
+    latencies: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Metrics {
+    /// Records one finished request: its full gRPC method path, status code name and latency.
+    pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {
+        *self
+            .requests
+            .lock()
+            .entry((method.to_owned(), code))
+            .or_default() += 1;
+        self.latencies
+            .lock()
+            .entry(method.to_owned())
+            .or_default()
+            .observe(latency.as_secs_f64());
+    }
+
+    /// Requests recorded for `method` with status `code`.
+    pub fn requests(&self, method: &str, code: &'static str) -> u64 {
+        self.requests
+            .lock()
+            .get(&(method.to_owned(), code))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let counters = [
+            (
+                "prescale_samples_ingested_total",
+                "Samples stored through ingest.",
+                &self.samples_ingested,
+            ),
+            (
+                "prescale_plan_refreshes_total",
+                "Plans computed and published.",
+                &self.plan_refreshes,
+            ),
+            (
+                "prescale_plan_refresh_failures_total",
+                "Plan computations that failed.",
+                &self.plan_failures,
+            ),
+            (
+                "prescale_model_fits_total",
+                "Models fitted for forecasts and retraining.",
+                &self.model_fits,
+            ),
+            (
+                "prescale_model_errors_total",
+                "Model fits or forecasts that failed.",
+                &self.model_errors,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.get());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP prescale_grpc_requests_total gRPC requests by method and status code.\n\
+             # TYPE prescale_grpc_requests_total counter"
+        );
+        for ((method, code), count) in self.requests.lock().iter() {
+            let _ = writeln!(
+                out,
+                "prescale_grpc_requests_total{{method=\"{}\",code=\"{code}\"}} {count}",
+                escape(method)
+            );
+        }
+        let name = "prescale_grpc_request_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} gRPC request latency until the response headers (whole call for unary).\n\
+             # TYPE {name} histogram"
+        );
+        for (method, histogram) in self.latencies.lock().iter() {
+            let method = escape(method);
+            let mut cumulative = 0;
+            for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {
+                cumulative += count;
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
+                histogram.count
+            );
+            let _ = writeln!(out, "{name}_sum{{method=\"{method}\"}} {}", histogram.sum);
+            let _ = writeln!(
+                out,
+                "{name}_count{{method=\"{method}\"}} {}",
+                histogram.count
+            );
+        }
+        out
+    }
+}
+
+/// Escapes a label value (backslash, double quote, newline).
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_requests_and_cumulative_buckets() {
+        let metrics = Metrics::default();
+        metrics.samples_ingested.inc_by(42);
+        metrics.record_request("/a/B", "OK", Duration::from_micros(300));
+        metrics.record_request("/a/B", "OK", Duration::from_millis(3));
+        metrics.record_request("/a/B", "NotFound", Duration::from_secs(20));
+        let text = metrics.render();
+        assert!(
+            text.contains("prescale_samples_ingested_total 42\n"),
+            "{text}"
+        );
+        assert!(text.contains("prescale_grpc_requests_total{method=\"/a/B\",code=\"OK\"} 2\n"));
+        assert!(
+            text.contains("{method=\"/a/B\",le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("{method=\"/a/B\",le=\"0.005\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("{method=\"/a/B\",le=\"10\"} 2\n"), "{text}");
+        assert!(text.contains("{method=\"/a/B\",le=\"+Inf\"} 3\n"), "{text}");
+        assert!(text.contains("prescale_grpc_request_duration_seconds_count{method=\"/a/B\"} 3\n"));
+        assert_eq!(metrics.requests("/a/B", "NotFound"), 1);
+    }
+}

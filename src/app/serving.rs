@@ -1,0 +1,883 @@
+//! The long-running application a server drives: stored workloads with their latest plans, a model
+//! cache, background replanning, retraining jobs and the counters `/metrics` shows.
+//!
+//! Everything lives in one [`AppState`] value (no process-global state), so a process can hold several
+//! (tests, or one per shard) and a replica that owns a shard of the series is a second value over
+//! another [`MetricStore`](crate::store::MetricStore).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{
+    Aggregation, Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries, Timestamp,
+};
+use crate::events::EventSpec;
+use crate::forecast::{FittedModel, Predict};
+use crate::plan::{Plan, Workload, WorkloadParams};
+use crate::store::{SeriesSamples, SeriesSummary, StoreError, write_file_atomically};
+
+use super::metrics::Metrics;
+use super::{App, AppError, EventStore, ModelChoice, build_plan, fit, parse_horizon};
+
+/// Name of the workloads file in the data directory.
+const WORKLOADS_FILE: &str = "workloads.toml";
+
+/// How the server plans and bounds its work. Validated by [`crate::config::Config`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Horizon of every plan and the default forecast horizon.
+    pub plan_horizon: Duration,
+    /// Longest horizon a forecast request may ask for.
+    pub max_horizon: Duration,
+    /// History models are fitted on: the newest stretch of this length.
+    pub history_window: Duration,
+    /// Every plan is recomputed at least this often.
+    pub replan_interval: Duration,
+    /// A workload's plan is recomputed as soon as this many new samples of its series arrived.
+    pub replan_after_samples: u64,
+    /// Fits (forecasts, plans, retraining) running at once; the rest wait.
+    pub max_concurrent_fits: usize,
+    /// Fitted models kept for forecast requests (least recently used go first).
+    pub model_cache_entries: usize,
+    /// Samples older than this are dropped hourly (the store's retention); `None` keeps everything.
+    pub retention: Option<Duration>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            plan_horizon: Duration::from_secs(24 * 3600),
+            max_horizon: Duration::from_secs(7 * 24 * 3600),
+            history_window: Duration::from_secs(28 * 24 * 3600),
+            replan_interval: Duration::from_secs(300),
+            replan_after_samples: 12,
+            max_concurrent_fits: 2,
+            model_cache_entries: 1024,
+            retention: None,
+        }
+    }
+}
+
+/// A plan as published to executors, with where it came from.
+#[derive(Debug)]
+pub struct PublishedPlan {
+    /// Increases by one with every new plan of the workload.
+    pub revision: u64,
+    /// When it was computed.
+    pub generated_at: Timestamp,
+    /// The schedule.
+    pub plan: Plan,
+    /// Version of the model its forecast came from (see [`model_version`]).
+    pub model_version: String,
+    /// Planned events whose uplift was applied.
+    pub applied_events: Vec<String>,
+    /// Planned events that could not be applied, with why.
+    pub skipped_events: Vec<String>,
+}
+
+/// The plan state of a workload.
+#[derive(Debug, Clone)]
+pub enum PlanState {
+    /// The first plan is being computed.
+    Pending,
+    /// The latest plan.
+    Ready(Arc<PublishedPlan>),
+    /// The latest attempt failed; `last` is the newest plan that succeeded, if any.
+    Failed {
+        /// Why the latest attempt failed.
+        error: Arc<AppError>,
+        /// The newest good plan.
+        last: Option<Arc<PublishedPlan>>,
+    },
+}
+
+/// What an executor reported it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Replicas running.
+    pub replicas: u32,
+    /// When they were applied.
+    pub at: Timestamp,
+}
+
+/// A workload and the live state of its plan.
+#[derive(Debug)]
+struct WorkloadEntry {
+    workload: RwLock<Workload>,
+    plan: watch::Sender<PlanState>,
+    applied: Mutex<Option<Applied>>,
+    /// Samples of the workload's series stored since its last plan started.
+    new_samples: AtomicU64,
+    /// Replan at the next opportunity (schedule tick, upsert, retrain).
+    due: AtomicBool,
+    /// A refresh is running; another is not started until it ends.
+    in_flight: AtomicBool,
+    revision: AtomicU64,
+}
+
+impl WorkloadEntry {
+    fn new(workload: Workload) -> Arc<Self> {
+        Arc::new(Self {
+            workload: RwLock::new(workload),
+            plan: watch::Sender::new(PlanState::Pending),
+            applied: Mutex::new(None),
+            new_samples: AtomicU64::new(0),
+            due: AtomicBool::new(true),
+            in_flight: AtomicBool::new(false),
+            revision: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A fitted model kept for forecast requests.
+#[derive(Debug)]
+pub struct CachedModel {
+    /// See [`model_version`].
+    pub version: String,
+    /// The model.
+    pub model: FittedModel,
+    /// The stretch of history it was fitted on.
+    pub trained: TimeRange,
+    last_used: AtomicU64,
+}
+
+/// A forecast with the model that made it.
+#[derive(Debug)]
+pub struct ServedForecast {
+    /// The forecast.
+    pub forecast: Forecast,
+    /// The model.
+    pub model: Arc<CachedModel>,
+    /// Which model was asked for.
+    pub choice: ModelChoice,
+}
+
+/// State of a retraining job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Series are still being retrained.
+    Running,
+    /// Every series was retrained.
+    Succeeded,
+    /// At least one series failed.
+    Failed,
+}
+
+/// Progress of a retraining job, readable while it runs.
+#[derive(Debug)]
+pub struct Job {
+    /// Handle returned to the caller.
+    pub id: String,
+    /// Series to retrain.
+    pub total: u32,
+    done: AtomicU32,
+    failures: Mutex<Vec<(SeriesId, String)>>,
+    /// When it started.
+    pub started_at: Timestamp,
+    finished_at: AtomicI64,
+}
+
+impl Job {
+    /// Series done, successfully or not.
+    pub fn done(&self) -> u32 {
+        self.done.load(Ordering::Acquire)
+    }
+
+    /// Series that failed, with why.
+    pub fn failures(&self) -> Vec<(SeriesId, String)> {
+        self.failures.lock().clone()
+    }
+
+    /// When it finished, if it has.
+    pub fn finished_at(&self) -> Option<Timestamp> {
+        match self.finished_at.load(Ordering::Acquire) {
+            0 => None,
+            millis => Some(Timestamp::from_millis(millis)),
+        }
+    }
+
+    /// Running, or how it ended.
+    pub fn state(&self) -> JobState {
+        if self.finished_at().is_none() {
+            JobState::Running
+        } else if self.failures.lock().is_empty() {
+            JobState::Succeeded
+        } else {
+            JobState::Failed
+        }
+    }
+}
+
+/// The `[[workload]]` tables of the workloads file.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct WorkloadsFile {
+    #[serde(default)]
+    workload: Vec<WorkloadParams>,
+}
+
+/// Opaque model version: the model kind, the end of its training window and a CRC-32 of the training
+/// values, so the same data and model give the same version and any new sample gives a new one.
+pub fn model_version(choice: ModelChoice, history: &TimeSeries) -> String {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&history.start().as_millis().to_le_bytes());
+    hasher.update(&history.step().as_millis().to_le_bytes());
+    for value in history.values() {
+        hasher.update(&value.to_bits().to_le_bytes());
+    }
+    format!(
+        "{choice}-{}-{:08x}",
+        history.end().as_millis(),
+        hasher.finalize()
+    )
+}
+
+/// The serving application: use cases of [`App`] plus workloads, plans, models and jobs.
+#[derive(Debug)]
+pub struct AppState {
+    app: App,
+    events: EventStore,
+    data_dir: PathBuf,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    workloads: RwLock<BTreeMap<String, Arc<WorkloadEntry>>>,
+    models: Mutex<HashMap<(SeriesId, ModelChoice), Arc<CachedModel>>>,
+    model_uses: AtomicU64,
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    job_ids: AtomicU64,
+    fits: Arc<Semaphore>,
+    replan: Notify,
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads.
+    pub fn open(
+        app: App,
+        data_dir: impl Into<PathBuf>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, AppError> {
+        let data_dir = data_dir.into();
+        let stored = read_workloads(&data_dir)?;
+        let workloads = stored
+            .into_iter()
+            .map(|workload| (workload.name().to_owned(), WorkloadEntry::new(workload)))
+            .collect();
+        Ok(Arc::new(Self {
+            app,
+            events: EventStore::new(&data_dir),
+            fits: Arc::new(Semaphore::new(settings.max_concurrent_fits.max(1))),
+            data_dir,
+            settings,
+            metrics,
+            workloads: RwLock::new(workloads),
+            models: Mutex::new(HashMap::new()),
+            model_uses: AtomicU64::new(0),
+            jobs: Mutex::new(BTreeMap::new()),
+            job_ids: AtomicU64::new(0),
+            replan: Notify::new(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// The use cases over the store.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Planned events.
+    pub fn events(&self) -> &EventStore {
+        &self.events
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Cancelled when the server shuts down: watch streams end and background work drains.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Runs CPU-heavy `work` on the blocking pool once one of the `max_concurrent_fits` slots is free.
+    pub async fn run_blocking<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce() -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self
+            .fits
+            .acquire()
+            .await
+            .map_err(|_| AppError::ShuttingDown)?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|error| AppError::Worker {
+                reason: error.to_string(),
+            })?
+    }
+
+    // ----- ingest -------------------------------------------------------------------------------
+
+    /// Stores a batch (all or nothing) and schedules replans of workloads that received enough new
+    /// samples. Blocking: the store writes its log.
+    pub fn ingest(&self, batch: &[SeriesSamples]) -> Result<usize, AppError> {
+        let accepted = self.app.store().append_batch(batch)?;
+        self.metrics.samples_ingested.inc_by(accepted as u64);
+        let threshold = self.settings.replan_after_samples;
+        let mut wake = false;
+        for entry in self.workloads.read().values() {
+            let series = entry.workload.read().series().clone();
+            let added: u64 = batch
+                .iter()
+                .filter(|part| part.series == series)
+                .map(|part| part.samples.len() as u64)
+                .sum();
+            if added > 0
+                && entry.new_samples.fetch_add(added, Ordering::AcqRel) + added >= threshold
+            {
+                wake = true;
+            }
+        }
+        if wake {
+            self.replan.notify_one();
+        }
+        Ok(accepted)
+    }
+
+    /// Summaries of every stored series.
+    pub fn list_series(&self) -> Result<Vec<SeriesSummary>, AppError> {
+        self.app.list_series()
+    }
+
+    /// The newest `history_window` of `series` on its median step, bucket means.
+    pub fn recent_history(&self, series: &SeriesId) -> Result<TimeSeries, AppError> {
+        let summary = self.app.store().summary(series)?;
+        let (Some(first), Some(last), Some(step)) =
+            (summary.first, summary.last, summary.median_step)
+        else {
+            if summary.samples == 0 {
+                return Err(StoreError::UnknownSeries {
+                    series: series.clone(),
+                }
+                .into());
+            }
+            return Err(AppError::NoStep {
+                series: series.clone(),
+                samples: summary.samples,
+            });
+        };
+        let to = last.floor_to(step).saturating_add_millis(step.as_millis());
+        let window = i64::try_from(self.settings.history_window.as_millis()).unwrap_or(i64::MAX);
+        let from = to
+            .saturating_add_millis(-window)
+            .floor_to(step)
+            .max(first.floor_to(step));
+        let range = TimeRange::new(from, to).expect("invariant: from is at most last, below to");
+        Ok(self
+            .app
+            .store()
+            .window(series, range, step, Aggregation::Mean)?)
+    }
+
+    // ----- forecasts ----------------------------------------------------------------------------
+
+    /// Parses a requested horizon against `step` and the configured maximum; empty is the plan
+    /// horizon.
+    pub fn horizon(&self, text: &str, step: Step) -> Result<Horizon, AppError> {
+        let text = if text.trim().is_empty() {
+            humantime::format_duration(self.settings.plan_horizon).to_string()
+        } else {
+            text.to_owned()
+        };
+        let horizon = parse_horizon(&text, step)?;
+        let max_steps = (self.settings.max_horizon.as_millis() / step.as_millis() as u128) as usize;
+        if horizon.steps() > max_steps {
+            return Err(AppError::InvalidRequest {
+                reason: format!(
+                    "horizon {text} is {} steps of {step}; the server allows at most {} ({})",
+                    horizon.steps(),
+                    max_steps,
+                    humantime::format_duration(self.settings.max_horizon)
+                ),
+            });
+        }
+        Ok(horizon)
+    }
+
+    /// Forecasts `series` with `choice`, reusing the cached model when no sample arrived since it was
+    /// fitted. Fits run on the blocking pool.
+    pub async fn forecast(
+        self: &Arc<Self>,
+        series: SeriesId,
+        horizon: String,
+        levels: Vec<Level>,
+        choice: ModelChoice,
+    ) -> Result<ServedForecast, AppError> {
+        let state = Arc::clone(self);
+        self.run_blocking(move || {
+            let history = state.recent_history(&series)?;
+            let horizon = state.horizon(&horizon, history.step())?;
+            let model = state.model_for(&series, choice, &history)?;
+            let forecast = model.model.predict(horizon, &levels)?;
+            Ok(ServedForecast {
+                forecast,
+                model,
+                choice,
+            })
+        })
+        .await
+    }
+
+    /// The cached model of `series` fitted on exactly `history`, or a new fit that replaces it.
+    fn model_for(
+        &self,
+        series: &SeriesId,
+        choice: ModelChoice,
+        history: &TimeSeries,
+    ) -> Result<Arc<CachedModel>, AppError> {
+        let version = model_version(choice, history);
+        let key = (series.clone(), choice);
+        let use_mark = self.model_uses.fetch_add(1, Ordering::Relaxed);
+        if let Some(cached) = self.models.lock().get(&key)
+            && cached.version == version
+        {
+            cached.last_used.store(use_mark, Ordering::Relaxed);
+            return Ok(Arc::clone(cached));
+        }
+        let model = fit(history, choice).inspect_err(|_| self.metrics.model_errors.inc())?;
+        self.metrics.model_fits.inc();
+        let trained = TimeRange::new(history.start(), history.end())
+            .expect("invariant: a fitted history is not empty");
+        let cached = Arc::new(CachedModel {
+            version,
+            model,
+            trained,
+            last_used: AtomicU64::new(use_mark),
+        });
+        let mut models = self.models.lock();
+        models.insert(key, Arc::clone(&cached));
+        while models.len() > self.settings.model_cache_entries.max(1) {
+            let oldest = models
+                .iter()
+                .min_by_key(|(_, model)| model.last_used.load(Ordering::Relaxed))
+                .map(|(key, _)| key.clone())
+                .expect("invariant: the cache is not empty");
+            models.remove(&oldest);
+        }
+        Ok(cached)
+    }
+
+    // ----- workloads and plans ------------------------------------------------------------------
+
+    /// Validates and stores a workload (replacing one of the same name) and schedules its plan.
+    /// Blocking: writes the workloads file.
+    pub fn upsert_workload(&self, workload: Workload) -> Result<Workload, AppError> {
+        let mut workloads = self.workloads.write();
+        let mut stored: Vec<Workload> = workloads
+            .values()
+            .map(|entry| entry.workload.read().clone())
+            .filter(|existing| existing.name() != workload.name())
+            .collect();
+        stored.push(workload.clone());
+        write_workloads(&self.data_dir, &stored)?;
+        match workloads.get(workload.name()) {
+            Some(entry) => {
+                *entry.workload.write() = workload.clone();
+                entry.due.store(true, Ordering::Release);
+            }
+            None => {
+                workloads.insert(
+                    workload.name().to_owned(),
+                    WorkloadEntry::new(workload.clone()),
+                );
+            }
+        }
+        drop(workloads);
+        self.replan.notify_one();
+        Ok(workload)
+    }
+
+    /// A stored workload.
+    pub fn workload(&self, name: &str) -> Result<Workload, AppError> {
+        Ok(self.entry(name)?.workload.read().clone())
+    }
+
+    /// Every stored workload, by name.
+    pub fn workloads(&self) -> Vec<Workload> {
+        self.workloads
+            .read()
+            .values()
+            .map(|entry| entry.workload.read().clone())
+            .collect()
+    }
+
+    /// Deletes a workload; its watch streams end. Blocking: writes the workloads file.
+    pub fn delete_workload(&self, name: &str) -> Result<(), AppError> {
+        let mut workloads = self.workloads.write();
+        if !workloads.contains_key(name) {
+            return Err(unknown_workload(name));
+        }
+        let kept: Vec<Workload> = workloads
+            .values()
+            .map(|entry| entry.workload.read().clone())
+            .filter(|existing| existing.name() != name)
+            .collect();
+        write_workloads(&self.data_dir, &kept)?;
+        workloads.remove(name);
+        Ok(())
+    }
+
+    fn entry(&self, name: &str) -> Result<Arc<WorkloadEntry>, AppError> {
+        self.workloads
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| unknown_workload(name))
+    }
+
+    /// The latest plan state of a workload, without computing anything.
+    pub fn plan(&self, name: &str) -> Result<PlanState, AppError> {
+        Ok(self.entry(name)?.plan.borrow().clone())
+    }
+
+    /// A receiver of a workload's plan state: the current one at once, then every change. The
+    /// sender goes away when the workload is deleted.
+    pub fn watch_plan(&self, name: &str) -> Result<watch::Receiver<PlanState>, AppError> {
+        Ok(self.entry(name)?.plan.subscribe())
+    }
+
+    /// Names of every workload.
+    pub fn workload_names(&self) -> Vec<String> {
+        self.workloads.read().keys().cloned().collect()
+    }
+
+    /// Records what the executor of `name` runs; later plans start from it.
+    pub fn report_applied(&self, name: &str, applied: Applied) -> Result<(), AppError> {
+        let entry = self.entry(name)?;
+        *entry.applied.lock() = Some(applied);
+        Ok(())
+    }
+
+    /// What the executor of `name` last reported.
+    pub fn applied(&self, name: &str) -> Result<Option<Applied>, AppError> {
+        Ok(*self.entry(name)?.applied.lock())
+    }
+
+    /// Computes a plan for `workload` from the newest history and the stored events. Blocking and
+    /// CPU-heavy.
+    fn compute_plan(
+        &self,
+        workload: &Workload,
+        running: Option<u32>,
+    ) -> Result<(String, super::PlanOutcome), AppError> {
+        let history = self.recent_history(workload.series())?;
+        let horizon = self.horizon("", history.step())?;
+        let calendar = self.events.load()?;
+        let outcome = build_plan(
+            &history,
+            workload,
+            horizon,
+            &calendar,
+            ModelChoice::Ensemble,
+            running,
+        )?;
+        Ok((model_version(ModelChoice::Ensemble, &history), outcome))
+    }
+
+    /// Recomputes the plan of `entry` on the blocking pool and publishes it.
+    async fn refresh_plan(self: &Arc<Self>, entry: Arc<WorkloadEntry>) {
+        let workload = entry.workload.read().clone();
+        let running = entry.applied.lock().map(|applied| applied.replicas);
+        let state = Arc::clone(self);
+        let name = workload.name().to_owned();
+        let computed = self
+            .run_blocking(move || state.compute_plan(&workload, running))
+            .await;
+        match computed {
+            Ok((model_version, outcome)) => {
+                let revision = entry.revision.fetch_add(1, Ordering::AcqRel) + 1;
+                let published = Arc::new(PublishedPlan {
+                    revision,
+                    generated_at: Timestamp::now(),
+                    plan: outcome.plan,
+                    model_version,
+                    applied_events: outcome
+                        .applied_events
+                        .iter()
+                        .map(|event| event.label.clone())
+                        .collect(),
+                    skipped_events: outcome.skipped_events,
+                });
+                self.metrics.plan_refreshes.inc();
+                tracing::debug!(workload = %name, revision, "published plan");
+                entry.plan.send_replace(PlanState::Ready(published));
+            }
+            Err(AppError::ShuttingDown) => {}
+            Err(error) => {
+                self.metrics.plan_failures.inc();
+                if matches!(error, AppError::Forecast(_)) {
+                    self.metrics.model_errors.inc();
+                }
+                tracing::warn!(workload = %name, %error, "plan refresh failed");
+                let last = match &*entry.plan.borrow() {
+                    PlanState::Ready(plan) => Some(Arc::clone(plan)),
+                    PlanState::Failed { last, .. } => last.clone(),
+                    PlanState::Pending => None,
+                };
+                entry.plan.send_replace(PlanState::Failed {
+                    error: Arc::new(error),
+                    last,
+                });
+            }
+        }
+    }
+
+    /// Replans in the background until `shutdown`: every workload each `replan_interval`, and a
+    /// workload as soon as `replan_after_samples` new samples of its series arrived or it was
+    /// upserted. At most one refresh per workload runs at a time; fits share `max_concurrent_fits`.
+    /// On shutdown, waits for refreshes in flight.
+    pub async fn run_planner(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.replan_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut running = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    for entry in self.workloads.read().values() {
+                        entry.due.store(true, Ordering::Release);
+                    }
+                }
+                () = self.replan.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+            let entries: Vec<Arc<WorkloadEntry>> =
+                self.workloads.read().values().cloned().collect();
+            for entry in entries {
+                let enough =
+                    entry.new_samples.load(Ordering::Acquire) >= self.settings.replan_after_samples;
+                if !(entry.due.load(Ordering::Acquire) || enough)
+                    || entry.in_flight.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                entry.due.store(false, Ordering::Release);
+                entry.new_samples.store(0, Ordering::Release);
+                let state = Arc::clone(&self);
+                running.spawn(async move {
+                    state.refresh_plan(Arc::clone(&entry)).await;
+                    entry.in_flight.store(false, Ordering::Release);
+                    // Samples or upserts that came in meanwhile get their turn.
+                    state.replan.notify_one();
+                });
+            }
+        }
+        self.fits.close();
+        while running.join_next().await.is_some() {}
+    }
+
+    // ----- retraining ---------------------------------------------------------------------------
+
+    /// Starts refitting the ensemble of `series` (every stored series when `None`) in the background
+    /// and replanning the workloads on them; returns the job to follow.
+    pub fn retrain(self: &Arc<Self>, series: Option<Vec<SeriesId>>) -> Result<Arc<Job>, AppError> {
+        let series = match series {
+            Some(series) => {
+                for one in &series {
+                    self.app.store().summary(one)?;
+                }
+                series
+            }
+            None => self.app.store().series(),
+        };
+        let id = format!(
+            "retrain-{}",
+            self.job_ids.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let job = Arc::new(Job {
+            id: id.clone(),
+            total: u32::try_from(series.len()).unwrap_or(u32::MAX),
+            done: AtomicU32::new(0),
+            failures: Mutex::new(Vec::new()),
+            started_at: Timestamp::now(),
+            finished_at: AtomicI64::new(0),
+        });
+        self.jobs.lock().insert(id, Arc::clone(&job));
+        let state = Arc::clone(self);
+        let progress = Arc::clone(&job);
+        tokio::spawn(async move {
+            let mut tasks = JoinSet::new();
+            for one in series {
+                let state = Arc::clone(&state);
+                let progress = Arc::clone(&progress);
+                tasks.spawn(async move {
+                    let worker = Arc::clone(&state);
+                    let target = one.clone();
+                    let result = state
+                        .run_blocking(move || {
+                            let history = worker.recent_history(&target)?;
+                            worker.refit(&target, &history)
+                        })
+                        .await;
+                    if let Err(error) = result {
+                        progress
+                            .failures
+                            .lock()
+                            .push((one.clone(), error.to_string()));
+                    } else {
+                        state.mark_due(&one);
+                    }
+                    progress.done.fetch_add(1, Ordering::AcqRel);
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            progress
+                .finished_at
+                .store(Timestamp::now().as_millis().max(1), Ordering::Release);
+            state.replan.notify_one();
+        });
+        Ok(job)
+    }
+
+    /// Refits the ensemble on `history` and caches it, even when a model of the same data is cached.
+    fn refit(&self, series: &SeriesId, history: &TimeSeries) -> Result<(), AppError> {
+        self.models
+            .lock()
+            .remove(&(series.clone(), ModelChoice::Ensemble));
+        self.model_for(series, ModelChoice::Ensemble, history)
+            .map(drop)
+    }
+
+    fn mark_due(&self, series: &SeriesId) {
+        for entry in self.workloads.read().values() {
+            if entry.workload.read().series() == series {
+                entry.due.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// A retraining job.
+    pub fn job(&self, id: &str) -> Result<Arc<Job>, AppError> {
+        self.jobs
+            .lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound {
+                kind: "job",
+                name: id.to_owned(),
+            })
+    }
+
+    // ----- events -------------------------------------------------------------------------------
+
+    /// Stores an event and schedules every plan (its uplift may apply to any workload).
+    pub fn add_event(&self, spec: &EventSpec) -> Result<(), AppError> {
+        self.events.add(spec)?;
+        self.mark_all_due();
+        Ok(())
+    }
+
+    /// Removes every event called `name` and schedules every plan.
+    pub fn remove_event(&self, name: &str) -> Result<usize, AppError> {
+        let removed = self.events.remove(name)?;
+        self.mark_all_due();
+        Ok(removed)
+    }
+
+    fn mark_all_due(&self) {
+        for entry in self.workloads.read().values() {
+            entry.due.store(true, Ordering::Release);
+        }
+        self.replan.notify_one();
+    }
+
+    // ----- maintenance --------------------------------------------------------------------------
+
+    /// Enforces the retention every hour until shutdown, on the blocking pool.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let Some(retention) = self.settings.retention else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let state = Arc::clone(&self);
+            let dropped = tokio::task::spawn_blocking(move || {
+                state
+                    .app
+                    .store()
+                    .enforce_retention(Timestamp::now(), retention)
+            })
+            .await;
+            match dropped {
+                Ok(Ok(dropped)) => tracing::debug!(dropped, "retention enforced"),
+                Ok(Err(error)) => tracing::warn!(%error, "retention failed"),
+                Err(error) => tracing::warn!(%error, "retention worker failed"),
+            }
+        }
+    }
+
+    /// Flushes the store into its checkpoint files. Blocking.
+    pub fn flush(&self) -> Result<(), AppError> {
+        Ok(self.app.store().checkpoint()?)
+    }
+}
+
+fn unknown_workload(name: &str) -> AppError {
+    AppError::NotFound {
+        kind: "workload",
+        name: name.to_owned(),
+    }
+}
+
+fn read_workloads(dir: &std::path::Path) -> Result<Vec<Workload>, AppError> {
+    let path = dir.join(WORKLOADS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(AppError::Output { path, source }),
+    };
+    let file: WorkloadsFile = toml::from_str(&text).map_err(|error| AppError::InvalidRequest {
+        reason: format!("{}: {error}", path.display()),
+    })?;
+    file.workload
+        .into_iter()
+        .map(|params| Ok(params.check()?))
+        .collect()
+}
+
+fn write_workloads(dir: &std::path::Path, workloads: &[Workload]) -> Result<(), AppError> {
+    std::fs::create_dir_all(dir).map_err(|source| AppError::Output {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let file = WorkloadsFile {
+        workload: workloads.iter().map(WorkloadParams::from).collect(),
+    };
+    let text = toml::to_string(&file).map_err(|error| AppError::InvalidRequest {
+        reason: format!("cannot encode workloads: {error}"),
+    })?;
+    write_file_atomically(dir, WORKLOADS_FILE, text.as_bytes())?;
+    Ok(())
+}

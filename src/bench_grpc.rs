@@ -1,0 +1,290 @@
+//! `prescale bench-grpc`: a load test of the gRPC API on loopback.
+//!
+//! Against a server given with `--address` (e.g. a `prescale serve` in another process) or, by
+//! default, one started in-process over a temporary store. It stores 28 days of a 5-minute series,
+//! upserts a workload and waits for its plan, then measures:
+//! - `GetPlan` from `--clients` concurrent clients, each on its own connection, for `--duration`:
+//!   calls per second and latency percentiles;
+//! - `Push` from `--push-clients` client streams of `--batch`-sample messages: samples per second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use prescale::app::metrics::Metrics;
+use prescale::app::{App, AppState};
+use prescale::config::Config;
+use prescale::service::proto::{
+    self, ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
+};
+use prescale::service::{self, ServerOptions};
+use prescale::store::PolarsStore;
+use tonic::transport::{Channel, Endpoint};
+
+const STEP_MS: i64 = 300_000;
+const DAY_MS: i64 = 86_400_000;
+/// 2026-01-01T00:00:00Z.
+const START_MS: i64 = 1_767_225_600_000;
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Server to load (host:port); default: an in-process server on 127.0.0.1:0.
+    #[arg(long)]
+    address: Option<String>,
+    /// Concurrent GetPlan clients, one connection each.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// How long each phase runs.
+    #[arg(long, default_value = "10s")]
+    duration: humantime::Duration,
+    /// Concurrent Push streams.
+    #[arg(long, default_value_t = 4)]
+    push_clients: usize,
+    /// Samples per pushed message.
+    #[arg(long, default_value_t = 10_000)]
+    batch: usize,
+    /// Series each Push stream spreads its samples over.
+    #[arg(long, default_value_t = 100)]
+    series_per_client: usize,
+}
+
+pub(crate) fn run(config: &Config, args: &BenchArgs) -> Result<()> {
+    crate::cli::runtime()?.block_on(bench(config, args))
+}
+
+async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
+    let mut local = None;
+    let address = match &args.address {
+        Some(address) => address.clone(),
+        None => {
+            let directory = tempfile::tempdir()?;
+            let mut store_options = config.store.clone();
+            store_options.fsync = false;
+            let store = Arc::new(PolarsStore::open(directory.path(), store_options)?);
+            let state = AppState::open(
+                App::new(store),
+                directory.path(),
+                config.planning.clone(),
+                Arc::new(Metrics::default()),
+            )?;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let address = listener.local_addr()?.to_string();
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let options = ServerOptions {
+                max_streams: args.clients + args.push_clients + 16,
+                ..ServerOptions::default()
+            };
+            let task = tokio::spawn(service::serve(listener, state, options, async move {
+                let _ = stopped.await;
+            }));
+            local = Some((directory, stop, task));
+            address
+        }
+    };
+    println!(
+        "bench-grpc against {address} ({})",
+        if local.is_some() {
+            "in-process server"
+        } else {
+            "external server"
+        }
+    );
+    let connect = || async {
+        Endpoint::from_shared(format!("http://{address}"))?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .context("connecting")
+    };
+    let channel: Channel = connect().await?;
+
+    // Setup: 28 days of history and a workload with its first plan.
+    let name = format!("bench-{}", std::process::id());
+    let series = Some(proto::SeriesRef {
+        name: "bench_load".to_owned(),
+        labels: [("run".to_owned(), name.clone())].into(),
+    });
+    let (timestamps_ms, values): (Vec<i64>, Vec<f64>) = (0..28 * 288)
+        .map(|index| {
+            let time = START_MS + index * STEP_MS;
+            let phase = (time % DAY_MS) as f64 / DAY_MS as f64 * std::f64::consts::TAU;
+            (
+                time,
+                1000.0 + 600.0 * phase.sin() + ((index * 7919) % 31) as f64,
+            )
+        })
+        .unzip();
+    IngestServiceClient::new(channel.clone())
+        .write(proto::WriteRequest {
+            series: vec![proto::SeriesSamples {
+                series: series.clone(),
+                timestamps_ms,
+                values,
+            }],
+        })
+        .await?;
+    let mut plans = PlanServiceClient::new(channel.clone());
+    plans
+        .upsert_workload(proto::UpsertWorkloadRequest {
+            workload: Some(proto::Workload {
+                name: name.clone(),
+                series,
+                capacity_per_replica: 50.0,
+                max_replicas: 200,
+                warm_up: "10m".to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let waited = Instant::now();
+    let plan = loop {
+        match plans
+            .get_plan(proto::GetPlanRequest {
+                workload: name.clone(),
+            })
+            .await
+        {
+            Ok(plan) => break plan.into_inner(),
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                if waited.elapsed() > Duration::from_secs(120) {
+                    bail!("no plan after two minutes");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(status) => return Err(status.into()),
+        }
+    };
+    println!(
+        "setup: 8064 samples stored, first plan ({} steps, {} bytes encoded) after {:.2} s",
+        plan.steps.len(),
+        prost::Message::encoded_len(&plan),
+        waited.elapsed().as_secs_f64()
+    );
+
+    // GetPlan from concurrent clients.
+    let duration: Duration = args.duration.into();
+    let mut channels = Vec::with_capacity(args.clients);
+    for _ in 0..args.clients {
+        channels.push(connect().await?);
+    }
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for channel in channels {
+        let name = name.clone();
+        tasks.spawn(async move {
+            let mut client = PlanServiceClient::new(channel);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                client
+                    .get_plan(proto::GetPlanRequest {
+                        workload: name.clone(),
+                    })
+                    .await?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, tonic::Status>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        latencies.extend(result??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    println!(
+        "GetPlan: {} clients, {} calls in {elapsed:.1} s = {:.0} calls/s; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        args.clients,
+        latencies.len(),
+        latencies.len() as f64 / elapsed,
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        latencies
+            .last()
+            .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
+    );
+
+    // Push from concurrent streams; each message spreads `batch` samples over its series.
+    let deadline = Instant::now() + duration;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..args.push_clients {
+        let channel = connect().await?;
+        let (batch, per_client) = (args.batch, args.series_per_client.max(1));
+        let run = name.clone();
+        tasks.spawn(async move {
+            let messages = async_messages(client, batch, per_client, run, deadline);
+            let reply = IngestServiceClient::new(channel).push(messages).await?;
+            Ok::<_, tonic::Status>(reply.into_inner().accepted)
+        });
+    }
+    let mut accepted = 0;
+    while let Some(result) = tasks.join_next().await {
+        accepted += result??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "Push: {} streams of {}-sample messages, {accepted} samples in {elapsed:.1} s = {:.0} samples/s",
+        args.push_clients,
+        args.batch,
+        accepted as f64 / elapsed
+    );
+
+    if let Some((directory, stop, task)) = local {
+        let _ = stop.send(());
+        task.await??;
+        drop(directory);
+    }
+    Ok(())
+}
+
+/// Messages of `batch` samples over `series` series of one client, generated until `deadline`.
+fn async_messages(
+    client: usize,
+    batch: usize,
+    series: usize,
+    run: String,
+    deadline: Instant,
+) -> impl tokio_stream::Stream<Item = proto::WriteRequest> + Send + 'static {
+    let per_series = (batch / series).max(1);
+    let mut round: i64 = 0;
+    let refs: Vec<proto::SeriesRef> = (0..series)
+        .map(|index| proto::SeriesRef {
+            name: "bench_push".to_owned(),
+            labels: [
+                ("run".to_owned(), run.clone()),
+                ("client".to_owned(), client.to_string()),
+                ("series".to_owned(), index.to_string()),
+            ]
+            .into(),
+        })
+        .collect();
+    tokio_stream::iter(std::iter::from_fn(move || {
+        if Instant::now() >= deadline {
+            return None;
+        }
+        let first = round * per_series as i64;
+        round += 1;
+        Some(proto::WriteRequest {
+            series: refs
+                .iter()
+                .map(|series| proto::SeriesSamples {
+                    series: Some(series.clone()),
+                    timestamps_ms: (first..first + per_series as i64)
+                        .map(|index| START_MS + index * 15_000)
+                        .collect(),
+                    values: (first..first + per_series as i64)
+                        .map(|index| (index % 1000) as f64)
+                        .collect(),
+                })
+                .collect(),
+        })
+    }))
+}

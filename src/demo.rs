@@ -1,0 +1,307 @@
+//! `prescale demo`: the main job on the embedded sample data, walked through the gRPC API of a server
+//! running in-process on an ephemeral loopback port.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use prescale::app::metrics::Metrics;
+use prescale::app::{self, App, AppState, Backtest, ModelChoice, SAMPLE_SERIES};
+use prescale::config::Config;
+use prescale::domain::{Interval, Level, Step, Timestamp};
+use prescale::ingest::{self, BadRowPolicy};
+use prescale::service::proto::{
+    self, admin_service_client::AdminServiceClient, forecast_service_client::ForecastServiceClient,
+    ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
+};
+use prescale::service::{self, ServerOptions};
+use prescale::store::PolarsStore;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cli::{DEMO_WORKLOAD, print_series_table, write_simulation_outputs};
+
+/// Samples per pushed message.
+const PUSH_BATCH: usize = 4096;
+
+/// Runs the demo: see the module documentation.
+pub(crate) fn run(config: &Config, output_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(output_dir)
+        .with_context(|| format!("creating {}", output_dir.display()))?;
+    crate::cli::runtime()?.block_on(walk(config, output_dir))
+}
+
+async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
+    let directory = tempfile::tempdir().context("creating a temporary store directory")?;
+    let store = Arc::new(PolarsStore::open(directory.path(), config.store.clone())?);
+    let app = App::new(store);
+    let state = AppState::open(
+        app.clone(),
+        directory.path(),
+        config.planning.clone(),
+        Arc::new(Metrics::default()),
+    )?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(service::serve(
+        listener,
+        state,
+        ServerOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    println!(
+        "prescale demo: gRPC server in-process on {address}, temporary store at {}",
+        directory.path().display()
+    );
+    let channel = Endpoint::from_shared(format!("http://{address}"))?
+        .connect()
+        .await
+        .context("connecting to the in-process server")?;
+
+    push_samples(&channel).await?;
+    let listed = AdminServiceClient::new(channel.clone())
+        .list_series(proto::ListSeriesRequest {})
+        .await?
+        .into_inner();
+    println!(
+        "\n== AdminService.ListSeries: {} series",
+        listed.series.len()
+    );
+    print_series_table(&app.list_series()?);
+
+    backtest_samples(&app)?;
+    forecast_taxi(&channel, output_dir).await?;
+    plan_taxi(&channel, output_dir).await?;
+
+    let taxi = app.regular_series(&SAMPLE_SERIES[0].series_id(), None)?;
+    let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
+    println!("\n== replay of the last 7 days, replanning every hour");
+    let report = app::replay(
+        &taxi,
+        &workload,
+        7.0,
+        Duration::from_secs(3600),
+        prescale::events::EventCalendar::default(),
+        ModelChoice::Ensemble,
+    )?;
+    print!("{report}");
+    write_simulation_outputs(
+        &report,
+        Some(&output_dir.join("nyc_taxi_simulation.csv")),
+        Some(&output_dir.join("nyc_taxi_simulation.png")),
+    )?;
+
+    let _ = stop.send(());
+    server.await.context("server task")??;
+    println!("\nserver shut down; outputs in {}", output_dir.display());
+    Ok(())
+}
+
+/// IngestService.Push: every sample series, in batches, on one client stream.
+async fn push_samples(channel: &Channel) -> Result<()> {
+    let mut requests = Vec::new();
+    for sample in SAMPLE_SERIES {
+        let parsed = ingest::parse_csv(
+            sample.csv.as_bytes(),
+            Path::new(sample.file_name),
+            BadRowPolicy::Reject,
+        )?;
+        let series = Some(proto::SeriesRef {
+            name: sample.series_id().name().to_owned(),
+            labels: Default::default(),
+        });
+        for chunk in parsed.samples.chunks(PUSH_BATCH) {
+            requests.push(proto::WriteRequest {
+                series: vec![proto::SeriesSamples {
+                    series: series.clone(),
+                    timestamps_ms: chunk.iter().map(|s| s.timestamp.as_millis()).collect(),
+                    values: chunk.iter().map(|s| s.value).collect(),
+                }],
+            });
+        }
+        println!("  {:<24} {}", sample.name, sample.description);
+    }
+    let reply = IngestServiceClient::new(channel.clone())
+        .push(tokio_stream::iter(requests))
+        .await?
+        .into_inner();
+    println!(
+        "== IngestService.Push: {} samples accepted in {} messages",
+        reply.accepted, reply.batches
+    );
+    Ok(())
+}
+
+/// Holds out the last day of each sample series and scores every model on it (a local use case).
+fn backtest_samples(app: &App) -> Result<()> {
+    let levels = Level::DEFAULTS.to_vec();
+    for sample in SAMPLE_SERIES {
+        let history = app.regular_series(&sample.series_id(), None)?;
+        let backtest = Backtest {
+            horizon: app::parse_horizon("1d", history.step())?,
+            folds: 1,
+            levels: levels.clone(),
+            max_history: (28 * 86_400_000 / history.step().as_millis()) as usize,
+        };
+        println!(
+            "\n== {} ({}): last day held out, fit on up to 28 days before it",
+            sample.name,
+            history.step()
+        );
+        print!(
+            "{}",
+            app::format_scores(&backtest.run(&history, &ModelChoice::all())?, &levels)
+        );
+    }
+    Ok(())
+}
+
+/// ForecastService.Forecast of NYC taxi one day ahead, written as CSV.
+async fn forecast_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
+    let response = ForecastServiceClient::new(channel.clone())
+        .forecast(proto::ForecastRequest {
+            series: Some(proto::SeriesRef {
+                name: SAMPLE_SERIES[0].series_id().name().to_owned(),
+                labels: Default::default(),
+            }),
+            horizon: "1d".to_owned(),
+            levels: vec![80.0, 95.0],
+            model: "ensemble".to_owned(),
+        })
+        .await?
+        .into_inner();
+    let model = response.model.clone().unwrap_or_default();
+    println!(
+        "\n== ForecastService.Forecast nyc_taxi: {} steps from {}, model {} (backtest MASE {:.3})",
+        response.mean.len(),
+        Timestamp::from_millis(response.start_ms),
+        model.version,
+        model.backtest_mase
+    );
+    for member in &response.members {
+        println!(
+            "  {:<16} weight {:.3}  backtest MASE {:.3}",
+            member.name, member.weight, member.backtest_mase
+        );
+    }
+    for skipped in &response.skipped_members {
+        println!("  skipped {skipped}");
+    }
+    let step = Step::try_from(response.step_ms)?;
+    let intervals = response
+        .bands
+        .iter()
+        .map(|band| {
+            Ok(Interval {
+                level: Level::from_percent(band.level)?,
+                lower: band.lower.clone(),
+                upper: band.upper.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let forecast = prescale::domain::Forecast::new(
+        Timestamp::from_millis(response.start_ms),
+        step,
+        response.mean,
+        intervals,
+    );
+    let path = output_dir.join("nyc_taxi_forecast.csv");
+    app::write_forecast_csv(&forecast, &path)?;
+    println!("  written to {}", path.display());
+    Ok(())
+}
+
+/// PlanService: upsert the demo workload, watch its first plan, print it and write it as CSV.
+async fn plan_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
+    let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
+    let mut plans = PlanServiceClient::new(channel.clone());
+    let stored = plans
+        .upsert_workload(proto::UpsertWorkloadRequest {
+            workload: Some(service::workload_message(&workload)),
+        })
+        .await?
+        .into_inner();
+    println!("\n== PlanService.UpsertWorkload {}", stored.name);
+    let mut watch = plans
+        .watch_plans(proto::WatchPlansRequest {
+            workloads: vec![stored.name.clone()],
+        })
+        .await?
+        .into_inner();
+    let Some(plan) = tokio::time::timeout(Duration::from_secs(300), watch.next())
+        .await
+        .context("waiting for the first plan")?
+    else {
+        bail!("the plan stream ended before the first plan");
+    };
+    let plan = plan?;
+    print_plan(&plan);
+    let path = output_dir.join("nyc_taxi_plan.csv");
+    write_plan_csv(&plan, &path)?;
+    println!("  written to {}", path.display());
+    Ok(())
+}
+
+fn print_plan(plan: &proto::Plan) {
+    println!(
+        "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}% upper bound, warm-up {} s, model {})",
+        plan.revision,
+        plan.workload,
+        plan.mode,
+        plan.steps.len(),
+        plan.step_ms / 1000,
+        plan.planning_level,
+        plan.warm_up_ms / 1000,
+        plan.model_version
+    );
+    if let Some(reactive) = &plan.reactive {
+        println!(
+            "reactive now: {} replicas (load {:.1} at {}); executors apply max(planned, reactive)",
+            reactive.replicas,
+            reactive.observed_load,
+            Timestamp::from_millis(reactive.observed_at_ms)
+        );
+    }
+    println!(
+        "{:<22} {:<22} {:>8} {:>6} {:>6} {:>12}  reason",
+        "request at", "serve from", "desired", "low", "high", "planned load"
+    );
+    for step in plan.steps.iter().filter(|step| !step.reason.is_empty()) {
+        println!(
+            "{:<22} {:<22} {:>8} {:>6} {:>6} {:>12.1}  {}",
+            Timestamp::from_millis(step.request_at_ms).to_string(),
+            Timestamp::from_millis(step.at_ms).to_string(),
+            step.desired,
+            step.low,
+            step.high,
+            step.planned_load,
+            step.reason
+        );
+    }
+}
+
+/// `timestamp,desired,low,high,reason`, as `prescale plan --output` writes it.
+fn write_plan_csv(plan: &proto::Plan, path: &Path) -> Result<()> {
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+    );
+    writeln!(out, "timestamp,desired,low,high,reason")?;
+    for step in &plan.steps {
+        writeln!(
+            out,
+            "{},{},{},{},{}",
+            Timestamp::from_millis(step.request_at_ms),
+            step.desired,
+            step.low,
+            step.high,
+            step.reason.replace(',', ";")
+        )?;
+    }
+    out.flush()?;
+    Ok(())
+}

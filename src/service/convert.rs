@@ -1,0 +1,353 @@
+//! Proto messages to domain values and back. Every proto value is checked here or by the domain
+//! constructor it feeds; nothing unchecked reaches the use cases.
+
+use std::time::Duration;
+
+use tonic::Status;
+
+use super::error::invalid;
+use super::proto;
+use crate::app::{CachedModel, Job, JobState, PublishedPlan, ServedForecast};
+use crate::domain::{Level, Sample, SeriesId, Timestamp};
+use crate::events::EventSpec;
+use crate::forecast::MemberStatus;
+use crate::plan::{MaxCapacityBreach, Mode, Workload, WorkloadParams};
+use crate::store::{SeriesSamples, SeriesSummary};
+
+/// A series selector from the wire.
+pub(crate) fn series_id(series: Option<&proto::SeriesRef>) -> Result<SeriesId, Status> {
+    let series = series.ok_or_else(|| invalid("series is required"))?;
+    SeriesId::with_labels(&series.name, series.labels.iter())
+        .map_err(|error| invalid(format!("series: {error}")))
+}
+
+/// A series selector for the wire.
+pub(crate) fn series_ref(series: &SeriesId) -> proto::SeriesRef {
+    proto::SeriesRef {
+        name: series.name().to_owned(),
+        labels: series
+            .labels()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect(),
+    }
+}
+
+/// A write request as store batches. Values are checked by the store (all or nothing).
+pub(crate) fn write_batch(request: proto::WriteRequest) -> Result<Vec<SeriesSamples>, Status> {
+    if request.series.is_empty() {
+        return Err(invalid("a write needs at least one series"));
+    }
+    request
+        .series
+        .into_iter()
+        .map(|part| {
+            let series = series_id(part.series.as_ref())?;
+            if part.timestamps_ms.len() != part.values.len() {
+                return Err(invalid(format!(
+                    "series {series}: {} timestamps but {} values",
+                    part.timestamps_ms.len(),
+                    part.values.len()
+                )));
+            }
+            if part.values.is_empty() {
+                return Err(invalid(format!("series {series}: no samples")));
+            }
+            let samples = part
+                .timestamps_ms
+                .iter()
+                .zip(&part.values)
+                .map(|(time, value)| Sample::new(*time, *value))
+                .collect();
+            Ok(SeriesSamples { series, samples })
+        })
+        .collect()
+}
+
+/// Requested levels in percent; empty means the defaults.
+pub(crate) fn levels(percents: &[f64]) -> Result<Vec<Level>, Status> {
+    if percents.is_empty() {
+        return Ok(Level::DEFAULTS.to_vec());
+    }
+    let mut levels = percents
+        .iter()
+        .map(|percent| {
+            Level::from_percent(*percent).map_err(|error| invalid(format!("level: {error}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    levels.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
+    levels.dedup();
+    Ok(levels)
+}
+
+fn model_info(served: &ServedForecast) -> proto::ModelInfo {
+    let model: &CachedModel = &served.model;
+    let step = served.forecast.step().as_millis();
+    proto::ModelInfo {
+        version: model.version.clone(),
+        kind: served.choice.to_string(),
+        trained_from_ms: model.trained.from().as_millis(),
+        trained_to_ms: model.trained.to().as_millis(),
+        seasonal_periods_ms: model
+            .model
+            .preprocessing()
+            .seasonality
+            .periods()
+            .iter()
+            .map(|period| period.steps as i64 * step)
+            .collect(),
+        backtest_mase: model
+            .model
+            .report()
+            .combined
+            .as_ref()
+            .and_then(|scores| scores.mase)
+            .unwrap_or(f64::NAN),
+    }
+}
+
+/// A forecast for the wire, with its members and model.
+pub(crate) fn forecast_response(served: &ServedForecast) -> proto::ForecastResponse {
+    let forecast = &served.forecast;
+    let report = served.model.model.report();
+    let weights = served.model.model.weights();
+    let members = report
+        .members
+        .iter()
+        .filter(|member| !matches!(member.status, MemberStatus::Skipped { .. }))
+        .map(|member| proto::Member {
+            name: member.kind.to_string(),
+            weight: weights
+                .iter()
+                .find(|(kind, _)| *kind == member.kind)
+                .map_or(0.0, |(_, weight)| *weight),
+            backtest_mase: member
+                .scores
+                .as_ref()
+                .and_then(|scores| scores.mase)
+                .unwrap_or(f64::NAN),
+        })
+        .collect();
+    proto::ForecastResponse {
+        start_ms: forecast.start().as_millis(),
+        step_ms: forecast.step().as_millis(),
+        timestamps_ms: (0..forecast.len())
+            .map(|index| forecast.time_at(index).as_millis())
+            .collect(),
+        mean: forecast.point().to_vec(),
+        bands: forecast
+            .intervals()
+            .iter()
+            .map(|interval| proto::Band {
+                level: interval.level.percent(),
+                lower: interval.lower.clone(),
+                upper: interval.upper.clone(),
+            })
+            .collect(),
+        members,
+        skipped_members: report
+            .skipped()
+            .into_iter()
+            .map(|(kind, why)| format!("{kind}: {why}"))
+            .collect(),
+        model: Some(model_info(served)),
+    }
+}
+
+fn duration_text(field: &str, text: &str) -> Result<Duration, Status> {
+    humantime::parse_duration(text.trim())
+        .map_err(|error| invalid(format!("{field}: duration {text:?}: {error}")))
+}
+
+/// A workload from the wire, validated.
+pub(crate) fn workload(message: Option<proto::Workload>) -> Result<Workload, Status> {
+    let message = message.ok_or_else(|| invalid("workload is required"))?;
+    let series = series_id(message.series.as_ref())?;
+    if message.warm_up.trim().is_empty() {
+        return Err(invalid("warm_up is required, e.g. \"10m\""));
+    }
+    let mut params = WorkloadParams::new(
+        &message.name,
+        &series.to_string(),
+        message.capacity_per_replica,
+        message.max_replicas,
+        duration_text("warm_up", &message.warm_up)?,
+    );
+    if let Some(percent) = message.target_utilisation {
+        params = params.target_utilisation(percent);
+    }
+    if let Some(replicas) = message.min_replicas {
+        params = params.min_replicas(replicas);
+    }
+    if let Some(percent) = message.planning_level {
+        params = params.planning_level(percent);
+    }
+    params = params.mode(match message.mode.trim() {
+        "" | "forecast-only" => Mode::ForecastOnly,
+        "forecast-and-scale" => Mode::ForecastAndScale,
+        other => {
+            return Err(invalid(format!(
+                "mode {other:?}: expected forecast-only or forecast-and-scale"
+            )));
+        }
+    });
+    if let Some(scale_in) = message.scale_in {
+        params = params.max_step_down(Some(scale_in.max_step_down).filter(|step| *step > 0));
+        if !scale_in.stabilisation_window.trim().is_empty() {
+            params = params.stabilisation_window(duration_text(
+                "scale_in.stabilisation_window",
+                &scale_in.stabilisation_window,
+            )?);
+        }
+    }
+    if let Some(max_capacity) = message.max_capacity {
+        let breach = match max_capacity.breach.trim() {
+            "" | "honour" => {
+                if max_capacity.buffer_percent.is_some() {
+                    return Err(invalid(
+                        "max_capacity.buffer_percent only applies with breach = \"increase\"",
+                    ));
+                }
+                MaxCapacityBreach::Honour
+            }
+            "increase" => MaxCapacityBreach::Increase {
+                buffer_percent: max_capacity.buffer_percent.unwrap_or(10.0),
+            },
+            other => {
+                return Err(invalid(format!(
+                    "max_capacity.breach {other:?}: expected honour or increase"
+                )));
+            }
+        };
+        params = params.max_capacity_breach(breach);
+    }
+    params.check().map_err(|error| invalid(error.to_string()))
+}
+
+/// A workload as the API sends it.
+pub fn workload_message(workload: &Workload) -> proto::Workload {
+    let scale_in = workload.scale_in();
+    let (breach, buffer_percent) = match workload.max_capacity() {
+        MaxCapacityBreach::Honour => ("honour", None),
+        MaxCapacityBreach::Increase { buffer_percent } => ("increase", Some(buffer_percent)),
+    };
+    proto::Workload {
+        name: workload.name().to_owned(),
+        series: Some(series_ref(workload.series())),
+        capacity_per_replica: workload.capacity_per_replica(),
+        target_utilisation: Some(workload.target_utilisation() * 100.0),
+        min_replicas: Some(workload.min_replicas()),
+        max_replicas: workload.max_replicas(),
+        warm_up: humantime::format_duration(workload.warm_up()).to_string(),
+        planning_level: Some(workload.planning_level().percent()),
+        mode: workload.mode().as_str().to_owned(),
+        scale_in: Some(proto::ScaleIn {
+            max_step_down: scale_in.max_step_down.unwrap_or(0),
+            stabilisation_window: humantime::format_duration(scale_in.stabilisation_window)
+                .to_string(),
+        }),
+        max_capacity: Some(proto::MaxCapacity {
+            breach: breach.to_owned(),
+            buffer_percent,
+        }),
+    }
+}
+
+/// A published plan for the wire.
+pub(crate) fn plan_message(published: &PublishedPlan) -> proto::Plan {
+    let plan = &published.plan;
+    proto::Plan {
+        workload: plan.workload().to_owned(),
+        revision: published.revision,
+        generated_at_ms: published.generated_at.as_millis(),
+        mode: plan.mode().as_str().to_owned(),
+        step_ms: plan.step().as_millis(),
+        warm_up_ms: i64::try_from(plan.warm_up().as_millis()).unwrap_or(i64::MAX),
+        planning_level: plan.level().percent(),
+        steps: plan
+            .steps()
+            .iter()
+            .map(|step| proto::PlanStep {
+                at_ms: step.at.as_millis(),
+                request_at_ms: step.request_at.as_millis(),
+                desired: step.desired,
+                low: step.low,
+                high: step.high,
+                ceiling: step.ceiling,
+                expected_load: step.expected_load,
+                planned_load: step.planned_load,
+                reason: step
+                    .reason
+                    .as_ref()
+                    .map_or_else(String::new, ToString::to_string),
+            })
+            .collect(),
+        reactive: plan.reactive().map(|reactive| proto::Reactive {
+            replicas: reactive.replicas,
+            observed_load: reactive.observation.load,
+            observed_at_ms: reactive.observation.at.as_millis(),
+        }),
+        model_version: published.model_version.clone(),
+        applied_events: published.applied_events.clone(),
+        skipped_events: published.skipped_events.clone(),
+    }
+}
+
+/// An event from the wire (checked by the event store).
+pub(crate) fn event_spec(event: proto::Event) -> EventSpec {
+    EventSpec {
+        name: event.name,
+        start: event.start_ms.to_string(),
+        end: event.end_ms.to_string(),
+        multiplier: event.multiplier,
+        like: Some(event.like).filter(|like| !like.trim().is_empty()),
+    }
+}
+
+/// A stored event for the wire.
+pub(crate) fn event_message(event: &crate::events::Event) -> proto::Event {
+    let spec = EventSpec::from(event);
+    proto::Event {
+        name: event.name().to_owned(),
+        start_ms: event.range().from().as_millis(),
+        end_ms: event.range().to().as_millis(),
+        multiplier: spec.multiplier,
+        like: spec.like.unwrap_or_default(),
+    }
+}
+
+/// A series summary for the wire.
+pub(crate) fn series_info(summary: &SeriesSummary) -> proto::SeriesInfo {
+    proto::SeriesInfo {
+        series: Some(series_ref(&summary.series)),
+        samples: summary.samples as u64,
+        first_ms: summary.first.map_or(0, Timestamp::as_millis),
+        last_ms: summary.last.map_or(0, Timestamp::as_millis),
+        median_step_ms: summary.median_step.map_or(0, |step| step.as_millis()),
+    }
+}
+
+/// A job for the wire.
+pub(crate) fn job_message(job: &Job) -> proto::Job {
+    let failures = job.failures();
+    proto::Job {
+        id: job.id.clone(),
+        state: match job.state() {
+            JobState::Running => proto::JobState::Running,
+            JobState::Succeeded => proto::JobState::Succeeded,
+            JobState::Failed => proto::JobState::Failed,
+        } as i32,
+        total: job.total,
+        done: job.done(),
+        failed: u32::try_from(failures.len()).unwrap_or(u32::MAX),
+        failures: failures
+            .iter()
+            .map(|(series, error)| proto::JobFailure {
+                series: Some(series_ref(series)),
+                error: error.clone(),
+            })
+            .collect(),
+        started_at_ms: job.started_at.as_millis(),
+        finished_at_ms: job.finished_at().map_or(0, Timestamp::as_millis),
+    }
+}

@@ -1,0 +1,59 @@
+//! The one place errors become gRPC status codes.
+
+use tonic::{Code, Status};
+
+use crate::app::AppError;
+use crate::forecast::ForecastError;
+use crate::store::StoreError;
+
+/// Maps a use-case error to the status a client sees. Client mistakes are `InvalidArgument`, missing
+/// things `NotFound`, too little history `FailedPrecondition` (the message says needed and got);
+/// failures of the server itself are `Internal` and logged.
+pub(crate) fn status(error: &AppError) -> Status {
+    let code = match error {
+        AppError::Domain(_)
+        | AppError::Ingest(_)
+        | AppError::Events(_)
+        | AppError::Plan(_)
+        | AppError::InvalidRequest { .. } => Code::InvalidArgument,
+        AppError::Store(store) => match store {
+            StoreError::NonFiniteValue { .. } | StoreError::WindowTooLarge { .. } => {
+                Code::InvalidArgument
+            }
+            StoreError::UnknownSeries { .. } => Code::NotFound,
+            StoreError::Poisoned { .. } => Code::Unavailable,
+            StoreError::Io { .. }
+            | StoreError::CorruptLog { .. }
+            | StoreError::Checkpoint { .. } => Code::Internal,
+        },
+        AppError::Forecast(forecast) => match forecast {
+            ForecastError::NotEnoughHistory { .. } => Code::FailedPrecondition,
+            ForecastError::InvalidParameter { .. } | ForecastError::Domain(_) => {
+                Code::InvalidArgument
+            }
+            _ => Code::Internal,
+        },
+        AppError::NoStep { .. } => Code::FailedPrecondition,
+        AppError::NotFound { .. } => Code::NotFound,
+        AppError::PlanPending { .. } | AppError::ShuttingDown => Code::Unavailable,
+        AppError::Simulate(_)
+        | AppError::TemporaryStore { .. }
+        | AppError::Worker { .. }
+        | AppError::Output { .. } => Code::Internal,
+    };
+    if code == Code::Internal {
+        tracing::error!(%error, "request failed inside the server");
+    }
+    Status::new(code, error.to_string())
+}
+
+impl From<AppError> for Status {
+    fn from(error: AppError) -> Self {
+        status(&error)
+    }
+}
+
+/// A request field is malformed.
+pub(crate) fn invalid(reason: impl Into<String>) -> Status {
+    Status::invalid_argument(reason)
+}

@@ -1,0 +1,326 @@
+//! The gRPC handlers: each one is proto -> domain -> a use case of [`AppState`] -> proto. Anything that
+//! blocks (store writes, fits) runs on the blocking pool.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tokio_stream::{Stream, StreamExt, StreamMap};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use super::convert;
+use super::error::invalid;
+use super::proto;
+use crate::app::{AppError, AppState, Applied, ModelChoice, PlanState};
+use crate::domain::Timestamp;
+
+/// The handlers of every prescale service, over one application state.
+#[derive(Debug, Clone)]
+pub(crate) struct Handlers {
+    state: Arc<AppState>,
+    /// Long-lived streams (WatchPlans, Push) open at once; beyond, `ResourceExhausted`.
+    streams: Arc<Semaphore>,
+    max_streams: usize,
+}
+
+impl Handlers {
+    pub(crate) fn new(state: Arc<AppState>, max_streams: usize) -> Self {
+        Self {
+            state,
+            streams: Arc::new(Semaphore::new(max_streams)),
+            max_streams,
+        }
+    }
+
+    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
+        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the server already serves its maximum of {} streams",
+                self.max_streams
+            ))
+        })
+    }
+
+    /// Runs blocking, non-CPU-bound `work` (store and file writes) off the async threads.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&AppState) -> Result<T, AppError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let state = Arc::clone(&self.state);
+        tokio::task::spawn_blocking(move || work(&state))
+            .await
+            .map_err(|error| Status::internal(format!("worker failed: {error}")))?
+            .map_err(Status::from)
+    }
+}
+
+/// tonic reports a message over the size limit as `OutOfRange`; the API promises
+/// `ResourceExhausted` (see [`super::layers`] for unary calls).
+fn oversized(status: Status) -> Status {
+    if status.code() == Code::OutOfRange {
+        Status::resource_exhausted(status.message().to_owned())
+    } else {
+        status
+    }
+}
+
+#[tonic::async_trait]
+impl proto::ingest_service_server::IngestService for Handlers {
+    async fn push(
+        &self,
+        request: Request<Streaming<proto::WriteRequest>>,
+    ) -> Result<Response<proto::WriteResponse>, Status> {
+        let _permit = self.stream_permit()?;
+        let mut stream = request.into_inner();
+        let mut reply = proto::WriteResponse::default();
+        while let Some(message) = stream.next().await {
+            let batch = convert::write_batch(message.map_err(oversized)?)?;
+            let accepted = self.blocking(move |state| state.ingest(&batch)).await?;
+            reply.accepted += accepted as u64;
+            reply.batches += 1;
+        }
+        Ok(Response::new(reply))
+    }
+
+    async fn write(
+        &self,
+        request: Request<proto::WriteRequest>,
+    ) -> Result<Response<proto::WriteResponse>, Status> {
+        let batch = convert::write_batch(request.into_inner())?;
+        let accepted = self.blocking(move |state| state.ingest(&batch)).await?;
+        Ok(Response::new(proto::WriteResponse {
+            accepted: accepted as u64,
+            batches: 1,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::forecast_service_server::ForecastService for Handlers {
+    async fn forecast(
+        &self,
+        request: Request<proto::ForecastRequest>,
+    ) -> Result<Response<proto::ForecastResponse>, Status> {
+        let request = request.into_inner();
+        let series = convert::series_id(request.series.as_ref())?;
+        let levels = convert::levels(&request.levels)?;
+        let choice = if request.model.trim().is_empty() {
+            ModelChoice::Ensemble
+        } else {
+            request.model.parse::<ModelChoice>()?
+        };
+        let served = self
+            .state
+            .forecast(series, request.horizon, levels, choice)
+            .await?;
+        Ok(Response::new(convert::forecast_response(&served)))
+    }
+}
+
+type PlanStream = Pin<Box<dyn Stream<Item = Result<proto::Plan, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl proto::plan_service_server::PlanService for Handlers {
+    async fn upsert_workload(
+        &self,
+        request: Request<proto::UpsertWorkloadRequest>,
+    ) -> Result<Response<proto::Workload>, Status> {
+        let workload = convert::workload(request.into_inner().workload)?;
+        let stored = self
+            .blocking(move |state| state.upsert_workload(workload))
+            .await?;
+        Ok(Response::new(convert::workload_message(&stored)))
+    }
+
+    async fn get_workload(
+        &self,
+        request: Request<proto::GetWorkloadRequest>,
+    ) -> Result<Response<proto::Workload>, Status> {
+        let workload = self.state.workload(&request.into_inner().name)?;
+        Ok(Response::new(convert::workload_message(&workload)))
+    }
+
+    async fn list_workloads(
+        &self,
+        _request: Request<proto::ListWorkloadsRequest>,
+    ) -> Result<Response<proto::ListWorkloadsResponse>, Status> {
+        Ok(Response::new(proto::ListWorkloadsResponse {
+            workloads: self
+                .state
+                .workloads()
+                .iter()
+                .map(convert::workload_message)
+                .collect(),
+        }))
+    }
+
+    async fn delete_workload(
+        &self,
+        request: Request<proto::DeleteWorkloadRequest>,
+    ) -> Result<Response<proto::DeleteWorkloadResponse>, Status> {
+        let name = request.into_inner().name;
+        self.blocking(move |state| state.delete_workload(&name))
+            .await?;
+        Ok(Response::new(proto::DeleteWorkloadResponse {}))
+    }
+
+    async fn get_plan(
+        &self,
+        request: Request<proto::GetPlanRequest>,
+    ) -> Result<Response<proto::Plan>, Status> {
+        let name = request.into_inner().workload;
+        match self.state.plan(&name)? {
+            PlanState::Ready(plan)
+            | PlanState::Failed {
+                last: Some(plan), ..
+            } => Ok(Response::new(convert::plan_message(&plan))),
+            PlanState::Pending => Err(AppError::PlanPending { workload: name }.into()),
+            PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
+        }
+    }
+
+    type WatchPlansStream = PlanStream;
+
+    async fn watch_plans(
+        &self,
+        request: Request<proto::WatchPlansRequest>,
+    ) -> Result<Response<Self::WatchPlansStream>, Status> {
+        let permit = self.stream_permit()?;
+        let mut names = request.into_inner().workloads;
+        if names.is_empty() {
+            names = self.state.workload_names();
+        }
+        if names.is_empty() {
+            return Err(invalid("no workload to watch"));
+        }
+        let mut plans = StreamMap::new();
+        for name in names {
+            let receiver = self.state.watch_plan(&name)?;
+            plans.insert(name, WatchStream::new(receiver));
+        }
+        let shutdown = self.state.shutdown_token().clone();
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let _permit = permit;
+            loop {
+                let next = tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = sender.closed() => break,
+                    next = plans.next() => next,
+                };
+                // Every watched workload was deleted.
+                let Some((_, state)) = next else { break };
+                if let PlanState::Ready(plan) = state
+                    && sender.send(Ok(convert::plan_message(&plan))).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+    }
+
+    async fn report_applied(
+        &self,
+        request: Request<proto::ReportAppliedRequest>,
+    ) -> Result<Response<proto::ReportAppliedResponse>, Status> {
+        let request = request.into_inner();
+        let at = if request.time_ms == 0 {
+            Timestamp::now()
+        } else {
+            Timestamp::from_millis(request.time_ms)
+        };
+        self.state.report_applied(
+            &request.workload,
+            Applied {
+                replicas: request.replicas,
+                at,
+            },
+        )?;
+        Ok(Response::new(proto::ReportAppliedResponse {}))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::event_service_server::EventService for Handlers {
+    async fn add_event(
+        &self,
+        request: Request<proto::Event>,
+    ) -> Result<Response<proto::Event>, Status> {
+        let spec = convert::event_spec(request.into_inner());
+        let event = spec.check().map_err(AppError::from)?;
+        self.blocking(move |state| state.add_event(&spec)).await?;
+        Ok(Response::new(convert::event_message(&event)))
+    }
+
+    async fn list_events(
+        &self,
+        _request: Request<proto::ListEventsRequest>,
+    ) -> Result<Response<proto::ListEventsResponse>, Status> {
+        let calendar = self.blocking(|state| state.events().load()).await?;
+        Ok(Response::new(proto::ListEventsResponse {
+            events: calendar
+                .events()
+                .iter()
+                .map(convert::event_message)
+                .collect(),
+        }))
+    }
+
+    async fn remove_event(
+        &self,
+        request: Request<proto::RemoveEventRequest>,
+    ) -> Result<Response<proto::RemoveEventResponse>, Status> {
+        let name = request.into_inner().name;
+        let removed = self
+            .blocking(move |state| state.remove_event(&name))
+            .await?;
+        Ok(Response::new(proto::RemoveEventResponse {
+            removed: u32::try_from(removed).unwrap_or(u32::MAX),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_service_server::AdminService for Handlers {
+    async fn list_series(
+        &self,
+        _request: Request<proto::ListSeriesRequest>,
+    ) -> Result<Response<proto::ListSeriesResponse>, Status> {
+        let summaries = self.blocking(AppState::list_series).await?;
+        Ok(Response::new(proto::ListSeriesResponse {
+            series: summaries.iter().map(convert::series_info).collect(),
+        }))
+    }
+
+    async fn retrain(
+        &self,
+        request: Request<proto::RetrainRequest>,
+    ) -> Result<Response<proto::Job>, Status> {
+        let request = request.into_inner();
+        let series = if request.all {
+            None
+        } else if request.series.is_empty() {
+            return Err(invalid("name series to retrain, or set all"));
+        } else {
+            Some(
+                request
+                    .series
+                    .iter()
+                    .map(|series| convert::series_id(Some(series)))
+                    .collect::<Result<Vec<_>, _>>()?,
+            )
+        };
+        let job = self.state.retrain(series)?;
+        Ok(Response::new(convert::job_message(&job)))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<proto::GetJobRequest>,
+    ) -> Result<Response<proto::Job>, Status> {
+        let job = self.state.job(&request.into_inner().id)?;
+        Ok(Response::new(convert::job_message(&job)))
+    }
+}

@@ -1,0 +1,207 @@
+//! The gRPC service (`prescale serve`): tonic adapters over [`AppState`], plus health, reflection and
+//! a Prometheus `/metrics` endpoint.
+//!
+//! [`serve`] takes its listener and its shutdown signal as arguments (mini-redis `server::run`), so
+//! tests bind `127.0.0.1:0` and stop it when they like.
+
+mod auth;
+mod convert;
+mod error;
+mod handlers;
+mod layers;
+mod metrics_http;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic_health::ServingStatus;
+
+use crate::app::AppState;
+
+pub use convert::workload_message;
+pub use metrics_http::serve_metrics;
+
+/// The generated protobuf messages, clients and servers of `proto/prescale/v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("prescale.v1");
+
+    /// The encoded file descriptor set of every prescale proto, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/prescale_descriptor.bin"));
+}
+
+/// Names of the prescale services, as health checks and reflection know them.
+pub const SERVICE_NAMES: [&str; 5] = [
+    "prescale.v1.IngestService",
+    "prescale.v1.ForecastService",
+    "prescale.v1.PlanService",
+    "prescale.v1.EventService",
+    "prescale.v1.AdminService",
+];
+
+/// PEM files of the server's TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// How the server guards itself. Validated by [`crate::config::Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Largest request or response message, in bytes; larger requests get `ResourceExhausted`.
+    pub max_message_bytes: usize,
+    /// Long-lived streams (`WatchPlans`, `Push`) open at once; more get `ResourceExhausted`.
+    pub max_streams: usize,
+    /// Serve TLS with this identity; plaintext when `None`.
+    pub tls: Option<TlsFiles>,
+    /// Accepted bearer tokens; empty accepts every call. Health checks never need one.
+    pub tokens: Vec<String>,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 16 << 20,
+            max_streams: 1024,
+            tls: None,
+            tokens: Vec::new(),
+        }
+    }
+}
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A TLS file could not be read.
+    #[error("cannot read TLS file {path}: {source}")]
+    TlsFile {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The transport failed (bad TLS identity, listener error).
+    #[error("transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Flushing the store after shutdown failed.
+    #[error("flushing the store on shutdown: {0}")]
+    Flush(crate::app::AppError),
+}
+
+fn read_tls(path: &PathBuf) -> Result<Vec<u8>, ServiceError> {
+    std::fs::read(path).map_err(|source| ServiceError::TlsFile {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// Serves every prescale service on `listener` until `shutdown` completes, with the background
+/// planner running beside it.
+///
+/// On shutdown: health turns `NOT_SERVING`, no new connection is accepted, watch streams end, calls in
+/// flight finish, plan refreshes in flight finish, and the store is flushed to its checkpoint files.
+/// Every acknowledged write was already in the store's log before it was acknowledged.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServiceError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    health.set_service_status("", ServingStatus::Serving).await;
+
+    let handlers = handlers::Handlers::new(Arc::clone(&state), options.max_streams);
+    let auth = auth::BearerAuth::new(&options.tokens);
+    let limit = options.max_message_bytes;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
+        .build_v1()
+        .expect("invariant: the embedded descriptor sets decode");
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
+        .expect("invariant: the embedded descriptor sets decode");
+
+    // A prescale service with the message size limit, behind the token check.
+    macro_rules! guarded {
+        ($($server:ident)::+) => {
+            InterceptedService::new(
+                proto::$($server)::+::new(handlers.clone())
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+                auth.clone(),
+            )
+        };
+    }
+
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = &options.tls {
+        let identity = Identity::from_pem(read_tls(&tls.cert)?, read_tls(&tls.key)?);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let router = builder
+        .layer(layers::ObserveLayer::new(Arc::clone(state.metrics())))
+        .add_service(health_service)
+        .add_service(InterceptedService::new(reflection_v1, auth.clone()))
+        .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
+        .add_service(guarded!(ingest_service_server::IngestServiceServer))
+        .add_service(guarded!(forecast_service_server::ForecastServiceServer))
+        .add_service(guarded!(plan_service_server::PlanServiceServer))
+        .add_service(guarded!(event_service_server::EventServiceServer))
+        .add_service(guarded!(admin_service_server::AdminServiceServer));
+
+    let planner = tokio::spawn(Arc::clone(&state).run_planner());
+    let maintenance = tokio::spawn(Arc::clone(&state).run_maintenance());
+    let token = state.shutdown_token().clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining calls and ending watch streams");
+        for name in SERVICE_NAMES {
+            health
+                .set_service_status(name, ServingStatus::NotServing)
+                .await;
+        }
+        health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        token.cancel();
+    };
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let served = router.serve_with_incoming_shutdown(incoming, signal).await;
+    state.shutdown_token().cancel();
+    for (task, name) in [(planner, "planner"), (maintenance, "maintenance")] {
+        if let Err(error) = task.await {
+            tracing::error!(%error, task = name, "background task failed");
+        }
+    }
+    let flushed = {
+        let state = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || state.flush()).await
+    };
+    served?;
+    match flushed {
+        Ok(result) => result.map_err(ServiceError::Flush),
+        Err(error) => Err(ServiceError::Flush(crate::app::AppError::Worker {
+            reason: error.to_string(),
+        })),
+    }
+}

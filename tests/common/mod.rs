@@ -1,0 +1,83 @@
+//! A prescale server on 127.0.0.1:0 over a temporary store, for the integration tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prescale::app::metrics::Metrics;
+use prescale::app::{App, AppState, Settings};
+use prescale::service::ServerOptions;
+use prescale::store::{PolarsStore, StoreOptions};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::{Channel, Endpoint};
+
+/// A server over a temporary store, stopped by `stop`.
+pub(crate) struct TestServer {
+    pub(crate) address: std::net::SocketAddr,
+    pub(crate) directory: tempfile::TempDir,
+    pub(crate) metrics: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), prescale::service::ServiceError>>>,
+}
+
+impl TestServer {
+    pub(crate) async fn start(settings: Settings, options: ServerOptions) -> Self {
+        let directory = tempfile::tempdir().unwrap();
+        Self::start_in(directory, settings, options).await
+    }
+
+    pub(crate) async fn start_in(
+        directory: tempfile::TempDir,
+        settings: Settings,
+        options: ServerOptions,
+    ) -> Self {
+        let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let state = AppState::open(
+            App::new(Arc::new(store)),
+            directory.path(),
+            settings,
+            Arc::clone(&metrics),
+        )
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(prescale::service::serve(
+            listener,
+            state,
+            options,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self {
+            address,
+            directory,
+            metrics,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub(crate) async fn channel(&self) -> Channel {
+        Endpoint::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Signals shutdown and waits for the server to return; gives back the data directory.
+    pub(crate) async fn shutdown(mut self) -> tempfile::TempDir {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), self.task.take().unwrap())
+            .await
+            .expect("server stops within a minute")
+            .unwrap()
+            .unwrap();
+        self.directory
+    }
+}
