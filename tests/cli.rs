@@ -213,6 +213,29 @@ fn demo_imports_the_samples_and_prints_them() {
     let text = stdout(&output);
     assert!(text.contains("nyc_taxi"), "{text}");
     assert!(text.contains("10320"), "{text}");
+    for step in [
+        "IngestService.Push",
+        "AdminService.ListSeries",
+        "ForecastService.Forecast",
+        "PlanService.UpsertWorkload",
+        "PlanService.WatchPlans",
+        "server shut down",
+    ] {
+        assert!(text.contains(step), "{step} missing from\n{text}");
+    }
+    for file in [
+        "nyc_taxi_forecast.csv",
+        "nyc_taxi_plan.csv",
+        "nyc_taxi_simulation.csv",
+        "nyc_taxi_simulation.png",
+    ] {
+        let path = root.path().join("demo-output").join(file);
+        assert!(
+            path.metadata().is_ok_and(|meta| meta.len() > 0),
+            "{}",
+            path.display()
+        );
+    }
     assert!(
         !data.exists(),
         "the demo must not touch the configured store"
@@ -441,4 +464,91 @@ fn events_plan_and_simulate_from_the_command_line() {
     let removed = prescale(&data, &["events", "remove", "parade"]);
     assert!(removed.status.success(), "{}", stderr(&removed));
     assert!(stdout(&prescale(&data, &["events", "list"])).contains("no events stored"));
+}
+
+#[test]
+fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::Stdio;
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("PRESCALE_CONFIG")
+        .current_dir(root.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines.next().unwrap().unwrap();
+    let grpc = serving
+        .strip_prefix("prescale serving gRPC on ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{serving}"))
+        .to_owned();
+    let metrics_line = lines.next().unwrap().unwrap();
+    let metrics = metrics_line
+        .strip_prefix("metrics on http://")
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{metrics_line}"))
+        .to_owned();
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let status = runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+    });
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut socket = TcpStream::connect(&metrics).unwrap();
+    write!(
+        socket,
+        "GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    socket.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("method=\"/grpc.health.v1.Health/Check\",code=\"OK\"} 1"),
+        "{response}"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?} {rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("store flushed")),
+        "{rest:?}"
+    );
 }
