@@ -156,6 +156,16 @@ async fn push_forecast_upsert_and_watch_plans_follow_new_data() {
     assert_eq!(again.model.unwrap().version, model.version);
     assert_eq!(again.mean.len(), 24);
 
+    // A selector by labels alone finds the one series carrying them.
+    let mut by_labels = forecast_request("", "1h");
+    by_labels.series.as_mut().unwrap().name.clear();
+    let found = ForecastServiceClient::new(channel.clone())
+        .forecast(by_labels)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.model.unwrap().version, model.version);
+
     let mut plans = PlanServiceClient::new(channel.clone());
     let stored = plans
         .upsert_workload(workload("api", "load"))
@@ -224,7 +234,7 @@ async fn push_forecast_upsert_and_watch_plans_follow_new_data() {
         server
             .metrics
             .requests("/prescale.v1.ForecastService/Forecast", "OK"),
-        2
+        3
     );
     server.shutdown().await;
 }
@@ -307,6 +317,11 @@ async fn every_error_has_its_code() {
         code_of(forecasts.forecast(forecast_request("missing", "1h")).await).0,
         Code::NotFound
     );
+    let mut ambiguous = forecast_request("", "1h");
+    ambiguous.series.as_mut().unwrap().name.clear();
+    let (code, message) = code_of(forecasts.forecast(ambiguous).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("matches 2 series"), "{message}");
     let get = |name: &str| proto::GetPlanRequest {
         workload: name.to_owned(),
     };

@@ -361,6 +361,47 @@ impl AppState {
         Ok(accepted)
     }
 
+    /// The one stored series a selector names: the exact series when it is stored; otherwise the only
+    /// series whose name is `name` (any name when empty) and whose labels include `labels`.
+    pub fn resolve_series(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<SeriesId, AppError> {
+        if let Ok(exact) = SeriesId::with_labels(name, labels.clone())
+            && self
+                .app
+                .store()
+                .summary(&exact)
+                .is_ok_and(|s| s.samples > 0)
+        {
+            return Ok(exact);
+        }
+        let mut matching: Vec<SeriesId> = self
+            .app
+            .store()
+            .series()
+            .into_iter()
+            .filter(|series| {
+                (name.is_empty() || series.name() == name) && series.matches_labels(labels)
+            })
+            .collect();
+        let selector = format!("{name}{labels:?}");
+        match matching.len() {
+            0 => Err(AppError::NotFound {
+                kind: "series",
+                name: selector,
+            }),
+            1 => Ok(matching.remove(0)),
+            count => Err(AppError::InvalidRequest {
+                reason: format!(
+                    "selector {selector} matches {count} series (e.g. {} and {}); name one",
+                    matching[0], matching[1]
+                ),
+            }),
+        }
+    }
+
     /// Summaries of every stored series.
     pub fn list_series(&self) -> Result<Vec<SeriesSummary>, AppError> {
         self.app.list_series()

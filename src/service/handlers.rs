@@ -103,7 +103,16 @@ impl proto::forecast_service_server::ForecastService for Handlers {
         request: Request<proto::ForecastRequest>,
     ) -> Result<Response<proto::ForecastResponse>, Status> {
         let request = request.into_inner();
-        let series = convert::series_id(request.series.as_ref())?;
+        let selector = request
+            .series
+            .as_ref()
+            .ok_or_else(|| invalid("series is required"))?;
+        let labels = selector
+            .labels
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
+        let series = self.state.resolve_series(&selector.name, &labels)?;
         let levels = convert::levels(&request.levels)?;
         let choice = if request.model.trim().is_empty() {
             ModelChoice::Ensemble
