@@ -4,7 +4,9 @@
 //! default, one started in-process over a temporary store. It stores 28 days of a 5-minute series,
 //! upserts a workload and waits for its plan, then measures:
 //! - `GetPlan` from `--clients` concurrent clients, each on its own connection, for `--duration`:
-//!   calls per second and latency percentiles;
+//!   first as fast as they can (throughput, and latency under saturation), then paced at `--rate`
+//!   calls per second in all (latency at that load, measured from when each call was due, so a
+//!   stalled server cannot hide its backlog);
 //! - `Push` from `--push-clients` client streams of `--batch`-sample messages: samples per second.
 
 use std::sync::Arc;
@@ -35,6 +37,9 @@ pub(crate) struct BenchArgs {
     /// Concurrent GetPlan clients, one connection each.
     #[arg(long, default_value_t = 64)]
     clients: usize,
+    /// GetPlan calls per second for the paced phase (all clients together; 0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    rate: u32,
     /// How long each phase runs.
     #[arg(long, default_value = "10s")]
     duration: humantime::Duration,
@@ -162,54 +167,31 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         waited.elapsed().as_secs_f64()
     );
 
-    // GetPlan from concurrent clients.
+    // GetPlan from concurrent clients: saturated, then paced.
     let duration: Duration = args.duration.into();
     let mut channels = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
         channels.push(connect().await?);
     }
-    let deadline = Instant::now() + duration;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for channel in channels {
-        let name = name.clone();
-        tasks.spawn(async move {
-            let mut client = PlanServiceClient::new(channel);
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                client
-                    .get_plan(proto::GetPlanRequest {
-                        workload: name.clone(),
-                    })
-                    .await?;
-                latencies.push(sent.elapsed());
-            }
-            Ok::<_, tonic::Status>(latencies)
-        });
-    }
-    let mut latencies = Vec::new();
-    while let Some(result) = tasks.join_next().await {
-        latencies.extend(result??);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    latencies.sort();
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index].as_secs_f64() * 1000.0
-    };
-    println!(
-        "GetPlan: {} clients, {} calls in {elapsed:.1} s = {:.0} calls/s; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+    let (calls, elapsed, latencies) = get_plan_phase(&channels, &name, duration, None).await?;
+    report(
+        "GetPlan, saturated",
         args.clients,
-        latencies.len(),
-        latencies.len() as f64 / elapsed,
-        percentile(0.50),
-        percentile(0.90),
-        percentile(0.99),
-        latencies
-            .last()
-            .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
+        calls,
+        elapsed,
+        &latencies,
     );
+    if args.rate > 0 {
+        let (calls, elapsed, latencies) =
+            get_plan_phase(&channels, &name, duration, Some(args.rate)).await?;
+        report(
+            &format!("GetPlan, paced at {} calls/s", args.rate),
+            args.clients,
+            calls,
+            elapsed,
+            &latencies,
+        );
+    }
 
     // Push from concurrent streams; each message spreads `batch` samples over its series.
     let deadline = Instant::now() + duration;
@@ -243,6 +225,86 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         drop(directory);
     }
     Ok(())
+}
+
+/// Runs GetPlan from one task per channel for `duration`, back to back or paced at `rate` calls/s
+/// in all; returns the calls made, the wall time and the sorted latencies.
+async fn get_plan_phase(
+    channels: &[Channel],
+    name: &str,
+    duration: Duration,
+    rate: Option<u32>,
+) -> Result<(usize, f64, Vec<Duration>)> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let interval =
+        rate.map(|rate| Duration::from_secs_f64(channels.len() as f64 / f64::from(rate)));
+    let count = channels.len() as f64;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, channel) in channels.iter().enumerate() {
+        let name = name.to_owned();
+        let mut client = PlanServiceClient::new(channel.clone());
+        tasks.spawn(async move {
+            let mut latencies = Vec::new();
+            // Paced clients start spread over one interval so calls do not arrive in bursts.
+            let mut next_due =
+                interval.map(|interval| started + interval.mul_f64(index as f64 / count));
+            loop {
+                let sent = match (next_due, interval) {
+                    (Some(due), Some(interval)) => {
+                        if due >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep_until(due.into()).await;
+                        next_due = Some(due + interval);
+                        due
+                    }
+                    _ => {
+                        let now = Instant::now();
+                        if now >= deadline {
+                            break;
+                        }
+                        now
+                    }
+                };
+                client
+                    .get_plan(proto::GetPlanRequest {
+                        workload: name.clone(),
+                    })
+                    .await?;
+                latencies.push(sent.elapsed());
+            }
+            Ok::<_, tonic::Status>(latencies)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(result) = tasks.join_next().await {
+        latencies.extend(result??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort();
+    Ok((latencies.len(), elapsed, latencies))
+}
+
+fn report(phase: &str, clients: usize, calls: usize, elapsed: f64, latencies: &[Duration]) {
+    if latencies.is_empty() {
+        println!("{phase}: no calls completed");
+        return;
+    }
+    let percentile = |p: f64| {
+        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+        latencies[index].as_secs_f64() * 1000.0
+    };
+    println!(
+        "{phase}: {clients} clients, {calls} calls in {elapsed:.1} s = {:.0} calls/s; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
+        calls as f64 / elapsed,
+        percentile(0.50),
+        percentile(0.90),
+        percentile(0.99),
+        latencies
+            .last()
+            .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
+    );
 }
 
 /// Messages of `batch` samples over `series` series of one client, generated until `deadline`.

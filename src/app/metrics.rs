@@ -70,33 +70,36 @@ pub struct Metrics {
     pub model_fits: Counter,
     /// Fits or forecasts that failed.
     pub model_errors: Counter,
-    /// Requests by (method, status code).
-    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
-    /// Latency by method.
-    latencies: Mutex<BTreeMap<String, Histogram>>,
+    /// Requests by method: counts by status code, and latencies.
+    methods: Mutex<BTreeMap<String, MethodStats>>,
+}
+
+/// What is recorded of one gRPC method.
+#[derive(Debug, Default)]
+struct MethodStats {
+    codes: BTreeMap<&'static str, u64>,
+    latency: Histogram,
 }
 
 impl Metrics {
     /// Records one finished request: its full gRPC method path, status code name and latency.
     pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {
-        *self
-            .requests
-            .lock()
-            .entry((method.to_owned(), code))
-            .or_default() += 1;
-        self.latencies
-            .lock()
-            .entry(method.to_owned())
-            .or_default()
-            .observe(latency.as_secs_f64());
+        let mut methods = self.methods.lock();
+        // Allocates the method's name only the first time it is seen.
+        let stats = match methods.get_mut(method) {
+            Some(stats) => stats,
+            None => methods.entry(method.to_owned()).or_default(),
+        };
+        *stats.codes.entry(code).or_default() += 1;
+        stats.latency.observe(latency.as_secs_f64());
     }
 
     /// Requests recorded for `method` with status `code`.
     pub fn requests(&self, method: &str, code: &'static str) -> u64 {
-        self.requests
+        self.methods
             .lock()
-            .get(&(method.to_owned(), code))
-            .copied()
+            .get(method)
+            .and_then(|stats| stats.codes.get(code).copied())
             .unwrap_or(0)
     }
 
@@ -139,12 +142,15 @@ impl Metrics {
             "# HELP prescale_grpc_requests_total gRPC requests by method and status code.\n\
              # TYPE prescale_grpc_requests_total counter"
         );
-        for ((method, code), count) in self.requests.lock().iter() {
-            let _ = writeln!(
-                out,
-                "prescale_grpc_requests_total{{method=\"{}\",code=\"{code}\"}} {count}",
-                escape(method)
-            );
+        let methods = self.methods.lock();
+        for (method, stats) in methods.iter() {
+            for (code, count) in &stats.codes {
+                let _ = writeln!(
+                    out,
+                    "prescale_grpc_requests_total{{method=\"{}\",code=\"{code}\"}} {count}",
+                    escape(method)
+                );
+            }
         }
         let name = "prescale_grpc_request_duration_seconds";
         let _ = writeln!(
@@ -152,7 +158,8 @@ impl Metrics {
             "# HELP {name} gRPC request latency until the response headers (whole call for unary).\n\
              # TYPE {name} histogram"
         );
-        for (method, histogram) in self.latencies.lock().iter() {
+        for (method, stats) in methods.iter() {
+            let histogram = &stats.latency;
             let method = escape(method);
             let mut cumulative = 0;
             for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {

@@ -12,13 +12,16 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::convert;
 use super::error::invalid;
 use super::proto;
-use crate::app::{AppError, AppState, Applied, ModelChoice, PlanState};
+use crate::app::{AppError, AppState, Applied, ModelChoice, PlanState, PublishedPlan};
 use crate::domain::Timestamp;
 
 /// The handlers of every prescale service, over one application state.
 #[derive(Debug, Clone)]
 pub(crate) struct Handlers {
     state: Arc<AppState>,
+    /// The wire form of each workload's latest plan, built once per revision: `GetPlan` is the hot
+    /// path executors poll.
+    encoded: Arc<parking_lot::Mutex<std::collections::HashMap<String, Arc<proto::Plan>>>>,
     /// Long-lived streams (WatchPlans, Push) open at once; beyond, `ResourceExhausted`.
     streams: Arc<Semaphore>,
     max_streams: usize,
@@ -28,9 +31,26 @@ impl Handlers {
     pub(crate) fn new(state: Arc<AppState>, max_streams: usize) -> Self {
         Self {
             state,
+            encoded: Arc::default(),
             streams: Arc::new(Semaphore::new(max_streams)),
             max_streams,
         }
+    }
+
+    /// The wire form of `plan`, from the cache when this revision was built before.
+    fn plan_message(&self, plan: &PublishedPlan) -> Arc<proto::Plan> {
+        let workload = plan.plan.workload();
+        if let Some(cached) = self.encoded.lock().get(workload)
+            && cached.revision == plan.revision
+            && cached.generated_at_ms == plan.generated_at.as_millis()
+        {
+            return Arc::clone(cached);
+        }
+        let message = Arc::new(convert::plan_message(plan));
+        self.encoded
+            .lock()
+            .insert(workload.to_owned(), Arc::clone(&message));
+        message
     }
 
     fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
@@ -169,8 +189,10 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::DeleteWorkloadRequest>,
     ) -> Result<Response<proto::DeleteWorkloadResponse>, Status> {
         let name = request.into_inner().name;
-        self.blocking(move |state| state.delete_workload(&name))
+        let deleted = name.clone();
+        self.blocking(move |state| state.delete_workload(&deleted))
             .await?;
+        self.encoded.lock().remove(&name);
         Ok(Response::new(proto::DeleteWorkloadResponse {}))
     }
 
@@ -183,7 +205,7 @@ impl proto::plan_service_server::PlanService for Handlers {
             PlanState::Ready(plan)
             | PlanState::Failed {
                 last: Some(plan), ..
-            } => Ok(Response::new(convert::plan_message(&plan))),
+            } => Ok(Response::new(self.plan_message(&plan).as_ref().clone())),
             PlanState::Pending => Err(AppError::PlanPending { workload: name }.into()),
             PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
         }
