@@ -89,36 +89,8 @@ impl Calibration {
     /// `fallback` supplies residuals when the backtest produced none at all (very short series).
     pub(crate) fn new(residuals: &[Vec<f64>], params: &ConformalParams, fallback: &[f64]) -> Self {
         let horizon = residuals.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let bucket_count = params.buckets.min(horizon);
-        let finite_in = |from: usize, to: usize| -> Vec<Vec<f64>> {
-            residuals
-                .iter()
-                .map(|fold| {
-                    fold.iter()
-                        .take(to)
-                        .skip(from)
-                        .copied()
-                        .filter(|r| r.is_finite())
-                        .collect()
-                })
-                .collect()
-        };
-        // Walk the buckets, merging a bucket into the next until it has enough residuals.
-        let mut ends: Vec<usize> = Vec::new();
-        let mut from = 0;
-        for bucket in 0..bucket_count {
-            let to = (bucket + 1) * horizon / bucket_count;
-            let count: usize = finite_in(from, to).iter().map(Vec::len).sum();
-            if count >= params.min_per_bucket {
-                ends.push(to);
-                from = to;
-            }
-        }
-        match ends.last_mut() {
-            // Leftover steps with too few residuals join the last full bucket.
-            Some(last) => *last = horizon,
-            None => ends.push(horizon),
-        }
+        let mut ends = bucket_ends(residuals, params);
+        let finite_in = |from: usize, to: usize| finite_in(residuals, from, to);
         let mut by_fold: Vec<Vec<Vec<f64>>> = Vec::with_capacity(ends.len());
         let mut start = 0;
         for end in &ends {
@@ -202,17 +174,40 @@ impl Calibration {
         MAX_INFLATION
     }
 
+    /// Logs, at debug level, each bucket's residual count, 80% and 95% offsets and the widening
+    /// per level, for diagnosing interval widths on real series.
+    pub(crate) fn log_summary(&self, transform: super::Transform) {
+        let levels = [0.8, 0.95].map(|fraction| {
+            Level::try_from(fraction).expect("invariant: 0.8 and 0.95 are valid levels")
+        });
+        let inflation80 = self.inflation(levels[0]);
+        let inflation95 = self.inflation(levels[1]);
+        for (bucket, end) in self.ends.iter().enumerate() {
+            let (low80, high80) = conformal_offsets(&self.pooled[bucket], levels[0]);
+            let (low95, high95) = conformal_offsets(&self.pooled[bucket], levels[1]);
+            tracing::debug!(
+                ?transform,
+                bucket,
+                end,
+                residuals = self.pooled[bucket].len(),
+                low80,
+                high80,
+                low95,
+                high95,
+                inflation80,
+                inflation95,
+                "interval calibration"
+            );
+        }
+    }
+
     /// Offsets `(lower, upper)` to add to the point forecast at `step` (0-based) for `level`,
     /// widened by `inflation` (from [`Calibration::inflation`]).
     ///
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
     pub(crate) fn offsets(&self, step: usize, level: Level, inflation: f64) -> (f64, f64) {
-        let index = self
-            .ends
-            .iter()
-            .position(|end| step < *end)
-            .unwrap_or(self.ends.len() - 1);
+        let index = bucket_of(&self.ends, step);
         let (lower, upper) = conformal_offsets(&self.pooled[index], level);
         let growth = if step >= self.horizon {
             ((step + 1) as f64 / self.horizon as f64).sqrt()
@@ -221,6 +216,54 @@ impl Calibration {
         };
         (lower * growth * inflation, upper * growth * inflation)
     }
+}
+
+/// The finite values of every fold in steps `from..to`, per fold.
+fn finite_in(residuals: &[Vec<f64>], from: usize, to: usize) -> Vec<Vec<f64>> {
+    residuals
+        .iter()
+        .map(|fold| {
+            fold.iter()
+                .take(to)
+                .skip(from)
+                .copied()
+                .filter(|r| r.is_finite())
+                .collect()
+        })
+        .collect()
+}
+
+/// First step after each bucket of horizon steps, for `values[fold][step]` (NaN where nothing was
+/// observed): `params.buckets` equal buckets, each merged into the next until it holds at least
+/// `min_per_bucket` finite values; leftover steps join the last bucket.
+///
+/// Both the combination weights and the interval offsets are found per bucket, since errors,
+/// and which member errs least, change with the lead time.
+pub(crate) fn bucket_ends(values: &[Vec<f64>], params: &ConformalParams) -> Vec<usize> {
+    let horizon = values.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let bucket_count = params.buckets.min(horizon);
+    let mut ends: Vec<usize> = Vec::new();
+    let mut from = 0;
+    for bucket in 0..bucket_count {
+        let to = (bucket + 1) * horizon / bucket_count;
+        let count: usize = finite_in(values, from, to).iter().map(Vec::len).sum();
+        if count >= params.min_per_bucket {
+            ends.push(to);
+            from = to;
+        }
+    }
+    match ends.last_mut() {
+        Some(last) => *last = horizon,
+        None => ends.push(horizon),
+    }
+    ends
+}
+
+/// Index of the bucket holding `step` (steps beyond the last bucket belong to it).
+pub(crate) fn bucket_of(ends: &[usize], step: usize) -> usize {
+    ends.iter()
+        .position(|end| step < *end)
+        .unwrap_or(ends.len().saturating_sub(1))
 }
 
 /// Split-conformal lower and upper offsets from sorted residuals: the
