@@ -360,13 +360,13 @@ impl Fit for ModelParams {
                     .collect()
             })
             .collect();
-        if let Some(baseline) = baseline_index {
-            if allowed.iter().any(|slots| !slots.contains(&true)) {
-                eligible.push(baseline);
-                for slots in &mut allowed {
-                    let alone = !slots.contains(&true);
-                    slots.push(alone);
-                }
+        if let Some(baseline) = baseline_index
+            && allowed.iter().any(|slots| !slots.contains(&true))
+        {
+            eligible.push(baseline);
+            for slots in &mut allowed {
+                let alone = !slots.contains(&true);
+                slots.push(alone);
             }
         }
         if eligible.is_empty() {
