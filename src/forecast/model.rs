@@ -539,19 +539,19 @@ impl ModelParams {
             }
             // Origins are latest first, so fold 0 is the most recent.
             let row_scale = self.recency_decay.powi(fold as i32).sqrt();
-            let available = active
+            let rows: Vec<&[f64]> = active
                 .iter()
-                .map(|m| fold_matrix[*m].get(fold).map_or(0, Vec::len))
-                .min()
-                .unwrap_or(0);
+                .map(|m| fold_matrix[*m].get(fold).map_or(&[][..], Vec::as_slice))
+                .collect();
+            let available = rows.iter().map(|row| row.len()).min().unwrap_or(0);
             for step in steps.start..steps.end.min(available) {
                 let Some(actual) = prepared.actual.get(origin + step).filter(|a| !a.is_nan())
                 else {
                     continue;
                 };
                 targets.push(actual * row_scale);
-                for (column, member) in columns.iter_mut().zip(&active) {
-                    column.push(fold_matrix[*member][fold][step] * row_scale);
+                for (column, row) in columns.iter_mut().zip(&rows) {
+                    column.push(row[step] * row_scale);
                 }
             }
         }
