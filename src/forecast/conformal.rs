@@ -2,10 +2,12 @@
 //!
 //! Vovk, Gammerman & Shafer, "Algorithmic Learning in a Random World" (2005); for multi-step time
 //! series, Stankevičiūtė, Alaa & van der Schaar, "Conformal Time-series Forecasting" (NeurIPS 2021),
-//! which calibrates each horizon step separately. Here steps are pooled into buckets so every
-//! bucket holds enough out-of-sample residuals for a 95% quantile, and the lower and upper bounds
-//! use separate quantiles of the signed residuals, so a skewed error distribution gives a skewed
-//! band. Residuals live on the model scale; the bounds are inverted with the point forecast.
+//! which calibrates each horizon step separately. Here steps are pooled into buckets of lead
+//! times, each with its own scale, and the quantiles come from the scaled residuals of all
+//! buckets together (normalised scores, see [`Calibration`]), so a 95% bound rests on the whole
+//! backtest rather than on a bucket's two largest residuals. The lower and upper bounds use
+//! separate quantiles of the signed scores, so a skewed error distribution gives a skewed band.
+//! Residuals live on the model scale; the bounds are inverted with the point forecast.
 
 use super::ForecastError;
 use super::stats;
@@ -15,7 +17,7 @@ use crate::domain::Level;
 ///
 /// | Name | Default | Purpose | Range |
 /// |---|---|---|---|
-/// | `buckets` | 6 | groups of consecutive horizon steps calibrated separately | `>= 1` |
+/// | `buckets` | 6 | groups of consecutive horizon steps, each twice as wide as the one before, with their own scale (and ensemble weights) | `>= 1` |
 /// | `min_per_bucket` | 40 | fewest residuals per bucket; smaller buckets merge with their neighbours | `>= 1` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConformalParams {
@@ -62,17 +64,28 @@ impl ConformalParams {
     }
 }
 
-/// Backtest residuals per bucket of horizon steps, pooled and per fold.
+/// Backtest residuals per bucket of horizon steps, as a scale per bucket and scaled scores.
+///
+/// Normalised conformal scores (Papadopoulos, Vovk & Gammerman, "Normalized nonconformity measures
+/// for regression conformal prediction", AIA 2008; Lei et al., "Distribution-free predictive
+/// inference for regression", JASA 113, 2018, section 5.2): each residual is divided by its
+/// bucket's scale (its mean absolute residual), and the quantiles of the scaled scores of every
+/// bucket together, times a bucket's scale, give that bucket's offsets. A bucket holds only a
+/// few folds' worth of correlated residuals, so its own 95% quantile would be one of its two or
+/// three largest values; pooled over the buckets the tail rests on the whole backtest, while each
+/// bucket keeps its own width.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Calibration {
     /// Horizon the residuals were collected for.
     horizon: usize,
     /// First step after each bucket, in step order.
     ends: Vec<usize>,
-    /// Sorted residuals of every fold, per bucket.
-    pooled: Vec<Vec<f64>>,
-    /// Residuals per bucket and fold (`by_fold[bucket][fold]`), for the cross-validated widening.
-    by_fold: Vec<Vec<Vec<f64>>>,
+    /// Mean absolute residual of each bucket: the scale its scores are divided by.
+    scales: Vec<f64>,
+    /// Sorted scaled scores of every bucket and fold.
+    pooled: Vec<f64>,
+    /// Scaled scores per fold (all buckets), for the cross-validated widening.
+    by_fold: Vec<Vec<f64>>,
 }
 
 /// Widening factors tried by [`Calibration::inflation`], from none up to [`MAX_INFLATION`].
@@ -89,60 +102,55 @@ impl Calibration {
     /// `fallback` supplies residuals when the backtest produced none at all (very short series).
     pub(crate) fn new(residuals: &[Vec<f64>], params: &ConformalParams, fallback: &[f64]) -> Self {
         let horizon = residuals.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let bucket_count = params.buckets.min(horizon);
-        let finite_in = |from: usize, to: usize| -> Vec<Vec<f64>> {
-            residuals
-                .iter()
-                .map(|fold| {
-                    fold.iter()
-                        .take(to)
-                        .skip(from)
-                        .copied()
-                        .filter(|r| r.is_finite())
-                        .collect()
-                })
-                .collect()
-        };
-        // Walk the buckets, merging a bucket into the next until it has enough residuals.
-        let mut ends: Vec<usize> = Vec::new();
-        let mut from = 0;
-        for bucket in 0..bucket_count {
-            let to = (bucket + 1) * horizon / bucket_count;
-            let count: usize = finite_in(from, to).iter().map(Vec::len).sum();
-            if count >= params.min_per_bucket {
-                ends.push(to);
-                from = to;
-            }
-        }
-        match ends.last_mut() {
-            // Leftover steps with too few residuals join the last full bucket.
-            Some(last) => *last = horizon,
-            None => ends.push(horizon),
-        }
-        let mut by_fold: Vec<Vec<Vec<f64>>> = Vec::with_capacity(ends.len());
+        let mut ends = bucket_ends(residuals, params);
+        // by_bucket[bucket][fold]: the finite residuals of that fold in that bucket.
+        let mut by_bucket: Vec<Vec<Vec<f64>>> = Vec::with_capacity(ends.len());
         let mut start = 0;
         for end in &ends {
-            by_fold.push(finite_in(start, *end));
+            by_bucket.push(finite_in(residuals, start, *end));
             start = *end;
         }
-        let total: usize = by_fold.iter().flatten().map(Vec::len).sum();
+        let total: usize = by_bucket.iter().flatten().map(Vec::len).sum();
         if total == 0 {
-            by_fold = vec![vec![
+            by_bucket = vec![vec![
                 fallback.iter().copied().filter(|r| r.is_finite()).collect(),
             ]];
             ends = vec![horizon];
         }
-        let pooled = by_fold
+        let scales: Vec<f64> = by_bucket
             .iter()
             .map(|folds| {
-                let mut all: Vec<f64> = folds.iter().flatten().copied().collect();
-                all.sort_by(f64::total_cmp);
-                all
+                let all: Vec<f64> = folds.iter().flatten().map(|r| r.abs()).collect();
+                let scale = stats::mean(&all);
+                if scale > 0.0 && scale.is_finite() {
+                    scale
+                } else {
+                    1.0
+                }
             })
             .collect();
+        let folds = by_bucket.iter().map(Vec::len).max().unwrap_or(0);
+        let by_fold: Vec<Vec<f64>> = (0..folds)
+            .map(|fold| {
+                by_bucket
+                    .iter()
+                    .zip(&scales)
+                    .flat_map(|(bucket, scale)| {
+                        bucket
+                            .get(fold)
+                            .into_iter()
+                            .flatten()
+                            .map(move |r| r / scale)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut pooled: Vec<f64> = by_fold.iter().flatten().copied().collect();
+        pooled.sort_by(f64::total_cmp);
         Self {
             horizon,
             ends,
+            scales,
             pooled,
             by_fold,
         }
@@ -156,29 +164,27 @@ impl Calibration {
     /// cross-validated check (in the spirit of CV+, Barber et al., "Predictive inference with the
     /// jackknife+", Annals of Statistics 49(1), 2021) widens the band just enough to cover.
     pub(crate) fn inflation(&self, level: Level) -> f64 {
-        let folds = self.by_fold.first().map_or(0, Vec::len);
-        if folds < 2 {
+        if self.by_fold.len() < 2 {
             return 1.0;
         }
-        // (residuals of the held-out fold, offsets calibrated without it) per fold and bucket.
+        // (scores of the held-out fold, offsets calibrated without it) per fold.
         let mut held_out: Vec<(&[f64], (f64, f64))> = Vec::new();
-        for bucket in &self.by_fold {
-            for (fold, residuals) in bucket.iter().enumerate() {
-                if residuals.is_empty() {
-                    continue;
-                }
-                let mut others: Vec<f64> = bucket
-                    .iter()
-                    .enumerate()
-                    .filter(|(other, _)| *other != fold)
-                    .flat_map(|(_, r)| r.iter().copied())
-                    .collect();
-                if others.is_empty() {
-                    continue;
-                }
-                others.sort_by(f64::total_cmp);
-                held_out.push((residuals, conformal_offsets(&others, level)));
+        for (fold, scores) in self.by_fold.iter().enumerate() {
+            if scores.is_empty() {
+                continue;
             }
+            let mut others: Vec<f64> = self
+                .by_fold
+                .iter()
+                .enumerate()
+                .filter(|(other, _)| *other != fold)
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect();
+            if others.is_empty() {
+                continue;
+            }
+            others.sort_by(f64::total_cmp);
+            held_out.push((scores, conformal_offsets(&others, level)));
         }
         let total: usize = held_out.iter().map(|(r, _)| r.len()).sum();
         if total == 0 {
@@ -188,8 +194,8 @@ impl Calibration {
             let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
             let inside: usize = held_out
                 .iter()
-                .map(|(residuals, (lower, upper))| {
-                    residuals
+                .map(|(scores, (lower, upper))| {
+                    scores
                         .iter()
                         .filter(|r| **r >= lower * factor && **r <= upper * factor)
                         .count()
@@ -202,25 +208,102 @@ impl Calibration {
         MAX_INFLATION
     }
 
+    /// Logs, at debug level, each bucket's scale and 80% and 95% offsets and the widening per
+    /// level, for diagnosing interval widths on real series.
+    pub(crate) fn log_summary(&self, transform: super::Transform) {
+        let levels = [0.8, 0.95].map(|fraction| {
+            Level::try_from(fraction).expect("invariant: 0.8 and 0.95 are valid levels")
+        });
+        let inflation80 = self.inflation(levels[0]);
+        let inflation95 = self.inflation(levels[1]);
+        for (bucket, end) in self.ends.iter().enumerate() {
+            let step = end - 1;
+            let (low80, high80) = self.offsets(step, levels[0], 1.0);
+            let (low95, high95) = self.offsets(step, levels[1], 1.0);
+            tracing::debug!(
+                ?transform,
+                bucket,
+                end,
+                scale = self.scales[bucket],
+                low80,
+                high80,
+                low95,
+                high95,
+                inflation80,
+                inflation95,
+                "interval calibration"
+            );
+        }
+    }
+
     /// Offsets `(lower, upper)` to add to the point forecast at `step` (0-based) for `level`,
     /// widened by `inflation` (from [`Calibration::inflation`]).
     ///
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
     pub(crate) fn offsets(&self, step: usize, level: Level, inflation: f64) -> (f64, f64) {
-        let index = self
-            .ends
-            .iter()
-            .position(|end| step < *end)
-            .unwrap_or(self.ends.len() - 1);
-        let (lower, upper) = conformal_offsets(&self.pooled[index], level);
+        let (lower, upper) = conformal_offsets(&self.pooled, level);
         let growth = if step >= self.horizon {
             ((step + 1) as f64 / self.horizon as f64).sqrt()
         } else {
             1.0
         };
-        (lower * growth * inflation, upper * growth * inflation)
+        let scale = self.scales[bucket_of(&self.ends, step)] * growth * inflation;
+        (lower * scale, upper * scale)
     }
+}
+
+/// The finite values of every fold in steps `from..to`, per fold.
+fn finite_in(residuals: &[Vec<f64>], from: usize, to: usize) -> Vec<Vec<f64>> {
+    residuals
+        .iter()
+        .map(|fold| {
+            fold.iter()
+                .take(to)
+                .skip(from)
+                .copied()
+                .filter(|r| r.is_finite())
+                .collect()
+        })
+        .collect()
+}
+
+/// First step after each bucket of horizon steps, for `values[fold][step]` (NaN where nothing was
+/// observed): `params.buckets` buckets whose widths double from one to the next (the last covers
+/// the second half of the horizon), each merged into the next until it holds at least
+/// `min_per_bucket` finite values; leftover steps join the last bucket.
+///
+/// Both the combination weights and the interval scales are found per bucket, since errors,
+/// and which member errs least, change with the lead time. Doubling widths: forecast errors
+/// grow fastest at short leads (like `sqrt(h)` for a random walk), so equal buckets would pool
+/// leads whose errors differ most in the first bucket and barely differ in the last; with
+/// doubling widths each bucket spans the same ratio of `sqrt(h)`.
+pub(crate) fn bucket_ends(values: &[Vec<f64>], params: &ConformalParams) -> Vec<usize> {
+    let horizon = values.iter().map(Vec::len).max().unwrap_or(0).max(1);
+    let bucket_count = params.buckets.min(horizon);
+    let mut ends: Vec<usize> = Vec::new();
+    let mut from = 0;
+    for bucket in 0..bucket_count {
+        let halvings = i32::try_from(bucket_count - 1 - bucket).unwrap_or(i32::MAX);
+        let to = ((horizon as f64 * 0.5_f64.powi(halvings)).ceil() as usize).clamp(1, horizon);
+        let count: usize = finite_in(values, from, to).iter().map(Vec::len).sum();
+        if count >= params.min_per_bucket {
+            ends.push(to);
+            from = to;
+        }
+    }
+    match ends.last_mut() {
+        Some(last) => *last = horizon,
+        None => ends.push(horizon),
+    }
+    ends
+}
+
+/// Index of the bucket holding `step` (steps beyond the last bucket belong to it).
+pub(crate) fn bucket_of(ends: &[usize], step: usize) -> usize {
+    ends.iter()
+        .position(|end| step < *end)
+        .unwrap_or(ends.len().saturating_sub(1))
 }
 
 /// Split-conformal lower and upper offsets from sorted residuals: the
@@ -269,6 +352,44 @@ mod tests {
         assert!((beyond - far_upper * 2.0).abs() < 1e-9);
         // Exchangeable folds need (almost) no widening.
         assert!(calibration.inflation(level) < 1.1);
+    }
+
+    #[test]
+    fn buckets_double_in_width_and_merge_until_full() {
+        let residuals = vec![vec![0.5; 48]; 10];
+        assert_eq!(
+            bucket_ends(&residuals, &ConformalParams::default()),
+            vec![6, 12, 24, 48]
+        );
+        let one_fold = vec![vec![0.5; 288]];
+        assert_eq!(
+            bucket_ends(&one_fold, &ConformalParams::default()),
+            vec![72, 144, 288]
+        );
+    }
+
+    #[test]
+    fn a_bucket_keeps_its_scale_but_shares_the_tail() {
+        // Bucket 0 (step 0) has residuals of scale 1, the later buckets (steps 1 and 2-3) of
+        // scale 10 with the same shape: the offsets differ by the scale alone.
+        let residuals: Vec<Vec<f64>> = (-20..=20)
+            .map(|r| {
+                let unit = r as f64 / 20.0;
+                vec![unit, unit * 10.0, unit * 10.0, unit * 10.0]
+            })
+            .collect();
+        let calibration = Calibration::new(
+            &residuals,
+            &ConformalParams::default().buckets(3).min_per_bucket(10),
+            &[],
+        );
+        assert_eq!(calibration.ends, vec![1, 2, 4]);
+        let level = Level::try_from(0.95).unwrap();
+        let (near_lower, near_upper) = calibration.offsets(0, level, 1.0);
+        let (far_lower, far_upper) = calibration.offsets(3, level, 1.0);
+        assert!((far_upper / near_upper - 10.0).abs() < 1e-9);
+        assert!((far_lower / near_lower - 10.0).abs() < 1e-9);
+        assert!(near_upper > 0.9 && near_upper <= 1.0, "{near_upper}");
     }
 
     #[test]

@@ -4,11 +4,20 @@
 //! seasonal naive baseline (members that do not beat it are dropped; the baseline itself
 //! forecasts only when no member beats it) → combination weights → conformal calibration on the
 //! combined forecast's own backtest residuals → a final refit of the members that carry weight.
+//!
+//! Gating and weights are found per bucket of lead times (the buckets the intervals are
+//! calibrated on), since which member errs least depends on how far ahead it forecasts: members
+//! that track the latest level win at short leads, seasonal ones a day ahead. Horizon-specific
+//! combination weights: Timmermann, "Forecast combinations", Handbook of Economic Forecasting 1
+//! (2006), section 2.3; the same idea as calibrating each horizon step separately (see
+//! `conformal`).
+
+use std::ops::Range;
 
 use crate::domain::{Step, TimeSeries, Timestamp};
 
 use super::backtest::{self, BacktestParams, BacktestReport, MemberReport, MemberStatus};
-use super::conformal::{Calibration, ConformalParams};
+use super::conformal::{self, Calibration, ConformalParams};
 use super::members::{self, FitInput, MemberKind, MemberSpec, PointForecaster};
 use super::metrics;
 use super::preprocess::{self, Prepared, PreprocessParams, PreprocessSummary, Scaler};
@@ -233,12 +242,72 @@ impl Fit for ModelParams {
             })
             .collect();
 
-        let baseline_mae = candidates
+        // Horizon buckets: members are gated and weighted per bucket of lead times, and the
+        // intervals calibrated on the same buckets.
+        let observed: Vec<Vec<f64>> = origins
             .iter()
-            .find(|c| c.spec.kind() == MemberKind::SeasonalNaive)
-            .and_then(|c| c.folds.as_ref().ok())
-            .and_then(|f| backtest::score(&f.forecasts, &prepared, &origins, naive_scale))
-            .map(|scores| scores.model_scale_mae);
+            .map(|origin| {
+                (0..horizon)
+                    .map(|step| {
+                        prepared
+                            .actual
+                            .get(origin + step)
+                            .copied()
+                            .unwrap_or(f64::NAN)
+                    })
+                    .collect()
+            })
+            .collect();
+        let ends = conformal::bucket_ends(&observed, &self.conformal);
+        let ranges: Vec<Range<usize>> = ends
+            .iter()
+            .scan(0, |from, end| {
+                let range = *from..*end;
+                *from = *end;
+                Some(range)
+            })
+            .collect();
+        // Model-scale MAE of each candidate per bucket, where it could be scored.
+        let bucket_mae: Vec<Vec<Option<f64>>> = candidates
+            .iter()
+            .map(|candidate| {
+                ranges
+                    .iter()
+                    .map(|range| {
+                        let folds = candidate.folds.as_ref().ok()?;
+                        let sliced: Vec<Vec<f64>> = folds
+                            .forecasts
+                            .iter()
+                            .map(|f| f[range.clone()].to_vec())
+                            .collect();
+                        let shifted: Vec<usize> =
+                            origins.iter().map(|origin| origin + range.start).collect();
+                        backtest::score(&sliced, &prepared, &shifted, None)
+                            .map(|scores| scores.model_scale_mae)
+                    })
+                    .collect()
+            })
+            .collect();
+        let baseline_position = candidates
+            .iter()
+            .position(|c| c.spec.kind() == MemberKind::SeasonalNaive);
+        // beats[candidate][bucket]: below the baseline's error in that bucket (or nothing to
+        // compare: trust the member over the baseline).
+        let beats: Vec<Vec<bool>> = bucket_mae
+            .iter()
+            .map(|maes| {
+                maes.iter()
+                    .enumerate()
+                    .map(|(bucket, mae)| {
+                        let baseline = baseline_position.and_then(|b| bucket_mae[b][bucket]);
+                        match (mae, baseline) {
+                            (Some(mae), Some(baseline)) => *mae < baseline,
+                            _ => true,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
 
         // Decide who may carry weight.
         let mut reports = Vec::with_capacity(candidates.len());
@@ -263,21 +332,14 @@ impl Fit for ModelParams {
                         eligible.push(index);
                         MemberStatus::ZeroWeight
                     } else if kind == MemberKind::SeasonalNaive {
-                        // The baseline only forecasts when no member beats it.
+                        // The baseline only forecasts where no member beats it.
                         baseline_index = Some(index);
                         MemberStatus::ZeroWeight
+                    } else if beats[index].iter().any(|beats| *beats) {
+                        eligible.push(index);
+                        MemberStatus::ZeroWeight
                     } else {
-                        let beats_baseline = match (&scores, baseline_mae) {
-                            (Some(scores), Some(baseline)) => scores.model_scale_mae < baseline,
-                            // Nothing observed to score on: trust the member over the baseline.
-                            (None, _) | (_, None) => true,
-                        };
-                        if beats_baseline {
-                            eligible.push(index);
-                            MemberStatus::ZeroWeight
-                        } else {
-                            MemberStatus::LostToBaseline
-                        }
+                        MemberStatus::LostToBaseline
                     };
                     (status, scores)
                 }
@@ -288,8 +350,24 @@ impl Fit for ModelParams {
                 scores,
             });
         }
-        if eligible.is_empty() {
-            eligible.extend(baseline_index);
+        // allowed[bucket][slot]: members that beat the baseline in the bucket; the baseline alone
+        // where none does.
+        let mut allowed: Vec<Vec<bool>> = (0..ranges.len())
+            .map(|bucket| {
+                eligible
+                    .iter()
+                    .map(|index| self.single || beats[*index][bucket])
+                    .collect()
+            })
+            .collect();
+        if let Some(baseline) = baseline_index
+            && allowed.iter().any(|slots| !slots.contains(&true))
+        {
+            eligible.push(baseline);
+            for slots in &mut allowed {
+                let alone = !slots.contains(&true);
+                slots.push(alone);
+            }
         }
         if eligible.is_empty() {
             // Only possible for a single member that could not be backtested: fit it anyway and
@@ -299,6 +377,7 @@ impl Fit for ModelParams {
                 .position(|c| self.members[0].kind() == c.spec.kind())
                 .unwrap_or(0);
             eligible.push(index);
+            allowed = vec![vec![true]; ranges.len()];
         }
 
         let fold_matrix: Vec<&[Vec<f64>]> = eligible
@@ -311,7 +390,16 @@ impl Fit for ModelParams {
                     .unwrap_or(&[])
             })
             .collect();
-        let weights = self.weights(&fold_matrix, &prepared, &origins, None);
+        let bucket_weights = |left_out: Option<usize>| -> Vec<Vec<f64>> {
+            ranges
+                .iter()
+                .zip(&allowed)
+                .map(|(range, allowed)| {
+                    self.weights(&fold_matrix, &prepared, &origins, left_out, range, allowed)
+                })
+                .collect()
+        };
+        let weights = bucket_weights(None);
 
         // The combined forecast's backtest, each fold weighted without looking at itself. With no
         // backtested member there is none, and the calibration falls back to in-sample changes.
@@ -320,26 +408,26 @@ impl Fit for ModelParams {
         let combined_folds: Vec<Vec<f64>> = (0..scored_folds)
             .map(|fold| {
                 let held_out = if origins.len() >= 2 {
-                    self.weights(&fold_matrix, &prepared, &origins, Some(fold))
+                    bucket_weights(Some(fold))
                 } else {
                     weights.clone()
                 };
-                combine(
-                    fold_matrix
-                        .iter()
-                        .zip(&held_out)
-                        .filter(|(folds, _)| !folds.is_empty())
-                        .map(|(folds, weight)| (folds[fold].as_slice(), *weight)),
-                    horizon,
-                )
+                let forecasts: Vec<Option<&[f64]>> = fold_matrix
+                    .iter()
+                    .map(|folds| folds.get(fold).map(Vec::as_slice))
+                    .collect();
+                combine(&forecasts, &held_out, &ends, horizon)
             })
             .collect();
         let combined_scores = backtest::score(&combined_folds, &prepared, &origins, naive_scale);
         let residuals = backtest::residuals_by_fold(&combined_folds, &prepared, &origins);
         let fallback: Vec<f64> = prepared.values.windows(2).map(|w| w[1] - w[0]).collect();
         let calibration = Calibration::new(&residuals, &self.conformal, &fallback);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            calibration.log_summary(prepared.scaler.transform);
+        }
 
-        // Final refit on the whole history of every member that carries weight.
+        // Final refit on the whole history of every member that carries weight in some bucket.
         let full_input = FitInput {
             values: &prepared.values,
             actual: &prepared.actual,
@@ -348,15 +436,20 @@ impl Fit for ModelParams {
             seasonality,
             horizon,
         };
-        let mut parts: Vec<(MemberKind, f64, Box<dyn PointForecaster>)> = Vec::new();
+        let mut parts: Vec<Part> = Vec::new();
         let mut final_errors: Vec<(usize, ForecastError)> = Vec::new();
         for (slot, index) in eligible.iter().enumerate() {
-            if weights[slot] <= 0.0 {
+            let slot_weights: Vec<f64> = weights.iter().map(|bucket| bucket[slot]).collect();
+            if slot_weights.iter().all(|weight| *weight <= 0.0) {
                 continue;
             }
             let spec = &candidates[*index].spec;
             match spec.fit_window(&full_input) {
-                Ok(fitted) => parts.push((spec.kind(), weights[slot], fitted)),
+                Ok(fitted) => parts.push(Part {
+                    kind: spec.kind(),
+                    weights: slot_weights,
+                    fitted,
+                }),
                 Err(error) => final_errors.push((*index, error)),
             }
         }
@@ -369,9 +462,18 @@ impl Fit for ModelParams {
                 |(_, error)| error,
             ));
         }
-        let total: f64 = parts.iter().map(|(_, weight, _)| weight).sum();
-        for (_, weight, _) in &mut parts {
-            *weight /= total;
+        // Renormalise each bucket over the members that could be refitted; a bucket whose members
+        // all failed falls back to an equal share of the others.
+        for bucket in 0..ends.len() {
+            let total: f64 = parts.iter().map(|part| part.weights[bucket]).sum();
+            let count = parts.len() as f64;
+            for part in &mut parts {
+                part.weights[bucket] = if total > 0.0 {
+                    part.weights[bucket] / total
+                } else {
+                    1.0 / count
+                };
+            }
         }
         for (index, error) in final_errors {
             reports[index].status = MemberStatus::Skipped {
@@ -379,8 +481,10 @@ impl Fit for ModelParams {
             };
         }
         for report in &mut reports {
-            if let Some((_, weight, _)) = parts.iter().find(|(kind, _, _)| *kind == report.kind) {
-                report.status = MemberStatus::Used { weight: *weight };
+            if let Some(part) = parts.iter().find(|part| part.kind == report.kind) {
+                report.status = MemberStatus::Used {
+                    weight: part.mean_weight(&ends),
+                };
             }
         }
 
@@ -389,6 +493,7 @@ impl Fit for ModelParams {
             step: prepared.step,
             scaler: prepared.scaler,
             parts,
+            ends,
             calibration,
             report: BacktestReport {
                 horizon,
@@ -402,21 +507,31 @@ impl Fit for ModelParams {
 }
 
 impl ModelParams {
-    /// Combination weights for the eligible members, fitted on every fold except `left_out`.
+    /// Combination weights for the eligible members, fitted on the horizon `steps` of every fold
+    /// except `left_out`; members not `allowed` get none.
     fn weights(
         &self,
         fold_matrix: &[&[Vec<f64>]],
         prepared: &Prepared,
         origins: &[usize],
         left_out: Option<usize>,
+        steps: &Range<usize>,
+        allowed: &[bool],
     ) -> Vec<f64> {
-        let members = fold_matrix.len();
-        if members == 1 {
-            return vec![1.0];
+        let active: Vec<usize> = (0..fold_matrix.len()).filter(|m| allowed[*m]).collect();
+        let scatter = |raw: Vec<f64>| -> Vec<f64> {
+            let mut full = vec![0.0; fold_matrix.len()];
+            for (member, weight) in active.iter().zip(raw) {
+                full[*member] = weight;
+            }
+            full
+        };
+        if active.len() <= 1 {
+            return scatter(vec![1.0]);
         }
         // Rows: every observed (fold, step) pair, scaled by the square root of its fold's recency
         // weight so that squared errors are weighted; columns: members.
-        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); members];
+        let mut columns: Vec<Vec<f64>> = vec![Vec::new(); active.len()];
         let mut targets = Vec::new();
         for (fold, origin) in origins.iter().enumerate() {
             if Some(fold) == left_out {
@@ -424,24 +539,24 @@ impl ModelParams {
             }
             // Origins are latest first, so fold 0 is the most recent.
             let row_scale = self.recency_decay.powi(fold as i32).sqrt();
-            let steps = fold_matrix
+            let rows: Vec<&[f64]> = active
                 .iter()
-                .map(|f| f.get(fold).map_or(0, Vec::len))
-                .min()
-                .unwrap_or(0);
-            for step in 0..steps {
+                .map(|m| fold_matrix[*m].get(fold).map_or(&[][..], Vec::as_slice))
+                .collect();
+            let available = rows.iter().map(|row| row.len()).min().unwrap_or(0);
+            for step in steps.start..steps.end.min(available) {
                 let Some(actual) = prepared.actual.get(origin + step).filter(|a| !a.is_nan())
                 else {
                     continue;
                 };
                 targets.push(actual * row_scale);
-                for (member, folds) in fold_matrix.iter().enumerate() {
-                    columns[member].push(folds[fold][step] * row_scale);
+                for (column, row) in columns.iter_mut().zip(&rows) {
+                    column.push(row[step] * row_scale);
                 }
             }
         }
         if targets.is_empty() {
-            return vec![1.0 / members as f64; members];
+            return scatter(vec![1.0 / active.len() as f64; active.len()]);
         }
         let raw = match self.combination {
             Combination::Stacking => simplex_least_squares(&columns, &targets),
@@ -463,7 +578,7 @@ impl ModelParams {
                     .collect()
             }
         };
-        prune(raw, self.min_weight)
+        scatter(prune(raw, self.min_weight))
     }
 }
 
@@ -560,20 +675,54 @@ fn project_to_simplex(point: &[f64]) -> Vec<f64> {
     point.iter().map(|v| (v - threshold).max(0.0)).collect()
 }
 
-/// Weighted sum of forecasts, truncated or padded (with the last value) to `horizon`.
-fn combine<'a>(parts: impl Iterator<Item = (&'a [f64], f64)>, horizon: usize) -> Vec<f64> {
-    let mut total = vec![0.0; horizon];
-    for (forecast, weight) in parts {
-        for (step, slot) in total.iter_mut().enumerate() {
-            let value = forecast
-                .get(step)
-                .or(forecast.last())
-                .copied()
-                .unwrap_or(0.0);
-            *slot += weight * value;
+/// Weighted sum of member forecasts over `horizon` steps, with the weights of the bucket (see
+/// [`conformal::bucket_ends`]) each step falls in; `weights[bucket][member]`. A forecast shorter
+/// than the horizon is padded with its last value; a missing one contributes nothing.
+fn combine(
+    forecasts: &[Option<&[f64]>],
+    weights: &[Vec<f64>],
+    ends: &[usize],
+    horizon: usize,
+) -> Vec<f64> {
+    (0..horizon)
+        .map(|step| {
+            let bucket = &weights[conformal::bucket_of(ends, step)];
+            forecasts
+                .iter()
+                .zip(bucket)
+                .filter_map(|(forecast, weight)| {
+                    let forecast = (*forecast)?;
+                    let value = forecast.get(step).or(forecast.last())?;
+                    Some(weight * value)
+                })
+                .sum()
+        })
+        .collect()
+}
+
+/// A member of the fitted combination.
+#[derive(Debug)]
+struct Part {
+    /// Which member.
+    kind: MemberKind,
+    /// Its weight in each horizon bucket (each bucket's weights sum to one over the parts).
+    weights: Vec<f64>,
+    /// The member fitted on the whole history.
+    fitted: Box<dyn PointForecaster>,
+}
+
+impl Part {
+    /// Weight averaged over the steps of the calibrated horizon (buckets end at `ends`).
+    fn mean_weight(&self, ends: &[usize]) -> f64 {
+        let horizon = ends.last().copied().unwrap_or(1).max(1) as f64;
+        let mut from = 0;
+        let mut total = 0.0;
+        for (weight, end) in self.weights.iter().zip(ends) {
+            total += weight * (end - from) as f64;
+            from = *end;
         }
+        total / horizon
     }
-    total
 }
 
 /// The in-sample seasonal naive MAE (in the series' units) that MASE divides by.
@@ -592,8 +741,10 @@ pub struct FittedModel {
     step: Step,
     /// Mapping from the model scale back to the series' units.
     scaler: Scaler,
-    /// Members with their weights (summing to one) and fitted state.
-    parts: Vec<(MemberKind, f64, Box<dyn PointForecaster>)>,
+    /// Members with their weights per horizon bucket and fitted state.
+    parts: Vec<Part>,
+    /// First step after each horizon bucket the weights change at.
+    ends: Vec<usize>,
     /// Interval offsets from the combined forecast's backtest residuals.
     calibration: Calibration,
     /// Backtest figures, per member and combined.
@@ -613,11 +764,12 @@ impl FittedModel {
         &self.summary
     }
 
-    /// Members in the combined forecast with their weights.
+    /// Members in the combined forecast with their weights, averaged over the calibrated
+    /// horizon (weights are found per bucket of lead times).
     pub fn weights(&self) -> Vec<(MemberKind, f64)> {
         self.parts
             .iter()
-            .map(|(kind, weight, _)| (*kind, *weight))
+            .map(|part| (part.kind, part.mean_weight(&self.ends)))
             .collect()
     }
 
@@ -630,15 +782,16 @@ impl FittedModel {
 impl Predict for FittedModel {
     fn predict(&self, horizon: Horizon, levels: &[Level]) -> Result<Forecast, ForecastError> {
         let steps = horizon.steps();
-        let model_point = members::sanitize(combine(
-            self.parts
-                .iter()
-                .map(|(_, weight, fitted)| (fitted.forecast(steps), *weight))
-                .collect::<Vec<_>>()
-                .iter()
-                .map(|(forecast, weight)| (forecast.as_slice(), *weight)),
-            steps,
-        ));
+        let forecasts: Vec<Vec<f64>> = self
+            .parts
+            .iter()
+            .map(|part| part.fitted.forecast(steps))
+            .collect();
+        let slices: Vec<Option<&[f64]>> = forecasts.iter().map(|f| Some(f.as_slice())).collect();
+        let weights: Vec<Vec<f64>> = (0..self.ends.len())
+            .map(|bucket| self.parts.iter().map(|part| part.weights[bucket]).collect())
+            .collect();
+        let model_point = members::sanitize(combine(&slices, &weights, &self.ends, steps));
         let point: Vec<f64> = model_point
             .iter()
             .map(|v| self.scaler.inverse(*v))
@@ -686,5 +839,65 @@ mod tests {
         assert!((weights[0] - 0.3).abs() < 1e-3 && (weights[1] - 0.7).abs() < 1e-3);
         assert_eq!(project_to_simplex(&[2.0, 0.0]), vec![1.0, 0.0]);
         assert_eq!(prune(vec![0.99, 0.01], 0.02), vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn each_bucket_combines_with_its_own_weights() {
+        let first = [1.0, 1.0, 1.0, 1.0];
+        let second = [3.0, 3.0];
+        let forecasts = [Some(first.as_slice()), Some(second.as_slice()), None];
+        let weights = vec![vec![1.0, 0.0, 0.5], vec![0.25, 0.75, 0.0]];
+        // The second forecast is padded with its last value; the missing one adds nothing.
+        assert_eq!(
+            combine(&forecasts, &weights, &[2, 4], 4),
+            vec![1.0, 1.0, 2.5, 2.5]
+        );
+    }
+
+    #[test]
+    fn weights_follow_the_member_that_errs_least_at_each_lead_time() {
+        use crate::forecast::{PreprocessParams, TransformChoice};
+
+        let values: Vec<f64> = (0..960).map(|t| ((t * 37) % 101) as f64).collect();
+        let series = TimeSeries::new(Timestamp::from_millis(0), Step::FIVE_MINUTES, values);
+        let prepared = preprocess::prepare(
+            &series,
+            &PreprocessParams::default().transform(TransformChoice::Identity),
+        )
+        .unwrap();
+        let origins = [912, 864, 816, 768];
+        // `early` is close at leads 0..24 and far after; `late` the other way round.
+        let member = |early_error: f64, late_error: f64| -> Vec<Vec<f64>> {
+            origins
+                .iter()
+                .map(|origin| {
+                    (0..48)
+                        .map(|step| {
+                            let error = if step < 24 { early_error } else { late_error };
+                            let sign = if step % 2 == 0 { 1.0 } else { -1.0 };
+                            prepared.actual[origin + step] + sign * error
+                        })
+                        .collect()
+                })
+                .collect()
+        };
+        let early = member(0.01, 1.0);
+        let late = member(1.0, 0.01);
+        let fold_matrix = [early.as_slice(), late.as_slice()];
+        let params = ModelParams::ensemble().top_k(2);
+        let both = [true, true];
+        let short = params.weights(&fold_matrix, &prepared, &origins, None, &(0..24), &both);
+        let long = params.weights(&fold_matrix, &prepared, &origins, Some(0), &(24..48), &both);
+        assert!(short[0] > 0.99 && long[1] > 0.99, "{short:?} {long:?}");
+        // A member not allowed in a bucket (it lost to the baseline there) gets nothing.
+        let only_late = params.weights(
+            &fold_matrix,
+            &prepared,
+            &origins,
+            None,
+            &(0..24),
+            &[false, true],
+        );
+        assert_eq!(only_late, vec![0.0, 1.0]);
     }
 }
