@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::domain::{Horizon, Level, TimeSeries};
-use crate::events::{EventCalendar, EventError, EventSpec};
+use crate::events::{Event, EventCalendar, EventError, EventSpec};
 use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
 use crate::simulate::{SimulateError, SimulationParams, SimulationReport};
 use crate::store::write_file_atomically;
@@ -48,8 +48,8 @@ impl EventStore {
         Ok(())
     }
 
-    /// Validates and stores an event; an event with the same name and start is replaced.
-    pub fn add(&self, spec: &EventSpec) -> Result<(), AppError> {
+    /// Validates and stores an event, returning it; an event with the same name and start is replaced.
+    pub fn add(&self, spec: &EventSpec) -> Result<Event, AppError> {
         let event = spec.check()?;
         let mut events: Vec<_> = self
             .load()?
@@ -61,8 +61,9 @@ impl EventStore {
             })
             .cloned()
             .collect();
-        events.push(event);
-        self.save(&EventCalendar::new(events))
+        events.push(event.clone());
+        self.save(&EventCalendar::new(events))?;
+        Ok(event)
     }
 
     /// Removes every event called `name`; returns how many went.

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{
     Aggregation, Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries, Timestamp,
 };
-use crate::events::EventSpec;
+use crate::events::{Event, EventSpec};
 use crate::forecast::{FittedModel, Predict};
 use crate::plan::{Plan, Workload, WorkloadParams};
 use crate::store::{SeriesSamples, SeriesSummary, StoreError, write_file_atomically};
@@ -531,11 +531,7 @@ impl AppState {
     /// Blocking: writes the workloads file.
     pub fn upsert_workload(&self, workload: Workload) -> Result<Workload, AppError> {
         let mut workloads = self.workloads.write();
-        let mut stored: Vec<Workload> = workloads
-            .values()
-            .map(|entry| entry.workload.read().clone())
-            .filter(|existing| existing.name() != workload.name())
-            .collect();
+        let mut stored = others(&workloads, workload.name());
         stored.push(workload.clone());
         write_workloads(&self.data_dir, &stored)?;
         match workloads.get(workload.name()) {
@@ -575,12 +571,7 @@ impl AppState {
         if !workloads.contains_key(name) {
             return Err(unknown_workload(name));
         }
-        let kept: Vec<Workload> = workloads
-            .values()
-            .map(|entry| entry.workload.read().clone())
-            .filter(|existing| existing.name() != name)
-            .collect();
-        write_workloads(&self.data_dir, &kept)?;
+        write_workloads(&self.data_dir, &others(&workloads, name))?;
         workloads.remove(name);
         Ok(())
     }
@@ -829,10 +820,10 @@ impl AppState {
     // ----- events -------------------------------------------------------------------------------
 
     /// Stores an event and schedules every plan (its uplift may apply to any workload).
-    pub fn add_event(&self, spec: &EventSpec) -> Result<(), AppError> {
-        self.events.add(spec)?;
+    pub fn add_event(&self, spec: &EventSpec) -> Result<Event, AppError> {
+        let event = self.events.add(spec)?;
         self.mark_all_due();
-        Ok(())
+        Ok(event)
     }
 
     /// Removes every event called `name` and schedules every plan.
@@ -883,6 +874,15 @@ impl AppState {
     pub fn flush(&self) -> Result<(), AppError> {
         Ok(self.app.store().checkpoint()?)
     }
+}
+
+/// Every stored workload but the one called `name`.
+fn others(workloads: &BTreeMap<String, Arc<WorkloadEntry>>, name: &str) -> Vec<Workload> {
+    workloads
+        .iter()
+        .filter(|(key, _)| key.as_str() != name)
+        .map(|(_, entry)| entry.workload.read().clone())
+        .collect()
 }
 
 fn unknown_workload(name: &str) -> AppError {

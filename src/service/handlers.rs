@@ -280,8 +280,7 @@ impl proto::event_service_server::EventService for Handlers {
         request: Request<proto::Event>,
     ) -> Result<Response<proto::Event>, Status> {
         let spec = convert::event_spec(request.into_inner());
-        let event = spec.check().map_err(AppError::from)?;
-        self.blocking(move |state| state.add_event(&spec)).await?;
+        let event = self.blocking(move |state| state.add_event(&spec)).await?;
         Ok(Response::new(convert::event_message(&event)))
     }
 
