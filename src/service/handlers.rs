@@ -1,8 +1,11 @@
 //! The gRPC handlers: each one is proto -> domain -> a use case of [`AppState`] -> proto. Anything that
 //! blocks (store writes, fits) runs on the blocking pool.
 
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
+
+use prost::bytes::Bytes;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
@@ -19,12 +22,20 @@ use crate::domain::Timestamp;
 #[derive(Debug, Clone)]
 pub(crate) struct Handlers {
     state: Arc<AppState>,
-    /// The wire form of each workload's latest plan, built once per revision: `GetPlan` is the hot
-    /// path executors poll.
-    encoded: Arc<parking_lot::Mutex<std::collections::HashMap<String, Arc<proto::Plan>>>>,
+    /// The encoded `Plan` message of each workload's latest plan, keyed by its revision and time:
+    /// `GetPlan` is the hot path executors poll (see [`super::plan_route`]).
+    encoded: Arc<parking_lot::Mutex<HashMap<String, EncodedPlan>>>,
     /// Long-lived streams (WatchPlans, Push) open at once; beyond, `ResourceExhausted`.
     streams: Arc<Semaphore>,
     max_streams: usize,
+}
+
+/// A plan's `Plan` message as bytes, with what identifies the plan it encodes.
+#[derive(Debug)]
+struct EncodedPlan {
+    revision: u64,
+    generated_at_ms: i64,
+    bytes: Bytes,
 }
 
 impl Handlers {
@@ -37,20 +48,42 @@ impl Handlers {
         }
     }
 
-    /// The wire form of `plan`, from the cache when this revision was built before.
-    fn plan_message(&self, plan: &PublishedPlan) -> Arc<proto::Plan> {
-        let workload = plan.plan.workload();
-        if let Some(cached) = self.encoded.lock().get(workload)
-            && cached.revision == plan.revision
-            && cached.generated_at_ms == plan.generated_at.as_millis()
-        {
-            return Arc::clone(cached);
+    /// The latest plan of workload `name` that can be served: the newest, or the last good one while
+    /// refreshes fail.
+    fn servable_plan(&self, name: &str) -> Result<Arc<PublishedPlan>, Status> {
+        match self.state.plan(name)? {
+            PlanState::Ready(plan)
+            | PlanState::Failed {
+                last: Some(plan), ..
+            } => Ok(plan),
+            PlanState::Pending => Err(AppError::PlanPending {
+                workload: name.to_owned(),
+            }
+            .into()),
+            PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
         }
-        let message = Arc::new(convert::plan_message(plan));
-        self.encoded
-            .lock()
-            .insert(workload.to_owned(), Arc::clone(&message));
-        message
+    }
+
+    /// The encoded `Plan` message of workload `name`'s latest plan, encoded once per revision.
+    pub(crate) fn encoded_plan(&self, name: &str) -> Result<Bytes, Status> {
+        let plan = self.servable_plan(name)?;
+        let generated_at_ms = plan.generated_at.as_millis();
+        if let Some(cached) = self.encoded.lock().get(name)
+            && cached.revision == plan.revision
+            && cached.generated_at_ms == generated_at_ms
+        {
+            return Ok(cached.bytes.clone());
+        }
+        let bytes = Bytes::from(prost::Message::encode_to_vec(&convert::plan_message(&plan)));
+        self.encoded.lock().insert(
+            name.to_owned(),
+            EncodedPlan {
+                revision: plan.revision,
+                generated_at_ms,
+                bytes: bytes.clone(),
+            },
+        );
+        Ok(bytes)
     }
 
     fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
@@ -200,15 +233,10 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Response<proto::Plan>, Status> {
-        let name = request.into_inner().workload;
-        match self.state.plan(&name)? {
-            PlanState::Ready(plan)
-            | PlanState::Failed {
-                last: Some(plan), ..
-            } => Ok(Response::new(self.plan_message(&plan).as_ref().clone())),
-            PlanState::Pending => Err(AppError::PlanPending { workload: name }.into()),
-            PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
-        }
+        // The server routes GetPlan to `plan_route`, which sends `encoded_plan`; this is the same
+        // answer for callers of the generated service.
+        let plan = self.servable_plan(&request.into_inner().workload)?;
+        Ok(Response::new(convert::plan_message(&plan)))
     }
 
     type WatchPlansStream = PlanStream;

@@ -10,6 +10,7 @@ mod error;
 mod handlers;
 mod layers;
 mod metrics_http;
+mod plan_route;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -165,7 +166,10 @@ pub async fn serve(
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
         .add_service(guarded!(ingest_service_server::IngestServiceServer))
         .add_service(guarded!(forecast_service_server::ForecastServiceServer))
-        .add_service(guarded!(plan_service_server::PlanServiceServer))
+        .add_service(InterceptedService::new(
+            plan_route::PlanRoutes::new(handlers.clone(), limit),
+            auth.clone(),
+        ))
         .add_service(guarded!(event_service_server::EventServiceServer))
         .add_service(guarded!(admin_service_server::AdminServiceServer));
 
