@@ -162,7 +162,7 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     };
     println!(
         "setup: 8064 samples stored, first plan ({} steps, {} bytes encoded) after {:.2} s",
-        plan.steps.len(),
+        plan.steps.as_ref().map_or(0, |steps| steps.at_ms.len()),
         prost::Message::encoded_len(&plan),
         waited.elapsed().as_secs_f64()
     );

@@ -248,12 +248,13 @@ async fn plan_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
 }
 
 fn print_plan(plan: &proto::Plan) {
+    let steps = plan.steps.clone().unwrap_or_default();
     println!(
         "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}% upper bound, warm-up {} s, model {})",
         plan.revision,
         plan.workload,
         plan.mode,
-        plan.steps.len(),
+        steps.at_ms.len(),
         plan.step_ms / 1000,
         plan.planning_level,
         plan.warm_up_ms / 1000,
@@ -271,16 +272,17 @@ fn print_plan(plan: &proto::Plan) {
         "{:<22} {:<22} {:>8} {:>6} {:>6} {:>12}  reason",
         "request at", "serve from", "desired", "low", "high", "planned load"
     );
-    for step in plan.steps.iter().filter(|step| !step.reason.is_empty()) {
+    for reason in &steps.reasons {
+        let index = reason.step as usize;
         println!(
             "{:<22} {:<22} {:>8} {:>6} {:>6} {:>12.1}  {}",
-            Timestamp::from_millis(step.request_at_ms).to_string(),
-            Timestamp::from_millis(step.at_ms).to_string(),
-            step.desired,
-            step.low,
-            step.high,
-            step.planned_load,
-            step.reason
+            Timestamp::from_millis(steps.request_at_ms[index]).to_string(),
+            Timestamp::from_millis(steps.at_ms[index]).to_string(),
+            steps.desired[index],
+            steps.low[index],
+            steps.high[index],
+            steps.planned_load[index],
+            reason.reason
         );
     }
 }
@@ -291,15 +293,20 @@ fn write_plan_csv(plan: &proto::Plan, path: &Path) -> Result<()> {
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
     writeln!(out, "timestamp,desired,low,high,reason")?;
-    for step in &plan.steps {
+    let steps = plan.steps.clone().unwrap_or_default();
+    let mut reasons = steps.reasons.iter().peekable();
+    for index in 0..steps.at_ms.len() {
+        let reason = reasons
+            .next_if(|reason| reason.step as usize == index)
+            .map_or("", |reason| reason.reason.as_str());
         writeln!(
             out,
             "{},{},{},{},{}",
-            Timestamp::from_millis(step.request_at_ms),
-            step.desired,
-            step.low,
-            step.high,
-            step.reason.replace(',', ";")
+            Timestamp::from_millis(steps.request_at_ms[index]),
+            steps.desired[index],
+            steps.low[index],
+            steps.high[index],
+            reason.replace(',', ";")
         )?;
     }
     out.flush()?;

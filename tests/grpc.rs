@@ -183,17 +183,40 @@ async fn push_forecast_upsert_and_watch_plans_follow_new_data() {
         .into_inner();
     let first = next_plan(&mut watch).await;
     assert_eq!(first.workload, "api");
-    assert_eq!(first.steps.len(), 288);
-    assert_eq!(first.steps[0].at_ms, START_MS + 10 * DAY_MS);
-    assert_eq!(
-        first.steps[0].request_at_ms,
-        first.steps[0].at_ms - 600_000,
-        "replicas are requested a warm-up ahead"
-    );
-    for step in &first.steps {
-        assert!((2..=100).contains(&step.desired));
-        assert!(step.low <= step.desired && step.desired <= step.high);
+    let steps = first.steps.clone().unwrap();
+    assert_eq!(steps.at_ms.len(), 288);
+    for column in [
+        steps.desired.len(),
+        steps.low.len(),
+        steps.high.len(),
+        steps.ceiling.len(),
+        steps.expected_load.len(),
+        steps.planned_load.len(),
+        steps.request_at_ms.len(),
+    ] {
+        assert_eq!(column, 288, "every column has one entry per step");
     }
+    assert_eq!(steps.at_ms[0], START_MS + 10 * DAY_MS);
+    for (request_at, at) in steps.request_at_ms.iter().zip(&steps.at_ms) {
+        assert_eq!(
+            *request_at,
+            at - 600_000,
+            "replicas are requested a warm-up ahead"
+        );
+    }
+    for index in 0..288 {
+        assert!((2..=100).contains(&steps.desired[index]));
+        assert!(steps.low[index] <= steps.desired[index]);
+        assert!(steps.desired[index] <= steps.high[index]);
+    }
+    assert_eq!(steps.reasons[0].step, 0, "the first step says why");
+    assert!(
+        steps
+            .reasons
+            .windows(2)
+            .all(|pair| pair[0].step < pair[1].step),
+        "reasons in step order"
+    );
     let got = plans
         .get_plan(proto::GetPlanRequest {
             workload: "api".to_owned(),
@@ -218,7 +241,10 @@ async fn push_forecast_upsert_and_watch_plans_follow_new_data() {
     ingest.write(daily("load", 2880, 12)).await.unwrap();
     let second = next_plan(&mut watch).await;
     assert!(second.revision > first.revision);
-    assert_eq!(second.steps[0].at_ms, first.steps[0].at_ms + 3_600_000);
+    assert_eq!(
+        second.steps.as_ref().unwrap().at_ms[0],
+        steps.at_ms[0] + 3_600_000
+    );
     assert_ne!(second.model_version, first.model_version);
     assert_eq!(
         second.reactive.unwrap().observed_at_ms,

@@ -11,7 +11,7 @@ use crate::app::{CachedModel, Job, JobState, PublishedPlan, ServedForecast};
 use crate::domain::{Level, Sample, SeriesId, Timestamp};
 use crate::events::EventSpec;
 use crate::forecast::MemberStatus;
-use crate::plan::{MaxCapacityBreach, Mode, Workload, WorkloadParams};
+use crate::plan::{MaxCapacityBreach, Mode, PlanStep, Workload, WorkloadParams};
 use crate::store::{SeriesSamples, SeriesSummary};
 
 /// A series selector from the wire.
@@ -264,24 +264,7 @@ pub(crate) fn plan_message(published: &PublishedPlan) -> proto::Plan {
         step_ms: plan.step().as_millis(),
         warm_up_ms: i64::try_from(plan.warm_up().as_millis()).unwrap_or(i64::MAX),
         planning_level: plan.level().percent(),
-        steps: plan
-            .steps()
-            .iter()
-            .map(|step| proto::PlanStep {
-                at_ms: step.at.as_millis(),
-                request_at_ms: step.request_at.as_millis(),
-                desired: step.desired,
-                low: step.low,
-                high: step.high,
-                ceiling: step.ceiling,
-                expected_load: step.expected_load,
-                planned_load: step.planned_load,
-                reason: step
-                    .reason
-                    .as_ref()
-                    .map_or_else(String::new, ToString::to_string),
-            })
-            .collect(),
+        steps: Some(plan_steps(plan.steps())),
         reactive: plan.reactive().map(|reactive| proto::Reactive {
             replicas: reactive.replicas,
             observed_load: reactive.observation.load,
@@ -290,6 +273,34 @@ pub(crate) fn plan_message(published: &PublishedPlan) -> proto::Plan {
         model_version: published.model_version.clone(),
         applied_events: published.applied_events.clone(),
         skipped_events: published.skipped_events.clone(),
+    }
+}
+
+/// A plan's steps as the wire's columns.
+fn plan_steps(steps: &[PlanStep]) -> proto::PlanSteps {
+    let column = |field: fn(&PlanStep) -> u32| steps.iter().map(field).collect();
+    proto::PlanSteps {
+        at_ms: steps.iter().map(|step| step.at.as_millis()).collect(),
+        request_at_ms: steps
+            .iter()
+            .map(|step| step.request_at.as_millis())
+            .collect(),
+        desired: column(|step| step.desired),
+        low: column(|step| step.low),
+        high: column(|step| step.high),
+        ceiling: column(|step| step.ceiling),
+        expected_load: steps.iter().map(|step| step.expected_load).collect(),
+        planned_load: steps.iter().map(|step| step.planned_load).collect(),
+        reasons: steps
+            .iter()
+            .enumerate()
+            .filter_map(|(index, step)| {
+                Some(proto::StepReason {
+                    step: u32::try_from(index).ok()?,
+                    reason: step.reason.as_ref()?.to_string(),
+                })
+            })
+            .collect(),
     }
 }
 

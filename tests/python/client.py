@@ -145,11 +145,15 @@ def main() -> None:
             check(error.code() == grpc.StatusCode.UNAVAILABLE, f"GetPlan failed with {error}")
             check(time.monotonic() < deadline, "a plan within two minutes")
             time.sleep(0.1)
-    check(len(plan.steps) == 288, f"plan has {len(plan.steps)} steps")
-    check(all(step.low <= step.desired <= step.high for step in plan.steps), "low <= desired <= high")
+    steps = plan.steps
+    check(len(steps.at_ms) == 288, f"plan has {len(steps.at_ms)} steps")
+    check(
+        all(low <= desired <= high for low, desired, high in zip(steps.low, steps.desired, steps.high, strict=True)),
+        "low <= desired <= high",
+    )
     check(plan.mode == "forecast-only", f"default mode {plan.mode}")
-    peak = max(step.desired for step in plan.steps)
-    print(f"plan: revision {plan.revision}, {len(plan.steps)} steps, peak {peak} replicas")
+    peak = max(steps.desired)
+    print(f"plan: revision {plan.revision}, {len(steps.at_ms)} steps, peak {peak} replicas")
 
     series_list = admin_pb2_grpc.AdminServiceStub(channel).ListSeries(admin_pb2.ListSeriesRequest())
     check(any(info.series.name == "python_load" for info in series_list.series), "series listed")
