@@ -7,6 +7,8 @@
 //!   first as fast as they can (throughput, and latency under saturation), then paced at `--rate`
 //!   calls per second in all (latency at that load, measured from when each call was due, so a
 //!   stalled server cannot hide its backlog);
+//! - with `--retrain-series N`, `GetPlan` paced at `--rate` again while the server retrains N more
+//!   series of 28 days (`AdminService.Retrain`), to compare its latency with the idle paced phase;
 //! - `Push` from `--push-clients` client streams of `--batch`-sample messages: samples per second.
 
 use std::sync::Arc;
@@ -18,7 +20,8 @@ use prescale::app::metrics::Metrics;
 use prescale::app::{App, AppState};
 use prescale::config::Config;
 use prescale::service::proto::{
-    self, ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
+    self, admin_service_client::AdminServiceClient, ingest_service_client::IngestServiceClient,
+    plan_service_client::PlanServiceClient,
 };
 use prescale::service::{self, ServerOptions};
 use prescale::store::PolarsStore;
@@ -52,6 +55,9 @@ pub(crate) struct BenchArgs {
     /// Series each Push stream spreads its samples over.
     #[arg(long, default_value_t = 100)]
     series_per_client: usize,
+    /// Series of 28 days to retrain during a second paced GetPlan phase (0 skips it).
+    #[arg(long, default_value_t = 0)]
+    retrain_series: usize,
 }
 
 pub(crate) fn run(config: &Config, args: &BenchArgs) -> Result<()> {
@@ -110,25 +116,28 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         name: "bench_load".to_owned(),
         labels: [("run".to_owned(), name.clone())].into(),
     });
-    let (timestamps_ms, values): (Vec<i64>, Vec<f64>) = (0..28 * 288)
-        .map(|index| {
-            let time = START_MS + index * STEP_MS;
-            let phase = (time % DAY_MS) as f64 / DAY_MS as f64 * std::f64::consts::TAU;
-            (
-                time,
-                1000.0 + 600.0 * phase.sin() + ((index * 7919) % 31) as f64,
-            )
-        })
-        .unzip();
     IngestServiceClient::new(channel.clone())
         .write(proto::WriteRequest {
-            series: vec![proto::SeriesSamples {
-                series: series.clone(),
-                timestamps_ms,
-                values,
-            }],
+            series: vec![daily_series(series.clone(), 0)],
         })
         .await?;
+    let retrained: Vec<proto::SeriesRef> = (0..args.retrain_series)
+        .map(|index| proto::SeriesRef {
+            name: format!("bench_retrain_{index}"),
+            labels: [("run".to_owned(), name.clone())].into(),
+        })
+        .collect();
+    for chunk in retrained.chunks(16) {
+        IngestServiceClient::new(channel.clone())
+            .write(proto::WriteRequest {
+                series: chunk
+                    .iter()
+                    .enumerate()
+                    .map(|(index, series)| daily_series(Some(series.clone()), index))
+                    .collect(),
+            })
+            .await?;
+    }
     let mut plans = PlanServiceClient::new(channel.clone());
     plans
         .upsert_workload(proto::UpsertWorkloadRequest {
@@ -191,6 +200,13 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
             elapsed,
             &latencies,
         );
+        if !retrained.is_empty() {
+            let idle_p99 = percentile(&latencies, 0.99);
+            retrain_phase(
+                &channel, &channels, &name, duration, args.rate, retrained, idle_p99,
+            )
+            .await?;
+        }
     }
 
     // Push from concurrent streams; each message spreads `batch` samples over its series.
@@ -223,6 +239,97 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         let _ = stop.send(());
         task.await??;
         drop(directory);
+    }
+    Ok(())
+}
+
+/// 28 days of a 5-minute daily cycle with a little deterministic noise, shifted by `offset` hours.
+fn daily_series(series: Option<proto::SeriesRef>, offset: usize) -> proto::SeriesSamples {
+    let (timestamps_ms, values) = (0..28 * 288)
+        .map(|index: i64| {
+            let time = START_MS + index * STEP_MS;
+            let shifted = time + (offset as i64 % 24) * 3_600_000;
+            let phase = (shifted % DAY_MS) as f64 / DAY_MS as f64 * std::f64::consts::TAU;
+            (
+                time,
+                1000.0 + 600.0 * phase.sin() + ((index * 7919) % 31) as f64,
+            )
+        })
+        .unzip();
+    proto::SeriesSamples {
+        series,
+        timestamps_ms,
+        values,
+    }
+}
+
+/// Starts retraining `retrained` and runs a paced GetPlan phase meanwhile; reports its latency
+/// against the idle paced phase's p99, and how much of the phase the retrain covered.
+async fn retrain_phase(
+    channel: &Channel,
+    channels: &[Channel],
+    name: &str,
+    duration: Duration,
+    rate: u32,
+    retrained: Vec<proto::SeriesRef>,
+    idle_p99: Duration,
+) -> Result<()> {
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let total = retrained.len();
+    let job = admin
+        .retrain(proto::RetrainRequest {
+            series: retrained,
+            all: false,
+        })
+        .await?
+        .into_inner();
+    let started = Instant::now();
+    let (calls, elapsed, latencies) = get_plan_phase(channels, name, duration, Some(rate)).await?;
+    let progress = admin
+        .get_job(proto::GetJobRequest { id: job.id.clone() })
+        .await?
+        .into_inner();
+    report(
+        &format!("GetPlan, paced at {rate} calls/s during a retrain"),
+        channels.len(),
+        calls,
+        elapsed,
+        &latencies,
+    );
+    let p99 = percentile(&latencies, 0.99);
+    let coverage = if progress.finished_at_ms == 0 {
+        "still running when the phase ended: it covered the whole phase".to_owned()
+    } else {
+        format!(
+            "finished {:.1} s after the phase started (the phase ran {elapsed:.1} s)",
+            (progress.finished_at_ms - job.started_at_ms) as f64 / 1000.0
+        )
+    };
+    println!(
+        "retrain job {}: {}/{total} series done, {} failed, {coverage}; GetPlan p99 {:.3} ms vs {:.3} ms idle = {:.2}x",
+        job.id,
+        progress.done,
+        progress.failed,
+        p99.as_secs_f64() * 1e3,
+        idle_p99.as_secs_f64() * 1e3,
+        p99.as_secs_f64() / idle_p99.as_secs_f64().max(1e-9),
+    );
+    // Let the job finish so the next phase runs on an idle server.
+    loop {
+        let progress = admin
+            .get_job(proto::GetJobRequest { id: job.id.clone() })
+            .await?
+            .into_inner();
+        if progress.finished_at_ms != 0 {
+            println!(
+                "retrain job {} finished: {}/{total} series in {:.1} s",
+                job.id,
+                progress.done,
+                started.elapsed().as_secs_f64()
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
 }
@@ -291,10 +398,7 @@ fn report(phase: &str, clients: usize, calls: usize, elapsed: f64, latencies: &[
         println!("{phase}: no calls completed");
         return;
     }
-    let percentile = |p: f64| {
-        let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
-        latencies[index].as_secs_f64() * 1000.0
-    };
+    let percentile = |p: f64| percentile(latencies, p).as_secs_f64() * 1000.0;
     println!(
         "{phase}: {clients} clients, {calls} calls in {elapsed:.1} s = {:.0} calls/s; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         calls as f64 / elapsed,
@@ -305,6 +409,15 @@ fn report(phase: &str, clients: usize, calls: usize, elapsed: f64, latencies: &[
             .last()
             .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
     );
+}
+
+/// The `p` quantile of sorted `latencies` (nearest rank); zero when there are none.
+fn percentile(latencies: &[Duration], p: f64) -> Duration {
+    if latencies.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1;
+    latencies[index]
 }
 
 /// Messages of `batch` samples over `series` series of one client, generated until `deadline`.
