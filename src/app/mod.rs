@@ -1,5 +1,6 @@
 //! Use cases: what the CLI (and later the gRPC service) asks of prescale, over a shared [`App`].
 
+mod fit_pool;
 mod forecasting;
 pub mod metrics;
 mod planning;
@@ -15,6 +16,7 @@ use crate::forecast::ForecastError;
 use crate::ingest::{self, BadRowPolicy, IngestError, SkippedRow};
 use crate::store::{MetricStore, SeriesSummary, StoreError};
 
+pub use fit_pool::FitPool;
 pub use forecasting::{
     Backtest, ModelChoice, ModelScore, fit, forecaster, format_scores, parse_horizon, parse_levels,
     write_forecast_csv, write_scores_csv,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,11 @@ use crate::plan::{Plan, Workload, WorkloadParams};
 use crate::store::{SeriesSamples, SeriesSummary, StoreError, write_file_atomically};
 
 use super::metrics::Metrics;
-use super::{App, AppError, EventStore, ModelChoice, build_plan, fit, parse_horizon};
+use super::{App, AppError, EventStore, FitPool, ModelChoice, build_plan, fit, parse_horizon};
+
+/// How far below serving the fit threads run (`nice` steps; the kernel gives a thread at +10 about a
+/// tenth of the CPU time of one at 0 when both want it).
+const FIT_NICE: i32 = 10;
 
 /// Name of the workloads file in the data directory.
 const WORKLOADS_FILE: &str = "workloads.toml";
@@ -44,7 +48,8 @@ pub struct Settings {
     pub replan_interval: Duration,
     /// A workload's plan is recomputed as soon as this many new samples of its series arrived.
     pub replan_after_samples: u64,
-    /// Fits (forecasts, plans, retraining) running at once; the rest wait.
+    /// Fits (forecasts, plans, retraining) running at once, on threads of their own at a lower CPU
+    /// priority than serving; the rest wait.
     pub max_concurrent_fits: usize,
     /// Fitted models kept for forecast requests (least recently used go first).
     pub model_cache_entries: usize,
@@ -254,7 +259,9 @@ pub struct AppState {
     model_uses: AtomicU64,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
     job_ids: AtomicU64,
-    fits: Arc<Semaphore>,
+    /// Fits run here, below the serving threads' priority; closed when the planner stops.
+    fits: FitPool,
+    fits_closed: AtomicBool,
     replan: Notify,
     shutdown: CancellationToken,
 }
@@ -276,7 +283,12 @@ impl AppState {
         Ok(Arc::new(Self {
             app,
             events: EventStore::new(&data_dir),
-            fits: Arc::new(Semaphore::new(settings.max_concurrent_fits.max(1))),
+            fits: FitPool::new(settings.max_concurrent_fits.max(1), FIT_NICE).map_err(|error| {
+                AppError::Worker {
+                    reason: format!("cannot start the fit threads: {error}"),
+                }
+            })?,
+            fits_closed: AtomicBool::new(false),
             data_dir,
             settings,
             metrics,
@@ -315,22 +327,17 @@ impl AppState {
         &self.shutdown
     }
 
-    /// Runs CPU-heavy `work` on the blocking pool once one of the `max_concurrent_fits` slots is free.
+    /// Runs CPU-heavy `work` on one of the `max_concurrent_fits` fit threads (queued until one is
+    /// free), which run below the priority of the threads that answer calls.
     pub async fn run_blocking<T, F>(&self, work: F) -> Result<T, AppError>
     where
         F: FnOnce() -> Result<T, AppError> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .fits
-            .acquire()
-            .await
-            .map_err(|_| AppError::ShuttingDown)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|error| AppError::Worker {
-                reason: error.to_string(),
-            })?
+        if self.fits_closed.load(Ordering::Acquire) {
+            return Err(AppError::ShuttingDown);
+        }
+        self.fits.run(work).await
     }
 
     // ----- ingest -------------------------------------------------------------------------------
@@ -721,7 +728,7 @@ impl AppState {
                 });
             }
         }
-        self.fits.close();
+        self.fits_closed.store(true, Ordering::Release);
         while running.join_next().await.is_some() {}
     }
 
