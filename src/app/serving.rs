@@ -17,13 +17,11 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{
-    Aggregation, Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries, Timestamp,
-};
+use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 use crate::events::{Event, EventSpec};
 use crate::forecast::{FittedModel, Predict};
 use crate::plan::{Plan, Workload, WorkloadParams};
-use crate::store::{SeriesSamples, SeriesSummary, StoreError, write_file_atomically};
+use crate::store::{SeriesSamples, SeriesSummary, write_file_atomically};
 
 use super::metrics::Metrics;
 use super::{App, AppError, EventStore, ModelChoice, build_plan, fit, parse_horizon};
@@ -409,32 +407,7 @@ impl AppState {
 
     /// The newest `history_window` of `series` on its median step, bucket means.
     pub fn recent_history(&self, series: &SeriesId) -> Result<TimeSeries, AppError> {
-        let summary = self.app.store().summary(series)?;
-        let (Some(first), Some(last), Some(step)) =
-            (summary.first, summary.last, summary.median_step)
-        else {
-            if summary.samples == 0 {
-                return Err(StoreError::UnknownSeries {
-                    series: series.clone(),
-                }
-                .into());
-            }
-            return Err(AppError::NoStep {
-                series: series.clone(),
-                samples: summary.samples,
-            });
-        };
-        let to = last.floor_to(step).saturating_add_millis(step.as_millis());
-        let window = i64::try_from(self.settings.history_window.as_millis()).unwrap_or(i64::MAX);
-        let from = to
-            .saturating_add_millis(-window)
-            .floor_to(step)
-            .max(first.floor_to(step));
-        let range = TimeRange::new(from, to).expect("invariant: from is at most last, below to");
-        Ok(self
-            .app
-            .store()
-            .window(series, range, step, Aggregation::Mean)?)
+        self.app.recent_window(series, self.settings.history_window)
     }
 
     // ----- forecasts ----------------------------------------------------------------------------
