@@ -523,6 +523,7 @@ fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
             .unwrap_or(config.registry.concurrency)
             .max(1),
         dry_run: args.dry_run,
+        events: EventStore::new(&config.data_dir).load()?,
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(series.len() as u64);
@@ -888,12 +889,14 @@ fn serve(config: &Config) -> Result<()> {
         store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
     }
     let metrics = Arc::new(prescale::app::metrics::Metrics::default());
-    let state = prescale::app::AppState::open(
-        app,
-        &config.data_dir,
-        config.planning.clone(),
-        Arc::clone(&metrics),
-    )?;
+    let settings = prescale::app::Settings {
+        models_dir: Some(config.registry.dir.clone()),
+        promotion_margin: config.registry.promotion_margin,
+        retrain_schedule: config.registry.schedule.clone(),
+        ..config.planning.clone()
+    };
+    let state =
+        prescale::app::AppState::open(app, &config.data_dir, settings, Arc::clone(&metrics))?;
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -426,6 +426,10 @@ fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
             1..=1_000_000,
         )?,
         retention: None,
+        // `[registry]` holds these; `prescale serve` copies them in.
+        models_dir: None,
+        promotion_margin: defaults.promotion_margin,
+        retrain_schedule: None,
     };
     if settings.plan_horizon > settings.max_horizon {
         return Err(ConfigError::Invalid {

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::domain::{SeriesId, TimeSeries, Timestamp};
+use crate::events::EventCalendar;
 use crate::forecast::{FittedModel, Horizon, Predict};
 use crate::registry::Registry;
 
@@ -22,6 +23,8 @@ pub struct RetrainSettings {
     pub concurrency: usize,
     /// Fit and compare, but write nothing.
     pub dry_run: bool,
+    /// Planned events: their windows are masked out of the training data, as plans mask them.
+    pub events: EventCalendar,
 }
 
 /// What retraining did for one series.
@@ -53,7 +56,9 @@ pub fn retrain_series(
     series: &SeriesId,
     settings: &RetrainSettings,
 ) -> Result<RetrainOutcome, AppError> {
-    let history = app.recent_window(series, settings.history_window)?;
+    let history = settings
+        .events
+        .mask(&app.recent_window(series, settings.history_window)?);
     let model = fit(&history, ModelChoice::Ensemble)?;
     let live = match registry.load_live(series) {
         Ok(live) => live,

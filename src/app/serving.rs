@@ -1,5 +1,13 @@
-//! The long-running application a server drives: stored workloads with their latest plans, a model
-//! cache, background replanning, retraining jobs and the counters `/metrics` shows.
+//! The long-running application a server drives: stored workloads with their latest plans, the live
+//! models of the registry, background replanning, retraining jobs (on request and on a schedule)
+//! and the counters `/metrics` shows.
+//!
+//! Ensemble forecasts and plans come from each series' live (promoted) model re-anchored on the
+//! newest data, never from a fit per request: the live models are read from the registry at start,
+//! a series without one is trained once on first use (and that model registered as its first
+//! version), and retraining swaps a promoted model in with one map insert. Single-member forecasts
+//! (`model = "ets"` etc.) are not in the registry and are still fitted on demand, cached until a
+//! new sample arrives.
 //!
 //! Everything lives in one [`AppState`] value (no process-global state), so a process can hold several
 //! (tests, or one per shard) and a replica that owns a shard of the series is a second value over
@@ -8,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -21,10 +29,12 @@ use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSer
 use crate::events::{Event, EventSpec};
 use crate::forecast::{FittedModel, Predict};
 use crate::plan::{Plan, Workload, WorkloadParams};
+use crate::registry::{CronSchedule, Registry};
 use crate::store::{SeriesSamples, SeriesSummary, write_file_atomically};
 
 use super::metrics::Metrics;
-use super::{App, AppError, EventStore, ModelChoice, build_plan, fit, parse_horizon};
+use super::planning::{plan_levels, plan_with};
+use super::{App, AppError, EventStore, ModelChoice, RetrainSettings, fit, parse_horizon};
 
 /// Name of the workloads file in the data directory.
 const WORKLOADS_FILE: &str = "workloads.toml";
@@ -48,6 +58,14 @@ pub struct Settings {
     pub model_cache_entries: usize,
     /// Samples older than this are dropped hourly (the store's retention); `None` keeps everything.
     pub retention: Option<Duration>,
+    /// The model registry's directory; `None` is `<data_dir>/models`.
+    pub models_dir: Option<PathBuf>,
+    /// Retraining promotes a new model when its backtest MAE is at most `1 + margin` times the
+    /// live model's on the same recent folds.
+    pub promotion_margin: f64,
+    /// When the server retrains every series; `None` never (`prescale serve` takes
+    /// `[registry] schedule`).
+    pub retrain_schedule: Option<CronSchedule>,
 }
 
 impl Default for Settings {
@@ -61,6 +79,9 @@ impl Default for Settings {
             max_concurrent_fits: 2,
             model_cache_entries: 1024,
             retention: None,
+            models_dir: None,
+            promotion_margin: 0.05,
+            retrain_schedule: None,
         }
     }
 }
@@ -136,15 +157,26 @@ impl WorkloadEntry {
     }
 }
 
-/// A fitted model kept for forecast requests.
+/// A promoted model as served: re-anchored on the newest data for every forecast and plan.
+#[derive(Debug)]
+struct LiveModel {
+    /// Its version in the registry.
+    version: u64,
+    /// The model as trained (forecasting from its training end until re-anchored).
+    model: FittedModel,
+}
+
+/// The model behind a served forecast: a live model re-anchored on the newest data (ensemble), or
+/// a single-member fit kept for forecast requests.
 #[derive(Debug)]
 pub struct CachedModel {
-    /// See [`model_version`].
+    /// See [`model_version`]; a live model's version ends in `-v<registry version>`.
     pub version: String,
-    /// The model.
+    /// The model, forecasting from the end of the newest data.
     pub model: FittedModel,
     /// The stretch of history it was fitted on.
     pub trained: TimeRange,
+    /// Use mark of the single-member cache (least recently used go first).
     last_used: AtomicU64,
 }
 
@@ -239,6 +271,15 @@ pub fn model_version(choice: ModelChoice, history: &TimeSeries) -> String {
     )
 }
 
+/// Version of a served live model: the data it was re-anchored on (see [`model_version`]) and its
+/// registry version, so a new sample or a promotion gives a new one.
+fn live_version(registry_version: u64, history: &TimeSeries) -> String {
+    format!(
+        "{}-v{registry_version}",
+        model_version(ModelChoice::Ensemble, history)
+    )
+}
+
 /// The serving application: use cases of [`App`] plus workloads, plans, models and jobs.
 #[derive(Debug)]
 pub struct AppState {
@@ -248,6 +289,14 @@ pub struct AppState {
     settings: Settings,
     metrics: Arc<Metrics>,
     workloads: RwLock<BTreeMap<String, Arc<WorkloadEntry>>>,
+    /// Versioned models on disk; the live ones are mirrored in `live`.
+    registry: Registry,
+    /// The live model of every series that has one. An entry is replaced whole on promotion, so a
+    /// reader holds the old or the new model, never a mix, and never waits on a fit.
+    live: RwLock<HashMap<SeriesId, Arc<LiveModel>>>,
+    /// One lock per series being trained on first use, so concurrent requests fit it once.
+    first_use: Mutex<HashMap<SeriesId, Arc<Mutex<()>>>>,
+    /// Single-member fits for forecast requests (the ensemble is served from `live`).
     models: Mutex<HashMap<(SeriesId, ModelChoice), Arc<CachedModel>>>,
     model_uses: AtomicU64,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
@@ -258,7 +307,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads.
+    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads
+    /// and every live model of the registry. A live model file that fails its check is reported
+    /// (log and `prescale_model_load_failures_total`) and the newest earlier live version is served;
+    /// a series with none readable is trained on first use. Blocking: reads the model files.
     pub fn open(
         app: App,
         data_dir: impl Into<PathBuf>,
@@ -271,8 +323,18 @@ impl AppState {
             .into_iter()
             .map(|workload| (workload.name().to_owned(), WorkloadEntry::new(workload)))
             .collect();
+        let registry = Registry::open(
+            settings
+                .models_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("models")),
+        )?;
+        let live = load_live_models(&registry, &metrics);
         Ok(Arc::new(Self {
             app,
+            registry,
+            live: RwLock::new(live),
+            first_use: Mutex::new(HashMap::new()),
             events: EventStore::new(&data_dir),
             fits: Arc::new(Semaphore::new(settings.max_concurrent_fits.max(1))),
             data_dir,
@@ -324,11 +386,16 @@ impl AppState {
             .acquire()
             .await
             .map_err(|_| AppError::ShuttingDown)?;
-        tokio::task::spawn_blocking(work)
-            .await
-            .map_err(|error| AppError::Worker {
-                reason: error.to_string(),
-            })?
+        blocking(work).await
+    }
+
+    /// Waits, on a blocking thread, for one of the `max_concurrent_fits` slots: for a fit inside
+    /// work that usually fits nothing (plans and forecasts re-anchor a live model). Never call it
+    /// on an async thread, nor from work that already holds a slot.
+    fn fit_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, AppError> {
+        tokio::runtime::Handle::current()
+            .block_on(self.fits.acquire())
+            .map_err(|_| AppError::ShuttingDown)
     }
 
     // ----- ingest -------------------------------------------------------------------------------
@@ -435,8 +502,9 @@ impl AppState {
         Ok(horizon)
     }
 
-    /// Forecasts `series` with `choice`, reusing the cached model when no sample arrived since it was
-    /// fitted. Fits run on the blocking pool.
+    /// Forecasts `series` with `choice`: the ensemble from the live model re-anchored on the newest
+    /// data (trained on first use when the series has none); a single member from a fit cached until
+    /// a new sample arrives. Runs on the blocking pool; fits wait for a slot.
     pub async fn forecast(
         self: &Arc<Self>,
         series: SeriesId,
@@ -445,6 +513,31 @@ impl AppState {
         choice: ModelChoice,
     ) -> Result<ServedForecast, AppError> {
         let state = Arc::clone(self);
+        if choice == ModelChoice::Ensemble {
+            return blocking(move || {
+                let history = state.recent_history(&series)?;
+                let horizon = state.horizon(&horizon, history.step())?;
+                let live = state.live_model(&series)?;
+                let anchored = live
+                    .model
+                    .reanchor(&history)
+                    .inspect_err(|_| state.metrics.model_errors.inc())?;
+                let forecast = anchored.predict(horizon, &levels)?;
+                let trained = TimeRange::new(live.model.trained_start(), live.model.trained_end())
+                    .expect("invariant: a fitted history is not empty");
+                Ok(ServedForecast {
+                    forecast,
+                    model: Arc::new(CachedModel {
+                        version: live_version(live.version, &history),
+                        model: anchored,
+                        trained,
+                        last_used: AtomicU64::new(0),
+                    }),
+                    choice,
+                })
+            })
+            .await;
+        }
         self.run_blocking(move || {
             let history = state.recent_history(&series)?;
             let horizon = state.horizon(&horizon, history.step())?;
@@ -459,7 +552,66 @@ impl AppState {
         .await
     }
 
-    /// The cached model of `series` fitted on exactly `history`, or a new fit that replaces it.
+    /// The live model of `series`; when it has none, fits one on the newest history (event windows
+    /// masked, as retraining does), registers it as promoted and serves it from then on. Blocking.
+    fn live_model(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        if let Some(live) = self.live.read().get(series) {
+            return Ok(Arc::clone(live));
+        }
+        let lock = Arc::clone(self.first_use.lock().entry(series.clone()).or_default());
+        let trained = {
+            let _training = lock.lock();
+            // Bound first: a read guard held across `train_first` would deadlock its write.
+            let trained_meanwhile = self.live.read().get(series).cloned();
+            match trained_meanwhile {
+                Some(live) => Ok(live),
+                None => self.train_first(series),
+            }
+        };
+        self.first_use.lock().remove(series);
+        trained
+    }
+
+    /// Fits, registers and promotes the first model of `series`. Blocking.
+    fn train_first(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        let history = self.events.load()?.mask(&self.recent_history(series)?);
+        let model = {
+            let _slot = self.fit_slot()?;
+            fit(&history, ModelChoice::Ensemble).inspect_err(|_| self.metrics.model_errors.inc())?
+        };
+        self.metrics.model_fits.inc();
+        let info = self.registry.add(
+            series,
+            &model,
+            true,
+            "first use: the series had no live model",
+        )?;
+        tracing::info!(series = %series, version = info.version, "trained the first model on first use");
+        Ok(self.promote(series, info.version, model))
+    }
+
+    /// Makes `model` (registry version `version`) the live model of `series`, unless a newer
+    /// version is live already; returns the one now live.
+    fn promote(&self, series: &SeriesId, version: u64, model: FittedModel) -> Arc<LiveModel> {
+        let mut live = self.live.write();
+        if let Some(current) = live.get(series)
+            && current.version > version
+        {
+            return Arc::clone(current);
+        }
+        self.metrics.models_promoted.inc();
+        let promoted = Arc::new(LiveModel { version, model });
+        live.insert(series.clone(), Arc::clone(&promoted));
+        promoted
+    }
+
+    /// The registry version of the live model of `series`, if it has one.
+    pub fn live_version(&self, series: &SeriesId) -> Option<u64> {
+        self.live.read().get(series).map(|live| live.version)
+    }
+
+    /// The cached single-member model of `series` fitted on exactly `history`, or a new fit that
+    /// replaces it.
     fn model_for(
         &self,
         series: &SeriesId,
@@ -585,8 +737,8 @@ impl AppState {
         Ok(*self.entry(name)?.applied.lock())
     }
 
-    /// Computes a plan for `workload` from the newest history and the stored events. Blocking and
-    /// CPU-heavy.
+    /// Computes a plan for `workload` from the newest history and the stored events, with the live
+    /// model re-anchored on that history. Blocking.
     fn compute_plan(
         &self,
         workload: &Workload,
@@ -595,15 +747,28 @@ impl AppState {
         let history = self.recent_history(workload.series())?;
         let horizon = self.horizon("", history.step())?;
         let calendar = self.events.load()?;
-        let outcome = build_plan(
+        let live = self.live_model(workload.series())?;
+        let levels = plan_levels(workload);
+        let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
+            if window.end() >= live.model.trained_end() {
+                return Ok(live.model.reanchor(window)?.predict(horizon, &levels)?);
+            }
+            // Learning an event's uplift forecasts from before each past occurrence; no stored
+            // model forecasts from before its training data, so those take a fit.
+            let _slot = self.fit_slot()?;
+            self.metrics.model_fits.inc();
+            Ok(fit(window, ModelChoice::Ensemble)?.predict(horizon, &levels)?)
+        };
+        let outcome = plan_with(
             &history,
             workload,
             horizon,
             &calendar,
-            ModelChoice::Ensemble,
+            &forecast_with,
             running,
-        )?;
-        Ok((model_version(ModelChoice::Ensemble, &history), outcome))
+        )
+        .inspect_err(|_| self.metrics.model_errors.inc())?;
+        Ok((live_version(live.version, &history), outcome))
     }
 
     /// Recomputes the plan of `entry` on the blocking pool and publishes it.
@@ -612,9 +777,7 @@ impl AppState {
         let running = entry.applied.lock().map(|applied| applied.replicas);
         let state = Arc::clone(self);
         let name = workload.name().to_owned();
-        let computed = self
-            .run_blocking(move || state.compute_plan(&workload, running))
-            .await;
+        let computed = blocking(move || state.compute_plan(&workload, running)).await;
         match computed {
             Ok((model_version, outcome)) => {
                 let revision = entry.revision.fetch_add(1, Ordering::AcqRel) + 1;
@@ -637,9 +800,6 @@ impl AppState {
             Err(AppError::ShuttingDown) => {}
             Err(error) => {
                 self.metrics.plan_failures.inc();
-                if matches!(error, AppError::Forecast(_)) {
-                    self.metrics.model_errors.inc();
-                }
                 tracing::warn!(workload = %name, %error, "plan refresh failed");
                 let last = match &*entry.plan.borrow() {
                     PlanState::Ready(plan) => Some(Arc::clone(plan)),
@@ -700,9 +860,19 @@ impl AppState {
 
     // ----- retraining ---------------------------------------------------------------------------
 
-    /// Starts refitting the ensemble of `series` (every stored series when `None`) in the background
-    /// and replanning the workloads on them; returns the job to follow.
+    /// Starts retraining `series` (every stored series when `None`) in the background, as
+    /// `prescale retrain` does, and returns the job to follow. See [`AppState::run_retrain_job`].
     pub fn retrain(self: &Arc<Self>, series: Option<Vec<SeriesId>>) -> Result<Arc<Job>, AppError> {
+        let (job, series) = self.new_job(series)?;
+        tokio::spawn(Arc::clone(self).run_retrain_job(Arc::clone(&job), series));
+        Ok(job)
+    }
+
+    /// Registers a job over `series` (every stored series when `None`); checks named series exist.
+    fn new_job(
+        &self,
+        series: Option<Vec<SeriesId>>,
+    ) -> Result<(Arc<Job>, Vec<SeriesId>), AppError> {
         let series = match series {
             Some(series) => {
                 for one in &series {
@@ -725,49 +895,105 @@ impl AppState {
             finished_at: AtomicI64::new(0),
         });
         self.jobs.lock().insert(id, Arc::clone(&job));
-        let state = Arc::clone(self);
-        let progress = Arc::clone(&job);
-        tokio::spawn(async move {
-            let mut tasks = JoinSet::new();
-            for one in series {
-                let state = Arc::clone(&state);
-                let progress = Arc::clone(&progress);
-                tasks.spawn(async move {
-                    let worker = Arc::clone(&state);
-                    let target = one.clone();
-                    let result = state
-                        .run_blocking(move || {
-                            let history = worker.recent_history(&target)?;
-                            worker.refit(&target, &history)
-                        })
-                        .await;
-                    if let Err(error) = result {
-                        progress
-                            .failures
-                            .lock()
-                            .push((one.clone(), error.to_string()));
-                    } else {
-                        state.mark_due(&one);
-                    }
-                    progress.done.fetch_add(1, Ordering::AcqRel);
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-            progress
-                .finished_at
-                .store(Timestamp::now().as_millis().max(1), Ordering::Release);
-            state.replan.notify_one();
-        });
-        Ok(job)
+        Ok((job, series))
     }
 
-    /// Refits the ensemble on `history` and caches it, even when a model of the same data is cached.
-    fn refit(&self, series: &SeriesId, history: &TimeSeries) -> Result<(), AppError> {
-        self.models
-            .lock()
-            .remove(&(series.clone(), ModelChoice::Ensemble));
-        self.model_for(series, ModelChoice::Ensemble, history)
-            .map(drop)
+    /// Runs a retraining job: `max_concurrent_fits` workers take the series one by one, each fit on
+    /// the blocking pool behind a fit slot, through the same [`super::retrain_series`] as the CLI
+    /// (compare with the live model, register, promote only when not worse by more than the
+    /// margin). A promoted model replaces the live one at once and its workloads are replanned.
+    /// A failure is recorded in the job and the others go on; on shutdown no new series starts.
+    pub async fn run_retrain_job(self: Arc<Self>, job: Arc<Job>, series: Vec<SeriesId>) {
+        let series = Arc::new(series);
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers = self
+            .settings
+            .max_concurrent_fits
+            .clamp(1, series.len().max(1));
+        let mut running = JoinSet::new();
+        for _ in 0..workers {
+            let (state, job, series, next) = (
+                Arc::clone(&self),
+                Arc::clone(&job),
+                Arc::clone(&series),
+                Arc::clone(&next),
+            );
+            running.spawn(async move {
+                while !state.shutdown.is_cancelled() {
+                    let Some(one) = series.get(next.fetch_add(1, Ordering::Relaxed)).cloned()
+                    else {
+                        break;
+                    };
+                    let worker = Arc::clone(&state);
+                    let target = one.clone();
+                    match state
+                        .run_blocking(move || worker.retrain_one(&target))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(AppError::ShuttingDown) => break,
+                        Err(error) => job.failures.lock().push((one, error.to_string())),
+                    }
+                    job.done.fetch_add(1, Ordering::AcqRel);
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
+        job.finished_at
+            .store(Timestamp::now().as_millis().max(1), Ordering::Release);
+        tracing::info!(job = %job.id, done = job.done(), failed = job.failures.lock().len(), "retraining finished");
+        self.replan.notify_one();
+    }
+
+    /// Retrains one series and swaps its model in when promoted. Blocking and CPU-heavy.
+    fn retrain_one(&self, series: &SeriesId) -> Result<(), AppError> {
+        let settings = RetrainSettings {
+            history_window: self.settings.history_window,
+            promotion_margin: self.settings.promotion_margin,
+            concurrency: 1,
+            dry_run: false,
+            events: self.events.load()?,
+        };
+        let outcome = super::retrain_series(&self.app, &self.registry, series, &settings)
+            .inspect_err(|error| {
+                if matches!(error, AppError::Forecast(_)) {
+                    self.metrics.model_errors.inc();
+                }
+            })?;
+        self.metrics.model_fits.inc();
+        tracing::info!(series = %series, promoted = outcome.promoted, version = ?outcome.version, reason = %outcome.reason, "retrained");
+        if let (true, Some(version)) = (outcome.promoted, outcome.version) {
+            self.promote(series, version, outcome.model);
+            self.mark_due(series);
+        }
+        Ok(())
+    }
+
+    /// Runs the retraining job of every series at each time of `retrain_schedule` (UTC) until
+    /// shutdown; a job still running when the next time comes delays that one.
+    pub async fn run_retrain_schedule(self: Arc<Self>) {
+        let Some(schedule) = self.settings.retrain_schedule.clone() else {
+            return;
+        };
+        loop {
+            let now = chrono::Utc::now();
+            let Some(next) = schedule.next_after(now) else {
+                tracing::warn!(schedule = %schedule, "the retraining schedule never fires");
+                return;
+            };
+            let wait = (next - now).to_std().unwrap_or_default();
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.new_job(None) {
+                Ok((job, series)) => {
+                    tracing::info!(job = %job.id, series = series.len(), "scheduled retraining");
+                    Arc::clone(&self).run_retrain_job(job, series).await;
+                }
+                Err(error) => tracing::warn!(%error, "scheduled retraining could not start"),
+            }
+        }
     }
 
     fn mark_due(&self, series: &SeriesId) {
@@ -847,6 +1073,60 @@ impl AppState {
     pub fn flush(&self) -> Result<(), AppError> {
         Ok(self.app.store().checkpoint()?)
     }
+}
+
+/// Runs blocking `work` on the blocking pool (no fit slot: for work that fits at most behind
+/// [`AppState::fit_slot`]).
+async fn blocking<T, F>(work: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AppError::Worker {
+            reason: error.to_string(),
+        })?
+}
+
+/// The live model of every series of `registry`. A live file that fails its check is reported and
+/// the newest earlier live version kept; a series with none readable is left to first use.
+fn load_live_models(registry: &Registry, metrics: &Metrics) -> HashMap<SeriesId, Arc<LiveModel>> {
+    let mut live = HashMap::new();
+    for (name, entry) in registry.list() {
+        if entry.live.is_none() {
+            continue;
+        }
+        let series: SeriesId = match name.parse() {
+            Ok(series) => series,
+            Err(error) => {
+                tracing::error!(series = %name, %error, "registry names a series that does not parse");
+                continue;
+            }
+        };
+        match registry.load_live(&series) {
+            Ok(Some(loaded)) => {
+                for (version, reason) in &loaded.skipped {
+                    metrics.model_load_failures.inc();
+                    tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
+                }
+                metrics.models_loaded.inc();
+                live.insert(
+                    series,
+                    Arc::new(LiveModel {
+                        version: loaded.version,
+                        model: loaded.model,
+                    }),
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                metrics.model_load_failures.inc();
+                tracing::error!(series = %series, %error, "no readable live model; the series is trained on first use");
+            }
+        }
+    }
+    live
 }
 
 /// Every stored workload but the one called `name`.
