@@ -69,6 +69,8 @@ enum Command {
     Serve,
     /// Load-test the gRPC API on loopback: GetPlan latency and throughput, Push samples/s.
     BenchGrpc(crate::bench_grpc::BenchArgs),
+    /// Time the retraining job over synthetic series in a temporary store (cold, then nightly).
+    BenchRetrain(crate::bench_retrain::BenchRetrainArgs),
     /// Retrain series into the model registry, promoting each new model only when it is not worse
     /// than the live one on the same recent window. Exits non-zero when any series failed.
     Retrain(RetrainArgs),
@@ -495,6 +497,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => crate::demo::run(&config, &args.output_dir)?,
         Command::Serve => serve(&config)?,
         Command::BenchGrpc(args) => crate::bench_grpc::run(&config, &args)?,
+        Command::BenchRetrain(args) => crate::bench_retrain::run(&config, &args)?,
         Command::Retrain(args) => retrain(&config, &args)?,
         Command::Models(command) => models(&config, command)?,
     }
@@ -516,14 +519,9 @@ fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
             .collect::<Result<_, _>>()?
     };
     let settings = app::RetrainSettings {
-        history_window: config.planning.history_window,
-        promotion_margin: config.registry.promotion_margin,
-        concurrency: args
-            .concurrency
-            .unwrap_or(config.registry.concurrency)
-            .max(1),
         dry_run: args.dry_run,
         events: EventStore::new(&config.data_dir).load()?,
+        ..config.retrain_settings(args.concurrency)
     };
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(series.len() as u64);

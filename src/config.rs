@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::app::Settings;
+use crate::app::{RetrainSettings, Settings};
 use crate::registry::CronSchedule;
 use crate::service::{ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
@@ -466,6 +466,18 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
 }
 
 impl Config {
+    /// Retraining as `[planning] history_window` and `[registry]` set it, on `concurrency` threads
+    /// (default `registry.concurrency`), writing the registry, with no event masked.
+    pub fn retrain_settings(&self, concurrency: Option<usize>) -> RetrainSettings {
+        RetrainSettings {
+            history_window: self.planning.history_window,
+            promotion_margin: self.registry.promotion_margin,
+            concurrency: concurrency.unwrap_or(self.registry.concurrency).max(1),
+            dry_run: false,
+            events: crate::events::EventCalendar::default(),
+        }
+    }
+
     /// Loads `path`, or [`DEFAULT_CONFIG_FILE`] when it exists, or the defaults; then applies overrides.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         let file = match path {
