@@ -14,6 +14,9 @@
 //! number is never reused). A model file whose CRC-32 does not match its payload is reported and
 //! the newest earlier live version is served instead.
 //!
+//! Writers in several processes (a server, a `prescale retrain` CronJob) take an exclusive lock on
+//! `.lock` and re-read the manifest before each write, so none overwrites another's versions.
+//!
 //! The API is narrow ([`Registry::add`], [`Registry::load_live`], [`Registry::rollback`],
 //! [`Registry::list`], [`Registry::entry`]) so a remote object store can take the directory's place.
 
@@ -33,6 +36,9 @@ pub use schedule::CronSchedule;
 
 /// Name of the manifest in the registry directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Lock file that serialises writers across processes (a server and a `prescale retrain`).
+const LOCK_FILE: &str = ".lock";
 
 /// First bytes of every model file: format name and version.
 const MAGIC: &[u8; 8] = b"PSMODEL1";
@@ -189,21 +195,26 @@ impl Registry {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, RegistryError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|error| io_error(&dir, error))?;
-        let path = dir.join(MANIFEST_FILE);
-        let manifest = match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|error| RegistryError::Manifest {
-                    path: path.clone(),
-                    reason: error.to_string(),
-                })?
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Manifest::default(),
-            Err(error) => return Err(io_error(&path, error)),
-        };
+        let manifest = read_manifest(&dir)?;
         Ok(Self {
             dir,
             manifest: Mutex::new(manifest),
         })
+    }
+
+    /// Takes the cross-process write lock and adopts the manifest as on disk, so a write by another
+    /// process since is kept rather than overwritten. The lock holds until the file is dropped.
+    fn lock_and_reload(&self, manifest: &mut Manifest) -> Result<std::fs::File, RegistryError> {
+        let path = self.dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| io_error(&path, error))?;
+        lock.lock().map_err(|error| io_error(&path, error))?;
+        *manifest = read_manifest(&self.dir)?;
+        Ok(lock)
     }
 
     /// The registry directory.
@@ -243,9 +254,11 @@ impl Registry {
         let dir_name = series_dir(series);
         let series_dir = self.dir.join(&dir_name);
         std::fs::create_dir_all(&series_dir).map_err(|error| io_error(&series_dir, error))?;
-        // Held across the write so versions are unique and manifests are written in order.
+        // Both held across the write so versions are unique and manifests are written in order,
+        // by this process and any other writing the same directory.
         let created_at_ms = Timestamp::now().as_millis();
         let mut manifest = self.manifest.lock();
+        let _writer = self.lock_and_reload(&mut manifest)?;
         let listed = manifest
             .series
             .get(&key)
@@ -387,6 +400,7 @@ impl Registry {
             })?;
         self.read(&key, &entry, info)?;
         let mut manifest = self.manifest.lock();
+        let _writer = self.lock_and_reload(&mut manifest)?;
         let mut updated = manifest.series.get(&key).cloned().unwrap_or(entry.clone());
         updated.live = Some(target);
         if let Some(info) = updated.versions.iter_mut().find(|v| v.version == target) {
@@ -479,6 +493,19 @@ fn series_dir(series: &SeriesId) -> String {
         .take(64)
         .collect();
     format!("{safe}-{:08x}", crc32fast::hash(canonical.as_bytes()))
+}
+
+/// The manifest in `dir`, empty when there is none yet.
+fn read_manifest(dir: &Path) -> Result<Manifest, RegistryError> {
+    let path = dir.join(MANIFEST_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| RegistryError::Manifest {
+            path: path.clone(),
+            reason: error.to_string(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(error) => Err(io_error(&path, error)),
+    }
 }
 
 /// The highest `vNNNNNN.model` number in `dir`, 0 when none.

@@ -164,3 +164,32 @@ fn a_crash_between_model_file_and_manifest_leaves_the_registry_consistent() {
     assert_eq!(next.version, 3);
     assert_eq!(reopened.load_live(&series()).unwrap().unwrap().version, 3);
 }
+
+#[test]
+fn two_writers_on_one_directory_keep_each_others_versions() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Registry::open(directory.path()).unwrap();
+    let cron_job = Registry::open(directory.path()).unwrap();
+    let other = SeriesId::new("checkout").unwrap();
+    server
+        .add(&series(), &fitted(100.0), true, "server")
+        .unwrap();
+    // The second writer opened before the first wrote: it must not write its stale manifest back.
+    let info = cron_job
+        .add(&series(), &fitted(120.0), true, "cron job")
+        .unwrap();
+    assert_eq!(info.version, 2);
+    cron_job
+        .add(&other, &fitted(50.0), true, "cron job")
+        .unwrap();
+    server.rollback(&series(), Some(1)).unwrap();
+
+    let reopened = Registry::open(directory.path()).unwrap();
+    let entry = reopened.entry(&series()).unwrap();
+    assert_eq!(
+        entry.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(entry.live, Some(1));
+    assert_eq!(reopened.entry(&other).unwrap().live, Some(1));
+}
