@@ -47,6 +47,10 @@ pub(crate) struct BenchRetrainArgs {
     /// Only the cold run (no live models to compare with).
     #[arg(long)]
     cold_only: bool,
+    /// Build the store and registry in this (new) directory and keep them, e.g. for a
+    /// `prescale serve --data-dir DIR` to load; default: a temporary directory.
+    #[arg(long)]
+    keep: Option<std::path::PathBuf>,
 }
 
 /// Points `from..to` of synthetic series `index`: a daily and a weekly cycle (weekends lower), a
@@ -96,10 +100,11 @@ fn store_points(
 }
 
 pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
-    let directory = tempfile::tempdir()?;
+    let temporary = tempfile::tempdir()?;
+    let directory = args.keep.as_deref().unwrap_or(temporary.path());
     let mut store_options = config.store.clone();
     store_options.fsync = false;
-    let store = Arc::new(PolarsStore::open(directory.path(), store_options)?);
+    let store = Arc::new(PolarsStore::open(directory, store_options)?);
     let series: Vec<SeriesId> = (0..args.series)
         .map(|index| SeriesId::new(&format!("bench_{index:05}")))
         .collect::<Result<_, _>>()?;
@@ -113,7 +118,7 @@ pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
         built.elapsed().as_secs_f64()
     );
     let app = App::new(store.clone());
-    let registry = Registry::open(directory.path().join("models"))?;
+    let registry = Registry::open(directory.join("models"))?;
     let settings = config.retrain_settings(args.concurrency);
     println!(
         "retraining on {} threads, history window {}",
@@ -125,6 +130,7 @@ pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
         store_points(&store, &series, args.seed, args.points, args.points + DAY)?;
         failed += time_run("nightly (+1 day)", &app, &registry, &series, &settings);
     }
+    store.checkpoint()?;
     if failed > 0 {
         bail!("{failed} retrains failed");
     }
