@@ -14,7 +14,8 @@ use prescale::domain::{Sample, SeriesId, Timestamp};
 use prescale::plan::Workload;
 use prescale::registry::Registry;
 use prescale::service::proto::{
-    self, forecast_service_client::ForecastServiceClient, plan_service_client::PlanServiceClient,
+    self, admin_service_client::AdminServiceClient, forecast_service_client::ForecastServiceClient,
+    ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
 };
 use prescale::service::{ServerOptions, workload_message};
 use prescale::store::{MetricStore, PolarsStore, StoreOptions};
@@ -189,6 +190,76 @@ async fn a_restarted_server_plans_from_the_promoted_model_without_fitting() {
     assert_eq!(server.metrics.model_load_failures.get(), 1);
     assert_eq!(server.metrics.model_fits.get(), 0);
     server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retrain_rpc_promotes_swaps_the_model_in_and_replans() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let (server, channel, _) = start_and_plan(directory, 0).await;
+
+    // A fifth day arrives; the plan follows it on the same model (re-anchored, not refitted).
+    let day: Vec<Sample> = history(0, 5).split_off(4 * 288);
+    IngestServiceClient::new(channel.clone())
+        .write(proto::WriteRequest {
+            series: vec![proto::SeriesSamples {
+                series: series_ref("load"),
+                timestamps_ms: day.iter().map(|s| s.timestamp.as_millis()).collect(),
+                values: day.iter().map(|s| s.value).collect(),
+            }],
+        })
+        .await
+        .unwrap();
+
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let job = admin
+        .retrain(proto::RetrainRequest {
+            series: vec![series_ref("load").unwrap()],
+            all: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut plans = PlanServiceClient::new(channel.clone());
+    let plan = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let state = admin
+                .get_job(proto::GetJobRequest { id: job.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            let plan = plans
+                .get_plan(proto::GetPlanRequest {
+                    workload: "api".to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if state.finished_at_ms != 0 && plan.model_version.ends_with("-v2") {
+                assert_eq!((state.done, state.failed), (1, 0));
+                return plan;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the job promotes v2 and the workload is replanned on it");
+    assert_eq!(plan.steps[0].at_ms, START_MS + 5 * DAY_MS);
+    assert_eq!(
+        server.metrics.model_fits.get(),
+        2,
+        "one first-use fit and one retrain; new samples refit nothing"
+    );
+    assert_eq!(server.metrics.models_promoted.get(), 2);
+    let directory = server.shutdown().await;
+    let registry = Registry::open(directory.path().join("models")).unwrap();
+    let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
+    assert_eq!(entry.live, Some(2));
+    assert!(
+        entry.versions[1].decision.starts_with("promoted: MAE"),
+        "{}",
+        entry.versions[1].decision
+    );
 }
 
 /// The `vNNNNNN.model` files under the registry directory `models`.
