@@ -262,6 +262,42 @@ async fn the_retrain_rpc_promotes_swaps_the_model_in_and_replans() {
     );
 }
 
+/// Real time: the schedule fires on the wall clock, at most a minute after the server starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_the_retraining_job_on_its_schedule() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let every_minute = Settings {
+        retrain_schedule: Some("* * * * *".parse().unwrap()),
+        ..settings()
+    };
+    let server = TestServer::start_in(directory, every_minute, ServerOptions::default()).await;
+    let mut admin = AdminServiceClient::new(server.channel().await);
+    let job = tokio::time::timeout(Duration::from_secs(150), async {
+        loop {
+            if let Ok(job) = admin
+                .get_job(proto::GetJobRequest {
+                    id: "retrain-1".to_owned(),
+                })
+                .await
+                && job.get_ref().finished_at_ms != 0
+            {
+                return job.into_inner();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the scheduled job runs within a minute and finishes");
+    assert_eq!((job.total, job.done, job.failed), (1, 1, 0));
+    assert_eq!(server.metrics.models_promoted.get(), 1);
+    let directory = server.shutdown().await;
+    let registry = Registry::open(directory.path().join("models")).unwrap();
+    let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
+    assert_eq!(entry.live, Some(1));
+    assert_eq!(entry.versions[0].decision, "no live model");
+}
+
 /// The `vNNNNNN.model` files under the registry directory `models`.
 fn model_files(models: &Path) -> usize {
     let Ok(series_dirs) = std::fs::read_dir(models) else {
