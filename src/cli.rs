@@ -69,6 +69,14 @@ enum Command {
     Serve,
     /// Load-test the gRPC API on loopback: GetPlan latency and throughput, Push samples/s.
     BenchGrpc(crate::bench_grpc::BenchArgs),
+    /// Time the retraining job over synthetic series in a temporary store (cold, then nightly).
+    BenchRetrain(crate::bench_retrain::BenchRetrainArgs),
+    /// Retrain series into the model registry, promoting each new model only when it is not worse
+    /// than the live one on the same recent window. Exits non-zero when any series failed.
+    Retrain(RetrainArgs),
+    /// Inspect the model registry and roll back.
+    #[command(subcommand)]
+    Models(ModelsCommand),
 }
 
 /// Where a command's history comes from: a file, or a stored series.
@@ -266,6 +274,40 @@ struct ImportArgs {
     file: PathBuf,
 }
 
+#[derive(Debug, Args)]
+struct RetrainArgs {
+    /// Every stored series.
+    #[arg(long, conflicts_with = "series", required_unless_present = "series")]
+    all: bool,
+    /// Series to retrain (`NAME` or `NAME{k="v"}`); repeatable.
+    #[arg(long, num_args = 1..)]
+    series: Vec<String>,
+    /// Fit and compare, but write nothing to the registry.
+    #[arg(long)]
+    dry_run: bool,
+    /// Series fitted at once [default: `registry.concurrency`].
+    #[arg(long)]
+    concurrency: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelsCommand {
+    /// One line per series: live version, versions stored, backtest figures of the live one.
+    List,
+    /// Every version of a series with its figures and decision; marks the live one.
+    Show {
+        /// Series (`NAME` or `NAME{k="v"}`).
+        name: String,
+    },
+    /// Make an earlier version live: VERSION, or by default the previous live version.
+    Rollback {
+        /// Series (`NAME` or `NAME{k="v"}`).
+        name: String,
+        /// Version to make live.
+        version: Option<u64>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum SeriesCommand {
     /// One line per series: samples, extent, median step, gaps.
@@ -455,6 +497,150 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => crate::demo::run(&config, &args.output_dir)?,
         Command::Serve => serve(&config)?,
         Command::BenchGrpc(args) => crate::bench_grpc::run(&config, &args)?,
+        Command::BenchRetrain(args) => crate::bench_retrain::run(&config, &args)?,
+        Command::Retrain(args) => retrain(&config, &args)?,
+        Command::Models(command) => models(&config, command)?,
+    }
+    Ok(())
+}
+
+/// `prescale retrain`: bounded parallel fits, a progress bar on a terminal, one line per series.
+fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
+    use std::io::IsTerminal;
+
+    let (app, _) = open(config)?;
+    let registry = prescale::registry::Registry::open(&config.registry.dir)?;
+    let series: Vec<SeriesId> = if args.all {
+        app.store().series()
+    } else {
+        args.series
+            .iter()
+            .map(|name| name.parse())
+            .collect::<Result<_, _>>()?
+    };
+    let settings = app::RetrainSettings {
+        dry_run: args.dry_run,
+        events: EventStore::new(&config.data_dir).load()?,
+        ..config.retrain_settings(args.concurrency)
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(series.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} series, ETA {eta}",
+            )
+            .expect("invariant: the template is valid")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    let line = |series: &SeriesId, result: &Result<app::RetrainOutcome, app::AppError>| {
+        let text = match result {
+            Ok(outcome) => format!(
+                "{series}: {}{} ({})",
+                if outcome.promoted {
+                    "promoted"
+                } else {
+                    "kept live"
+                },
+                outcome
+                    .version
+                    .map_or_else(|| " (dry run)".to_owned(), |v| format!(" v{v}")),
+                outcome.reason
+            ),
+            Err(error) => format!("{series}: failed: {error}"),
+        };
+        match &bar {
+            Some(bar) => {
+                bar.println(text);
+                bar.inc(1);
+            }
+            None => println!("{text}"),
+        }
+    };
+    let results = app::retrain_many(&app, &registry, &series, &settings, &line);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let failed = results.iter().filter(|(_, result)| result.is_err()).count();
+    let promoted = results
+        .iter()
+        .filter(|(_, result)| result.as_ref().is_ok_and(|outcome| outcome.promoted))
+        .count();
+    println!(
+        "retrained {} series in {:.1}s: {promoted} promoted, {} kept, {failed} failed{}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        results.len() - promoted - failed,
+        if args.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
+    );
+    if failed > 0 {
+        bail!("{failed} of {} series failed", results.len());
+    }
+    Ok(())
+}
+
+/// `prescale models list|show|rollback`.
+fn models(config: &Config, command: ModelsCommand) -> Result<()> {
+    let registry = prescale::registry::Registry::open(&config.registry.dir)?;
+    let figures = |info: &prescale::registry::VersionInfo| {
+        format!(
+            "mae {} mase {}",
+            info.backtest_mae
+                .map_or("-".to_owned(), |v| format!("{v:.4}")),
+            info.backtest_mase
+                .map_or("-".to_owned(), |v| format!("{v:.3}")),
+        )
+    };
+    match command {
+        ModelsCommand::List => {
+            for (name, entry) in registry.list() {
+                let live = entry.live.and_then(|version| entry.version(version));
+                println!(
+                    "{name}  live {}  {} versions  {}",
+                    entry.live.map_or("-".to_owned(), |v| format!("v{v}")),
+                    entry.versions.len(),
+                    live.map_or(String::new(), figures)
+                );
+            }
+        }
+        ModelsCommand::Show { name } => {
+            let series: SeriesId = name.parse()?;
+            let entry = registry
+                .entry(&series)
+                .with_context(|| format!("no models of {series}"))?;
+            println!("{series} ({})", registry.dir().join(&entry.dir).display());
+            for info in &entry.versions {
+                let trained = |millis| prescale::domain::Timestamp::from_millis(millis);
+                println!(
+                    "{} v{}  trained {}..{} ({} points) at {}  prescale {}  {}  crc32 {:08x}  {}",
+                    if entry.live == Some(info.version) {
+                        "*"
+                    } else {
+                        " "
+                    },
+                    info.version,
+                    trained(info.trained_from_ms),
+                    trained(info.trained_to_ms),
+                    info.points,
+                    trained(info.created_at_ms),
+                    info.prescale_version,
+                    figures(info),
+                    info.crc32,
+                    info.decision
+                );
+            }
+        }
+        ModelsCommand::Rollback { name, version } => {
+            let series: SeriesId = name.parse()?;
+            let live = registry.rollback(&series, version)?;
+            println!("{series}: v{live} is live");
+        }
     }
     Ok(())
 }
@@ -701,12 +887,14 @@ fn serve(config: &Config) -> Result<()> {
         store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
     }
     let metrics = Arc::new(prescale::app::metrics::Metrics::default());
-    let state = prescale::app::AppState::open(
-        app,
-        &config.data_dir,
-        config.planning.clone(),
-        Arc::clone(&metrics),
-    )?;
+    let settings = prescale::app::Settings {
+        models_dir: Some(config.registry.dir.clone()),
+        promotion_margin: config.registry.promotion_margin,
+        retrain_schedule: config.registry.schedule.clone(),
+        ..config.planning.clone()
+    };
+    let state =
+        prescale::app::AppState::open(app, &config.data_dir, settings, Arc::clone(&metrics))?;
     runtime()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

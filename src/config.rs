@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::app::Settings;
+use crate::app::{RetrainSettings, Settings};
+use crate::registry::CronSchedule;
 use crate::service::{ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
 
@@ -57,6 +58,84 @@ struct FileConfig {
     server: FileServerConfig,
     #[serde(default)]
     planning: FilePlanningConfig,
+    #[serde(default)]
+    registry: FileRegistryConfig,
+}
+
+/// The `[registry]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRegistryConfig {
+    dir: Option<PathBuf>,
+    promotion_margin: Option<f64>,
+    schedule: Option<String>,
+    concurrency: Option<usize>,
+}
+
+/// Where trained models live and how retraining runs (`[registry]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegistryConfig {
+    /// The registry directory [default: `<data_dir>/models`].
+    pub dir: PathBuf,
+    /// A new model is promoted when its backtest MAE is at most `1 + margin` times the live
+    /// model's on the same recent folds.
+    pub promotion_margin: f64,
+    /// When the server retrains every series; `None` (`"off"`) never.
+    pub schedule: Option<CronSchedule>,
+    /// Series fitted at once by `prescale retrain` (the server uses `max_concurrent_fits`).
+    pub concurrency: usize,
+}
+
+impl RegistryConfig {
+    /// The defaults for a store in `data_dir`.
+    pub fn defaults_for(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("models"),
+            promotion_margin: 0.05,
+            schedule: Some(
+                CronSchedule::NIGHTLY
+                    .parse()
+                    .expect("invariant: the nightly schedule parses"),
+            ),
+            concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+        }
+    }
+}
+
+fn registry_config(
+    raw: FileRegistryConfig,
+    data_dir: &Path,
+) -> Result<RegistryConfig, ConfigError> {
+    let defaults = RegistryConfig::defaults_for(data_dir);
+    let promotion_margin = raw.promotion_margin.unwrap_or(defaults.promotion_margin);
+    if !(0.0..=1.0).contains(&promotion_margin) {
+        return Err(ConfigError::Invalid {
+            key: "registry.promotion_margin",
+            reason: format!("{promotion_margin} is outside 0..=1"),
+        });
+    }
+    let schedule = match raw.schedule.as_deref().map(str::trim) {
+        None => defaults.schedule,
+        Some("off") => None,
+        Some(text) => Some(
+            text.parse().map_err(
+                |error: crate::registry::RegistryError| ConfigError::Invalid {
+                    key: "registry.schedule",
+                    reason: error.to_string(),
+                },
+            )?,
+        ),
+    };
+    Ok(RegistryConfig {
+        dir: raw.dir.unwrap_or(defaults.dir),
+        promotion_margin,
+        schedule,
+        concurrency: check_range(
+            "registry.concurrency",
+            raw.concurrency.unwrap_or(defaults.concurrency),
+            1..=256,
+        )?,
+    })
 }
 
 /// The `[server]` table as written.
@@ -160,12 +239,15 @@ pub struct Config {
     pub server: ServerConfig,
     /// How the server plans and bounds its work.
     pub planning: Settings,
+    /// Trained models and retraining.
+    pub registry: RegistryConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         let store = StoreOptions::default();
         Self {
+            registry: RegistryConfig::defaults_for(Path::new("./data")),
             data_dir: PathBuf::from("./data"),
             planning: Settings {
                 retention: store.retention,
@@ -344,6 +426,10 @@ fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
             1..=1_000_000,
         )?,
         retention: None,
+        // `[registry]` holds these; `prescale serve` copies them in.
+        models_dir: None,
+        promotion_margin: defaults.promotion_margin,
+        retrain_schedule: None,
     };
     if settings.plan_horizon > settings.max_horizon {
         return Err(ConfigError::Invalid {
@@ -380,6 +466,18 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
 }
 
 impl Config {
+    /// Retraining as `[planning] history_window` and `[registry]` set it, on `concurrency` threads
+    /// (default `registry.concurrency`), writing the registry, with no event masked.
+    pub fn retrain_settings(&self, concurrency: Option<usize>) -> RetrainSettings {
+        RetrainSettings {
+            history_window: self.planning.history_window,
+            promotion_margin: self.registry.promotion_margin,
+            concurrency: concurrency.unwrap_or(self.registry.concurrency).max(1),
+            dry_run: false,
+            events: crate::events::EventCalendar::default(),
+        }
+    }
+
     /// Loads `path`, or [`DEFAULT_CONFIG_FILE`] when it exists, or the defaults; then applies overrides.
     pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
         let file = match path {
@@ -443,7 +541,9 @@ impl Config {
         let server = server_config(raw.server, origin, overrides)?;
         let mut planning = planning_settings(raw.planning)?;
         planning.retention = retention;
+        let registry = registry_config(raw.registry, &data_dir)?;
         Ok(Self {
+            registry,
             data_dir,
             server,
             planning,

@@ -11,6 +11,7 @@ pub mod events;
 pub mod forecast;
 pub mod ingest;
 pub mod plan;
+pub mod registry;
 pub mod service;
 pub mod simulate;
 pub mod store;

@@ -1,6 +1,7 @@
 //! The `prescale` command line.
 
 mod bench_grpc;
+mod bench_retrain;
 mod cli;
 mod demo;
 

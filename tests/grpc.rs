@@ -5,7 +5,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, next_plan, watch_plans};
 use prescale::app::Settings;
 use prescale::service::proto::{
     self, admin_service_client::AdminServiceClient, event_service_client::EventServiceClient,
@@ -84,14 +84,6 @@ fn forecast_request(series_name: &str, horizon: &str) -> proto::ForecastRequest 
         levels: vec![80.0, 95.0],
         model: String::new(),
     }
-}
-
-async fn next_plan(stream: &mut tonic::Streaming<proto::Plan>) -> proto::Plan {
-    tokio::time::timeout(Duration::from_secs(120), stream.next())
-        .await
-        .expect("a plan arrives within two minutes")
-        .expect("the stream is open")
-        .expect("the plan is not an error")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,13 +166,7 @@ async fn push_forecast_upsert_and_watch_plans_follow_new_data() {
         .into_inner();
     assert_eq!(stored.warm_up, "10m");
     assert_eq!(stored.planning_level, Some(95.0));
-    let mut watch = plans
-        .watch_plans(proto::WatchPlansRequest {
-            workloads: vec!["api".to_owned()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let mut watch = watch_plans(&channel, &["api"]).await;
     let first = next_plan(&mut watch).await;
     assert_eq!(first.workload, "api");
     let steps = first.steps.clone().unwrap();

@@ -70,6 +70,13 @@ pub struct Metrics {
     pub model_fits: Counter,
     /// Fits or forecasts that failed.
     pub model_errors: Counter,
+    /// Live models read from the registry when the server started.
+    pub models_loaded: Counter,
+    /// Live model files that failed their check at start (an earlier version, or a first-use fit,
+    /// serves instead).
+    pub model_load_failures: Counter,
+    /// Models promoted to live (retraining, or a first-use fit of a series without one).
+    pub models_promoted: Counter,
     /// Requests by method: counts by status code, and latencies.
     methods: Mutex<BTreeMap<String, MethodStats>>,
 }
@@ -131,6 +138,21 @@ impl Metrics {
                 "prescale_model_errors_total",
                 "Model fits or forecasts that failed.",
                 &self.model_errors,
+            ),
+            (
+                "prescale_models_loaded_total",
+                "Live models read from the registry at start.",
+                &self.models_loaded,
+            ),
+            (
+                "prescale_model_load_failures_total",
+                "Live model files that failed their check at start.",
+                &self.model_load_failures,
+            ),
+            (
+                "prescale_models_promoted_total",
+                "Models promoted to live by retraining or a first-use fit.",
+                &self.models_promoted,
             ),
         ];
         for (name, help, counter) in counters {

@@ -4,6 +4,7 @@ mod fit_pool;
 mod forecasting;
 pub mod metrics;
 mod planning;
+mod retrain;
 mod samples;
 mod serving;
 
@@ -22,6 +23,9 @@ pub use forecasting::{
     write_forecast_csv, write_scores_csv,
 };
 pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, replay, write_plan_csv};
+pub use retrain::{
+    Comparison, RetrainOutcome, RetrainSettings, compare, retrain_many, retrain_series,
+};
 pub use samples::{SAMPLE_SERIES, SampleSeries};
 pub use serving::{
     AppState, Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast,
@@ -49,6 +53,9 @@ pub enum AppError {
     /// A workload is invalid or no plan could be built.
     #[error(transparent)]
     Plan(crate::plan::PlanError),
+    /// The model registry failed.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
     /// A replay could not run.
     #[error(transparent)]
     Simulate(crate::simulate::SimulateError),
@@ -190,6 +197,37 @@ impl App {
         let to = last.floor_to(step).saturating_add_millis(step.as_millis());
         let range = TimeRange::new(from, to).expect("invariant: floor(last) + step > floor(first)");
         Ok(self.store.window(series, range, step, agg)?)
+    }
+
+    /// The newest `window` of `series` on its median step, bucket means: what models are fitted on.
+    pub fn recent_window(
+        &self,
+        series: &SeriesId,
+        window: std::time::Duration,
+    ) -> Result<TimeSeries, AppError> {
+        let summary = self.store.summary(series)?;
+        let (Some(first), Some(last), Some(step)) =
+            (summary.first, summary.last, summary.median_step)
+        else {
+            if summary.samples == 0 {
+                return Err(StoreError::UnknownSeries {
+                    series: series.clone(),
+                }
+                .into());
+            }
+            return Err(AppError::NoStep {
+                series: series.clone(),
+                samples: summary.samples,
+            });
+        };
+        let to = last.floor_to(step).saturating_add_millis(step.as_millis());
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let from = to
+            .saturating_add_millis(-window)
+            .floor_to(step)
+            .max(first.floor_to(step));
+        let range = TimeRange::new(from, to).expect("invariant: from is at most last, below to");
+        Ok(self.store.window(series, range, step, Aggregation::Mean)?)
     }
 
     /// The whole history of `series` on its own median step (or `step` when given), bucket means.

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::domain::{Horizon, Level, TimeSeries};
+use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{Event, EventCalendar, EventError, EventSpec};
 use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
 use crate::simulate::{SimulateError, SimulationParams, SimulationReport};
@@ -98,7 +98,7 @@ pub fn load_workload(path: &Path) -> Result<Workload, AppError> {
 }
 
 /// The levels a plan's forecast must carry: the defaults, the planning level, and 99% for the high bound.
-fn plan_levels(workload: &Workload) -> Vec<Level> {
+pub(super) fn plan_levels(workload: &Workload) -> Vec<Level> {
     let mut levels = Level::DEFAULTS.to_vec();
     levels.push(workload.planning_level());
     levels.push(Level::try_from(0.99).expect("invariant: 0.99 is a valid level"));
@@ -130,8 +130,33 @@ pub fn build_plan(
     running: Option<u32>,
 ) -> Result<PlanOutcome, AppError> {
     let forecast_with = forecaster(choice, plan_levels(workload));
+    plan_with(
+        history,
+        workload,
+        horizon,
+        calendar,
+        &forecast_with,
+        running,
+    )
+}
+
+/// [`build_plan`] with any base forecaster, e.g. a stored model re-anchored on `history`. The
+/// forecaster must return the levels of [`plan_levels`].
+pub(super) fn plan_with<F, E>(
+    history: &TimeSeries,
+    workload: &Workload,
+    horizon: Horizon,
+    calendar: &EventCalendar,
+    forecast_with: &F,
+    running: Option<u32>,
+) -> Result<PlanOutcome, AppError>
+where
+    F: Fn(&TimeSeries, Horizon) -> Result<Forecast, E>,
+    E: std::error::Error + Send + Sync + 'static,
+    AppError: From<E>,
+{
     let base = forecast_with(&calendar.mask(history), horizon)?;
-    let learned = calendar.learn(history, &forecast_with)?;
+    let learned = calendar.learn(history, forecast_with)?;
     let with_events = calendar.apply(&base, &learned, workload.warm_up());
     let applied_events: Vec<Annotation> =
         with_events.applied.iter().map(Annotation::from).collect();

@@ -1,5 +1,13 @@
-//! The long-running application a server drives: stored workloads with their latest plans, a model
-//! cache, background replanning, retraining jobs and the counters `/metrics` shows.
+//! The long-running application a server drives: stored workloads with their latest plans, the live
+//! models of the registry, background replanning, retraining jobs (on request and on a schedule)
+//! and the counters `/metrics` shows.
+//!
+//! Ensemble forecasts and plans come from each series' live (promoted) model re-anchored on the
+//! newest data, never from a fit per request: the live models are read from the registry at start,
+//! a series without one is trained once on first use (and that model registered as its first
+//! version), and retraining swaps a promoted model in with one map insert. Single-member forecasts
+//! (`model = "ets"` etc.) are not in the registry and are still fitted on demand, cached until a
+//! new sample arrives.
 //!
 //! Everything lives in one [`AppState`] value (no process-global state), so a process can hold several
 //! (tests, or one per shard) and a replica that owns a shard of the series is a second value over
@@ -8,7 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
@@ -17,16 +25,16 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::{
-    Aggregation, Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries, Timestamp,
-};
+use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 use crate::events::{Event, EventSpec};
 use crate::forecast::{FittedModel, Predict};
 use crate::plan::{Plan, Workload, WorkloadParams};
-use crate::store::{SeriesSamples, SeriesSummary, StoreError, write_file_atomically};
+use crate::registry::{CronSchedule, Registry};
+use crate::store::{SeriesSamples, SeriesSummary, write_file_atomically};
 
 use super::metrics::Metrics;
-use super::{App, AppError, EventStore, FitPool, ModelChoice, build_plan, fit, parse_horizon};
+use super::planning::{plan_levels, plan_with};
+use super::{App, AppError, EventStore, FitPool, ModelChoice, RetrainSettings, fit, parse_horizon};
 
 /// How far below serving the fit threads run (`nice` steps; the kernel gives a thread at +10 about a
 /// tenth of the CPU time of one at 0 when both want it).
@@ -55,6 +63,14 @@ pub struct Settings {
     pub model_cache_entries: usize,
     /// Samples older than this are dropped hourly (the store's retention); `None` keeps everything.
     pub retention: Option<Duration>,
+    /// The model registry's directory; `None` is `<data_dir>/models`.
+    pub models_dir: Option<PathBuf>,
+    /// Retraining promotes a new model when its backtest MAE is at most `1 + margin` times the
+    /// live model's on the same recent folds.
+    pub promotion_margin: f64,
+    /// When the server retrains every series; `None` never (`prescale serve` takes
+    /// `[registry] schedule`).
+    pub retrain_schedule: Option<CronSchedule>,
 }
 
 impl Default for Settings {
@@ -68,6 +84,9 @@ impl Default for Settings {
             max_concurrent_fits: 2,
             model_cache_entries: 1024,
             retention: None,
+            models_dir: None,
+            promotion_margin: 0.05,
+            retrain_schedule: None,
         }
     }
 }
@@ -143,15 +162,26 @@ impl WorkloadEntry {
     }
 }
 
-/// A fitted model kept for forecast requests.
+/// A promoted model as served: re-anchored on the newest data for every forecast and plan.
+#[derive(Debug)]
+struct LiveModel {
+    /// Its version in the registry.
+    version: u64,
+    /// The model as trained (forecasting from its training end until re-anchored).
+    model: FittedModel,
+}
+
+/// The model behind a served forecast: a live model re-anchored on the newest data (ensemble), or
+/// a single-member fit kept for forecast requests.
 #[derive(Debug)]
 pub struct CachedModel {
-    /// See [`model_version`].
+    /// See [`model_version`]; a live model's version ends in `-v<registry version>`.
     pub version: String,
-    /// The model.
+    /// The model, forecasting from the end of the newest data.
     pub model: FittedModel,
     /// The stretch of history it was fitted on.
     pub trained: TimeRange,
+    /// Use mark of the single-member cache (least recently used go first).
     last_used: AtomicU64,
 }
 
@@ -175,6 +205,8 @@ pub enum JobState {
     Succeeded,
     /// At least one series failed.
     Failed,
+    /// Shutdown stopped it before every series was done.
+    Cancelled,
 }
 
 /// Progress of a retraining job, readable while it runs.
@@ -214,10 +246,12 @@ impl Job {
     pub fn state(&self) -> JobState {
         if self.finished_at().is_none() {
             JobState::Running
-        } else if self.failures.lock().is_empty() {
-            JobState::Succeeded
-        } else {
+        } else if !self.failures.lock().is_empty() {
             JobState::Failed
+        } else if self.done() < self.total {
+            JobState::Cancelled
+        } else {
+            JobState::Succeeded
         }
     }
 }
@@ -246,6 +280,15 @@ pub fn model_version(choice: ModelChoice, history: &TimeSeries) -> String {
     )
 }
 
+/// Version of a served live model: the data it was re-anchored on (see [`model_version`]) and its
+/// registry version, so a new sample or a promotion gives a new one.
+fn live_version(registry_version: u64, history: &TimeSeries) -> String {
+    format!(
+        "{}-v{registry_version}",
+        model_version(ModelChoice::Ensemble, history)
+    )
+}
+
 /// The serving application: use cases of [`App`] plus workloads, plans, models and jobs.
 #[derive(Debug)]
 pub struct AppState {
@@ -255,6 +298,14 @@ pub struct AppState {
     settings: Settings,
     metrics: Arc<Metrics>,
     workloads: RwLock<BTreeMap<String, Arc<WorkloadEntry>>>,
+    /// Versioned models on disk; the live ones are mirrored in `live`.
+    registry: Registry,
+    /// The live model of every series that has one. An entry is replaced whole on promotion, so a
+    /// reader holds the old or the new model, never a mix, and never waits on a fit.
+    live: RwLock<HashMap<SeriesId, Arc<LiveModel>>>,
+    /// One lock per series being trained on first use, so concurrent requests fit it once.
+    first_use: Mutex<HashMap<SeriesId, Arc<Mutex<()>>>>,
+    /// Single-member fits for forecast requests (the ensemble is served from `live`).
     models: Mutex<HashMap<(SeriesId, ModelChoice), Arc<CachedModel>>>,
     model_uses: AtomicU64,
     jobs: Mutex<BTreeMap<String, Arc<Job>>>,
@@ -267,7 +318,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads.
+    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads
+    /// and every live model of the registry. A live model file that fails its check is reported
+    /// (log and `prescale_model_load_failures_total`) and the newest earlier live version is served;
+    /// a series with none readable is trained on first use. Blocking: reads the model files.
     pub fn open(
         app: App,
         data_dir: impl Into<PathBuf>,
@@ -280,8 +334,18 @@ impl AppState {
             .into_iter()
             .map(|workload| (workload.name().to_owned(), WorkloadEntry::new(workload)))
             .collect();
+        let registry = Registry::open(
+            settings
+                .models_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("models")),
+        )?;
+        let live = load_live_models(&registry, &metrics);
         Ok(Arc::new(Self {
             app,
+            registry,
+            live: RwLock::new(live),
+            first_use: Mutex::new(HashMap::new()),
             events: EventStore::new(&data_dir),
             fits: FitPool::new(settings.max_concurrent_fits.max(1), FIT_NICE).map_err(|error| {
                 AppError::Worker {
@@ -338,6 +402,17 @@ impl AppState {
             return Err(AppError::ShuttingDown);
         }
         self.fits.run(work).await
+    }
+
+    /// Runs a fit on the fit threads from blocking work (a thread of tokio's blocking pool, never an
+    /// async thread nor a fit thread) and waits for it: for work that usually fits nothing (plans
+    /// and forecasts re-anchor a live model) but sometimes must.
+    fn fit_blocking<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce() -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::runtime::Handle::current().block_on(self.run_blocking(work))
     }
 
     // ----- ingest -------------------------------------------------------------------------------
@@ -416,32 +491,7 @@ impl AppState {
 
     /// The newest `history_window` of `series` on its median step, bucket means.
     pub fn recent_history(&self, series: &SeriesId) -> Result<TimeSeries, AppError> {
-        let summary = self.app.store().summary(series)?;
-        let (Some(first), Some(last), Some(step)) =
-            (summary.first, summary.last, summary.median_step)
-        else {
-            if summary.samples == 0 {
-                return Err(StoreError::UnknownSeries {
-                    series: series.clone(),
-                }
-                .into());
-            }
-            return Err(AppError::NoStep {
-                series: series.clone(),
-                samples: summary.samples,
-            });
-        };
-        let to = last.floor_to(step).saturating_add_millis(step.as_millis());
-        let window = i64::try_from(self.settings.history_window.as_millis()).unwrap_or(i64::MAX);
-        let from = to
-            .saturating_add_millis(-window)
-            .floor_to(step)
-            .max(first.floor_to(step));
-        let range = TimeRange::new(from, to).expect("invariant: from is at most last, below to");
-        Ok(self
-            .app
-            .store()
-            .window(series, range, step, Aggregation::Mean)?)
+        self.app.recent_window(series, self.settings.history_window)
     }
 
     // ----- forecasts ----------------------------------------------------------------------------
@@ -469,8 +519,9 @@ impl AppState {
         Ok(horizon)
     }
 
-    /// Forecasts `series` with `choice`, reusing the cached model when no sample arrived since it was
-    /// fitted. Fits run on the blocking pool.
+    /// Forecasts `series` with `choice`: the ensemble from the live model re-anchored on the newest
+    /// data (trained on first use when the series has none); a single member from a fit cached until
+    /// a new sample arrives. Runs on the blocking pool; fits wait for a slot.
     pub async fn forecast(
         self: &Arc<Self>,
         series: SeriesId,
@@ -479,6 +530,31 @@ impl AppState {
         choice: ModelChoice,
     ) -> Result<ServedForecast, AppError> {
         let state = Arc::clone(self);
+        if choice == ModelChoice::Ensemble {
+            return blocking(move || {
+                let history = state.recent_history(&series)?;
+                let horizon = state.horizon(&horizon, history.step())?;
+                let live = state.live_model(&series)?;
+                let anchored = live
+                    .model
+                    .reanchor(&history)
+                    .inspect_err(|_| state.metrics.model_errors.inc())?;
+                let forecast = anchored.predict(horizon, &levels)?;
+                let trained = TimeRange::new(live.model.trained_start(), live.model.trained_end())
+                    .expect("invariant: a fitted history is not empty");
+                Ok(ServedForecast {
+                    forecast,
+                    model: Arc::new(CachedModel {
+                        version: live_version(live.version, &history),
+                        model: anchored,
+                        trained,
+                        last_used: AtomicU64::new(0),
+                    }),
+                    choice,
+                })
+            })
+            .await;
+        }
         self.run_blocking(move || {
             let history = state.recent_history(&series)?;
             let horizon = state.horizon(&horizon, history.step())?;
@@ -493,7 +569,65 @@ impl AppState {
         .await
     }
 
-    /// The cached model of `series` fitted on exactly `history`, or a new fit that replaces it.
+    /// The live model of `series`; when it has none, fits one on the newest history (event windows
+    /// masked, as retraining does), registers it as promoted and serves it from then on. Blocking.
+    fn live_model(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        if let Some(live) = self.live.read().get(series) {
+            return Ok(Arc::clone(live));
+        }
+        let lock = Arc::clone(self.first_use.lock().entry(series.clone()).or_default());
+        let trained = {
+            let _training = lock.lock();
+            // Bound first: a read guard held across `train_first` would deadlock its write.
+            let trained_meanwhile = self.live.read().get(series).cloned();
+            match trained_meanwhile {
+                Some(live) => Ok(live),
+                None => self.train_first(series),
+            }
+        };
+        self.first_use.lock().remove(series);
+        trained
+    }
+
+    /// Fits, registers and promotes the first model of `series`. Blocking.
+    fn train_first(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        let history = self.events.load()?.mask(&self.recent_history(series)?);
+        let model = self
+            .fit_blocking(move || fit(&history, ModelChoice::Ensemble))
+            .inspect_err(|_| self.metrics.model_errors.inc())?;
+        self.metrics.model_fits.inc();
+        let info = self.registry.add(
+            series,
+            &model,
+            true,
+            "first use: the series had no live model",
+        )?;
+        tracing::info!(series = %series, version = info.version, "trained the first model on first use");
+        Ok(self.promote(series, info.version, model))
+    }
+
+    /// Makes `model` (registry version `version`) the live model of `series`, unless a newer
+    /// version is live already; returns the one now live.
+    fn promote(&self, series: &SeriesId, version: u64, model: FittedModel) -> Arc<LiveModel> {
+        let mut live = self.live.write();
+        if let Some(current) = live.get(series)
+            && current.version > version
+        {
+            return Arc::clone(current);
+        }
+        self.metrics.models_promoted.inc();
+        let promoted = Arc::new(LiveModel { version, model });
+        live.insert(series.clone(), Arc::clone(&promoted));
+        promoted
+    }
+
+    /// The registry version of the live model of `series`, if it has one.
+    pub fn live_version(&self, series: &SeriesId) -> Option<u64> {
+        self.live.read().get(series).map(|live| live.version)
+    }
+
+    /// The cached single-member model of `series` fitted on exactly `history`, or a new fit that
+    /// replaces it.
     fn model_for(
         &self,
         series: &SeriesId,
@@ -619,8 +753,8 @@ impl AppState {
         Ok(*self.entry(name)?.applied.lock())
     }
 
-    /// Computes a plan for `workload` from the newest history and the stored events. Blocking and
-    /// CPU-heavy.
+    /// Computes a plan for `workload` from the newest history and the stored events, with the live
+    /// model re-anchored on that history. Blocking.
     fn compute_plan(
         &self,
         workload: &Workload,
@@ -629,15 +763,30 @@ impl AppState {
         let history = self.recent_history(workload.series())?;
         let horizon = self.horizon("", history.step())?;
         let calendar = self.events.load()?;
-        let outcome = build_plan(
+        let live = self.live_model(workload.series())?;
+        let levels = plan_levels(workload);
+        let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
+            if window.end() >= live.model.trained_end() {
+                return Ok(live.model.reanchor(window)?.predict(horizon, &levels)?);
+            }
+            // Learning an event's uplift forecasts from before each past occurrence; no stored
+            // model forecasts from before its training data, so those take a fit.
+            self.metrics.model_fits.inc();
+            let (window, levels) = (window.clone(), levels.clone());
+            self.fit_blocking(move || {
+                Ok(fit(&window, ModelChoice::Ensemble)?.predict(horizon, &levels)?)
+            })
+        };
+        let outcome = plan_with(
             &history,
             workload,
             horizon,
             &calendar,
-            ModelChoice::Ensemble,
+            &forecast_with,
             running,
-        )?;
-        Ok((model_version(ModelChoice::Ensemble, &history), outcome))
+        )
+        .inspect_err(|_| self.metrics.model_errors.inc())?;
+        Ok((live_version(live.version, &history), outcome))
     }
 
     /// Recomputes the plan of `entry` on the blocking pool and publishes it.
@@ -646,9 +795,7 @@ impl AppState {
         let running = entry.applied.lock().map(|applied| applied.replicas);
         let state = Arc::clone(self);
         let name = workload.name().to_owned();
-        let computed = self
-            .run_blocking(move || state.compute_plan(&workload, running))
-            .await;
+        let computed = blocking(move || state.compute_plan(&workload, running)).await;
         match computed {
             Ok((model_version, outcome)) => {
                 let revision = entry.revision.fetch_add(1, Ordering::AcqRel) + 1;
@@ -671,9 +818,6 @@ impl AppState {
             Err(AppError::ShuttingDown) => {}
             Err(error) => {
                 self.metrics.plan_failures.inc();
-                if matches!(error, AppError::Forecast(_)) {
-                    self.metrics.model_errors.inc();
-                }
                 tracing::warn!(workload = %name, %error, "plan refresh failed");
                 let last = match &*entry.plan.borrow() {
                     PlanState::Ready(plan) => Some(Arc::clone(plan)),
@@ -734,9 +878,19 @@ impl AppState {
 
     // ----- retraining ---------------------------------------------------------------------------
 
-    /// Starts refitting the ensemble of `series` (every stored series when `None`) in the background
-    /// and replanning the workloads on them; returns the job to follow.
+    /// Starts retraining `series` (every stored series when `None`) in the background, as
+    /// `prescale retrain` does, and returns the job to follow. See [`AppState::run_retrain_job`].
     pub fn retrain(self: &Arc<Self>, series: Option<Vec<SeriesId>>) -> Result<Arc<Job>, AppError> {
+        let (job, series) = self.new_job(series)?;
+        tokio::spawn(Arc::clone(self).run_retrain_job(Arc::clone(&job), series));
+        Ok(job)
+    }
+
+    /// Registers a job over `series` (every stored series when `None`); checks named series exist.
+    fn new_job(
+        &self,
+        series: Option<Vec<SeriesId>>,
+    ) -> Result<(Arc<Job>, Vec<SeriesId>), AppError> {
         let series = match series {
             Some(series) => {
                 for one in &series {
@@ -759,49 +913,105 @@ impl AppState {
             finished_at: AtomicI64::new(0),
         });
         self.jobs.lock().insert(id, Arc::clone(&job));
-        let state = Arc::clone(self);
-        let progress = Arc::clone(&job);
-        tokio::spawn(async move {
-            let mut tasks = JoinSet::new();
-            for one in series {
-                let state = Arc::clone(&state);
-                let progress = Arc::clone(&progress);
-                tasks.spawn(async move {
-                    let worker = Arc::clone(&state);
-                    let target = one.clone();
-                    let result = state
-                        .run_blocking(move || {
-                            let history = worker.recent_history(&target)?;
-                            worker.refit(&target, &history)
-                        })
-                        .await;
-                    if let Err(error) = result {
-                        progress
-                            .failures
-                            .lock()
-                            .push((one.clone(), error.to_string()));
-                    } else {
-                        state.mark_due(&one);
-                    }
-                    progress.done.fetch_add(1, Ordering::AcqRel);
-                });
-            }
-            while tasks.join_next().await.is_some() {}
-            progress
-                .finished_at
-                .store(Timestamp::now().as_millis().max(1), Ordering::Release);
-            state.replan.notify_one();
-        });
-        Ok(job)
+        Ok((job, series))
     }
 
-    /// Refits the ensemble on `history` and caches it, even when a model of the same data is cached.
-    fn refit(&self, series: &SeriesId, history: &TimeSeries) -> Result<(), AppError> {
-        self.models
-            .lock()
-            .remove(&(series.clone(), ModelChoice::Ensemble));
-        self.model_for(series, ModelChoice::Ensemble, history)
-            .map(drop)
+    /// Runs a retraining job: `max_concurrent_fits` workers take the series one by one, each fit on
+    /// the blocking pool behind a fit slot, through the same [`super::retrain_series`] as the CLI
+    /// (compare with the live model, register, promote only when not worse by more than the
+    /// margin). A promoted model replaces the live one at once and its workloads are replanned.
+    /// A failure is recorded in the job and the others go on; on shutdown no new series starts.
+    pub async fn run_retrain_job(self: Arc<Self>, job: Arc<Job>, series: Vec<SeriesId>) {
+        let series = Arc::new(series);
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers = self
+            .settings
+            .max_concurrent_fits
+            .clamp(1, series.len().max(1));
+        let mut running = JoinSet::new();
+        for _ in 0..workers {
+            let (state, job, series, next) = (
+                Arc::clone(&self),
+                Arc::clone(&job),
+                Arc::clone(&series),
+                Arc::clone(&next),
+            );
+            running.spawn(async move {
+                while !state.shutdown.is_cancelled() {
+                    let Some(one) = series.get(next.fetch_add(1, Ordering::Relaxed)).cloned()
+                    else {
+                        break;
+                    };
+                    let worker = Arc::clone(&state);
+                    let target = one.clone();
+                    match state
+                        .run_blocking(move || worker.retrain_one(&target))
+                        .await
+                    {
+                        Ok(()) => {}
+                        Err(AppError::ShuttingDown) => break,
+                        Err(error) => job.failures.lock().push((one, error.to_string())),
+                    }
+                    job.done.fetch_add(1, Ordering::AcqRel);
+                }
+            });
+        }
+        while running.join_next().await.is_some() {}
+        job.finished_at
+            .store(Timestamp::now().as_millis().max(1), Ordering::Release);
+        tracing::info!(job = %job.id, done = job.done(), failed = job.failures.lock().len(), "retraining finished");
+        self.replan.notify_one();
+    }
+
+    /// Retrains one series and swaps its model in when promoted. Blocking and CPU-heavy.
+    fn retrain_one(&self, series: &SeriesId) -> Result<(), AppError> {
+        let settings = RetrainSettings {
+            history_window: self.settings.history_window,
+            promotion_margin: self.settings.promotion_margin,
+            concurrency: 1,
+            dry_run: false,
+            events: self.events.load()?,
+        };
+        let outcome = super::retrain_series(&self.app, &self.registry, series, &settings)
+            .inspect_err(|error| {
+                if matches!(error, AppError::Forecast(_)) {
+                    self.metrics.model_errors.inc();
+                }
+            })?;
+        self.metrics.model_fits.inc();
+        tracing::info!(series = %series, promoted = outcome.promoted, version = ?outcome.version, reason = %outcome.reason, "retrained");
+        if let (true, Some(version)) = (outcome.promoted, outcome.version) {
+            self.promote(series, version, outcome.model);
+            self.mark_due(series);
+        }
+        Ok(())
+    }
+
+    /// Runs the retraining job of every series at each time of `retrain_schedule` (UTC) until
+    /// shutdown; a job still running when the next time comes delays that one.
+    pub async fn run_retrain_schedule(self: Arc<Self>) {
+        let Some(schedule) = self.settings.retrain_schedule.clone() else {
+            return;
+        };
+        loop {
+            let now = chrono::Utc::now();
+            let Some(next) = schedule.next_after(now) else {
+                tracing::warn!(schedule = %schedule, "the retraining schedule never fires");
+                return;
+            };
+            let wait = (next - now).to_std().unwrap_or_default();
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            match self.new_job(None) {
+                Ok((job, series)) => {
+                    tracing::info!(job = %job.id, series = series.len(), "scheduled retraining");
+                    Arc::clone(&self).run_retrain_job(job, series).await;
+                }
+                Err(error) => tracing::warn!(%error, "scheduled retraining could not start"),
+            }
+        }
     }
 
     fn mark_due(&self, series: &SeriesId) {
@@ -883,6 +1093,60 @@ impl AppState {
     }
 }
 
+/// Runs blocking `work` on the blocking pool (for work that fits at most through
+/// [`AppState::fit_blocking`]).
+async fn blocking<T, F>(work: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AppError::Worker {
+            reason: error.to_string(),
+        })?
+}
+
+/// The live model of every series of `registry`. A live file that fails its check is reported and
+/// the newest earlier live version kept; a series with none readable is left to first use.
+fn load_live_models(registry: &Registry, metrics: &Metrics) -> HashMap<SeriesId, Arc<LiveModel>> {
+    let mut live = HashMap::new();
+    for (name, entry) in registry.list() {
+        if entry.live.is_none() {
+            continue;
+        }
+        let series: SeriesId = match name.parse() {
+            Ok(series) => series,
+            Err(error) => {
+                tracing::error!(series = %name, %error, "registry names a series that does not parse");
+                continue;
+            }
+        };
+        match registry.load_live(&series) {
+            Ok(Some(loaded)) => {
+                for (version, reason) in &loaded.skipped {
+                    metrics.model_load_failures.inc();
+                    tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
+                }
+                metrics.models_loaded.inc();
+                live.insert(
+                    series,
+                    Arc::new(LiveModel {
+                        version: loaded.version,
+                        model: loaded.model,
+                    }),
+                );
+            }
+            Ok(None) => {}
+            Err(error) => {
+                metrics.model_load_failures.inc();
+                tracing::error!(series = %series, %error, "no readable live model; the series is trained on first use");
+            }
+        }
+    }
+    live
+}
+
 /// Every stored workload but the one called `name`.
 fn others(workloads: &BTreeMap<String, Arc<WorkloadEntry>>, name: &str) -> Vec<Workload> {
     workloads
@@ -928,4 +1192,39 @@ fn write_workloads(dir: &std::path::Path, workloads: &[Workload]) -> Result<(), 
     })?;
     write_file_atomically(dir, WORKLOADS_FILE, text.as_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(total: u32, done: u32, failures: usize, finished: bool) -> Job {
+        Job {
+            id: "retrain-1".to_owned(),
+            total,
+            done: AtomicU32::new(done),
+            failures: Mutex::new(
+                (0..failures)
+                    .map(|index| {
+                        (
+                            SeriesId::new(&format!("s{index}")).unwrap(),
+                            "bad".to_owned(),
+                        )
+                    })
+                    .collect(),
+            ),
+            started_at: Timestamp::from_millis(1),
+            finished_at: AtomicI64::new(if finished { 2 } else { 0 }),
+        }
+    }
+
+    #[test]
+    fn a_job_says_how_it_ended() {
+        assert_eq!(job(3, 1, 0, false).state(), JobState::Running);
+        assert_eq!(job(3, 3, 0, true).state(), JobState::Succeeded);
+        assert_eq!(job(3, 3, 1, true).state(), JobState::Failed);
+        // Shutdown stopped it after one series of three.
+        assert_eq!(job(3, 1, 0, true).state(), JobState::Cancelled);
+        assert_eq!(job(3, 1, 1, true).state(), JobState::Failed);
+    }
 }

@@ -15,7 +15,10 @@ use super::DomainError;
 const EPOCH_MILLIS_THRESHOLD: f64 = 1e11;
 
 /// An instant in UTC with millisecond resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Timestamp(i64);
 
 impl Timestamp {
@@ -115,8 +118,17 @@ impl FromStr for Timestamp {
 }
 
 /// A positive spacing between samples or buckets, in whole milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(try_from = "i64", into = "i64")]
 pub struct Step(i64);
+
+impl From<Step> for i64 {
+    fn from(step: Step) -> i64 {
+        step.0
+    }
+}
 
 impl Step {
     /// Five minutes: the usual scrape-derived resolution.

@@ -132,7 +132,7 @@ impl BacktestParams {
 }
 
 /// Accuracy of one model over all backtest folds.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Scores {
     /// Mean absolute error in the series' own units.
     pub mae: f64,
@@ -151,7 +151,7 @@ pub struct Scores {
 }
 
 /// What became of a member in the ensemble.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MemberStatus {
     /// In the ensemble with this weight.
     Used {
@@ -173,7 +173,7 @@ pub enum MemberStatus {
 }
 
 /// One member's backtest result.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MemberReport {
     /// Which member.
     pub kind: MemberKind,
@@ -194,7 +194,7 @@ impl MemberReport {
 }
 
 /// Backtest figures of a fitted model: per member, and for the combined forecast.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BacktestReport {
     /// Steps scored after each origin.
     pub horizon: usize,
@@ -204,6 +204,9 @@ pub struct BacktestReport {
     pub members: Vec<MemberReport>,
     /// The combined forecast's accuracy, with weights fitted leaving each scored fold out.
     pub combined: Option<Scores>,
+    /// The same per fold, in the order of `origins` (what a retrain compares on).
+    #[serde(default)]
+    pub combined_folds: Vec<Option<Scores>>,
 }
 
 impl BacktestReport {

@@ -74,7 +74,7 @@ impl ConformalParams {
 /// few folds' worth of correlated residuals, so its own 95% quantile would be one of its two or
 /// three largest values; pooled over the buckets the tail rests on the whole backtest, while each
 /// bucket keeps its own width.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Calibration {
     /// Horizon the residuals were collected for.
     horizon: usize,

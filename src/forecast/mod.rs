@@ -71,6 +71,12 @@ pub enum ForecastError {
     /// A horizon or interval level out of range.
     #[error(transparent)]
     Domain(#[from] DomainError),
+    /// A stored model cannot forecast from the given series without a refit.
+    #[error("cannot re-anchor the model: {reason}")]
+    CannotReanchor {
+        /// Why: another step or grid, or a series ending before the training data.
+        reason: String,
+    },
     /// A member model could not be fitted to this series.
     #[error("member {member} failed: {reason}")]
     MemberFailed {

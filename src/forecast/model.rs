@@ -13,14 +13,17 @@
 //! `conformal`).
 
 use std::ops::Range;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
 
 use crate::domain::{Step, TimeSeries, Timestamp};
 
 use super::backtest::{self, BacktestParams, BacktestReport, MemberReport, MemberStatus};
 use super::conformal::{self, Calibration, ConformalParams};
-use super::members::{self, FitInput, MemberKind, MemberSpec, PointForecaster};
+use super::members::{self, Anchor, FitInput, MemberKind, MemberSpec, MemberState};
 use super::metrics;
-use super::preprocess::{self, Prepared, PreprocessParams, PreprocessSummary, Scaler};
+use super::preprocess::{self, Cleaning, Prepared, PreprocessParams, PreprocessSummary, Scaler};
 use super::{Fit, ForecastError, Predict};
 use crate::domain::{Forecast, Horizon, Interval, Level};
 
@@ -420,6 +423,16 @@ impl Fit for ModelParams {
             })
             .collect();
         let combined_scores = backtest::score(&combined_folds, &prepared, &origins, naive_scale);
+        let fold_scores: Vec<Option<backtest::Scores>> = (0..combined_folds.len())
+            .map(|fold| {
+                backtest::score(
+                    &combined_folds[fold..=fold],
+                    &prepared,
+                    &origins[fold..=fold],
+                    naive_scale,
+                )
+            })
+            .collect();
         let residuals = backtest::residuals_by_fold(&combined_folds, &prepared, &origins);
         let fallback: Vec<f64> = prepared.values.windows(2).map(|w| w[1] - w[0]).collect();
         let calibration = Calibration::new(&residuals, &self.conformal, &fallback);
@@ -448,7 +461,7 @@ impl Fit for ModelParams {
                 Ok(fitted) => parts.push(Part {
                     kind: spec.kind(),
                     weights: slot_weights,
-                    fitted,
+                    member: fitted.state(),
                 }),
                 Err(error) => final_errors.push((*index, error)),
             }
@@ -488,8 +501,8 @@ impl Fit for ModelParams {
             }
         }
 
-        Ok(FittedModel {
-            end: prepared.end(),
+        let learned = Learned {
+            trained_end: prepared.end(),
             step: prepared.step,
             scaler: prepared.scaler,
             parts,
@@ -500,8 +513,17 @@ impl Fit for ModelParams {
                 origins,
                 members: reports,
                 combined: combined_scores,
+                combined_folds: fold_scores,
             },
             summary: PreprocessSummary::from(&prepared),
+            cleaning: self.preprocess.cleaning(),
+        };
+        let needed = learned.recent_needed().min(len);
+        Ok(FittedModel {
+            recent: prepared.values[len - needed..].to_vec(),
+            recent_start: prepared.time_at(len - needed),
+            end: prepared.end(),
+            learned: Arc::new(learned),
         })
     }
 }
@@ -701,16 +723,15 @@ fn combine(
 }
 
 /// A member of the fitted combination.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Part {
     /// Which member.
     kind: MemberKind,
     /// Its weight in each horizon bucket (each bucket's weights sum to one over the parts).
     weights: Vec<f64>,
-    /// The member fitted on the whole history.
-    fitted: Box<dyn PointForecaster>,
+    /// What the member learned on the whole history.
+    member: MemberState,
 }
-
 impl Part {
     /// Weight averaged over the steps of the calibrated horizon (buckets end at `ends`).
     fn mean_weight(&self, ends: &[usize]) -> f64 {
@@ -732,16 +753,16 @@ fn naive_scale(prepared: &Prepared) -> Option<f64> {
     metrics::seasonal_naive_scale(&history, period)
 }
 
-/// A fitted model: immutable, forecasts from the end of the fitted series.
-#[derive(Debug)]
-pub struct FittedModel {
-    /// Time just after the last fitted value: where forecasts start.
-    end: Timestamp,
+/// What a fit learned, shared by every re-anchored copy of the model.
+#[derive(Debug, Serialize, Deserialize)]
+struct Learned {
+    /// Time just after the last value fitted.
+    trained_end: Timestamp,
     /// Spacing of the series and of its forecasts.
     step: Step,
     /// Mapping from the model scale back to the series' units.
     scaler: Scaler,
-    /// Members with their weights per horizon bucket and fitted state.
+    /// Members with their weights per horizon bucket and learned state.
     parts: Vec<Part>,
     /// First step after each horizon bucket the weights change at.
     ends: Vec<usize>,
@@ -751,25 +772,72 @@ pub struct FittedModel {
     report: BacktestReport,
     /// What preprocessing did.
     summary: PreprocessSummary,
+    /// How newer data is cleaned before a re-anchored forecast.
+    cleaning: Cleaning,
+}
+
+impl Learned {
+    /// Newest points every member's forecast reads.
+    fn recent_needed(&self) -> usize {
+        self.parts
+            .iter()
+            .map(|part| part.member.recent_needed())
+            .max()
+            .unwrap_or(1)
+    }
+
+    /// Checks what a decoder cannot: the parts agree with the buckets.
+    fn check(&self) -> Result<(), String> {
+        if self.parts.is_empty() || self.ends.is_empty() {
+            return Err("a model holds at least one member and one horizon bucket".to_owned());
+        }
+        if self
+            .parts
+            .iter()
+            .any(|part| part.weights.len() != self.ends.len())
+        {
+            return Err("every member holds one weight per horizon bucket".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// A fitted model: immutable, forecasts from the end of the series it was fitted on or, once
+/// [re-anchored](FittedModel::reanchor), from the end of newer data without refitting.
+///
+/// It serialises (with serde, in any format) to everything needed to forecast later: each
+/// member's learned state, the ensemble weights, the calibration, the scaler, the backtest
+/// report, and the newest preprocessed points.
+#[derive(Debug, Clone)]
+pub struct FittedModel {
+    /// What the fit learned.
+    learned: Arc<Learned>,
+    /// Newest gap-free values on the model scale: what members forecast from.
+    recent: Vec<f64>,
+    /// Time of `recent[0]`.
+    recent_start: Timestamp,
+    /// Time just after the last of `recent`: where forecasts start.
+    end: Timestamp,
 }
 
 impl FittedModel {
     /// Backtest figures: per-member scores and status (used, dropped, skipped and why).
     pub fn report(&self) -> &BacktestReport {
-        &self.report
+        &self.learned.report
     }
 
     /// What preprocessing found and did (transform, outliers, imputed points, seasonality).
     pub fn preprocessing(&self) -> &PreprocessSummary {
-        &self.summary
+        &self.learned.summary
     }
 
     /// Members in the combined forecast with their weights, averaged over the calibrated
     /// horizon (weights are found per bucket of lead times).
     pub fn weights(&self) -> Vec<(MemberKind, f64)> {
-        self.parts
+        self.learned
+            .parts
             .iter()
-            .map(|part| (part.kind, part.mean_weight(&self.ends)))
+            .map(|part| (part.kind, part.mean_weight(&self.learned.ends)))
             .collect()
     }
 
@@ -777,38 +845,160 @@ impl FittedModel {
     pub fn forecast_start(&self) -> Timestamp {
         self.end
     }
+
+    /// Time just after the last value the model was fitted on.
+    pub fn trained_end(&self) -> Timestamp {
+        self.learned.trained_end
+    }
+
+    /// Time of the first value the model was fitted on (after preprocessing trimmed the start).
+    pub fn trained_start(&self) -> Timestamp {
+        let points = i64::try_from(self.learned.summary.points).unwrap_or(i64::MAX);
+        self.learned
+            .trained_end
+            .saturating_add_millis(-points.saturating_mul(self.learned.step.as_millis()))
+    }
+
+    /// Spacing of the series.
+    pub fn step(&self) -> Step {
+        self.learned.step
+    }
+
+    /// The same model forecasting from the end of `series` — newer data than it was fitted on,
+    /// on the same grid — without refitting: the new points are cleaned and scaled as the
+    /// training data was, and every member re-anchored on them (see `members::state`).
+    ///
+    /// Fails when `series` is on another step or grid, ends before the training data did, or
+    /// holds too few points for the members' lags.
+    pub fn reanchor(&self, series: &TimeSeries) -> Result<FittedModel, ForecastError> {
+        let step = self.learned.step;
+        let refuse = |reason: String| ForecastError::CannotReanchor { reason };
+        if series.step() != step {
+            return Err(refuse(format!(
+                "the series is on a step of {}, the model on {step}",
+                series.step()
+            )));
+        }
+        let since = series.end().as_millis() - self.learned.trained_end.as_millis();
+        if since < 0 {
+            return Err(refuse(format!(
+                "the series ends at {}, before the training data did ({})",
+                series.end(),
+                self.learned.trained_end
+            )));
+        }
+        if since % step.as_millis() != 0 {
+            return Err(refuse(
+                "the series is not on the grid the model was fitted on".to_owned(),
+            ));
+        }
+        let needed = self.learned.recent_needed();
+        let (recent_start, recent) = preprocess::prepare_recent(
+            series,
+            needed,
+            &self.learned.scaler,
+            self.learned.cleaning,
+        )?;
+        Ok(FittedModel {
+            learned: Arc::clone(&self.learned),
+            recent,
+            recent_start,
+            end: series.end(),
+        })
+    }
+
+    /// Steps from the end of the training data to where forecasts start.
+    fn elapsed(&self) -> usize {
+        let millis = self.end.as_millis() - self.learned.trained_end.as_millis();
+        usize::try_from(millis / self.learned.step.as_millis()).unwrap_or(0)
+    }
+}
+
+/// The serialised form of a [`FittedModel`], borrowed for writing.
+#[derive(Serialize)]
+struct StoredRef<'a> {
+    learned: &'a Learned,
+    recent: &'a [f64],
+    recent_start: Timestamp,
+}
+
+/// The serialised form of a [`FittedModel`], owned for reading.
+#[derive(Deserialize)]
+struct StoredOwned {
+    learned: Learned,
+    recent: Vec<f64>,
+    recent_start: Timestamp,
+}
+
+impl Serialize for FittedModel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        StoredRef {
+            learned: &self.learned,
+            recent: &self.recent,
+            recent_start: self.recent_start,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for FittedModel {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let stored = StoredOwned::deserialize(deserializer)?;
+        stored.learned.check().map_err(serde::de::Error::custom)?;
+        if stored.recent.is_empty() {
+            return Err(serde::de::Error::custom("a model holds its newest points"));
+        }
+        let points = i64::try_from(stored.recent.len()).unwrap_or(i64::MAX);
+        let end = stored
+            .recent_start
+            .saturating_add_millis(points.saturating_mul(stored.learned.step.as_millis()));
+        Ok(FittedModel {
+            learned: Arc::new(stored.learned),
+            recent: stored.recent,
+            recent_start: stored.recent_start,
+            end,
+        })
+    }
 }
 
 impl Predict for FittedModel {
     fn predict(&self, horizon: Horizon, levels: &[Level]) -> Result<Forecast, ForecastError> {
+        let learned = &*self.learned;
         let steps = horizon.steps();
-        let forecasts: Vec<Vec<f64>> = self
+        let anchor = Anchor {
+            values: &self.recent,
+            start: self.recent_start,
+            step: learned.step,
+            elapsed: self.elapsed(),
+        };
+        let forecasts: Vec<Vec<f64>> = learned
             .parts
             .iter()
-            .map(|part| part.fitted.forecast(steps))
+            .map(|part| part.member.forecast_from(&anchor, steps))
             .collect();
         let slices: Vec<Option<&[f64]>> = forecasts.iter().map(|f| Some(f.as_slice())).collect();
-        let weights: Vec<Vec<f64>> = (0..self.ends.len())
-            .map(|bucket| self.parts.iter().map(|part| part.weights[bucket]).collect())
+        let weights: Vec<Vec<f64>> = (0..learned.ends.len())
+            .map(|bucket| {
+                learned
+                    .parts
+                    .iter()
+                    .map(|part| part.weights[bucket])
+                    .collect()
+            })
             .collect();
-        let model_point = members::sanitize(combine(&slices, &weights, &self.ends, steps));
-        let point: Vec<f64> = model_point
-            .iter()
-            .map(|v| self.scaler.inverse(*v))
-            .collect();
+        let model_point = members::sanitize(combine(&slices, &weights, &learned.ends, steps));
+        let scaler = &learned.scaler;
+        let point: Vec<f64> = model_point.iter().map(|v| scaler.inverse(*v)).collect();
         let intervals = levels
             .iter()
             .map(|level| {
-                let inflation = self.calibration.inflation(*level);
+                let inflation = learned.calibration.inflation(*level);
                 let (lower, upper): (Vec<f64>, Vec<f64>) = model_point
                     .iter()
                     .enumerate()
                     .map(|(step, value)| {
-                        let (low, high) = self.calibration.offsets(step, *level, inflation);
-                        (
-                            self.scaler.inverse(value + low),
-                            self.scaler.inverse(value + high),
-                        )
+                        let (low, high) = learned.calibration.offsets(step, *level, inflation);
+                        (scaler.inverse(value + low), scaler.inverse(value + high))
                     })
                     .unzip();
                 Interval {
@@ -818,7 +1008,7 @@ impl Predict for FittedModel {
                 }
             })
             .collect();
-        Ok(Forecast::new(self.end, self.step, point, intervals))
+        Ok(Forecast::new(self.end, learned.step, point, intervals))
     }
 }
 

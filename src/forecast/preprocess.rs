@@ -30,7 +30,7 @@ pub enum TransformChoice {
 /// "Time-series analysis supported by power transformations", J. Forecasting 12(1): the λ that
 /// makes the ratio `sd / mean^(1-λ)` most nearly constant across subseries. Quantiles survive a
 /// monotone transform, so bounds are inverted exactly like the point forecast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Transform {
     /// No transform.
     Identity,
@@ -166,6 +166,14 @@ impl PreprocessParams {
         })
     }
 
+    /// How newer data is cleaned before a stored model forecasts from it.
+    pub(crate) fn cleaning(&self) -> Cleaning {
+        Cleaning {
+            hampel_half_window: self.hampel_half_window,
+            outlier_threshold: self.outlier_threshold,
+        }
+    }
+
     fn resolved_max_history(&self, step: Step) -> usize {
         self.max_history.unwrap_or_else(|| {
             let four_weeks = (28 * 86_400_000 / step.as_millis().max(1)) as usize;
@@ -174,8 +182,17 @@ impl PreprocessParams {
     }
 }
 
+/// The outlier rule a stored model applies to newer data (see [`prepare_recent`]).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Cleaning {
+    /// Half width of the rolling-median filter, in steps.
+    hampel_half_window: usize,
+    /// Robust z-score beyond which a point is replaced.
+    outlier_threshold: f64,
+}
+
 /// Maps values between the caller's scale and the models' standardised scale.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Scaler {
     /// The variance-stabilising transform applied first.
     pub(crate) transform: Transform,
@@ -241,14 +258,19 @@ pub(crate) struct Prepared {
 impl Prepared {
     /// Time just after the last value, where forecasts start.
     pub(crate) fn end(&self) -> Timestamp {
-        let offset = i64::try_from(self.values.len()).unwrap_or(i64::MAX);
+        self.time_at(self.values.len())
+    }
+
+    /// Time of `values[index]`.
+    pub(crate) fn time_at(&self, index: usize) -> Timestamp {
+        let offset = i64::try_from(index).unwrap_or(i64::MAX);
         self.start
             .saturating_add_millis(offset.saturating_mul(self.step.as_millis()))
     }
 }
 
 /// What preprocessing did to a series, for reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PreprocessSummary {
     /// Points the models were fitted on (after trimming).
     pub points: usize,
@@ -372,6 +394,49 @@ pub(crate) fn prepare(
         outliers,
         imputed,
     })
+}
+
+/// The newest `points` of `series` ready for a stored model: on the model scale of `scaler`, gaps
+/// interpolated and spikes replaced by the short Hampel filter the fit used. The seasonal outlier
+/// pass of [`prepare`] is left out: it needs whole seasons and a fresh seasonality detection,
+/// which is the refit a stored model avoids. Returns the time of the first value and the values.
+pub(crate) fn prepare_recent(
+    series: &TimeSeries,
+    points: usize,
+    scaler: &Scaler,
+    cleaning: Cleaning,
+) -> Result<(Timestamp, Vec<f64>), ForecastError> {
+    let len = series.len();
+    if len < points {
+        return Err(ForecastError::NotEnoughHistory {
+            needed: points,
+            got: len,
+        });
+    }
+    // A little more than needed, so the filter has neighbours on both sides of the first point.
+    let from = len - (points + cleaning.hampel_half_window).min(len);
+    let scaled: Vec<f64> = series.values()[from..]
+        .iter()
+        .map(|v| {
+            if v.is_finite() {
+                scaler.forward(*v)
+            } else {
+                f64::NAN
+            }
+        })
+        .collect();
+    if scaled.iter().all(|v| v.is_nan()) {
+        return Err(ForecastError::NotEnoughHistory { needed: 1, got: 0 });
+    }
+    let mut filled = interpolate(&scaled);
+    hampel(
+        &mut filled,
+        &scaled,
+        cleaning.hampel_half_window,
+        cleaning.outlier_threshold,
+    );
+    let skip = filled.len() - points;
+    Ok((series.time_at(from + skip), filled.split_off(skip)))
 }
 
 /// Detects periods on a raw series after gap filling and outlier removal, without fitting a model.

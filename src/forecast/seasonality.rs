@@ -105,7 +105,7 @@ impl SeasonalityParams {
 }
 
 /// A calendar length a detected period matches exactly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CalendarPeriod {
     /// 24 hours.
     Day,
@@ -132,7 +132,7 @@ impl CalendarPeriod {
 }
 
 /// One detected period.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SeasonalPeriod {
     /// Length of the period in steps.
     pub steps: usize,
@@ -143,7 +143,7 @@ pub struct SeasonalPeriod {
 }
 
 /// The periods found in a series, strongest first.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Seasonality {
     periods: Vec<SeasonalPeriod>,
 }

@@ -347,6 +347,7 @@ pub(crate) fn job_message(job: &Job) -> proto::Job {
             JobState::Running => proto::JobState::Running,
             JobState::Succeeded => proto::JobState::Succeeded,
             JobState::Failed => proto::JobState::Failed,
+            JobState::Cancelled => proto::JobState::Cancelled,
         } as i32,
         total: job.total,
         done: job.done(),

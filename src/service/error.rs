@@ -37,6 +37,7 @@ pub(crate) fn status(error: &AppError) -> Status {
         AppError::NotFound { .. } => Code::NotFound,
         AppError::PlanPending { .. } | AppError::ShuttingDown => Code::Unavailable,
         AppError::Simulate(_)
+        | AppError::Registry(_)
         | AppError::TemporaryStore { .. }
         | AppError::Worker { .. }
         | AppError::Output { .. } => Code::Internal,

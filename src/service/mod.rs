@@ -175,6 +175,7 @@ pub async fn serve(
 
     let planner = tokio::spawn(Arc::clone(&state).run_planner());
     let maintenance = tokio::spawn(Arc::clone(&state).run_maintenance());
+    let retrain_schedule = tokio::spawn(Arc::clone(&state).run_retrain_schedule());
     let token = state.shutdown_token().clone();
     let signal = async move {
         shutdown.await;
@@ -192,7 +193,11 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = router.serve_with_incoming_shutdown(incoming, signal).await;
     state.shutdown_token().cancel();
-    for (task, name) in [(planner, "planner"), (maintenance, "maintenance")] {
+    for (task, name) in [
+        (planner, "planner"),
+        (maintenance, "maintenance"),
+        (retrain_schedule, "retrain schedule"),
+    ] {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "background task failed");
         }

@@ -81,3 +81,31 @@ impl TestServer {
         self.directory
     }
 }
+
+/// Opens a `WatchPlans` stream on the named workloads.
+pub(crate) async fn watch_plans(
+    channel: &Channel,
+    workloads: &[&str],
+) -> tonic::Streaming<prescale::service::proto::Plan> {
+    prescale::service::proto::plan_service_client::PlanServiceClient::new(channel.clone())
+        .watch_plans(prescale::service::proto::WatchPlansRequest {
+            workloads: workloads.iter().map(|name| (*name).to_owned()).collect(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The next plan on a `WatchPlans` stream, within two minutes.
+pub(crate) async fn next_plan(
+    stream: &mut tonic::Streaming<prescale::service::proto::Plan>,
+) -> prescale::service::proto::Plan {
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio_stream::StreamExt::next(stream),
+    )
+    .await
+    .expect("a plan arrives within two minutes")
+    .expect("the stream is open")
+    .expect("the plan is not an error")
+}

@@ -18,7 +18,8 @@ use augurs::{Fit as _, Forecast as AugursForecast, Predict as _};
 use crate::forecast::ForecastError;
 use crate::forecast::seasonality::Seasonality;
 
-use super::{FitInput, MemberKind, PointForecaster};
+use super::state::{FROZEN_STEPS, FrozenPath};
+use super::{FitInput, MemberKind, MemberState, PointForecaster};
 
 /// Parameters of the MSTL member.
 ///
@@ -111,6 +112,7 @@ impl MstlParams {
             ));
         }
         periods.sort_unstable();
+        let cycle = periods.last().copied().unwrap_or(1);
         let trend = TailEts {
             window: self.ets_window,
         };
@@ -119,6 +121,8 @@ impl MstlParams {
             .map_err(|error| failed(MemberKind::Mstl, error))?;
         Ok(Box::new(AugursForecaster {
             model: AugursModel::Mstl(fitted),
+            cycle,
+            anchor_points: super::anchor_window(input.horizon),
         }))
     }
 }
@@ -195,14 +199,23 @@ impl EtsParams {
         };
         // A seasonal search can find no admissible model (e.g. a short, weak period); the
         // non-seasonal search still gives a usable level-and-trend forecast.
+        let cycle = season.unwrap_or(1);
         let fitted = match season {
             Some(length) => AutoETS::new(length, "ZZA")
                 .and_then(|spec| spec.fit(window))
                 .or_else(|_| non_seasonal())?,
             None => non_seasonal()?,
         };
+        // The cycle the path repeats: the season the chosen model holds.
+        let cycle = if fitted.model().model_type().season.included() {
+            cycle
+        } else {
+            1
+        };
         Ok(Box::new(AugursForecaster {
             model: AugursModel::Ets(fitted),
+            cycle,
+            anchor_points: super::anchor_window(input.horizon),
         }))
     }
 }
@@ -249,6 +262,10 @@ enum AugursModel {
 struct AugursForecaster {
     /// The fitted augurs model.
     model: AugursModel,
+    /// The longest period the model repeats (1 for none).
+    cycle: usize,
+    /// Points a re-anchored forecast's intercept correction averages over.
+    anchor_points: usize,
 }
 
 impl PointForecaster for AugursForecaster {
@@ -263,5 +280,13 @@ impl PointForecaster for AugursForecaster {
             // failure: the backtest then skips the member, and a final forecast is sanitised.
             _ => vec![f64::NAN; horizon],
         }
+    }
+
+    fn state(&self) -> MemberState {
+        MemberState::Frozen(FrozenPath {
+            path: self.forecast(FROZEN_STEPS.max(2 * self.cycle)),
+            cycle: self.cycle,
+            anchor_points: self.anchor_points,
+        })
     }
 }

@@ -14,7 +14,8 @@ use crate::forecast::ForecastError;
 use crate::forecast::seasonality::Seasonality;
 use crate::forecast::stats;
 
-use super::{FitInput, PointForecaster, check_trend_half_life};
+use super::state::Curve;
+use super::{FitInput, MemberState, PointForecaster, check_trend_half_life};
 
 /// Parameters of the FFT member.
 ///
@@ -172,11 +173,9 @@ pub(crate) fn fit_harmonics(
         phi: stats::phi_from_half_life(trend_half_life),
         components,
         offset: 0.0,
+        anchor_points: super::anchor_window(horizon),
     };
-    fitted.offset = super::anchor_offset(window, horizon, |index| {
-        fitted.level - fitted.slope * (window_len - 1 - index) as f64
-            + fitted.seasonal_at(index as f64)
-    });
+    fitted.offset = fitted.offset_on(window, 0);
     fitted
 }
 
@@ -198,7 +197,7 @@ pub(crate) fn cycle_trend(window: &[f64], period: usize) -> (f64, f64) {
 }
 
 /// One kept sinusoid: `amplitude * cos(frequency * t + phase)` with `t` indexing the window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Harmonic {
     frequency: f64,
     amplitude: f64,
@@ -206,7 +205,7 @@ struct Harmonic {
 }
 
 /// Kept harmonics plus a damped linear trend.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FittedFft {
     /// Length of the analysed window; forecasts continue its time index.
     window_len: usize,
@@ -220,6 +219,8 @@ pub(crate) struct FittedFft {
     components: Vec<Harmonic>,
     /// Recent mean residual, added to re-anchor the level (see `anchor_offset`).
     offset: f64,
+    /// Points `offset` averages over.
+    anchor_points: usize,
 }
 
 impl FittedFft {
@@ -232,17 +233,30 @@ impl FittedFft {
     }
 }
 
+impl Curve for FittedFft {
+    fn curve(&self, k: i64) -> f64 {
+        let trend = if k <= 0 {
+            self.slope * k as f64
+        } else {
+            self.slope * stats::damped_steps(self.phi, k as usize)
+        };
+        self.level + trend + self.seasonal_at((self.window_len as i64 - 1 + k) as f64)
+    }
+
+    fn anchor_points(&self) -> usize {
+        self.anchor_points
+    }
+}
+
 impl PointForecaster for FittedFft {
     fn forecast(&self, horizon: usize) -> Vec<f64> {
         (1..=horizon)
-            .map(|step| {
-                let t = (self.window_len - 1 + step) as f64;
-                self.level
-                    + self.offset
-                    + self.slope * stats::damped_steps(self.phi, step)
-                    + self.seasonal_at(t)
-            })
+            .map(|step| self.curve(step as i64) + self.offset)
             .collect()
+    }
+
+    fn state(&self) -> MemberState {
+        MemberState::Fft(self.clone())
     }
 }
 

@@ -19,7 +19,7 @@ use crate::forecast::seasonality::{CalendarPeriod, Seasonality};
 use crate::forecast::stats;
 
 use super::regression_forest::{RandomForestRegressor, RandomForestRegressorParams};
-use super::{FitInput, PointForecaster};
+use super::{FitInput, MemberState, PointForecaster};
 
 /// Parameters of the forest member.
 ///
@@ -125,13 +125,16 @@ impl ForestParams {
                 .expect("every row holds FEATURES values");
         let dataset = Dataset::new(records, Array1::from(targets));
         let forest = self.forest.fit(&dataset)?;
-        Ok(Box::new(FittedForest {
+        let model = ForestModel {
             forest,
+            period,
+            week,
+        };
+        Ok(Box::new(FittedForest {
+            model,
             history: input.values.to_vec(),
             start: input.start,
             step: input.step,
-            period,
-            week,
         }))
     }
 }
@@ -258,32 +261,68 @@ fn calendar(start: Timestamp, step: Step, index: usize) -> (f64, f64) {
     (minute as f64, weekday as f64)
 }
 
-#[derive(Debug)]
-struct FittedForest {
+/// The trees and the lags they read: a forest's learned state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct ForestModel {
     /// The fitted regressor.
     forest: RandomForestRegressor,
-    /// The fitted window, the source of every lag at prediction time.
-    history: Vec<f64>,
-    /// Time of `history[0]`.
-    start: Timestamp,
-    /// Spacing of the series.
-    step: Step,
     /// Season length behind the season lag and the rolling statistics.
     period: usize,
     /// Week length when a week lag is used.
     week: Option<usize>,
 }
 
-impl PointForecaster for FittedForest {
-    fn forecast(&self, horizon: usize) -> Vec<f64> {
-        let lags = Lags::new(&self.history, self.start, self.step, self.period, self.week);
-        let origin = self.history.len() - 1;
+impl ForestModel {
+    /// Newest points the features of a forecast read.
+    pub(crate) fn recent_needed(&self) -> usize {
+        (2 * self.period).max(self.week.unwrap_or(0))
+    }
+
+    /// Forecasts `horizon` steps after the end of `values` (which start at `start`), with every
+    /// lag read from them.
+    pub(crate) fn forecast_from(
+        &self,
+        values: &[f64],
+        start: Timestamp,
+        step: Step,
+        horizon: usize,
+    ) -> Vec<f64> {
+        if values.len() < self.recent_needed() {
+            // The history is shorter than the lags: no forecast rather than a wrong one (the
+            // model refuses to re-anchor on so little; see `FittedModel::reanchor`).
+            return vec![f64::NAN; horizon];
+        }
+        let lags = Lags::new(values, start, step, self.period, self.week);
+        let origin = values.len() - 1;
         (1..=horizon)
             .map(|ahead| {
                 let (features, level) = lags.features(origin, ahead);
                 level + self.forest.predict_row(&features)
             })
             .collect()
+    }
+}
+
+#[derive(Debug)]
+struct FittedForest {
+    /// The learned state.
+    model: ForestModel,
+    /// The fitted window, the source of every lag at prediction time.
+    history: Vec<f64>,
+    /// Time of `history[0]`.
+    start: Timestamp,
+    /// Spacing of the series.
+    step: Step,
+}
+
+impl PointForecaster for FittedForest {
+    fn forecast(&self, horizon: usize) -> Vec<f64> {
+        self.model
+            .forecast_from(&self.history, self.start, self.step, horizon)
+    }
+
+    fn state(&self) -> MemberState {
+        MemberState::Forest(self.model.clone())
     }
 }
 

@@ -9,6 +9,7 @@ mod forest;
 mod naive;
 pub mod regression_forest;
 mod scryer;
+mod state;
 mod trend;
 
 use std::fmt;
@@ -22,6 +23,8 @@ pub use naive::SeasonalNaiveParams;
 pub use regression_forest::{RandomForestRegressor, RandomForestRegressorParams};
 pub use scryer::ScryerParams;
 pub use trend::TrendParams;
+
+pub(crate) use state::{Anchor, MemberState};
 
 use super::seasonality::Seasonality;
 use super::{Fit, FittedModel, ForecastError, ModelParams};
@@ -61,10 +64,16 @@ impl FitInput<'_> {
 pub(crate) trait PointForecaster: fmt::Debug + Send + Sync {
     /// Point forecasts for steps `1..=horizon` after the window.
     fn forecast(&self, horizon: usize) -> Vec<f64>;
+
+    /// The learned state to keep (and persist) once the member is final; it forecasts from newer
+    /// data than the member was fitted on (see [`MemberState::forecast_from`]).
+    fn state(&self) -> MemberState;
 }
 
 /// Names the member models, for reports and configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum MemberKind {
     /// The value one season ago (the baseline).
     SeasonalNaive,
@@ -221,19 +230,20 @@ impl Fit for MemberSpec {
     }
 }
 
-/// Mean of `actual - fitted` over the last `anchor_window(horizon)` points: the offset that
-/// re-anchors a model fitted on a long window to the current level.
+/// Mean of `actual - fitted` over the last `points` values: the offset that re-anchors a model
+/// fitted on a long window to the current level.
 ///
 /// Models that fit a whole window (a regression line, Fourier terms, phase means) lag behind a
 /// recent level shift; adding the recent mean residual is the "intercept correction" of Clements
 /// & Hendry ("Forecasting Economic Time Series", 1998, ch. 8). `fitted_at(index)` is the model's
-/// in-sample value at `index` of `values`.
+/// value at `index` of `values` (in-sample, or its forecast when `values` runs past the window it
+/// was fitted on: that is how a stored model is re-anchored on newer data).
 pub(crate) fn anchor_offset(
     values: &[f64],
-    horizon: usize,
+    points: usize,
     fitted_at: impl Fn(usize) -> f64,
 ) -> f64 {
-    let window = anchor_window(horizon).min(values.len());
+    let window = points.min(values.len());
     let offset = (values.len() - window..values.len())
         .map(|index| values[index] - fitted_at(index))
         .sum::<f64>()

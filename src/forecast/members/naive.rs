@@ -6,7 +6,7 @@
 use crate::forecast::ForecastError;
 use crate::forecast::seasonality::Seasonality;
 
-use super::{FitInput, PointForecaster};
+use super::{FitInput, MemberState, PointForecaster};
 
 /// Parameters of the seasonal naive baseline.
 ///
@@ -66,6 +66,12 @@ impl PointForecaster for FittedSeasonalNaive {
             .cycle()
             .take(horizon)
             .collect()
+    }
+
+    fn state(&self) -> MemberState {
+        MemberState::SeasonalNaive {
+            period: self.last_season.len(),
+        }
     }
 }
 

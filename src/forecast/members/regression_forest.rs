@@ -181,7 +181,7 @@ impl From<linfa::Error> for ForecastError {
 }
 
 /// A fitted random forest: predictions are the mean of its trees.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RandomForestRegressor {
     trees: Vec<Tree>,
     features: usize,
@@ -326,7 +326,7 @@ impl Binned {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 enum Node {
     Leaf {
         value: f64,
@@ -339,7 +339,7 @@ enum Node {
     },
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Tree {
     /// Nodes with the root at index 0; children always follow their parent.
     nodes: Vec<Node>,

@@ -16,7 +16,8 @@ use crate::forecast::seasonality::{CalendarPeriod, Seasonality};
 use crate::forecast::stats;
 
 use super::fft::{FittedFft, fit_harmonics};
-use super::{FitInput, PointForecaster};
+use super::state::Curve;
+use super::{FitInput, MemberState, PointForecaster};
 
 /// Parameters of the Scryer member.
 ///
@@ -134,20 +135,19 @@ impl ScryerParams {
             .steps(input.step)
             .filter(|week| calendar_day == Some(day) && input.values.len() >= 2 * week);
         let mut regression = SameTimeRegression::fit(input.values, day, self.days, week);
-        regression.offset = super::anchor_offset(input.values, input.horizon, |index| {
-            regression.fitted_at(index)
-        });
+        regression.slope_damping = self.slope_damping;
+        regression.anchor_points = super::anchor_window(input.horizon);
+        regression.offset = regression.offset_on(input.values, 0);
         Ok(Box::new(FittedScryer {
             fft,
             regression,
             fft_weight: self.fft_weight,
-            slope_damping: self.slope_damping,
         }))
     }
 }
 
 /// Phase intercepts and a shared slope over past cycles, plus day-of-week offsets.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct SameTimeRegression {
     /// Cycle length in steps.
     period: usize,
@@ -163,6 +163,10 @@ struct SameTimeRegression {
     weekday_offsets: Option<(usize, Vec<f64>)>,
     /// Recent mean residual, added to re-anchor the level (see `anchor_offset`).
     offset: f64,
+    /// Points `offset` averages over.
+    anchor_points: usize,
+    /// Per-cycle damping of the slope ahead.
+    slope_damping: f64,
 }
 
 impl SameTimeRegression {
@@ -232,6 +236,8 @@ impl SameTimeRegression {
             slope,
             weekday_offsets,
             offset: 0.0,
+            anchor_points: 1,
+            slope_damping: 1.0,
         }
     }
 
@@ -256,47 +262,78 @@ impl SameTimeRegression {
         day * WEEKDAY_BLOCKS + block
     }
 
-    fn forecast(&self, horizon: usize, slope_damping: f64) -> Vec<f64> {
-        (0..horizon)
-            .map(|offset| {
-                let index = self.len + offset;
-                let cycles_ahead = offset / self.period + 1;
-                let travelled = stats::damped_steps(slope_damping, cycles_ahead);
-                let base = self.phase_mean[index % self.period]
-                    + self.slope * (-self.mean_cycle + travelled);
-                let weekday = self
-                    .weekday_offsets
-                    .as_ref()
-                    .map_or(0.0, |(week, offsets)| {
-                        offsets[Self::week_block(index, *week, self.period)]
-                    });
-                base + weekday + self.offset
-            })
+    fn forecast(&self, horizon: usize) -> Vec<f64> {
+        (1..=horizon)
+            .map(|step| self.curve(step as i64) + self.offset)
             .collect()
     }
 }
 
-#[derive(Debug)]
-struct FittedScryer {
+impl Curve for SameTimeRegression {
+    fn curve(&self, k: i64) -> f64 {
+        let index = (self.len as i64 - 1 + k) as usize;
+        if k <= 0 {
+            return self.fitted_at(index);
+        }
+        let cycles_ahead = (k as usize - 1) / self.period + 1;
+        let travelled = stats::damped_steps(self.slope_damping, cycles_ahead);
+        let weekday = self
+            .weekday_offsets
+            .as_ref()
+            .map_or(0.0, |(week, offsets)| {
+                offsets[Self::week_block(index, *week, self.period)]
+            });
+        self.phase_mean[index % self.period] + self.slope * (-self.mean_cycle + travelled) + weekday
+    }
+
+    fn anchor_points(&self) -> usize {
+        self.anchor_points
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FittedScryer {
     /// The FFT predictor.
     fft: FittedFft,
     /// The same-time-of-day regression.
     regression: SameTimeRegression,
     /// Weight of the FFT predictor.
     fft_weight: f64,
-    /// Per-cycle damping of the regression slope.
-    slope_damping: f64,
+}
+
+impl FittedScryer {
+    fn blend(&self, spectral: &[f64], regression: &[f64]) -> Vec<f64> {
+        spectral
+            .iter()
+            .zip(regression)
+            .map(|(s, r)| self.fft_weight * s + (1.0 - self.fft_weight) * r)
+            .collect()
+    }
+
+    /// Forecasts from newer `values`, each predictor re-anchored on them.
+    pub(crate) fn forecast_on(&self, values: &[f64], elapsed: usize, horizon: usize) -> Vec<f64> {
+        self.blend(
+            &self.fft.forecast_on(values, elapsed, horizon),
+            &self.regression.forecast_on(values, elapsed, horizon),
+        )
+    }
+
+    /// Newest points a re-anchored forecast reads.
+    pub(crate) fn recent_needed(&self) -> usize {
+        self.fft.anchor_points().max(self.regression.anchor_points)
+    }
 }
 
 impl PointForecaster for FittedScryer {
     fn forecast(&self, horizon: usize) -> Vec<f64> {
-        let spectral = self.fft.forecast(horizon);
-        let regression = self.regression.forecast(horizon, self.slope_damping);
-        spectral
-            .iter()
-            .zip(&regression)
-            .map(|(s, r)| self.fft_weight * s + (1.0 - self.fft_weight) * r)
-            .collect()
+        self.blend(
+            &self.fft.forecast(horizon),
+            &self.regression.forecast(horizon),
+        )
+    }
+
+    fn state(&self) -> MemberState {
+        MemberState::Scryer(self.clone())
     }
 }
 
@@ -314,7 +351,7 @@ mod tests {
         }
         let regression = SameTimeRegression::fit(&values, 24, 14, None);
         assert!((regression.slope - 0.5).abs() < 1e-9);
-        let forecast = regression.forecast(24, 1.0);
+        let forecast = regression.forecast(24);
         let truth = sinusoid(24 * 11, 24.0, 1.0, 5.0);
         for step in 0..24 {
             assert!((forecast[step] - truth[240 + step]).abs() < 1e-9);

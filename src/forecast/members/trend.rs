@@ -9,8 +9,8 @@
 //! (a weekly period's 7th harmonic is the daily fundamental) from making the problem singular.
 
 use linfa::Dataset;
-use linfa::traits::{Fit as _, Predict as _};
-use linfa_linear::{FittedLinearRegression, LinearRegression};
+use linfa::traits::Fit as _;
+use linfa_linear::LinearRegression;
 use ndarray::{Array1, Array2, ShapeBuilder};
 
 use crate::forecast::ForecastError;
@@ -18,7 +18,8 @@ use crate::forecast::members::MemberKind;
 use crate::forecast::seasonality::Seasonality;
 use crate::forecast::stats;
 
-use super::{FitInput, PointForecaster, check_trend_half_life};
+use super::state::Curve;
+use super::{FitInput, MemberState, PointForecaster, check_trend_half_life};
 
 /// Parameters of the trend member.
 ///
@@ -191,29 +192,22 @@ impl TrendParams {
         let half_life = self
             .trend_half_life
             .unwrap_or((input.horizon as f64 / 4.0).max(1.0));
-        let anchor = super::anchor_window(input.horizon).min(window_len);
-        let mut tail_rows = Array2::<f64>::zeros((anchor, columns));
-        for (slot, mut cells) in tail_rows.rows_mut().into_iter().enumerate() {
-            design.fill_row((window_len - anchor + slot) as f64, &mut row);
-            cells.assign(&ndarray::ArrayView1::from(&row));
-        }
-        let tail_fit = fitted.predict(&tail_rows);
-        let offset = super::anchor_offset(window, input.horizon, |index| {
-            tail_fit[index + anchor - window_len]
-        });
-        Ok(Box::new(FittedTrend {
+        let mut fitted = FittedTrend {
             design,
-            model: fitted,
+            coefficients,
             window_len,
             slope_end,
             phi: stats::phi_from_half_life(half_life),
-            offset,
-        }))
+            offset: 0.0,
+            anchor_points: super::anchor_window(input.horizon),
+        };
+        fitted.offset = fitted.offset_on(window, 0);
+        Ok(Box::new(fitted))
     }
 }
 
 /// Column layout: intercept, time, changepoint hinges, then sin/cos pairs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct Design {
     /// Window length: time is scaled to `index / len` so coefficients stay well conditioned.
     len: f64,
@@ -294,12 +288,12 @@ impl Design {
     }
 }
 
-#[derive(Debug)]
-struct FittedTrend {
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct FittedTrend {
     /// Column layout the model was fitted on.
     design: Design,
-    /// The linfa least-squares fit.
-    model: FittedLinearRegression<f64>,
+    /// Least-squares coefficients, one per design column (no separate intercept).
+    coefficients: Vec<f64>,
     /// Length of the fitted window; forecasts continue its index.
     window_len: usize,
     /// Trend slope per step at the last fitted point.
@@ -308,35 +302,50 @@ struct FittedTrend {
     phi: f64,
     /// Recent mean residual, added to re-anchor the level (see `anchor_offset`).
     offset: f64,
+    /// Points `offset` averages over.
+    anchor_points: usize,
+}
+
+impl FittedTrend {
+    /// The regression at the design row of window index `index`.
+    fn predict_row(&self, row: &[f64]) -> f64 {
+        row.iter().zip(&self.coefficients).map(|(x, c)| x * c).sum()
+    }
+}
+
+impl Curve for FittedTrend {
+    /// In-sample, the regression itself. Ahead, rows carry the seasonal terms of their own time
+    /// but the trend terms of the last fitted point: the regression then gives level plus
+    /// seasonality, and the slope is added damped instead of running on linearly.
+    fn curve(&self, k: i64) -> f64 {
+        let columns = self.design.width();
+        let last = (self.window_len - 1) as f64;
+        let mut row = vec![0.0; columns];
+        self.design.fill_row(last + k as f64, &mut row);
+        if k <= 0 {
+            return self.predict_row(&row);
+        }
+        let mut frozen_trend = vec![0.0; columns];
+        self.design.fill_row(last, &mut frozen_trend);
+        let trend_columns = self.design.seasonal_start();
+        row[..trend_columns].copy_from_slice(&frozen_trend[..trend_columns]);
+        self.predict_row(&row) + self.slope_end * stats::damped_steps(self.phi, k as usize)
+    }
+
+    fn anchor_points(&self) -> usize {
+        self.anchor_points
+    }
 }
 
 impl PointForecaster for FittedTrend {
     fn forecast(&self, horizon: usize) -> Vec<f64> {
-        let columns = self.design.width();
-        let last = (self.window_len - 1) as f64;
-        let mut frozen_trend = vec![0.0; columns];
-        self.design.fill_row(last, &mut frozen_trend);
-        let trend_columns = self.design.seasonal_start();
-        // Future rows carry the seasonal terms of their own time but the trend terms of the last
-        // fitted point: the regression then predicts level plus seasonality, and the slope is
-        // added damped instead of running on linearly.
-        let mut rows = Array2::<f64>::zeros((horizon, columns));
-        for step in 1..=horizon {
-            let mut row = rows.row_mut(step - 1);
-            let cells = row
-                .as_slice_mut()
-                .expect("rows of a standard-layout array are contiguous");
-            self.design.fill_row(last + step as f64, cells);
-            cells[..trend_columns].copy_from_slice(&frozen_trend[..trend_columns]);
-        }
-        let level_and_season = self.model.predict(&rows);
-        level_and_season
-            .iter()
-            .enumerate()
-            .map(|(offset, value)| {
-                value + self.offset + self.slope_end * stats::damped_steps(self.phi, offset + 1)
-            })
+        (1..=horizon)
+            .map(|step| self.curve(step as i64) + self.offset)
             .collect()
+    }
+
+    fn state(&self) -> MemberState {
+        MemberState::Trend(self.clone())
     }
 }
 

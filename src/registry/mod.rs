@@ -1,0 +1,538 @@
+//! The model registry: trained models per series, versioned on disk, with the promoted (live)
+//! version of each series named in a manifest.
+//!
+//! Layout under the registry directory (`models/` by default):
+//!
+//! ```text
+//! models/manifest.json                 which versions exist and which is live, per series
+//! models/<series-key>/v000001.model    one trained model: header, CRC-32, MessagePack payload
+//! ```
+//!
+//! Every file is written atomically (temporary file, fsync, rename, fsync of the directory), and a
+//! model file before the manifest that names it: a crash at any point leaves the previous manifest
+//! naming complete files, plus at worst an orphan model file that no manifest names (its version
+//! number is never reused). A model file whose CRC-32 does not match its payload is reported and
+//! the newest earlier live version is served instead.
+//!
+//! Writers in several processes (a server, a `prescale retrain` CronJob) take an exclusive lock on
+//! `.lock` and re-read the manifest before each write, so none overwrites another's versions.
+//!
+//! The API is narrow ([`Registry::add`], [`Registry::load_live`], [`Registry::rollback`],
+//! [`Registry::list`], [`Registry::entry`]) so a remote object store can take the directory's place.
+
+mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{SeriesId, Timestamp};
+use crate::forecast::FittedModel;
+use crate::store::write_file_atomically;
+
+pub use schedule::CronSchedule;
+
+/// Name of the manifest in the registry directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// Lock file that serialises writers across processes (a server and a `prescale retrain`).
+const LOCK_FILE: &str = ".lock";
+
+/// First bytes of every model file: format name and version.
+const MAGIC: &[u8; 8] = b"PSMODEL1";
+
+/// Errors of the registry.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A file or directory could not be read or written.
+    #[error("registry i/o on {path}: {reason}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A model file is truncated, fails its CRC-32 or does not decode.
+    #[error("model file {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The manifest does not decode.
+    #[error("manifest {path} is unreadable: {reason}")]
+    Manifest {
+        /// The manifest.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No model of a series, or not that version.
+    #[error("no model of series {series}{}", version.map_or(String::new(), |v| format!(" at version {v}")))]
+    NotFound {
+        /// The series.
+        series: String,
+        /// The version asked for, if any.
+        version: Option<u64>,
+    },
+    /// A rollback has no earlier version to return to.
+    #[error("series {series} has no version before {live} to roll back to")]
+    NothingToRollBack {
+        /// The series.
+        series: String,
+        /// Its live version.
+        live: u64,
+    },
+    /// A cron expression is malformed.
+    #[error("invalid schedule {expression:?}: {reason}")]
+    InvalidSchedule {
+        /// The expression.
+        expression: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// What the manifest records about one stored version (the model itself stays in its file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Version number, increasing per series from 1.
+    pub version: u64,
+    /// File name inside the series directory.
+    pub file: String,
+    /// When it was trained (milliseconds since the epoch).
+    pub created_at_ms: i64,
+    /// prescale version that trained it.
+    pub prescale_version: String,
+    /// CRC-32 of the file's payload.
+    pub crc32: u32,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// First and one-past-last time of the training window (milliseconds since the epoch).
+    pub trained_from_ms: i64,
+    /// End of the training window.
+    pub trained_to_ms: i64,
+    /// Points fitted.
+    pub points: usize,
+    /// Backtest MAE of the ensemble in the series' units, when it could be backtested.
+    pub backtest_mae: Option<f64>,
+    /// Backtest MASE of the ensemble.
+    pub backtest_mase: Option<f64>,
+    /// Whether it was ever live (rollbacks return to these).
+    pub was_live: bool,
+    /// Why it was or was not promoted.
+    pub decision: String,
+}
+
+/// The versions of one series.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeriesEntry {
+    /// Directory of its files inside the registry.
+    pub dir: String,
+    /// The promoted version, if any.
+    pub live: Option<u64>,
+    /// Every stored version, oldest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+impl SeriesEntry {
+    /// The record of `version`.
+    pub fn version(&self, version: u64) -> Option<&VersionInfo> {
+        self.versions.iter().find(|info| info.version == version)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Manifest {
+    /// Entries by series (its canonical text form).
+    series: BTreeMap<String, SeriesEntry>,
+}
+
+/// The payload of a model file, borrowed for writing.
+#[derive(Serialize)]
+struct ModelFileRef<'a> {
+    series: &'a str,
+    version: u64,
+    prescale_version: &'a str,
+    created_at_ms: i64,
+    model: &'a FittedModel,
+}
+
+/// The payload of a model file, as read.
+#[derive(Deserialize)]
+struct ModelFile {
+    series: String,
+    version: u64,
+    model: FittedModel,
+}
+
+/// A model read back from the registry.
+#[derive(Debug)]
+pub struct LoadedModel {
+    /// Its version.
+    pub version: u64,
+    /// The model, forecasting from the end of its training data until re-anchored.
+    pub model: FittedModel,
+    /// Versions that were skipped because their file is corrupt, with why: the live version
+    /// when this is a fallback.
+    pub skipped: Vec<(u64, String)>,
+}
+
+/// Versioned models on disk and the manifest of promoted versions.
+#[derive(Debug)]
+pub struct Registry {
+    /// The registry directory.
+    dir: PathBuf,
+    /// The manifest as last written; the lock also serialises manifest writes.
+    manifest: Mutex<Manifest>,
+}
+
+impl Registry {
+    /// Opens (creating if needed) the registry in `dir`.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, RegistryError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|error| io_error(&dir, error))?;
+        let manifest = read_manifest(&dir)?;
+        Ok(Self {
+            dir,
+            manifest: Mutex::new(manifest),
+        })
+    }
+
+    /// Takes the cross-process write lock and adopts the manifest as on disk, so a write by another
+    /// process since is kept rather than overwritten. The lock holds until the file is dropped.
+    fn lock_and_reload(&self, manifest: &mut Manifest) -> Result<std::fs::File, RegistryError> {
+        let path = self.dir.join(LOCK_FILE);
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|error| io_error(&path, error))?;
+        lock.lock().map_err(|error| io_error(&path, error))?;
+        *manifest = read_manifest(&self.dir)?;
+        Ok(lock)
+    }
+
+    /// The registry directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every series with stored models, by canonical name.
+    pub fn list(&self) -> Vec<(String, SeriesEntry)> {
+        self.manifest
+            .lock()
+            .series
+            .iter()
+            .map(|(name, entry)| (name.clone(), entry.clone()))
+            .collect()
+    }
+
+    /// The versions of `series`.
+    pub fn entry(&self, series: &SeriesId) -> Option<SeriesEntry> {
+        self.manifest
+            .lock()
+            .series
+            .get(&series.to_string())
+            .cloned()
+    }
+
+    /// Stores `model` as the next version of `series`, promoted when `promote`, with `decision`
+    /// recorded as the reason. The model file is durable before the manifest names it.
+    pub fn add(
+        &self,
+        series: &SeriesId,
+        model: &FittedModel,
+        promote: bool,
+        decision: &str,
+    ) -> Result<VersionInfo, RegistryError> {
+        let key = series.to_string();
+        let dir_name = series_dir(series);
+        let series_dir = self.dir.join(&dir_name);
+        std::fs::create_dir_all(&series_dir).map_err(|error| io_error(&series_dir, error))?;
+        // Both held across the write so versions are unique and manifests are written in order,
+        // by this process and any other writing the same directory.
+        let created_at_ms = Timestamp::now().as_millis();
+        let mut manifest = self.manifest.lock();
+        let _writer = self.lock_and_reload(&mut manifest)?;
+        let listed = manifest
+            .series
+            .get(&key)
+            .and_then(|entry| entry.versions.iter().map(|v| v.version).max())
+            .unwrap_or(0);
+        // A crash after a model file was written and before the manifest was leaves an orphan:
+        // never reuse its number.
+        let version = listed.max(highest_file_version(&series_dir)) + 1;
+        let file = format!("v{version:06}.model");
+        let payload = rmp_serde::to_vec_named(&ModelFileRef {
+            series: &key,
+            version,
+            prescale_version: env!("CARGO_PKG_VERSION"),
+            created_at_ms,
+            model,
+        })
+        .map_err(|error| RegistryError::Io {
+            path: series_dir.join(&file),
+            reason: format!("cannot encode the model: {error}"),
+        })?;
+        let crc32 = crc32fast::hash(&payload);
+        let mut bytes = Vec::with_capacity(payload.len() + 12);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&crc32.to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        write_file_atomically(&series_dir, &file, &bytes)
+            .map_err(|error| io_error(&series_dir.join(&file), error))?;
+        let report = model.report();
+        let info = VersionInfo {
+            version,
+            file,
+            created_at_ms,
+            prescale_version: env!("CARGO_PKG_VERSION").to_owned(),
+            crc32,
+            bytes: bytes.len() as u64,
+            trained_from_ms: model.trained_start().as_millis(),
+            trained_to_ms: model.trained_end().as_millis(),
+            points: model.preprocessing().points,
+            backtest_mae: report.combined.as_ref().map(|scores| scores.mae),
+            backtest_mase: report.combined.as_ref().and_then(|scores| scores.mase),
+            was_live: promote,
+            decision: decision.to_owned(),
+        };
+        let mut updated = manifest.series.get(&key).cloned().unwrap_or(SeriesEntry {
+            dir: dir_name,
+            ..SeriesEntry::default()
+        });
+        updated.versions.push(info.clone());
+        if promote {
+            updated.live = Some(version);
+        }
+        self.commit(&mut manifest, key, updated)?;
+        Ok(info)
+    }
+
+    /// The live model of `series`: the promoted version or, when its file is corrupt, the newest
+    /// earlier version that was live and reads back intact (the skipped ones are reported in
+    /// [`LoadedModel::skipped`]). `None` when the series has no live version.
+    pub fn load_live(&self, series: &SeriesId) -> Result<Option<LoadedModel>, RegistryError> {
+        let Some(entry) = self.entry(series) else {
+            return Ok(None);
+        };
+        let Some(live) = entry.live else {
+            return Ok(None);
+        };
+        let mut candidates: Vec<&VersionInfo> = entry
+            .versions
+            .iter()
+            .filter(|info| info.version == live || (info.was_live && info.version < live))
+            .collect();
+        candidates.sort_by_key(|info| std::cmp::Reverse(info.version));
+        let mut skipped = Vec::new();
+        let mut last_error = None;
+        for info in candidates {
+            match self.read(&series.to_string(), &entry, info) {
+                Ok(model) => {
+                    return Ok(Some(LoadedModel {
+                        version: info.version,
+                        model,
+                        skipped,
+                    }));
+                }
+                Err(error) => {
+                    tracing::warn!(series = %series, version = info.version, %error, "skipping unreadable model version");
+                    skipped.push((info.version, error.to_string()));
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or(RegistryError::NotFound {
+            series: series.to_string(),
+            version: Some(live),
+        }))
+    }
+
+    /// Version `version` of `series`, its hash checked.
+    pub fn load(&self, series: &SeriesId, version: u64) -> Result<FittedModel, RegistryError> {
+        let not_found = || RegistryError::NotFound {
+            series: series.to_string(),
+            version: Some(version),
+        };
+        let entry = self.entry(series).ok_or_else(not_found)?;
+        let info = entry.version(version).ok_or_else(not_found)?;
+        self.read(&series.to_string(), &entry, info)
+    }
+
+    /// Makes `version` (by default the newest earlier version that was live) the live version of
+    /// `series`, after checking that its file reads back intact. Returns the version now live.
+    pub fn rollback(&self, series: &SeriesId, version: Option<u64>) -> Result<u64, RegistryError> {
+        let key = series.to_string();
+        let entry = self.entry(series).ok_or_else(|| RegistryError::NotFound {
+            series: key.clone(),
+            version,
+        })?;
+        let target = match version {
+            Some(version) => version,
+            None => {
+                let live = entry.live.ok_or_else(|| RegistryError::NotFound {
+                    series: key.clone(),
+                    version: None,
+                })?;
+                entry
+                    .versions
+                    .iter()
+                    .filter(|info| info.was_live && info.version < live)
+                    .map(|info| info.version)
+                    .max()
+                    .ok_or(RegistryError::NothingToRollBack {
+                        series: key.clone(),
+                        live,
+                    })?
+            }
+        };
+        let info = entry
+            .version(target)
+            .ok_or_else(|| RegistryError::NotFound {
+                series: key.clone(),
+                version: Some(target),
+            })?;
+        self.read(&key, &entry, info)?;
+        let mut manifest = self.manifest.lock();
+        let _writer = self.lock_and_reload(&mut manifest)?;
+        let mut updated = manifest.series.get(&key).cloned().unwrap_or(entry.clone());
+        updated.live = Some(target);
+        if let Some(info) = updated.versions.iter_mut().find(|v| v.version == target) {
+            info.was_live = true;
+            info.decision = format!("{}; rolled back to", info.decision);
+        }
+        self.commit(&mut manifest, key, updated)?;
+        Ok(target)
+    }
+
+    /// Writes the manifest with `entry` for `key`, then adopts it in memory.
+    fn commit(
+        &self,
+        manifest: &mut Manifest,
+        key: String,
+        entry: SeriesEntry,
+    ) -> Result<(), RegistryError> {
+        let mut next = Manifest {
+            series: manifest.series.clone(),
+        };
+        next.series.insert(key, entry);
+        let text = serde_json::to_vec_pretty(&next).map_err(|error| RegistryError::Manifest {
+            path: self.dir.join(MANIFEST_FILE),
+            reason: error.to_string(),
+        })?;
+        write_file_atomically(&self.dir, MANIFEST_FILE, &text)
+            .map_err(|error| io_error(&self.dir.join(MANIFEST_FILE), error))?;
+        *manifest = next;
+        Ok(())
+    }
+
+    /// Reads and verifies one model file.
+    fn read(
+        &self,
+        key: &str,
+        entry: &SeriesEntry,
+        info: &VersionInfo,
+    ) -> Result<FittedModel, RegistryError> {
+        let path = self.dir.join(&entry.dir).join(&info.file);
+        let bytes = std::fs::read(&path).map_err(|error| io_error(&path, error))?;
+        let corrupt = |reason: String| RegistryError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+            return Err(corrupt(format!(
+                "{} bytes, not a prescale model file",
+                bytes.len()
+            )));
+        }
+        let stored = u32::from_le_bytes(
+            bytes[MAGIC.len()..MAGIC.len() + 4]
+                .try_into()
+                .expect("invariant: four bytes were sliced"),
+        );
+        let payload = &bytes[MAGIC.len() + 4..];
+        let actual = crc32fast::hash(payload);
+        if stored != actual || stored != info.crc32 {
+            return Err(corrupt(format!(
+                "CRC-32 {actual:08x} of the payload, {stored:08x} in the file, {:08x} in the manifest",
+                info.crc32
+            )));
+        }
+        let file: ModelFile = rmp_serde::from_slice(payload)
+            .map_err(|error| corrupt(format!("cannot decode: {error}")))?;
+        if file.version != info.version || file.series != key {
+            return Err(corrupt(format!(
+                "holds version {} of {}, the manifest expects version {} of {key}",
+                file.version, file.series, info.version
+            )));
+        }
+        Ok(file.model)
+    }
+}
+
+/// A directory name for `series`: its name made file-safe plus a CRC-32 of its canonical form,
+/// so label sets that sanitise alike stay apart.
+fn series_dir(series: &SeriesId) -> String {
+    let canonical = series.to_string();
+    let safe: String = series
+        .name()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    format!("{safe}-{:08x}", crc32fast::hash(canonical.as_bytes()))
+}
+
+/// The manifest in `dir`, empty when there is none yet.
+fn read_manifest(dir: &Path) -> Result<Manifest, RegistryError> {
+    let path = dir.join(MANIFEST_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| RegistryError::Manifest {
+            path: path.clone(),
+            reason: error.to_string(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
+        Err(error) => Err(io_error(&path, error)),
+    }
+}
+
+/// The highest `vNNNNNN.model` number in `dir`, 0 when none.
+fn highest_file_version(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            name.strip_prefix('v')?
+                .split('.')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+fn io_error(path: &Path, error: impl std::fmt::Display) -> RegistryError {
+    RegistryError::Io {
+        path: path.to_owned(),
+        reason: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,195 @@
+use crate::domain::{Step, TimeSeries, Timestamp};
+use crate::forecast::{Fit, Horizon, ModelParams, Predict};
+
+use super::*;
+
+/// Two weeks of an hourly daily cycle starting `shift` hours later, fitted by the ensemble.
+fn fitted(level: f64) -> FittedModel {
+    let values: Vec<f64> = (0..24 * 14)
+        .map(|t| level + 10.0 * (2.0 * std::f64::consts::PI * t as f64 / 24.0).sin())
+        .collect();
+    let series = TimeSeries::new(
+        Timestamp::from_millis(0),
+        Step::try_from(3_600_000).unwrap(),
+        values,
+    );
+    ModelParams::ensemble()
+        .check()
+        .unwrap()
+        .fit(&series)
+        .unwrap()
+}
+
+fn points(model: &FittedModel) -> Vec<f64> {
+    model
+        .predict_default(Horizon::try_from(24).unwrap())
+        .unwrap()
+        .point()
+        .to_vec()
+}
+
+fn series() -> SeriesId {
+    SeriesId::new("api_requests").unwrap()
+}
+
+#[test]
+fn a_stored_model_reads_back_and_forecasts_the_same() {
+    let directory = tempfile::tempdir().unwrap();
+    let registry = Registry::open(directory.path()).unwrap();
+    let model = fitted(100.0);
+    let info = registry
+        .add(&series(), &model, true, "first model")
+        .unwrap();
+    assert_eq!(info.version, 1);
+    assert!(info.backtest_mae.is_some());
+
+    let reopened = Registry::open(directory.path()).unwrap();
+    let loaded = reopened.load_live(&series()).unwrap().unwrap();
+    assert_eq!(loaded.version, 1);
+    assert!(loaded.skipped.is_empty());
+    assert_eq!(points(&loaded.model), points(&model));
+    assert_eq!(loaded.model.report(), model.report());
+    let listed = reopened.list();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].1.live, Some(1));
+}
+
+#[test]
+fn rollback_returns_to_the_previous_live_version() {
+    let directory = tempfile::tempdir().unwrap();
+    let registry = Registry::open(directory.path()).unwrap();
+    let first = fitted(100.0);
+    let second = fitted(200.0);
+    registry.add(&series(), &first, true, "first").unwrap();
+    registry.add(&series(), &second, true, "better").unwrap();
+    registry
+        .add(&series(), &second, false, "refused: worse")
+        .unwrap();
+    assert_eq!(registry.entry(&series()).unwrap().live, Some(2));
+
+    // The refused version 3 was never live: the default rollback skips it.
+    assert_eq!(registry.rollback(&series(), None).unwrap(), 1);
+    let reopened = Registry::open(directory.path()).unwrap();
+    let live = reopened.load_live(&series()).unwrap().unwrap();
+    assert_eq!(live.version, 1);
+    assert_eq!(points(&live.model), points(&first));
+    assert!(matches!(
+        reopened.rollback(&series(), None),
+        Err(RegistryError::NothingToRollBack { live: 1, .. })
+    ));
+    // An explicit version may go forward again.
+    assert_eq!(reopened.rollback(&series(), Some(3)).unwrap(), 3);
+    assert!(matches!(
+        reopened.rollback(&series(), Some(9)),
+        Err(RegistryError::NotFound {
+            version: Some(9),
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_corrupt_or_truncated_live_file_is_reported_and_the_previous_version_served() {
+    for damage in ["flip", "truncate"] {
+        let directory = tempfile::tempdir().unwrap();
+        let registry = Registry::open(directory.path()).unwrap();
+        let first = fitted(100.0);
+        registry.add(&series(), &first, true, "first").unwrap();
+        registry
+            .add(&series(), &fitted(200.0), true, "second")
+            .unwrap();
+        let entry = registry.entry(&series()).unwrap();
+        let path = directory
+            .path()
+            .join(&entry.dir)
+            .join(&entry.version(2).unwrap().file);
+        let mut bytes = std::fs::read(&path).unwrap();
+        if damage == "flip" {
+            let middle = bytes.len() / 2;
+            bytes[middle] ^= 0x40;
+        } else {
+            bytes.truncate(bytes.len() * 2 / 3);
+        }
+        std::fs::write(&path, &bytes).unwrap();
+
+        let loaded = registry.load_live(&series()).unwrap().unwrap();
+        assert_eq!(loaded.version, 1, "{damage}");
+        assert_eq!(loaded.skipped.len(), 1, "{damage}");
+        assert_eq!(loaded.skipped[0].0, 2);
+        assert!(
+            loaded.skipped[0].1.contains("CRC-32"),
+            "{:?}",
+            loaded.skipped
+        );
+        assert_eq!(points(&loaded.model), points(&first));
+        assert!(matches!(
+            registry.load(&series(), 2),
+            Err(RegistryError::Corrupt { .. })
+        ));
+        // A rollback target must read back intact too.
+        assert!(registry.rollback(&series(), Some(2)).is_err());
+    }
+}
+
+#[test]
+fn a_crash_between_model_file_and_manifest_leaves_the_registry_consistent() {
+    let directory = tempfile::tempdir().unwrap();
+    let registry = Registry::open(directory.path()).unwrap();
+    registry
+        .add(&series(), &fitted(100.0), true, "first")
+        .unwrap();
+    let entry = registry.entry(&series()).unwrap();
+    let series_dir = directory.path().join(&entry.dir);
+    // What a crash leaves: the next model file written (and a torn temporary of a manifest),
+    // but the manifest still naming version 1 only.
+    std::fs::copy(
+        series_dir.join("v000001.model"),
+        series_dir.join("v000002.model"),
+    )
+    .unwrap();
+    std::fs::write(
+        directory.path().join("manifest.json.tmp"),
+        b"{\"series\": {",
+    )
+    .unwrap();
+    drop(registry);
+
+    let reopened = Registry::open(directory.path()).unwrap();
+    let live = reopened.load_live(&series()).unwrap().unwrap();
+    assert_eq!(live.version, 1);
+    // The orphan's number is not reused.
+    let next = reopened
+        .add(&series(), &fitted(120.0), true, "next")
+        .unwrap();
+    assert_eq!(next.version, 3);
+    assert_eq!(reopened.load_live(&series()).unwrap().unwrap().version, 3);
+}
+
+#[test]
+fn two_writers_on_one_directory_keep_each_others_versions() {
+    let directory = tempfile::tempdir().unwrap();
+    let server = Registry::open(directory.path()).unwrap();
+    let cron_job = Registry::open(directory.path()).unwrap();
+    let other = SeriesId::new("checkout").unwrap();
+    server
+        .add(&series(), &fitted(100.0), true, "server")
+        .unwrap();
+    // The second writer opened before the first wrote: it must not write its stale manifest back.
+    let info = cron_job
+        .add(&series(), &fitted(120.0), true, "cron job")
+        .unwrap();
+    assert_eq!(info.version, 2);
+    cron_job
+        .add(&other, &fitted(50.0), true, "cron job")
+        .unwrap();
+    server.rollback(&series(), Some(1)).unwrap();
+
+    let reopened = Registry::open(directory.path()).unwrap();
+    let entry = reopened.entry(&series()).unwrap();
+    assert_eq!(
+        entry.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(entry.live, Some(1));
+    assert_eq!(reopened.entry(&other).unwrap().live, Some(1));
+}

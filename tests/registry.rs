@@ -1,0 +1,395 @@
+//! The model registry end to end: a restarted server serves plans from the promoted models without
+//! fitting (and from the previous version when the live file is corrupt), and a `prescale retrain`
+//! killed midway leaves a registry that lists, verifies and retrains.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+use prescale::app::Settings;
+use prescale::domain::{Sample, SeriesId, Timestamp};
+use prescale::plan::Workload;
+use prescale::registry::Registry;
+use prescale::service::proto::{
+    self, admin_service_client::AdminServiceClient, forecast_service_client::ForecastServiceClient,
+    ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
+};
+use prescale::service::{ServerOptions, workload_message};
+use prescale::store::{MetricStore, PolarsStore, StoreOptions};
+use tonic::transport::Channel;
+
+const STEP_MS: i64 = 300_000;
+const DAY_MS: i64 = 86_400_000;
+/// 2025-03-03T00:00:00Z, a Monday.
+const START_MS: i64 = 1_740_960_000_000;
+
+/// `days` of 5-minute samples: a daily cycle whose level and amplitude depend on `seed`, with
+/// bounded deterministic noise.
+fn history(seed: u64, days: i64) -> Vec<Sample> {
+    let level = 300.0 + 40.0 * seed as f64;
+    (0..days * 288)
+        .map(|index| {
+            let time = START_MS + index * STEP_MS;
+            let phase = (time % DAY_MS) as f64 / DAY_MS as f64 * std::f64::consts::TAU;
+            let noise = ((index as u64 * 7919 + seed * 104_729) % 17) as f64 - 8.0;
+            Sample {
+                timestamp: Timestamp::from_millis(time),
+                value: level + 0.6 * level * phase.sin() + noise,
+            }
+        })
+        .collect()
+}
+
+/// Stores `days` of history for each of `names` in the store in `dir`, checkpointed.
+fn store_histories(dir: &Path, names: &[&str], days: i64) {
+    let store = PolarsStore::open(dir, StoreOptions::default()).unwrap();
+    for (seed, name) in names.iter().enumerate() {
+        let series = SeriesId::new(name).unwrap();
+        store.append(&series, &history(seed as u64, days)).unwrap();
+    }
+    store.checkpoint().unwrap();
+}
+
+/// Replan only when asked (upsert), never on the clock; no retraining schedule.
+fn settings() -> Settings {
+    Settings {
+        replan_interval: Duration::from_secs(24 * 3600),
+        ..Settings::default()
+    }
+}
+
+fn series_ref(name: &str) -> Option<proto::SeriesRef> {
+    Some(proto::SeriesRef {
+        name: name.to_owned(),
+        labels: Default::default(),
+    })
+}
+
+/// Upserts workload `api` on series `load` and returns its first plan.
+async fn first_plan(channel: &Channel) -> proto::Plan {
+    let mut plans = PlanServiceClient::new(channel.clone());
+    let workload = Workload::from_toml(
+        r#"
+            name = "api"
+            series = "load"
+            capacity_per_replica = 50
+            max_replicas = 100
+            warm_up = "10m"
+            mode = "forecast-and-scale"
+        "#,
+    )
+    .unwrap();
+    plans
+        .upsert_workload(proto::UpsertWorkloadRequest {
+            workload: Some(workload_message(&workload)),
+        })
+        .await
+        .unwrap();
+    let mut watch = common::watch_plans(channel, &["api"]).await;
+    common::next_plan(&mut watch).await
+}
+
+/// The version of the ensemble model an API forecast of `load` is served from.
+async fn forecast_model_version(channel: &Channel) -> String {
+    ForecastServiceClient::new(channel.clone())
+        .forecast(proto::ForecastRequest {
+            series: series_ref("load"),
+            horizon: "2h".to_owned(),
+            levels: vec![80.0],
+            model: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .model
+        .unwrap()
+        .version
+}
+
+/// Starts a server over `directory`, checks it loaded `loaded` live models, and returns its first
+/// plan, which must come from registry version 1.
+async fn start_and_plan(
+    directory: tempfile::TempDir,
+    loaded: u64,
+) -> (TestServer, Channel, proto::Plan) {
+    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    assert_eq!(server.metrics.models_loaded.get(), loaded);
+    let channel = server.channel().await;
+    let plan = first_plan(&channel).await;
+    assert!(
+        plan.model_version.ends_with("-v1"),
+        "{}",
+        plan.model_version
+    );
+    (server, channel, plan)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_plans_from_the_promoted_model_without_fitting() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let series = SeriesId::new("load").unwrap();
+
+    // First start: no model yet, so the first plan trains one and registers it as v1.
+    let (server, _, _) = start_and_plan(directory, 0).await;
+    assert_eq!(server.metrics.model_fits.get(), 1, "trained on first use");
+    assert_eq!(server.metrics.models_promoted.get(), 1);
+    let directory = server.shutdown().await;
+    let models = directory.path().join("models");
+    assert_eq!(
+        Registry::open(&models)
+            .unwrap()
+            .entry(&series)
+            .unwrap()
+            .live,
+        Some(1)
+    );
+
+    // Restart: the promoted model is loaded and serves plans and forecasts; nothing is fitted.
+    let (server, channel, plan) = start_and_plan(directory, 1).await;
+    assert_eq!(server.metrics.model_load_failures.get(), 0);
+    assert_eq!(plan.steps.as_ref().unwrap().at_ms.len(), 288);
+    let version = forecast_model_version(&channel).await;
+    assert!(version.ends_with("-v1"), "{version}");
+    assert_eq!(
+        server.metrics.model_fits.get(),
+        0,
+        "a restarted server serves the stored model without fitting"
+    );
+    let directory = server.shutdown().await;
+
+    // A newer live version whose file is corrupt: reported, and v1 served instead, still unfitted.
+    let registry = Registry::open(&models).unwrap();
+    let model = registry.load(&series, 1).unwrap();
+    let v2 = registry
+        .add(&series, &model, true, "test: promoted, then corrupted")
+        .unwrap();
+    let entry = registry.entry(&series).unwrap();
+    drop(registry);
+    let path = models.join(&entry.dir).join(&v2.file);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&path, bytes).unwrap();
+
+    let (server, _, _) = start_and_plan(directory, 1).await;
+    assert_eq!(server.metrics.model_load_failures.get(), 1);
+    assert_eq!(server.metrics.model_fits.get(), 0);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retrain_rpc_promotes_swaps_the_model_in_and_replans() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let (server, channel, _) = start_and_plan(directory, 0).await;
+
+    // A fifth day arrives; the plan follows it on the same model (re-anchored, not refitted).
+    let day: Vec<Sample> = history(0, 5).split_off(4 * 288);
+    IngestServiceClient::new(channel.clone())
+        .write(proto::WriteRequest {
+            series: vec![proto::SeriesSamples {
+                series: series_ref("load"),
+                timestamps_ms: day.iter().map(|s| s.timestamp.as_millis()).collect(),
+                values: day.iter().map(|s| s.value).collect(),
+            }],
+        })
+        .await
+        .unwrap();
+
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let job = admin
+        .retrain(proto::RetrainRequest {
+            series: vec![series_ref("load").unwrap()],
+            all: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut plans = PlanServiceClient::new(channel.clone());
+    let plan = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let state = admin
+                .get_job(proto::GetJobRequest { id: job.id.clone() })
+                .await
+                .unwrap()
+                .into_inner();
+            let plan = plans
+                .get_plan(proto::GetPlanRequest {
+                    workload: "api".to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            if state.finished_at_ms != 0 && plan.model_version.ends_with("-v2") {
+                assert_eq!((state.done, state.failed), (1, 0));
+                return plan;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the job promotes v2 and the workload is replanned on it");
+    assert_eq!(plan.steps.as_ref().unwrap().at_ms[0], START_MS + 5 * DAY_MS);
+    assert_eq!(
+        server.metrics.model_fits.get(),
+        2,
+        "one first-use fit and one retrain; new samples refit nothing"
+    );
+    assert_eq!(server.metrics.models_promoted.get(), 2);
+    let directory = server.shutdown().await;
+    let registry = Registry::open(directory.path().join("models")).unwrap();
+    let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
+    assert_eq!(entry.live, Some(2));
+    assert!(
+        entry.versions[1].decision.starts_with("promoted: MAE"),
+        "{}",
+        entry.versions[1].decision
+    );
+}
+
+/// Real time: the schedule fires on the wall clock, at most a minute after the server starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_runs_the_retraining_job_on_its_schedule() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let every_minute = Settings {
+        retrain_schedule: Some("* * * * *".parse().unwrap()),
+        ..settings()
+    };
+    let server = TestServer::start_in(directory, every_minute, ServerOptions::default()).await;
+    let mut admin = AdminServiceClient::new(server.channel().await);
+    let job = tokio::time::timeout(Duration::from_secs(150), async {
+        loop {
+            if let Ok(job) = admin
+                .get_job(proto::GetJobRequest {
+                    id: "retrain-1".to_owned(),
+                })
+                .await
+                && job.get_ref().finished_at_ms != 0
+            {
+                return job.into_inner();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the scheduled job runs within a minute and finishes");
+    assert_eq!((job.total, job.done, job.failed), (1, 1, 0));
+    assert_eq!(server.metrics.models_promoted.get(), 1);
+    let directory = server.shutdown().await;
+    let registry = Registry::open(directory.path().join("models")).unwrap();
+    let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
+    assert_eq!(entry.live, Some(1));
+    assert_eq!(entry.versions[0].decision, "no live model");
+}
+
+/// The `vNNNNNN.model` files under the registry directory `models`.
+fn model_files(models: &Path) -> usize {
+    let Ok(series_dirs) = std::fs::read_dir(models) else {
+        return 0;
+    };
+    series_dirs
+        .filter_map(Result::ok)
+        .filter_map(|dir| std::fs::read_dir(dir.path()).ok())
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|file| {
+            let name = file.file_name().to_string_lossy().into_owned();
+            name.starts_with('v') && name.ends_with(".model")
+        })
+        .count()
+}
+
+fn prescale(data: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prescale"));
+    command
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("PRESCALE_CONFIG")
+        .env_remove("RUST_LOG")
+        .current_dir(data.parent().unwrap());
+    command
+}
+
+/// Every version the manifest names reads back with a matching CRC-32.
+fn assert_every_version_verifies(registry: &Registry) {
+    for (name, entry) in registry.list() {
+        let series: SeriesId = name.parse().unwrap();
+        for info in &entry.versions {
+            registry
+                .load(&series, info.version)
+                .unwrap_or_else(|error| panic!("{name} v{}: {error}", info.version));
+        }
+    }
+}
+
+#[test]
+fn a_retrain_killed_midway_leaves_the_registry_consistent() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let names = ["s0", "s1", "s2", "s3", "s4", "s5"];
+    store_histories(&data, &names, 4);
+    let models = data.join("models");
+
+    let mut child = prescale(&data, &["retrain", "--all", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while model_files(&models) == 0 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the retrain ended before writing a model"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no model file within two minutes"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+
+    let registry = Registry::open(&models).unwrap();
+    let listed = registry.list();
+    assert!(
+        listed.len() < names.len(),
+        "the kill landed before every series was retrained ({} listed)",
+        listed.len()
+    );
+    assert_every_version_verifies(&registry);
+    drop(registry);
+
+    let list = prescale(&data, &["models", "list"]).output().unwrap();
+    assert!(
+        list.status.success(),
+        "{}",
+        String::from_utf8_lossy(&list.stderr)
+    );
+
+    let again = prescale(&data, &["retrain", "--all", "--concurrency", "2"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        again.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert!(stdout.contains("retrained 6 series"), "{stdout}");
+    assert!(stdout.contains("0 failed"), "{stdout}");
+    let registry = Registry::open(&models).unwrap();
+    for name in names {
+        let entry = registry
+            .entry(&SeriesId::new(name).unwrap())
+            .unwrap_or_else(|| panic!("{name} has no models"));
+        assert!(entry.live.is_some(), "{name} has a live model");
+    }
+    assert_every_version_verifies(&registry);
+}
