@@ -3,8 +3,8 @@
 //! Fits are the server's only long CPU work: a retrain of every series keeps the cores busy for
 //! minutes. On tokio's blocking pool they would compete as equals with the async threads answering
 //! `GetPlan`, whose latency is what executors feel. Here they run on a fixed set of threads that
-//! lower their own scheduling priority (`nice`) once at start, so the kernel runs serving threads
-//! first whenever both are ready, and fits use what serving leaves.
+//! put themselves in the background once at start (Linux `SCHED_IDLE`): the kernel runs a serving
+//! thread as soon as it wakes, and fits use the CPU time serving leaves.
 //!
 //! The pool is owned by its [`super::AppState`] (no process-global state). Dropping it does not wait:
 //! fits not yet started are dropped (their callers are gone with the state), a fit already running
@@ -19,7 +19,17 @@ use super::AppError;
 
 type Task = Box<dyn FnOnce() + Send>;
 
-/// A fixed pool of fit threads at a lowered priority.
+/// How fit threads are scheduled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FitPriority {
+    /// As the thread that starts the pool.
+    Inherit,
+    /// Below every normal thread: Linux `SCHED_IDLE` (no privilege needed), or `nice` 19 where that
+    /// is refused; elsewhere as `Inherit`.
+    Background,
+}
+
+/// A fixed pool of fit threads.
 #[derive(Debug)]
 pub struct FitPool {
     sender: Option<mpsc::Sender<Task>>,
@@ -28,9 +38,8 @@ pub struct FitPool {
 }
 
 impl FitPool {
-    /// Starts `threads` threads (at least one) that lower their priority by `nice` (0 keeps it;
-    /// Linux only, elsewhere ignored).
-    pub fn new(threads: usize, nice: i32) -> std::io::Result<Self> {
+    /// Starts `threads` threads (at least one) scheduled as `priority` says.
+    pub fn new(threads: usize, priority: FitPriority) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel::<Task>();
         let receiver = Arc::new(Mutex::new(receiver));
         let closed = Arc::new(AtomicBool::new(false));
@@ -41,7 +50,9 @@ impl FitPool {
             std::thread::Builder::new()
                 .name(format!("prescale-fit-{index}"))
                 .spawn(move || {
-                    lower_priority(nice);
+                    if priority == FitPriority::Background {
+                        to_background();
+                    }
                     loop {
                         // The lock is held only while waiting for the next task.
                         let task = match receiver.lock() {
@@ -115,32 +126,25 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         )
 }
 
-/// Lowers the calling thread's scheduling priority by `nice` steps from what it inherited (Linux:
-/// `setpriority` on the thread id; lowering needs no privilege, only raising would).
-fn lower_priority(nice: i32) {
-    if nice == 0 {
-        return;
-    }
+/// Moves the calling thread to `SCHED_IDLE`: it runs only when no normal thread wants the CPU, and a
+/// waking normal thread preempts it at once. Where that is refused, `nice` 19. Linux only: both act
+/// on the calling thread, and neither needs a privilege (only raising priority would).
+fn to_background() {
     #[cfg(target_os = "linux")]
     {
-        // SAFETY: gettid, getpriority and setpriority take and return plain integers and touch no
-        // memory.
-        let result = unsafe {
-            let thread = libc::gettid() as libc::id_t;
-            let inherited = libc::getpriority(libc::PRIO_PROCESS, thread);
-            libc::setpriority(
-                libc::PRIO_PROCESS,
-                thread,
-                inherited.saturating_add(nice).min(19),
-            )
-        };
-        if result != 0 {
-            tracing::warn!(
-                nice,
-                error = %std::io::Error::last_os_error(),
-                "cannot lower the priority of a fit thread; fits compete with serving as equals"
-            );
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param for the call's duration; pid 0 is this thread.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0 {
+            return;
         }
+        let refused = std::io::Error::last_os_error();
+        // SAFETY: plain integers in and out; `who` 0 is the calling thread on Linux.
+        let niced = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) } == 0;
+        tracing::warn!(
+            error = %refused,
+            niced,
+            "fit thread: SCHED_IDLE refused; running at nice 19 instead"
+        );
     }
 }
 
@@ -150,7 +154,7 @@ mod tests {
 
     #[tokio::test]
     async fn runs_work_and_reports_panics_and_errors() {
-        let pool = FitPool::new(2, 10).unwrap();
+        let pool = FitPool::new(2, FitPriority::Background).unwrap();
         assert_eq!(pool.threads(), 2);
         assert_eq!(pool.run(|| Ok(6 * 7)).await.unwrap(), 42);
         let failed = pool
@@ -170,26 +174,15 @@ mod tests {
 
     #[cfg(target_os = "linux")]
     #[tokio::test]
-    async fn fit_threads_run_at_the_lowered_priority() {
-        let pool = FitPool::new(1, 7).unwrap();
-        let (base, fit) = pool
-            .run(|| {
-                // SAFETY: as in `lower_priority`.
-                let fit =
-                    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
-                Ok(fit)
-            })
-            .await
-            .map(|fit| {
-                // SAFETY: as above; priority 0 of `who` means the calling thread.
-                let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-                (base, fit)
-            })
-            .unwrap();
+    async fn background_fit_threads_run_under_sched_idle() {
+        // SAFETY: pid 0 is the calling thread; plain integers in and out.
+        let policy = || unsafe { libc::sched_getscheduler(0) };
+        let background = FitPool::new(1, FitPriority::Background).unwrap();
         assert_eq!(
-            fit,
-            (base + 7).min(19),
-            "fit thread nice {fit}, process nice {base}"
+            background.run(move || Ok(policy())).await.unwrap(),
+            libc::SCHED_IDLE
         );
+        let inherit = FitPool::new(1, FitPriority::Inherit).unwrap();
+        assert_eq!(inherit.run(move || Ok(policy())).await.unwrap(), policy());
     }
 }

@@ -17,7 +17,7 @@ use crate::forecast::ForecastError;
 use crate::ingest::{self, BadRowPolicy, IngestError, SkippedRow};
 use crate::store::{MetricStore, SeriesSummary, StoreError};
 
-pub use fit_pool::FitPool;
+pub use fit_pool::{FitPool, FitPriority};
 pub use forecasting::{
     Backtest, ModelChoice, ModelScore, fit, forecaster, format_scores, parse_horizon, parse_levels,
     write_forecast_csv, write_scores_csv,

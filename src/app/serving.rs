@@ -34,11 +34,10 @@ use crate::store::{SeriesSamples, SeriesSummary, write_file_atomically};
 
 use super::metrics::Metrics;
 use super::planning::{plan_levels, plan_with};
-use super::{App, AppError, EventStore, FitPool, ModelChoice, RetrainSettings, fit, parse_horizon};
-
-/// How far below serving the fit threads run (`nice` steps; the kernel gives a thread at +10 about a
-/// tenth of the CPU time of one at 0 when both want it).
-const FIT_NICE: i32 = 10;
+use super::{
+    App, AppError, EventStore, FitPool, FitPriority, ModelChoice, RetrainSettings, fit,
+    parse_horizon,
+};
 
 /// Name of the workloads file in the data directory.
 const WORKLOADS_FILE: &str = "workloads.toml";
@@ -347,11 +346,10 @@ impl AppState {
             live: RwLock::new(live),
             first_use: Mutex::new(HashMap::new()),
             events: EventStore::new(&data_dir),
-            fits: FitPool::new(settings.max_concurrent_fits.max(1), FIT_NICE).map_err(|error| {
-                AppError::Worker {
+            fits: FitPool::new(settings.max_concurrent_fits.max(1), FitPriority::Background)
+                .map_err(|error| AppError::Worker {
                     reason: format!("cannot start the fit threads: {error}"),
-                }
-            })?,
+                })?,
             fits_closed: AtomicBool::new(false),
             data_dir,
             settings,
