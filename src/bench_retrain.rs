@@ -148,26 +148,23 @@ fn time_run(
     let started = Instant::now();
     let results = app::retrain_many(app, registry, series, settings, &|_, _| {});
     let seconds = started.elapsed().as_secs_f64();
-    let failed: Vec<_> = results
-        .iter()
-        .filter_map(|(one, result)| result.as_ref().err().map(|error| (one, error)))
-        .collect();
-    let promoted = results
-        .iter()
-        .filter(|(_, result)| result.as_ref().is_ok_and(|outcome| outcome.promoted))
-        .count();
+    let counts = app::RetrainCounts::of(&results);
     println!(
-        "{label}: {} series in {seconds:.1}s ({:.2} series/s): {promoted} promoted, {} kept, {} failed",
+        "{label}: {} series in {seconds:.1}s ({:.2} series/s): {} promoted, {} kept, {} failed",
         results.len(),
         results.len() as f64 / seconds,
-        results.len() - promoted - failed.len(),
-        failed.len()
+        counts.promoted,
+        counts.kept,
+        counts.failed
     );
     if let Some((one, Ok(outcome))) = results.first() {
         println!("  e.g. {one}: {}", outcome.reason);
     }
-    for (one, error) in failed.iter().take(5) {
+    let failures = results
+        .iter()
+        .filter_map(|(one, result)| result.as_ref().err().map(|error| (one, error)));
+    for (one, error) in failures.take(5) {
         println!("  {one}: {error}");
     }
-    failed.len()
+    counts.failed
 }

@@ -563,16 +563,14 @@ fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
-    let failed = results.iter().filter(|(_, result)| result.is_err()).count();
-    let promoted = results
-        .iter()
-        .filter(|(_, result)| result.as_ref().is_ok_and(|outcome| outcome.promoted))
-        .count();
+    let counts = app::RetrainCounts::of(&results);
+    let failed = counts.failed;
     println!(
-        "retrained {} series in {:.1}s: {promoted} promoted, {} kept, {failed} failed{}",
+        "retrained {} series in {:.1}s: {} promoted, {} kept, {failed} failed{}",
         results.len(),
         started.elapsed().as_secs_f64(),
-        results.len() - promoted - failed,
+        counts.promoted,
+        counts.kept,
         if args.dry_run {
             " (dry run: nothing written)"
         } else {

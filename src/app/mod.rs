@@ -24,7 +24,8 @@ pub use forecasting::{
 };
 pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, replay, write_plan_csv};
 pub use retrain::{
-    Comparison, RetrainOutcome, RetrainSettings, compare, retrain_many, retrain_series,
+    Comparison, RetrainCounts, RetrainOutcome, RetrainSettings, compare, retrain_many,
+    retrain_series,
 };
 pub use samples::{SAMPLE_SERIES, SampleSeries};
 pub use serving::{

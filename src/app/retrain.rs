@@ -129,6 +129,33 @@ pub fn retrain_many(
         .collect()
 }
 
+/// How a retraining run's series ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetrainCounts {
+    /// New models made live.
+    pub promoted: usize,
+    /// Retrained, but the live model stayed (or a dry run).
+    pub kept: usize,
+    /// Series whose retraining failed.
+    pub failed: usize,
+}
+
+impl RetrainCounts {
+    /// Counts the results of [`retrain_many`].
+    pub fn of(results: &[(SeriesId, Result<RetrainOutcome, AppError>)]) -> Self {
+        let failed = results.iter().filter(|(_, result)| result.is_err()).count();
+        let promoted = results
+            .iter()
+            .filter(|(_, result)| result.as_ref().is_ok_and(|outcome| outcome.promoted))
+            .count();
+        Self {
+            promoted,
+            kept: results.len() - promoted - failed,
+            failed,
+        }
+    }
+}
+
 /// The promotion decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Comparison {

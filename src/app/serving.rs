@@ -519,7 +519,7 @@ impl AppState {
 
     /// Forecasts `series` with `choice`: the ensemble from the live model re-anchored on the newest
     /// data (trained on first use when the series has none); a single member from a fit cached until
-    /// a new sample arrives. Runs on the blocking pool; fits wait for a slot.
+    /// a new sample arrives. Runs on the blocking pool; fits run on the fit threads.
     pub async fn forecast(
         self: &Arc<Self>,
         series: SeriesId,
@@ -915,7 +915,7 @@ impl AppState {
     }
 
     /// Runs a retraining job: `max_concurrent_fits` workers take the series one by one, each fit on
-    /// the blocking pool behind a fit slot, through the same [`super::retrain_series`] as the CLI
+    /// the fit threads, through the same [`super::retrain_series`] as the CLI
     /// (compare with the live model, register, promote only when not worse by more than the
     /// margin). A promoted model replaces the live one at once and its workloads are replanned.
     /// A failure is recorded in the job and the others go on; on shutdown no new series starts.
