@@ -755,6 +755,19 @@ fn print_model(model: &prescale::forecast::FittedModel) {
         .map(|(kind, weight)| format!("{kind} {weight:.2}"))
         .collect();
     println!("  seasonal periods (steps): {}", periods.join(", "));
+    if let Some(shift) = model.preprocessing().level_shift {
+        println!(
+            "  level shift at {}: {:.4} -> {:.4} (older history {} to the new level)",
+            shift.at,
+            shift.before,
+            shift.after,
+            if shift.multiplicative {
+                "scaled"
+            } else {
+                "moved"
+            }
+        );
+    }
     println!("  members used: {}", weights.join(", "));
     for (kind, reason) in model.report().skipped() {
         if !reason.is_empty() {

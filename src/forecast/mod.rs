@@ -27,6 +27,7 @@
 
 mod backtest;
 mod conformal;
+mod level_shift;
 pub mod members;
 pub mod metrics;
 mod model;
@@ -44,7 +45,7 @@ pub use conformal::ConformalParams;
 pub use members::{MemberKind, MemberSpec};
 pub use model::{Combination, FittedModel, ModelParams};
 pub use preprocess::{
-    MIN_OBSERVED, PreprocessParams, PreprocessSummary, Transform, TransformChoice,
+    LevelShift, MIN_OBSERVED, PreprocessParams, PreprocessSummary, Transform, TransformChoice,
     detect_seasonality,
 };
 pub use seasonality::{CalendarPeriod, SeasonalPeriod, Seasonality, SeasonalityParams};

@@ -7,6 +7,7 @@
 use crate::domain::{Step, TimeSeries, Timestamp};
 
 use super::ForecastError;
+use super::level_shift;
 use super::seasonality::{self, Seasonality, SeasonalityParams};
 use super::stats;
 
@@ -76,6 +77,7 @@ impl Transform {
 /// | `transform` | `Auto` | variance-stabilising transform | see [`TransformChoice`] |
 /// | `seasonality` | default | how periods are detected | see [`SeasonalityParams`] |
 /// | `max_history` | 28 days of steps, at least 8,064 | most recent points kept | `>= 16` |
+/// | `level_shift_threshold` | 8.0 | size, in noise sigmas of seasonal differences, from which a jump still in force at the end moves the older history to the new level | `> 0`, `inf` disables |
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreprocessParams {
     outlier_threshold: f64,
@@ -83,6 +85,7 @@ pub struct PreprocessParams {
     transform: TransformChoice,
     seasonality: SeasonalityParams,
     max_history: Option<usize>,
+    level_shift_threshold: f64,
 }
 
 impl Default for PreprocessParams {
@@ -93,6 +96,7 @@ impl Default for PreprocessParams {
             transform: TransformChoice::Auto,
             seasonality: SeasonalityParams::default(),
             max_history: None,
+            level_shift_threshold: 8.0,
         }
     }
 }
@@ -139,8 +143,22 @@ impl PreprocessParams {
         self
     }
 
+    /// Size of a recent level shift, in noise sigmas of the seasonal differences, from which the
+    /// history before it is moved to the new level (`f64::INFINITY` disables).
+    #[must_use]
+    pub fn level_shift_threshold(mut self, sigmas: f64) -> Self {
+        self.level_shift_threshold = sigmas;
+        self
+    }
+
     /// Validates the parameters.
     pub fn check(self) -> Result<Self, ForecastError> {
+        if self.level_shift_threshold.is_nan() || self.level_shift_threshold <= 0.0 {
+            return Err(ForecastError::invalid(
+                "level_shift_threshold",
+                "must be positive (infinity disables level-shift handling)",
+            ));
+        }
         if self.outlier_threshold.is_nan() || self.outlier_threshold <= 0.0 {
             return Err(ForecastError::invalid(
                 "outlier_threshold",
@@ -253,6 +271,8 @@ pub(crate) struct Prepared {
     pub(crate) outliers: usize,
     /// Empty buckets filled in.
     pub(crate) imputed: usize,
+    /// A recent level shift the older history was moved by.
+    pub(crate) level_shift: Option<LevelShift>,
 }
 
 impl Prepared {
@@ -282,6 +302,23 @@ pub struct PreprocessSummary {
     pub transform: Transform,
     /// The periods found.
     pub seasonality: Seasonality,
+    /// A level shift still in force at the end of the history: the models saw the history before
+    /// it moved to the new level.
+    #[serde(default)]
+    pub level_shift: Option<LevelShift>,
+}
+
+/// A jump to a new level found near the end of a series, in the caller's units.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LevelShift {
+    /// Time of the first point at the new level.
+    pub at: Timestamp,
+    /// Median of the season before the shift.
+    pub before: f64,
+    /// Median from the shift to the end.
+    pub after: f64,
+    /// The older history was scaled by the ratio of the levels (else the difference was added).
+    pub multiplicative: bool,
 }
 
 impl From<&Prepared> for PreprocessSummary {
@@ -292,6 +329,7 @@ impl From<&Prepared> for PreprocessSummary {
             outliers: prepared.outliers,
             transform: prepared.scaler.transform,
             seasonality: prepared.seasonality.clone(),
+            level_shift: prepared.level_shift,
         }
     }
 }
@@ -355,7 +393,32 @@ pub(crate) fn prepare(
         outliers += seasonal_clean(&mut filled, &unit, period, params.outlier_threshold);
     }
 
-    let original_clean: Vec<f64> = filled.iter().map(|v| v * raw_scale + raw_center).collect();
+    let mut original_clean: Vec<f64> = filled.iter().map(|v| v * raw_scale + raw_center).collect();
+    let mut raw = raw.to_vec();
+    let level_shift = find_level_shift(
+        &original_clean,
+        step,
+        &seasonality,
+        params.level_shift_threshold,
+    )
+    .map(|(detected, season)| {
+        let adjustment = level_shift::adjustment(&original_clean, detected, season);
+        let season_before = detected.index.saturating_sub(season);
+        let summary = LevelShift {
+            at: start.saturating_add_millis(
+                i64::try_from(detected.index).unwrap_or(i64::MAX) * step.as_millis(),
+            ),
+            before: stats::median(&original_clean[season_before..detected.index])
+                .unwrap_or(f64::NAN),
+            after: stats::median(&original_clean[detected.index..]).unwrap_or(f64::NAN),
+            multiplicative: matches!(adjustment, level_shift::Adjustment::Scale(_)),
+        };
+        // Models fit, and backtests score, the history moved to the new level.
+        level_shift::adjust(&mut original_clean, detected.index, adjustment);
+        level_shift::adjust(&mut raw, detected.index, adjustment);
+        summary
+    });
+    let raw = raw.as_slice();
     let transform = choose_transform(
         params.transform,
         &original_clean,
@@ -393,7 +456,35 @@ pub(crate) fn prepare(
         seasonality,
         outliers,
         imputed,
+        level_shift,
     })
+}
+
+/// Steps in a day (at least 1).
+fn values_per_day(step: Step) -> usize {
+    usize::try_from(86_400_000 / step.as_millis().max(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// A level shift in the newest season of `values`, and that season: the longest detected period
+/// with three cycles in the history, else one day. The shift must have lasted a sixteenth of the
+/// season (at least 6 steps).
+fn find_level_shift(
+    values: &[f64],
+    step: Step,
+    seasonality: &Seasonality,
+    threshold: f64,
+) -> Option<(level_shift::Detected, usize)> {
+    let fits = |period: usize| period >= 2 && 3 * period <= values.len();
+    let season = seasonality
+        .steps()
+        .into_iter()
+        .filter(|period| fits(*period))
+        .max()
+        .or_else(|| Some(values_per_day(step)).filter(|day| fits(*day)))?;
+    level_shift::detect(values, season, (season / 16).max(6), threshold)
+        .map(|detected| (detected, season))
 }
 
 /// The newest `points` of `series` ready for a stored model: on the model scale of `scaler`, gaps

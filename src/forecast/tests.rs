@@ -9,7 +9,7 @@ use crate::domain::{Step, TimeSeries, Timestamp};
 
 use super::{
     Fit, ForecastError, Horizon, Level, MIN_OBSERVED, MemberKind, MemberSpec, MemberStatus,
-    ModelParams, Predict, metrics,
+    ModelParams, Predict, PreprocessParams, metrics,
 };
 
 /// Normal draws by Box–Muller, so the tests need no distribution crate.
@@ -309,4 +309,55 @@ fn bands_keep_widening_beyond_the_calibrated_horizon() {
     // Sixteen horizons out, the band is about four times (sqrt(16)) the last calibrated width.
     let ratio = width(calibrated * 16 - 1) / width(calibrated - 1);
     assert!((3.0..5.0).contains(&ratio), "ratio {ratio}");
+}
+
+#[test]
+fn a_recent_level_shift_is_reported_and_forecast_at_the_new_level() {
+    // 14 days of a 5-minute daily cycle around 40; 10 hours before the end it jumps to around 90.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let jump = 14 * 288 - 120;
+    let values: Vec<f64> = (0..14 * 288)
+        .map(|index| {
+            let phase = (index % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            let level = if index >= jump { 90.0 } else { 40.0 };
+            level + 5.0 * phase.sin() + standard_normal(&mut rng)
+        })
+        .collect();
+    let series = five_minute_series(values);
+    let model = ModelParams::default().fit(&series).expect("14 days fit");
+    let shift = model
+        .preprocessing()
+        .level_shift
+        .expect("a jump of 50 is found");
+    let off_by = shift
+        .at
+        .as_millis()
+        .abs_diff(series.time_at(jump).as_millis());
+    assert!(off_by <= 300_000, "found {} steps away", off_by / 300_000);
+    assert!((shift.before - 40.0).abs() < 5.0 && (shift.after - 90.0).abs() < 5.0);
+    let day = Horizon::try_from(288).expect("positive");
+    let error = |model: &super::FittedModel| {
+        let forecast = model.predict(day, &[]).expect("predicts");
+        let truth =
+            |step: usize| 90.0 + 5.0 * ((step % 288) as f64 / 288.0 * std::f64::consts::TAU).sin();
+        forecast
+            .point()
+            .iter()
+            .enumerate()
+            .map(|(step, value)| (value - truth(step)).abs())
+            .sum::<f64>()
+            / 288.0
+    };
+    let handled = error(&model);
+    // The same fit with the shift left in: the models blend the two levels and the two cycles.
+    let blended = error(
+        &ModelParams::default()
+            .preprocess(PreprocessParams::default().level_shift_threshold(f64::INFINITY))
+            .fit(&series)
+            .expect("14 days fit"),
+    );
+    assert!(
+        handled < 1.0 && handled < blended / 2.0,
+        "mean absolute error {handled} with the shift handled, {blended} without"
+    );
 }

@@ -1,0 +1,247 @@
+//! Detection and removal of a recent level shift.
+//!
+//! A metric that jumps to a new level (a deploy doubles CPU, a customer moves traffic over) and
+//! stays there leaves weeks of history at the old level and only hours at the new one. Seasonal and
+//! regression members fitted on all of it forecast a blend of both levels; the backtest cannot
+//! tell, because its folds start before the jump. The standard remedy is a level-shift regressor
+//! (the `LS` outlier of Chen & Liu 1993, "Joint estimation of model parameters and outlier effects
+//! in time series", JASA 88(421)): estimate the jump and move the history before it to the new
+//! level, keeping its seasonal shape.
+//!
+//! The test works on seasonal differences `d[t] = x[t] - x[t - s]` of the last season, where a
+//! shift at `c` leaves `d` near zero before `c` and near the jump from `c` to the end. Its noise is
+//! the MAD of the seasonal differences of the season before, so a daily or weekly cycle is not a
+//! shift. A shift is accepted only when it is still in force at the end of the series, is at least
+//! `threshold` noise sigmas, holds for nine in ten of the points after it, has lasted `min_after`
+//! points, and the season before was steady (nine in ten of its differences like those just before
+//! the shift, which rules out the echo of an older jump one season on). A dip that ended before the
+//! last point, such as a holiday or an outage, is left to the models and their intervals.
+
+use super::stats;
+
+/// A level shift found in the newest season of a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Detected {
+    /// Index of the first point at the new level.
+    pub(crate) index: usize,
+    /// New level minus old level, on the scale of the values tested.
+    pub(crate) shift: f64,
+}
+
+/// Smallest robust sigma used, as a share of the values' own robust spread, so a series that was
+/// flat to the last digit does not make every wiggle a shift.
+const MIN_SIGMA_SHARE: f64 = 1e-3;
+
+/// Share of the points after the shift that must lie beyond half the shift's size on its side.
+const MIN_AGREEING: f64 = 0.9;
+
+/// Looks for one level shift in the last `season` points of `values` (gap-free), tested against
+/// the seasonal differences of the season before; `None` when there is none or too little
+/// history (fewer than three seasons).
+pub(crate) fn detect(
+    values: &[f64],
+    season: usize,
+    min_after: usize,
+    threshold: f64,
+) -> Option<Detected> {
+    let n = values.len();
+    if !threshold.is_finite() || season < 2 || n < 3 * season || min_after >= season {
+        return None;
+    }
+    let differences: Vec<f64> = (n - 2 * season..n)
+        .map(|index| values[index] - values[index - season])
+        .collect();
+    // differences[i] belongs to values[n - 2 * season + i].
+    let (reference, recent) = differences.split_at(season);
+    let center = stats::median(reference)?;
+    let spread = stats::mad_sigma(values, stats::median(values)?)?.max(f64::MIN_POSITIVE);
+    let sigma = stats::mad_sigma(reference, center)?.max(MIN_SIGMA_SHARE * spread);
+
+    // The single split of `recent` that best separates two means (a CUSUM-type statistic).
+    let total: f64 = recent.iter().map(|d| d - center).sum();
+    let mut before = 0.0;
+    let mut best: Option<(usize, f64)> = None;
+    for split in 1..=season - min_after {
+        before += recent[split - 1] - center;
+        let (left, right) = (split as f64, (season - split) as f64);
+        let gap = (total - before) / right - before / left;
+        let statistic = gap.abs() * (left * right / season as f64).sqrt();
+        if best.is_none_or(|(_, best)| statistic > best) {
+            best = Some((split, statistic));
+        }
+    }
+    let (split, _) = best?;
+    let after = &recent[split..];
+    let prior = stats::median(&recent[..split])?;
+    let shift = stats::median(after)? - prior;
+    let agreeing = after
+        .iter()
+        .filter(|d| (*d - prior) * shift.signum() > shift.abs() / 2.0)
+        .count();
+    // The points before the split must look like the season before: otherwise that season held
+    // the change and the split only sees its echo one season later (the differences fall back
+    // when the new level is compared with itself).
+    let steady = reference
+        .iter()
+        .filter(|d| (*d - prior).abs() <= shift.abs() / 2.0)
+        .count();
+    let accepted = shift.abs() >= threshold * sigma
+        && (prior - center).abs() < shift.abs() / 4.0
+        && agreeing as f64 >= MIN_AGREEING * after.len() as f64
+        && steady as f64 >= MIN_AGREEING * season as f64;
+    accepted.then_some(Detected {
+        index: n - season + split,
+        shift,
+    })
+}
+
+/// How the history before a shift is moved to the new level.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Adjustment {
+    /// Add the shift: the cycle keeps its amplitude.
+    Add(f64),
+    /// Multiply by the ratio of the levels: the cycle and the noise grow with the level.
+    Scale(f64),
+}
+
+impl Adjustment {
+    /// `value` moved to the new level (NaN stays NaN).
+    pub(crate) fn apply(self, value: f64) -> f64 {
+        match self {
+            Self::Add(shift) => value + shift,
+            Self::Scale(ratio) => value * ratio,
+        }
+    }
+}
+
+/// Whether the history of `values` (the caller's scale, gap-free) before `detected` is moved by
+/// adding the shift or by scaling: scaling when the series is positive and the wiggle after the
+/// shift (median absolute step-to-step change) grew with the level, i.e. its ratio to the wiggle
+/// at the same phases a season earlier is nearer the level ratio than one; adding otherwise, unless
+/// adding would take a positive series to zero or below.
+pub(crate) fn adjustment(values: &[f64], detected: Detected, season: usize) -> Adjustment {
+    let index = detected.index;
+    let add = Adjustment::Add(detected.shift);
+    if index < season + 1 || values.iter().any(|value| *value <= 0.0) {
+        return add;
+    }
+    let after = index..values.len();
+    let ratios: Vec<f64> = after
+        .clone()
+        .map(|t| values[t] / values[t - season])
+        .collect();
+    let Some(ratio) = stats::median(&ratios).filter(|ratio| ratio.is_finite() && *ratio > 0.0)
+    else {
+        return add;
+    };
+    let wiggle = |offset: usize| {
+        let steps: Vec<f64> = after
+            .clone()
+            .skip(1)
+            .map(|t| (values[t - offset] - values[t - offset - 1]).abs())
+            .collect();
+        stats::median(&steps)
+    };
+    let growth = match (wiggle(0), wiggle(season)) {
+        (Some(now), Some(then)) if now > 0.0 && then > 0.0 => now / then,
+        _ => 1.0,
+    };
+    let scales = (growth.ln() - ratio.ln()).abs() < growth.ln().abs();
+    let oldest_low = values[..index]
+        .iter()
+        .copied()
+        .fold(f64::INFINITY, f64::min);
+    if scales || oldest_low + detected.shift <= 0.0 {
+        Adjustment::Scale(ratio)
+    } else {
+        add
+    }
+}
+
+/// Moves every value before `index` to the new level.
+pub(crate) fn adjust(values: &mut [f64], index: usize, adjustment: Adjustment) {
+    for value in &mut values[..index] {
+        *value = adjustment.apply(*value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daily cycle of `season` points with deterministic noise, `days` long.
+    fn cycle(season: usize, days: usize) -> Vec<f64> {
+        (0..season * days)
+            .map(|index| {
+                let phase = (index % season) as f64 / season as f64 * std::f64::consts::TAU;
+                10.0 + 3.0 * phase.sin() + ((index * 7919) % 13) as f64 / 26.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_jump_that_lasts_is_found_where_it_happened_and_removed() {
+        let mut values = cycle(96, 10);
+        let at = values.len() - 30;
+        for value in &mut values[at..] {
+            *value += 6.0;
+        }
+        let detected = detect(&values, 96, 8, 8.0).expect("a shift of many sigmas");
+        assert!(
+            detected.index.abs_diff(at) <= 1,
+            "found at {}",
+            detected.index
+        );
+        assert!(
+            (detected.shift - 6.0).abs() < 0.3,
+            "shift {}",
+            detected.shift
+        );
+        adjust(&mut values, detected.index, Adjustment::Add(detected.shift));
+        let clean = cycle(96, 10);
+        // The adjusted history is the clean cycle moved to the new level.
+        for index in 0..at - 1 {
+            assert!((values[index] - clean[index] - 6.0).abs() < 0.3);
+        }
+    }
+
+    #[test]
+    fn cycles_noise_and_a_dip_that_ended_are_not_shifts() {
+        let values = cycle(96, 10);
+        assert_eq!(detect(&values, 96, 8, 8.0), None);
+        let mut dipped = values.clone();
+        let end = dipped.len() - 10;
+        for value in &mut dipped[end - 40..end] {
+            *value -= 6.0;
+        }
+        assert_eq!(detect(&dipped, 96, 8, 8.0), None, "the dip is over");
+        let mut fresh = values;
+        let len = fresh.len();
+        for value in &mut fresh[len - 5..] {
+            *value += 6.0;
+        }
+        assert_eq!(detect(&fresh, 96, 8, 8.0), None, "five points are too few");
+    }
+
+    #[test]
+    fn an_older_jump_is_not_found_again_a_season_later() {
+        let mut values = cycle(96, 10);
+        let at = values.len() - 96 - 30;
+        for value in &mut values[at..] {
+            *value += 6.0;
+        }
+        assert_eq!(detect(&values, 96, 8, 8.0), None);
+    }
+
+    #[test]
+    fn too_short_or_disabled_finds_nothing() {
+        let mut values = cycle(96, 2);
+        let len = values.len();
+        for value in &mut values[len - 30..] {
+            *value += 6.0;
+        }
+        assert_eq!(detect(&values, 96, 8, 8.0), None);
+        assert_eq!(detect(&values, 48, 8, f64::INFINITY), None);
+        assert_eq!(detect(&[5.0; 400], 96, 8, 8.0), None, "constant");
+    }
+}
