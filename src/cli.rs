@@ -902,6 +902,7 @@ fn serve(config: &Config) -> Result<()> {
         models_dir: Some(config.registry.dir.clone()),
         promotion_margin: config.registry.promotion_margin,
         retrain_schedule: config.registry.schedule.clone(),
+        registry_watch: config.registry.watch_interval,
         ..config.planning.clone()
     };
     let state =

@@ -70,6 +70,7 @@ struct FileRegistryConfig {
     promotion_margin: Option<f64>,
     schedule: Option<String>,
     concurrency: Option<usize>,
+    watch_interval: Option<String>,
 }
 
 /// Where trained models live and how retraining runs (`[registry]`).
@@ -84,6 +85,9 @@ pub struct RegistryConfig {
     pub schedule: Option<CronSchedule>,
     /// Series fitted at once by `prescale retrain` (the server uses `max_concurrent_fits`).
     pub concurrency: usize,
+    /// How often the server re-reads the manifest to serve versions another process promoted or
+    /// rolled back; `None` (`"off"`) never.
+    pub watch_interval: Option<Duration>,
 }
 
 impl RegistryConfig {
@@ -98,6 +102,7 @@ impl RegistryConfig {
                     .expect("invariant: the nightly schedule parses"),
             ),
             concurrency: std::thread::available_parallelism().map_or(2, usize::from),
+            watch_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -126,8 +131,14 @@ fn registry_config(
             )?,
         ),
     };
+    let watch_interval = match raw.watch_interval.as_deref().map(str::trim) {
+        None => defaults.watch_interval,
+        Some("off") => None,
+        Some(text) => Some(parse_duration("registry.watch_interval", text)?),
+    };
     Ok(RegistryConfig {
         dir: raw.dir.unwrap_or(defaults.dir),
+        watch_interval,
         promotion_margin,
         schedule,
         concurrency: check_range(
@@ -430,6 +441,7 @@ fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
         models_dir: None,
         promotion_margin: defaults.promotion_margin,
         retrain_schedule: None,
+        registry_watch: defaults.registry_watch,
     };
     if settings.plan_horizon > settings.max_horizon {
         return Err(ConfigError::Invalid {
@@ -661,5 +673,33 @@ mod tests {
         }
         let open = parse("[server]\nlisten = \"0.0.0.0:50051\"\nallow_insecure = true").unwrap();
         assert!(!open.server.listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn the_registry_watch_interval_is_a_duration_or_off() {
+        assert_eq!(
+            parse("").unwrap().registry.watch_interval,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            parse("[registry]\nwatch_interval = \"30s\"")
+                .unwrap()
+                .registry
+                .watch_interval,
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse("[registry]\nwatch_interval = \"off\"")
+                .unwrap()
+                .registry
+                .watch_interval,
+            None
+        );
+        for text in ["0s", "soon"] {
+            match parse(&format!("[registry]\nwatch_interval = \"{text}\"")) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "registry.watch_interval"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! The model registry end to end: a restarted server serves plans from the promoted models without
 //! fitting (and from the previous version when the live file is corrupt), and a `prescale retrain`
-//! killed midway leaves a registry that lists, verifies and retrains.
+//! killed midway leaves a registry that lists, verifies and retrains, and versions promoted or
+//! rolled back by another process are served without a restart.
 
 mod common;
 
@@ -114,8 +115,9 @@ async fn forecast_model_version(channel: &Channel) -> String {
 async fn start_and_plan(
     directory: tempfile::TempDir,
     loaded: u64,
+    settings: Settings,
 ) -> (TestServer, Channel, proto::Plan) {
-    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    let server = TestServer::start_in(directory, settings, ServerOptions::default()).await;
     assert_eq!(server.metrics.models_loaded.get(), loaded);
     let channel = server.channel().await;
     let plan = first_plan(&channel).await;
@@ -134,7 +136,7 @@ async fn a_restarted_server_plans_from_the_promoted_model_without_fitting() {
     let series = SeriesId::new("load").unwrap();
 
     // First start: no model yet, so the first plan trains one and registers it as v1.
-    let (server, _, _) = start_and_plan(directory, 0).await;
+    let (server, _, _) = start_and_plan(directory, 0, settings()).await;
     assert_eq!(server.metrics.model_fits.get(), 1, "trained on first use");
     assert_eq!(server.metrics.models_promoted.get(), 1);
     let directory = server.shutdown().await;
@@ -149,7 +151,7 @@ async fn a_restarted_server_plans_from_the_promoted_model_without_fitting() {
     );
 
     // Restart: the promoted model is loaded and serves plans and forecasts; nothing is fitted.
-    let (server, channel, plan) = start_and_plan(directory, 1).await;
+    let (server, channel, plan) = start_and_plan(directory, 1, settings()).await;
     assert_eq!(server.metrics.model_load_failures.get(), 0);
     assert_eq!(plan.steps.as_ref().unwrap().at_ms.len(), 288);
     let version = forecast_model_version(&channel).await;
@@ -175,7 +177,7 @@ async fn a_restarted_server_plans_from_the_promoted_model_without_fitting() {
     bytes[middle] ^= 0x40;
     std::fs::write(&path, bytes).unwrap();
 
-    let (server, _, _) = start_and_plan(directory, 1).await;
+    let (server, _, _) = start_and_plan(directory, 1, settings()).await;
     assert_eq!(server.metrics.model_load_failures.get(), 1);
     assert_eq!(server.metrics.model_fits.get(), 0);
     server.shutdown().await;
@@ -185,7 +187,7 @@ async fn a_restarted_server_plans_from_the_promoted_model_without_fitting() {
 async fn the_retrain_rpc_promotes_swaps_the_model_in_and_replans() {
     let directory = tempfile::tempdir().unwrap();
     store_histories(directory.path(), &["load"], 4);
-    let (server, channel, _) = start_and_plan(directory, 0).await;
+    let (server, channel, _) = start_and_plan(directory, 0, settings()).await;
 
     // A fifth day arrives; the plan follows it on the same model (re-anchored, not refitted).
     let day: Vec<Sample> = history(0, 5).split_off(4 * 288);
@@ -217,13 +219,7 @@ async fn the_retrain_rpc_promotes_swaps_the_model_in_and_replans() {
                 .await
                 .unwrap()
                 .into_inner();
-            let plan = plans
-                .get_plan(proto::GetPlanRequest {
-                    workload: "api".to_owned(),
-                })
-                .await
-                .unwrap()
-                .into_inner();
+            let plan = current_plan(&mut plans).await;
             if state.finished_at_ms != 0 && plan.model_version.ends_with("-v2") {
                 assert_eq!((state.done, state.failed), (1, 0));
                 return plan;
@@ -392,4 +388,73 @@ fn a_retrain_killed_midway_leaves_the_registry_consistent() {
         assert!(entry.live.is_some(), "{name} has a live model");
     }
     assert_every_version_verifies(&registry);
+}
+
+/// `GetPlan` of workload `api`.
+async fn current_plan(plans: &mut PlanServiceClient<Channel>) -> proto::Plan {
+    plans
+        .get_plan(proto::GetPlanRequest {
+            workload: "api".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until both `GetPlan` of workload `api` and an API forecast of `load` come from the model
+/// version ending in `suffix`.
+async fn wait_until_served(channel: &Channel, suffix: &str) {
+    let mut plans = PlanServiceClient::new(channel.clone());
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let plan = current_plan(&mut plans).await;
+            if plan.model_version.ends_with(suffix)
+                && forecast_model_version(channel).await.ends_with(suffix)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the server never served {suffix}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_promoted_or_rolled_back_outside_the_server_are_served_without_a_restart() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let data = directory.path().to_path_buf();
+    let watching = Settings {
+        registry_watch: Some(Duration::from_millis(100)),
+        ..settings()
+    };
+    let (server, channel, _) = start_and_plan(directory, 0, watching).await;
+
+    // A retrain outside the server (its own registry handle, as `prescale retrain` has) promotes v2.
+    let series = SeriesId::new("load").unwrap();
+    let registry = Registry::open(data.join("models")).unwrap();
+    let model = registry.load(&series, 1).unwrap();
+    registry
+        .add(&series, &model, true, "test: promoted by another process")
+        .unwrap();
+    wait_until_served(&channel, "-v2").await;
+
+    // An operator rolls back with the CLI, in another process.
+    let output = prescale(&data, &["models", "rollback", "load", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    wait_until_served(&channel, "-v1").await;
+    assert_eq!(server.metrics.models_loaded.get(), 2, "v2, then v1 again");
+    assert_eq!(
+        server.metrics.model_fits.get(),
+        1,
+        "only the first-use fit: versions from the registry are loaded, not refitted"
+    );
+    server.shutdown().await;
 }

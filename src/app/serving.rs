@@ -70,6 +70,9 @@ pub struct Settings {
     /// When the server retrains every series; `None` never (`prescale serve` takes
     /// `[registry] schedule`).
     pub retrain_schedule: Option<CronSchedule>,
+    /// How often the registry's manifest is re-read so that versions promoted or rolled back by
+    /// another process are served; `None` never.
+    pub registry_watch: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -86,6 +89,7 @@ impl Default for Settings {
             models_dir: None,
             promotion_margin: 0.05,
             retrain_schedule: None,
+            registry_watch: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -985,6 +989,77 @@ impl AppState {
         Ok(())
     }
 
+    /// Re-reads the registry's manifest every `registry_watch` until shutdown and serves what it
+    /// names (see [`Self::sync_live_models`]).
+    pub async fn run_registry_watch(self: Arc<Self>) {
+        let Some(period) = self.settings.registry_watch else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let state = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || state.sync_live_models()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(swapped)) => tracing::info!(swapped, "live models changed in the registry"),
+                Ok(Err(error)) => tracing::warn!(%error, "the registry manifest could not be read"),
+                Err(error) => tracing::error!(%error, "registry watch failed"),
+            }
+        }
+    }
+
+    /// Makes the live model of every series the version the registry's manifest names now, when
+    /// another process changed it (a newer promoted version, or a rollback to an older one), and
+    /// replans the workloads on those series. Nothing is fitted. Returns how many were swapped.
+    /// Blocking (file reads).
+    pub fn sync_live_models(&self) -> Result<usize, AppError> {
+        let Some(named) = self.registry.reload_if_changed()? else {
+            return Ok(0);
+        };
+        let mut swapped = 0;
+        for (name, version) in named {
+            let Ok(series) = name.parse::<SeriesId>() else {
+                continue;
+            };
+            if self.live_version(&series) == Some(version) {
+                continue;
+            }
+            match self.registry.load_live(&series) {
+                Ok(Some(loaded)) => {
+                    report_skipped(&self.metrics, &series, &loaded);
+                    if self.live_version(&series) == Some(loaded.version) {
+                        continue;
+                    }
+                    self.metrics.models_loaded.inc();
+                    tracing::info!(series = %series, version = loaded.version, "serving the registry's live version");
+                    self.live.write().insert(
+                        series.clone(),
+                        Arc::new(LiveModel {
+                            version: loaded.version,
+                            model: loaded.model,
+                        }),
+                    );
+                    self.mark_due(&series);
+                    swapped += 1;
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    self.metrics.model_load_failures.inc();
+                    tracing::error!(series = %series, %error, "the registry's live version is unreadable; serving the current model");
+                }
+            }
+        }
+        if swapped > 0 {
+            self.replan.notify_one();
+        }
+        Ok(swapped)
+    }
+
     /// Runs the retraining job of every series at each time of `retrain_schedule` (UTC) until
     /// shutdown; a job still running when the next time comes delays that one.
     pub async fn run_retrain_schedule(self: Arc<Self>) {
@@ -1107,6 +1182,14 @@ where
 
 /// The live model of every series of `registry`. A live file that fails its check is reported and
 /// the newest earlier live version kept; a series with none readable is left to first use.
+/// Reports the corrupt live versions skipped to load `loaded` (log and metric).
+fn report_skipped(metrics: &Metrics, series: &SeriesId, loaded: &crate::registry::LoadedModel) {
+    for (version, reason) in &loaded.skipped {
+        metrics.model_load_failures.inc();
+        tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
+    }
+}
+
 fn load_live_models(registry: &Registry, metrics: &Metrics) -> HashMap<SeriesId, Arc<LiveModel>> {
     let mut live = HashMap::new();
     for (name, entry) in registry.list() {
@@ -1122,10 +1205,7 @@ fn load_live_models(registry: &Registry, metrics: &Metrics) -> HashMap<SeriesId,
         };
         match registry.load_live(&series) {
             Ok(Some(loaded)) => {
-                for (version, reason) in &loaded.skipped {
-                    metrics.model_load_failures.inc();
-                    tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
-                }
+                report_skipped(metrics, &series, &loaded);
                 metrics.models_loaded.inc();
                 live.insert(
                     series,

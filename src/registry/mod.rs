@@ -188,7 +188,13 @@ pub struct Registry {
     dir: PathBuf,
     /// The manifest as last written; the lock also serialises manifest writes.
     manifest: Mutex<Manifest>,
+    /// Modification time and size of the manifest file when [`Self::reload_if_changed`] last
+    /// read it (`None` inside: there was no file).
+    seen: Mutex<Option<ManifestStamp>>,
 }
+
+/// What tells a changed manifest file: its modification time and size.
+type ManifestStamp = Option<(Option<std::time::SystemTime>, u64)>;
 
 impl Registry {
     /// Opens (creating if needed) the registry in `dir`.
@@ -199,6 +205,7 @@ impl Registry {
         Ok(Self {
             dir,
             manifest: Mutex::new(manifest),
+            seen: Mutex::new(None),
         })
     }
 
@@ -215,6 +222,33 @@ impl Registry {
         lock.lock().map_err(|error| io_error(&path, error))?;
         *manifest = read_manifest(&self.dir)?;
         Ok(lock)
+    }
+
+    /// Adopts the manifest as it is on disk now, when its size or modification time changed since
+    /// the last call, so versions another process promoted or rolled back (`prescale retrain`,
+    /// `prescale models rollback`) become visible. Returns the live version of every series, by
+    /// canonical name, or `None` when the file is unchanged. A manifest that cannot be read leaves
+    /// the last one in place.
+    pub fn reload_if_changed(&self) -> Result<Option<Vec<(String, u64)>>, RegistryError> {
+        let path = self.dir.join(MANIFEST_FILE);
+        let stamp = match std::fs::metadata(&path) {
+            Ok(metadata) => Some((metadata.modified().ok(), metadata.len())),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => return Err(io_error(&path, error)),
+        };
+        let mut seen = self.seen.lock();
+        if *seen == Some(stamp) {
+            return Ok(None);
+        }
+        let on_disk = read_manifest(&self.dir)?;
+        *seen = Some(stamp);
+        let live = on_disk
+            .series
+            .iter()
+            .filter_map(|(name, entry)| entry.live.map(|live| (name.clone(), live)))
+            .collect();
+        *self.manifest.lock() = on_disk;
+        Ok(Some(live))
     }
 
     /// The registry directory.

@@ -176,6 +176,7 @@ pub async fn serve(
     let planner = tokio::spawn(Arc::clone(&state).run_planner());
     let maintenance = tokio::spawn(Arc::clone(&state).run_maintenance());
     let retrain_schedule = tokio::spawn(Arc::clone(&state).run_retrain_schedule());
+    let registry_watch = tokio::spawn(Arc::clone(&state).run_registry_watch());
     let token = state.shutdown_token().clone();
     let signal = async move {
         shutdown.await;
@@ -197,6 +198,7 @@ pub async fn serve(
         (planner, "planner"),
         (maintenance, "maintenance"),
         (retrain_schedule, "retrain schedule"),
+        (registry_watch, "registry watch"),
     ] {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "background task failed");
