@@ -468,8 +468,8 @@ fn values_per_day(step: Step) -> usize {
 }
 
 /// A level shift in the newest season of `values`, and that season: the longest detected period
-/// with three cycles in the history, else one day. The shift must have lasted a sixteenth of the
-/// season (at least 6 steps).
+/// with three cycles in the history, else one day. A rise must have lasted a sixteenth of the
+/// season (at least 6 steps), a drop more than a day.
 fn find_level_shift(
     values: &[f64],
     step: Step,
@@ -483,7 +483,11 @@ fn find_level_shift(
         .filter(|period| fits(*period))
         .max()
         .or_else(|| Some(values_per_day(step)).filter(|day| fits(*day)))?;
+    let day = values_per_day(step);
     level_shift::detect(values, season, (season / 16).max(6), threshold)
+        // A drop moves the history down, so forecasts and plans with it: it must outlast a day
+        // (a holiday, an outage) first. A rise is taken as soon as it has lasted.
+        .filter(|detected| detected.shift > 0.0 || values.len() - detected.index > day)
         .map(|detected| (detected, season))
 }
 

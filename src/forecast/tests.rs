@@ -361,3 +361,29 @@ fn a_recent_level_shift_is_reported_and_forecast_at_the_new_level() {
         "mean absolute error {handled} with the shift handled, {blended} without"
     );
 }
+
+#[test]
+fn a_recent_drop_moves_the_history_only_once_it_outlasts_a_day() {
+    // 28 days of an hourly daily-and-weekly cycle; the last `hours` drop to half.
+    let with_drop = |hours: usize| {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let values: Vec<f64> = (0..28 * 24)
+            .map(|index| {
+                let day = (index % 24) as f64 / 24.0 * std::f64::consts::TAU;
+                let weekday = if (index / 24) % 7 < 5 { 1.0 } else { 0.7 };
+                let level = if index >= 28 * 24 - hours { 0.5 } else { 1.0 };
+                level * weekday * (100.0 + 30.0 * day.sin()) + standard_normal(&mut rng)
+            })
+            .collect();
+        ModelParams::default()
+            .fit(&hourly_series(values))
+            .expect("28 days fit")
+            .preprocessing()
+            .level_shift
+    };
+    // Half a day at half the level: could be a holiday, so the models see it as it is.
+    assert_eq!(with_drop(12), None);
+    // Two days: a shift, and the older history is moved down to it.
+    let shift = with_drop(48).expect("a drop that lasted two days");
+    assert!(shift.after < shift.before * 0.6, "{shift:?}");
+}
