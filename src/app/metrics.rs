@@ -70,10 +70,10 @@ pub struct Metrics {
     pub model_fits: Counter,
     /// Fits or forecasts that failed.
     pub model_errors: Counter,
-    /// Live models read from the registry when the server started.
+    /// Live models read from the registry: at start, and when the manifest names another version.
     pub models_loaded: Counter,
-    /// Live model files that failed their check at start (an earlier version, or a first-use fit,
-    /// serves instead).
+    /// Live model files that failed their check when read (an earlier version, the current model,
+    /// or a first-use fit serves instead).
     pub model_load_failures: Counter,
     /// Models promoted to live (retraining, or a first-use fit of a series without one).
     pub models_promoted: Counter,
@@ -141,12 +141,12 @@ impl Metrics {
             ),
             (
                 "prescale_models_loaded_total",
-                "Live models read from the registry at start.",
+                "Live models read from the registry: at start, and when its manifest names another version.",
                 &self.models_loaded,
             ),
             (
                 "prescale_model_load_failures_total",
-                "Live model files that failed their check at start.",
+                "Live model files that failed their check when read from the registry.",
                 &self.model_load_failures,
             ),
             (
