@@ -1004,11 +1004,10 @@ impl AppState {
                 _ = ticks.tick() => {}
             }
             let state = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || state.sync_live_models()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(swapped)) => tracing::info!(swapped, "live models changed in the registry"),
-                Ok(Err(error)) => tracing::warn!(%error, "the registry manifest could not be read"),
-                Err(error) => tracing::error!(%error, "registry watch failed"),
+            match blocking(move || state.sync_live_models()).await {
+                Ok(0) => {}
+                Ok(swapped) => tracing::info!(swapped, "live models changed in the registry"),
+                Err(error) => tracing::warn!(%error, "the registry manifest could not be read"),
             }
         }
     }
@@ -1018,41 +1017,25 @@ impl AppState {
     /// replans the workloads on those series. Nothing is fitted. Returns how many were swapped.
     /// Blocking (file reads).
     pub fn sync_live_models(&self) -> Result<usize, AppError> {
-        let Some(named) = self.registry.reload_if_changed()? else {
+        if !self.registry.reload_if_changed()? {
             return Ok(0);
-        };
+        }
         let mut swapped = 0;
-        for (name, version) in named {
-            let Ok(series) = name.parse::<SeriesId>() else {
-                continue;
-            };
+        for (series, version) in live_entries(&self.registry) {
             if self.live_version(&series) == Some(version) {
                 continue;
             }
-            match self.registry.load_live(&series) {
-                Ok(Some(loaded)) => {
-                    report_skipped(&self.metrics, &series, &loaded);
-                    if self.live_version(&series) == Some(loaded.version) {
-                        continue;
-                    }
-                    self.metrics.models_loaded.inc();
-                    tracing::info!(series = %series, version = loaded.version, "serving the registry's live version");
-                    self.live.write().insert(
-                        series.clone(),
-                        Arc::new(LiveModel {
-                            version: loaded.version,
-                            model: loaded.model,
-                        }),
-                    );
-                    self.mark_due(&series);
-                    swapped += 1;
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    self.metrics.model_load_failures.inc();
-                    tracing::error!(series = %series, %error, "the registry's live version is unreadable; serving the current model");
-                }
-            }
+            // A corrupt named version falls back to an earlier one, which may be the one served.
+            let Some(loaded) = read_live(&self.registry, &self.metrics, &series)
+                .filter(|loaded| self.live_version(&series) != Some(loaded.version))
+            else {
+                continue;
+            };
+            self.metrics.models_loaded.inc();
+            tracing::info!(series = %series, version = loaded.version, "serving the registry's live version");
+            self.live.write().insert(series.clone(), Arc::new(loaded));
+            self.mark_due(&series);
+            swapped += 1;
         }
         if swapped > 0 {
             self.replan.notify_one();
@@ -1180,49 +1163,60 @@ where
         })?
 }
 
-/// The live model of every series of `registry`. A live file that fails its check is reported and
-/// the newest earlier live version kept; a series with none readable is left to first use.
-/// Reports the corrupt live versions skipped to load `loaded` (log and metric).
-fn report_skipped(metrics: &Metrics, series: &SeriesId, loaded: &crate::registry::LoadedModel) {
-    for (version, reason) in &loaded.skipped {
-        metrics.model_load_failures.inc();
-        tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
+/// The series with a live version in `registry`, and that version; names that do not parse are
+/// reported and left out.
+fn live_entries(registry: &Registry) -> Vec<(SeriesId, u64)> {
+    registry
+        .list()
+        .into_iter()
+        .filter_map(|(name, entry)| {
+            let live = entry.live?;
+            match name.parse() {
+                Ok(series) => Some((series, live)),
+                Err(error) => {
+                    tracing::error!(series = %name, %error, "registry names a series that does not parse");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The live model of `series` as the registry has it: a live file that fails its check is
+/// reported (log and metric) and the newest earlier live version read instead; `None` when the
+/// series has no live version or none readable (also reported).
+fn read_live(registry: &Registry, metrics: &Metrics, series: &SeriesId) -> Option<LiveModel> {
+    match registry.load_live(series) {
+        Ok(Some(loaded)) => {
+            for (version, reason) in &loaded.skipped {
+                metrics.model_load_failures.inc();
+                tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
+            }
+            Some(LiveModel {
+                version: loaded.version,
+                model: loaded.model,
+            })
+        }
+        Ok(None) => None,
+        Err(error) => {
+            metrics.model_load_failures.inc();
+            tracing::error!(series = %series, %error, "no readable live model: the model served stays, or the series is trained on first use");
+            None
+        }
     }
 }
 
+/// The live model of every series of `registry` (see [`read_live`]); a series with none readable
+/// is left to first use.
 fn load_live_models(registry: &Registry, metrics: &Metrics) -> HashMap<SeriesId, Arc<LiveModel>> {
-    let mut live = HashMap::new();
-    for (name, entry) in registry.list() {
-        if entry.live.is_none() {
-            continue;
-        }
-        let series: SeriesId = match name.parse() {
-            Ok(series) => series,
-            Err(error) => {
-                tracing::error!(series = %name, %error, "registry names a series that does not parse");
-                continue;
-            }
-        };
-        match registry.load_live(&series) {
-            Ok(Some(loaded)) => {
-                report_skipped(metrics, &series, &loaded);
-                metrics.models_loaded.inc();
-                live.insert(
-                    series,
-                    Arc::new(LiveModel {
-                        version: loaded.version,
-                        model: loaded.model,
-                    }),
-                );
-            }
-            Ok(None) => {}
-            Err(error) => {
-                metrics.model_load_failures.inc();
-                tracing::error!(series = %series, %error, "no readable live model; the series is trained on first use");
-            }
-        }
-    }
-    live
+    live_entries(registry)
+        .into_iter()
+        .filter_map(|(series, _)| {
+            let loaded = read_live(registry, metrics, &series)?;
+            metrics.models_loaded.inc();
+            Some((series, Arc::new(loaded)))
+        })
+        .collect()
 }
 
 /// Every stored workload but the one called `name`.

@@ -405,9 +405,7 @@ pub(crate) fn prepare(
         let adjustment = level_shift::adjustment(&original_clean, detected, season);
         let season_before = detected.index.saturating_sub(season);
         let summary = LevelShift {
-            at: start.saturating_add_millis(
-                i64::try_from(detected.index).unwrap_or(i64::MAX) * step.as_millis(),
-            ),
+            at: series.time_at(first + detected.index),
             before: stats::median(&original_clean[season_before..detected.index])
                 .unwrap_or(f64::NAN),
             after: stats::median(&original_clean[detected.index..]).unwrap_or(f64::NAN),
@@ -476,14 +474,12 @@ fn find_level_shift(
     seasonality: &Seasonality,
     threshold: f64,
 ) -> Option<(level_shift::Detected, usize)> {
-    let fits = |period: usize| period >= 2 && 3 * period <= values.len();
-    let season = seasonality
-        .steps()
-        .into_iter()
-        .filter(|period| fits(*period))
-        .max()
-        .or_else(|| Some(values_per_day(step)).filter(|day| fits(*day)))?;
     let day = values_per_day(step);
+    let season = seasonality
+        .steps_fitting(values.len(), 3.0)
+        .into_iter()
+        .max()
+        .or_else(|| Some(day).filter(|day| 3 * day <= values.len()))?;
     level_shift::detect(values, season, (season / 16).max(6), threshold)
         // A drop moves the history down, so forecasts and plans with it: it must outlast a day
         // (a holiday, an outage) first. A rise is taken as soon as it has lasted.

@@ -226,10 +226,9 @@ impl Registry {
 
     /// Adopts the manifest as it is on disk now, when its size or modification time changed since
     /// the last call, so versions another process promoted or rolled back (`prescale retrain`,
-    /// `prescale models rollback`) become visible. Returns the live version of every series, by
-    /// canonical name, or `None` when the file is unchanged. A manifest that cannot be read leaves
-    /// the last one in place.
-    pub fn reload_if_changed(&self) -> Result<Option<Vec<(String, u64)>>, RegistryError> {
+    /// `prescale models rollback`) become visible through [`Self::list`]. Returns whether it was
+    /// read. A manifest that cannot be read leaves the last one in place.
+    pub fn reload_if_changed(&self) -> Result<bool, RegistryError> {
         let path = self.dir.join(MANIFEST_FILE);
         let stamp = match std::fs::metadata(&path) {
             Ok(metadata) => Some((metadata.modified().ok(), metadata.len())),
@@ -238,17 +237,11 @@ impl Registry {
         };
         let mut seen = self.seen.lock();
         if *seen == Some(stamp) {
-            return Ok(None);
+            return Ok(false);
         }
-        let on_disk = read_manifest(&self.dir)?;
+        *self.manifest.lock() = read_manifest(&self.dir)?;
         *seen = Some(stamp);
-        let live = on_disk
-            .series
-            .iter()
-            .filter_map(|(name, entry)| entry.live.map(|live| (name.clone(), live)))
-            .collect();
-        *self.manifest.lock() = on_disk;
-        Ok(Some(live))
+        Ok(true)
     }
 
     /// The registry directory.
