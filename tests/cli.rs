@@ -352,6 +352,7 @@ fn backtest_prints_every_model() {
         "scryer",
         "mstl",
         "ets",
+        "seasonal_ar",
     ] {
         assert!(text.contains(model), "{model} missing from\n{text}");
     }
@@ -360,7 +361,7 @@ fn backtest_prints_every_model() {
         csv.starts_with("model,mase,smape,coverage_80,width_80,coverage_95,width_95"),
         "{csv}"
     );
-    assert_eq!(csv.lines().count(), 9);
+    assert_eq!(csv.lines().count(), 10);
 }
 
 #[test]

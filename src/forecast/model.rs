@@ -33,10 +33,12 @@ pub enum Combination {
     /// Constrained stacking: least-squares weights on the backtest forecasts, non-negative and
     /// summing to one (Breiman, "Stacked regressions", Machine Learning 24, 1996).
     Stacking,
-    /// Weights proportional to the inverse backtest mean squared error (Bates & Granger, "The
-    /// combination of forecasts", Operational Research Quarterly 20(4), 1969), over the
-    /// `top_k` members with the lowest error. The default: on short, drifting backtests it is
-    /// steadier than stacking, which tends to put all weight on one member.
+    /// Weights proportional to the inverse squared backtest mean absolute error, over the `top_k`
+    /// members with the lowest error: Bates & Granger's inverse-MSE weights ("The combination of
+    /// forecasts", Operational Research Quarterly 20(4), 1969) with the MAE in place of the root
+    /// MSE, so that one day no member foresaw (a blizzard, an outage) does not decide the weights
+    /// alone. The default: on short, drifting backtests it is steadier than stacking, which tends
+    /// to put all weight on one member.
     #[default]
     InverseError,
 }
@@ -45,7 +47,7 @@ pub enum Combination {
 ///
 /// | Name | Default | Purpose | Range |
 /// |---|---|---|---|
-/// | `members` | all seven | members tried (the seasonal naive baseline is always evaluated) | non-empty |
+/// | `members` | all eight | members tried (the seasonal naive baseline is always evaluated) | non-empty |
 /// | `combination` | `InverseError` | how weights are found | see [`Combination`] |
 /// | `min_weight` | 0.02 | weights below this are dropped and the rest renormalised | `[0, 0.5)` |
 /// | `top_k` | 3 | members kept by `InverseError` (fewer, better members dilute less) | `>= 1` |
@@ -585,7 +587,7 @@ impl ModelParams {
             Combination::InverseError => {
                 let errors: Vec<f64> = columns
                     .iter()
-                    .map(|column| metrics::rmse(&targets, column).map_or(f64::INFINITY, |e| e * e))
+                    .map(|column| metrics::mae(&targets, column).map_or(f64::INFINITY, |e| e * e))
                     .collect();
                 let mut ranked: Vec<f64> = errors.clone();
                 ranked.sort_by(f64::total_cmp);

@@ -9,6 +9,7 @@ mod forest;
 mod naive;
 pub mod regression_forest;
 mod scryer;
+mod seasonal_ar;
 mod state;
 mod trend;
 
@@ -22,6 +23,7 @@ pub use forest::ForestParams;
 pub use naive::SeasonalNaiveParams;
 pub use regression_forest::{RandomForestRegressor, RandomForestRegressorParams};
 pub use scryer::ScryerParams;
+pub use seasonal_ar::SeasonalArParams;
 pub use trend::TrendParams;
 
 pub(crate) use state::{Anchor, MemberState};
@@ -89,6 +91,8 @@ pub enum MemberKind {
     Mstl,
     /// augurs' AutoETS.
     Ets,
+    /// An autoregression on the seasonal differences (SARIMA(p,0,0)(0,1,0)).
+    SeasonalAr,
 }
 
 impl MemberKind {
@@ -102,6 +106,7 @@ impl MemberKind {
             Self::Scryer => "scryer",
             Self::Mstl => "mstl",
             Self::Ets => "ets",
+            Self::SeasonalAr => "seasonal_ar",
         }
     }
 }
@@ -129,6 +134,8 @@ pub enum MemberSpec {
     Mstl(MstlParams),
     /// See [`EtsParams`].
     Ets(EtsParams),
+    /// See [`SeasonalArParams`].
+    SeasonalAr(SeasonalArParams),
 }
 
 impl MemberSpec {
@@ -142,6 +149,7 @@ impl MemberSpec {
             Self::Scryer(ScryerParams::default()),
             Self::Mstl(MstlParams::default()),
             Self::Ets(EtsParams::default()),
+            Self::SeasonalAr(SeasonalArParams::default()),
         ]
     }
 
@@ -155,6 +163,7 @@ impl MemberSpec {
             MemberKind::Scryer => Self::Scryer(ScryerParams::default()),
             MemberKind::Mstl => Self::Mstl(MstlParams::default()),
             MemberKind::Ets => Self::Ets(EtsParams::default()),
+            MemberKind::SeasonalAr => Self::SeasonalAr(SeasonalArParams::default()),
         }
     }
 
@@ -168,6 +177,7 @@ impl MemberSpec {
             Self::Scryer(_) => MemberKind::Scryer,
             Self::Mstl(_) => MemberKind::Mstl,
             Self::Ets(_) => MemberKind::Ets,
+            Self::SeasonalAr(_) => MemberKind::SeasonalAr,
         }
     }
 
@@ -181,6 +191,7 @@ impl MemberSpec {
             Self::Scryer(params) => Self::Scryer(params.check()?),
             Self::Mstl(params) => Self::Mstl(params.check()?),
             Self::Ets(params) => Self::Ets(params.check()?),
+            Self::SeasonalAr(params) => Self::SeasonalAr(params.check()?),
         })
     }
 
@@ -194,6 +205,7 @@ impl MemberSpec {
             Self::Scryer(params) => params.min_history(seasonality),
             Self::Mstl(params) => params.min_history(seasonality),
             Self::Ets(params) => params.min_history(seasonality),
+            Self::SeasonalAr(params) => params.min_history(seasonality),
         }
     }
 
@@ -217,6 +229,7 @@ impl MemberSpec {
             Self::Scryer(params) => params.fit_window(input),
             Self::Mstl(params) => params.fit_window(input),
             Self::Ets(params) => params.fit_window(input),
+            Self::SeasonalAr(params) => params.fit_window(input),
         }
     }
 }

@@ -11,7 +11,8 @@
 //!   moves the forecast;
 //! - augurs' `ets` and `mstl` have no serialisable state (augurs 0.10 exposes neither their
 //!   smoothing parameters nor their states), so their forecast path from the training end is
-//!   frozen ([`FrozenPath`]) and re-anchored by the mean residual of the newest points against it.
+//!   frozen ([`FrozenPath`]) and re-anchored by the mean residual of the newest points against it;
+//! - `seasonal_ar` keeps its coefficients and reads the newest season of the new data.
 
 use serde::{Deserialize, Serialize};
 
@@ -135,6 +136,13 @@ pub(crate) enum MemberState {
     Scryer(FittedScryer),
     /// An augurs forecast path.
     Frozen(FrozenPath),
+    /// AR coefficients on the seasonal differences.
+    SeasonalAr {
+        /// Lag of the differences in steps.
+        period: usize,
+        /// AR coefficients, lag 1 first.
+        coefficients: Vec<f64>,
+    },
 }
 
 impl MemberState {
@@ -158,6 +166,10 @@ impl MemberState {
             }
             Self::Scryer(scryer) => scryer.forecast_on(values, anchor.elapsed, horizon),
             Self::Frozen(path) => path.forecast_on(values, anchor.elapsed, horizon),
+            Self::SeasonalAr {
+                period,
+                coefficients,
+            } => super::seasonal_ar::forecast(values, *period, coefficients, horizon),
         }
     }
 
@@ -170,6 +182,10 @@ impl MemberState {
             Self::Forest(forest) => forest.recent_needed(),
             Self::Scryer(scryer) => scryer.recent_needed(),
             Self::Frozen(path) => path.anchor_points,
+            Self::SeasonalAr {
+                period,
+                coefficients,
+            } => period + coefficients.len(),
         }
         .max(1)
     }
