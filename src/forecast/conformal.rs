@@ -80,8 +80,18 @@ pub(crate) struct Calibration {
     horizon: usize,
     /// First step after each bucket, in step order.
     ends: Vec<usize>,
-    /// Mean absolute residual of each bucket: the scale its scores are divided by.
+    /// Mean absolute residual of each bucket (the scale before `step_scales`; still used by
+    /// calibrations stored without them).
     scales: Vec<f64>,
+    /// Scale of each horizon step: the mean absolute residual, pooled over runs of steps and
+    /// made non-decreasing in the lead time (see [`step_scales`]). Scores are divided by it.
+    #[serde(default)]
+    step_scales: Vec<f64>,
+    /// Sorted scaled scores of each bucket: a bucket whose scores are heavier-tailed than the
+    /// pool (short leads, where a sudden change is a large error against a small scale) takes
+    /// its own quantile.
+    #[serde(default)]
+    bucket_scores: Vec<Vec<f64>>,
     /// Sorted scaled scores of every bucket and fold.
     pooled: Vec<f64>,
     /// Scaled scores per fold (all buckets), for the cross-validated widening.
@@ -129,28 +139,71 @@ impl Calibration {
                 }
             })
             .collect();
-        let folds = by_bucket.iter().map(Vec::len).max().unwrap_or(0);
-        let by_fold: Vec<Vec<f64>> = (0..folds)
-            .map(|fold| {
-                by_bucket
-                    .iter()
-                    .zip(&scales)
-                    .flat_map(|(bucket, scale)| {
-                        bucket
-                            .get(fold)
-                            .into_iter()
-                            .flatten()
-                            .map(move |r| r / scale)
-                    })
-                    .collect()
-            })
-            .collect();
+        let step_scales = if total == 0 {
+            Vec::new()
+        } else {
+            step_scales(residuals, horizon, (params.min_per_bucket / 2).max(1))
+        };
+        let by_fold: Vec<Vec<f64>> = if step_scales.is_empty() {
+            let folds = by_bucket.iter().map(Vec::len).max().unwrap_or(0);
+            (0..folds)
+                .map(|fold| {
+                    by_bucket
+                        .iter()
+                        .zip(&scales)
+                        .flat_map(|(bucket, scale)| {
+                            bucket
+                                .get(fold)
+                                .into_iter()
+                                .flatten()
+                                .map(move |r| r / scale)
+                        })
+                        .collect()
+                })
+                .collect()
+        } else {
+            residuals
+                .iter()
+                .map(|fold| {
+                    fold.iter()
+                        .zip(&step_scales)
+                        .filter(|(r, _)| r.is_finite())
+                        .map(|(r, scale)| r / scale)
+                        .collect()
+                })
+                .collect()
+        };
         let mut pooled: Vec<f64> = by_fold.iter().flatten().copied().collect();
         pooled.sort_by(f64::total_cmp);
+        let bucket_scores: Vec<Vec<f64>> = if step_scales.is_empty() {
+            Vec::new()
+        } else {
+            let mut from = 0;
+            ends.iter()
+                .map(|end| {
+                    let mut scores: Vec<f64> = residuals
+                        .iter()
+                        .flat_map(|fold| {
+                            fold.iter()
+                                .enumerate()
+                                .take(*end)
+                                .skip(from)
+                                .filter(|(_, r)| r.is_finite())
+                                .map(|(step, r)| r / step_scales[step])
+                        })
+                        .collect();
+                    scores.sort_by(f64::total_cmp);
+                    from = *end;
+                    scores
+                })
+                .collect()
+        };
         Self {
             horizon,
             ends,
             scales,
+            step_scales,
+            bucket_scores,
             pooled,
             by_fold,
         }
@@ -237,20 +290,116 @@ impl Calibration {
     }
 
     /// Offsets `(lower, upper)` to add to the point forecast at `step` (0-based) for `level`,
-    /// widened by `inflation` (from [`Calibration::inflation`]).
+    /// widened by `inflation` (from [`Calibration::inflation`]): the step's scale times the
+    /// quantiles of the pooled scores, or of its bucket's scores where those reach further.
     ///
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
     pub(crate) fn offsets(&self, step: usize, level: Level, inflation: f64) -> (f64, f64) {
-        let (lower, upper) = conformal_offsets(&self.pooled, level);
+        let (mut lower, mut upper) = conformal_offsets(&self.pooled, level);
+        if let Some(own) = self
+            .bucket_scores
+            .get(bucket_of(&self.ends, step))
+            .filter(|scores| !scores.is_empty())
+        {
+            let (own_lower, own_upper) = conformal_offsets(own, level);
+            lower = lower.min(own_lower);
+            upper = upper.max(own_upper);
+        }
         let growth = if step >= self.horizon {
             ((step + 1) as f64 / self.horizon as f64).sqrt()
         } else {
             1.0
         };
-        let scale = self.scales[bucket_of(&self.ends, step)] * growth * inflation;
+        let base = match self
+            .step_scales
+            .get(step.min(self.horizon.saturating_sub(1)))
+        {
+            Some(scale) => *scale,
+            None => self.scales[bucket_of(&self.ends, step)],
+        };
+        let scale = base * growth * inflation;
         (lower * scale, upper * scale)
     }
+}
+
+/// Scale of each of `horizon` steps from `residuals[fold][step]`: the mean absolute residual over
+/// runs of consecutive steps holding at least `min_count` finite residuals (leftover steps join
+/// the last run), made non-decreasing in the lead time by pool-adjacent-violators weighted by the
+/// counts (isotonic regression; Barlow et al., "Statistical Inference under Order Restrictions",
+/// 1972). Errors grow with the lead, so a run that errs less than an earlier one is sampling
+/// noise and is pooled with it. Per step rather than per bucket: the first bucket of a day-ahead
+/// backtest spans leads of half an hour to three hours, whose errors differ severalfold once a
+/// member tracks the current deviation, and a plan acts at the shortest of them. Empty when there
+/// is no residual.
+fn step_scales(residuals: &[Vec<f64>], horizon: usize, min_count: usize) -> Vec<f64> {
+    // Runs of steps: (first step, sum of |residual|, count).
+    let mut runs: Vec<(usize, f64, usize)> = Vec::new();
+    let mut open: Option<(usize, f64, usize)> = None;
+    for step in 0..horizon {
+        let (first, mut sum, mut count) = open.take().unwrap_or((step, 0.0, 0));
+        for fold in residuals {
+            if let Some(r) = fold.get(step).filter(|r| r.is_finite()) {
+                sum += r.abs();
+                count += 1;
+            }
+        }
+        if count >= min_count {
+            runs.push((first, sum, count));
+        } else {
+            open = Some((first, sum, count));
+        }
+    }
+    if let Some((first, sum, count)) = open {
+        match runs.last_mut() {
+            Some(last) => {
+                last.1 += sum;
+                last.2 += count;
+            }
+            None => runs.push((first, sum, count)),
+        }
+    }
+    // Pool adjacent violators: a run whose mean is below the one before merges into it.
+    let mut pooled: Vec<(usize, f64, usize)> = Vec::with_capacity(runs.len());
+    for run in runs {
+        pooled.push(run);
+        while pooled.len() >= 2 {
+            let (_, last_sum, last_count) = pooled[pooled.len() - 1];
+            let (_, before_sum, before_count) = pooled[pooled.len() - 2];
+            if before_sum * last_count as f64 <= last_sum * before_count as f64 {
+                break;
+            }
+            pooled.pop();
+            let before = pooled
+                .last_mut()
+                .expect("invariant: two runs were on the stack");
+            before.1 += last_sum;
+            before.2 += last_count;
+        }
+    }
+    let total_count: usize = pooled.iter().map(|run| run.2).sum();
+    if total_count == 0 {
+        return Vec::new();
+    }
+    let overall = pooled.iter().map(|run| run.1).sum::<f64>() / total_count as f64;
+    let mut scales = vec![0.0; horizon];
+    for (index, (first, sum, count)) in pooled.iter().enumerate() {
+        let end = pooled.get(index + 1).map_or(horizon, |next| next.0);
+        let mean = if *count > 0 {
+            sum / *count as f64
+        } else {
+            overall
+        };
+        let scale = if mean > 0.0 && mean.is_finite() {
+            mean
+        } else if overall > 0.0 && overall.is_finite() {
+            overall
+        } else {
+            1.0
+        };
+        scales[*first..end].fill(scale);
+    }
+    scales
 }
 
 /// The finite values of every fold in steps `from..to`, per fold.
@@ -415,5 +564,77 @@ mod tests {
         assert_eq!(empty.offsets(0, level, 1.0), (-0.5, 0.5));
         assert_eq!(empty.inflation(level), 1.0);
         assert!(ConformalParams::default().buckets(0).check().is_err());
+    }
+
+    #[test]
+    fn step_scales_grow_with_the_lead_and_pool_what_does_not() {
+        // Ten folds; errors of 1, 2, 3 at steps 0, 1, 2, then a dip to 1 at step 3 and 5 after.
+        let residuals: Vec<Vec<f64>> = (0..10)
+            .map(|fold| {
+                let sign = if fold % 2 == 0 { 1.0 } else { -1.0 };
+                [1.0, 2.0, 3.0, 1.0, 5.0].map(|r| r * sign).to_vec()
+            })
+            .collect();
+        // Runs of one step each (ten residuals): the dip is pooled with step 2.
+        assert_eq!(
+            step_scales(&residuals, 5, 10),
+            vec![1.0, 2.0, 2.0, 2.0, 5.0]
+        );
+        // Runs of two steps (at least twenty residuals), the odd step joining the last run.
+        assert_eq!(
+            step_scales(&residuals, 5, 20),
+            vec![1.5, 1.5, 3.0, 3.0, 3.0]
+        );
+        assert!(step_scales(&[vec![f64::NAN; 3]], 3, 1).is_empty());
+    }
+
+    #[test]
+    fn a_short_lead_gets_a_narrower_band_than_a_long_one_in_the_same_bucket() {
+        // One bucket of six steps whose errors grow from 1 to 6.
+        let residuals: Vec<Vec<f64>> = (-20..=20)
+            .map(|r| (1..=6).map(|lead| lead as f64 * r as f64 / 20.0).collect())
+            .collect();
+        let calibration = Calibration::new(
+            &residuals,
+            &ConformalParams::default().buckets(1).min_per_bucket(40),
+            &[],
+        );
+        assert_eq!(calibration.ends, vec![6]);
+        let level = Level::try_from(0.95).unwrap();
+        let (_, first) = calibration.offsets(0, level, 1.0);
+        let (_, last) = calibration.offsets(5, level, 1.0);
+        assert!((last / first - 6.0).abs() < 1e-9, "{first} vs {last}");
+        assert!(first > 0.9 && first <= 1.0, "{first}");
+    }
+
+    #[test]
+    fn a_bucket_with_a_heavier_tail_than_the_pool_keeps_its_own_quantile() {
+        // Step 0: mostly small errors and a few large ones; steps 1-7: larger, uniform errors.
+        // Scaled by their mean absolute value, step 0's tail reaches much further than the pool's.
+        let residuals: Vec<Vec<f64>> = (0..40)
+            .map(|fold| {
+                let first = if fold % 10 == 0 { 10.0 } else { 0.1 };
+                let sign = if fold % 2 == 0 { 1.0 } else { -1.0 };
+                std::iter::once(first * sign)
+                    .chain((1..8).map(|_| sign * (fold % 20) as f64 / 5.0))
+                    .collect()
+            })
+            .collect();
+        let calibration = Calibration::new(
+            &residuals,
+            &ConformalParams::default().buckets(4).min_per_bucket(40),
+            &[],
+        );
+        assert_eq!(calibration.ends, vec![1, 2, 4, 8]);
+        let level = Level::try_from(0.95).unwrap();
+        // The pooled quantile times step 0's scale would stop short of its large errors.
+        let (_, upper) = calibration.offsets(0, level, 1.0);
+        assert!(upper >= 10.0 - 1e-9, "{upper}");
+        let (pooled_lower, pooled_upper) = conformal_offsets(&calibration.pooled, level);
+        let scale = calibration.step_scales[0];
+        assert!(
+            pooled_upper * scale < 10.0,
+            "{pooled_lower} {pooled_upper} {scale}"
+        );
     }
 }
