@@ -1,9 +1,11 @@
 //! The model spec users fit ([`ModelParams`]: the ensemble or one member) and the fitted model.
 //!
-//! Fitting runs: preprocessing → rolling-origin backtest of every member → gating against the
-//! seasonal naive baseline (members that do not beat it are dropped; the baseline itself
-//! forecasts only when no member beats it) → combination weights → conformal calibration on the
-//! combined forecast's own backtest residuals → a final refit of the members that carry weight.
+//! Fitting runs: preprocessing → rolling-origin backtest of every member (but one that another
+//! member tried covers) → gating against the seasonal naive baseline (members that beat it in no
+//! bucket are dropped; in a bucket no member beats, the baseline leads the blend) → combination
+//! weights, with the number of members blended chosen by their held-out error → conformal
+//! calibration on the combined forecast's own backtest residuals → a final refit of the members
+//! that carry weight.
 //!
 //! Gating and weights are found per bucket of lead times (the buckets the intervals are
 //! calibrated on), since which member errs least depends on how far ahead it forecasts: members
@@ -50,8 +52,8 @@ pub enum Combination {
 /// | `members` | all eight | members tried (the seasonal naive baseline is always evaluated) | non-empty |
 /// | `combination` | `InverseError` | how weights are found | see [`Combination`] |
 /// | `min_weight` | 0.02 | weights below this are dropped and the rest renormalised | `[0, 0.5)` |
-/// | `top_k` | 3 | members kept by `InverseError` (fewer, better members dilute less) | `>= 1` |
-/// | `recency_decay` | 1.0 | weight of each older backtest fold relative to the next newer one, when finding weights | `(0, 1]` |
+/// | `top_k` | 3 | most members kept by `InverseError` per bucket; the backtest picks 1..=top_k (fewer, better members dilute less) | `>= 1` |
+/// | `recency_decay` | 0.9 | weight of each older backtest fold relative to the next newer one, when finding weights and choosing how many to blend | `(0, 1]` |
 /// | `preprocess` | default | gap filling, outliers, transform, seasonality | see [`PreprocessParams`] |
 /// | `backtest` | default | folds and calibrated horizon | see [`BacktestParams`] |
 /// | `conformal` | default | interval calibration | see [`ConformalParams`] |
@@ -77,7 +79,7 @@ impl ModelParams {
             combination: Combination::default(),
             min_weight: 0.02,
             top_k: 3,
-            recency_decay: 1.0,
+            recency_decay: 0.9,
             preprocess: PreprocessParams::default(),
             backtest: BacktestParams::default(),
             conformal: ConformalParams::default(),
@@ -206,8 +208,9 @@ impl Default for ModelParams {
 /// A member's backtest outcome while fitting.
 struct Candidate {
     spec: MemberSpec,
-    /// Fold forecasts, when the member could be backtested.
-    folds: Result<backtest::FoldForecasts, ForecastError>,
+    /// Fold forecasts, or why the member was not backtested (too little history, it failed, or
+    /// another member tried covers it).
+    folds: Result<backtest::FoldForecasts, String>,
 }
 
 impl Fit for ModelParams {
@@ -229,21 +232,33 @@ impl Fit for ModelParams {
             }
         }
 
-        let candidates: Vec<Candidate> = self
-            .tried_members()
-            .into_iter()
+        let tried = self.tried_members();
+        let candidates: Vec<Candidate> = tried
+            .iter()
             .map(|spec| {
                 let needed = spec.min_history(seasonality, horizon);
                 let earliest = origins.last().copied().unwrap_or(0);
-                let folds = if earliest < needed {
+                let redundant = if self.single {
+                    None
+                } else {
+                    spec.redundant_beside(&tried, seasonality, len)
+                };
+                let folds = if let Some(reason) = redundant {
+                    Err(reason)
+                } else if earliest < needed {
                     Err(ForecastError::NotEnoughHistory {
                         needed: needed + (len - earliest),
                         got: len,
-                    })
+                    }
+                    .to_string())
                 } else {
-                    backtest::run_member(&spec, &prepared, &origins, horizon)
+                    backtest::run_member(spec, &prepared, &origins, horizon)
+                        .map_err(|error| error.to_string())
                 };
-                Candidate { spec, folds }
+                Candidate {
+                    spec: spec.clone(),
+                    folds,
+                }
             })
             .collect();
 
@@ -322,9 +337,9 @@ impl Fit for ModelParams {
             let kind = candidate.spec.kind();
             let configured = self.members.iter().any(|m| m.kind() == kind);
             let (status, scores) = match &candidate.folds {
-                Err(error) => (
+                Err(reason) => (
                     MemberStatus::Skipped {
-                        reason: error.to_string(),
+                        reason: reason.clone(),
                     },
                     None,
                 ),
@@ -355,8 +370,10 @@ impl Fit for ModelParams {
                 scores,
             });
         }
-        // allowed[bucket][slot]: members that beat the baseline in the bucket; the baseline alone
-        // where none does.
+        // allowed[bucket][slot]: members that beat the baseline in the bucket. Where none does,
+        // the baseline leads and every eligible member may join it: the inverse-error weights
+        // favour the baseline, and the held-out choice of how many to blend below keeps it alone
+        // when blending did not help on the backtest.
         let mut allowed: Vec<Vec<bool>> = (0..ranges.len())
             .map(|bucket| {
                 eligible
@@ -371,6 +388,9 @@ impl Fit for ModelParams {
             eligible.push(baseline);
             for slots in &mut allowed {
                 let alone = !slots.contains(&true);
+                if alone {
+                    slots.iter_mut().for_each(|slot| *slot = true);
+                }
                 slots.push(alone);
             }
         }
@@ -395,33 +415,79 @@ impl Fit for ModelParams {
                     .unwrap_or(&[])
             })
             .collect();
-        let bucket_weights = |left_out: Option<usize>| -> Vec<Vec<f64>> {
+        let bucket_weights = |left_out: Option<usize>, top_ks: &[usize]| -> Vec<Vec<f64>> {
             ranges
                 .iter()
                 .zip(&allowed)
-                .map(|(range, allowed)| {
-                    self.weights(&fold_matrix, &prepared, &origins, left_out, range, allowed)
+                .zip(top_ks)
+                .map(|((range, allowed), top_k)| {
+                    let admission = Admission {
+                        allowed,
+                        top_k: *top_k,
+                    };
+                    self.weights(
+                        &fold_matrix,
+                        &prepared,
+                        &origins,
+                        left_out,
+                        range,
+                        admission,
+                    )
                 })
                 .collect()
         };
-        let weights = bucket_weights(None);
 
-        // The combined forecast's backtest, each fold weighted without looking at itself. With no
-        // backtested member there is none, and the calibration falls back to in-sample changes.
+        // The combined forecast's backtest, each fold weighted without looking at itself, for
+        // every number of members the inverse-error rule may keep. With no backtested member
+        // there is none, and the calibration falls back to in-sample changes.
         let backtested = fold_matrix.iter().any(|folds| !folds.is_empty());
         let scored_folds = if backtested { origins.len() } else { 0 };
+        let cross_validated = origins.len() >= 2;
+        let tried_top_ks: Vec<usize> =
+            if cross_validated && self.combination == Combination::InverseError {
+                (1..=self.top_k).collect()
+            } else {
+                vec![self.top_k]
+            };
+        let held_out_by_top_k: Vec<Vec<Vec<f64>>> = tried_top_ks
+            .iter()
+            .map(|top_k| {
+                let uniform = vec![*top_k; ranges.len()];
+                let all_folds = bucket_weights(None, &uniform);
+                (0..scored_folds)
+                    .map(|fold| {
+                        let held_out = if cross_validated {
+                            bucket_weights(Some(fold), &uniform)
+                        } else {
+                            all_folds.clone()
+                        };
+                        let forecasts: Vec<Option<&[f64]>> = fold_matrix
+                            .iter()
+                            .map(|folds| folds.get(fold).map(Vec::as_slice))
+                            .collect();
+                        combine(&forecasts, &held_out, &ends, horizon)
+                    })
+                    .collect()
+            })
+            .collect();
+        // Per bucket, the number of members whose held-out blend erred least.
+        let chosen = least_held_out_error(
+            &held_out_by_top_k,
+            &prepared,
+            &origins,
+            &ranges,
+            self.recency_decay,
+        );
+        let top_ks: Vec<usize> = chosen.iter().map(|choice| tried_top_ks[*choice]).collect();
+        let weights = bucket_weights(None, &top_ks);
         let combined_folds: Vec<Vec<f64>> = (0..scored_folds)
             .map(|fold| {
-                let held_out = if origins.len() >= 2 {
-                    bucket_weights(Some(fold))
-                } else {
-                    weights.clone()
-                };
-                let forecasts: Vec<Option<&[f64]>> = fold_matrix
-                    .iter()
-                    .map(|folds| folds.get(fold).map(Vec::as_slice))
-                    .collect();
-                combine(&forecasts, &held_out, &ends, horizon)
+                (0..horizon)
+                    .map(|step| {
+                        let choice = chosen[conformal::bucket_of(&ends, step)];
+                        held_out_by_top_k[choice][fold][step]
+                    })
+                    .collect()
             })
             .collect();
         let combined_scores = backtest::score(&combined_folds, &prepared, &origins, naive_scale);
@@ -530,9 +596,19 @@ impl Fit for ModelParams {
     }
 }
 
+/// Which eligible members may carry weight in one bucket of lead times, and how many at most.
+#[derive(Debug, Clone, Copy)]
+struct Admission<'a> {
+    /// Per eligible member: whether it beat the baseline in the bucket (or may join the baseline
+    /// where none did).
+    allowed: &'a [bool],
+    /// Most members the inverse-error rule keeps.
+    top_k: usize,
+}
+
 impl ModelParams {
     /// Combination weights for the eligible members, fitted on the horizon `steps` of every fold
-    /// except `left_out`; members not `allowed` get none.
+    /// except `left_out`; members the `admission` does not allow get none.
     fn weights(
         &self,
         fold_matrix: &[&[Vec<f64>]],
@@ -540,8 +616,9 @@ impl ModelParams {
         origins: &[usize],
         left_out: Option<usize>,
         steps: &Range<usize>,
-        allowed: &[bool],
+        admission: Admission<'_>,
     ) -> Vec<f64> {
+        let Admission { allowed, top_k } = admission;
         let active: Vec<usize> = (0..fold_matrix.len()).filter(|m| allowed[*m]).collect();
         let scatter = |raw: Vec<f64>| -> Vec<f64> {
             let mut full = vec![0.0; fold_matrix.len()];
@@ -591,7 +668,7 @@ impl ModelParams {
                     .collect();
                 let mut ranked: Vec<f64> = errors.clone();
                 ranked.sort_by(f64::total_cmp);
-                let cutoff = ranked[(self.top_k - 1).min(ranked.len() - 1)];
+                let cutoff = ranked[(top_k - 1).min(ranked.len() - 1)];
                 errors
                     .iter()
                     .map(|mse| match *mse {
@@ -604,6 +681,60 @@ impl ModelParams {
         };
         scatter(prune(raw, self.min_weight))
     }
+}
+
+/// For each bucket of lead `ranges`, the index of the candidate whose held-out combined fold
+/// forecasts erred least there (see [`held_out_error`]); ties go to the later candidate, which
+/// blends more members. Each candidate holds one forecast per fold. This is how the backtest
+/// decides between one clear winner and a blend.
+fn least_held_out_error(
+    candidates: &[Vec<Vec<f64>>],
+    prepared: &Prepared,
+    origins: &[usize],
+    ranges: &[Range<usize>],
+    recency_decay: f64,
+) -> Vec<usize> {
+    ranges
+        .iter()
+        .map(|range| {
+            let mut best = (f64::INFINITY, candidates.len().saturating_sub(1));
+            for (index, combined) in candidates.iter().enumerate().rev() {
+                let error = held_out_error(combined, prepared, origins, range, recency_decay);
+                if error < best.0 * (1.0 - 1e-9) {
+                    best = (error, index);
+                }
+            }
+            best.1
+        })
+        .collect()
+}
+
+/// Absolute model-scale error of held-out combined fold forecasts over the lead `steps`, summed over
+/// every observed point, each fold weighted `recency_decay^k` for the k-th newest (folds start at
+/// `origins`, latest first).
+fn held_out_error(
+    combined: &[Vec<f64>],
+    prepared: &Prepared,
+    origins: &[usize],
+    steps: &Range<usize>,
+    recency_decay: f64,
+) -> f64 {
+    combined
+        .iter()
+        .zip(origins)
+        .enumerate()
+        .map(|(fold, (forecast, origin))| {
+            let error: f64 = steps
+                .clone()
+                .filter_map(|step| {
+                    let actual = prepared.actual.get(origin + step)?;
+                    let error = (actual - forecast.get(step)?).abs();
+                    error.is_finite().then_some(error)
+                })
+                .sum();
+            recency_decay.powi(fold as i32) * error
+        })
+        .sum()
 }
 
 /// Drops weights below `min_weight` and renormalises to sum to one.
@@ -1046,8 +1177,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn weights_follow_the_member_that_errs_least_at_each_lead_time() {
+    /// A prepared 960-point series (untransformed) and four one-horizon (48-step) fold origins.
+    fn four_fold_backtest() -> (Prepared, [usize; 4]) {
         use crate::forecast::{PreprocessParams, TransformChoice};
 
         let values: Vec<f64> = (0..960).map(|t| ((t * 37) % 101) as f64).collect();
@@ -1057,7 +1188,12 @@ mod tests {
             &PreprocessParams::default().transform(TransformChoice::Identity),
         )
         .unwrap();
-        let origins = [912, 864, 816, 768];
+        (prepared, [912, 864, 816, 768])
+    }
+
+    #[test]
+    fn weights_follow_the_member_that_errs_least_at_each_lead_time() {
+        let (prepared, origins) = four_fold_backtest();
         // `early` is close at leads 0..24 and far after; `late` the other way round.
         let member = |early_error: f64, late_error: f64| -> Vec<Vec<f64>> {
             origins
@@ -1076,10 +1212,13 @@ mod tests {
         let early = member(0.01, 1.0);
         let late = member(1.0, 0.01);
         let fold_matrix = [early.as_slice(), late.as_slice()];
-        let params = ModelParams::ensemble().top_k(2);
-        let both = [true, true];
-        let short = params.weights(&fold_matrix, &prepared, &origins, None, &(0..24), &both);
-        let long = params.weights(&fold_matrix, &prepared, &origins, Some(0), &(24..48), &both);
+        let params = ModelParams::ensemble();
+        let both = Admission {
+            allowed: &[true, true],
+            top_k: 2,
+        };
+        let short = params.weights(&fold_matrix, &prepared, &origins, None, &(0..24), both);
+        let long = params.weights(&fold_matrix, &prepared, &origins, Some(0), &(24..48), both);
         assert!(short[0] > 0.99 && long[1] > 0.99, "{short:?} {long:?}");
         // A member not allowed in a bucket (it lost to the baseline there) gets nothing.
         let only_late = params.weights(
@@ -1088,8 +1227,56 @@ mod tests {
             &origins,
             None,
             &(0..24),
-            &[false, true],
+            Admission {
+                allowed: &[false, true],
+                top_k: 2,
+            },
         );
         assert_eq!(only_late, vec![0.0, 1.0]);
+    }
+
+    #[test]
+    fn the_held_out_choice_follows_the_candidate_that_erred_least_recently() {
+        let (prepared, origins) = four_fold_backtest();
+        // Forecasts off by `error(fold, step)` from what happened.
+        let candidate = |error: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> {
+            origins
+                .iter()
+                .enumerate()
+                .map(|(fold, origin)| {
+                    (0..48)
+                        .map(|step| prepared.actual[origin + step] + error(fold, step))
+                        .collect()
+                })
+                .collect()
+        };
+        let ranges = [0..24, 24..48];
+        // Each candidate is exact in one bucket of lead times.
+        let early = candidate(&|_, step| if step < 24 { 0.0 } else { 1.0 });
+        let late = candidate(&|_, step| if step < 24 { 1.0 } else { 0.0 });
+        let both = [early.clone(), late.clone()];
+        assert_eq!(
+            least_held_out_error(&both, &prepared, &origins, &ranges, 1.0),
+            vec![0, 1]
+        );
+        // A tie goes to the later candidate (the larger blend).
+        let same = [early.clone(), early];
+        assert_eq!(
+            least_held_out_error(&same, &prepared, &origins, &ranges, 1.0),
+            vec![1, 1]
+        );
+        // `recent` is exact on the newest fold only; `older` on the three before it. Without
+        // decay three folds outweigh one; halving each older fold's weight, the newest decides.
+        let recent = candidate(&|fold, _| if fold == 0 { 0.0 } else { 1.0 });
+        let older = candidate(&|fold, _| if fold == 0 { 1.0 } else { 0.0 });
+        let pair = [recent, older];
+        assert_eq!(
+            least_held_out_error(&pair, &prepared, &origins, &ranges, 1.0),
+            vec![1, 1]
+        );
+        assert_eq!(
+            least_held_out_error(&pair, &prepared, &origins, &ranges, 0.5),
+            vec![0, 0]
+        );
     }
 }

@@ -93,18 +93,23 @@ impl MstlParams {
             .max(16)
     }
 
+    /// The detected periods MSTL decomposes on `len` points: those with two cycles in its window
+    /// and no longer than `max_period`.
+    pub(crate) fn periods(&self, seasonality: &Seasonality, len: usize) -> Vec<usize> {
+        seasonality
+            .steps_fitting(len.min(self.max_window), 2.0)
+            .into_iter()
+            .filter(|period| (2..=self.max_period).contains(period))
+            .collect()
+    }
+
     pub(crate) fn fit_window(
         &self,
         input: &FitInput<'_>,
     ) -> Result<Box<dyn PointForecaster>, ForecastError> {
         let window_len = input.values.len().min(self.max_window);
         let window = &input.values[input.values.len() - window_len..];
-        let mut periods: Vec<usize> = input
-            .seasonality
-            .steps_fitting(window_len, 2.0)
-            .into_iter()
-            .filter(|period| (2..=self.max_period).contains(period))
-            .collect();
+        let mut periods = self.periods(input.seasonality, input.values.len());
         if periods.is_empty() {
             return Err(failed(
                 MemberKind::Mstl,
@@ -181,19 +186,47 @@ impl EtsParams {
         16
     }
 
+    /// The season ETS holds as a state on `len` points: the strongest detected period with three
+    /// cycles in its window and no longer than `max_season_length`.
+    pub(crate) fn season(&self, seasonality: &Seasonality, len: usize) -> Option<usize> {
+        seasonality
+            .steps_fitting(len.min(self.ets_window), 3.0)
+            .into_iter()
+            .find(|period| (2..=self.max_season_length).contains(period))
+    }
+
+    /// Why this member adds nothing to an ensemble beside `mstl` on `len` points, if it does not:
+    /// it would ignore every detected cycle (none is short enough to be a seasonal state) while
+    /// MSTL decomposes one and fits the same AutoETS to what is left. A non-seasonal ETS then
+    /// forecasts the cycle's mean and cannot beat the baseline at any lead the cycle matters for;
+    /// backtesting it only costs time.
+    pub(crate) fn redundant_beside(
+        &self,
+        mstl: &MstlParams,
+        seasonality: &Seasonality,
+        len: usize,
+    ) -> Option<String> {
+        if self.season(seasonality, len).is_some() {
+            return None;
+        }
+        let decomposed = mstl.periods(seasonality, len);
+        let longest = decomposed.iter().max()?;
+        Some(format!(
+            "no detected cycle fits a seasonal state of at most {} steps; mstl fits AutoETS after \
+             removing the {longest}-step cycle",
+            self.max_season_length
+        ))
+    }
+
     pub(crate) fn fit_window(
         &self,
         input: &FitInput<'_>,
     ) -> Result<Box<dyn PointForecaster>, ForecastError> {
         let window_len = input.values.len().min(self.ets_window);
         let window = &input.values[input.values.len() - window_len..];
-        let season = input
-            .seasonality
-            .steps_fitting(window_len, 3.0)
-            .into_iter()
-            .find(|period| (2..=self.max_season_length).contains(period));
+        let season = self.season(input.seasonality, input.values.len());
         let non_seasonal = || {
-            AutoETS::new(1, "ZZN")
+            AutoETS::new(1, "AZN")
                 .and_then(|spec| spec.fit(window))
                 .map_err(|error| failed(MemberKind::Ets, error))
         };
@@ -201,7 +234,7 @@ impl EtsParams {
         // non-seasonal search still gives a usable level-and-trend forecast.
         let cycle = season.unwrap_or(1);
         let fitted = match season {
-            Some(length) => AutoETS::new(length, "ZZA")
+            Some(length) => AutoETS::new(length, "AZA")
                 .and_then(|spec| spec.fit(window))
                 .or_else(|_| non_seasonal())?,
             None => non_seasonal()?,
@@ -288,5 +321,33 @@ impl PointForecaster for AugursForecaster {
             cycle: self.cycle,
             anchor_points: self.anchor_points,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_support::seasonality;
+    use super::*;
+
+    #[test]
+    fn ets_is_redundant_beside_mstl_only_when_every_cycle_is_too_long_for_it() {
+        let ets = EtsParams::default();
+        let mstl = MstlParams::default();
+        // A 48-step day: too long for a seasonal state, and MSTL decomposes it.
+        let reason = ets.redundant_beside(&mstl, &seasonality(&[48, 336]), 1344);
+        assert!(reason.is_some_and(|reason| reason.contains("336-step")));
+        // A 12-step cycle is a seasonal state ETS holds itself.
+        assert_eq!(ets.season(&seasonality(&[12, 288]), 3000), Some(12));
+        assert_eq!(
+            ets.redundant_beside(&mstl, &seasonality(&[12, 288]), 3000),
+            None
+        );
+        // With no cycle, non-seasonal ETS is the right model and MSTL has nothing to remove.
+        assert_eq!(ets.redundant_beside(&mstl, &seasonality(&[]), 3000), None);
+        // A cycle MSTL cannot decompose in the window (under two cycles) leaves ETS in.
+        assert_eq!(
+            ets.redundant_beside(&mstl, &seasonality(&[2016]), 3000),
+            None
+        );
     }
 }

@@ -209,6 +209,23 @@ impl MemberSpec {
         }
     }
 
+    /// Why this member adds nothing to an ensemble that also tries `tried`, on `len` points with
+    /// `seasonality`; `None` when it may add something and must be backtested.
+    pub(crate) fn redundant_beside(
+        &self,
+        tried: &[MemberSpec],
+        seasonality: &Seasonality,
+        len: usize,
+    ) -> Option<String> {
+        let Self::Ets(ets) = self else {
+            return None;
+        };
+        tried.iter().find_map(|other| match other {
+            Self::Mstl(mstl) => ets.redundant_beside(mstl, seasonality, len),
+            _ => None,
+        })
+    }
+
     /// Fits the member on one window of the preprocessed series.
     pub(crate) fn fit_window(
         &self,
