@@ -756,16 +756,14 @@ fn print_model(model: &prescale::forecast::FittedModel) {
         .collect();
     println!("  seasonal periods (steps): {}", periods.join(", "));
     if let Some(shift) = model.preprocessing().level_shift {
+        let how = match (shift.multiplicative, shift.damping) {
+            (true, _) => "scaled".to_owned(),
+            (false, Some(factor)) => format!("moved, its wiggle damped by {factor:.2},"),
+            (false, None) => "moved".to_owned(),
+        };
         println!(
-            "  level shift at {}: {:.4} -> {:.4} (older history {} to the new level)",
-            shift.at,
-            shift.before,
-            shift.after,
-            if shift.multiplicative {
-                "scaled"
-            } else {
-                "moved"
-            }
+            "  level shift at {}: {:.4} -> {:.4} (older history {how} to the new level)",
+            shift.at, shift.before, shift.after,
         );
     }
     println!("  members used: {}", weights.join(", "));

@@ -32,6 +32,11 @@ pub(crate) struct Detected {
 /// flat to the last digit does not make every wiggle a shift.
 const MIN_SIGMA_SHARE: f64 = 1e-3;
 
+/// Largest wiggle growth (new level's over the old one's) at which the older history is damped
+/// rather than moved as it is: the wiggle must at least halve, so that the noise of a median over
+/// a few hours of steps does not decide it.
+const MAX_DAMPING_GROWTH: f64 = 0.5;
+
 /// Share of the points after the shift that must lie beyond half the shift's size on its side.
 const MIN_AGREEING: f64 = 0.9;
 
@@ -102,6 +107,18 @@ pub(crate) enum Adjustment {
     Add(f64),
     /// Multiply by the ratio of the levels: the cycle and the noise grow with the level.
     Scale(f64),
+    /// Add the shift and shrink the deviations from the new level by `factor` (< 1): the series
+    /// wiggles far less at the new level than at the old one, as a metric does once it saturates
+    /// (CPU pinned near 100%, a rate limit reached). Adding alone would teach the models the old
+    /// level's noise and cycle, which the new level does not have.
+    Damp {
+        /// The new level (median of the points from the shift on).
+        level: f64,
+        /// New level minus old level.
+        shift: f64,
+        /// Wiggle at the new level over the wiggle at the same phases a season earlier.
+        factor: f64,
+    },
 }
 
 impl Adjustment {
@@ -110,6 +127,11 @@ impl Adjustment {
         match self {
             Self::Add(shift) => value + shift,
             Self::Scale(ratio) => value * ratio,
+            Self::Damp {
+                level,
+                shift,
+                factor,
+            } => level + (value + shift - level) * factor,
         }
     }
 }
@@ -117,8 +139,9 @@ impl Adjustment {
 /// Whether the history of `values` (the caller's scale, gap-free) before `detected` is moved by
 /// adding the shift or by scaling: scaling when the series is positive and the wiggle after the
 /// shift (median absolute step-to-step change) grew with the level, i.e. its ratio to the wiggle
-/// at the same phases a season earlier is nearer the level ratio than one; adding otherwise, unless
-/// adding would take a positive series to zero or below.
+/// at the same phases a season earlier is nearer the level ratio than one; damping when that wiggle
+/// at most halved (see [`Adjustment::Damp`]); adding otherwise, unless adding would take a positive
+/// series to zero or below.
 pub(crate) fn adjustment(values: &[f64], detected: Detected, season: usize) -> Adjustment {
     let index = detected.index;
     let add = Adjustment::Add(detected.shift);
@@ -146,6 +169,16 @@ pub(crate) fn adjustment(values: &[f64], detected: Detected, season: usize) -> A
         (Some(now), Some(then)) if now > 0.0 && then > 0.0 => now / then,
         _ => 1.0,
     };
+    if growth < MAX_DAMPING_GROWTH {
+        let level = stats::median(&values[index..]);
+        if let Some(level) = level.filter(|level| level.is_finite()) {
+            return Adjustment::Damp {
+                level,
+                shift: detected.shift,
+                factor: growth,
+            };
+        }
+    }
     let scales = (growth.ln() - ratio.ln()).abs() < growth.ln().abs();
     let oldest_low = values[..index]
         .iter()
@@ -243,5 +276,31 @@ mod tests {
         assert_eq!(detect(&values, 96, 8, 8.0), None);
         assert_eq!(detect(&values, 48, 8, f64::INFINITY), None);
         assert_eq!(detect(&[5.0; 400], 96, 8, 8.0), None, "constant");
+    }
+
+    #[test]
+    fn a_jump_to_a_pinned_level_damps_the_old_wiggle() {
+        // A noisy cycle around 34 that jumps to 99 and stays there with a tenth of the wiggle,
+        // as a CPU does once it saturates.
+        let season = 96;
+        let mut values: Vec<f64> = cycle(season, 10).iter().map(|v| v * 3.0 + 4.0).collect();
+        let at = values.len() - 40;
+        for (offset, value) in values[at..].iter_mut().enumerate() {
+            *value = 99.0 + 0.1 * (((offset * 7919) % 13) as f64 / 13.0 - 0.5);
+        }
+        let detected = detect(&values, season, 8, 8.0).expect("a jump of many sigmas");
+        let adjustment = adjustment(&values, detected, season);
+        let Adjustment::Damp { factor, .. } = adjustment else {
+            panic!("expected damping, got {adjustment:?}");
+        };
+        assert!(factor < 0.2, "factor {factor}");
+        adjust(&mut values, detected.index, adjustment);
+        let before = &values[..detected.index];
+        let spread = before.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+            - before.iter().copied().fold(f64::INFINITY, f64::min);
+        let level = stats::median(before).expect("values");
+        assert!((level - 99.0).abs() < 1.0, "level {level}");
+        // The undamped history spans about 3 * (6 + 0.5) = 19.5 units.
+        assert!(spread < 4.0, "spread {spread}");
     }
 }

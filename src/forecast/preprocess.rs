@@ -319,6 +319,11 @@ pub struct LevelShift {
     pub after: f64,
     /// The older history was scaled by the ratio of the levels (else the difference was added).
     pub multiplicative: bool,
+    /// The factor the older history's deviations from its level were shrunk by, when the series
+    /// wiggles far less at the new level (see `level_shift::Adjustment::Damp`); models stored
+    /// before it was introduced read `None`.
+    #[serde(default)]
+    pub damping: Option<f64>,
 }
 
 impl From<&Prepared> for PreprocessSummary {
@@ -410,6 +415,10 @@ pub(crate) fn prepare(
                 .unwrap_or(f64::NAN),
             after: stats::median(&original_clean[detected.index..]).unwrap_or(f64::NAN),
             multiplicative: matches!(adjustment, level_shift::Adjustment::Scale(_)),
+            damping: match adjustment {
+                level_shift::Adjustment::Damp { factor, .. } => Some(factor),
+                _ => None,
+            },
         };
         // Models fit, and backtests score, the history moved to the new level.
         level_shift::adjust(&mut original_clean, detected.index, adjustment);
