@@ -453,14 +453,10 @@ impl Fit for ModelParams {
             .iter()
             .map(|top_k| {
                 let uniform = vec![*top_k; ranges.len()];
-                let all_folds = bucket_weights(None, &uniform);
                 (0..scored_folds)
                     .map(|fold| {
-                        let held_out = if cross_validated {
-                            bucket_weights(Some(fold), &uniform)
-                        } else {
-                            all_folds.clone()
-                        };
+                        // With one fold there is nothing to hold out: it is weighted on itself.
+                        let held_out = bucket_weights(cross_validated.then_some(fold), &uniform);
                         let forecasts: Vec<Option<&[f64]>> = fold_matrix
                             .iter()
                             .map(|folds| folds.get(fold).map(Vec::as_slice))
@@ -471,20 +467,31 @@ impl Fit for ModelParams {
             })
             .collect();
         // Per bucket, the number of members whose held-out blend erred least.
-        let chosen = least_held_out_error(
-            &held_out_by_top_k,
-            &prepared,
-            &origins,
-            &ranges,
-            self.recency_decay,
-        );
+        let choose = |left_out: Option<usize>| {
+            least_held_out_error(
+                &held_out_by_top_k,
+                &prepared,
+                &origins,
+                &ranges,
+                self.recency_decay,
+                left_out,
+            )
+        };
+        let chosen = choose(None);
         let top_ks: Vec<usize> = chosen.iter().map(|choice| tried_top_ks[*choice]).collect();
         let weights = bucket_weights(None, &top_ks);
+        // A fold's combined forecast, which the intervals are calibrated on, blends as many members
+        // as the other folds chose: neither its weights nor its blend size saw it.
         let combined_folds: Vec<Vec<f64>> = (0..scored_folds)
             .map(|fold| {
+                let chosen_without = if cross_validated {
+                    choose(Some(fold))
+                } else {
+                    chosen.clone()
+                };
                 (0..horizon)
                     .map(|step| {
-                        let choice = chosen[conformal::bucket_of(&ends, step)];
+                        let choice = chosen_without[conformal::bucket_of(&ends, step)];
                         held_out_by_top_k[choice][fold][step]
                     })
                     .collect()
@@ -684,22 +691,24 @@ impl ModelParams {
 }
 
 /// For each bucket of lead `ranges`, the index of the candidate whose held-out combined fold
-/// forecasts erred least there (see [`held_out_error`]); ties go to the later candidate, which
-/// blends more members. Each candidate holds one forecast per fold. This is how the backtest
-/// decides between one clear winner and a blend.
+/// forecasts erred least there over every fold but `left_out` (see [`held_out_error`]); ties go
+/// to the later candidate, which blends more members. Each candidate holds one forecast per fold.
+/// This is how the backtest decides between one clear winner and a blend.
 fn least_held_out_error(
     candidates: &[Vec<Vec<f64>>],
     prepared: &Prepared,
     origins: &[usize],
     ranges: &[Range<usize>],
     recency_decay: f64,
+    left_out: Option<usize>,
 ) -> Vec<usize> {
     ranges
         .iter()
         .map(|range| {
             let mut best = (f64::INFINITY, candidates.len().saturating_sub(1));
             for (index, combined) in candidates.iter().enumerate().rev() {
-                let error = held_out_error(combined, prepared, origins, range, recency_decay);
+                let error =
+                    held_out_error(combined, prepared, origins, range, recency_decay, left_out);
                 if error < best.0 * (1.0 - 1e-9) {
                     best = (error, index);
                 }
@@ -710,19 +719,21 @@ fn least_held_out_error(
 }
 
 /// Absolute model-scale error of held-out combined fold forecasts over the lead `steps`, summed over
-/// every observed point, each fold weighted `recency_decay^k` for the k-th newest (folds start at
-/// `origins`, latest first).
+/// every observed point of every fold but `left_out`, each fold weighted `recency_decay^k` for the
+/// k-th newest (folds start at `origins`, latest first).
 fn held_out_error(
     combined: &[Vec<f64>],
     prepared: &Prepared,
     origins: &[usize],
     steps: &Range<usize>,
     recency_decay: f64,
+    left_out: Option<usize>,
 ) -> f64 {
     combined
         .iter()
         .zip(origins)
         .enumerate()
+        .filter(|(fold, _)| Some(*fold) != left_out)
         .map(|(fold, (forecast, origin))| {
             let error: f64 = steps
                 .clone()
@@ -1256,13 +1267,13 @@ mod tests {
         let late = candidate(&|_, step| if step < 24 { 1.0 } else { 0.0 });
         let both = [early.clone(), late.clone()];
         assert_eq!(
-            least_held_out_error(&both, &prepared, &origins, &ranges, 1.0),
+            least_held_out_error(&both, &prepared, &origins, &ranges, 1.0, None),
             vec![0, 1]
         );
         // A tie goes to the later candidate (the larger blend).
         let same = [early.clone(), early];
         assert_eq!(
-            least_held_out_error(&same, &prepared, &origins, &ranges, 1.0),
+            least_held_out_error(&same, &prepared, &origins, &ranges, 1.0, None),
             vec![1, 1]
         );
         // `recent` is exact on the newest fold only; `older` on the three before it. Without
@@ -1271,12 +1282,17 @@ mod tests {
         let older = candidate(&|fold, _| if fold == 0 { 1.0 } else { 0.0 });
         let pair = [recent, older];
         assert_eq!(
-            least_held_out_error(&pair, &prepared, &origins, &ranges, 1.0),
+            least_held_out_error(&pair, &prepared, &origins, &ranges, 1.0, None),
             vec![1, 1]
         );
         assert_eq!(
-            least_held_out_error(&pair, &prepared, &origins, &ranges, 0.5),
+            least_held_out_error(&pair, &prepared, &origins, &ranges, 0.5, None),
             vec![0, 0]
+        );
+        // Left out, the newest fold has no say.
+        assert_eq!(
+            least_held_out_error(&pair, &prepared, &origins, &ranges, 0.5, Some(0)),
+            vec![1, 1]
         );
     }
 }

@@ -118,7 +118,7 @@ fn draw_inner(
         chart
             .draw_series(LineSeries::new(stepped(capacity), style))?
             .label(format!(
-                "{} ({} short steps, {:.2}x oracle replica-hours)",
+                "{} ({} short steps, {:.3}x oracle replica-hours)",
                 run.strategy, run.score.underprovisioned_steps, run.score.vs_oracle
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));

@@ -290,7 +290,7 @@ impl fmt::Display for SimulationReport {
             let score = &run.score;
             writeln!(
                 f,
-                "{:<11} {:>9} ({:>5.1}%) {:>9.3}% {:>14.1} {:>9.2}x",
+                "{:<11} {:>9} ({:>5.1}%) {:>9.3}% {:>14.1} {:>9.3}x",
                 run.strategy.as_str(),
                 score.underprovisioned_steps,
                 score.underprovisioned_share * 100.0,

@@ -344,10 +344,14 @@ mod tests {
         );
         // With no cycle, non-seasonal ETS is the right model and MSTL has nothing to remove.
         assert_eq!(ets.redundant_beside(&mstl, &seasonality(&[]), 3000), None);
-        // A cycle MSTL cannot decompose in the window (under two cycles) leaves ETS in.
+        // A cycle MSTL cannot decompose (under two cycles of it in the window) leaves ETS in.
         assert_eq!(
-            ets.redundant_beside(&mstl, &seasonality(&[2016]), 3000),
+            ets.redundant_beside(&mstl, &seasonality(&[1000]), 1500),
             None
+        );
+        assert!(
+            ets.redundant_beside(&mstl, &seasonality(&[1000]), 2000)
+                .is_some()
         );
     }
 }
