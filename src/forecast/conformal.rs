@@ -7,7 +7,10 @@
 //! buckets together (normalised scores, see [`Calibration`]), so a 95% bound rests on the whole
 //! backtest rather than on a bucket's two largest residuals. The lower and upper bounds use
 //! separate quantiles of the signed scores, so a skewed error distribution gives a skewed band.
-//! Residuals live on the model scale; the bounds are inverted with the point forecast.
+//! Residuals live on the model scale; the bounds are inverted with the point forecast. Each
+//! fold's residuals weigh `recency_decay` times the next newer fold's in the quantiles
+//! (non-exchangeable conformal prediction, see [`ConformalParams`]), so the bands follow the
+//! recent errors of a drifting series.
 
 use super::ForecastError;
 use super::stats;
@@ -19,10 +22,12 @@ use crate::domain::Level;
 /// |---|---|---|---|
 /// | `buckets` | 6 | groups of consecutive horizon steps, each twice as wide as the one before, with their own scale (and ensemble weights) | `>= 1` |
 /// | `min_per_bucket` | 40 | fewest residuals per bucket; smaller buckets merge with their neighbours | `>= 1` |
+/// | `recency_decay` | 0.9 | weight of each older backtest fold's residuals in the quantiles, relative to the next newer fold's | `(0, 1]` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConformalParams {
     buckets: usize,
     min_per_bucket: usize,
+    recency_decay: f64,
 }
 
 impl Default for ConformalParams {
@@ -30,6 +35,7 @@ impl Default for ConformalParams {
         Self {
             buckets: 6,
             min_per_bucket: 40,
+            recency_decay: 0.9,
         }
     }
 }
@@ -49,6 +55,13 @@ impl ConformalParams {
         self
     }
 
+    /// Weight of each older fold's residuals relative to the next newer fold's (1: all equal).
+    #[must_use]
+    pub fn recency_decay(mut self, decay: f64) -> Self {
+        self.recency_decay = decay;
+        self
+    }
+
     /// Validates the parameters.
     pub fn check(self) -> Result<Self, ForecastError> {
         if self.buckets == 0 {
@@ -58,6 +71,12 @@ impl ConformalParams {
             return Err(ForecastError::invalid(
                 "min_per_bucket",
                 "must be at least 1",
+            ));
+        }
+        if !(self.recency_decay > 0.0 && self.recency_decay <= 1.0) {
+            return Err(ForecastError::invalid(
+                "recency_decay",
+                "must lie in (0, 1]",
             ));
         }
         Ok(self)
@@ -92,10 +111,26 @@ pub(crate) struct Calibration {
     /// its own quantile.
     #[serde(default)]
     bucket_scores: Vec<Vec<f64>>,
+    /// The weight of each of `bucket_scores` (its fold's recency weight); empty for equal
+    /// weights (and in calibrations stored before weights).
+    #[serde(default)]
+    bucket_weights: Vec<Vec<f64>>,
     /// Sorted scaled scores of every bucket and fold.
     pooled: Vec<f64>,
-    /// Scaled scores per fold (all buckets), for the cross-validated widening.
+    /// The weight of each of `pooled`; empty for equal weights.
+    #[serde(default)]
+    pooled_weights: Vec<f64>,
+    /// Scaled scores per fold (all buckets, newest fold first), for the cross-validated widening.
     by_fold: Vec<Vec<f64>>,
+    /// Weight of each older fold relative to the next newer one; 1 in calibrations stored
+    /// before weights.
+    #[serde(default = "equal_weights")]
+    recency_decay: f64,
+}
+
+/// The recency decay of calibrations stored before residuals were weighted.
+fn equal_weights() -> f64 {
+    1.0
 }
 
 /// Widening factors tried by [`Calibration::inflation`], from none up to [`MAX_INFLATION`].
@@ -173,39 +208,46 @@ impl Calibration {
                 })
                 .collect()
         };
-        let mut pooled: Vec<f64> = by_fold.iter().flatten().copied().collect();
-        pooled.sort_by(f64::total_cmp);
-        let bucket_scores: Vec<Vec<f64>> = if step_scales.is_empty() {
-            Vec::new()
-        } else {
-            let mut from = 0;
-            ends.iter()
-                .map(|end| {
-                    let mut scores: Vec<f64> = residuals
-                        .iter()
-                        .flat_map(|fold| {
-                            fold.iter()
+        let decay = params.recency_decay;
+        let (pooled, pooled_weights) =
+            sorted_weighted(by_fold.iter().enumerate().flat_map(|(fold, scores)| {
+                scores.iter().map(move |r| (*r, fold_weight(decay, fold)))
+            }));
+        let (bucket_scores, bucket_weights): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
+            if step_scales.is_empty() {
+                (Vec::new(), Vec::new())
+            } else {
+                let mut from = 0;
+                ends.iter()
+                    .map(|end| {
+                        let scored = residuals.iter().enumerate().flat_map(|(fold, scores)| {
+                            let weight = fold_weight(decay, fold);
+                            let step_scales = &step_scales;
+                            scores
+                                .iter()
                                 .enumerate()
                                 .take(*end)
                                 .skip(from)
                                 .filter(|(_, r)| r.is_finite())
-                                .map(|(step, r)| r / step_scales[step])
-                        })
-                        .collect();
-                    scores.sort_by(f64::total_cmp);
-                    from = *end;
-                    scores
-                })
-                .collect()
-        };
+                                .map(move |(step, r)| (r / step_scales[step], weight))
+                        });
+                        let sorted = sorted_weighted(scored);
+                        from = *end;
+                        sorted
+                    })
+                    .unzip()
+            };
         Self {
             horizon,
             ends,
             scales,
             step_scales,
             bucket_scores,
+            bucket_weights,
             pooled,
+            pooled_weights,
             by_fold,
+            recency_decay: decay,
         }
     }
 
@@ -226,18 +268,20 @@ impl Calibration {
             if scores.is_empty() {
                 continue;
             }
-            let mut others: Vec<f64> = self
-                .by_fold
-                .iter()
-                .enumerate()
-                .filter(|(other, _)| *other != fold)
-                .flat_map(|(_, r)| r.iter().copied())
-                .collect();
+            let (others, weights) = sorted_weighted(
+                self.by_fold
+                    .iter()
+                    .enumerate()
+                    .filter(|(other, _)| *other != fold)
+                    .flat_map(|(other, r)| {
+                        let weight = fold_weight(self.recency_decay, other);
+                        r.iter().map(move |score| (*score, weight))
+                    }),
+            );
             if others.is_empty() {
                 continue;
             }
-            others.sort_by(f64::total_cmp);
-            held_out.push((scores, conformal_offsets(&others, level)));
+            held_out.push((scores, conformal_offsets(&others, &weights, level)));
         }
         let total: usize = held_out.iter().map(|(r, _)| r.len()).sum();
         if total == 0 {
@@ -296,13 +340,18 @@ impl Calibration {
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
     pub(crate) fn offsets(&self, step: usize, level: Level, inflation: f64) -> (f64, f64) {
-        let (mut lower, mut upper) = conformal_offsets(&self.pooled, level);
+        let (mut lower, mut upper) = conformal_offsets(&self.pooled, &self.pooled_weights, level);
+        let bucket = bucket_of(&self.ends, step);
         if let Some(own) = self
             .bucket_scores
-            .get(bucket_of(&self.ends, step))
+            .get(bucket)
             .filter(|scores| !scores.is_empty())
         {
-            let (own_lower, own_upper) = conformal_offsets(own, level);
+            let weights = self
+                .bucket_weights
+                .get(bucket)
+                .map_or(&[][..], Vec::as_slice);
+            let (own_lower, own_upper) = conformal_offsets(own, weights, level);
             lower = lower.min(own_lower);
             upper = upper.max(own_upper);
         }
@@ -455,21 +504,51 @@ pub(crate) fn bucket_of(ends: &[usize], step: usize) -> usize {
         .unwrap_or(ends.len().saturating_sub(1))
 }
 
-/// Split-conformal lower and upper offsets from sorted residuals: the
-/// `ceil((n + 1)(1 - tail))`-th smallest residual above and its mirror rank below.
-fn conformal_offsets(sorted: &[f64], level: Level) -> (f64, f64) {
-    if sorted.is_empty() {
+/// Weight of the residuals of the `fold`-th newest fold: `decay^fold`.
+fn fold_weight(decay: f64, fold: usize) -> f64 {
+    decay.powi(i32::try_from(fold).unwrap_or(i32::MAX))
+}
+
+/// `(score, weight)` pairs sorted by score, as separate columns.
+fn sorted_weighted(pairs: impl Iterator<Item = (f64, f64)>) -> (Vec<f64>, Vec<f64>) {
+    let mut pairs: Vec<(f64, f64)> = pairs.collect();
+    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pairs.into_iter().unzip()
+}
+
+/// Split-conformal lower and upper offsets from sorted residuals with their `weights` (empty for
+/// equal weights): the smallest residual whose cumulative weight reaches `(1 - tail)` of the total
+/// plus the forecast's own weight above, and the largest whose cumulative weight stays within
+/// `tail` of it below. With equal weights this is the `ceil((n + 1)(1 - tail))`-th smallest
+/// residual and its mirror rank.
+///
+/// Weighted, it is non-exchangeable split conformal prediction (Barber, Candès, Ramdas &
+/// Tibshirani, "Conformal prediction beyond exchangeability", Annals of Statistics 51(2), 2023):
+/// fixed weights that decay with a residual's age, and weight 1 for the forecast, so that a
+/// drifting series is calibrated mostly on its recent errors.
+fn conformal_offsets(sorted: &[f64], weights: &[f64], level: Level) -> (f64, f64) {
+    let (Some(first), Some(last)) = (sorted.first(), sorted.last()) else {
         return (0.0, 0.0);
-    }
+    };
+    let weight = |index: usize| weights.get(index).copied().unwrap_or(1.0);
     let tail = (1.0 - level.fraction()) / 2.0;
-    let count = sorted.len() as f64;
-    let span = (count - 1.0).max(1.0);
-    let upper_probability = (((count + 1.0) * (1.0 - tail)).ceil() - 1.0) / span;
-    let lower_probability = (((count + 1.0) * tail).floor() - 1.0) / span;
-    (
-        stats::quantile_sorted(sorted, lower_probability).unwrap_or(0.0),
-        stats::quantile_sorted(sorted, upper_probability).unwrap_or(0.0),
-    )
+    // The forecast's own residual counts with weight 1, beyond every calibration residual.
+    let total: f64 = (0..sorted.len()).map(weight).sum::<f64>() + 1.0;
+    // Tolerance for the rounding of sums of equal weights at exact ranks.
+    let slack = 1e-9 * total;
+    let mut cumulative = 0.0;
+    let mut lower = *first;
+    let mut upper = None;
+    for (index, score) in sorted.iter().enumerate() {
+        cumulative += weight(index);
+        if cumulative <= tail * total + slack {
+            lower = *score;
+        }
+        if upper.is_none() && cumulative >= (1.0 - tail) * total - slack {
+            upper = Some(*score);
+        }
+    }
+    (lower, upper.unwrap_or(*last))
 }
 
 #[cfg(test)]
@@ -488,7 +567,10 @@ mod tests {
             .collect();
         let calibration = Calibration::new(
             &residuals,
-            &ConformalParams::default().buckets(2).min_per_bucket(10),
+            &ConformalParams::default()
+                .recency_decay(1.0)
+                .buckets(2)
+                .min_per_bucket(10),
             &[],
         );
         let level = Level::try_from(0.8).unwrap();
@@ -596,7 +678,10 @@ mod tests {
             .collect();
         let calibration = Calibration::new(
             &residuals,
-            &ConformalParams::default().buckets(1).min_per_bucket(40),
+            &ConformalParams::default()
+                .recency_decay(1.0)
+                .buckets(1)
+                .min_per_bucket(40),
             &[],
         );
         assert_eq!(calibration.ends, vec![6]);
@@ -622,7 +707,10 @@ mod tests {
             .collect();
         let calibration = Calibration::new(
             &residuals,
-            &ConformalParams::default().buckets(4).min_per_bucket(40),
+            &ConformalParams::default()
+                .recency_decay(1.0)
+                .buckets(4)
+                .min_per_bucket(40),
             &[],
         );
         assert_eq!(calibration.ends, vec![1, 2, 4, 8]);
@@ -630,11 +718,61 @@ mod tests {
         // The pooled quantile times step 0's scale would stop short of its large errors.
         let (_, upper) = calibration.offsets(0, level, 1.0);
         assert!(upper >= 10.0 - 1e-9, "{upper}");
-        let (pooled_lower, pooled_upper) = conformal_offsets(&calibration.pooled, level);
+        let (pooled_lower, pooled_upper) =
+            conformal_offsets(&calibration.pooled, &calibration.pooled_weights, level);
         let scale = calibration.step_scales[0];
         assert!(
             pooled_upper * scale < 10.0,
             "{pooled_lower} {pooled_upper} {scale}"
+        );
+    }
+
+    #[test]
+    fn equal_weights_give_the_rank_rule_and_recent_folds_weigh_more() {
+        let sorted: Vec<f64> = (1..=19).map(f64::from).collect();
+        for percent in [50_usize, 80, 90, 95] {
+            let level = Level::try_from(percent as f64 / 100.0).unwrap();
+            // The ceil((n + 1)(1 - tail))-th smallest above and the floor((n + 1) tail)-th below
+            // (1-based), in integers: tail = (100 - percent) / 200.
+            let scaled = (sorted.len() + 1) * (100 - percent);
+            let lower_rank = (scaled / 200).max(1);
+            let upper_rank = ((sorted.len() + 1) * 200 - scaled)
+                .div_ceil(200)
+                .min(sorted.len());
+            let expected = (sorted[lower_rank - 1], sorted[upper_rank - 1]);
+            assert_eq!(
+                conformal_offsets(&sorted, &[], level),
+                expected,
+                "{percent}"
+            );
+            assert_eq!(
+                conformal_offsets(&sorted, &vec![1.0; sorted.len()], level),
+                expected
+            );
+        }
+        // The newest five folds erred by at most 1, the five before by up to 5: weighted towards
+        // the recent ones the band is narrower.
+        let residuals: Vec<Vec<f64>> = (0..10)
+            .map(|fold| {
+                let size = if fold < 5 { 1.0 } else { 5.0 };
+                (0..8)
+                    .map(|step| size * (f64::from(step) / 3.5 - 1.0))
+                    .collect()
+            })
+            .collect();
+        let params = ConformalParams::default().buckets(1);
+        let level = Level::try_from(0.8).unwrap();
+        let equal = Calibration::new(&residuals, &params.clone().recency_decay(1.0), &[]);
+        let recent = Calibration::new(&residuals, &params.recency_decay(0.5), &[]);
+        let (equal_lower, equal_upper) = equal.offsets(0, level, 1.0);
+        let (recent_lower, recent_upper) = recent.offsets(0, level, 1.0);
+        assert!(recent_upper < equal_upper, "{recent_upper} {equal_upper}");
+        assert!(recent_lower > equal_lower, "{recent_lower} {equal_lower}");
+        assert!(
+            ConformalParams::default()
+                .recency_decay(0.0)
+                .check()
+                .is_err()
         );
     }
 }

@@ -71,18 +71,6 @@ pub(crate) fn std_dev(values: &[f64]) -> f64 {
     largest * (sum_squares / (finite.len() - 1) as f64).sqrt()
 }
 
-/// Empirical quantile with linear interpolation (type 7) of sorted finite values.
-pub(crate) fn quantile_sorted(sorted: &[f64], probability: f64) -> Option<f64> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let position = probability.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
-    let below = position.floor() as usize;
-    let above = position.ceil() as usize;
-    let weight = position - below as f64;
-    Some(sorted[below] * (1.0 - weight) + sorted[above] * weight)
-}
-
 /// Least-squares line through `(index, value)` for the finite values: `(intercept, slope)`.
 pub(crate) fn fit_line(values: &[f64]) -> (f64, f64) {
     let points: Vec<(f64, f64)> = values
@@ -132,7 +120,6 @@ mod tests {
         assert_eq!(median(&[f64::NAN]), None);
         assert_eq!(mean(&[1e308, 1e308]), 1e308);
         assert!((std_dev(&[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
-        assert_eq!(quantile_sorted(&[0.0, 10.0], 0.25), Some(2.5));
         let (intercept, slope) = fit_line(&[1.0, 3.0, 5.0]);
         assert!((intercept - 1.0).abs() < 1e-12 && (slope - 2.0).abs() < 1e-12);
         assert!((damped_steps(0.5, 2) - 0.75).abs() < 1e-12);
