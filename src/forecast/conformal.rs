@@ -340,18 +340,40 @@ impl Calibration {
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
     pub(crate) fn offsets(&self, step: usize, level: Level, inflation: f64) -> (f64, f64) {
-        let (mut lower, mut upper) = conformal_offsets(&self.pooled, &self.pooled_weights, level);
+        self.scaled(step, &self.quantiles(level), inflation)
+    }
+
+    /// [`Calibration::offsets`] of steps `0..steps`, with the quantiles taken once.
+    pub(crate) fn band(&self, steps: usize, level: Level, inflation: f64) -> Vec<(f64, f64)> {
+        let quantiles = self.quantiles(level);
+        (0..steps)
+            .map(|step| self.scaled(step, &quantiles, inflation))
+            .collect()
+    }
+
+    /// The score quantiles at `level`: pooled, and each bucket's own (`None` when it has none).
+    fn quantiles(&self, level: Level) -> Quantiles {
+        Quantiles {
+            pooled: conformal_offsets(&self.pooled, &self.pooled_weights, level),
+            buckets: self
+                .bucket_scores
+                .iter()
+                .enumerate()
+                .map(|(bucket, scores)| {
+                    let weights = self
+                        .bucket_weights
+                        .get(bucket)
+                        .map_or(&[][..], Vec::as_slice);
+                    (!scores.is_empty()).then(|| conformal_offsets(scores, weights, level))
+                })
+                .collect(),
+        }
+    }
+
+    fn scaled(&self, step: usize, quantiles: &Quantiles, inflation: f64) -> (f64, f64) {
+        let (mut lower, mut upper) = quantiles.pooled;
         let bucket = bucket_of(&self.ends, step);
-        if let Some(own) = self
-            .bucket_scores
-            .get(bucket)
-            .filter(|scores| !scores.is_empty())
-        {
-            let weights = self
-                .bucket_weights
-                .get(bucket)
-                .map_or(&[][..], Vec::as_slice);
-            let (own_lower, own_upper) = conformal_offsets(own, weights, level);
+        if let Some((own_lower, own_upper)) = quantiles.buckets.get(bucket).copied().flatten() {
             lower = lower.min(own_lower);
             upper = upper.max(own_upper);
         }
@@ -365,11 +387,20 @@ impl Calibration {
             .get(step.min(self.horizon.saturating_sub(1)))
         {
             Some(scale) => *scale,
-            None => self.scales[bucket_of(&self.ends, step)],
+            None => self.scales[bucket],
         };
         let scale = base * growth * inflation;
         (lower * scale, upper * scale)
     }
+}
+
+/// Score quantiles at one level, from [`Calibration::quantiles`].
+#[derive(Debug, Clone)]
+struct Quantiles {
+    /// `(lower, upper)` of the pooled scores.
+    pooled: (f64, f64),
+    /// `(lower, upper)` of each bucket's own scores, `None` for a bucket without any.
+    buckets: Vec<Option<(f64, f64)>>,
 }
 
 /// Scale of each of `horizon` steps from `residuals[fold][step]`: the mean absolute residual over

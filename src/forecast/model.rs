@@ -1137,11 +1137,13 @@ impl Predict for FittedModel {
             .iter()
             .map(|level| {
                 let inflation = learned.calibration.inflation(*level);
+                let band = learned
+                    .calibration
+                    .band(model_point.len(), *level, inflation);
                 let (lower, upper): (Vec<f64>, Vec<f64>) = model_point
                     .iter()
-                    .enumerate()
-                    .map(|(step, value)| {
-                        let (low, high) = learned.calibration.offsets(step, *level, inflation);
+                    .zip(band)
+                    .map(|(value, (low, high))| {
                         (scaler.inverse(value + low), scaler.inverse(value + high))
                     })
                     .unzip();
