@@ -370,6 +370,7 @@ impl Calibration {
         }
     }
 
+    /// The offsets at `step` from the level's `quantiles`: see [`Calibration::offsets`].
     fn scaled(&self, step: usize, quantiles: &Quantiles, inflation: f64) -> (f64, f64) {
         let (mut lower, mut upper) = quantiles.pooled;
         let bucket = bucket_of(&self.ends, step);
