@@ -9,7 +9,7 @@
 //! separate quantiles of the signed scores, so a skewed error distribution gives a skewed band.
 //! Residuals live on the model scale; the bounds are inverted with the point forecast. Each
 //! fold's residuals weigh `recency_decay` times the next newer fold's in the quantiles
-//! (non-exchangeable conformal prediction, see [`ConformalParams`]), so the bands follow the
+//! (non-exchangeable conformal prediction, see [`Calibration::new`]), so the bands follow the
 //! recent errors of a drifting series.
 
 use super::ForecastError;
@@ -22,12 +22,10 @@ use crate::domain::Level;
 /// |---|---|---|---|
 /// | `buckets` | 6 | groups of consecutive horizon steps, each twice as wide as the one before, with their own scale (and ensemble weights) | `>= 1` |
 /// | `min_per_bucket` | 40 | fewest residuals per bucket; smaller buckets merge with their neighbours | `>= 1` |
-/// | `recency_decay` | 0.9 | weight of each older backtest fold's residuals in the quantiles, relative to the next newer fold's | `(0, 1]` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConformalParams {
     buckets: usize,
     min_per_bucket: usize,
-    recency_decay: f64,
 }
 
 impl Default for ConformalParams {
@@ -35,7 +33,6 @@ impl Default for ConformalParams {
         Self {
             buckets: 6,
             min_per_bucket: 40,
-            recency_decay: 0.9,
         }
     }
 }
@@ -55,13 +52,6 @@ impl ConformalParams {
         self
     }
 
-    /// Weight of each older fold's residuals relative to the next newer fold's (1: all equal).
-    #[must_use]
-    pub fn recency_decay(mut self, decay: f64) -> Self {
-        self.recency_decay = decay;
-        self
-    }
-
     /// Validates the parameters.
     pub fn check(self) -> Result<Self, ForecastError> {
         if self.buckets == 0 {
@@ -71,12 +61,6 @@ impl ConformalParams {
             return Err(ForecastError::invalid(
                 "min_per_bucket",
                 "must be at least 1",
-            ));
-        }
-        if !(self.recency_decay > 0.0 && self.recency_decay <= 1.0) {
-            return Err(ForecastError::invalid(
-                "recency_decay",
-                "must lie in (0, 1]",
             ));
         }
         Ok(self)
@@ -142,10 +126,17 @@ const INFLATION_STEPS: usize = 40;
 const MAX_INFLATION: f64 = 2.0;
 
 impl Calibration {
-    /// Builds the calibration from `residuals[fold][step]` (NaN entries are ignored).
+    /// Builds the calibration from `residuals[fold][step]` (NaN entries are ignored; fold 0 is the
+    /// newest), each fold's residuals weighing `recency_decay` (in `(0, 1]`) times the next newer
+    /// fold's in the quantiles.
     ///
     /// `fallback` supplies residuals when the backtest produced none at all (very short series).
-    pub(crate) fn new(residuals: &[Vec<f64>], params: &ConformalParams, fallback: &[f64]) -> Self {
+    pub(crate) fn new(
+        residuals: &[Vec<f64>],
+        params: &ConformalParams,
+        recency_decay: f64,
+        fallback: &[f64],
+    ) -> Self {
         let horizon = residuals.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut ends = bucket_ends(residuals, params);
         // by_bucket[bucket][fold]: the finite residuals of that fold in that bucket.
@@ -208,7 +199,7 @@ impl Calibration {
                 })
                 .collect()
         };
-        let decay = params.recency_decay;
+        let decay = recency_decay;
         let (pooled, pooled_weights) =
             sorted_weighted(by_fold.iter().enumerate().flat_map(|(fold, scores)| {
                 scores.iter().map(move |r| (*r, fold_weight(decay, fold)))
@@ -537,7 +528,7 @@ pub(crate) fn bucket_of(ends: &[usize], step: usize) -> usize {
 }
 
 /// Weight of the residuals of the `fold`-th newest fold: `decay^fold`.
-fn fold_weight(decay: f64, fold: usize) -> f64 {
+pub(crate) fn fold_weight(decay: f64, fold: usize) -> f64 {
     decay.powi(i32::try_from(fold).unwrap_or(i32::MAX))
 }
 
@@ -587,6 +578,9 @@ fn conformal_offsets(sorted: &[f64], weights: &[f64], level: Level) -> (f64, f64
 mod tests {
     use super::*;
 
+    /// The ensemble's default recency decay.
+    const DECAY: f64 = 0.9;
+
     #[test]
     fn quantiles_come_from_the_right_bucket() {
         // Steps 0-1 have small residuals, steps 2-3 large ones.
@@ -599,10 +593,8 @@ mod tests {
             .collect();
         let calibration = Calibration::new(
             &residuals,
-            &ConformalParams::default()
-                .recency_decay(1.0)
-                .buckets(2)
-                .min_per_bucket(10),
+            &ConformalParams::default().buckets(2).min_per_bucket(10),
+            1.0,
             &[],
         );
         let level = Level::try_from(0.8).unwrap();
@@ -644,6 +636,7 @@ mod tests {
         let calibration = Calibration::new(
             &residuals,
             &ConformalParams::default().buckets(3).min_per_bucket(10),
+            DECAY,
             &[],
         );
         assert_eq!(calibration.ends, vec![1, 2, 4]);
@@ -661,7 +654,12 @@ mod tests {
         let fold =
             |scale: f64| -> Vec<f64> { (-50..=50).map(|r| scale * r as f64 / 50.0).collect() };
         let residuals = vec![fold(1.0), fold(1.0), fold(3.0)];
-        let calibration = Calibration::new(&residuals, &ConformalParams::default().buckets(1), &[]);
+        let calibration = Calibration::new(
+            &residuals,
+            &ConformalParams::default().buckets(1),
+            DECAY,
+            &[],
+        );
         let level = Level::try_from(0.9).unwrap();
         assert!(calibration.inflation(level) > 1.2);
     }
@@ -669,12 +667,17 @@ mod tests {
     #[test]
     fn sparse_buckets_merge_and_empty_uses_the_fallback() {
         let residuals = vec![vec![1.0, -1.0], vec![2.0, -2.0]];
-        let calibration = Calibration::new(&residuals, &ConformalParams::default(), &[]);
+        let calibration = Calibration::new(&residuals, &ConformalParams::default(), DECAY, &[]);
         assert_eq!(calibration.ends, vec![2]);
         let level = Level::try_from(0.5).unwrap();
         let (lower, upper) = calibration.offsets(0, level, 1.0);
         assert!(lower < 0.0 && upper > 0.0);
-        let empty = Calibration::new(&[vec![], vec![]], &ConformalParams::default(), &[0.5, -0.5]);
+        let empty = Calibration::new(
+            &[vec![], vec![]],
+            &ConformalParams::default(),
+            DECAY,
+            &[0.5, -0.5],
+        );
         assert_eq!(empty.offsets(0, level, 1.0), (-0.5, 0.5));
         assert_eq!(empty.inflation(level), 1.0);
         assert!(ConformalParams::default().buckets(0).check().is_err());
@@ -710,10 +713,8 @@ mod tests {
             .collect();
         let calibration = Calibration::new(
             &residuals,
-            &ConformalParams::default()
-                .recency_decay(1.0)
-                .buckets(1)
-                .min_per_bucket(40),
+            &ConformalParams::default().buckets(1).min_per_bucket(40),
+            1.0,
             &[],
         );
         assert_eq!(calibration.ends, vec![6]);
@@ -739,10 +740,8 @@ mod tests {
             .collect();
         let calibration = Calibration::new(
             &residuals,
-            &ConformalParams::default()
-                .recency_decay(1.0)
-                .buckets(4)
-                .min_per_bucket(40),
+            &ConformalParams::default().buckets(4).min_per_bucket(40),
+            1.0,
             &[],
         );
         assert_eq!(calibration.ends, vec![1, 2, 4, 8]);
@@ -794,14 +793,14 @@ mod tests {
             .collect();
         let params = ConformalParams::default().buckets(1);
         let level = Level::try_from(0.8).unwrap();
-        let equal = Calibration::new(&residuals, &params.clone().recency_decay(1.0), &[]);
-        let recent = Calibration::new(&residuals, &params.recency_decay(0.5), &[]);
+        let equal = Calibration::new(&residuals, &params, 1.0, &[]);
+        let recent = Calibration::new(&residuals, &params, 0.5, &[]);
         let (equal_lower, equal_upper) = equal.offsets(0, level, 1.0);
         let (recent_lower, recent_upper) = recent.offsets(0, level, 1.0);
         assert!(recent_upper < equal_upper, "{recent_upper} {equal_upper}");
         assert!(recent_lower > equal_lower, "{recent_lower} {equal_lower}");
         assert!(
-            ConformalParams::default()
+            crate::forecast::ModelParams::ensemble()
                 .recency_decay(0.0)
                 .check()
                 .is_err()

@@ -53,7 +53,7 @@ pub enum Combination {
 /// | `combination` | `InverseError` | how weights are found | see [`Combination`] |
 /// | `min_weight` | 0.02 | weights below this are dropped and the rest renormalised | `[0, 0.5)` |
 /// | `top_k` | 3 | most members kept by `InverseError` per bucket; the backtest picks 1..=top_k (fewer, better members dilute less) | `>= 1` |
-/// | `recency_decay` | 0.9 | weight of each older backtest fold relative to the next newer one, when finding weights and choosing how many to blend | `(0, 1]` |
+/// | `recency_decay` | 0.9 | weight of each older backtest fold relative to the next newer one, when finding weights, choosing how many to blend and calibrating the intervals | `(0, 1]` |
 /// | `preprocess` | default | gap filling, outliers, transform, seasonality | see [`PreprocessParams`] |
 /// | `backtest` | default | folds and calibrated horizon | see [`BacktestParams`] |
 /// | `conformal` | default | interval calibration | see [`ConformalParams`] |
@@ -510,7 +510,8 @@ impl Fit for ModelParams {
             .collect();
         let residuals = backtest::residuals_by_fold(&combined_folds, &prepared, &origins);
         let fallback: Vec<f64> = prepared.values.windows(2).map(|w| w[1] - w[0]).collect();
-        let calibration = Calibration::new(&residuals, &self.conformal, &fallback);
+        let calibration =
+            Calibration::new(&residuals, &self.conformal, self.recency_decay, &fallback);
         if tracing::enabled!(tracing::Level::DEBUG) {
             calibration.log_summary(prepared.scaler.transform);
         }
@@ -743,7 +744,7 @@ fn held_out_error(
                     error.is_finite().then_some(error)
                 })
                 .sum();
-            recency_decay.powi(fold as i32) * error
+            conformal::fold_weight(recency_decay, fold) * error
         })
         .sum()
 }
