@@ -76,7 +76,7 @@ struct FileRegistryConfig {
 /// Where trained models live and how retraining runs (`[registry]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RegistryConfig {
-    /// The registry directory [default: `<data_dir>/models`].
+    /// The registry directory (default: `<data_dir>/models`).
     pub dir: PathBuf,
     /// A new model is promoted when its backtest MAE is at most `1 + margin` times the live
     /// model's on the same recent folds.

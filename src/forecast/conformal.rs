@@ -242,16 +242,20 @@ impl Calibration {
         }
     }
 
-    /// Factor (at least 1) by which the offsets at `level` must grow for the coverage of each
-    /// fold, calibrated on the other folds only, to reach `level` on average.
+    /// Factors (at least 1) by which the lower and the upper offsets at `level` must grow for
+    /// each bound, calibrated on the other folds only, to miss no more than its tail
+    /// (`(1 - level) / 2`) of the held-out folds' residuals.
     ///
     /// Split-conformal coverage assumes exchangeable residuals; backtest folds of a drifting
     /// series are not, and a fold calibrated on its neighbours then under-covers. This
     /// cross-validated check (in the spirit of CV+, Barber et al., "Predictive inference with the
-    /// jackknife+", Annals of Statistics 49(1), 2021) widens the band just enough to cover.
-    pub(crate) fn inflation(&self, level: Level) -> f64 {
+    /// jackknife+", Annals of Statistics 49(1), 2021) widens the band just enough to cover. Each
+    /// bound is a quantile of its own and is checked on its own tail: a series whose surprises
+    /// are drops (an outage, a holiday) widens its lower bound, not the upper one a capacity
+    /// plan is built on, and the two-sided coverage still reaches `level`.
+    pub(crate) fn inflation(&self, level: Level) -> Widening {
         if self.by_fold.len() < 2 {
-            return 1.0;
+            return Widening::NONE;
         }
         // (scores of the held-out fold, offsets calibrated without it) per fold.
         let mut held_out: Vec<(&[f64], (f64, f64))> = Vec::new();
@@ -276,24 +280,32 @@ impl Calibration {
         }
         let total: usize = held_out.iter().map(|(r, _)| r.len()).sum();
         if total == 0 {
-            return 1.0;
+            return Widening::NONE;
         }
-        for step in 0..=INFLATION_STEPS {
-            let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
-            let inside: usize = held_out
-                .iter()
-                .map(|(scores, (lower, upper))| {
-                    scores
-                        .iter()
-                        .filter(|r| **r >= lower * factor && **r <= upper * factor)
-                        .count()
-                })
-                .sum();
-            if inside as f64 / total as f64 >= level.fraction() {
-                return factor;
+        let tail = (1.0 - level.fraction()) / 2.0;
+        // The smallest factor at which the held-out scores beyond the bound are within the tail.
+        let factor_for = |beyond: &dyn Fn(f64, (f64, f64), f64) -> bool| -> f64 {
+            for step in 0..=INFLATION_STEPS {
+                let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
+                let missed: usize = held_out
+                    .iter()
+                    .map(|(scores, offsets)| {
+                        scores
+                            .iter()
+                            .filter(|r| beyond(**r, *offsets, factor))
+                            .count()
+                    })
+                    .sum();
+                if missed as f64 / total as f64 <= tail {
+                    return factor;
+                }
             }
+            MAX_INFLATION
+        };
+        Widening {
+            lower: factor_for(&|r, (lower, _), factor| r < lower * factor),
+            upper: factor_for(&|r, (_, upper), factor| r > upper * factor),
         }
-        MAX_INFLATION
     }
 
     /// Logs, at debug level, each bucket's scale and 80% and 95% offsets and the widening per
@@ -306,8 +318,8 @@ impl Calibration {
         let inflation95 = self.inflation(levels[1]);
         for (bucket, end) in self.ends.iter().enumerate() {
             let step = end - 1;
-            let (low80, high80) = self.offsets(step, levels[0], 1.0);
-            let (low95, high95) = self.offsets(step, levels[1], 1.0);
+            let (low80, high80) = self.offsets(step, levels[0], Widening::NONE);
+            let (low95, high95) = self.offsets(step, levels[1], Widening::NONE);
             tracing::debug!(
                 ?transform,
                 bucket,
@@ -317,8 +329,8 @@ impl Calibration {
                 high80,
                 low95,
                 high95,
-                inflation80,
-                inflation95,
+                ?inflation80,
+                ?inflation95,
                 "interval calibration"
             );
         }
@@ -330,12 +342,12 @@ impl Calibration {
     ///
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
-    pub(crate) fn offsets(&self, step: usize, level: Level, inflation: f64) -> (f64, f64) {
+    pub(crate) fn offsets(&self, step: usize, level: Level, inflation: Widening) -> (f64, f64) {
         self.scaled(step, &self.quantiles(level), inflation)
     }
 
     /// [`Calibration::offsets`] of steps `0..steps`, with the quantiles taken once.
-    pub(crate) fn band(&self, steps: usize, level: Level, inflation: f64) -> Vec<(f64, f64)> {
+    pub(crate) fn band(&self, steps: usize, level: Level, inflation: Widening) -> Vec<(f64, f64)> {
         let quantiles = self.quantiles(level);
         (0..steps)
             .map(|step| self.scaled(step, &quantiles, inflation))
@@ -362,7 +374,7 @@ impl Calibration {
     }
 
     /// The offsets at `step` from the level's `quantiles`: see [`Calibration::offsets`].
-    fn scaled(&self, step: usize, quantiles: &Quantiles, inflation: f64) -> (f64, f64) {
+    fn scaled(&self, step: usize, quantiles: &Quantiles, inflation: Widening) -> (f64, f64) {
         let (mut lower, mut upper) = quantiles.pooled;
         let bucket = bucket_of(&self.ends, step);
         if let Some((own_lower, own_upper)) = quantiles.buckets.get(bucket).copied().flatten() {
@@ -381,9 +393,30 @@ impl Calibration {
             Some(scale) => *scale,
             None => self.scales[bucket],
         };
-        let scale = base * growth * inflation;
-        (lower * scale, upper * scale)
+        let scale = base * growth;
+        (
+            lower * scale * inflation.lower,
+            upper * scale * inflation.upper,
+        )
     }
+}
+
+/// Factors by which the calibrated lower and upper offsets are widened (see
+/// [`Calibration::inflation`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Widening {
+    /// Factor of the lower offset.
+    pub(crate) lower: f64,
+    /// Factor of the upper offset.
+    pub(crate) upper: f64,
+}
+
+impl Widening {
+    /// No widening.
+    pub(crate) const NONE: Self = Self {
+        lower: 1.0,
+        upper: 1.0,
+    };
 }
 
 /// Score quantiles at one level, from [`Calibration::quantiles`].
@@ -598,15 +631,16 @@ mod tests {
             &[],
         );
         let level = Level::try_from(0.8).unwrap();
-        let (near_lower, near_upper) = calibration.offsets(0, level, 1.0);
-        let (far_lower, far_upper) = calibration.offsets(3, level, 1.0);
+        let (near_lower, near_upper) = calibration.offsets(0, level, Widening::NONE);
+        let (far_lower, far_upper) = calibration.offsets(3, level, Widening::NONE);
         assert!((near_upper - 0.4).abs() < 0.02, "{near_upper}");
         assert!((near_lower + 0.4).abs() < 0.02, "{near_lower}");
         assert!((far_upper - 4.0).abs() < 0.2 && far_lower < -3.8);
-        let (_, beyond) = calibration.offsets(15, level, 1.0);
+        let (_, beyond) = calibration.offsets(15, level, Widening::NONE);
         assert!((beyond - far_upper * 2.0).abs() < 1e-9);
         // Exchangeable folds need (almost) no widening.
-        assert!(calibration.inflation(level) < 1.1);
+        let widening = calibration.inflation(level);
+        assert!(widening.lower < 1.1 && widening.upper < 1.1, "{widening:?}");
     }
 
     #[test]
@@ -641,27 +675,41 @@ mod tests {
         );
         assert_eq!(calibration.ends, vec![1, 2, 4]);
         let level = Level::try_from(0.95).unwrap();
-        let (near_lower, near_upper) = calibration.offsets(0, level, 1.0);
-        let (far_lower, far_upper) = calibration.offsets(3, level, 1.0);
+        let (near_lower, near_upper) = calibration.offsets(0, level, Widening::NONE);
+        let (far_lower, far_upper) = calibration.offsets(3, level, Widening::NONE);
         assert!((far_upper / near_upper - 10.0).abs() < 1e-9);
         assert!((far_lower / near_lower - 10.0).abs() < 1e-9);
         assert!(near_upper > 0.9 && near_upper <= 1.0, "{near_upper}");
     }
 
     #[test]
-    fn a_fold_unlike_the_others_widens_the_band() {
-        // Two calm folds and one whose errors are three times larger.
-        let fold =
-            |scale: f64| -> Vec<f64> { (-50..=50).map(|r| scale * r as f64 / 50.0).collect() };
-        let residuals = vec![fold(1.0), fold(1.0), fold(3.0)];
-        let calibration = Calibration::new(
-            &residuals,
-            &ConformalParams::default().buckets(1),
-            DECAY,
-            &[],
-        );
-        let level = Level::try_from(0.9).unwrap();
-        assert!(calibration.inflation(level) > 1.2);
+    fn a_fold_unlike_the_others_widens_the_bounds_it_crosses() {
+        // Two calm folds and one whose drops (negative residuals) are `down` times larger and
+        // whose rises are `up` times larger.
+        let widening = |down: f64, up: f64| {
+            let fold = |down: f64, up: f64| -> Vec<f64> {
+                (-50..=50)
+                    .map(|r| {
+                        let unit = r as f64 / 50.0;
+                        unit * if unit < 0.0 { down } else { up }
+                    })
+                    .collect()
+            };
+            let residuals = vec![fold(1.0, 1.0), fold(1.0, 1.0), fold(down, up)];
+            Calibration::new(
+                &residuals,
+                &ConformalParams::default().buckets(1),
+                DECAY,
+                &[],
+            )
+            .inflation(Level::try_from(0.9).unwrap())
+        };
+        let both = widening(3.0, 3.0);
+        assert!(both.lower > 1.2 && both.upper > 1.2, "{both:?}");
+        // The upper bound, which the drops never cross, does not widen.
+        let drops = widening(3.0, 1.0);
+        assert!(drops.lower > 1.2, "{drops:?}");
+        assert_eq!(drops.upper, 1.0, "{drops:?}");
     }
 
     #[test]
@@ -670,7 +718,7 @@ mod tests {
         let calibration = Calibration::new(&residuals, &ConformalParams::default(), DECAY, &[]);
         assert_eq!(calibration.ends, vec![2]);
         let level = Level::try_from(0.5).unwrap();
-        let (lower, upper) = calibration.offsets(0, level, 1.0);
+        let (lower, upper) = calibration.offsets(0, level, Widening::NONE);
         assert!(lower < 0.0 && upper > 0.0);
         let empty = Calibration::new(
             &[vec![], vec![]],
@@ -678,8 +726,8 @@ mod tests {
             DECAY,
             &[0.5, -0.5],
         );
-        assert_eq!(empty.offsets(0, level, 1.0), (-0.5, 0.5));
-        assert_eq!(empty.inflation(level), 1.0);
+        assert_eq!(empty.offsets(0, level, Widening::NONE), (-0.5, 0.5));
+        assert_eq!(empty.inflation(level), Widening::NONE);
         assert!(ConformalParams::default().buckets(0).check().is_err());
     }
 
@@ -719,8 +767,8 @@ mod tests {
         );
         assert_eq!(calibration.ends, vec![6]);
         let level = Level::try_from(0.95).unwrap();
-        let (_, first) = calibration.offsets(0, level, 1.0);
-        let (_, last) = calibration.offsets(5, level, 1.0);
+        let (_, first) = calibration.offsets(0, level, Widening::NONE);
+        let (_, last) = calibration.offsets(5, level, Widening::NONE);
         assert!((last / first - 6.0).abs() < 1e-9, "{first} vs {last}");
         assert!(first > 0.9 && first <= 1.0, "{first}");
     }
@@ -747,7 +795,7 @@ mod tests {
         assert_eq!(calibration.ends, vec![1, 2, 4, 8]);
         let level = Level::try_from(0.95).unwrap();
         // The pooled quantile times step 0's scale would stop short of its large errors.
-        let (_, upper) = calibration.offsets(0, level, 1.0);
+        let (_, upper) = calibration.offsets(0, level, Widening::NONE);
         assert!(upper >= 10.0 - 1e-9, "{upper}");
         let (pooled_lower, pooled_upper) =
             conformal_offsets(&calibration.pooled, &calibration.pooled_weights, level);
@@ -795,8 +843,8 @@ mod tests {
         let level = Level::try_from(0.8).unwrap();
         let equal = Calibration::new(&residuals, &params, 1.0, &[]);
         let recent = Calibration::new(&residuals, &params, 0.5, &[]);
-        let (equal_lower, equal_upper) = equal.offsets(0, level, 1.0);
-        let (recent_lower, recent_upper) = recent.offsets(0, level, 1.0);
+        let (equal_lower, equal_upper) = equal.offsets(0, level, Widening::NONE);
+        let (recent_lower, recent_upper) = recent.offsets(0, level, Widening::NONE);
         assert!(recent_upper < equal_upper, "{recent_upper} {equal_upper}");
         assert!(recent_lower > equal_lower, "{recent_lower} {equal_lower}");
         assert!(

@@ -480,6 +480,19 @@ impl Fit for ModelParams {
         let chosen = choose(None);
         let top_ks: Vec<usize> = chosen.iter().map(|choice| tried_top_ks[*choice]).collect();
         let weights = bucket_weights(None, &top_ks);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for ((range, bucket), top_k) in ranges.iter().zip(&weights).zip(&top_ks) {
+                let members: Vec<String> = eligible
+                    .iter()
+                    .zip(bucket)
+                    .filter(|(_, weight)| **weight > 0.0)
+                    .map(|(index, weight)| {
+                        format!("{}={weight:.2}", candidates[*index].spec.kind())
+                    })
+                    .collect();
+                tracing::debug!(?range, top_k, weights = %members.join(" "), "bucket weights");
+            }
+        }
         // A fold's combined forecast, which the intervals are calibrated on, blends as many members
         // as the other folds chose: neither its weights nor its blend size saw it.
         let combined_folds: Vec<Vec<f64>> = (0..scored_folds)
