@@ -303,8 +303,8 @@ impl Calibration {
             MAX_INFLATION
         };
         Widening {
-            lower: factor_for(&|r, (lower, _), factor| r < lower * factor),
-            upper: factor_for(&|r, (_, upper), factor| r > upper * factor),
+            lower: factor_for(&|r, (lower, _), factor| r < widen_down(lower, factor)),
+            upper: factor_for(&|r, (_, upper), factor| r > widen_up(upper, factor)),
         }
     }
 
@@ -395,10 +395,22 @@ impl Calibration {
         };
         let scale = base * growth;
         (
-            lower * scale * inflation.lower,
-            upper * scale * inflation.upper,
+            widen_down(lower * scale, inflation.lower),
+            widen_up(upper * scale, inflation.upper),
         )
     }
+}
+
+/// A lower offset moved down by `factor` times its size: `offset * factor` for the usual negative
+/// offset, and still downwards for a positive one (a fold whose residuals were nearly all above the
+/// forecast puts even the lower bound above it), where multiplying would move it up.
+fn widen_down(offset: f64, factor: f64) -> f64 {
+    offset - (factor - 1.0) * offset.abs()
+}
+
+/// An upper offset moved up by `factor` times its size (see [`widen_down`]).
+fn widen_up(offset: f64, factor: f64) -> f64 {
+    offset + (factor - 1.0) * offset.abs()
 }
 
 /// Factors by which the calibrated lower and upper offsets are widened (see
@@ -710,6 +722,35 @@ mod tests {
         let drops = widening(3.0, 1.0);
         assert!(drops.lower > 1.2, "{drops:?}");
         assert_eq!(drops.upper, 1.0, "{drops:?}");
+    }
+
+    #[test]
+    fn widening_moves_a_bound_away_from_the_forecast_whatever_its_sign() {
+        assert_eq!(widen_down(-2.0, 1.5), -3.0);
+        assert_eq!(widen_up(2.0, 1.5), 3.0);
+        // A lower offset above the forecast still moves down, an upper one below it still up.
+        assert_eq!(widen_down(2.0, 1.5), 1.0);
+        assert_eq!(widen_up(-2.0, 1.5), -1.0);
+        // Forecasts that were always too low: every residual is positive, so even the lower
+        // offset is. A newer fold that errs less falls below that bound, and widening it down
+        // covers it.
+        let fold = |from: f64| -> Vec<f64> { (0..=100).map(|r| from + r as f64 / 50.0).collect() };
+        let residuals = vec![fold(0.5), fold(2.0), fold(2.0)];
+        let calibration = Calibration::new(
+            &residuals,
+            &ConformalParams::default().buckets(1),
+            DECAY,
+            &[],
+        );
+        let level = Level::try_from(0.8).unwrap();
+        let widening = calibration.inflation(level);
+        let (lower, _) = calibration.offsets(0, level, widening);
+        let (unwidened, _) = calibration.offsets(0, level, Widening::NONE);
+        assert!(unwidened > 0.0, "{unwidened}");
+        assert!(
+            widening.lower > 1.0 && lower < unwidened,
+            "{widening:?} {lower}"
+        );
     }
 
     #[test]
