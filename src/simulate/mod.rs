@@ -106,6 +106,7 @@ pub enum SimulateError {
 /// | `days` | required | Days at the end of the history to replay | > 0, whole steps |
 /// | `replan_every` | required | Time between replans (forecast + plan) | a positive multiple of the series step |
 /// | `horizon` | `replan_every + warm-up + 1 step` | Forecast length at each replan | >= the default |
+/// | `history_window` | all | Newest history each replan forecasts from, as the service's `planning.history_window` | >= 1 step |
 /// | `sync_period` | `15s` | HPA and executor loop period (Kubernetes `--horizontal-pod-autoscaler-sync-period`) | > 0, divides the step |
 /// | `scale_down_stabilisation` | `300s` | HPA `stabilizationWindowSeconds` for scale-down (Kubernetes default) | <= 24h |
 /// | `events` | none | Planned events, past and upcoming | |
@@ -115,6 +116,7 @@ pub struct SimulationParams {
     days: f64,
     replan_every: Duration,
     horizon: Option<Duration>,
+    history_window: Option<Duration>,
     sync_period: Duration,
     scale_down_stabilisation: Duration,
     events: EventCalendar,
@@ -128,6 +130,7 @@ impl SimulationParams {
             days,
             replan_every,
             horizon: None,
+            history_window: None,
             sync_period: Duration::from_secs(15),
             scale_down_stabilisation: Duration::from_secs(300),
             events: EventCalendar::default(),
@@ -139,6 +142,15 @@ impl SimulationParams {
     #[must_use]
     pub fn horizon(mut self, horizon: Duration) -> Self {
         self.horizon = Some(horizon);
+        self
+    }
+
+    /// Forecasts each replan from the newest `window` of the history before it (and learns event
+    /// uplift from that window), as the service does with `planning.history_window`, instead of
+    /// from all of it.
+    #[must_use]
+    pub fn history_window(mut self, window: Duration) -> Self {
+        self.history_window = Some(window);
         self
     }
 
@@ -209,10 +221,27 @@ impl SimulationParams {
                 "is longer than 24h".to_owned(),
             ));
         }
+        let window_steps = match self.history_window {
+            None => None,
+            Some(window) => {
+                let steps = millis(window) / step_millis;
+                if steps < 1 {
+                    return Err(invalid(
+                        "history_window",
+                        format!(
+                            "{} is shorter than the series step {step}",
+                            humantime::format_duration(window)
+                        ),
+                    ));
+                }
+                Some(usize::try_from(steps).unwrap_or(usize::MAX))
+            }
+        };
         Ok(Simulation {
             scored_steps: day_steps.round() as usize,
             replan_steps: usize::try_from(replan_millis / step_millis).unwrap_or(usize::MAX),
             horizon_millis: self.horizon.map(millis),
+            window_steps,
             sync_millis,
             stabilisation_millis: millis(self.scale_down_stabilisation),
             events: self.events.clone(),
@@ -227,6 +256,8 @@ pub struct Simulation {
     scored_steps: usize,
     replan_steps: usize,
     horizon_millis: Option<i64>,
+    /// Newest steps each replan forecasts from; `None`: all before it.
+    window_steps: Option<usize>,
     sync_millis: i64,
     stabilisation_millis: i64,
     events: EventCalendar,
@@ -250,8 +281,10 @@ pub fn simulate<F: BaseForecaster>(
 /// The predictive strategy's moving parts between replans.
 #[derive(Debug)]
 struct Replanner<'a, F> {
-    /// The full history; each replan sees only a prefix of it.
+    /// The full history; each replan sees only a prefix of it (its newest `window_steps`).
     history: &'a TimeSeries,
+    /// Newest steps of the prefix a replan forecasts from; `None`: all of it.
+    window_steps: Option<usize>,
     /// Planned events, past and upcoming.
     events: &'a EventCalendar,
     /// The workload planned for.
@@ -266,12 +299,16 @@ struct Replanner<'a, F> {
 }
 
 impl<F: BaseForecaster> Replanner<'_, F> {
-    /// Forecasts from the first `known` buckets only and plans from there.
+    /// Forecasts from the first `known` buckets only (the newest `window_steps` of them) and plans
+    /// from there.
     fn plan(&mut self, known: usize, running: u32) -> Result<Plan, SimulateError> {
+        let from = self
+            .window_steps
+            .map_or(0, |window| known.saturating_sub(window));
         let seen = TimeSeries::new(
-            self.history.start(),
+            self.history.time_at(from),
             self.history.step(),
-            self.history.values()[..known].to_vec(),
+            self.history.values()[from..known].to_vec(),
         );
         let at = seen.end();
         let base = self
@@ -313,7 +350,7 @@ impl<F: BaseForecaster> Replanner<'_, F> {
             let annotations = applied.applied.iter().map(Annotation::from).collect();
             (applied.forecast, annotations)
         };
-        let last = known - 1;
+        let last = seen.len() - 1;
         let observation = Observation {
             at: seen.time_at(last),
             load: seen.values()[last],
@@ -396,6 +433,7 @@ impl Simulation {
         let mut baseline_hpa = HpaController::new(self.stabilisation_millis);
         let mut replanner = Replanner {
             history,
+            window_steps: self.window_steps,
             events: &self.events,
             workload,
             forecaster,

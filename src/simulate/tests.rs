@@ -34,7 +34,12 @@ fn workload() -> Workload {
 fn clairvoyant(full: TimeSeries) -> impl Fn(&TimeSeries, Horizon) -> Result<Forecast, Infallible> {
     move |history: &TimeSeries, horizon: Horizon| {
         let last = full.values()[full.len() - 1];
-        let future: Vec<f64> = (history.len()..history.len() + horizon.steps())
+        // Where the forecast starts in `full`: the replay may pass only a window of the history.
+        let from = usize::try_from(
+            (history.end().as_millis() - full.start().as_millis()) / full.step().as_millis(),
+        )
+        .unwrap();
+        let future: Vec<f64> = (from..from + horizon.steps())
             .map(|index| full.values().get(index).copied().unwrap_or(last))
             .collect();
         Ok(Forecast::new(
@@ -352,4 +357,58 @@ fn planning_flow_with_events_pre_scales_the_launch() {
             "{time}: {serving} replicas for {demand}"
         );
     }
+}
+
+#[test]
+fn each_replan_forecasts_from_the_history_window_only() {
+    let history = series(vec![100.0; 6 * STEPS_PER_DAY]);
+    // (start, length) of every history a replan forecasts from.
+    let seen = std::sync::Mutex::new(Vec::new());
+    let base = seasonal_mean(STEPS_PER_DAY);
+    let recording = |history: &TimeSeries, horizon: Horizon| {
+        seen.lock().unwrap().push((history.start(), history.len()));
+        base(history, horizon)
+    };
+    let replay = |params: SimulationParams| {
+        seen.lock().unwrap().clear();
+        params
+            .check(step())
+            .unwrap()
+            .run(&history, &workload(), &recording)
+            .unwrap();
+        seen.lock().unwrap().clone()
+    };
+    let two_days = 2 * STEPS_PER_DAY;
+    let windowed = replay(
+        SimulationParams::new(1.0, Duration::from_secs(3600))
+            .history_window(Duration::from_secs(2 * 86_400)),
+    );
+    assert_eq!(windowed.len(), 25);
+    for (replan, (start, len)) in windowed.iter().enumerate() {
+        assert_eq!(*len, two_days, "replan {replan}");
+        // The window ends where the replan is, so it starts two days before.
+        let end = start.as_millis() + (*len as i64) * STEP_MILLIS;
+        let (expected_start, _) = windowed[0];
+        assert_eq!(
+            end - expected_start.as_millis(),
+            (two_days as i64 + 12 * replan as i64) * STEP_MILLIS
+        );
+    }
+    // Without a window every replan sees all of the history before it.
+    let whole = replay(SimulationParams::new(1.0, Duration::from_secs(3600)));
+    assert!(
+        whole
+            .iter()
+            .all(|(start, len)| *start == history.start() && *len > 4 * STEPS_PER_DAY)
+    );
+    // A window shorter than a step is refused.
+    assert!(matches!(
+        SimulationParams::new(1.0, Duration::from_secs(3600))
+            .history_window(Duration::from_secs(60))
+            .check(step()),
+        Err(SimulateError::InvalidParams {
+            field: "history_window",
+            ..
+        })
+    ));
 }
