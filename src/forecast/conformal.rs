@@ -117,7 +117,7 @@ fn equal_weights() -> f64 {
     1.0
 }
 
-/// Widening factors tried by [`Calibration::inflation`], from none up to [`MAX_INFLATION`].
+/// Widening factors tried by [`Calibration::inflations`], from none up to [`MAX_INFLATION`].
 const INFLATION_STEPS: usize = 40;
 
 /// Largest widening: beyond this a fold is a regime change (a level shift inside the backtest),
@@ -253,12 +253,15 @@ impl Calibration {
     /// bound is a quantile of its own and is checked on its own tail: a series whose surprises
     /// are drops (an outage, a holiday) widens its lower bound, not the upper one a capacity
     /// plan is built on, and the two-sided coverage still reaches `level`.
-    pub(crate) fn inflation(&self, level: Level) -> Widening {
+    ///
+    /// One widening per level of `levels`. The held-out folds' calibration sets do not depend on
+    /// the level, so they are sorted once for all of them.
+    pub(crate) fn inflations(&self, levels: &[Level]) -> Vec<Widening> {
         if self.by_fold.len() < 2 {
-            return Widening::NONE;
+            return vec![Widening::NONE; levels.len()];
         }
-        // (scores of the held-out fold, offsets calibrated without it) per fold.
-        let mut held_out: Vec<(&[f64], (f64, f64))> = Vec::new();
+        // (scores of the held-out fold, the other folds' scores sorted, their weights) per fold.
+        let mut held_out: Vec<(&[f64], Vec<f64>, Vec<f64>)> = Vec::new();
         for (fold, scores) in self.by_fold.iter().enumerate() {
             if scores.is_empty() {
                 continue;
@@ -273,39 +276,27 @@ impl Calibration {
                         r.iter().map(move |score| (*score, weight))
                     }),
             );
-            if others.is_empty() {
-                continue;
+            if !others.is_empty() {
+                held_out.push((scores, others, weights));
             }
-            held_out.push((scores, conformal_offsets(&others, &weights, level)));
         }
-        let total: usize = held_out.iter().map(|(r, _)| r.len()).sum();
+        let total: usize = held_out.iter().map(|(r, _, _)| r.len()).sum();
         if total == 0 {
-            return Widening::NONE;
+            return vec![Widening::NONE; levels.len()];
         }
-        let tail = (1.0 - level.fraction()) / 2.0;
-        // The smallest factor at which the held-out scores beyond the bound are within the tail.
-        let factor_for = |beyond: &dyn Fn(f64, (f64, f64), f64) -> bool| -> f64 {
-            for step in 0..=INFLATION_STEPS {
-                let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
-                let missed: usize = held_out
+        levels
+            .iter()
+            .map(|level| {
+                // (scores of the held-out fold, offsets calibrated without it) per fold.
+                let offsets: Vec<(&[f64], (f64, f64))> = held_out
                     .iter()
-                    .map(|(scores, offsets)| {
-                        scores
-                            .iter()
-                            .filter(|r| beyond(**r, *offsets, factor))
-                            .count()
+                    .map(|(scores, others, weights)| {
+                        (*scores, conformal_offsets(others, weights, *level))
                     })
-                    .sum();
-                if missed as f64 / total as f64 <= tail {
-                    return factor;
-                }
-            }
-            MAX_INFLATION
-        };
-        Widening {
-            lower: factor_for(&|r, (lower, _), factor| r < widen_down(lower, factor)),
-            upper: factor_for(&|r, (_, upper), factor| r > widen_up(upper, factor)),
-        }
+                    .collect();
+                widening(&offsets, total, *level)
+            })
+            .collect()
     }
 
     /// Logs, at debug level, each bucket's scale and 80% and 95% offsets and the widening per
@@ -314,8 +305,9 @@ impl Calibration {
         let levels = [0.8, 0.95].map(|fraction| {
             Level::try_from(fraction).expect("invariant: 0.8 and 0.95 are valid levels")
         });
-        let inflation80 = self.inflation(levels[0]);
-        let inflation95 = self.inflation(levels[1]);
+        let [inflation80, inflation95] = self.inflations(&levels)[..] else {
+            unreachable!("one widening per level")
+        };
         for (bucket, end) in self.ends.iter().enumerate() {
             let step = end - 1;
             let (low80, high80) = self.offsets(step, levels[0], Widening::NONE);
@@ -337,7 +329,7 @@ impl Calibration {
     }
 
     /// Offsets `(lower, upper)` to add to the point forecast at `step` (0-based) for `level`,
-    /// widened by `inflation` (from [`Calibration::inflation`]): the step's scale times the
+    /// widened by `inflation` (from [`Calibration::inflations`]): the step's scale times the
     /// quantiles of the pooled scores, or of its bucket's scores where those reach further.
     ///
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
@@ -401,6 +393,35 @@ impl Calibration {
     }
 }
 
+/// The widening at `level` from each held-out fold's scores and the offsets calibrated without it
+/// (`total` scores in all): for each bound, the smallest factor at which the held-out scores beyond
+/// it are within its tail.
+fn widening(held_out: &[(&[f64], (f64, f64))], total: usize, level: Level) -> Widening {
+    let tail = (1.0 - level.fraction()) / 2.0;
+    let factor_for = |beyond: &dyn Fn(f64, (f64, f64), f64) -> bool| -> f64 {
+        for step in 0..=INFLATION_STEPS {
+            let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
+            let missed: usize = held_out
+                .iter()
+                .map(|(scores, offsets)| {
+                    scores
+                        .iter()
+                        .filter(|r| beyond(**r, *offsets, factor))
+                        .count()
+                })
+                .sum();
+            if missed as f64 / total as f64 <= tail {
+                return factor;
+            }
+        }
+        MAX_INFLATION
+    };
+    Widening {
+        lower: factor_for(&|r, (lower, _), factor| r < widen_down(lower, factor)),
+        upper: factor_for(&|r, (_, upper), factor| r > widen_up(upper, factor)),
+    }
+}
+
 /// A lower offset moved down by `factor` times its size: `offset * factor` for the usual negative
 /// offset, and still downwards for a positive one (a fold whose residuals were nearly all above the
 /// forecast puts even the lower bound above it), where multiplying would move it up.
@@ -414,7 +435,7 @@ fn widen_up(offset: f64, factor: f64) -> f64 {
 }
 
 /// Factors by which the calibrated lower and upper offsets are widened (see
-/// [`Calibration::inflation`]).
+/// [`Calibration::inflations`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Widening {
     /// Factor of the lower offset.
@@ -651,7 +672,7 @@ mod tests {
         let (_, beyond) = calibration.offsets(15, level, Widening::NONE);
         assert!((beyond - far_upper * 2.0).abs() < 1e-9);
         // Exchangeable folds need (almost) no widening.
-        let widening = calibration.inflation(level);
+        let widening = calibration.inflations(&[level])[0];
         assert!(widening.lower < 1.1 && widening.upper < 1.1, "{widening:?}");
     }
 
@@ -714,7 +735,7 @@ mod tests {
                 DECAY,
                 &[],
             )
-            .inflation(Level::try_from(0.9).unwrap())
+            .inflations(&[Level::try_from(0.9).unwrap()])[0]
         };
         let both = widening(3.0, 3.0);
         assert!(both.lower > 1.2 && both.upper > 1.2, "{both:?}");
@@ -743,7 +764,7 @@ mod tests {
             &[],
         );
         let level = Level::try_from(0.8).unwrap();
-        let widening = calibration.inflation(level);
+        let widening = calibration.inflations(&[level])[0];
         let (lower, _) = calibration.offsets(0, level, widening);
         let (unwidened, _) = calibration.offsets(0, level, Widening::NONE);
         assert!(unwidened > 0.0, "{unwidened}");
@@ -768,7 +789,7 @@ mod tests {
             &[0.5, -0.5],
         );
         assert_eq!(empty.offsets(0, level, Widening::NONE), (-0.5, 0.5));
-        assert_eq!(empty.inflation(level), Widening::NONE);
+        assert_eq!(empty.inflations(&[level])[0], Widening::NONE);
         assert!(ConformalParams::default().buckets(0).check().is_err());
     }
 

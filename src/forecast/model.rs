@@ -1147,10 +1147,11 @@ impl Predict for FittedModel {
         let model_point = members::sanitize(combine(&slices, &weights, &learned.ends, steps));
         let scaler = &learned.scaler;
         let point: Vec<f64> = model_point.iter().map(|v| scaler.inverse(*v)).collect();
+        let inflations = learned.calibration.inflations(levels);
         let intervals = levels
             .iter()
-            .map(|level| {
-                let inflation = learned.calibration.inflation(*level);
+            .zip(inflations)
+            .map(|(level, inflation)| {
                 let band = learned
                     .calibration
                     .band(model_point.len(), *level, inflation);
