@@ -467,15 +467,9 @@ impl Fit for ModelParams {
             })
             .collect();
         // Per bucket, the number of members whose held-out blend erred least.
+        let blend_errors = fold_errors(&held_out_by_top_k, &prepared, &origins, &ranges);
         let choose = |left_out: Option<usize>| {
-            least_held_out_error(
-                &held_out_by_top_k,
-                &prepared,
-                &origins,
-                &ranges,
-                self.recency_decay,
-                left_out,
-            )
+            least_held_out_error(&blend_errors, self.recency_decay, left_out)
         };
         let chosen = choose(None);
         let top_ks: Vec<usize> = chosen.iter().map(|choice| tried_top_ks[*choice]).collect();
@@ -704,25 +698,27 @@ impl ModelParams {
     }
 }
 
-/// For each bucket of lead `ranges`, the index of the candidate whose held-out combined fold
-/// forecasts erred least there over every fold but `left_out` (see [`held_out_error`]); ties go
-/// to the later candidate, which blends more members. Each candidate holds one forecast per fold.
-/// This is how the backtest decides between one clear winner and a blend.
+/// For each bucket of lead times, the index of the candidate whose held-out combined fold
+/// forecasts erred least there over every fold but `left_out`, each fold weighted
+/// `recency_decay^k` for the k-th newest; ties go to the later candidate, which blends more
+/// members. `errors` comes from [`fold_errors`]. This is how the backtest decides between one
+/// clear winner and a blend.
 fn least_held_out_error(
-    candidates: &[Vec<Vec<f64>>],
-    prepared: &Prepared,
-    origins: &[usize],
-    ranges: &[Range<usize>],
+    errors: &[Vec<Vec<f64>>],
     recency_decay: f64,
     left_out: Option<usize>,
 ) -> Vec<usize> {
-    ranges
-        .iter()
-        .map(|range| {
-            let mut best = (f64::INFINITY, candidates.len().saturating_sub(1));
-            for (index, combined) in candidates.iter().enumerate().rev() {
-                let error =
-                    held_out_error(combined, prepared, origins, range, recency_decay, left_out);
+    let buckets = errors.first().map_or(0, Vec::len);
+    (0..buckets)
+        .map(|bucket| {
+            let mut best = (f64::INFINITY, errors.len().saturating_sub(1));
+            for (index, candidate) in errors.iter().enumerate().rev() {
+                let error: f64 = candidate[bucket]
+                    .iter()
+                    .enumerate()
+                    .filter(|(fold, _)| Some(*fold) != left_out)
+                    .map(|(fold, error)| conformal::fold_weight(recency_decay, fold) * error)
+                    .sum();
                 if error < best.0 * (1.0 - 1e-9) {
                     best = (error, index);
                 }
@@ -732,34 +728,40 @@ fn least_held_out_error(
         .collect()
 }
 
-/// Absolute model-scale error of held-out combined fold forecasts over the lead `steps`, summed over
-/// every observed point of every fold but `left_out`, each fold weighted `recency_decay^k` for the
-/// k-th newest (folds start at `origins`, latest first).
-fn held_out_error(
-    combined: &[Vec<f64>],
+/// `errors[candidate][bucket][fold]`: the absolute model-scale error of each candidate's combined
+/// fold forecasts over the lead steps of each of `ranges`, summed over the fold's observed points
+/// (folds start at `origins`, latest first). Computed once, then weighted and summed for every
+/// fold left out by [`least_held_out_error`].
+fn fold_errors(
+    candidates: &[Vec<Vec<f64>>],
     prepared: &Prepared,
     origins: &[usize],
-    steps: &Range<usize>,
-    recency_decay: f64,
-    left_out: Option<usize>,
-) -> f64 {
-    combined
+    ranges: &[Range<usize>],
+) -> Vec<Vec<Vec<f64>>> {
+    candidates
         .iter()
-        .zip(origins)
-        .enumerate()
-        .filter(|(fold, _)| Some(*fold) != left_out)
-        .map(|(fold, (forecast, origin))| {
-            let error: f64 = steps
-                .clone()
-                .filter_map(|step| {
-                    let actual = prepared.actual.get(origin + step)?;
-                    let error = (actual - forecast.get(step)?).abs();
-                    error.is_finite().then_some(error)
+        .map(|combined| {
+            ranges
+                .iter()
+                .map(|steps| {
+                    combined
+                        .iter()
+                        .zip(origins)
+                        .map(|(forecast, origin)| {
+                            steps
+                                .clone()
+                                .filter_map(|step| {
+                                    let actual = prepared.actual.get(origin + step)?;
+                                    let error = (actual - forecast.get(step)?).abs();
+                                    error.is_finite().then_some(error)
+                                })
+                                .sum()
+                        })
+                        .collect()
                 })
-                .sum();
-            conformal::fold_weight(recency_decay, fold) * error
+                .collect()
         })
-        .sum()
+        .collect()
 }
 
 /// Drops weights below `min_weight` and renormalises to sum to one.
@@ -1284,32 +1286,23 @@ mod tests {
         let late = candidate(&|_, step| if step < 24 { 1.0 } else { 0.0 });
         let both = [early.clone(), late.clone()];
         assert_eq!(
-            least_held_out_error(&both, &prepared, &origins, &ranges, 1.0, None),
+            least_held_out_error(&fold_errors(&both, &prepared, &origins, &ranges), 1.0, None),
             vec![0, 1]
         );
         // A tie goes to the later candidate (the larger blend).
         let same = [early.clone(), early];
         assert_eq!(
-            least_held_out_error(&same, &prepared, &origins, &ranges, 1.0, None),
+            least_held_out_error(&fold_errors(&same, &prepared, &origins, &ranges), 1.0, None),
             vec![1, 1]
         );
         // `recent` is exact on the newest fold only; `older` on the three before it. Without
         // decay three folds outweigh one; halving each older fold's weight, the newest decides.
         let recent = candidate(&|fold, _| if fold == 0 { 0.0 } else { 1.0 });
         let older = candidate(&|fold, _| if fold == 0 { 1.0 } else { 0.0 });
-        let pair = [recent, older];
-        assert_eq!(
-            least_held_out_error(&pair, &prepared, &origins, &ranges, 1.0, None),
-            vec![1, 1]
-        );
-        assert_eq!(
-            least_held_out_error(&pair, &prepared, &origins, &ranges, 0.5, None),
-            vec![0, 0]
-        );
+        let pair = fold_errors(&[recent, older], &prepared, &origins, &ranges);
+        assert_eq!(least_held_out_error(&pair, 1.0, None), vec![1, 1]);
+        assert_eq!(least_held_out_error(&pair, 0.5, None), vec![0, 0]);
         // Left out, the newest fold has no say.
-        assert_eq!(
-            least_held_out_error(&pair, &prepared, &origins, &ranges, 0.5, Some(0)),
-            vec![1, 1]
-        );
+        assert_eq!(least_held_out_error(&pair, 0.5, Some(0)), vec![1, 1]);
     }
 }
