@@ -487,7 +487,7 @@ fn run(cli: Cli) -> Result<()> {
                 &workload,
                 args.days,
                 args.replan_every.into(),
-                Some(config.planning.history_window),
+                config.planning.history_window,
                 calendar,
                 args.model.parse()?,
             )?;

@@ -86,7 +86,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         &workload,
         7.0,
         Duration::from_secs(3600),
-        Some(config.planning.history_window),
+        config.planning.history_window,
         prescale::events::EventCalendar::default(),
         ModelChoice::Ensemble,
     )?;

@@ -215,21 +215,20 @@ pub fn write_plan_csv(plan: &Plan, path: &Path) -> Result<(), AppError> {
 
 /// Replays the last `days` of `history` for `workload`, replanning every `replan_every` with `choice`
 /// and the stored events, beside the HPA baseline and the oracle. Each replan forecasts from the
-/// newest `history_window` before it (the service's `planning.history_window`), or from all of it.
+/// newest `history_window` before it (the service's `planning.history_window`).
 pub fn replay(
     history: &TimeSeries,
     workload: &Workload,
     days: f64,
     replan_every: Duration,
-    history_window: Option<Duration>,
+    history_window: Duration,
     calendar: EventCalendar,
     choice: ModelChoice,
 ) -> Result<SimulationReport, AppError> {
-    let mut params = SimulationParams::new(days, replan_every).events(calendar);
-    if let Some(window) = history_window {
-        params = params.history_window(window);
-    }
-    let simulation = params.check(history.step())?;
+    let simulation = SimulationParams::new(days, replan_every)
+        .history_window(history_window)
+        .events(calendar)
+        .check(history.step())?;
     Ok(simulation.run(
         history,
         workload,
