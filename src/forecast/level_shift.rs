@@ -16,6 +16,8 @@
 //! points, and the season before was steady (nine in ten of its differences like those just before
 //! the shift, which rules out the echo of an older jump one season on). A dip that ended before the
 //! last point, such as a holiday or an outage, is left to the models and their intervals.
+//! [`detect_recent`] repeats the test on the history up to earlier ends, so that a shift a few
+//! days old, which the last season's differences no longer show, is found while it still holds.
 
 use super::stats;
 
@@ -98,6 +100,58 @@ pub(crate) fn detect(
         index: n - season + split,
         shift,
     })
+}
+
+/// The newest level shift of `values` still in force at the end, found by [`detect`] on the
+/// history up to each of a series of ends: the last point, then every half season further back,
+/// as long as the end leaves three seasons before it and lies at most `max_age` points before the
+/// last one. [`detect`] alone sees only a shift in the last season: one older than that no longer
+/// shows in the seasonal differences, which compare the new level with itself. Yet its older
+/// history still teaches the models the old level, and the backtest folds that straddle it score
+/// the jump instead of the models. A shift found before an earlier end counts only if the points
+/// after that end still hold it: nine in ten of them differ from the same phase of the season
+/// before the shift by more than half the shift, on its side. The first point at the new level
+/// must also lie at least `min_after` points before the end.
+pub(crate) fn detect_recent(
+    values: &[f64],
+    season: usize,
+    min_after: usize,
+    threshold: f64,
+    max_age: usize,
+) -> Option<Detected> {
+    let n = values.len();
+    let stride = (season / 2).max(1);
+    let mut end = n;
+    while end >= 3 * season && n - end <= max_age {
+        if let Some(detected) = detect(&values[..end], season, min_after, threshold) {
+            if end == n || holds(values, detected, season, end) {
+                return Some(detected);
+            }
+            // The newest shift no longer holds: it is over, and any older one is superseded.
+            return None;
+        }
+        end = end.checked_sub(stride)?;
+    }
+    None
+}
+
+/// Whether the points of `values` from `end` on still hold `detected`: nine in ten differ from
+/// the same phase of the season before the shift by more than half the shift, on its side.
+fn holds(values: &[f64], detected: Detected, season: usize, end: usize) -> bool {
+    let Detected { index, shift } = detected;
+    let Some(base) = index.checked_sub(season) else {
+        return false;
+    };
+    let later = &values[end..];
+    let agreeing = later
+        .iter()
+        .enumerate()
+        .filter(|(offset, value)| {
+            let phase = (end + offset - index) % season;
+            (*value - values[base + phase]) * shift.signum() > shift.abs() / 2.0
+        })
+        .count();
+    agreeing as f64 >= MIN_AGREEING * later.len() as f64
 }
 
 /// How the history before a shift is moved to the new level.
@@ -212,14 +266,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_jump_that_lasts_is_found_where_it_happened_and_removed() {
-        let mut values = cycle(96, 10);
-        let at = values.len() - 30;
+    /// [`cycle`] raised by 6 from `ago` points before its end on, and where the jump is.
+    fn jumped(season: usize, days: usize, ago: usize) -> (Vec<f64>, usize) {
+        let mut values = cycle(season, days);
+        let at = values.len() - ago;
         for value in &mut values[at..] {
             *value += 6.0;
         }
-        let detected = detect(&values, 96, 8, 8.0).expect("a shift of many sigmas");
+        (values, at)
+    }
+
+    /// Asserts that `detected` is the jump of [`jumped`] at `at`.
+    fn assert_is_the_jump(detected: Detected, at: usize) {
         assert!(
             detected.index.abs_diff(at) <= 1,
             "found at {}",
@@ -230,6 +288,13 @@ mod tests {
             "shift {}",
             detected.shift
         );
+    }
+
+    #[test]
+    fn a_jump_that_lasts_is_found_where_it_happened_and_removed() {
+        let (mut values, at) = jumped(96, 10, 30);
+        let detected = detect(&values, 96, 8, 8.0).expect("a shift of many sigmas");
+        assert_is_the_jump(detected, at);
         adjust(&mut values, detected.index, Adjustment::Add(detected.shift));
         let clean = cycle(96, 10);
         // The adjusted history is the clean cycle moved to the new level.
@@ -258,12 +323,32 @@ mod tests {
 
     #[test]
     fn an_older_jump_is_not_found_again_a_season_later() {
-        let mut values = cycle(96, 10);
-        let at = values.len() - 96 - 30;
-        for value in &mut values[at..] {
-            *value += 6.0;
-        }
+        let (values, _) = jumped(96, 10, 96 + 30);
         assert_eq!(detect(&values, 96, 8, 8.0), None);
+    }
+
+    #[test]
+    fn a_jump_days_old_is_found_while_it_holds() {
+        let season = 96;
+        let (values, at) = jumped(season, 12, 3 * season + 30);
+        // The last season's differences compare the new level with itself.
+        assert_eq!(detect(&values, season, 8, 8.0), None);
+        let detected = detect_recent(&values, season, 8, 8.0, 7 * season).expect("an older jump");
+        assert_is_the_jump(detected, at);
+        // Too old for the look-back.
+        assert_eq!(detect_recent(&values, season, 8, 8.0, 2 * season), None);
+        // Over before the end: the level came back down a day ago.
+        let mut ended = values.clone();
+        let len = ended.len();
+        for value in &mut ended[len - season..] {
+            *value -= 6.0;
+        }
+        assert_eq!(detect_recent(&ended, season, 8, 8.0, 7 * season), None);
+        // No jump at all.
+        assert_eq!(
+            detect_recent(&cycle(season, 12), season, 8, 8.0, 7 * season),
+            None
+        );
     }
 
     #[test]

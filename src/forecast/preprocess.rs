@@ -474,9 +474,10 @@ fn values_per_day(step: Step) -> usize {
         .max(1)
 }
 
-/// A level shift in the newest season of `values`, and that season: the longest detected period
-/// with three cycles in the history, else one day. A rise must have lasted a sixteenth of the
-/// season (at least 6 steps), a drop more than a day.
+/// The newest level shift of `values` still in force, at most a week (or a season, if longer)
+/// old, and the season it was tested on: the longest detected period with three cycles in the
+/// history, else one day. A rise must have lasted a sixteenth of the season (at least 6 steps), a
+/// drop more than a day.
 fn find_level_shift(
     values: &[f64],
     step: Step,
@@ -489,7 +490,8 @@ fn find_level_shift(
         .into_iter()
         .max()
         .or_else(|| Some(day).filter(|day| 3 * day <= values.len()))?;
-    level_shift::detect(values, season, (season / 16).max(6), threshold)
+    let max_age = (7 * day).max(season);
+    level_shift::detect_recent(values, season, (season / 16).max(6), threshold, max_age)
         // A drop moves the history down, so forecasts and plans with it: it must outlast a day
         // (a holiday, an outage) first. A rise is taken as soon as it has lasted.
         .filter(|detected| detected.shift > 0.0 || values.len() - detected.index > day)
