@@ -408,7 +408,11 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Forecast(args) => {
-            let history = args.input.load(&config)?;
+            // Fitted on the window the service fits on.
+            let history = args
+                .input
+                .load(&config)?
+                .newest(config.planning.history_window);
             let horizon = app::parse_horizon(&args.horizon, history.step())?;
             let levels = app::parse_levels(&args.levels)?;
             let choice: ModelChoice = args.model.parse()?;
@@ -453,7 +457,10 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Plan(args) => {
-            let history = args.input.load(&config)?;
+            let history = args
+                .input
+                .load(&config)?
+                .newest(config.planning.history_window);
             let workload = app::load_workload(&args.workload)?;
             let horizon = app::parse_horizon(&args.horizon, history.step())?;
             let calendar = EventStore::new(&config.data_dir).load()?;
@@ -755,6 +762,12 @@ fn print_model(model: &prescale::forecast::FittedModel) {
         .filter(|(_, weight)| *weight > 0.0)
         .map(|(kind, weight)| format!("{kind} {weight:.2}"))
         .collect();
+    println!(
+        "  fitted on {} .. {} ({} points)",
+        model.trained_start(),
+        model.trained_end(),
+        model.preprocessing().points
+    );
     println!("  seasonal periods (steps): {}", periods.join(", "));
     if let Some(shift) = model.preprocessing().level_shift {
         let how = match (shift.multiplicative, shift.damping) {

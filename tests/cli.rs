@@ -293,6 +293,47 @@ fn forecast_writes_one_band_pair_per_level() {
 }
 
 #[test]
+fn forecast_fits_on_the_configured_history_window() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let out = root.path().join("forecast.csv");
+    let forecast = |config: Option<&Path>| {
+        let mut args = vec![];
+        if let Some(config) = config {
+            args.extend(["--config", config.to_str().unwrap()]);
+        }
+        let input = sample("nyc_taxi.csv");
+        args.extend(["forecast", "--input", &input, "--horizon", "2h"]);
+        args.extend([
+            "--model",
+            "seasonal_naive",
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        let output = prescale(&data, &args);
+        assert!(output.status.success(), "{}", stderr(&output));
+        stdout(&output)
+    };
+    // nyc_taxi runs from July 2014 to the end of January 2015 in half hours; the default window
+    // is the newest 28 days, as the service fits.
+    let default = forecast(None);
+    assert!(
+        default.contains("fitted on 2015-01-04T00:00:00Z .. 2015-02-01T00:00:00Z (1344 points)"),
+        "{default}"
+    );
+    let config = write(
+        root.path(),
+        "prescale.toml",
+        "[planning]\nhistory_window = \"7d\"\n",
+    );
+    let week = forecast(Some(&config));
+    assert!(
+        week.contains("fitted on 2015-01-25T00:00:00Z .. 2015-02-01T00:00:00Z (336 points)"),
+        "{week}"
+    );
+}
+
+#[test]
 fn bad_forecast_requests_are_clear_errors() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");

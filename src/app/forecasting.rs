@@ -212,11 +212,7 @@ impl Backtest {
             for fold in 0..self.folds {
                 let origin = series.len() - needed + fold * horizon;
                 let train_from = origin.saturating_sub(self.max_history);
-                let train = TimeSeries::new(
-                    series.time_at(train_from),
-                    series.step(),
-                    series.values()[train_from..origin].to_vec(),
-                );
+                let train = series.slice(train_from..origin);
                 let actual = &series.values()[origin..origin + horizon];
                 let started = Instant::now();
                 let outcome = params

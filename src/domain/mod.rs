@@ -225,11 +225,61 @@ impl TimeSeries {
         Some((self.time_at(index), self.values[index]))
     }
 
+    /// The buckets in `range` as a series of their own (clamped to the series).
+    pub fn slice(&self, range: std::ops::Range<usize>) -> TimeSeries {
+        let end = range.end.min(self.values.len());
+        let start = range.start.min(end);
+        TimeSeries::new(
+            self.time_at(start),
+            self.step,
+            self.values[start..end].to_vec(),
+        )
+    }
+
+    /// The newest buckets spanning at most `window` (at least one, if the series has any): the
+    /// history a forecast fitted over that window sees.
+    pub fn newest(&self, window: std::time::Duration) -> TimeSeries {
+        let step_ms = u128::from(self.step.as_millis().max(1).unsigned_abs());
+        let steps = usize::try_from(window.as_millis() / step_ms)
+            .unwrap_or(usize::MAX)
+            .max(1);
+        self.slice(self.values.len().saturating_sub(steps)..self.values.len())
+    }
+
     /// Iterates over `(time, value)` pairs, empty buckets included as `NaN`.
     pub fn iter(&self) -> impl Iterator<Item = (Timestamp, f64)> + '_ {
         self.values
             .iter()
             .enumerate()
             .map(|(index, value)| (self.time_at(index), *value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn slices_and_the_newest_window_keep_their_times() {
+        let series = TimeSeries::new(
+            Timestamp::from_millis(0),
+            Step::FIVE_MINUTES,
+            (0..12).map(f64::from).collect(),
+        );
+        let middle = series.slice(2..5);
+        assert_eq!(middle.start(), Timestamp::from_millis(600_000));
+        assert_eq!(middle.values(), &[2.0, 3.0, 4.0]);
+        assert_eq!(series.slice(10..99).values(), &[10.0, 11.0], "clamped");
+        let hour = series.newest(Duration::from_secs(20 * 60));
+        assert_eq!(hour.values(), &[8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(hour.end(), series.end());
+        assert_eq!(
+            series.newest(Duration::from_secs(1)).len(),
+            1,
+            "at least a step"
+        );
+        assert_eq!(series.newest(Duration::from_secs(86_400)), series);
     }
 }

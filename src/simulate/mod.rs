@@ -305,11 +305,7 @@ impl<F: BaseForecaster> Replanner<'_, F> {
         let from = self
             .window_steps
             .map_or(0, |window| known.saturating_sub(window));
-        let seen = TimeSeries::new(
-            self.history.time_at(from),
-            self.history.step(),
-            self.history.values()[from..known].to_vec(),
-        );
+        let seen = self.history.slice(from..known);
         let at = seen.end();
         let base = self
             .forecaster
