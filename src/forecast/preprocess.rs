@@ -476,7 +476,7 @@ fn values_per_day(step: Step) -> usize {
 
 /// The newest level shift of `values` still in force, at most a week (or a season, if longer)
 /// old, and the season it was tested on: the longest detected period with three cycles in the
-/// history, else one day. A rise must have lasted a sixteenth of the season (at least 6 steps), a
+/// history, repeated to span at least a day when three such spans fit, else one day. A rise must have lasted a sixteenth of the season (at least 6 steps), a
 /// drop more than a day.
 fn find_level_shift(
     values: &[f64],
@@ -485,11 +485,19 @@ fn find_level_shift(
     threshold: f64,
 ) -> Option<(level_shift::Detected, usize)> {
     let day = values_per_day(step);
-    let season = seasonality
+    let fits = |season: &usize| 3 * season <= values.len();
+    let season = match seasonality
         .steps_fitting(values.len(), 3.0)
         .into_iter()
         .max()
-        .or_else(|| Some(day).filter(|day| 3 * day <= values.len()))?;
+    {
+        // Whole cycles spanning at least a day: a cycle of an hour is too short a reference to
+        // tell a shift from a burst, and its multiple still cancels the cycle.
+        Some(period) => Some(period * day.div_ceil(period))
+            .filter(fits)
+            .unwrap_or(period),
+        None => Some(day).filter(fits)?,
+    };
     let max_age = (7 * day).max(season);
     level_shift::detect_recent(values, season, (season / 16).max(6), threshold, max_age)
         // A drop moves the history down, so forecasts and plans with it: it must outlast a day
@@ -959,6 +967,39 @@ mod tests {
             .collect();
         let prepared = prepare(&series(values), &PreprocessParams::default()).unwrap();
         assert!(prepared.outliers <= 5, "{} outliers", prepared.outliers);
+    }
+
+    #[test]
+    fn a_shift_under_an_hourly_cycle_is_tested_on_whole_days() {
+        // Ten days of 5-minute CPU with an hourly job, stepping up 17 hours before the end; the
+        // step starts with an hour-long burst, as a deploy's warm-up does.
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let len = 288 * 10;
+        let at = len - 204;
+        let values: Vec<f64> = (0..len)
+            .map(|t| {
+                let level = match t {
+                    t if t < at => 6.0,
+                    t if t < at + 12 => 25.0,
+                    _ => 14.5,
+                };
+                level + if t % 12 < 2 { 1.0 } else { 0.0 } + rng.random_range(-0.2..0.2)
+            })
+            .collect();
+        let hourly = Seasonality::from_periods(vec![seasonality::SeasonalPeriod {
+            steps: 12,
+            strength: 0.5,
+            calendar: None,
+        }]);
+        let (detected, season) =
+            find_level_shift(&values, Step::FIVE_MINUTES, &hourly, 8.0).expect("a shift");
+        assert_eq!(season, 288, "whole hours spanning a day");
+        assert!(detected.index.abs_diff(at) <= 12, "at {}", detected.index);
+        assert!(
+            (detected.shift - 8.5).abs() < 1.0,
+            "shift {}",
+            detected.shift
+        );
     }
 
     #[test]

@@ -189,7 +189,8 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
     if len < 2 * params.min_period || max_lag < params.min_period {
         return Seasonality::default();
     }
-    let Some(spectrum) = Spectrum::new(&detrended_ranks(values)) else {
+    let ranks = detrended_ranks(values);
+    let Some(spectrum) = Spectrum::new(&ranks) else {
         return Seasonality::default();
     };
     let mut found: Vec<SeasonalPeriod> = Vec::new();
@@ -204,6 +205,12 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
         // so short series do not report chance correlations.
         let noise_level = 3.0 / ((len - lag) as f64).sqrt();
         if strength < params.min_strength.max(noise_level) {
+            return;
+        }
+        // The ACF also peaks where the series merely persists or wiggles quasi-periodically;
+        // a cycle worth forecasting has a stable shape: its phases differ in mean.
+        // Fewer than three cycles are too few to test; the ACF decides alone, as before.
+        if stable_seasonality(&ranks, lag).is_some_and(|z| z < STABLE_Z) {
             return;
         }
         let duplicate = found
@@ -262,6 +269,57 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
     found.sort_by(|left, right| right.strength.total_cmp(&left.strength));
     found.truncate(params.max_periods);
     Seasonality { periods: found }
+}
+
+/// Least standard normal deviate of a candidate period's phase-mean F statistic for its cycle to
+/// count as stable: a one-sided 0.1% test.
+const STABLE_Z: f64 = 3.09;
+
+/// The test for stable seasonality (the F test of X-11's table D8; Lothian & Morry, "A test for
+/// the presence of identifiable seasonality when using the X-11 program", Statistics Canada,
+/// 1978): a one-way analysis of variance of `values` (NaN skipped) grouped by phase
+/// `index % lag`. Returns the F statistic of the phase means as a standard normal deviate by
+/// Paulson's approximation (Johnson, Kotz & Balakrishnan, "Continuous Univariate
+/// Distributions", vol. 2, §27.5), so that tests with different degrees of freedom compare;
+/// `None` when there are too few observations for the test.
+fn stable_seasonality(values: &[f64], lag: usize) -> Option<f64> {
+    if lag < 2 {
+        return None;
+    }
+    let mut sums = vec![0.0; lag];
+    let mut counts = vec![0_usize; lag];
+    let (mut total, mut squares, mut observed) = (0.0, 0.0, 0_usize);
+    for (index, value) in values.iter().enumerate() {
+        if value.is_finite() {
+            let phase = index % lag;
+            sums[phase] += value;
+            counts[phase] += 1;
+            total += value;
+            squares += value * value;
+            observed += 1;
+        }
+    }
+    let groups = counts.iter().filter(|count| **count > 0).count();
+    if groups < 2 || observed < groups + 2 * lag {
+        return None;
+    }
+    let correction = total * total / observed as f64;
+    let between: f64 = sums
+        .iter()
+        .zip(&counts)
+        .filter(|(_, count)| **count > 0)
+        .map(|(sum, count)| sum * sum / *count as f64)
+        .sum::<f64>()
+        - correction;
+    let within = squares - correction - between;
+    let (d1, d2) = ((groups - 1) as f64, (observed - groups) as f64);
+    if within <= 0.0 {
+        return (between > 0.0).then_some(f64::INFINITY);
+    }
+    let f = (between.max(0.0) / d1) / (within / d2);
+    let (a, b) = (2.0 / (9.0 * d1), 2.0 / (9.0 * d2));
+    let cube_root = f.cbrt();
+    Some(((1.0 - b) * cube_root - (1.0 - a)) / (b * cube_root * cube_root + a).sqrt())
 }
 
 /// Least extra autocorrelation a multiple of a detected period needs to be reported as well.
@@ -499,6 +557,45 @@ mod tests {
         assert!(steps.contains(&2016), "{found:?}");
         let week = found.periods().iter().find(|p| p.steps == 2016).unwrap();
         assert_eq!(week.calendar, Some(CalendarPeriod::Week));
+    }
+
+    #[test]
+    fn wiggles_whose_phase_drifts_are_not_a_cycle() {
+        // A wave of about 20 steps whose phase wanders (a queue that fills and drains at no fixed
+        // time): the ACF has a hill at 20, but no phase of a 20-step cycle is higher than another.
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut phase = 0.0;
+        let values: Vec<f64> = (0..4000)
+            .map(|_| {
+                phase += std::f64::consts::TAU / 20.0 + rng.random_range(-0.3..0.3);
+                phase.sin() + rng.random_range(-0.2..0.2)
+            })
+            .collect();
+        let found = detect(&values, seconds(), &SeasonalityParams::default());
+        assert!(found.periods().is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn the_stability_test_follows_the_phase_means() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let noise: Vec<f64> = (0..2400).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let cycle: Vec<f64> = noise
+            .iter()
+            .enumerate()
+            .map(|(t, v)| v + [0.0, 0.5, 0.0, -0.5][t % 4])
+            .collect();
+        let z = |values: &[f64], lag| stable_seasonality(values, lag).expect("enough points");
+        assert!(z(&noise, 4).abs() < STABLE_Z, "{}", z(&noise, 4));
+        assert!(z(&cycle, 4) > 10.0, "{}", z(&cycle, 4));
+        // Twice the period holds the same shape twice: still stable, on more degrees of freedom.
+        assert!(z(&cycle, 8) > STABLE_Z);
+        let exact: Vec<f64> = (0..40).map(|t| (t % 4) as f64).collect();
+        assert_eq!(stable_seasonality(&exact, 4), Some(f64::INFINITY));
+        assert_eq!(stable_seasonality(&exact[..10], 4), None, "too few cycles");
+        // Gaps are skipped.
+        let mut gappy = cycle.clone();
+        gappy[100..400].fill(f64::NAN);
+        assert!(z(&gappy, 4) > 10.0);
     }
 
     #[test]
