@@ -13,11 +13,16 @@ use super::metrics;
 use super::preprocess::Prepared;
 use super::seasonality::CalendarPeriod;
 
+/// Fewest folds the default fold count uses, history permitting. With three one-day folds (a
+/// 5-minute series), the ensemble's choice of members and blend size per bucket of lead times
+/// rested on three days and changed with the day (`docs/decisions.md` §24).
+const MIN_DEFAULT_FOLDS: usize = 5;
+
 /// Parameters of the rolling-origin backtest.
 ///
 /// | Name | Default | Purpose | Range |
 /// |---|---|---|---|
-/// | `folds` | `min_scored_points / horizon`, within 3..=10 | origins (K) | `1..=50` |
+/// | `folds` | `min_scored_points / horizon`, within 5..=10 | origins (K) | `1..=50` |
 /// | `min_scored_points` | 800 | points the default fold count aims to score (more folds for short horizons) | `>= 1` |
 /// | `horizon` | one day of steps, within 8..=288 | steps scored after each origin; also the horizon intervals are calibrated for | `>= 1` |
 /// | `stride` | `horizon` | steps between consecutive origins | `>= 1` |
@@ -119,9 +124,11 @@ impl BacktestParams {
     pub(crate) fn origins(&self, len: usize, horizon: usize) -> Vec<usize> {
         let stride = self.stride.unwrap_or(horizon).max(1);
         let earliest_allowed = len - ((len as f64 * self.max_backtest_fraction) as usize).min(len);
-        let folds = self
-            .folds
-            .unwrap_or_else(|| self.min_scored_points.div_ceil(horizon.max(1)).clamp(3, 10));
+        let folds = self.folds.unwrap_or_else(|| {
+            self.min_scored_points
+                .div_ceil(horizon.max(1))
+                .clamp(MIN_DEFAULT_FOLDS, 10)
+        });
         (0..folds)
             .map_while(|fold| {
                 let origin = len.checked_sub(horizon + fold * stride)?;
@@ -342,6 +349,11 @@ mod tests {
         );
         // Only half the history may be used for testing.
         assert_eq!(params.origins(300, 100), vec![200]);
+        // Long horizons still get five folds where the history allows: 28 days at 5 minutes.
+        assert_eq!(
+            params.origins(8064, 288),
+            vec![7776, 7488, 7200, 6912, 6624]
+        );
         assert_eq!(params.resolve_horizon(Step::FIVE_MINUTES, 8064), 288);
         assert_eq!(params.resolve_horizon(Step::FIVE_MINUTES, 100), 50);
         let hourly = Step::try_from(3_600_000).unwrap();
