@@ -26,6 +26,7 @@ use super::conformal::{self, Calibration, ConformalParams};
 use super::members::{self, Anchor, FitInput, MemberKind, MemberSpec, MemberState};
 use super::metrics;
 use super::preprocess::{self, Cleaning, Prepared, PreprocessParams, PreprocessSummary, Scaler};
+use super::stats;
 use super::{Fit, ForecastError, Predict};
 use crate::domain::{Forecast, Horizon, Interval, Level};
 
@@ -698,11 +699,15 @@ impl ModelParams {
     }
 }
 
-/// For each bucket of lead times, the index of the candidate whose held-out combined fold
-/// forecasts erred least there over every fold but `left_out`, each fold weighted
-/// `recency_decay^k` for the k-th newest; ties go to the later candidate, which blends more
-/// members. `errors` comes from [`fold_errors`]. This is how the backtest decides between one
-/// clear winner and a blend.
+/// For each bucket of lead times, the index of the candidate to use: the largest blend whose
+/// held-out combined fold forecasts erred no more than one standard error above the candidate that
+/// erred least there, over every fold but `left_out`, each fold weighted `recency_decay^k` for the
+/// k-th newest. Candidates are ordered by blend size, so a later one blends more members; `errors`
+/// comes from [`fold_errors`]. This is how the backtest decides between one clear winner and a
+/// blend: selection must win by more than the folds' own spread, otherwise the blend, whose
+/// errors vary less from one day to the next, is kept (the one-standard-error rule of Breiman,
+/// Friedman, Olshen & Stone, "Classification and Regression Trees", 1984, §3.4.3, with the more
+/// robust candidate in the role of the simpler one).
 fn least_held_out_error(
     errors: &[Vec<Vec<f64>>],
     recency_decay: f64,
@@ -711,19 +716,38 @@ fn least_held_out_error(
     let buckets = errors.first().map_or(0, Vec::len);
     (0..buckets)
         .map(|bucket| {
-            let mut best = (f64::INFINITY, errors.len().saturating_sub(1));
-            for (index, candidate) in errors.iter().enumerate().rev() {
-                let error: f64 = candidate[bucket]
+            let folds: Vec<(usize, f64)> = (0..errors[0][bucket].len())
+                .filter(|fold| Some(*fold) != left_out)
+                .map(|fold| (fold, conformal::fold_weight(recency_decay, fold)))
+                .collect();
+            let weighted = |index: usize| -> f64 {
+                folds
                     .iter()
-                    .enumerate()
-                    .filter(|(fold, _)| Some(*fold) != left_out)
-                    .map(|(fold, error)| conformal::fold_weight(recency_decay, fold) * error)
-                    .sum();
+                    .map(|(fold, weight)| weight * errors[index][bucket][*fold])
+                    .sum()
+            };
+            let mut best = (f64::INFINITY, errors.len().saturating_sub(1));
+            for index in (0..errors.len()).rev() {
+                let error = weighted(index);
                 if error < best.0 * (1.0 - 1e-9) {
                     best = (error, index);
                 }
             }
-            best.1
+            (best.1 + 1..errors.len())
+                .rev()
+                .find(|index| {
+                    let differences: Vec<(f64, f64)> = folds
+                        .iter()
+                        .map(|(fold, weight)| {
+                            let difference =
+                                errors[*index][bucket][*fold] - errors[best.1][bucket][*fold];
+                            (difference, *weight)
+                        })
+                        .collect();
+                    let (mean, standard_error) = stats::weighted_mean_and_error(&differences);
+                    mean <= standard_error
+                })
+                .unwrap_or(best.1)
         })
         .collect()
 }
@@ -1266,7 +1290,7 @@ mod tests {
     }
 
     #[test]
-    fn the_held_out_choice_follows_the_candidate_that_erred_least_recently() {
+    fn the_held_out_choice_keeps_the_blend_unless_selection_wins_by_more_than_its_noise() {
         let (prepared, origins) = four_fold_backtest();
         // Forecasts off by `error(fold, step)` from what happened.
         let candidate = |error: &dyn Fn(usize, usize) -> f64| -> Vec<Vec<f64>> {
@@ -1299,10 +1323,25 @@ mod tests {
         // decay three folds outweigh one; halving each older fold's weight, the newest decides.
         let recent = candidate(&|fold, _| if fold == 0 { 0.0 } else { 1.0 });
         let older = candidate(&|fold, _| if fold == 0 { 1.0 } else { 0.0 });
-        let pair = fold_errors(&[recent, older], &prepared, &origins, &ranges);
+        let pair = fold_errors(
+            &[recent.clone(), older.clone()],
+            &prepared,
+            &origins,
+            &ranges,
+        );
         assert_eq!(least_held_out_error(&pair, 1.0, None), vec![1, 1]);
-        assert_eq!(least_held_out_error(&pair, 0.5, None), vec![0, 0]);
-        // Left out, the newest fold has no say.
-        assert_eq!(least_held_out_error(&pair, 0.5, Some(0)), vec![1, 1]);
+        // Halving each older fold's weight, `recent` errs least; but its edge comes from one fold
+        // and reverses on the others, within a standard error, so the larger blend is kept.
+        assert_eq!(least_held_out_error(&pair, 0.5, None), vec![1, 1]);
+        // In the other order, the decay decides which of the two errs least.
+        let swapped = fold_errors(&[older, recent], &prepared, &origins, &ranges);
+        assert_eq!(least_held_out_error(&swapped, 0.5, None), vec![1, 1]);
+        // Left out, the newest fold has no say: `older` is exact on every fold left.
+        assert_eq!(least_held_out_error(&swapped, 0.5, Some(0)), vec![0, 0]);
+        // A smaller blend that errs less on every fold, by a steady margin, is chosen.
+        let steady = candidate(&|fold, _| 0.2 + 0.01 * fold as f64);
+        let worse = candidate(&|fold, _| 0.5 + 0.02 * fold as f64);
+        let clear = fold_errors(&[steady, worse], &prepared, &origins, &ranges);
+        assert_eq!(least_held_out_error(&clear, 0.9, None), vec![0, 0]);
     }
 }

@@ -71,6 +71,35 @@ pub(crate) fn std_dev(values: &[f64]) -> f64 {
     largest * (sum_squares / (finite.len() - 1) as f64).sqrt()
 }
 
+/// Weighted mean of `(value, weight)` pairs and its standard error: the weighted standard deviation
+/// (with the small-sample correction) over the square root of the effective number of pairs,
+/// `(sum w)^2 / sum w^2`. The error is infinite when only one pair carries weight, so that nothing
+/// is judged on one observation.
+pub(crate) fn weighted_mean_and_error(pairs: &[(f64, f64)]) -> (f64, f64) {
+    let total: f64 = pairs.iter().map(|(_, weight)| weight).sum();
+    let squares: f64 = pairs.iter().map(|(_, weight)| weight * weight).sum();
+    if total <= 0.0 {
+        return (0.0, f64::INFINITY);
+    }
+    let mean = pairs
+        .iter()
+        .map(|(value, weight)| value * weight)
+        .sum::<f64>()
+        / total;
+    let effective = total * total / squares;
+    if effective <= 1.0 + 1e-9 {
+        return (mean, f64::INFINITY);
+    }
+    let variance = pairs
+        .iter()
+        .map(|(value, weight)| weight * (value - mean).powi(2))
+        .sum::<f64>()
+        / total
+        * effective
+        / (effective - 1.0);
+    (mean, (variance / effective).sqrt())
+}
+
 /// Least-squares line through `(index, value)` for the finite values: `(intercept, slope)`.
 pub(crate) fn fit_line(values: &[f64]) -> (f64, f64) {
     let points: Vec<(f64, f64)> = values
@@ -112,6 +141,30 @@ pub(crate) fn phi_from_half_life(half_life: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weighted_mean_and_its_standard_error() {
+        // Equal weights: the sample mean and s / sqrt(n).
+        let (mean, error) =
+            weighted_mean_and_error(&[(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (6.0, 1.0)]);
+        assert!((mean - 3.0).abs() < 1e-12);
+        let s = ((4.0_f64 + 1.0 + 0.0 + 9.0) / 3.0).sqrt();
+        assert!((error - s / 2.0).abs() < 1e-12, "{error}");
+        // Weights scale out; identical values have no spread.
+        let (_, doubled) =
+            weighted_mean_and_error(&[(1.0, 2.0), (2.0, 2.0), (3.0, 2.0), (6.0, 2.0)]);
+        assert!((doubled - error).abs() < 1e-12);
+        assert_eq!(
+            weighted_mean_and_error(&[(5.0, 1.0), (5.0, 0.5)]),
+            (5.0, 0.0)
+        );
+        // One observation, or none, says nothing about the spread.
+        assert_eq!(
+            weighted_mean_and_error(&[(5.0, 1.0), (7.0, 0.0)]).1,
+            f64::INFINITY
+        );
+        assert_eq!(weighted_mean_and_error(&[]).1, f64::INFINITY);
+    }
 
     #[test]
     fn robust_statistics_ignore_nan() {
