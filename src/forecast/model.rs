@@ -1320,7 +1320,7 @@ mod tests {
             vec![1, 1]
         );
         // `recent` is exact on the newest fold only; `older` on the three before it. Without
-        // decay three folds outweigh one; halving each older fold's weight, the newest decides.
+        // decay three folds outweigh one.
         let recent = candidate(&|fold, _| if fold == 0 { 0.0 } else { 1.0 });
         let older = candidate(&|fold, _| if fold == 0 { 1.0 } else { 0.0 });
         let pair = fold_errors(

@@ -476,8 +476,8 @@ fn values_per_day(step: Step) -> usize {
 
 /// The newest level shift of `values` still in force, at most a week (or a season, if longer)
 /// old, and the season it was tested on: the longest detected period with three cycles in the
-/// history, repeated to span at least a day when three such spans fit, else one day. A rise must have lasted a sixteenth of the season (at least 6 steps), a
-/// drop more than a day.
+/// history, repeated to span at least a day when three such spans fit, else one day. A rise must
+/// have lasted a sixteenth of the season (at least 6 steps), a drop more than a day.
 fn find_level_shift(
     values: &[f64],
     step: Step,
