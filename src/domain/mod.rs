@@ -239,8 +239,7 @@ impl TimeSeries {
     /// The newest buckets spanning at most `window` (at least one, if the series has any): the
     /// history a forecast fitted over that window sees.
     pub fn newest(&self, window: std::time::Duration) -> TimeSeries {
-        let step_ms = u128::from(self.step.as_millis().max(1).unsigned_abs());
-        let steps = usize::try_from(window.as_millis() / step_ms)
+        let steps = usize::try_from(window.as_millis() / self.step.as_duration().as_millis())
             .unwrap_or(usize::MAX)
             .max(1);
         self.slice(self.values.len().saturating_sub(steps)..self.values.len())
