@@ -714,12 +714,17 @@ fn least_held_out_error(
     left_out: Option<usize>,
 ) -> Vec<usize> {
     let buckets = errors.first().map_or(0, Vec::len);
+    // Every candidate and bucket holds one error per fold.
+    let fold_count = errors
+        .first()
+        .and_then(|first| first.first())
+        .map_or(0, Vec::len);
+    let folds: Vec<(usize, f64)> = (0..fold_count)
+        .filter(|fold| Some(*fold) != left_out)
+        .map(|fold| (fold, conformal::fold_weight(recency_decay, fold)))
+        .collect();
     (0..buckets)
         .map(|bucket| {
-            let folds: Vec<(usize, f64)> = (0..errors[0][bucket].len())
-                .filter(|fold| Some(*fold) != left_out)
-                .map(|fold| (fold, conformal::fold_weight(recency_decay, fold)))
-                .collect();
             let weighted = |index: usize| -> f64 {
                 folds
                     .iter()
