@@ -5,6 +5,7 @@
 //! `simulate` -> `domain`.
 
 pub mod app;
+pub mod atomic_file;
 pub mod config;
 pub mod domain;
 pub mod events;

@@ -158,6 +158,8 @@ where
     let base = forecast_with(&calendar.mask(history), horizon)?;
     let learned = calendar.learn(history, forecast_with)?;
     let with_events = calendar.apply(&base, &learned, workload.warm_up());
+    // `From<&AppliedEvent> for Annotation` lives in `crate::simulate`, the lowest module that uses
+    // both `events` and `plan`, so neither of those imports the other.
     let applied_events: Vec<Annotation> =
         with_events.applied.iter().map(Annotation::from).collect();
     let skipped_events = with_events

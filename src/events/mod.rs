@@ -11,6 +11,7 @@
 //! The base model is a [`BaseForecaster`]: any `Fn(&TimeSeries, Horizon) -> Result<Forecast, E>`, so the
 //! integrator plugs in the real ensemble. Depends only on `crate::domain`.
 
+mod apply;
 mod calendar;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -18,8 +19,9 @@ mod uplift;
 
 use std::error::Error;
 
+pub use apply::{AppliedEvent, EventForecast};
 pub use calendar::{Event, EventCalendar, EventSpec, Uplift, mask_events, mask_windows};
-pub use uplift::{AppliedEvent, EventForecast, LearnedUplifts, UpliftProfile, learn_uplift};
+pub use uplift::{LearnedUplifts, UpliftProfile, learn_uplift};
 
 use crate::domain::{Forecast, Horizon, TimeSeries, Timestamp};
 

@@ -1,11 +1,10 @@
-//! Learning an event's uplift from its past occurrences and applying it to a base forecast.
+//! Learning an event's uplift from its past occurrences (applying it is in `apply.rs`).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use super::calendar::buckets_overlapping;
-use super::{BaseForecaster, Event, EventCalendar, EventError, Uplift, mask_events};
-use crate::domain::{Forecast, Horizon, Interval, TimeRange, TimeSeries, Timestamp};
+use super::{BaseForecaster, Event, EventCalendar, EventError, mask_events};
+use crate::domain::{Horizon, TimeSeries};
 
 /// An event's uplift per step of its window: the mean, lowest and highest ratio of actual load to the
 /// base forecast across past occurrences.
@@ -59,7 +58,7 @@ impl UpliftProfile {
     }
 
     /// `(mean, low, high)` at `position` in `[0, 1)` of the event window.
-    fn factors_at(&self, position: f64) -> Factors {
+    pub(super) fn factors_at(&self, position: f64) -> Factors {
         let last = self.mean.len() - 1;
         let index = ((position * self.mean.len() as f64) as usize).min(last);
         Factors {
@@ -70,22 +69,27 @@ impl UpliftProfile {
     }
 }
 
+/// The multipliers for one step: of the point, the lower bounds and the upper bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct Factors {
-    mean: f64,
-    low: f64,
-    high: f64,
+pub(super) struct Factors {
+    /// Multiplies the point forecast.
+    pub(super) mean: f64,
+    /// Multiplies every lower bound.
+    pub(super) low: f64,
+    /// Multiplies every upper bound.
+    pub(super) high: f64,
 }
 
 impl Factors {
-    const NONE: Self = Self {
+    /// No change.
+    pub(super) const NONE: Self = Self {
         mean: 1.0,
         low: 1.0,
         high: 1.0,
     };
 
     /// Where events overlap, the larger uplift wins rather than compounding.
-    fn max(self, other: Self) -> Self {
+    pub(super) fn max(self, other: Self) -> Self {
         Self {
             mean: self.mean.max(other.mean),
             low: self.low.max(other.low),
@@ -255,39 +259,6 @@ impl LearnedUplifts {
     }
 }
 
-/// One event applied to a forecast.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AppliedEvent {
-    /// The event's name.
-    pub name: String,
-    /// The event's window.
-    pub range: TimeRange,
-    /// When the uplift starts, pre-warm included.
-    pub pre_warm_from: Timestamp,
-    /// Largest mean multiplier applied.
-    pub peak_multiplier: f64,
-    /// Past occurrences the profile came from (0 for a fixed multiplier).
-    pub occurrences: usize,
-}
-
-impl AppliedEvent {
-    /// The stretch the forecast was changed over: `[pre_warm_from, end)`, for plan annotations.
-    pub fn uplift_range(&self) -> TimeRange {
-        TimeRange::new(self.pre_warm_from, self.range.to()).unwrap_or(self.range)
-    }
-}
-
-/// A forecast with upcoming events applied.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EventForecast {
-    /// The base forecast with uplift applied and intervals widened.
-    pub forecast: Forecast,
-    /// Events that changed it.
-    pub applied: Vec<AppliedEvent>,
-    /// Events in the forecast's span that were left out because nothing could be learned for them.
-    pub skipped: Vec<String>,
-}
-
 impl EventCalendar {
     /// Learns a profile for every source name an event not over by `history.end()` learns from.
     ///
@@ -319,115 +290,15 @@ impl EventCalendar {
         }
         Ok(learned)
     }
-
-    /// Applies every event that overlaps `base` (pre-warm included) to it.
-    ///
-    /// Within an event window each step's point is multiplied by the profile's mean ratio, each lower
-    /// bound by its lowest and each upper bound by its highest ratio, so intervals widen by the spread
-    /// across past occurrences. From `pre_warm` before the start (the workload's warm-up, so capacity
-    /// is serving when the event begins even if it starts a little early) the first step's ratio
-    /// applies. Overlapping events take the larger uplift.
-    pub fn apply(
-        &self,
-        base: &Forecast,
-        learned: &LearnedUplifts,
-        pre_warm: Duration,
-    ) -> EventForecast {
-        let step = base.step().as_millis();
-        let pre_warm_millis = i64::try_from(pre_warm.as_millis()).unwrap_or(i64::MAX);
-        let mut factors = vec![Factors::NONE; base.len()];
-        let mut applied = Vec::new();
-        let mut skipped = Vec::new();
-        for event in self.events() {
-            let range = event.range();
-            let pre_warm_from = range.from().saturating_add_millis(-pre_warm_millis);
-            let overlaps = !base.is_empty()
-                && range.to() > base.start()
-                && pre_warm_from < base.time_at(base.len());
-            if !overlaps {
-                continue;
-            }
-            let constant;
-            let profile = match event.uplift() {
-                &Uplift::Multiplier(multiplier) => {
-                    constant = UpliftProfile::constant(multiplier);
-                    &constant
-                }
-                Uplift::Learned | Uplift::Like(_) => {
-                    match event.source().and_then(|source| learned.profile(source)) {
-                        Some(profile) => profile,
-                        None => {
-                            skipped.push(event.name().to_owned());
-                            continue;
-                        }
-                    }
-                }
-            };
-            // The event's first bucket on the forecast's grid, so positions line up with steps.
-            let grid_from = base.start().as_millis()
-                + (range.from().as_millis() - base.start().as_millis()).div_euclid(step) * step;
-            let event_steps = (range.to().as_millis() - grid_from + step - 1).div_euclid(step);
-            let mut peak = 1.0_f64;
-            for (index, slot) in factors.iter_mut().enumerate() {
-                let at = base.time_at(index).as_millis();
-                let in_event = at < range.to().as_millis() && at + step > range.from().as_millis();
-                let in_pre_warm = !in_event
-                    && at < range.from().as_millis()
-                    && at + step > pre_warm_from.as_millis();
-                let here = if in_event {
-                    let position = ((at - grid_from) / step) as f64 / event_steps as f64;
-                    profile.factors_at(position)
-                } else if in_pre_warm {
-                    profile.factors_at(0.0)
-                } else {
-                    continue;
-                };
-                peak = peak.max(here.mean);
-                *slot = slot.max(here);
-            }
-            applied.push(AppliedEvent {
-                name: event.name().to_owned(),
-                range,
-                pre_warm_from,
-                peak_multiplier: peak,
-                occurrences: profile.occurrences(),
-            });
-        }
-        let point = base
-            .point()
-            .iter()
-            .zip(&factors)
-            .map(|(value, factor)| value * factor.mean)
-            .collect();
-        let intervals = base
-            .intervals()
-            .iter()
-            .map(|interval| Interval {
-                level: interval.level,
-                lower: scale(&interval.lower, &factors, |factor| factor.low),
-                upper: scale(&interval.upper, &factors, |factor| factor.high),
-            })
-            .collect();
-        EventForecast {
-            forecast: Forecast::new(base.start(), base.step(), point, intervals),
-            applied,
-            skipped,
-        }
-    }
-}
-
-fn scale(values: &[f64], factors: &[Factors], pick: impl Fn(&Factors) -> f64) -> Vec<f64> {
-    values
-        .iter()
-        .zip(factors)
-        .map(|(value, factor)| value * pick(factor))
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
-    use crate::domain::Step;
+    use crate::domain::{Forecast, Step, TimeRange, Timestamp};
+    use crate::events::Uplift;
     use crate::events::test_support::seasonal_mean;
 
     const HOUR: i64 = 3600 * 1000;

@@ -8,12 +8,15 @@
 //!
 //! Depends only on `crate::domain`.
 
+mod capacity_plan;
+mod planner;
 mod reactive;
-mod schedule;
+mod render;
 mod workload;
 
+pub use capacity_plan::{Annotation, Plan, PlanStep, Reason};
+pub use planner::Planner;
 pub use reactive::{HPA_TOLERANCE, Observation, Reactive, reactive_replicas};
-pub use schedule::{Annotation, Plan, PlanStep, Planner, Reason};
 pub use workload::{MaxCapacityBreach, Mode, ScaleInPolicy, Workload, WorkloadParams};
 
 /// Errors reading a workload or building a plan.

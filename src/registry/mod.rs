@@ -20,28 +20,27 @@
 //! The API is narrow ([`Registry::add`], [`Registry::load_live`], [`Registry::rollback`],
 //! [`Registry::list`], [`Registry::entry`]) so a remote object store can take the directory's place.
 
-mod schedule;
+mod cron;
+mod format;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
-use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::write_file_atomically;
 use crate::domain::{SeriesId, Timestamp};
 use crate::forecast::FittedModel;
-use crate::store::write_file_atomically;
 
-pub use schedule::CronSchedule;
+pub use cron::CronSchedule;
+pub use format::{MANIFEST_FILE, SeriesEntry, VersionInfo};
 
-/// Name of the manifest in the registry directory.
-pub const MANIFEST_FILE: &str = "manifest.json";
+use format::{
+    Manifest, ModelFileRef, decode_model_file, encode_model_file, highest_file_version,
+    read_manifest, series_dir,
+};
 
 /// Lock file that serialises writers across processes (a server and a `prescale retrain`).
 const LOCK_FILE: &str = ".lock";
-
-/// First bytes of every model file: format name and version.
-const MAGIC: &[u8; 8] = b"PSMODEL1";
 
 /// Errors of the registry.
 #[derive(Debug, thiserror::Error)]
@@ -94,79 +93,6 @@ pub enum RegistryError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// What the manifest records about one stored version (the model itself stays in its file).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct VersionInfo {
-    /// Version number, increasing per series from 1.
-    pub version: u64,
-    /// File name inside the series directory.
-    pub file: String,
-    /// When it was trained (milliseconds since the epoch).
-    pub created_at_ms: i64,
-    /// prescale version that trained it.
-    pub prescale_version: String,
-    /// CRC-32 of the file's payload.
-    pub crc32: u32,
-    /// File size in bytes.
-    pub bytes: u64,
-    /// First and one-past-last time of the training window (milliseconds since the epoch).
-    pub trained_from_ms: i64,
-    /// End of the training window.
-    pub trained_to_ms: i64,
-    /// Points fitted.
-    pub points: usize,
-    /// Backtest MAE of the ensemble in the series' units, when it could be backtested.
-    pub backtest_mae: Option<f64>,
-    /// Backtest MASE of the ensemble.
-    pub backtest_mase: Option<f64>,
-    /// Whether it was ever live (rollbacks return to these).
-    pub was_live: bool,
-    /// Why it was or was not promoted.
-    pub decision: String,
-}
-
-/// The versions of one series.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SeriesEntry {
-    /// Directory of its files inside the registry.
-    pub dir: String,
-    /// The promoted version, if any.
-    pub live: Option<u64>,
-    /// Every stored version, oldest first.
-    pub versions: Vec<VersionInfo>,
-}
-
-impl SeriesEntry {
-    /// The record of `version`.
-    pub fn version(&self, version: u64) -> Option<&VersionInfo> {
-        self.versions.iter().find(|info| info.version == version)
-    }
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Manifest {
-    /// Entries by series (its canonical text form).
-    series: BTreeMap<String, SeriesEntry>,
-}
-
-/// The payload of a model file, borrowed for writing.
-#[derive(Serialize)]
-struct ModelFileRef<'a> {
-    series: &'a str,
-    version: u64,
-    prescale_version: &'a str,
-    created_at_ms: i64,
-    model: &'a FittedModel,
-}
-
-/// The payload of a model file, as read.
-#[derive(Deserialize)]
-struct ModelFile {
-    series: String,
-    version: u64,
-    model: FittedModel,
 }
 
 /// A model read back from the registry.
@@ -295,7 +221,7 @@ impl Registry {
         // never reuse its number.
         let version = listed.max(highest_file_version(&series_dir)) + 1;
         let file = format!("v{version:06}.model");
-        let payload = rmp_serde::to_vec_named(&ModelFileRef {
+        let (bytes, crc32) = encode_model_file(&ModelFileRef {
             series: &key,
             version,
             prescale_version: env!("CARGO_PKG_VERSION"),
@@ -306,11 +232,6 @@ impl Registry {
             path: series_dir.join(&file),
             reason: format!("cannot encode the model: {error}"),
         })?;
-        let crc32 = crc32fast::hash(&payload);
-        let mut bytes = Vec::with_capacity(payload.len() + 12);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&crc32.to_le_bytes());
-        bytes.extend_from_slice(&payload);
         write_file_atomically(&series_dir, &file, &bytes)
             .map_err(|error| io_error(&series_dir.join(&file), error))?;
         let report = model.report();
@@ -472,27 +393,7 @@ impl Registry {
             path: path.clone(),
             reason,
         };
-        if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(corrupt(format!(
-                "{} bytes, not a prescale model file",
-                bytes.len()
-            )));
-        }
-        let stored = u32::from_le_bytes(
-            bytes[MAGIC.len()..MAGIC.len() + 4]
-                .try_into()
-                .expect("invariant: four bytes were sliced"),
-        );
-        let payload = &bytes[MAGIC.len() + 4..];
-        let actual = crc32fast::hash(payload);
-        if stored != actual || stored != info.crc32 {
-            return Err(corrupt(format!(
-                "CRC-32 {actual:08x} of the payload, {stored:08x} in the file, {:08x} in the manifest",
-                info.crc32
-            )));
-        }
-        let file: ModelFile = rmp_serde::from_slice(payload)
-            .map_err(|error| corrupt(format!("cannot decode: {error}")))?;
+        let file = decode_model_file(&bytes, info.crc32).map_err(corrupt)?;
         if file.version != info.version || file.series != key {
             return Err(corrupt(format!(
                 "holds version {} of {}, the manifest expects version {} of {key}",
@@ -501,57 +402,6 @@ impl Registry {
         }
         Ok(file.model)
     }
-}
-
-/// A directory name for `series`: its name made file-safe plus a CRC-32 of its canonical form,
-/// so label sets that sanitise alike stay apart.
-fn series_dir(series: &SeriesId) -> String {
-    let canonical = series.to_string();
-    let safe: String = series
-        .name()
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(64)
-        .collect();
-    format!("{safe}-{:08x}", crc32fast::hash(canonical.as_bytes()))
-}
-
-/// The manifest in `dir`, empty when there is none yet.
-fn read_manifest(dir: &Path) -> Result<Manifest, RegistryError> {
-    let path = dir.join(MANIFEST_FILE);
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| RegistryError::Manifest {
-            path: path.clone(),
-            reason: error.to_string(),
-        }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
-        Err(error) => Err(io_error(&path, error)),
-    }
-}
-
-/// The highest `vNNNNNN.model` number in `dir`, 0 when none.
-fn highest_file_version(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            name.strip_prefix('v')?
-                .split('.')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .max()
-        .unwrap_or(0)
 }
 
 fn io_error(path: &Path, error: impl std::fmt::Display) -> RegistryError {

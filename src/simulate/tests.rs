@@ -4,9 +4,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::domain::{Level, TimeRange};
+use crate::domain::{Forecast, Horizon, Interval, Level, Step, TimeRange};
 use crate::events::test_support::seasonal_mean;
-use crate::events::{Event, Uplift};
+use crate::events::{Event, EventCalendar, Uplift};
 use crate::plan::{Annotation, Observation, Planner, WorkloadParams};
 
 const STEP_MILLIS: i64 = 5 * 60 * 1000;

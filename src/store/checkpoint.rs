@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use polars::prelude::{DataFrame, ParquetReader, ParquetWriter, SerReader};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic_file::write_atomically;
 use crate::domain::SeriesId;
 
 use super::StoreError;
-use super::wal::sync_dir;
 
 /// Name of the manifest file in the checkpoint directory.
 const MANIFEST: &str = "manifest.json";
@@ -71,9 +71,9 @@ impl Manifest {
     /// Writes the manifest atomically into `dir`.
     pub(super) fn store(&self, dir: &Path) -> Result<(), StoreError> {
         let text = serde_json::to_vec_pretty(self).expect("invariant: the manifest serialises");
-        write_atomically(dir, MANIFEST, |file| {
+        Ok(write_atomically(dir, MANIFEST, |file| {
             file.write_all(&text).map_err(|e| e.to_string())
-        })
+        })?)
     }
 
     /// The series and their files.
@@ -96,44 +96,15 @@ impl Manifest {
     }
 }
 
-/// Writes `name` in `dir` through a temporary file, flushed before the rename, and flushes the directory.
-pub(super) fn write_atomically(
-    dir: &Path,
-    name: &str,
-    write: impl FnOnce(&mut File) -> Result<(), String>,
-) -> Result<(), StoreError> {
-    let final_path = dir.join(name);
-    let temporary = dir.join(format!("{name}.tmp"));
-    let checkpoint_error = |reason: String| StoreError::Checkpoint {
-        path: final_path.clone(),
-        reason,
-    };
-    let mut file = File::create(&temporary).map_err(|source| StoreError::Io {
-        path: temporary.clone(),
-        source,
-    })?;
-    write(&mut file).map_err(checkpoint_error)?;
-    file.sync_all().map_err(|source| StoreError::Io {
-        path: temporary.clone(),
-        source,
-    })?;
-    drop(file);
-    fs::rename(&temporary, &final_path).map_err(|source| StoreError::Io {
-        path: final_path.clone(),
-        source,
-    })?;
-    sync_dir(dir)
-}
-
 /// Writes one series' frame as `file` in `dir`, atomically.
 pub(super) fn write_series(dir: &Path, file: &str, frame: &DataFrame) -> Result<(), StoreError> {
     let mut frame = frame.clone();
-    write_atomically(dir, file, |handle| {
+    Ok(write_atomically(dir, file, |handle| {
         ParquetWriter::new(handle)
             .finish(&mut frame)
             .map(|_| ())
             .map_err(|error| error.to_string())
-    })
+    })?)
 }
 
 /// Reads one series' frame.

@@ -12,6 +12,7 @@ mod wal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::atomic_file::{self, AtomicWriteError};
 use crate::domain::{Aggregation, Sample, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 
 pub use polars_store::{PolarsStore, StoreOptions};
@@ -81,16 +82,24 @@ pub enum StoreError {
     },
 }
 
-/// Writes `bytes` to `dir/name` so that a crash leaves the old or the new content, never a mix: temporary
-/// file, flush, rename, flush of the directory. For small files kept beside the store (e.g. events).
+/// Writes `bytes` to `dir/name` so that a crash leaves the old or the new content, never a mix (see
+/// [`crate::atomic_file`]), with the store's error type. For small files kept beside the store (the
+/// app's events and workloads).
 pub fn write_file_atomically(
     dir: &std::path::Path,
     name: &str,
     bytes: &[u8],
 ) -> Result<(), StoreError> {
-    checkpoint::write_atomically(dir, name, |file| {
-        std::io::Write::write_all(file, bytes).map_err(|error| error.to_string())
-    })
+    Ok(atomic_file::write_file_atomically(dir, name, bytes)?)
+}
+
+impl From<AtomicWriteError> for StoreError {
+    fn from(error: AtomicWriteError) -> Self {
+        match error {
+            AtomicWriteError::Io { path, source } => Self::Io { path, source },
+            AtomicWriteError::Write { path, reason } => Self::Checkpoint { path, reason },
+        }
+    }
 }
 
 /// The samples of one series within an append batch.

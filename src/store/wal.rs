@@ -55,9 +55,7 @@ pub(super) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreErro
 
 /// Makes a directory entry durable (new or renamed files in it).
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|handle| handle.sync_all())
-        .map_err(io_error(dir))
+    crate::atomic_file::sync_dir(dir).map_err(io_error(dir))
 }
 
 /// Encodes a batch as one record (header included) into `buffer`.

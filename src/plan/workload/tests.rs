@@ -1,0 +1,166 @@
+//! Reading, validating and storing workloads, and how load becomes replicas.
+
+use super::*;
+
+/// The commented example shipped beside `Cargo.toml`.
+const EXAMPLE: &str = include_str!("../../../workload.example.toml");
+
+#[test]
+fn example_file_validates() {
+    let workload = Workload::from_toml(EXAMPLE).unwrap();
+    assert_eq!(workload.name(), "checkout");
+    assert_eq!(workload.warm_up(), Duration::from_secs(600));
+    assert_eq!(workload.mode(), Mode::ForecastAndScale);
+    assert_eq!(workload.scale_in().max_step_down, Some(3));
+    assert_eq!(
+        workload.scale_in().stabilisation_window,
+        Duration::from_secs(900)
+    );
+    assert_eq!(
+        workload.max_capacity(),
+        MaxCapacityBreach::Increase {
+            buffer_percent: 10.0
+        }
+    );
+    assert!((workload.load_per_replica() - 84.0).abs() < 1e-9);
+}
+
+#[test]
+fn stored_parameters_validate_back_into_the_same_workload() {
+    let defaults = WorkloadParams::new("api", "requests", 10.0, 5, Duration::from_secs(90))
+        .check()
+        .unwrap();
+    for workload in [Workload::from_toml(EXAMPLE).unwrap(), defaults] {
+        let text = toml::to_string(&WorkloadParams::from(&workload)).unwrap();
+        assert_eq!(Workload::from_toml(&text).unwrap(), workload, "{text}");
+    }
+}
+
+#[test]
+fn defaults_fill_optional_keys() {
+    let text = r#"
+        name = "api"
+        series = "requests"
+        capacity_per_replica = 10
+        max_replicas = 5
+        warm_up = "2m"
+    "#;
+    let workload = Workload::from_toml(text).unwrap();
+    assert_eq!(workload.min_replicas(), 1);
+    assert_eq!(workload.mode(), Mode::ForecastOnly);
+    assert_eq!(
+        workload.planning_level(),
+        Level::from_percent(95.0).unwrap()
+    );
+    assert_eq!(workload.max_capacity(), MaxCapacityBreach::Honour);
+    assert_eq!(workload.scale_in().max_step_down, None);
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_named() {
+    let typo = EXAMPLE.replace("warm_up", "warmup");
+    let error = Workload::from_toml(&typo).unwrap_err();
+    assert!(
+        matches!(&error, PlanError::ParseWorkload { message } if message.contains("warmup")),
+        "{error}"
+    );
+    let cases = [
+        ("min_replicas = 2", "min_replicas = 61", "min_replicas"),
+        (
+            "capacity_per_replica = 120.0",
+            "capacity_per_replica = -1.0",
+            "capacity_per_replica",
+        ),
+        (
+            "target_utilisation = 70",
+            "target_utilisation = 170",
+            "target_utilisation",
+        ),
+        (
+            "planning_level = 95",
+            "planning_level = 100",
+            "planning_level",
+        ),
+        (
+            "buffer_percent = 10",
+            "buffer_percent = 101",
+            "max_capacity.buffer_percent",
+        ),
+        (
+            "max_step_down = 3",
+            "max_step_down = 0",
+            "scale_in.max_step_down",
+        ),
+        ("warm_up = \"10m\"", "warm_up = \"3d\"", "warm_up"),
+        ("series = 'http", "series = '9http", "series"),
+    ];
+    for (from, to, field) in cases {
+        let text = EXAMPLE.replace(from, to);
+        match Workload::from_toml(&text) {
+            Err(PlanError::InvalidWorkload { field: got, .. }) => {
+                assert_eq!(got, field, "replacing {from:?}")
+            }
+            other => panic!("replacing {from:?}: expected an invalid {field}, got {other:?}"),
+        }
+    }
+    let unparsable = EXAMPLE.replace("\"10m\"", "\"ten minutes\"");
+    assert!(matches!(
+        Workload::from_toml(&unparsable),
+        Err(PlanError::ParseWorkload { .. })
+    ));
+}
+
+#[test]
+fn deserialises_inside_a_larger_file() {
+    #[derive(Debug, Deserialize)]
+    struct File {
+        workload: Vec<Workload>,
+    }
+    let good = r#"
+        [[workload]]
+        name = "api"
+        series = "requests"
+        capacity_per_replica = 10
+        max_replicas = 5
+        warm_up = "2m"
+    "#;
+    let file: File = toml::from_str(good).unwrap();
+    assert_eq!(file.workload[0].max_replicas(), 5);
+    let bad = good.replace("max_replicas = 5", "max_replicas = 0");
+    let error = toml::from_str::<File>(&bad).unwrap_err().to_string();
+    assert!(error.contains("max_replicas"), "{error}");
+}
+
+#[test]
+fn buffer_requires_increase() {
+    let text = EXAMPLE.replace("breach = \"increase\"", "breach = \"honour\"");
+    assert!(matches!(
+        Workload::from_toml(&text),
+        Err(PlanError::InvalidWorkload {
+            field: "max_capacity.buffer_percent",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn replicas_follow_target_utilisation_and_breach_policy() {
+    let workload = WorkloadParams::new("api", "requests", 100.0, 40, Duration::ZERO)
+        .target_utilisation(50.0)
+        .check()
+        .unwrap();
+    assert_eq!(workload.replicas_for(0.0), 0);
+    assert_eq!(workload.replicas_for(f64::NAN), 0);
+    assert_eq!(workload.replicas_for(100.0), 2);
+    assert_eq!(workload.replicas_for(100.000_001), 3);
+    assert_eq!(workload.ceiling_for(50), 40);
+    let increasing = WorkloadParams::new("api", "requests", 100.0, 40, Duration::ZERO)
+        .max_capacity_breach(MaxCapacityBreach::Increase {
+            buffer_percent: 10.0,
+        })
+        .check()
+        .unwrap();
+    // The AWS documentation's example: need 50, max 40, buffer 10% -> effective max 55.
+    assert_eq!(increasing.ceiling_for(50), 55);
+    assert_eq!(increasing.ceiling_for(30), 40);
+}

@@ -1,0 +1,104 @@
+//! The predictive strategy's replans: forecast from the history known so far, apply the upcoming
+//! events with uplift learned from past ones, and plan.
+
+use super::SimulateError;
+use crate::domain::{Horizon, TimeSeries};
+use crate::events::{AppliedEvent, BaseForecaster, EventCalendar, LearnedUplifts};
+use crate::plan::{Annotation, Observation, Plan, Planner, Workload};
+
+/// An applied event names the reason for plan changes over the span its uplift (pre-warm
+/// included) covers.
+///
+/// The conversion lives here, the lowest module that uses both `events` and `plan`, so that
+/// neither of them imports the other; the app's planning use case (above this module) uses it too.
+impl From<&AppliedEvent> for Annotation {
+    fn from(event: &AppliedEvent) -> Self {
+        Self {
+            range: event.uplift_range(),
+            label: event.name.clone(),
+        }
+    }
+}
+
+/// The predictive strategy's moving parts between replans.
+#[derive(Debug)]
+pub(super) struct Replanner<'a, F> {
+    /// The full history; each replan sees only a prefix of it (its newest `window_steps`).
+    pub(super) history: &'a TimeSeries,
+    /// Newest steps of the prefix a replan forecasts from; `None`: all of it.
+    pub(super) window_steps: Option<usize>,
+    /// Planned events, past and upcoming.
+    pub(super) events: &'a EventCalendar,
+    /// The workload planned for.
+    pub(super) workload: &'a Workload,
+    /// The base model, called once per replan and once per past event occurrence when learning.
+    pub(super) forecaster: &'a F,
+    /// Forecast length in steps.
+    pub(super) horizon: Horizon,
+    /// Uplift learned at the last replan and how many events had ended then: learning is redone
+    /// only when another occurrence has ended, since it costs one forecast per occurrence.
+    pub(super) learned: Option<(usize, LearnedUplifts)>,
+}
+
+impl<F: BaseForecaster> Replanner<'_, F> {
+    /// Forecasts from the first `known` buckets only (the newest `window_steps` of them) and plans
+    /// from there.
+    pub(super) fn plan(&mut self, known: usize, running: u32) -> Result<Plan, SimulateError> {
+        let from = self
+            .window_steps
+            .map_or(0, |window| known.saturating_sub(window));
+        let seen = self.history.slice(from..known);
+        let at = seen.end();
+        let base = self
+            .forecaster
+            .forecast(&self.events.mask(&seen), self.horizon)
+            .map_err(|error| SimulateError::Forecaster {
+                at,
+                source: Box::new(error),
+            })?;
+        if base.start() != at || base.step() != seen.step() || base.len() < self.horizon.steps() {
+            return Err(SimulateError::ForecastShape {
+                at,
+                start: base.start(),
+                expected: self.horizon.steps(),
+                got: base.len(),
+            });
+        }
+        let (forecast, annotations) = if self.events.events().is_empty() {
+            (base, Vec::new())
+        } else {
+            let ended = self.events.past(at).count();
+            if self
+                .learned
+                .as_ref()
+                .is_none_or(|(count, _)| *count != ended)
+            {
+                let learned = self
+                    .events
+                    .learn(&seen, self.forecaster)
+                    .map_err(|source| SimulateError::Events { at, source })?;
+                self.learned = Some((ended, learned));
+            }
+            let learned = self
+                .learned
+                .as_ref()
+                .map(|(_, learned)| learned)
+                .expect("learned was filled just above");
+            let applied = self.events.apply(&base, learned, self.workload.warm_up());
+            let annotations = applied.applied.iter().map(Annotation::from).collect();
+            (applied.forecast, annotations)
+        };
+        let last = seen.len() - 1;
+        let observation = Observation {
+            at: seen.time_at(last),
+            load: seen.values()[last],
+            replicas: running,
+        };
+        Planner::new(self.workload)
+            .latest(observation)
+            .history(&seen)
+            .annotations(&annotations)
+            .plan(&forecast)
+            .map_err(|source| SimulateError::Plan { at, source })
+    }
+}
