@@ -1,8 +1,10 @@
 //! Compiles `proto/prescale/v1/*.proto` without `protoc`: protox parses them into a file descriptor
 //! set, tonic-prost-build generates the messages and services from it, and the encoded set is written
-//! beside them for server reflection.
+//! beside them for server reflection. It also lists the committed model registry in `models/` for
+//! `include_bytes!`, so `prescale demo` serves those models from any working directory.
 
-use std::path::PathBuf;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
@@ -22,9 +24,52 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("prescale_descriptor.bin"),
         prost::Message::encode_to_vec(&descriptors),
     )?;
+    write_sample_models(&out_dir)?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;
+    Ok(())
+}
+
+/// Writes `sample_models.rs`: `&[(path relative to models/, bytes)]` for the manifest and every
+/// model file under `models/` (the README, `.gitignore` and a writer's `.lock` or `*.tmp` are not
+/// part of a registry).
+fn write_sample_models(out_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    // A directory here makes Cargo rerun this script when anything below it changes.
+    println!("cargo:rerun-if-changed=models");
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries {
+            let path = entry?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "model")
+                || path == root.join("manifest.json")
+            {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut code = String::from("&[\n");
+    for path in files {
+        let relative = path
+            .strip_prefix(&root)?
+            .to_string_lossy()
+            .replace('\\', "/");
+        writeln!(
+            code,
+            "    ({relative:?}, include_bytes!({:?})),",
+            path.display().to_string()
+        )?;
+    }
+    code.push_str("]\n");
+    std::fs::write(out_dir.join("sample_models.rs"), code)?;
     Ok(())
 }
