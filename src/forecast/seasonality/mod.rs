@@ -341,12 +341,7 @@ fn is_near_multiple(long: usize, short: usize) -> bool {
 /// spike becomes an extreme rank, not a value that dominates the variance. Returns an empty
 /// vector when the line explains the series exactly (no variation left to be seasonal).
 fn detrended_ranks(values: &[f64]) -> Vec<f64> {
-    let (intercept, slope) = stats::fit_line(values);
-    let residuals: Vec<f64> = values
-        .iter()
-        .enumerate()
-        .map(|(index, value)| value - intercept - slope * index as f64)
-        .collect();
+    let residuals = stats::detrend(values);
     let spread = stats::std_dev(&residuals);
     let magnitude = stats::std_dev(values) + stats::mean(values).abs();
     if spread.is_nan() || spread <= 1e-9 * magnitude {

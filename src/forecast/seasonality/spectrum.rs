@@ -28,12 +28,7 @@ impl Spectrum {
         if len == 0 {
             return None;
         }
-        let (intercept, slope) = stats::fit_line(values);
-        let detrended: Vec<f64> = values
-            .iter()
-            .enumerate()
-            .map(|(index, value)| value - intercept - slope * index as f64)
-            .collect();
+        let detrended = stats::detrend(values);
         let scale = detrended
             .iter()
             .filter(|v| v.is_finite())
