@@ -25,11 +25,11 @@
 //!
 //! Nothing here does I/O: plain slices in, [`Forecast`] out.
 
+pub mod accuracy;
 mod backtest;
 mod conformal;
 mod level_shift;
 pub mod members;
-pub mod metrics;
 mod model;
 mod preprocess;
 pub mod seasonality;

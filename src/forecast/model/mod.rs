@@ -31,10 +31,10 @@ use std::ops::Range;
 
 use crate::domain::TimeSeries;
 
+use super::accuracy;
 use super::backtest::{BacktestParams, BacktestReport};
 use super::conformal::{self, ConformalParams};
 use super::members::{MemberKind, MemberSpec};
-use super::metrics;
 use super::preprocess::{self, Prepared, PreprocessParams, PreprocessSummary};
 use super::{Fit, ForecastError};
 
@@ -332,7 +332,7 @@ impl<'a> Folds<'a> {
 fn naive_scale(prepared: &Prepared) -> Option<f64> {
     let history = prepared.scaler.inverse_observed(&prepared.actual);
     let period = prepared.seasonality.primary().unwrap_or(1);
-    metrics::seasonal_naive_scale(&history, period)
+    accuracy::seasonal_naive_scale(&history, period)
 }
 
 #[cfg(test)]

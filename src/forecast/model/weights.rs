@@ -3,8 +3,8 @@
 
 use std::ops::Range;
 
+use crate::forecast::accuracy;
 use crate::forecast::conformal;
-use crate::forecast::metrics;
 use crate::forecast::preprocess::Prepared;
 
 use super::{Combination, Folds, ModelParams};
@@ -134,7 +134,7 @@ impl ModelParams {
 fn inverse_error_weights(columns: &[Vec<f64>], targets: &[f64], top_k: usize) -> Vec<f64> {
     let errors: Vec<f64> = columns
         .iter()
-        .map(|column| metrics::mae(targets, column).map_or(f64::INFINITY, |e| e * e))
+        .map(|column| accuracy::mae(targets, column).map_or(f64::INFINITY, |e| e * e))
         .collect();
     let mut ranked: Vec<f64> = errors.clone();
     ranked.sort_by(f64::total_cmp);
