@@ -15,7 +15,7 @@ use super::seasonality::CalendarPeriod;
 
 /// Fewest folds the default fold count uses, history permitting. With three one-day folds (a
 /// 5-minute series), the ensemble's choice of members and blend size per bucket of lead times
-/// rested on three days and changed with the day (`docs/decisions.md` §24).
+/// rested on three days and changed with the day (see `docs/decisions.md`, "Backtest folds").
 const MIN_DEFAULT_FOLDS: usize = 5;
 
 /// Parameters of the rolling-origin backtest.

@@ -213,7 +213,7 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
         }
         // The ACF also peaks where the series merely persists or wiggles quasi-periodically;
         // a cycle worth forecasting has a stable shape: its phases differ in mean.
-        // Fewer than three cycles are too few to test; the ACF decides alone, as before.
+        // Fewer than three cycles are too few to test; the ACF decides alone.
         if stable_seasonality(&ranks, lag).is_some_and(|z| z < STABLE_Z) {
             return;
         }
@@ -284,7 +284,7 @@ const STABLE_Z: f64 = 3.09;
 /// 1978): a one-way analysis of variance of `values` (NaN skipped) grouped by phase
 /// `index % lag`. Returns the F statistic of the phase means as a standard normal deviate by
 /// Paulson's approximation (Johnson, Kotz & Balakrishnan, "Continuous Univariate
-/// Distributions", vol. 2, §27.5), so that tests with different degrees of freedom compare;
+/// Distributions", vol. 2, section 27.5), so that tests with different degrees of freedom compare;
 /// `None` when there are too few observations for the test.
 fn stable_seasonality(values: &[f64], lag: usize) -> Option<f64> {
     if lag < 2 {
