@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use crate::domain::{Forecast, Horizon, Level, Step, TimeSeries};
-use crate::forecast::metrics;
+use crate::forecast::accuracy as metrics;
 use crate::forecast::{
     Fit, FittedModel, ForecastError, MemberKind, MemberSpec, ModelParams, Predict,
 };

@@ -8,14 +8,14 @@
 use crate::domain::Step;
 
 use super::ForecastError;
+use super::accuracy;
 use super::members::{FitInput, MemberKind, MemberSpec};
-use super::metrics;
 use super::preprocess::Prepared;
 use super::seasonality::CalendarPeriod;
 
 /// Fewest folds the default fold count uses, history permitting. With three one-day folds (a
 /// 5-minute series), the ensemble's choice of members and blend size per bucket of lead times
-/// rested on three days and changed with the day (`docs/decisions.md` §24).
+/// rested on three days and changed with the day (see `docs/decisions.md`, "Backtest folds").
 const MIN_DEFAULT_FOLDS: usize = 5;
 
 /// Parameters of the rolling-origin backtest.
@@ -291,16 +291,16 @@ pub(crate) fn score(
     }
     let actual_units = prepared.scaler.inverse_observed(&actual_model);
     let forecast_units = prepared.scaler.inverse_observed(&forecast_model);
-    let mae = metrics::mae(&actual_units, &forecast_units)?;
-    let model_scale_mae = metrics::mae(&actual_model, &forecast_model)?;
-    let model_scale_mse = metrics::rmse(&actual_model, &forecast_model)?.powi(2);
+    let mae = accuracy::mae(&actual_units, &forecast_units)?;
+    let model_scale_mae = accuracy::mae(&actual_model, &forecast_model)?;
+    let model_scale_mse = accuracy::rmse(&actual_model, &forecast_model)?.powi(2);
     Some(Scores {
         mae,
-        rmse: metrics::rmse(&actual_units, &forecast_units)?,
+        rmse: accuracy::rmse(&actual_units, &forecast_units)?,
         mase: naive_scale
             .filter(|scale| *scale > 0.0)
             .map(|scale| mae / scale),
-        smape: metrics::smape(&actual_units, &forecast_units)?,
+        smape: accuracy::smape(&actual_units, &forecast_units)?,
         model_scale_mse,
         model_scale_mae,
         points: actual_model.iter().filter(|v| !v.is_nan()).count(),

@@ -19,7 +19,28 @@
 //! [`detect_recent`] repeats the test on the history up to earlier ends, so that a shift a few
 //! days old, which the last season's differences no longer show, is found while it still holds.
 
+use crate::domain::{Step, Timestamp};
+
+use super::seasonality::Seasonality;
 use super::stats;
+
+/// A jump to a new level found near the end of a series, in the caller's units.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LevelShift {
+    /// Time of the first point at the new level.
+    pub at: Timestamp,
+    /// Median of the season before the shift.
+    pub before: f64,
+    /// Median from the shift to the end.
+    pub after: f64,
+    /// The older history was scaled by the ratio of the levels (else the difference was added).
+    pub multiplicative: bool,
+    /// The factor the older history's deviations from its level were shrunk by, when the series
+    /// wiggles far less at the new level (see `level_shift::Adjustment::Damp`); models stored
+    /// before it was introduced read `None`.
+    #[serde(default)]
+    pub damping: Option<f64>,
+}
 
 /// A level shift found in the newest season of a series.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,9 +273,82 @@ pub(crate) fn adjust(values: &mut [f64], index: usize, adjustment: Adjustment) {
     }
 }
 
+/// Finds the newest level shift of `clean` still in force (see [`find_level_shift`]) and moves
+/// the history before it to the new level, in `clean` and in `raw` alike, so that models fit, and
+/// backtests score, the history at the new level. `time_at(index)` is the time of `clean[index]`.
+/// Returns the shift in the series' units for the preprocessing summary.
+pub(crate) fn remove_recent(
+    clean: &mut [f64],
+    raw: &mut [f64],
+    step: Step,
+    seasonality: &Seasonality,
+    threshold: f64,
+    time_at: impl Fn(usize) -> Timestamp,
+) -> Option<LevelShift> {
+    let (detected, season) = find_level_shift(clean, step, seasonality, threshold)?;
+    let adjustment = adjustment(clean, detected, season);
+    let season_before = detected.index.saturating_sub(season);
+    let summary = LevelShift {
+        at: time_at(detected.index),
+        before: stats::median(&clean[season_before..detected.index]).unwrap_or(f64::NAN),
+        after: stats::median(&clean[detected.index..]).unwrap_or(f64::NAN),
+        multiplicative: matches!(adjustment, Adjustment::Scale(_)),
+        damping: match adjustment {
+            Adjustment::Damp { factor, .. } => Some(factor),
+            _ => None,
+        },
+    };
+    adjust(clean, detected.index, adjustment);
+    adjust(raw, detected.index, adjustment);
+    Some(summary)
+}
+
+/// Steps in a day (at least 1).
+fn values_per_day(step: Step) -> usize {
+    usize::try_from(86_400_000 / step.as_millis().max(1))
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// The newest level shift of `values` still in force, at most a week (or a season, if longer)
+/// old, and the season it was tested on: the longest detected period with three cycles in the
+/// history, repeated to span at least a day when three such spans fit, else one day. A rise must
+/// have lasted a sixteenth of the season (at least 6 steps), a drop more than a day.
+fn find_level_shift(
+    values: &[f64],
+    step: Step,
+    seasonality: &Seasonality,
+    threshold: f64,
+) -> Option<(Detected, usize)> {
+    let day = values_per_day(step);
+    let fits = |season: &usize| 3 * season <= values.len();
+    let season = match seasonality
+        .steps_fitting(values.len(), 3.0)
+        .into_iter()
+        .max()
+    {
+        // Whole cycles spanning at least a day: a cycle of an hour is too short a reference to
+        // tell a shift from a burst, and its multiple still cancels the cycle.
+        Some(period) => Some(period * day.div_ceil(period))
+            .filter(fits)
+            .unwrap_or(period),
+        None => Some(day).filter(fits)?,
+    };
+    let max_age = (7 * day).max(season);
+    detect_recent(values, season, (season / 16).max(6), threshold, max_age)
+        // A drop moves the history down, so forecasts and plans with it: it must outlast a day
+        // (a holiday, an outage) first. A rise is taken as soon as it has lasted.
+        .filter(|detected| detected.shift > 0.0 || values.len() - detected.index > day)
+        .map(|detected| (detected, season))
+}
+
 #[cfg(test)]
 mod tests {
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
+    use crate::forecast::seasonality::SeasonalPeriod;
 
     /// A daily cycle of `season` points with deterministic noise, `days` long.
     fn cycle(season: usize, days: usize) -> Vec<f64> {
@@ -387,5 +481,38 @@ mod tests {
         assert!((level - 99.0).abs() < 1.0, "level {level}");
         // The undamped history spans about 3 * (6 + 0.5) = 19.5 units.
         assert!(spread < 4.0, "spread {spread}");
+    }
+
+    #[test]
+    fn a_shift_under_an_hourly_cycle_is_tested_on_whole_days() {
+        // Ten days of 5-minute CPU with an hourly job, stepping up 17 hours before the end; the
+        // step starts with an hour-long burst, as a deploy's warm-up does.
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let len = 288 * 10;
+        let at = len - 204;
+        let values: Vec<f64> = (0..len)
+            .map(|t| {
+                let level = match t {
+                    t if t < at => 6.0,
+                    t if t < at + 12 => 25.0,
+                    _ => 14.5,
+                };
+                level + if t % 12 < 2 { 1.0 } else { 0.0 } + rng.random_range(-0.2..0.2)
+            })
+            .collect();
+        let hourly = Seasonality::from_periods(vec![SeasonalPeriod {
+            steps: 12,
+            strength: 0.5,
+            calendar: None,
+        }]);
+        let (detected, season) =
+            find_level_shift(&values, Step::FIVE_MINUTES, &hourly, 8.0).expect("a shift");
+        assert_eq!(season, 288, "whole hours spanning a day");
+        assert!(detected.index.abs_diff(at) <= 12, "at {}", detected.index);
+        assert!(
+            (detected.shift - 8.5).abs() < 1.0,
+            "shift {}",
+            detected.shift
+        );
     }
 }

@@ -25,11 +25,11 @@
 //!
 //! Nothing here does I/O: plain slices in, [`Forecast`] out.
 
+pub mod accuracy;
 mod backtest;
 mod conformal;
 mod level_shift;
 pub mod members;
-pub mod metrics;
 mod model;
 mod preprocess;
 pub mod seasonality;
@@ -42,10 +42,11 @@ use crate::domain::{DomainError, TimeSeries};
 pub use crate::domain::{Forecast, Horizon, Interval, Level};
 pub use backtest::{BacktestParams, BacktestReport, MemberReport, MemberStatus, Scores};
 pub use conformal::ConformalParams;
+pub use level_shift::LevelShift;
 pub use members::{MemberKind, MemberSpec};
 pub use model::{Combination, FittedModel, ModelParams};
 pub use preprocess::{
-    LevelShift, MIN_OBSERVED, PreprocessParams, PreprocessSummary, Transform, TransformChoice,
+    MIN_OBSERVED, PreprocessParams, PreprocessSummary, Transform, TransformChoice,
     detect_seasonality,
 };
 pub use seasonality::{CalendarPeriod, SeasonalPeriod, Seasonality, SeasonalityParams};

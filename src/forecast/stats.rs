@@ -120,6 +120,16 @@ pub(crate) fn fit_line(values: &[f64]) -> (f64, f64) {
     (mean_y - slope * mean_x, slope)
 }
 
+/// `values` minus their least-squares line (see [`fit_line`]); NaN stays NaN.
+pub(crate) fn detrend(values: &[f64]) -> Vec<f64> {
+    let (intercept, slope) = fit_line(values);
+    values
+        .iter()
+        .enumerate()
+        .map(|(index, value)| value - intercept - slope * index as f64)
+        .collect()
+}
+
 /// Sum of `phi^1 + ... + phi^steps`: how far a damped trend travels in `steps` steps.
 ///
 /// Gardner & McKenzie (1985), "Forecasting trends in time series", Management Science 31(10).

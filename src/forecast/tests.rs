@@ -9,7 +9,7 @@ use crate::domain::{Step, TimeSeries, Timestamp};
 
 use super::{
     Fit, ForecastError, Horizon, Level, MIN_OBSERVED, MemberKind, MemberSpec, MemberStatus,
-    ModelParams, Predict, PreprocessParams, metrics,
+    ModelParams, Predict, PreprocessParams, accuracy,
 };
 
 /// Normal draws by Box–Muller, so the tests need no distribution crate.
@@ -212,7 +212,7 @@ fn a_single_member_fits_alone_and_reports_the_baseline_beside_it() {
     let truth: Vec<f64> = (24 * 21..24 * 22)
         .map(|t| 100.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin())
         .collect();
-    let error = metrics::mae(&truth, forecast.point()).unwrap();
+    let error = accuracy::mae(&truth, forecast.point()).unwrap();
     assert!(error < 0.1, "mae {error}, {:?}", fitted.preprocessing());
     assert_eq!(forecast.start(), series.end());
 }

@@ -18,7 +18,7 @@ use augurs::{Fit as _, Forecast as AugursForecast, Predict as _};
 use crate::forecast::ForecastError;
 use crate::forecast::seasonality::Seasonality;
 
-use super::state::{FROZEN_STEPS, FrozenPath};
+use super::learned_state::{FROZEN_STEPS, FrozenPath};
 use super::{FitInput, MemberKind, MemberState, PointForecaster};
 
 /// Parameters of the MSTL member.

@@ -14,7 +14,7 @@ use crate::forecast::ForecastError;
 use crate::forecast::seasonality::Seasonality;
 use crate::forecast::stats;
 
-use super::state::Curve;
+use super::learned_state::Curve;
 use super::{FitInput, MemberState, PointForecaster, check_trend_half_life};
 
 /// Parameters of the FFT member.

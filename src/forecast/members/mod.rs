@@ -6,11 +6,11 @@
 mod augurs_models;
 mod fft;
 mod forest;
+mod learned_state;
 mod naive;
 pub mod regression_forest;
 mod scryer;
 mod seasonal_ar;
-mod state;
 mod trend;
 
 use std::fmt;
@@ -26,7 +26,7 @@ pub use scryer::ScryerParams;
 pub use seasonal_ar::SeasonalArParams;
 pub use trend::TrendParams;
 
-pub(crate) use state::{Anchor, MemberState};
+pub(crate) use learned_state::{Anchor, MemberState};
 
 use super::seasonality::Seasonality;
 use super::{Fit, FittedModel, ForecastError, ModelParams};

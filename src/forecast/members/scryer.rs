@@ -16,7 +16,7 @@ use crate::forecast::seasonality::{CalendarPeriod, Seasonality};
 use crate::forecast::stats;
 
 use super::fft::{FittedFft, fit_harmonics};
-use super::state::Curve;
+use super::learned_state::Curve;
 use super::{FitInput, MemberState, PointForecaster};
 
 /// Parameters of the Scryer member.

@@ -18,7 +18,7 @@ use crate::forecast::members::MemberKind;
 use crate::forecast::seasonality::Seasonality;
 use crate::forecast::stats;
 
-use super::state::Curve;
+use super::learned_state::Curve;
 use super::{FitInput, MemberState, PointForecaster, check_trend_half_life};
 
 /// Parameters of the trend member.

@@ -11,10 +11,28 @@
 //! fold's residuals weigh `recency_decay` times the next newer fold's in the quantiles
 //! (non-exchangeable conformal prediction, see [`Calibration::new`]), so the bands follow the
 //! recent errors of a drifting series.
+//!
+//! The calibration itself is here; the buckets of lead times are in `buckets`, the per-step
+//! scales in `scales`, the weighted quantiles in `quantiles`, and the cross-validated widening of
+//! the bounds in `widening`.
+
+mod buckets;
+mod quantiles;
+mod scales;
+mod widening;
 
 use super::ForecastError;
 use super::stats;
 use crate::domain::Level;
+
+pub(crate) use buckets::{bucket_ends, bucket_of};
+pub(crate) use quantiles::fold_weight;
+pub(crate) use widening::Widening;
+
+use buckets::finite_in;
+use quantiles::{conformal_offsets, sorted_weighted};
+use scales::step_scales;
+use widening::{widen_down, widen_up};
 
 /// Parameters of the interval calibration.
 ///
@@ -117,14 +135,6 @@ fn equal_weights() -> f64 {
     1.0
 }
 
-/// Widening factors tried by [`Calibration::inflations`], from none up to [`MAX_INFLATION`].
-const INFLATION_STEPS: usize = 40;
-
-/// Largest widening: beyond this a fold is a regime change (a level shift inside the backtest),
-/// and bands wide enough to cover it would be useless for every other day. On a log scale a
-/// factor of 2 already squares the multiplicative width.
-const MAX_INFLATION: f64 = 2.0;
-
 impl Calibration {
     /// Builds the calibration from `residuals[fold][step]` (NaN entries are ignored; fold 0 is the
     /// newest), each fold's residuals weighing `recency_decay` (in `(0, 1]`) times the next newer
@@ -153,40 +163,14 @@ impl Calibration {
             ]];
             ends = vec![horizon];
         }
-        let scales: Vec<f64> = by_bucket
-            .iter()
-            .map(|folds| {
-                let all: Vec<f64> = folds.iter().flatten().map(|r| r.abs()).collect();
-                let scale = stats::mean(&all);
-                if scale > 0.0 && scale.is_finite() {
-                    scale
-                } else {
-                    1.0
-                }
-            })
-            .collect();
+        let scales = bucket_scales(&by_bucket);
         let step_scales = if total == 0 {
             Vec::new()
         } else {
             step_scales(residuals, horizon, (params.min_per_bucket / 2).max(1))
         };
         let by_fold: Vec<Vec<f64>> = if step_scales.is_empty() {
-            let folds = by_bucket.iter().map(Vec::len).max().unwrap_or(0);
-            (0..folds)
-                .map(|fold| {
-                    by_bucket
-                        .iter()
-                        .zip(&scales)
-                        .flat_map(|(bucket, scale)| {
-                            bucket
-                                .get(fold)
-                                .into_iter()
-                                .flatten()
-                                .map(move |r| r / scale)
-                        })
-                        .collect()
-                })
-                .collect()
+            scores_by_fold_of_buckets(&by_bucket, &scales)
         } else {
             residuals
                 .iter()
@@ -204,30 +188,11 @@ impl Calibration {
             sorted_weighted(by_fold.iter().enumerate().flat_map(|(fold, scores)| {
                 scores.iter().map(move |r| (*r, fold_weight(decay, fold)))
             }));
-        let (bucket_scores, bucket_weights): (Vec<Vec<f64>>, Vec<Vec<f64>>) =
-            if step_scales.is_empty() {
-                (Vec::new(), Vec::new())
-            } else {
-                let mut from = 0;
-                ends.iter()
-                    .map(|end| {
-                        let scored = residuals.iter().enumerate().flat_map(|(fold, scores)| {
-                            let weight = fold_weight(decay, fold);
-                            let step_scales = &step_scales;
-                            scores
-                                .iter()
-                                .enumerate()
-                                .take(*end)
-                                .skip(from)
-                                .filter(|(_, r)| r.is_finite())
-                                .map(move |(step, r)| (r / step_scales[step], weight))
-                        });
-                        let sorted = sorted_weighted(scored);
-                        from = *end;
-                        sorted
-                    })
-                    .unzip()
-            };
+        let (bucket_scores, bucket_weights) = if step_scales.is_empty() {
+            (Vec::new(), Vec::new())
+        } else {
+            sorted_bucket_scores(residuals, &ends, &step_scales, decay)
+        };
         Self {
             horizon,
             ends,
@@ -240,63 +205,6 @@ impl Calibration {
             by_fold,
             recency_decay: decay,
         }
-    }
-
-    /// Factors (at least 1) by which the lower and the upper offsets at `level` must grow for
-    /// each bound, calibrated on the other folds only, to miss no more than its tail
-    /// (`(1 - level) / 2`) of the held-out folds' residuals.
-    ///
-    /// Split-conformal coverage assumes exchangeable residuals; backtest folds of a drifting
-    /// series are not, and a fold calibrated on its neighbours then under-covers. This
-    /// cross-validated check (in the spirit of CV+, Barber et al., "Predictive inference with the
-    /// jackknife+", Annals of Statistics 49(1), 2021) widens the band just enough to cover. Each
-    /// bound is a quantile of its own and is checked on its own tail: a series whose surprises
-    /// are drops (an outage, a holiday) widens its lower bound, not the upper one a capacity
-    /// plan is built on, and the two-sided coverage still reaches `level`.
-    ///
-    /// One widening per level of `levels`. The held-out folds' calibration sets do not depend on
-    /// the level, so they are sorted once for all of them.
-    pub(crate) fn inflations(&self, levels: &[Level]) -> Vec<Widening> {
-        if self.by_fold.len() < 2 {
-            return vec![Widening::NONE; levels.len()];
-        }
-        // (scores of the held-out fold, the other folds' scores sorted, their weights) per fold.
-        let mut held_out: Vec<(&[f64], Vec<f64>, Vec<f64>)> = Vec::new();
-        for (fold, scores) in self.by_fold.iter().enumerate() {
-            if scores.is_empty() {
-                continue;
-            }
-            let (others, weights) = sorted_weighted(
-                self.by_fold
-                    .iter()
-                    .enumerate()
-                    .filter(|(other, _)| *other != fold)
-                    .flat_map(|(other, r)| {
-                        let weight = fold_weight(self.recency_decay, other);
-                        r.iter().map(move |score| (*score, weight))
-                    }),
-            );
-            if !others.is_empty() {
-                held_out.push((scores, others, weights));
-            }
-        }
-        let total: usize = held_out.iter().map(|(r, _, _)| r.len()).sum();
-        if total == 0 {
-            return vec![Widening::NONE; levels.len()];
-        }
-        levels
-            .iter()
-            .map(|level| {
-                // (scores of the held-out fold, offsets calibrated without it) per fold.
-                let offsets: Vec<(&[f64], (f64, f64))> = held_out
-                    .iter()
-                    .map(|(scores, others, weights)| {
-                        (*scores, conformal_offsets(others, weights, *level))
-                    })
-                    .collect();
-                widening(&offsets, total, *level)
-            })
-            .collect()
     }
 
     /// Logs, at debug level, each bucket's scale and 80% and 95% offsets and the widening per
@@ -393,63 +301,70 @@ impl Calibration {
     }
 }
 
-/// The widening at `level` from each held-out fold's scores and the offsets calibrated without it
-/// (`total` scores in all): for each bound, the smallest factor at which the held-out scores beyond
-/// it are within its tail.
-fn widening(held_out: &[(&[f64], (f64, f64))], total: usize, level: Level) -> Widening {
-    let tail = (1.0 - level.fraction()) / 2.0;
-    let factor_for = |beyond: &dyn Fn(f64, (f64, f64), f64) -> bool| -> f64 {
-        for step in 0..=INFLATION_STEPS {
-            let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
-            let missed: usize = held_out
-                .iter()
-                .map(|(scores, offsets)| {
-                    scores
-                        .iter()
-                        .filter(|r| beyond(**r, *offsets, factor))
-                        .count()
-                })
-                .sum();
-            if missed as f64 / total as f64 <= tail {
-                return factor;
+/// Mean absolute residual of each bucket of `by_bucket[bucket][fold]` (1 where it is not positive
+/// and finite).
+fn bucket_scales(by_bucket: &[Vec<Vec<f64>>]) -> Vec<f64> {
+    by_bucket
+        .iter()
+        .map(|folds| {
+            let all: Vec<f64> = folds.iter().flatten().map(|r| r.abs()).collect();
+            let scale = stats::mean(&all);
+            if scale > 0.0 && scale.is_finite() {
+                scale
+            } else {
+                1.0
             }
-        }
-        MAX_INFLATION
-    };
-    Widening {
-        lower: factor_for(&|r, (lower, _), factor| r < widen_down(lower, factor)),
-        upper: factor_for(&|r, (_, upper), factor| r > widen_up(upper, factor)),
-    }
+        })
+        .collect()
 }
 
-/// A lower offset moved down by `factor` times its size: `offset * factor` for the usual negative
-/// offset, and still downwards for a positive one (a fold whose residuals were nearly all above the
-/// forecast puts even the lower bound above it), where multiplying would move it up.
-fn widen_down(offset: f64, factor: f64) -> f64 {
-    offset - (factor - 1.0) * offset.abs()
+/// Scores per fold (all buckets) from `by_bucket[bucket][fold]`, each residual divided by its
+/// bucket's scale: the scores of a calibration without step scales.
+fn scores_by_fold_of_buckets(by_bucket: &[Vec<Vec<f64>>], scales: &[f64]) -> Vec<Vec<f64>> {
+    let folds = by_bucket.iter().map(Vec::len).max().unwrap_or(0);
+    (0..folds)
+        .map(|fold| {
+            by_bucket
+                .iter()
+                .zip(scales)
+                .flat_map(|(bucket, scale)| {
+                    bucket
+                        .get(fold)
+                        .into_iter()
+                        .flatten()
+                        .map(move |r| r / scale)
+                })
+                .collect()
+        })
+        .collect()
 }
 
-/// An upper offset moved up by `factor` times its size (see [`widen_down`]).
-fn widen_up(offset: f64, factor: f64) -> f64 {
-    offset + (factor - 1.0) * offset.abs()
-}
-
-/// Factors by which the calibrated lower and upper offsets are widened (see
-/// [`Calibration::inflations`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Widening {
-    /// Factor of the lower offset.
-    pub(crate) lower: f64,
-    /// Factor of the upper offset.
-    pub(crate) upper: f64,
-}
-
-impl Widening {
-    /// No widening.
-    pub(crate) const NONE: Self = Self {
-        lower: 1.0,
-        upper: 1.0,
-    };
+/// Each bucket's scores (residuals divided by their step's scale), sorted, with their folds'
+/// recency weights: `(scores, weights)`, one entry per bucket ending at `ends`.
+fn sorted_bucket_scores(
+    residuals: &[Vec<f64>],
+    ends: &[usize],
+    step_scales: &[f64],
+    decay: f64,
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let mut from = 0;
+    ends.iter()
+        .map(|end| {
+            let scored = residuals.iter().enumerate().flat_map(|(fold, scores)| {
+                let weight = fold_weight(decay, fold);
+                scores
+                    .iter()
+                    .enumerate()
+                    .take(*end)
+                    .skip(from)
+                    .filter(|(_, r)| r.is_finite())
+                    .map(move |(step, r)| (r / step_scales[step], weight))
+            });
+            let sorted = sorted_weighted(scored);
+            from = *end;
+            sorted
+        })
+        .unzip()
 }
 
 /// Score quantiles at one level, from [`Calibration::quantiles`].
@@ -459,185 +374,6 @@ struct Quantiles {
     pooled: (f64, f64),
     /// `(lower, upper)` of each bucket's own scores, `None` for a bucket without any.
     buckets: Vec<Option<(f64, f64)>>,
-}
-
-/// Scale of each of `horizon` steps from `residuals[fold][step]`: the mean absolute residual over
-/// runs of consecutive steps holding at least `min_count` finite residuals (leftover steps join
-/// the last run), made non-decreasing in the lead time by pool-adjacent-violators weighted by the
-/// counts (isotonic regression; Barlow et al., "Statistical Inference under Order Restrictions",
-/// 1972). Errors grow with the lead, so a run that errs less than an earlier one is sampling
-/// noise and is pooled with it. Per step rather than per bucket: the first bucket of a day-ahead
-/// backtest spans leads of half an hour to three hours, whose errors differ severalfold once a
-/// member tracks the current deviation, and a plan acts at the shortest of them. Empty when there
-/// is no residual.
-fn step_scales(residuals: &[Vec<f64>], horizon: usize, min_count: usize) -> Vec<f64> {
-    // Runs of steps: (first step, sum of |residual|, count).
-    let mut runs: Vec<(usize, f64, usize)> = Vec::new();
-    let mut open: Option<(usize, f64, usize)> = None;
-    for step in 0..horizon {
-        let (first, mut sum, mut count) = open.take().unwrap_or((step, 0.0, 0));
-        for fold in residuals {
-            if let Some(r) = fold.get(step).filter(|r| r.is_finite()) {
-                sum += r.abs();
-                count += 1;
-            }
-        }
-        if count >= min_count {
-            runs.push((first, sum, count));
-        } else {
-            open = Some((first, sum, count));
-        }
-    }
-    if let Some((first, sum, count)) = open {
-        match runs.last_mut() {
-            Some(last) => {
-                last.1 += sum;
-                last.2 += count;
-            }
-            None => runs.push((first, sum, count)),
-        }
-    }
-    // Pool adjacent violators: a run whose mean is below the one before merges into it.
-    let mut pooled: Vec<(usize, f64, usize)> = Vec::with_capacity(runs.len());
-    for run in runs {
-        pooled.push(run);
-        while pooled.len() >= 2 {
-            let (_, last_sum, last_count) = pooled[pooled.len() - 1];
-            let (_, before_sum, before_count) = pooled[pooled.len() - 2];
-            if before_sum * last_count as f64 <= last_sum * before_count as f64 {
-                break;
-            }
-            pooled.pop();
-            let before = pooled
-                .last_mut()
-                .expect("invariant: two runs were on the stack");
-            before.1 += last_sum;
-            before.2 += last_count;
-        }
-    }
-    let total_count: usize = pooled.iter().map(|run| run.2).sum();
-    if total_count == 0 {
-        return Vec::new();
-    }
-    let overall = pooled.iter().map(|run| run.1).sum::<f64>() / total_count as f64;
-    let mut scales = vec![0.0; horizon];
-    for (index, (first, sum, count)) in pooled.iter().enumerate() {
-        let end = pooled.get(index + 1).map_or(horizon, |next| next.0);
-        let mean = if *count > 0 {
-            sum / *count as f64
-        } else {
-            overall
-        };
-        let scale = if mean > 0.0 && mean.is_finite() {
-            mean
-        } else if overall > 0.0 && overall.is_finite() {
-            overall
-        } else {
-            1.0
-        };
-        scales[*first..end].fill(scale);
-    }
-    scales
-}
-
-/// The finite values of every fold in steps `from..to`, per fold.
-fn finite_in(residuals: &[Vec<f64>], from: usize, to: usize) -> Vec<Vec<f64>> {
-    residuals
-        .iter()
-        .map(|fold| {
-            fold.iter()
-                .take(to)
-                .skip(from)
-                .copied()
-                .filter(|r| r.is_finite())
-                .collect()
-        })
-        .collect()
-}
-
-/// First step after each bucket of horizon steps, for `values[fold][step]` (NaN where nothing was
-/// observed): `params.buckets` buckets whose widths double from one to the next (the last covers
-/// the second half of the horizon), each merged into the next until it holds at least
-/// `min_per_bucket` finite values; leftover steps join the last bucket.
-///
-/// Both the combination weights and the interval scales are found per bucket, since errors,
-/// and which member errs least, change with the lead time. Doubling widths: forecast errors
-/// grow fastest at short leads (like `sqrt(h)` for a random walk), so equal buckets would pool
-/// leads whose errors differ most in the first bucket and barely differ in the last; with
-/// doubling widths each bucket spans the same ratio of `sqrt(h)`.
-pub(crate) fn bucket_ends(values: &[Vec<f64>], params: &ConformalParams) -> Vec<usize> {
-    let horizon = values.iter().map(Vec::len).max().unwrap_or(0).max(1);
-    let bucket_count = params.buckets.min(horizon);
-    let mut ends: Vec<usize> = Vec::new();
-    let mut from = 0;
-    for bucket in 0..bucket_count {
-        let halvings = i32::try_from(bucket_count - 1 - bucket).unwrap_or(i32::MAX);
-        let to = ((horizon as f64 * 0.5_f64.powi(halvings)).ceil() as usize).clamp(1, horizon);
-        let count: usize = finite_in(values, from, to).iter().map(Vec::len).sum();
-        if count >= params.min_per_bucket {
-            ends.push(to);
-            from = to;
-        }
-    }
-    match ends.last_mut() {
-        Some(last) => *last = horizon,
-        None => ends.push(horizon),
-    }
-    ends
-}
-
-/// Index of the bucket holding `step` (steps beyond the last bucket belong to it).
-pub(crate) fn bucket_of(ends: &[usize], step: usize) -> usize {
-    ends.iter()
-        .position(|end| step < *end)
-        .unwrap_or(ends.len().saturating_sub(1))
-}
-
-/// Weight of the residuals of the `fold`-th newest fold: `decay^fold`.
-pub(crate) fn fold_weight(decay: f64, fold: usize) -> f64 {
-    decay.powi(i32::try_from(fold).unwrap_or(i32::MAX))
-}
-
-/// `(score, weight)` pairs sorted by score, as separate columns.
-fn sorted_weighted(pairs: impl Iterator<Item = (f64, f64)>) -> (Vec<f64>, Vec<f64>) {
-    let mut pairs: Vec<(f64, f64)> = pairs.collect();
-    pairs.sort_by(|a, b| a.0.total_cmp(&b.0));
-    pairs.into_iter().unzip()
-}
-
-/// Split-conformal lower and upper offsets from sorted residuals with their `weights` (empty for
-/// equal weights): the smallest residual whose cumulative weight reaches `(1 - tail)` of the total
-/// plus the forecast's own weight above, and the largest whose cumulative weight stays within
-/// `tail` of it below. With equal weights this is the `ceil((n + 1)(1 - tail))`-th smallest
-/// residual and its mirror rank.
-///
-/// Weighted, it is non-exchangeable split conformal prediction (Barber, Candès, Ramdas &
-/// Tibshirani, "Conformal prediction beyond exchangeability", Annals of Statistics 51(2), 2023):
-/// fixed weights that decay with a residual's age, and weight 1 for the forecast, so that a
-/// drifting series is calibrated mostly on its recent errors.
-fn conformal_offsets(sorted: &[f64], weights: &[f64], level: Level) -> (f64, f64) {
-    let (Some(first), Some(last)) = (sorted.first(), sorted.last()) else {
-        return (0.0, 0.0);
-    };
-    let weight = |index: usize| weights.get(index).copied().unwrap_or(1.0);
-    let tail = (1.0 - level.fraction()) / 2.0;
-    // The forecast's own residual counts with weight 1, beyond every calibration residual.
-    let total: f64 = (0..sorted.len()).map(weight).sum::<f64>() + 1.0;
-    // Tolerance for the rounding of sums of equal weights at exact ranks.
-    let slack = 1e-9 * total;
-    let mut cumulative = 0.0;
-    let mut lower = *first;
-    let mut upper = None;
-    for (index, score) in sorted.iter().enumerate() {
-        cumulative += weight(index);
-        if cumulative <= tail * total + slack {
-            lower = *score;
-        }
-        if upper.is_none() && cumulative >= (1.0 - tail) * total - slack {
-            upper = Some(*score);
-        }
-    }
-    (lower, upper.unwrap_or(*last))
 }
 
 #[cfg(test)]
@@ -677,20 +413,6 @@ mod tests {
     }
 
     #[test]
-    fn buckets_double_in_width_and_merge_until_full() {
-        let residuals = vec![vec![0.5; 48]; 10];
-        assert_eq!(
-            bucket_ends(&residuals, &ConformalParams::default()),
-            vec![6, 12, 24, 48]
-        );
-        let one_fold = vec![vec![0.5; 288]];
-        assert_eq!(
-            bucket_ends(&one_fold, &ConformalParams::default()),
-            vec![72, 144, 288]
-        );
-    }
-
-    #[test]
     fn a_bucket_keeps_its_scale_but_shares_the_tail() {
         // Bucket 0 (step 0) has residuals of scale 1, the later buckets (steps 1 and 2-3) of
         // scale 10 with the same shape: the offsets differ by the scale alone.
@@ -716,65 +438,6 @@ mod tests {
     }
 
     #[test]
-    fn a_fold_unlike_the_others_widens_the_bounds_it_crosses() {
-        // Two calm folds and one whose drops (negative residuals) are `down` times larger and
-        // whose rises are `up` times larger.
-        let widening = |down: f64, up: f64| {
-            let fold = |down: f64, up: f64| -> Vec<f64> {
-                (-50..=50)
-                    .map(|r| {
-                        let unit = r as f64 / 50.0;
-                        unit * if unit < 0.0 { down } else { up }
-                    })
-                    .collect()
-            };
-            let residuals = vec![fold(1.0, 1.0), fold(1.0, 1.0), fold(down, up)];
-            Calibration::new(
-                &residuals,
-                &ConformalParams::default().buckets(1),
-                DECAY,
-                &[],
-            )
-            .inflations(&[Level::try_from(0.9).unwrap()])[0]
-        };
-        let both = widening(3.0, 3.0);
-        assert!(both.lower > 1.2 && both.upper > 1.2, "{both:?}");
-        // The upper bound, which the drops never cross, does not widen.
-        let drops = widening(3.0, 1.0);
-        assert!(drops.lower > 1.2, "{drops:?}");
-        assert_eq!(drops.upper, 1.0, "{drops:?}");
-    }
-
-    #[test]
-    fn widening_moves_a_bound_away_from_the_forecast_whatever_its_sign() {
-        assert_eq!(widen_down(-2.0, 1.5), -3.0);
-        assert_eq!(widen_up(2.0, 1.5), 3.0);
-        // A lower offset above the forecast still moves down, an upper one below it still up.
-        assert_eq!(widen_down(2.0, 1.5), 1.0);
-        assert_eq!(widen_up(-2.0, 1.5), -1.0);
-        // Forecasts that were always too low: every residual is positive, so even the lower
-        // offset is. A newer fold that errs less falls below that bound, and widening it down
-        // covers it.
-        let fold = |from: f64| -> Vec<f64> { (0..=100).map(|r| from + r as f64 / 50.0).collect() };
-        let residuals = vec![fold(0.5), fold(2.0), fold(2.0)];
-        let calibration = Calibration::new(
-            &residuals,
-            &ConformalParams::default().buckets(1),
-            DECAY,
-            &[],
-        );
-        let level = Level::try_from(0.8).unwrap();
-        let widening = calibration.inflations(&[level])[0];
-        let (lower, _) = calibration.offsets(0, level, widening);
-        let (unwidened, _) = calibration.offsets(0, level, Widening::NONE);
-        assert!(unwidened > 0.0, "{unwidened}");
-        assert!(
-            widening.lower > 1.0 && lower < unwidened,
-            "{widening:?} {lower}"
-        );
-    }
-
-    #[test]
     fn sparse_buckets_merge_and_empty_uses_the_fallback() {
         let residuals = vec![vec![1.0, -1.0], vec![2.0, -2.0]];
         let calibration = Calibration::new(&residuals, &ConformalParams::default(), DECAY, &[]);
@@ -791,28 +454,6 @@ mod tests {
         assert_eq!(empty.offsets(0, level, Widening::NONE), (-0.5, 0.5));
         assert_eq!(empty.inflations(&[level])[0], Widening::NONE);
         assert!(ConformalParams::default().buckets(0).check().is_err());
-    }
-
-    #[test]
-    fn step_scales_grow_with_the_lead_and_pool_what_does_not() {
-        // Ten folds; errors of 1, 2, 3 at steps 0, 1, 2, then a dip to 1 at step 3 and 5 after.
-        let residuals: Vec<Vec<f64>> = (0..10)
-            .map(|fold| {
-                let sign = if fold % 2 == 0 { 1.0 } else { -1.0 };
-                [1.0, 2.0, 3.0, 1.0, 5.0].map(|r| r * sign).to_vec()
-            })
-            .collect();
-        // Runs of one step each (ten residuals): the dip is pooled with step 2.
-        assert_eq!(
-            step_scales(&residuals, 5, 10),
-            vec![1.0, 2.0, 2.0, 2.0, 5.0]
-        );
-        // Runs of two steps (at least twenty residuals), the odd step joining the last run.
-        assert_eq!(
-            step_scales(&residuals, 5, 20),
-            vec![1.5, 1.5, 3.0, 3.0, 3.0]
-        );
-        assert!(step_scales(&[vec![f64::NAN; 3]], 3, 1).is_empty());
     }
 
     #[test]
