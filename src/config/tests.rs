@@ -1,0 +1,134 @@
+//! Loading and validating configuration: defaults, overrides, and refused values.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, Path::new("test.toml"), &Overrides::default())
+}
+
+#[test]
+fn shipped_example_is_valid() {
+    let text = include_str!("../../prescale.example.toml");
+    let config = parse(text).unwrap();
+    assert_eq!(
+        config.store.retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+}
+
+#[test]
+fn empty_file_gives_defaults() {
+    assert_eq!(parse("").unwrap(), Config::default());
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_errors() {
+    let unknown = parse("[store]\nfsynk = true\n").unwrap_err();
+    assert!(unknown.to_string().contains("fsynk"), "{unknown}");
+    assert!(matches!(
+        parse("data_dir = 3"),
+        Err(ConfigError::Parse { .. })
+    ));
+    assert!(matches!(
+        parse("[store]\nretention = \"soon\""),
+        Err(ConfigError::Invalid {
+            key: "store.retention",
+            ..
+        })
+    ));
+    assert!(matches!(
+        parse("[store]\ncheckpoint_after_mib = 0"),
+        Err(ConfigError::Invalid {
+            key: "store.checkpoint_after_mib",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn overrides_beat_the_file() {
+    let overrides = Overrides {
+        data_dir: Some(PathBuf::from("/tmp/elsewhere")),
+        fsync: Some(true),
+        retention: Some("off".to_owned()),
+        listen: Some("127.0.0.1:7000".to_owned()),
+        metrics_listen: Some("off".to_owned()),
+    };
+    let config = Config::from_toml(
+        "data_dir = \"here\"\n[store]\nfsync = false\nretention = \"7d\"\n",
+        Path::new("test.toml"),
+        &overrides,
+    )
+    .unwrap();
+    assert_eq!(config.data_dir, PathBuf::from("/tmp/elsewhere"));
+    assert!(config.store.fsync);
+    assert_eq!(config.store.retention, None);
+    assert_eq!(config.server.listen.port(), 7000);
+    assert_eq!(config.server.metrics_listen, None);
+}
+
+#[test]
+fn server_and_planning_tables_are_validated() {
+    let config = parse(
+        "[server]\nlisten = \"127.0.0.1:6000\"\nmax_streams = 8\n\
+         [server.auth]\ntokens = [\"0123456789abcdef\"]\n\
+         [planning]\nreplan_interval = \"1m\"\nreplan_after_samples = 1\n",
+    )
+    .unwrap();
+    assert_eq!(config.server.listen.port(), 6000);
+    assert_eq!(config.server.options.max_streams, 8);
+    assert_eq!(config.server.options.tokens.len(), 1);
+    assert_eq!(config.planning.replan_interval, Duration::from_secs(60));
+    for (text, key) in [
+        ("[server]\nlisten = \"0.0.0.0:50051\"", "server.listen"),
+        ("[server]\nlisten = \"nowhere\"", "server.listen"),
+        ("[server.auth]\ntokens = [\"short\"]", "server.auth.tokens"),
+        ("[server]\nmax_streams = 0", "server.max_streams"),
+        (
+            "[planning]\nplan_horizon = \"30d\"",
+            "planning.plan_horizon",
+        ),
+        (
+            "[planning]\nreplan_interval = \"0s\"",
+            "planning.replan_interval",
+        ),
+    ] {
+        match parse(text) {
+            Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    let open = parse("[server]\nlisten = \"0.0.0.0:50051\"\nallow_insecure = true").unwrap();
+    assert!(!open.server.listen.ip().is_loopback());
+}
+
+#[test]
+fn the_registry_watch_interval_is_a_duration_or_off() {
+    assert_eq!(
+        parse("").unwrap().registry.watch_interval,
+        Some(Duration::from_secs(10))
+    );
+    assert_eq!(
+        parse("[registry]\nwatch_interval = \"30s\"")
+            .unwrap()
+            .registry
+            .watch_interval,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        parse("[registry]\nwatch_interval = \"off\"")
+            .unwrap()
+            .registry
+            .watch_interval,
+        None
+    );
+    for text in ["0s", "soon"] {
+        match parse(&format!("[registry]\nwatch_interval = \"{text}\"")) {
+            Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "registry.watch_interval"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+}
