@@ -102,13 +102,13 @@ impl Target {
             });
         }
         let directory = tempfile::tempdir()?;
-        let mut store_options = config.store.clone();
+        let mut store_options = config.store_options();
         store_options.fsync = false;
         let store = Arc::new(PolarsStore::open(directory.path(), store_options)?);
         let state = AppState::open(
             App::new(store),
             directory.path(),
-            config.planning.clone(),
+            config.temporary_server_settings(),
             Arc::new(Metrics::default()),
         )?;
         let options = ServerOptions {

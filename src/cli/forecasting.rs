@@ -102,7 +102,7 @@ pub(super) fn forecast(config: &Config, args: &ForecastArgs) -> Result<()> {
     let history = args
         .input
         .load(config)?
-        .newest(config.planning.history_window);
+        .newest(config.settings.history_window);
     let horizon = app::parse_horizon(&args.horizon, history.step())?;
     let levels = app::parse_levels(&args.levels)?;
     let choice: ModelChoice = args.model.parse()?;
@@ -155,7 +155,7 @@ pub(super) fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
     let history = args
         .input
         .load(config)?
-        .newest(config.planning.history_window);
+        .newest(config.settings.history_window);
     let workload = app::load_workload(&args.workload)?;
     let horizon = app::parse_horizon(&args.horizon, history.step())?;
     let calendar = EventStore::new(&config.data_dir).load()?;
@@ -190,7 +190,7 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
         &workload,
         args.days,
         args.replan_every.into(),
-        config.planning.history_window,
+        config.settings.history_window,
         calendar,
         args.model.parse()?,
     )?;

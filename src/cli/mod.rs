@@ -182,7 +182,7 @@ fn run(cli: Cli) -> Result<()> {
 /// Opens the configured store and an app over it.
 fn open(config: &Config) -> Result<(App, Arc<PolarsStore>)> {
     let store = Arc::new(
-        PolarsStore::open(&config.data_dir, config.store.clone())
+        PolarsStore::open(&config.data_dir, config.store_options())
             .with_context(|| format!("opening store in {}", config.data_dir.display()))?,
     );
     Ok((App::new(store.clone()), store))

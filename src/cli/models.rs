@@ -69,7 +69,7 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
     use std::io::IsTerminal;
 
     let (app, _) = open(config)?;
-    let registry = Registry::open(&config.registry.dir)?;
+    let registry = Registry::open(config.models_dir())?;
     let series: Vec<SeriesId> = if args.all {
         app.store().series()
     } else {
@@ -145,7 +145,7 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
 
 /// `prescale models list|show|rollback`.
 pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
-    let registry = Registry::open(&config.registry.dir)?;
+    let registry = Registry::open(config.models_dir())?;
     let figures = |info: &VersionInfo| {
         format!(
             "mae {} mase {}",

@@ -38,19 +38,16 @@ impl Override for ServeArgs {
 /// Runs the server until SIGINT or SIGTERM, then drains it and flushes the store.
 pub(super) fn serve(config: &Config) -> Result<()> {
     let (app, store) = open(config)?;
-    if let Some(retention) = config.store.retention {
+    if let Some(retention) = config.settings.retention {
         store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
     }
     let metrics = Arc::new(Metrics::default());
-    let settings = prescale::app::Settings {
-        models_dir: Some(config.registry.dir.clone()),
-        promotion_margin: config.registry.promotion_margin,
-        retrain_schedule: config.registry.schedule.clone(),
-        registry_watch: config.registry.watch_interval,
-        ..config.planning.clone()
-    };
-    let state =
-        prescale::app::AppState::open(app, &config.data_dir, settings, Arc::clone(&metrics))?;
+    let state = prescale::app::AppState::open(
+        app,
+        &config.data_dir,
+        config.settings.clone(),
+        Arc::clone(&metrics),
+    )?;
     crate::runtime::multi_threaded()?.block_on(async {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await

@@ -13,10 +13,9 @@ use std::path::{Path, PathBuf};
 use crate::app::{RetrainSettings, Settings};
 use crate::store::StoreOptions;
 
-pub use sections::{RegistryConfig, ServerConfig};
+pub use sections::{ServerConfig, StoreConfig};
 
 use file::FileConfig;
-use validate::{planning_settings, registry_config, server_config, store_options};
 
 /// File read when no `--config` is given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "prescale.toml";
@@ -65,45 +64,73 @@ pub struct Overrides {
     pub metrics_listen: Option<String>,
 }
 
-/// Validated configuration.
+/// Validated configuration: each key in one place, from which the store, the server, the demo
+/// and the commands take it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Directory of the metric store.
     pub data_dir: PathBuf,
-    /// How the store keeps data.
-    pub store: StoreOptions,
+    /// How the store writes (its retention is in `settings`).
+    pub store: StoreConfig,
     /// How `prescale serve` listens.
     pub server: ServerConfig,
-    /// How the server plans and bounds its work.
-    pub planning: Settings,
-    /// Trained models and retraining.
-    pub registry: RegistryConfig,
+    /// What the app runs with: `[planning]`, `[store] retention`, and the `[registry]` keys the
+    /// server uses (directory, promotion margin, schedule, watch interval).
+    pub settings: Settings,
+    /// Series `prescale retrain` fits at once (`[registry] concurrency`; the server fits
+    /// `planning.max_concurrent_fits` at once instead).
+    pub retrain_concurrency: usize,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        let store = StoreOptions::default();
         Self {
-            registry: RegistryConfig::defaults_for(Path::new("./data")),
             data_dir: PathBuf::from("./data"),
-            planning: Settings {
-                retention: store.retention,
-                ..Settings::default()
-            },
-            store,
+            store: StoreConfig::default(),
             server: ServerConfig::default(),
+            settings: sections::default_settings(),
+            retrain_concurrency: sections::default_retrain_concurrency(),
         }
     }
 }
 
 impl Config {
+    /// The configured store's options, with the retention of [`Settings::retention`].
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            fsync: self.store.fsync,
+            checkpoint_after_bytes: self.store.checkpoint_after_bytes,
+            retention: self.settings.retention,
+        }
+    }
+
+    /// The model registry's directory: `[registry] dir`, by default `<data_dir>/models` (as
+    /// [`crate::app::AppState::open`] resolves [`Settings::models_dir`]).
+    pub fn models_dir(&self) -> PathBuf {
+        self.settings
+            .models_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("models"))
+    }
+
+    /// The settings of a server over a temporary store (`prescale demo`, `prescale bench-grpc`):
+    /// the configured ones, but with its registry in the temporary directory, never retrained on
+    /// a schedule.
+    pub fn temporary_server_settings(&self) -> Settings {
+        Settings {
+            models_dir: None,
+            retrain_schedule: None,
+            ..self.settings.clone()
+        }
+    }
+
     /// Retraining as `[planning] history_window` and `[registry]` set it, on `concurrency` threads
     /// (default `registry.concurrency`), writing the registry, with no event masked.
     pub fn retrain_settings(&self, concurrency: Option<usize>) -> RetrainSettings {
         RetrainSettings {
-            history_window: self.planning.history_window,
-            promotion_margin: self.registry.promotion_margin,
-            concurrency: concurrency.unwrap_or(self.registry.concurrency).max(1),
+            history_window: self.settings.history_window,
+            promotion_margin: self.settings.promotion_margin,
+            concurrency: concurrency.unwrap_or(self.retrain_concurrency).max(1),
             dry_run: false,
             events: crate::events::EventCalendar::default(),
         }
@@ -151,17 +178,17 @@ impl Config {
                 reason: "must not be empty".to_owned(),
             });
         }
-        let store = store_options(raw.store, overrides)?;
-        let server = server_config(raw.server, origin, overrides)?;
-        let mut planning = planning_settings(raw.planning)?;
-        planning.retention = store.retention;
-        let registry = registry_config(raw.registry, &data_dir)?;
+        let store = validate::store_config(&raw.store, overrides)?;
+        let retention = validate::retention(&raw.store, overrides)?;
+        let server = validate::server_config(raw.server, origin, overrides)?;
+        let settings = validate::settings(raw.planning, &raw.registry, retention)?;
+        let retrain_concurrency = validate::retrain_concurrency(&raw.registry)?;
         Ok(Self {
-            registry,
             data_dir,
-            server,
-            planning,
             store,
+            server,
+            settings,
+            retrain_concurrency,
         })
     }
 }

@@ -1,11 +1,12 @@
-//! The validated `[server]` and `[registry]` sections of a [`super::Config`], with their defaults.
+//! The validated `[server]` and `[store]` sections of a [`super::Config`], and the defaults of the
+//! keys a file may leave out.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use crate::app::Settings;
 use crate::registry::CronSchedule;
 use crate::service::ServerOptions;
+use crate::store::StoreOptions;
 
 /// Where and how `prescale serve` listens.
 #[derive(Debug, Clone, PartialEq)]
@@ -28,36 +29,40 @@ impl Default for ServerConfig {
     }
 }
 
-/// Where trained models live and how retraining runs (`[registry]`).
+/// How the store writes (`[store]`); its retention is [`Settings::retention`], which the store
+/// and the server's hourly enforcement both take from there (see [`super::Config::store_options`]).
 #[derive(Debug, Clone, PartialEq)]
-pub struct RegistryConfig {
-    /// The registry directory (default: `<data_dir>/models`).
-    pub dir: PathBuf,
-    /// A new model is promoted when its backtest MAE is at most `1 + margin` times the live
-    /// model's on the same recent folds.
-    pub promotion_margin: f64,
-    /// When the server retrains every series; `None` (`"off"`) never.
-    pub schedule: Option<CronSchedule>,
-    /// Series fitted at once by `prescale retrain` (the server uses `max_concurrent_fits`).
-    pub concurrency: usize,
-    /// How often the server re-reads the manifest to serve versions another process promoted or
-    /// rolled back; `None` (`"off"`) never.
-    pub watch_interval: Option<Duration>,
+pub struct StoreConfig {
+    /// Flush each log record to the device before acknowledging it.
+    pub fsync: bool,
+    /// Write a checkpoint once this many bytes were logged since the last one.
+    pub checkpoint_after_bytes: u64,
 }
 
-impl RegistryConfig {
-    /// The defaults for a store in `data_dir`.
-    pub fn defaults_for(data_dir: &Path) -> Self {
+impl Default for StoreConfig {
+    fn default() -> Self {
+        let defaults = StoreOptions::default();
         Self {
-            dir: data_dir.join("models"),
-            promotion_margin: 0.05,
-            schedule: Some(
-                CronSchedule::NIGHTLY
-                    .parse()
-                    .expect("invariant: the nightly schedule parses"),
-            ),
-            concurrency: std::thread::available_parallelism().map_or(2, usize::from),
-            watch_interval: Some(Duration::from_secs(10)),
+            fsync: defaults.fsync,
+            checkpoint_after_bytes: defaults.checkpoint_after_bytes,
         }
     }
+}
+
+/// The app's settings when no file sets them: [`Settings::default`], but retraining nightly
+/// (`[registry] schedule` defaults to [`CronSchedule::NIGHTLY`]).
+pub(super) fn default_settings() -> Settings {
+    Settings {
+        retrain_schedule: Some(
+            CronSchedule::NIGHTLY
+                .parse()
+                .expect("invariant: the nightly schedule parses"),
+        ),
+        ..Settings::default()
+    }
+}
+
+/// Series `prescale retrain` fits at once when `[registry] concurrency` is not set: one per core.
+pub(super) fn default_retrain_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
 }

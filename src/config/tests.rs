@@ -14,7 +14,7 @@ fn shipped_example_is_valid() {
     let text = include_str!("../../prescale.example.toml");
     let config = parse(text).unwrap();
     assert_eq!(
-        config.store.retention,
+        config.settings.retention,
         Some(Duration::from_secs(90 * 86_400))
     );
 }
@@ -65,7 +65,7 @@ fn overrides_beat_the_file() {
     .unwrap();
     assert_eq!(config.data_dir, PathBuf::from("/tmp/elsewhere"));
     assert!(config.store.fsync);
-    assert_eq!(config.store.retention, None);
+    assert_eq!(config.settings.retention, None);
     assert_eq!(config.server.listen.port(), 7000);
     assert_eq!(config.server.metrics_listen, None);
 }
@@ -81,7 +81,7 @@ fn server_and_planning_tables_are_validated() {
     assert_eq!(config.server.listen.port(), 6000);
     assert_eq!(config.server.options.max_streams, 8);
     assert_eq!(config.server.options.tokens.len(), 1);
-    assert_eq!(config.planning.replan_interval, Duration::from_secs(60));
+    assert_eq!(config.settings.replan_interval, Duration::from_secs(60));
     for (text, key) in [
         ("[server]\nlisten = \"0.0.0.0:50051\"", "server.listen"),
         ("[server]\nlisten = \"nowhere\"", "server.listen"),
@@ -108,21 +108,21 @@ fn server_and_planning_tables_are_validated() {
 #[test]
 fn the_registry_watch_interval_is_a_duration_or_off() {
     assert_eq!(
-        parse("").unwrap().registry.watch_interval,
+        parse("").unwrap().settings.registry_watch,
         Some(Duration::from_secs(10))
     );
     assert_eq!(
         parse("[registry]\nwatch_interval = \"30s\"")
             .unwrap()
-            .registry
-            .watch_interval,
+            .settings
+            .registry_watch,
         Some(Duration::from_secs(30))
     );
     assert_eq!(
         parse("[registry]\nwatch_interval = \"off\"")
             .unwrap()
-            .registry
-            .watch_interval,
+            .settings
+            .registry_watch,
         None
     );
     for text in ["0s", "soon"] {
@@ -131,4 +131,37 @@ fn the_registry_watch_interval_is_a_duration_or_off() {
             other => panic!("{text}: {other:?}"),
         }
     }
+}
+
+#[test]
+fn registry_keys_reach_the_settings_and_temporary_servers_keep_their_own_registry() {
+    let config = parse(
+        "data_dir = \"here\"\n[store]\nretention = \"7d\"\n\
+         [registry]\ndir = \"models-elsewhere\"\npromotion_margin = 0.1\nschedule = \"off\"\n\
+         watch_interval = \"30s\"\nconcurrency = 3\n",
+    )
+    .unwrap();
+    assert_eq!(
+        config.settings.models_dir,
+        Some(PathBuf::from("models-elsewhere"))
+    );
+    assert_eq!(config.models_dir(), PathBuf::from("models-elsewhere"));
+    assert_eq!(config.settings.promotion_margin, 0.1);
+    assert_eq!(config.settings.retrain_schedule, None);
+    assert_eq!(
+        config.settings.registry_watch,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(config.retrain_settings(None).concurrency, 3);
+    assert_eq!(config.retrain_settings(None).promotion_margin, 0.1);
+    let retention = Some(Duration::from_secs(7 * 86_400));
+    assert_eq!(config.settings.retention, retention);
+    assert_eq!(config.store_options().retention, retention);
+
+    let temporary = config.temporary_server_settings();
+    assert_eq!(temporary.models_dir, None);
+    assert_eq!(temporary.retrain_schedule, None);
+    assert_eq!(temporary.retention, retention);
+    assert_eq!(parse("").unwrap().models_dir(), PathBuf::from("./data/models"));
+    assert!(parse("").unwrap().settings.retrain_schedule.is_some());
 }

@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{FilePlanningConfig, FileRegistryConfig, FileServerConfig, FileStoreConfig};
-use super::{ConfigError, Overrides, RegistryConfig, ServerConfig};
+use super::sections::{default_retrain_concurrency, default_settings};
+use super::{ConfigError, Overrides, ServerConfig, StoreConfig};
 use crate::app::Settings;
 use crate::service::{ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
@@ -132,8 +133,54 @@ pub(super) fn server_config(
     })
 }
 
-pub(super) fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
-    let defaults = Settings::default();
+/// The app's [`Settings`]: `[planning]`, the store's `retention`, and the `[registry]` keys the
+/// server uses (directory, promotion margin, schedule, watch interval), each over its default.
+pub(super) fn settings(
+    planning: FilePlanningConfig,
+    registry: &FileRegistryConfig,
+    retention: Option<Duration>,
+) -> Result<Settings, ConfigError> {
+    let planned = planning_settings(planning)?;
+    let defaults = default_settings();
+    let promotion_margin = registry
+        .promotion_margin
+        .unwrap_or(defaults.promotion_margin);
+    if !(0.0..=1.0).contains(&promotion_margin) {
+        return Err(ConfigError::Invalid {
+            key: "registry.promotion_margin",
+            reason: format!("{promotion_margin} is outside 0..=1"),
+        });
+    }
+    let retrain_schedule = match registry.schedule.as_deref().map(str::trim) {
+        None => defaults.retrain_schedule,
+        Some("off") => None,
+        Some(text) => Some(
+            text.parse().map_err(
+                |error: crate::registry::RegistryError| ConfigError::Invalid {
+                    key: "registry.schedule",
+                    reason: error.to_string(),
+                },
+            )?,
+        ),
+    };
+    let registry_watch = match registry.watch_interval.as_deref().map(str::trim) {
+        None => defaults.registry_watch,
+        Some("off") => None,
+        Some(text) => Some(parse_duration("registry.watch_interval", text)?),
+    };
+    Ok(Settings {
+        retention,
+        models_dir: registry.dir.clone(),
+        promotion_margin,
+        retrain_schedule,
+        registry_watch,
+        ..planned
+    })
+}
+
+/// The `[planning]` keys over their defaults; the other fields keep their defaults.
+fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
+    let defaults = default_settings();
     let duration = |key, text: Option<String>, default| match text {
         Some(text) => parse_duration(key, &text),
         None => Ok(default),
@@ -177,12 +224,7 @@ pub(super) fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, Con
                 .unwrap_or(defaults.model_cache_entries),
             1..=1_000_000,
         )?,
-        retention: None,
-        // `[registry]` holds these; `prescale serve` copies them in.
-        models_dir: None,
-        promotion_margin: defaults.promotion_margin,
-        retrain_schedule: None,
-        registry_watch: defaults.registry_watch,
+        ..defaults
     };
     if settings.plan_horizon > settings.max_horizon {
         return Err(ConfigError::Invalid {
@@ -218,55 +260,21 @@ fn parse_retention(text: &str) -> Result<Option<Duration>, ConfigError> {
     Ok(Some(duration))
 }
 
-/// The `[registry]` section: the file's values over the defaults for `data_dir`.
-pub(super) fn registry_config(
-    raw: FileRegistryConfig,
-    data_dir: &Path,
-) -> Result<RegistryConfig, ConfigError> {
-    let defaults = RegistryConfig::defaults_for(data_dir);
-    let promotion_margin = raw.promotion_margin.unwrap_or(defaults.promotion_margin);
-    if !(0.0..=1.0).contains(&promotion_margin) {
-        return Err(ConfigError::Invalid {
-            key: "registry.promotion_margin",
-            reason: format!("{promotion_margin} is outside 0..=1"),
-        });
-    }
-    let schedule = match raw.schedule.as_deref().map(str::trim) {
-        None => defaults.schedule,
-        Some("off") => None,
-        Some(text) => Some(
-            text.parse().map_err(
-                |error: crate::registry::RegistryError| ConfigError::Invalid {
-                    key: "registry.schedule",
-                    reason: error.to_string(),
-                },
-            )?,
-        ),
-    };
-    let watch_interval = match raw.watch_interval.as_deref().map(str::trim) {
-        None => defaults.watch_interval,
-        Some("off") => None,
-        Some(text) => Some(parse_duration("registry.watch_interval", text)?),
-    };
-    Ok(RegistryConfig {
-        dir: raw.dir.unwrap_or(defaults.dir),
-        watch_interval,
-        promotion_margin,
-        schedule,
-        concurrency: check_range(
-            "registry.concurrency",
-            raw.concurrency.unwrap_or(defaults.concurrency),
-            1..=256,
-        )?,
-    })
+/// `[registry] concurrency`: series `prescale retrain` fits at once.
+pub(super) fn retrain_concurrency(raw: &FileRegistryConfig) -> Result<usize, ConfigError> {
+    check_range(
+        "registry.concurrency",
+        raw.concurrency.unwrap_or_else(default_retrain_concurrency),
+        1..=256,
+    )
 }
 
-/// The `[store]` section: the file's values, `--fsync` and `--retention` over the defaults.
-pub(super) fn store_options(
-    raw: FileStoreConfig,
+/// `[store]` fsync and checkpoint size: the file's values and `--fsync` over the defaults.
+pub(super) fn store_config(
+    raw: &FileStoreConfig,
     overrides: &Overrides,
-) -> Result<StoreOptions, ConfigError> {
-    let defaults = StoreOptions::default();
+) -> Result<StoreConfig, ConfigError> {
+    let defaults = StoreConfig::default();
     let checkpoint_after_mib = raw
         .checkpoint_after_mib
         .unwrap_or(defaults.checkpoint_after_bytes >> 20);
@@ -276,13 +284,19 @@ pub(super) fn store_options(
             reason: format!("{checkpoint_after_mib} is outside 1..=65536"),
         });
     }
-    let retention = match overrides.retention.as_deref().or(raw.retention.as_deref()) {
-        Some(text) => parse_retention(text)?,
-        None => defaults.retention,
-    };
-    Ok(StoreOptions {
+    Ok(StoreConfig {
         fsync: overrides.fsync.or(raw.fsync).unwrap_or(defaults.fsync),
         checkpoint_after_bytes: checkpoint_after_mib << 20,
-        retention,
     })
+}
+
+/// `[store] retention` or `--retention`; none by default.
+pub(super) fn retention(
+    raw: &FileStoreConfig,
+    overrides: &Overrides,
+) -> Result<Option<Duration>, ConfigError> {
+    match overrides.retention.as_deref().or(raw.retention.as_deref()) {
+        Some(text) => parse_retention(text),
+        None => Ok(StoreOptions::default().retention),
+    }
 }

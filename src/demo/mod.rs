@@ -38,12 +38,12 @@ pub(crate) fn run(config: &Config, output_dir: &Path) -> Result<()> {
 
 async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     let directory = tempfile::tempdir().context("creating a temporary store directory")?;
-    let store = Arc::new(PolarsStore::open(directory.path(), config.store.clone())?);
+    let store = Arc::new(PolarsStore::open(directory.path(), config.store_options())?);
     let app = App::new(store);
     let state = AppState::open(
         app.clone(),
         directory.path(),
-        config.planning.clone(),
+        config.temporary_server_settings(),
         Arc::new(Metrics::default()),
     )?;
     let server = service::spawn_local(state, ServerOptions::default()).await?;
@@ -80,7 +80,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         &workload,
         7.0,
         Duration::from_secs(3600),
-        config.planning.history_window,
+        config.settings.history_window,
         prescale::events::EventCalendar::default(),
         ModelChoice::Ensemble,
     )?;
