@@ -162,6 +162,9 @@ fn registry_keys_reach_the_settings_and_temporary_servers_keep_their_own_registr
     assert_eq!(temporary.models_dir, None);
     assert_eq!(temporary.retrain_schedule, None);
     assert_eq!(temporary.retention, retention);
-    assert_eq!(parse("").unwrap().models_dir(), PathBuf::from("./data/models"));
+    assert_eq!(
+        parse("").unwrap().models_dir(),
+        PathBuf::from("./data/models")
+    );
     assert!(parse("").unwrap().settings.retrain_schedule.is_some());
 }
