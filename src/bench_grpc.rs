@@ -23,7 +23,7 @@ use prescale::service::proto::{
     self, admin_service_client::AdminServiceClient, ingest_service_client::IngestServiceClient,
     plan_service_client::PlanServiceClient,
 };
-use prescale::service::{self, ServerOptions};
+use prescale::service::{self, LocalServer, ServerOptions};
 use prescale::store::PolarsStore;
 use tonic::transport::{Channel, Endpoint};
 
@@ -60,71 +60,103 @@ pub(crate) struct BenchArgs {
     retrain_series: usize,
 }
 
+/// Runs the load test: see the module documentation.
 pub(crate) fn run(config: &Config, args: &BenchArgs) -> Result<()> {
-    crate::cli::runtime()?.block_on(bench(config, args))
+    crate::runtime::multi_threaded()?.block_on(bench(config, args))
 }
 
 async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
-    let mut local = None;
-    let address = match &args.address {
-        Some(address) => address.clone(),
-        None => {
-            let directory = tempfile::tempdir()?;
-            let mut store_options = config.store.clone();
-            store_options.fsync = false;
-            let store = Arc::new(PolarsStore::open(directory.path(), store_options)?);
-            let state = AppState::open(
-                App::new(store),
-                directory.path(),
-                config.planning.clone(),
-                Arc::new(Metrics::default()),
-            )?;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let address = listener.local_addr()?.to_string();
-            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-            let options = ServerOptions {
-                max_streams: args.clients + args.push_clients + 16,
-                ..ServerOptions::default()
-            };
-            let task = tokio::spawn(service::serve(listener, state, options, async move {
-                let _ = stopped.await;
-            }));
-            local = Some((directory, stop, task));
-            address
-        }
-    };
+    let target = Target::start(config, args).await?;
     println!(
-        "bench-grpc against {address} ({})",
-        if local.is_some() {
+        "bench-grpc against {} ({})",
+        target.address,
+        if target.local.is_some() {
             "in-process server"
         } else {
             "external server"
         }
     );
-    let connect = || async {
-        Endpoint::from_shared(format!("http://{address}"))?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .context("connecting")
-    };
-    let channel: Channel = connect().await?;
-
-    // Setup: 28 days of history and a workload with its first plan.
+    let channel = connect(&target.address).await?;
     let name = format!("bench-{}", std::process::id());
-    let series = Some(proto::SeriesRef {
-        name: "bench_load".to_owned(),
-        labels: [("run".to_owned(), name.clone())].into(),
-    });
+    let retrained = store_history(&channel, &name, args.retrain_series).await?;
+    wait_for_first_plan(&channel, &name).await?;
+    get_plan_phases(&target.address, &channel, &name, args, retrained).await?;
+    push_phase(&target.address, &name, args).await?;
+    target.stop().await
+}
+
+/// The server under load: one given with `--address`, or one in-process over a temporary store.
+struct Target {
+    /// `host:port` the clients connect to.
+    address: String,
+    /// The in-process server and its store's directory, removed when the test ends.
+    local: Option<(tempfile::TempDir, LocalServer)>,
+}
+
+impl Target {
+    async fn start(config: &Config, args: &BenchArgs) -> Result<Self> {
+        if let Some(address) = &args.address {
+            return Ok(Self {
+                address: address.clone(),
+                local: None,
+            });
+        }
+        let directory = tempfile::tempdir()?;
+        let mut store_options = config.store_options();
+        store_options.fsync = false;
+        let store = Arc::new(PolarsStore::open(directory.path(), store_options)?);
+        let state = AppState::open(
+            App::new(store),
+            directory.path(),
+            config.temporary_server_settings(),
+            Arc::new(Metrics::default()),
+        )?;
+        let options = ServerOptions {
+            max_streams: args.clients + args.push_clients + 16,
+            ..ServerOptions::default()
+        };
+        let server = service::spawn_local(state, options).await?;
+        Ok(Self {
+            address: server.addr.to_string(),
+            local: Some((directory, server)),
+        })
+    }
+
+    /// Stops the in-process server, if any, and removes its store.
+    async fn stop(self) -> Result<()> {
+        if let Some((directory, server)) = self.local {
+            server.shutdown().await??;
+            drop(directory);
+        }
+        Ok(())
+    }
+}
+
+/// A new connection to `address`, with Nagle's algorithm off.
+async fn connect(address: &str) -> Result<Channel> {
+    Endpoint::from_shared(format!("http://{address}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .context("connecting")
+}
+
+/// Stores 28 days of the series the plans are made from and of the `retrain_series` series the
+/// retrain phase retrains; returns the latter.
+async fn store_history(
+    channel: &Channel,
+    name: &str,
+    retrain_series: usize,
+) -> Result<Vec<proto::SeriesRef>> {
     IngestServiceClient::new(channel.clone())
         .write(proto::WriteRequest {
-            series: vec![daily_series(series.clone(), 0)],
+            series: vec![daily_series(Some(planned_series(name)), 0)],
         })
         .await?;
-    let retrained: Vec<proto::SeriesRef> = (0..args.retrain_series)
+    let retrained: Vec<proto::SeriesRef> = (0..retrain_series)
         .map(|index| proto::SeriesRef {
             name: format!("bench_retrain_{index}"),
-            labels: [("run".to_owned(), name.clone())].into(),
+            labels: [("run".to_owned(), name.to_owned())].into(),
         })
         .collect();
     for chunk in retrained.chunks(16) {
@@ -138,12 +170,25 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
             })
             .await?;
     }
+    Ok(retrained)
+}
+
+/// The series the benchmark's workload is planned from.
+fn planned_series(name: &str) -> proto::SeriesRef {
+    proto::SeriesRef {
+        name: "bench_load".to_owned(),
+        labels: [("run".to_owned(), name.to_owned())].into(),
+    }
+}
+
+/// Upserts the workload `name` and polls `GetPlan` until its first plan is ready.
+async fn wait_for_first_plan(channel: &Channel, name: &str) -> Result<()> {
     let mut plans = PlanServiceClient::new(channel.clone());
     plans
         .upsert_workload(proto::UpsertWorkloadRequest {
             workload: Some(proto::Workload {
-                name: name.clone(),
-                series,
+                name: name.to_owned(),
+                series: Some(planned_series(name)),
                 capacity_per_replica: 50.0,
                 max_replicas: 200,
                 warm_up: "10m".to_owned(),
@@ -155,7 +200,7 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     let plan = loop {
         match plans
             .get_plan(proto::GetPlanRequest {
-                workload: name.clone(),
+                workload: name.to_owned(),
             })
             .await
         {
@@ -175,14 +220,24 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         prost::Message::encoded_len(&plan),
         waited.elapsed().as_secs_f64()
     );
+    Ok(())
+}
 
-    // GetPlan from concurrent clients: saturated, then paced.
+/// GetPlan from `--clients` concurrent clients: saturated, then paced at `--rate`, then paced
+/// during a retrain of `retrained` (when there are any).
+async fn get_plan_phases(
+    address: &str,
+    channel: &Channel,
+    name: &str,
+    args: &BenchArgs,
+    retrained: Vec<proto::SeriesRef>,
+) -> Result<()> {
     let duration: Duration = args.duration.into();
     let mut channels = Vec::with_capacity(args.clients);
     for _ in 0..args.clients {
-        channels.push(connect().await?);
+        channels.push(connect(address).await?);
     }
-    let (calls, elapsed, latencies) = get_plan_phase(&channels, &name, duration, None).await?;
+    let (calls, elapsed, latencies) = get_plan_phase(&channels, name, duration, None).await?;
     report(
         "GetPlan, saturated",
         args.clients,
@@ -190,33 +245,39 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         elapsed,
         &latencies,
     );
-    if args.rate > 0 {
-        let (calls, elapsed, latencies) =
-            get_plan_phase(&channels, &name, duration, Some(args.rate)).await?;
-        report(
-            &format!("GetPlan, paced at {} calls/s", args.rate),
-            args.clients,
-            calls,
-            elapsed,
-            &latencies,
-        );
-        if !retrained.is_empty() {
-            let idle_p99 = percentile(&latencies, 0.99);
-            retrain_phase(
-                &channel, &channels, &name, duration, args.rate, retrained, idle_p99,
-            )
-            .await?;
-        }
+    if args.rate == 0 {
+        return Ok(());
     }
+    let (calls, elapsed, latencies) =
+        get_plan_phase(&channels, name, duration, Some(args.rate)).await?;
+    report(
+        &format!("GetPlan, paced at {} calls/s", args.rate),
+        args.clients,
+        calls,
+        elapsed,
+        &latencies,
+    );
+    if !retrained.is_empty() {
+        let idle_p99 = percentile(&latencies, 0.99);
+        retrain_phase(
+            channel, &channels, name, duration, args.rate, retrained, idle_p99,
+        )
+        .await?;
+    }
+    Ok(())
+}
 
-    // Push from concurrent streams; each message spreads `batch` samples over its series.
+/// Push from `--push-clients` concurrent streams; each message spreads `--batch` samples over its
+/// series.
+async fn push_phase(address: &str, name: &str, args: &BenchArgs) -> Result<()> {
+    let duration: Duration = args.duration.into();
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for client in 0..args.push_clients {
-        let channel = connect().await?;
+        let channel = connect(address).await?;
         let (batch, per_client) = (args.batch, args.series_per_client.max(1));
-        let run = name.clone();
+        let run = name.to_owned();
         tasks.spawn(async move {
             let messages = async_messages(client, batch, per_client, run, deadline);
             let reply = IngestServiceClient::new(channel).push(messages).await?;
@@ -234,12 +295,6 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         args.batch,
         accepted as f64 / elapsed
     );
-
-    if let Some((directory, stop, task)) = local {
-        let _ = stop.send(());
-        task.await??;
-        drop(directory);
-    }
     Ok(())
 }
 

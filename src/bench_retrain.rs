@@ -102,7 +102,7 @@ fn store_points(
 pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
     let temporary = tempfile::tempdir()?;
     let directory = args.keep.as_deref().unwrap_or(temporary.path());
-    let mut store_options = config.store.clone();
+    let mut store_options = config.store_options();
     store_options.fsync = false;
     let store = Arc::new(PolarsStore::open(directory, store_options)?);
     let series: Vec<SeriesId> = (0..args.series)

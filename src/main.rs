@@ -4,6 +4,8 @@ mod bench_grpc;
 mod bench_retrain;
 mod cli;
 mod demo;
+mod output;
+mod runtime;
 
 fn main() -> std::process::ExitCode {
     cli::main()

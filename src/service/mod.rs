@@ -9,6 +9,7 @@ mod convert;
 mod error;
 mod handlers;
 mod layers;
+mod local;
 mod metrics_http;
 mod plan_route;
 
@@ -25,6 +26,7 @@ use tonic_health::ServingStatus;
 use crate::app::AppState;
 
 pub use convert::workload_message;
+pub use local::{LocalServer, spawn_local};
 pub use metrics_http::serve_metrics;
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.

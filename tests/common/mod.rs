@@ -7,19 +7,16 @@ use std::time::Duration;
 
 use prescale::app::metrics::Metrics;
 use prescale::app::{App, AppState, Settings};
-use prescale::service::ServerOptions;
+use prescale::service::{LocalServer, ServerOptions, spawn_local};
 use prescale::store::{PolarsStore, StoreOptions};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
-/// A server over a temporary store, stopped by `stop`.
+/// A server over a temporary store, stopped by `shutdown`.
 pub(crate) struct TestServer {
     pub(crate) address: std::net::SocketAddr,
     pub(crate) directory: tempfile::TempDir,
     pub(crate) metrics: Arc<Metrics>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<Result<(), prescale::service::ServiceError>>>,
+    server: LocalServer,
 }
 
 impl TestServer {
@@ -42,23 +39,12 @@ impl TestServer {
             Arc::clone(&metrics),
         )
         .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(prescale::service::serve(
-            listener,
-            state,
-            options,
-            async move {
-                let _ = stopped.await;
-            },
-        ));
+        let server = spawn_local(state, options).await.unwrap();
         Self {
-            address,
+            address: server.addr,
             directory,
             metrics,
-            stop: Some(stop),
-            task: Some(task),
+            server,
         }
     }
 
@@ -71,9 +57,8 @@ impl TestServer {
     }
 
     /// Signals shutdown and waits for the server to return; gives back the data directory.
-    pub(crate) async fn shutdown(mut self) -> tempfile::TempDir {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), self.task.take().unwrap())
+    pub(crate) async fn shutdown(self) -> tempfile::TempDir {
+        tokio::time::timeout(Duration::from_secs(60), self.server.shutdown())
             .await
             .expect("server stops within a minute")
             .unwrap()

@@ -21,7 +21,10 @@ use prescale::store::PolarsStore;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cli::{DEMO_WORKLOAD, print_series_table, write_simulation_outputs};
+use crate::output::{print_series_table, write_simulation_outputs};
+
+/// The demo workload: NYC taxi demand scaled so the weekly peak needs about 50 replicas at 70%.
+const DEMO_WORKLOAD: &str = include_str!("workload.toml");
 
 /// Samples per pushed message.
 const PUSH_BATCH: usize = 4096;
@@ -30,30 +33,21 @@ const PUSH_BATCH: usize = 4096;
 pub(crate) fn run(config: &Config, output_dir: &Path) -> Result<()> {
     std::fs::create_dir_all(output_dir)
         .with_context(|| format!("creating {}", output_dir.display()))?;
-    crate::cli::runtime()?.block_on(walk(config, output_dir))
+    crate::runtime::multi_threaded()?.block_on(walk(config, output_dir))
 }
 
 async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     let directory = tempfile::tempdir().context("creating a temporary store directory")?;
-    let store = Arc::new(PolarsStore::open(directory.path(), config.store.clone())?);
+    let store = Arc::new(PolarsStore::open(directory.path(), config.store_options())?);
     let app = App::new(store);
     let state = AppState::open(
         app.clone(),
         directory.path(),
-        config.planning.clone(),
+        config.temporary_server_settings(),
         Arc::new(Metrics::default()),
     )?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let address = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(service::serve(
-        listener,
-        state,
-        ServerOptions::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    let server = service::spawn_local(state, ServerOptions::default()).await?;
+    let address = server.addr;
     println!(
         "prescale demo: gRPC server in-process on {address}, temporary store at {}",
         directory.path().display()
@@ -86,7 +80,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         &workload,
         7.0,
         Duration::from_secs(3600),
-        config.planning.history_window,
+        config.settings.history_window,
         prescale::events::EventCalendar::default(),
         ModelChoice::Ensemble,
     )?;
@@ -97,8 +91,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         Some(&output_dir.join("nyc_taxi_simulation.png")),
     )?;
 
-    let _ = stop.send(());
-    server.await.context("server task")??;
+    server.shutdown().await.context("server task")??;
     println!("\nserver shut down; outputs in {}", output_dir.display());
     Ok(())
 }

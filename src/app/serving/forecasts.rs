@@ -1,0 +1,176 @@
+//! Forecasts: the served forecast and its model, model versions, requested horizons, and the cache
+//! of single-member fits (the ensemble is served from the live models, see `live_models`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::app::{AppError, ModelChoice, fit, parse_horizon};
+use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries};
+use crate::forecast::{FittedModel, Predict};
+
+use super::{AppState, blocking};
+
+/// The model behind a served forecast: a live model re-anchored on the newest data (ensemble), or
+/// a single-member fit kept for forecast requests.
+#[derive(Debug)]
+pub struct CachedModel {
+    /// See [`model_version`]; a live model's version ends in `-v<registry version>`.
+    pub version: String,
+    /// The model, forecasting from the end of the newest data.
+    pub model: FittedModel,
+    /// The stretch of history it was fitted on.
+    pub trained: TimeRange,
+    /// Use mark of the single-member cache (least recently used go first).
+    last_used: AtomicU64,
+}
+
+/// A forecast with the model that made it.
+#[derive(Debug)]
+pub struct ServedForecast {
+    /// The forecast.
+    pub forecast: Forecast,
+    /// The model.
+    pub model: Arc<CachedModel>,
+    /// Which model was asked for.
+    pub choice: ModelChoice,
+}
+
+/// Opaque model version: the model kind, the end of its training window and a CRC-32 of the training
+/// values, so the same data and model give the same version and any new sample gives a new one.
+pub fn model_version(choice: ModelChoice, history: &TimeSeries) -> String {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&history.start().as_millis().to_le_bytes());
+    hasher.update(&history.step().as_millis().to_le_bytes());
+    for value in history.values() {
+        hasher.update(&value.to_bits().to_le_bytes());
+    }
+    format!(
+        "{choice}-{}-{:08x}",
+        history.end().as_millis(),
+        hasher.finalize()
+    )
+}
+
+/// Version of a served live model: the data it was re-anchored on (see [`model_version`]) and its
+/// registry version, so a new sample or a promotion gives a new one.
+pub(super) fn live_version(registry_version: u64, history: &TimeSeries) -> String {
+    format!(
+        "{}-v{registry_version}",
+        model_version(ModelChoice::Ensemble, history)
+    )
+}
+
+impl AppState {
+    /// Parses a requested horizon against `step` and the configured maximum; empty is the plan
+    /// horizon.
+    pub fn horizon(&self, text: &str, step: Step) -> Result<Horizon, AppError> {
+        let text = if text.trim().is_empty() {
+            humantime::format_duration(self.settings.plan_horizon).to_string()
+        } else {
+            text.to_owned()
+        };
+        let horizon = parse_horizon(&text, step)?;
+        let max_steps = (self.settings.max_horizon.as_millis() / step.as_millis() as u128) as usize;
+        if horizon.steps() > max_steps {
+            return Err(AppError::InvalidRequest {
+                reason: format!(
+                    "horizon {text} is {} steps of {step}; the server allows at most {} ({})",
+                    horizon.steps(),
+                    max_steps,
+                    humantime::format_duration(self.settings.max_horizon)
+                ),
+            });
+        }
+        Ok(horizon)
+    }
+
+    /// Forecasts `series` with `choice`: the ensemble from the live model re-anchored on the newest
+    /// data (trained on first use when the series has none); a single member from a fit cached until
+    /// a new sample arrives. Runs on the blocking pool; fits run on the fit threads.
+    pub async fn forecast(
+        self: &Arc<Self>,
+        series: SeriesId,
+        horizon: String,
+        levels: Vec<Level>,
+        choice: ModelChoice,
+    ) -> Result<ServedForecast, AppError> {
+        let state = Arc::clone(self);
+        if choice == ModelChoice::Ensemble {
+            return blocking(move || {
+                let history = state.recent_history(&series)?;
+                let horizon = state.horizon(&horizon, history.step())?;
+                let live = state.live_model(&series)?;
+                let anchored = live
+                    .model
+                    .reanchor(&history)
+                    .inspect_err(|_| state.metrics.model_errors.inc())?;
+                let forecast = anchored.predict(horizon, &levels)?;
+                let trained = TimeRange::new(live.model.trained_start(), live.model.trained_end())
+                    .expect("invariant: a fitted history is not empty");
+                Ok(ServedForecast {
+                    forecast,
+                    model: Arc::new(CachedModel {
+                        version: live_version(live.version, &history),
+                        model: anchored,
+                        trained,
+                        last_used: AtomicU64::new(0),
+                    }),
+                    choice,
+                })
+            })
+            .await;
+        }
+        self.run_blocking(move || {
+            let history = state.recent_history(&series)?;
+            let horizon = state.horizon(&horizon, history.step())?;
+            let model = state.model_for(&series, choice, &history)?;
+            let forecast = model.model.predict(horizon, &levels)?;
+            Ok(ServedForecast {
+                forecast,
+                model,
+                choice,
+            })
+        })
+        .await
+    }
+
+    /// The cached single-member model of `series` fitted on exactly `history`, or a new fit that
+    /// replaces it.
+    fn model_for(
+        &self,
+        series: &SeriesId,
+        choice: ModelChoice,
+        history: &TimeSeries,
+    ) -> Result<Arc<CachedModel>, AppError> {
+        let version = model_version(choice, history);
+        let key = (series.clone(), choice);
+        let use_mark = self.model_uses.fetch_add(1, Ordering::Relaxed);
+        if let Some(cached) = self.models.lock().get(&key)
+            && cached.version == version
+        {
+            cached.last_used.store(use_mark, Ordering::Relaxed);
+            return Ok(Arc::clone(cached));
+        }
+        let model = fit(history, choice).inspect_err(|_| self.metrics.model_errors.inc())?;
+        self.metrics.model_fits.inc();
+        let trained = TimeRange::new(history.start(), history.end())
+            .expect("invariant: a fitted history is not empty");
+        let cached = Arc::new(CachedModel {
+            version,
+            model,
+            trained,
+            last_used: AtomicU64::new(use_mark),
+        });
+        let mut models = self.models.lock();
+        models.insert(key, Arc::clone(&cached));
+        while models.len() > self.settings.model_cache_entries.max(1) {
+            let oldest = models
+                .iter()
+                .min_by_key(|(_, model)| model.last_used.load(Ordering::Relaxed))
+                .map(|(key, _)| key.clone())
+                .expect("invariant: the cache is not empty");
+            models.remove(&oldest);
+        }
+        Ok(cached)
+    }
+}

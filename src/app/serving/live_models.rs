@@ -1,0 +1,200 @@
+//! The live models: the promoted model of every series, read from the registry at start, trained
+//! once on first use when a series has none, swapped in whole on promotion, and re-read when
+//! another process promotes or rolls back a version.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::app::metrics::Metrics;
+use crate::app::{AppError, ModelChoice, fit};
+use crate::domain::SeriesId;
+use crate::forecast::FittedModel;
+use crate::registry::Registry;
+
+use super::{AppState, blocking};
+
+/// A promoted model as served: re-anchored on the newest data for every forecast and plan.
+#[derive(Debug)]
+pub(super) struct LiveModel {
+    /// Its version in the registry.
+    pub(super) version: u64,
+    /// The model as trained (forecasting from its training end until re-anchored).
+    pub(super) model: FittedModel,
+}
+
+impl AppState {
+    /// The live model of `series`; when it has none, fits one on the newest history (event windows
+    /// masked, as retraining does), registers it as promoted and serves it from then on. Blocking.
+    pub(super) fn live_model(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        if let Some(live) = self.live.read().get(series) {
+            return Ok(Arc::clone(live));
+        }
+        let lock = Arc::clone(self.first_use.lock().entry(series.clone()).or_default());
+        let trained = {
+            let _training = lock.lock();
+            // Bound first: a read guard held across `train_first` would deadlock its write.
+            let trained_meanwhile = self.live.read().get(series).cloned();
+            match trained_meanwhile {
+                Some(live) => Ok(live),
+                None => self.train_first(series),
+            }
+        };
+        self.first_use.lock().remove(series);
+        trained
+    }
+
+    /// Fits, registers and promotes the first model of `series`. Blocking.
+    fn train_first(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        let history = self.events.load()?.mask(&self.recent_history(series)?);
+        let model = self
+            .fit_blocking(move || fit(&history, ModelChoice::Ensemble))
+            .inspect_err(|_| self.metrics.model_errors.inc())?;
+        self.metrics.model_fits.inc();
+        let info = self.registry.add(
+            series,
+            &model,
+            true,
+            "first use: the series had no live model",
+        )?;
+        tracing::info!(series = %series, version = info.version, "trained the first model on first use");
+        Ok(self.promote(series, info.version, model))
+    }
+
+    /// Makes `model` (registry version `version`) the live model of `series`, unless a newer
+    /// version is live already; returns the one now live.
+    pub(super) fn promote(
+        &self,
+        series: &SeriesId,
+        version: u64,
+        model: FittedModel,
+    ) -> Arc<LiveModel> {
+        let mut live = self.live.write();
+        if let Some(current) = live.get(series)
+            && current.version > version
+        {
+            return Arc::clone(current);
+        }
+        self.metrics.models_promoted.inc();
+        let promoted = Arc::new(LiveModel { version, model });
+        live.insert(series.clone(), Arc::clone(&promoted));
+        promoted
+    }
+
+    /// The registry version of the live model of `series`, if it has one.
+    pub fn live_version(&self, series: &SeriesId) -> Option<u64> {
+        self.live.read().get(series).map(|live| live.version)
+    }
+
+    /// Re-reads the registry's manifest every `registry_watch` until shutdown and serves what it
+    /// names (see [`Self::sync_live_models`]).
+    pub async fn run_registry_watch(self: Arc<Self>) {
+        let Some(period) = self.settings.registry_watch else {
+            return;
+        };
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticks.tick().await;
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            let state = Arc::clone(&self);
+            match blocking(move || state.sync_live_models()).await {
+                Ok(0) => {}
+                Ok(swapped) => tracing::info!(swapped, "live models changed in the registry"),
+                Err(error) => tracing::warn!(%error, "the registry manifest could not be read"),
+            }
+        }
+    }
+
+    /// Makes the live model of every series the version the registry's manifest names now, when
+    /// another process changed it (a newer promoted version, or a rollback to an older one), and
+    /// replans the workloads on those series. Nothing is fitted. Returns how many were swapped.
+    /// Blocking (file reads).
+    pub fn sync_live_models(&self) -> Result<usize, AppError> {
+        if !self.registry.reload_if_changed()? {
+            return Ok(0);
+        }
+        let mut swapped = 0;
+        for (series, version) in live_entries(&self.registry) {
+            if self.live_version(&series) == Some(version) {
+                continue;
+            }
+            // A corrupt named version falls back to an earlier one, which may be the one served.
+            let Some(loaded) = read_live(&self.registry, &self.metrics, &series)
+                .filter(|loaded| self.live_version(&series) != Some(loaded.version))
+            else {
+                continue;
+            };
+            self.metrics.models_loaded.inc();
+            tracing::info!(series = %series, version = loaded.version, "serving the registry's live version");
+            self.live.write().insert(series.clone(), Arc::new(loaded));
+            self.mark_due(&series);
+            swapped += 1;
+        }
+        if swapped > 0 {
+            self.replan.notify_one();
+        }
+        Ok(swapped)
+    }
+}
+
+/// The series with a live version in `registry`, and that version; names that do not parse are
+/// reported and left out.
+fn live_entries(registry: &Registry) -> Vec<(SeriesId, u64)> {
+    registry
+        .list()
+        .into_iter()
+        .filter_map(|(name, entry)| {
+            let live = entry.live?;
+            match name.parse() {
+                Ok(series) => Some((series, live)),
+                Err(error) => {
+                    tracing::error!(series = %name, %error, "registry names a series that does not parse");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// The live model of `series` as the registry has it: a live file that fails its check is
+/// reported (log and metric) and the newest earlier live version read instead; `None` when the
+/// series has no live version or none readable (also reported).
+fn read_live(registry: &Registry, metrics: &Metrics, series: &SeriesId) -> Option<LiveModel> {
+    match registry.load_live(series) {
+        Ok(Some(loaded)) => {
+            for (version, reason) in &loaded.skipped {
+                metrics.model_load_failures.inc();
+                tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
+            }
+            Some(LiveModel {
+                version: loaded.version,
+                model: loaded.model,
+            })
+        }
+        Ok(None) => None,
+        Err(error) => {
+            metrics.model_load_failures.inc();
+            tracing::error!(series = %series, %error, "no readable live model: the model served stays, or the series is trained on first use");
+            None
+        }
+    }
+}
+
+/// The live model of every series of `registry` (see [`read_live`]); a series with none readable
+/// is left to first use.
+pub(super) fn load_live_models(
+    registry: &Registry,
+    metrics: &Metrics,
+) -> HashMap<SeriesId, Arc<LiveModel>> {
+    live_entries(registry)
+        .into_iter()
+        .filter_map(|(series, _)| {
+            let loaded = read_live(registry, metrics, &series)?;
+            metrics.models_loaded.inc();
+            Some((series, Arc::new(loaded)))
+        })
+        .collect()
+}

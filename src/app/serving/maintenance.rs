@@ -1,0 +1,44 @@
+//! Maintenance: the hourly retention pass and flushing the store into its checkpoint files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::AppError;
+use crate::domain::Timestamp;
+
+use super::AppState;
+
+impl AppState {
+    /// Enforces the retention every hour until shutdown, on the blocking pool.
+    pub async fn run_maintenance(self: Arc<Self>) {
+        let Some(retention) = self.settings.retention else {
+            return;
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let state = Arc::clone(&self);
+            let dropped = tokio::task::spawn_blocking(move || {
+                state
+                    .app
+                    .store()
+                    .enforce_retention(Timestamp::now(), retention)
+            })
+            .await;
+            match dropped {
+                Ok(Ok(dropped)) => tracing::debug!(dropped, "retention enforced"),
+                Ok(Err(error)) => tracing::warn!(%error, "retention failed"),
+                Err(error) => tracing::warn!(%error, "retention worker failed"),
+            }
+        }
+    }
+
+    /// Flushes the store into its checkpoint files. Blocking.
+    pub fn flush(&self) -> Result<(), AppError> {
+        Ok(self.app.store().checkpoint()?)
+    }
+}

@@ -1,0 +1,208 @@
+//! The long-running application a server drives: stored workloads with their latest plans, the live
+//! models of the registry, background replanning, retraining jobs (on request and on a schedule)
+//! and the counters `/metrics` shows.
+//!
+//! Ensemble forecasts and plans come from each series' live (promoted) model re-anchored on the
+//! newest data, never from a fit per request: the live models are read from the registry at start,
+//! a series without one is trained once on first use (and that model registered as its first
+//! version), and retraining swaps a promoted model in with one map insert. Single-member forecasts
+//! (`model = "ets"` etc.) are not in the registry and are still fitted on demand, cached until a
+//! new sample arrives.
+//!
+//! Everything lives in one [`AppState`] value (no process-global state), so a process can hold several
+//! (tests, or one per shard) and a replica that owns a shard of the series is a second value over
+//! another [`MetricStore`](crate::store::MetricStore).
+//!
+//! One file per concern, each an `impl AppState` block: `ingest`, `forecasts`, `live_models`,
+//! `workloads`, `plans`, `retrain_jobs`, `events`, `maintenance`; `settings` holds [`Settings`].
+
+mod events;
+mod forecasts;
+mod ingest;
+mod live_models;
+mod maintenance;
+mod plans;
+mod retrain_jobs;
+mod settings;
+mod workloads;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::SeriesId;
+use crate::registry::Registry;
+
+use super::metrics::Metrics;
+use super::{App, AppError, EventStore, FitPool, FitPriority, ModelChoice};
+
+pub use forecasts::{CachedModel, ServedForecast, model_version};
+pub use plans::{PlanState, PublishedPlan};
+pub use retrain_jobs::{Job, JobState};
+pub use settings::Settings;
+pub use workloads::Applied;
+
+use live_models::{LiveModel, load_live_models};
+use workloads::{WorkloadEntry, read_workloads};
+
+/// The serving application: use cases of [`App`] plus workloads, plans, models and jobs.
+#[derive(Debug)]
+pub struct AppState {
+    /// The use cases over the metric store (ingest, windows, export) that the CLI shares.
+    app: App,
+    /// Planned events, stored in the data directory; every plan and retrain reads them.
+    events: EventStore,
+    /// Where the workloads file and the events live (and the registry, unless `models_dir`).
+    data_dir: PathBuf,
+    /// How plans are made and work is bounded; fixed for the life of the state.
+    settings: Settings,
+    /// Counters and histograms `/metrics` shows; shared with the service's request layer.
+    metrics: Arc<Metrics>,
+    /// Every stored workload by name, with its plan state. The map is locked only to add, remove
+    /// or list entries; each entry has its own locks, so a refresh never blocks the others.
+    workloads: RwLock<BTreeMap<String, Arc<WorkloadEntry>>>,
+    /// Versioned models on disk; the live ones are mirrored in `live`.
+    registry: Registry,
+    /// The live model of every series that has one. An entry is replaced whole on promotion, so a
+    /// reader holds the old or the new model, never a mix, and never waits on a fit.
+    live: RwLock<HashMap<SeriesId, Arc<LiveModel>>>,
+    /// One lock per series being trained on first use, so concurrent requests fit it once.
+    first_use: Mutex<HashMap<SeriesId, Arc<Mutex<()>>>>,
+    /// Single-member fits for forecast requests (the ensemble is served from `live`).
+    models: Mutex<HashMap<(SeriesId, ModelChoice), Arc<CachedModel>>>,
+    /// Use counter of `models`: each lookup takes the next mark, and the entry with the lowest
+    /// mark is evicted first when the cache is over `model_cache_entries`.
+    model_uses: AtomicU64,
+    /// Every retraining job started since the process began, by id, so `GetJob` can follow it.
+    jobs: Mutex<BTreeMap<String, Arc<Job>>>,
+    /// The number of the last job started; ids are `retrain-<n>`.
+    job_ids: AtomicU64,
+    /// Fits run here, below the serving threads' priority; closed when the planner stops.
+    fits: FitPool,
+    /// Set once the planner has stopped on shutdown: no new fit is queued after it, so draining
+    /// ends.
+    fits_closed: AtomicBool,
+    /// Wakes the planner before its next tick: enough new samples, an upsert, an event, a
+    /// promotion.
+    replan: Notify,
+    /// Cancelled on shutdown: watch streams end, background loops return, jobs start no new
+    /// series.
+    shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads
+    /// and every live model of the registry. A live model file that fails its check is reported
+    /// (log and `prescale_model_load_failures_total`) and the newest earlier live version is served;
+    /// a series with none readable is trained on first use. Blocking: reads the model files.
+    pub fn open(
+        app: App,
+        data_dir: impl Into<PathBuf>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, AppError> {
+        let data_dir = data_dir.into();
+        let stored = read_workloads(&data_dir)?;
+        let workloads = stored
+            .into_iter()
+            .map(|workload| (workload.name().to_owned(), WorkloadEntry::new(workload)))
+            .collect();
+        let registry = Registry::open(
+            settings
+                .models_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("models")),
+        )?;
+        let live = load_live_models(&registry, &metrics);
+        Ok(Arc::new(Self {
+            app,
+            registry,
+            live: RwLock::new(live),
+            first_use: Mutex::new(HashMap::new()),
+            events: EventStore::new(&data_dir),
+            fits: FitPool::new(settings.max_concurrent_fits.max(1), FitPriority::Background)
+                .map_err(|error| AppError::Worker {
+                    reason: format!("cannot start the fit threads: {error}"),
+                })?,
+            fits_closed: AtomicBool::new(false),
+            data_dir,
+            settings,
+            metrics,
+            workloads: RwLock::new(workloads),
+            models: Mutex::new(HashMap::new()),
+            model_uses: AtomicU64::new(0),
+            jobs: Mutex::new(BTreeMap::new()),
+            job_ids: AtomicU64::new(0),
+            replan: Notify::new(),
+            shutdown: CancellationToken::new(),
+        }))
+    }
+
+    /// The use cases over the store.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// Planned events.
+    pub fn events(&self) -> &EventStore {
+        &self.events
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Cancelled when the server shuts down: watch streams end and background work drains.
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Runs CPU-heavy `work` on one of the `max_concurrent_fits` fit threads (queued until one is
+    /// free), which run below the priority of the threads that answer calls.
+    pub async fn run_blocking<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce() -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.fits_closed.load(Ordering::Acquire) {
+            return Err(AppError::ShuttingDown);
+        }
+        self.fits.run(work).await
+    }
+
+    /// Runs a fit on the fit threads from blocking work (a thread of tokio's blocking pool, never an
+    /// async thread nor a fit thread) and waits for it: for work that usually fits nothing (plans
+    /// and forecasts re-anchor a live model) but sometimes must.
+    fn fit_blocking<T, F>(&self, work: F) -> Result<T, AppError>
+    where
+        F: FnOnce() -> Result<T, AppError> + Send + 'static,
+        T: Send + 'static,
+    {
+        tokio::runtime::Handle::current().block_on(self.run_blocking(work))
+    }
+}
+
+/// Runs blocking `work` on the blocking pool (for work that fits at most through
+/// [`AppState::fit_blocking`]).
+async fn blocking<T, F>(work: F) -> Result<T, AppError>
+where
+    F: FnOnce() -> Result<T, AppError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| AppError::Worker {
+            reason: error.to_string(),
+        })?
+}

@@ -1,0 +1,187 @@
+//! Plans: the plan state each workload publishes, computing a plan from the live model and the
+//! stored events, and the background planner that keeps every plan fresh.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::app::planning::{plan_levels, plan_with};
+use crate::app::{AppError, ModelChoice, PlanOutcome, fit};
+use crate::domain::{Forecast, Horizon, TimeSeries, Timestamp};
+use crate::forecast::Predict;
+use crate::plan::{Plan, Workload};
+
+use super::forecasts::live_version;
+use super::workloads::WorkloadEntry;
+use super::{AppState, blocking};
+
+/// A plan as published to executors, with where it came from.
+#[derive(Debug)]
+pub struct PublishedPlan {
+    /// Increases by one with every new plan of the workload.
+    pub revision: u64,
+    /// When it was computed.
+    pub generated_at: Timestamp,
+    /// The schedule.
+    pub plan: Plan,
+    /// Version of the model its forecast came from (see [`model_version`](super::model_version)).
+    pub model_version: String,
+    /// Planned events whose uplift was applied.
+    pub applied_events: Vec<String>,
+    /// Planned events that could not be applied, with why.
+    pub skipped_events: Vec<String>,
+}
+
+/// The plan state of a workload.
+#[derive(Debug, Clone)]
+pub enum PlanState {
+    /// The first plan is being computed.
+    Pending,
+    /// The latest plan.
+    Ready(Arc<PublishedPlan>),
+    /// The latest attempt failed; `last` is the newest plan that succeeded, if any.
+    Failed {
+        /// Why the latest attempt failed.
+        error: Arc<AppError>,
+        /// The newest good plan.
+        last: Option<Arc<PublishedPlan>>,
+    },
+}
+
+impl AppState {
+    /// The latest plan state of a workload, without computing anything.
+    pub fn plan(&self, name: &str) -> Result<PlanState, AppError> {
+        Ok(self.entry(name)?.plan.borrow().clone())
+    }
+
+    /// A receiver of a workload's plan state: the current one at once, then every change. The
+    /// sender goes away when the workload is deleted.
+    pub fn watch_plan(&self, name: &str) -> Result<watch::Receiver<PlanState>, AppError> {
+        Ok(self.entry(name)?.plan.subscribe())
+    }
+
+    /// Computes a plan for `workload` from the newest history and the stored events, with the live
+    /// model re-anchored on that history. Blocking.
+    fn compute_plan(
+        &self,
+        workload: &Workload,
+        running: Option<u32>,
+    ) -> Result<(String, PlanOutcome), AppError> {
+        let history = self.recent_history(workload.series())?;
+        let horizon = self.horizon("", history.step())?;
+        let calendar = self.events.load()?;
+        let live = self.live_model(workload.series())?;
+        let levels = plan_levels(workload);
+        let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
+            if window.end() >= live.model.trained_end() {
+                return Ok(live.model.reanchor(window)?.predict(horizon, &levels)?);
+            }
+            // Learning an event's uplift forecasts from before each past occurrence; no stored
+            // model forecasts from before its training data, so those take a fit.
+            self.metrics.model_fits.inc();
+            let (window, levels) = (window.clone(), levels.clone());
+            self.fit_blocking(move || {
+                Ok(fit(&window, ModelChoice::Ensemble)?.predict(horizon, &levels)?)
+            })
+        };
+        let outcome = plan_with(
+            &history,
+            workload,
+            horizon,
+            &calendar,
+            &forecast_with,
+            running,
+        )
+        .inspect_err(|_| self.metrics.model_errors.inc())?;
+        Ok((live_version(live.version, &history), outcome))
+    }
+
+    /// Recomputes the plan of `entry` on the blocking pool and publishes it.
+    async fn refresh_plan(self: &Arc<Self>, entry: Arc<WorkloadEntry>) {
+        let workload = entry.workload.read().clone();
+        let running = entry.applied.lock().map(|applied| applied.replicas);
+        let state = Arc::clone(self);
+        let name = workload.name().to_owned();
+        let computed = blocking(move || state.compute_plan(&workload, running)).await;
+        match computed {
+            Ok((model_version, outcome)) => {
+                let revision = entry.revision.fetch_add(1, Ordering::AcqRel) + 1;
+                let published = Arc::new(PublishedPlan {
+                    revision,
+                    generated_at: Timestamp::now(),
+                    plan: outcome.plan,
+                    model_version,
+                    applied_events: outcome
+                        .applied_events
+                        .iter()
+                        .map(|event| event.label.clone())
+                        .collect(),
+                    skipped_events: outcome.skipped_events,
+                });
+                self.metrics.plan_refreshes.inc();
+                tracing::debug!(workload = %name, revision, "published plan");
+                entry.plan.send_replace(PlanState::Ready(published));
+            }
+            Err(AppError::ShuttingDown) => {}
+            Err(error) => {
+                self.metrics.plan_failures.inc();
+                tracing::warn!(workload = %name, %error, "plan refresh failed");
+                let last = match &*entry.plan.borrow() {
+                    PlanState::Ready(plan) => Some(Arc::clone(plan)),
+                    PlanState::Failed { last, .. } => last.clone(),
+                    PlanState::Pending => None,
+                };
+                entry.plan.send_replace(PlanState::Failed {
+                    error: Arc::new(error),
+                    last,
+                });
+            }
+        }
+    }
+
+    /// Replans in the background until `shutdown`: every workload each `replan_interval`, and a
+    /// workload as soon as `replan_after_samples` new samples of its series arrived or it was
+    /// upserted. At most one refresh per workload runs at a time; fits share `max_concurrent_fits`.
+    /// On shutdown, waits for refreshes in flight.
+    pub async fn run_planner(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.settings.replan_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut running = JoinSet::new();
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => break,
+                _ = tick.tick() => {
+                    for entry in self.workloads.read().values() {
+                        entry.due.store(true, Ordering::Release);
+                    }
+                }
+                () = self.replan.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+            }
+            let entries: Vec<Arc<WorkloadEntry>> =
+                self.workloads.read().values().cloned().collect();
+            for entry in entries {
+                let enough =
+                    entry.new_samples.load(Ordering::Acquire) >= self.settings.replan_after_samples;
+                if !(entry.due.load(Ordering::Acquire) || enough)
+                    || entry.in_flight.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                entry.due.store(false, Ordering::Release);
+                entry.new_samples.store(0, Ordering::Release);
+                let state = Arc::clone(&self);
+                running.spawn(async move {
+                    state.refresh_plan(Arc::clone(&entry)).await;
+                    entry.in_flight.store(false, Ordering::Release);
+                    // Samples or upserts that came in meanwhile get their turn.
+                    state.replan.notify_one();
+                });
+            }
+        }
+        self.fits_closed.store(true, Ordering::Release);
+        while running.join_next().await.is_some() {}
+    }
+}

@@ -1,0 +1,200 @@
+//! The commands that forecast a history: `forecast`, `backtest`, `plan` and `simulate`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use prescale::app::{self, Backtest, EventStore, ModelChoice};
+use prescale::config::Config;
+
+use super::args::InputArgs;
+use crate::output::{print_model, write_simulation_outputs};
+
+#[derive(Debug, Args)]
+pub(super) struct ForecastArgs {
+    #[command(flatten)]
+    pub(super) input: InputArgs,
+    /// How far ahead: a duration (1d, 90m) or a number of steps.
+    #[arg(long, default_value = "1d")]
+    horizon: String,
+    /// Interval levels in percent.
+    #[arg(long, default_value = "80,95")]
+    levels: String,
+    /// ensemble, or one member: seasonal_naive, fft, trend, forest, scryer, mstl, ets.
+    #[arg(long, default_value = "ensemble")]
+    model: String,
+    /// Output CSV: timestamp,mean,lower_L,upper_L... per level.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct BacktestArgs {
+    #[command(flatten)]
+    pub(super) input: InputArgs,
+    /// Steps forecast from each origin: a duration or a number of steps.
+    #[arg(long, default_value = "1d")]
+    horizon: String,
+    /// Number of rolling origins over the most recent history.
+    #[arg(long, default_value_t = 5)]
+    folds: usize,
+    /// Interval levels in percent.
+    #[arg(long, default_value = "80,95")]
+    levels: String,
+    /// Most recent history each fit may use.
+    #[arg(long, default_value = "28d")]
+    max_history: humantime::Duration,
+    /// Only this model [default: every member and the ensemble].
+    #[arg(long)]
+    model: Option<String>,
+    /// Also write the table as CSV.
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct PlanArgs {
+    #[command(flatten)]
+    pub(super) input: InputArgs,
+    /// Workload file (see workload.example.toml).
+    #[arg(long)]
+    workload: PathBuf,
+    /// How far ahead to plan.
+    #[arg(long, default_value = "1d")]
+    horizon: String,
+    /// Replicas running now [default: what the latest load needs].
+    #[arg(long)]
+    current_replicas: Option<u32>,
+    /// Forecasting model.
+    #[arg(long, default_value = "ensemble")]
+    model: String,
+    /// Output CSV: timestamp,desired,low,high,reason.
+    #[arg(long)]
+    output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(super) struct SimulateArgs {
+    #[command(flatten)]
+    pub(super) input: InputArgs,
+    /// Workload file (see workload.example.toml).
+    #[arg(long)]
+    workload: PathBuf,
+    /// Days of history to replay (the end of the series).
+    #[arg(long, default_value_t = 7.0)]
+    days: f64,
+    /// How often the predictive strategy replans.
+    #[arg(long, default_value = "1h")]
+    replan_every: humantime::Duration,
+    /// Forecasting model.
+    #[arg(long, default_value = "ensemble")]
+    model: String,
+    /// Write the per-strategy summary as CSV (and the timeline beside it as *.timeline.csv).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Write a PNG chart of demand and each strategy's capacity.
+    #[arg(long)]
+    chart: Option<PathBuf>,
+}
+
+/// `prescale forecast`: fitted on the newest `planning.history_window`, as the service fits.
+pub(super) fn forecast(config: &Config, args: &ForecastArgs) -> Result<()> {
+    let history = args
+        .input
+        .load(config)?
+        .newest(config.settings.history_window);
+    let horizon = app::parse_horizon(&args.horizon, history.step())?;
+    let levels = app::parse_levels(&args.levels)?;
+    let choice: ModelChoice = args.model.parse()?;
+    let model = app::fit(&history, choice)?;
+    let forecast = prescale::forecast::Predict::predict(&model, horizon, &levels)?;
+    app::write_forecast_csv(&forecast, &args.output)?;
+    println!(
+        "forecast {} steps of {} from {} with {choice} to {}",
+        forecast.len(),
+        forecast.step(),
+        forecast.start(),
+        args.output.display()
+    );
+    print_model(&model);
+    Ok(())
+}
+
+/// `prescale backtest`: every model (or one) from rolling origins, as a table and optionally CSV.
+pub(super) fn backtest(config: &Config, args: &BacktestArgs) -> Result<()> {
+    let history = args.input.load(config)?;
+    let levels = app::parse_levels(&args.levels)?;
+    let backtest = Backtest {
+        horizon: app::parse_horizon(&args.horizon, history.step())?,
+        folds: args.folds,
+        levels: levels.clone(),
+        max_history: (args.max_history.as_millis() / history.step().as_duration().as_millis())
+            as usize,
+    };
+    let choices = match &args.model {
+        Some(model) => vec![model.parse()?],
+        None => ModelChoice::all(),
+    };
+    let scores = backtest.run(&history, &choices)?;
+    println!(
+        "backtest: {} folds of {} steps ({}) on {} points; MASE scaled by the in-sample one-day seasonal naive error",
+        backtest.folds,
+        backtest.horizon.steps(),
+        history.step(),
+        history.len()
+    );
+    print!("{}", app::format_scores(&scores, &levels));
+    if let Some(path) = &args.output {
+        app::write_scores_csv(&scores, &levels, path)?;
+    }
+    Ok(())
+}
+
+/// `prescale plan`: a forecast of the newest `planning.history_window` turned into a plan.
+pub(super) fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
+    let history = args
+        .input
+        .load(config)?
+        .newest(config.settings.history_window);
+    let workload = app::load_workload(&args.workload)?;
+    let horizon = app::parse_horizon(&args.horizon, history.step())?;
+    let calendar = EventStore::new(&config.data_dir).load()?;
+    let outcome = app::build_plan(
+        &history,
+        &workload,
+        horizon,
+        &calendar,
+        args.model.parse()?,
+        args.current_replicas,
+    )?;
+    app::write_plan_csv(&outcome.plan, &args.output)?;
+    print!("{}", outcome.plan);
+    for skipped in &outcome.skipped_events {
+        println!("warning: event {skipped} has no past occurrence to learn from; not applied");
+    }
+    println!(
+        "wrote {} plan steps to {}",
+        outcome.plan.steps().len(),
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `prescale simulate`: the replay of predictive plans vs the HPA vs an oracle.
+pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
+    let history = args.input.load(config)?;
+    let workload = app::load_workload(&args.workload)?;
+    let calendar = EventStore::new(&config.data_dir).load()?;
+    let report = app::replay(
+        &history,
+        &workload,
+        args.days,
+        args.replan_every.into(),
+        config.settings.history_window,
+        calendar,
+        args.model.parse()?,
+    )?;
+    print!("{report}");
+    write_simulation_outputs(&report, args.output.as_deref(), args.chart.as_deref())?;
+    Ok(())
+}

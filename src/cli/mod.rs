@@ -1,0 +1,189 @@
+//! Command-line interface: parses flags, loads the configuration, and calls the use cases in `app`.
+//!
+//! One file per command group; [`args`] holds the flags several commands share. Only `--config` and
+//! `-v` are global: every other flag is on the commands that use it (see [`args::Override`]).
+
+mod args;
+mod events;
+mod forecasting;
+mod models;
+mod serve;
+mod store;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use prescale::app::App;
+use prescale::config::{Config, Overrides};
+use prescale::store::PolarsStore;
+use tracing_subscriber::EnvFilter;
+
+use args::{FsyncArg, Override, RetentionArg};
+
+/// Predictive scaling: forecast each workload's load and pre-scale ahead of demand.
+#[derive(Debug, Parser)]
+#[command(name = "prescale", version, about)]
+struct Cli {
+    /// Configuration file [default: ./prescale.toml if present].
+    #[arg(long, global = true, env = "PRESCALE_CONFIG")]
+    config: Option<PathBuf>,
+    /// More log output on stderr (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Import a CSV (`timestamp,value`) or Parquet file into a series; all rows or none.
+    Import(store::ImportArgs),
+    /// Inspect stored series.
+    #[command(subcommand)]
+    Series(store::SeriesCommand),
+    /// Export a series resampled to a fixed step as `timestamp,value` CSV.
+    Export(store::ExportArgs),
+    /// Forecast a series with prediction intervals and write it as CSV.
+    Forecast(forecasting::ForecastArgs),
+    /// Rolling-origin backtest of every model (or one) on a series: MASE, sMAPE, coverage, width, time.
+    Backtest(forecasting::BacktestArgs),
+    /// Turn a forecast into a pre-scaling plan for a workload.
+    Plan(forecasting::PlanArgs),
+    /// Replay history: predictive plans vs the Kubernetes HPA vs an oracle.
+    Simulate(forecasting::SimulateArgs),
+    /// Planned events (launches, sales) whose uplift is learned from history.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+    /// Run the whole pipeline on the embedded sample data through an in-process gRPC server.
+    Demo(DemoArgs),
+    /// Serve the gRPC API (ingest, forecasts, plans, events, admin) until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
+    /// Load-test the gRPC API on loopback: GetPlan latency and throughput, Push samples/s.
+    BenchGrpc {
+        #[command(flatten)]
+        args: crate::bench_grpc::BenchArgs,
+        /// The in-process server's retention.
+        #[command(flatten)]
+        retention: RetentionArg,
+    },
+    /// Time the retraining job over synthetic series in a temporary store (cold, then nightly).
+    BenchRetrain {
+        #[command(flatten)]
+        args: crate::bench_retrain::BenchRetrainArgs,
+        /// The benchmark store's retention.
+        #[command(flatten)]
+        retention: RetentionArg,
+    },
+    /// Retrain series into the model registry, promoting each new model only when it is not worse
+    /// than the live one on the same recent window. Exits non-zero when any series failed.
+    Retrain(models::RetrainArgs),
+    /// Inspect the model registry and roll back.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+}
+
+impl Command {
+    /// The configuration keys this command's flags override.
+    fn overrides(&self) -> Overrides {
+        match self {
+            Self::Import(args) => args.store.overrides(),
+            Self::Series(command) => command.store().overrides(),
+            Self::Export(args) => args.store.overrides(),
+            Self::Forecast(args) => args.input.store.overrides(),
+            Self::Backtest(args) => args.input.store.overrides(),
+            Self::Plan(args) => args.input.store.overrides(),
+            Self::Simulate(args) => args.input.store.overrides(),
+            Self::Events(command) => command.data_dir().overrides(),
+            Self::Demo(args) => args.overrides(),
+            Self::Serve(args) => args.overrides(),
+            Self::BenchGrpc { retention, .. } | Self::BenchRetrain { retention, .. } => {
+                retention.overrides()
+            }
+            Self::Retrain(args) => args.store.overrides(),
+            Self::Models(command) => command.data_dir().overrides(),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Directory for the demo's outputs (forecast, plan, simulation CSV and chart).
+    #[arg(long, default_value = "demo-output")]
+    output_dir: PathBuf,
+    /// The demo runs on a temporary store and never reads this; accepted (and hidden) so that
+    /// scripts passing `--data-dir` to every command keep working.
+    #[arg(long, env = "PRESCALE_DATA_DIR", hide = true)]
+    data_dir: Option<PathBuf>,
+    /// How the demo's temporary store writes.
+    #[command(flatten)]
+    fsync: FsyncArg,
+    /// The demo server's retention.
+    #[command(flatten)]
+    retention: RetentionArg,
+}
+
+impl Override for DemoArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        overrides.data_dir.clone_from(&self.data_dir);
+        self.fsync.apply(overrides);
+        self.retention.apply(overrides);
+    }
+}
+
+/// Entry point: runs the command and maps failure to exit code 1 with the error chain on stderr.
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let config = Config::load(cli.config.as_deref(), &cli.command.overrides())?;
+    match cli.command {
+        Command::Import(args) => store::import(&config, &args),
+        Command::Series(command) => store::series(&config, &command),
+        Command::Export(args) => store::export(&config, &args),
+        Command::Forecast(args) => forecasting::forecast(&config, &args),
+        Command::Backtest(args) => forecasting::backtest(&config, &args),
+        Command::Plan(args) => forecasting::plan(&config, &args),
+        Command::Simulate(args) => forecasting::simulate(&config, &args),
+        Command::Events(command) => events::events(&config, command),
+        Command::Demo(args) => crate::demo::run(&config, &args.output_dir),
+        Command::Serve(_) => serve::serve(&config),
+        Command::BenchGrpc { args, .. } => crate::bench_grpc::run(&config, &args),
+        Command::BenchRetrain { args, .. } => crate::bench_retrain::run(&config, &args),
+        Command::Retrain(args) => models::retrain(&config, &args),
+        Command::Models(command) => models::models(&config, command),
+    }
+}
+
+/// Opens the configured store and an app over it.
+fn open(config: &Config) -> Result<(App, Arc<PolarsStore>)> {
+    let store = Arc::new(
+        PolarsStore::open(&config.data_dir, config.store_options())
+            .with_context(|| format!("opening store in {}", config.data_dir.display()))?,
+    );
+    Ok((App::new(store.clone()), store))
+}

@@ -1,0 +1,204 @@
+//! The model registry's commands: `retrain` and `models list|show|rollback`.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use prescale::app::{self, EventStore};
+use prescale::config::Config;
+use prescale::domain::{SeriesId, Timestamp};
+use prescale::registry::{Registry, VersionInfo};
+
+use super::args::{DataDirArg, StoreArgs};
+use super::open;
+
+#[derive(Debug, Args)]
+pub(super) struct RetrainArgs {
+    /// Every stored series.
+    #[arg(long, conflicts_with = "series", required_unless_present = "series")]
+    all: bool,
+    /// Series to retrain (`NAME` or `NAME{k="v"}`); repeatable.
+    #[arg(long, num_args = 1..)]
+    series: Vec<String>,
+    /// Fit and compare, but write nothing to the registry.
+    #[arg(long)]
+    dry_run: bool,
+    /// Series fitted at once [default: `registry.concurrency`].
+    #[arg(long)]
+    concurrency: Option<usize>,
+    #[command(flatten)]
+    pub(super) store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ModelsCommand {
+    /// One line per series: live version, versions stored, backtest figures of the live one.
+    List {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Every version of a series with its figures and decision; marks the live one.
+    Show {
+        /// Series (`NAME` or `NAME{k="v"}`).
+        name: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Make an earlier version live: VERSION, or by default the previous live version.
+    Rollback {
+        /// Series (`NAME` or `NAME{k="v"}`).
+        name: String,
+        /// Version to make live.
+        version: Option<u64>,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+}
+
+impl ModelsCommand {
+    /// The data directory the registry lives in unless `registry.dir` says otherwise.
+    pub(super) fn data_dir(&self) -> &DataDirArg {
+        match self {
+            Self::List { data_dir }
+            | Self::Show { data_dir, .. }
+            | Self::Rollback { data_dir, .. } => data_dir,
+        }
+    }
+}
+
+/// `prescale retrain`: bounded parallel fits, a progress bar on a terminal, one line per series.
+pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
+    use std::io::IsTerminal;
+
+    let (app, _) = open(config)?;
+    let registry = Registry::open(config.models_dir())?;
+    let series: Vec<SeriesId> = if args.all {
+        app.store().series()
+    } else {
+        args.series
+            .iter()
+            .map(|name| name.parse())
+            .collect::<Result<_, _>>()?
+    };
+    let settings = app::RetrainSettings {
+        dry_run: args.dry_run,
+        events: EventStore::new(&config.data_dir).load()?,
+        ..config.retrain_settings(args.concurrency)
+    };
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(series.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40}] {pos}/{len} series, ETA {eta}",
+            )
+            .expect("invariant: the template is valid")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    let line = |series: &SeriesId, result: &Result<app::RetrainOutcome, app::AppError>| {
+        let text = match result {
+            Ok(outcome) => format!(
+                "{series}: {}{} ({})",
+                if outcome.promoted {
+                    "promoted"
+                } else {
+                    "kept live"
+                },
+                outcome
+                    .version
+                    .map_or_else(|| " (dry run)".to_owned(), |v| format!(" v{v}")),
+                outcome.reason
+            ),
+            Err(error) => format!("{series}: failed: {error}"),
+        };
+        match &bar {
+            Some(bar) => {
+                bar.println(text);
+                bar.inc(1);
+            }
+            None => println!("{text}"),
+        }
+    };
+    let results = app::retrain_many(&app, &registry, &series, &settings, &line);
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
+    let counts = app::RetrainCounts::of(&results);
+    let failed = counts.failed;
+    println!(
+        "retrained {} series in {:.1}s: {} promoted, {} kept, {failed} failed{}",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        counts.promoted,
+        counts.kept,
+        if args.dry_run {
+            " (dry run: nothing written)"
+        } else {
+            ""
+        }
+    );
+    if failed > 0 {
+        bail!("{failed} of {} series failed", results.len());
+    }
+    Ok(())
+}
+
+/// `prescale models list|show|rollback`.
+pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
+    let registry = Registry::open(config.models_dir())?;
+    let figures = |info: &VersionInfo| {
+        format!(
+            "mae {} mase {}",
+            info.backtest_mae
+                .map_or("-".to_owned(), |v| format!("{v:.4}")),
+            info.backtest_mase
+                .map_or("-".to_owned(), |v| format!("{v:.3}")),
+        )
+    };
+    match command {
+        ModelsCommand::List { .. } => {
+            for (name, entry) in registry.list() {
+                let live = entry.live.and_then(|version| entry.version(version));
+                println!(
+                    "{name}  live {}  {} versions  {}",
+                    entry.live.map_or("-".to_owned(), |v| format!("v{v}")),
+                    entry.versions.len(),
+                    live.map_or(String::new(), figures)
+                );
+            }
+        }
+        ModelsCommand::Show { name, .. } => {
+            let series: SeriesId = name.parse()?;
+            let entry = registry
+                .entry(&series)
+                .with_context(|| format!("no models of {series}"))?;
+            println!("{series} ({})", registry.dir().join(&entry.dir).display());
+            for info in &entry.versions {
+                let trained = |millis| Timestamp::from_millis(millis);
+                println!(
+                    "{} v{}  trained {}..{} ({} points) at {}  prescale {}  {}  crc32 {:08x}  {}",
+                    if entry.live == Some(info.version) {
+                        "*"
+                    } else {
+                        " "
+                    },
+                    info.version,
+                    trained(info.trained_from_ms),
+                    trained(info.trained_to_ms),
+                    info.points,
+                    trained(info.created_at_ms),
+                    info.prescale_version,
+                    figures(info),
+                    info.crc32,
+                    info.decision
+                );
+            }
+        }
+        ModelsCommand::Rollback { name, version, .. } => {
+            let series: SeriesId = name.parse()?;
+            let live = registry.rollback(&series, version)?;
+            println!("{series}: v{live} is live");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! `prescale serve`: the store, the planner and the gRPC and metrics endpoints until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use prescale::app::metrics::Metrics;
+use prescale::config::{Config, Overrides};
+use prescale::service::LocalServer;
+use prescale::store::MetricStore;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::args::{Override, StoreArgs};
+use super::open;
+
+#[derive(Debug, Args)]
+pub(super) struct ServeArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// gRPC address [default: 127.0.0.1:50051].
+    #[arg(long, env = "PRESCALE_LISTEN")]
+    listen: Option<String>,
+    /// Address of the `/metrics` endpoint, or `off` [default: 127.0.0.1:9464].
+    #[arg(long, env = "PRESCALE_METRICS_LISTEN")]
+    metrics_listen: Option<String>,
+}
+
+impl Override for ServeArgs {
+    fn apply(&self, overrides: &mut Overrides) {
+        self.store.apply(overrides);
+        overrides.listen.clone_from(&self.listen);
+        overrides.metrics_listen.clone_from(&self.metrics_listen);
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM, then drains it and flushes the store.
+pub(super) fn serve(config: &Config) -> Result<()> {
+    let (app, store) = open(config)?;
+    if let Some(retention) = config.settings.retention {
+        store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
+    }
+    let metrics = Arc::new(Metrics::default());
+    let state = prescale::app::AppState::open(
+        app,
+        &config.data_dir,
+        config.settings.clone(),
+        Arc::clone(&metrics),
+    )?;
+    crate::runtime::multi_threaded()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        println!(
+            "prescale serving gRPC on {} ({}, {})",
+            listener.local_addr()?,
+            if config.server.options.tls.is_some() {
+                "TLS"
+            } else {
+                "plaintext"
+            },
+            if config.server.options.tokens.is_empty() {
+                "no auth"
+            } else {
+                "bearer tokens"
+            },
+        );
+        let stop_metrics = CancellationToken::new();
+        let metrics_task = match config.server.metrics_listen {
+            Some(address) => Some(serve_metrics(address, metrics, &stop_metrics).await?),
+            None => None,
+        };
+        LocalServer::start(listener, state, config.server.options.clone())?
+            .shutdown_on(shutdown_signal())
+            .await??;
+        stop_metrics.cancel();
+        if let Some(task) = metrics_task {
+            task.await??;
+        }
+        println!("prescale stopped; store flushed");
+        Ok(())
+    })
+}
+
+/// Binds the `/metrics` endpoint and serves it on a task until `stop` is cancelled.
+async fn serve_metrics(
+    address: SocketAddr,
+    metrics: Arc<Metrics>,
+    stop: &CancellationToken,
+) -> Result<JoinHandle<std::io::Result<()>>> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the metrics endpoint {address}"))?;
+    println!("metrics on http://{}/metrics", listener.local_addr()?);
+    Ok(tokio::spawn(prescale::service::serve_metrics(
+        listener,
+        metrics,
+        stop.clone().cancelled_owned(),
+    )))
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::error!(%error, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

@@ -1,0 +1,119 @@
+//! The commands on the metric store: `import`, `series list|show` and `export`.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use prescale::config::Config;
+use prescale::domain::{Aggregation, Step};
+use prescale::ingest::BadRowPolicy;
+use prescale::store::MetricStore;
+
+use super::args::{SeriesArgs, StoreArgs};
+use super::open;
+use crate::output::{print_import, print_series_details, print_series_table};
+
+#[derive(Debug, Args)]
+pub(super) struct ImportArgs {
+    /// Series to import into (`NAME` or `NAME{k="v"}`).
+    #[arg(long)]
+    series: String,
+    #[command(flatten)]
+    labels: SeriesArgs,
+    /// Import the good rows and report the bad ones instead of importing nothing.
+    #[arg(long)]
+    skip_bad_rows: bool,
+    /// CSV or Parquet file (told apart by content).
+    file: PathBuf,
+    #[command(flatten)]
+    pub(super) store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum SeriesCommand {
+    /// One line per series: samples, extent, median step, gaps.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Details of one series, including its longest gaps.
+    Show {
+        /// Series (`NAME` or `NAME{k="v"}`).
+        name: String,
+        #[command(flatten)]
+        labels: SeriesArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+impl SeriesCommand {
+    /// The store the command reads.
+    pub(super) fn store(&self) -> &StoreArgs {
+        match self {
+            Self::List { store } | Self::Show { store, .. } => store,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(super) struct ExportArgs {
+    /// Series (`NAME` or `NAME{k="v"}`).
+    name: String,
+    #[command(flatten)]
+    labels: SeriesArgs,
+    /// Bucket size, e.g. 5m, 1h.
+    #[arg(long, default_value = "5m")]
+    step: Step,
+    /// How a bucket's samples are combined: mean, max, sum or last.
+    #[arg(long, default_value = "mean")]
+    agg: Aggregation,
+    /// Output CSV file.
+    file: PathBuf,
+    #[command(flatten)]
+    pub(super) store: StoreArgs,
+}
+
+/// `prescale import`: all rows or none, unless `--skip-bad-rows`; checkpointed before it returns.
+pub(super) fn import(config: &Config, args: &ImportArgs) -> Result<()> {
+    let (app, store) = open(config)?;
+    let series = args.labels.resolve(&args.series)?;
+    let policy = if args.skip_bad_rows {
+        BadRowPolicy::Skip
+    } else {
+        BadRowPolicy::Reject
+    };
+    let report = app
+        .import_file(&series, &args.file, policy)
+        .with_context(|| format!("importing {}", args.file.display()))?;
+    store.checkpoint()?;
+    print_import(&report, &args.file);
+    Ok(())
+}
+
+/// `prescale series list|show`.
+pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
+    let (app, _) = open(config)?;
+    match command {
+        SeriesCommand::List { .. } => print_series_table(&app.list_series()?),
+        SeriesCommand::Show { name, labels, .. } => {
+            let series = labels.resolve(name)?;
+            print_series_details(&app.store().summary(&series)?);
+        }
+    }
+    Ok(())
+}
+
+/// `prescale export`: the series resampled to `--step`, as CSV.
+pub(super) fn export(config: &Config, args: &ExportArgs) -> Result<()> {
+    let (app, _) = open(config)?;
+    let series = args.labels.resolve(&args.name)?;
+    let rows = app.export_csv(&series, args.step, args.agg, &args.file)?;
+    println!(
+        "wrote {rows} rows of {series} ({} {}) to {}",
+        args.step,
+        args.agg,
+        args.file.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! What the commands print and write beside their main output: the series table and details, an
+//! import report, a fitted model's summary, a simulation's CSV and chart. Shared by the `cli`
+//! commands and the demo.
+
+use std::path::Path;
+
+use anyhow::Result;
+use prescale::app::ImportReport;
+use prescale::domain::{Step, Timestamp};
+use prescale::forecast::FittedModel;
+use prescale::simulate::SimulationReport;
+use prescale::store::SeriesSummary;
+
+/// The import's counts, and the skipped rows by kind with the first of each.
+pub(crate) fn print_import(report: &ImportReport, file: &Path) {
+    println!(
+        "imported {} samples from {} into {}",
+        report.accepted,
+        file.display(),
+        report.series
+    );
+    if report.skipped.is_empty() {
+        return;
+    }
+    println!("skipped {} bad rows:", report.skipped.len());
+    let mut kinds: Vec<_> = report.skipped.iter().map(|row| row.kind).collect();
+    kinds.sort();
+    kinds.dedup();
+    for kind in kinds {
+        let rows: Vec<_> = report
+            .skipped
+            .iter()
+            .filter(|row| row.kind == kind)
+            .collect();
+        let first = rows[0];
+        println!(
+            "  {:>6} x {kind} (first at row/line {}: {})",
+            rows.len(),
+            first.position,
+            first.detail
+        );
+    }
+}
+
+fn describe_step(step: Option<Step>) -> String {
+    step.map_or_else(|| "-".to_owned(), |step| step.to_string())
+}
+
+fn describe_time(time: Option<Timestamp>) -> String {
+    time.map_or_else(|| "-".to_owned(), |time| time.to_string())
+}
+
+/// One line per series: samples, extent, median step, gaps.
+pub(crate) fn print_series_table(summaries: &[SeriesSummary]) {
+    if summaries.is_empty() {
+        println!("no series stored");
+        return;
+    }
+    let width = summaries
+        .iter()
+        .map(|summary| summary.series.to_string().len())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    println!(
+        "{:<width$}  {:>8}  {:<24}  {:<24}  {:>8}  {:>5}",
+        "SERIES", "SAMPLES", "FIRST", "LAST", "STEP", "GAPS"
+    );
+    for summary in summaries {
+        println!(
+            "{:<width$}  {:>8}  {:<24}  {:<24}  {:>8}  {:>5}",
+            summary.series.to_string(),
+            summary.samples,
+            describe_time(summary.first),
+            describe_time(summary.last),
+            describe_step(summary.median_step),
+            summary.gaps.len()
+        );
+    }
+}
+
+/// One series, with its ten longest gaps.
+pub(crate) fn print_series_details(summary: &SeriesSummary) {
+    println!("series:      {}", summary.series);
+    println!("samples:     {}", summary.samples);
+    println!("first:       {}", describe_time(summary.first));
+    println!("last:        {}", describe_time(summary.last));
+    println!("median step: {}", describe_step(summary.median_step));
+    println!(
+        "gaps:        {} (longer than twice the median step)",
+        summary.gaps.len()
+    );
+    let mut gaps = summary.gaps.clone();
+    gaps.sort_by_key(|gap| std::cmp::Reverse(gap.before.as_millis() - gap.after.as_millis()));
+    for gap in gaps.iter().take(10) {
+        let length = Step::try_from(gap.before.as_millis() - gap.after.as_millis())
+            .map_or_else(|_| "?".to_owned(), |step| step.to_string());
+        println!("  {} .. {}  ({length})", gap.after, gap.before);
+    }
+    if gaps.len() > 10 {
+        println!("  ... {} shorter gaps not shown", gaps.len() - 10);
+    }
+}
+
+/// What a fit found: its window, seasonal periods, level shift, members used and skipped.
+pub(crate) fn print_model(model: &FittedModel) {
+    let periods: Vec<String> = model
+        .preprocessing()
+        .seasonality
+        .periods()
+        .iter()
+        .map(|period| period.steps.to_string())
+        .collect();
+    let weights: Vec<String> = model
+        .weights()
+        .iter()
+        .filter(|(_, weight)| *weight > 0.0)
+        .map(|(kind, weight)| format!("{kind} {weight:.2}"))
+        .collect();
+    println!(
+        "  fitted on {} .. {} ({} points)",
+        model.trained_start(),
+        model.trained_end(),
+        model.preprocessing().points
+    );
+    println!("  seasonal periods (steps): {}", periods.join(", "));
+    if let Some(shift) = model.preprocessing().level_shift {
+        let how = match (shift.multiplicative, shift.damping) {
+            (true, _) => "scaled".to_owned(),
+            (false, Some(factor)) => format!("moved, its wiggle damped by {factor:.2},"),
+            (false, None) => "moved".to_owned(),
+        };
+        println!(
+            "  level shift at {}: {:.4} -> {:.4} (older history {how} to the new level)",
+            shift.at, shift.before, shift.after,
+        );
+    }
+    println!("  members used: {}", weights.join(", "));
+    for (kind, reason) in model.report().skipped() {
+        if !reason.is_empty() {
+            println!("  skipped {kind}: {reason}");
+        }
+    }
+}
+
+/// The summary and timeline CSV, and the chart, of a replay, where asked for.
+pub(crate) fn write_simulation_outputs(
+    report: &SimulationReport,
+    output: Option<&Path>,
+    chart: Option<&Path>,
+) -> Result<()> {
+    if let Some(path) = output {
+        report.write_summary_csv(std::fs::File::create(path)?)?;
+        let timeline = path.with_extension("timeline.csv");
+        report.write_timeline_csv(std::fs::File::create(&timeline)?)?;
+        println!("wrote {} and {}", path.display(), timeline.display());
+    }
+    if let Some(path) = chart {
+        report.write_png(path, (1600, 700))?;
+        println!("wrote chart {}", path.display());
+    }
+    Ok(())
+}
