@@ -1,16 +1,19 @@
 //! The model registry end to end: a restarted server serves plans from the promoted models without
 //! fitting (and from the previous version when the live file is corrupt), and a `prescale retrain`
-//! killed midway leaves a registry that lists, verifies and retrains, and versions promoted or
-//! rolled back by another process are served without a restart.
+//! killed midway leaves a registry that lists, verifies and retrains, versions promoted or
+//! rolled back by another process are served without a restart, and the retraining schedule fires on
+//! time (under tokio's paused clock).
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use prescale::app::Settings;
+use prescale::app::metrics::Metrics;
+use prescale::app::{App, AppState, Settings, TokioClock};
 use prescale::domain::{Sample, SeriesId, Timestamp};
 use prescale::plan::Workload;
 use prescale::registry::Registry;
@@ -247,8 +250,27 @@ async fn the_retrain_rpc_promotes_swaps_the_model_in_and_replans() {
     );
 }
 
-/// Real time: the schedule fires on the wall clock, at most a minute after the server starts.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// Polls `done` from tokio's blocking pool, every 20 ms of real time for at most `limit`; true once
+/// it holds. A blocking task holds tokio's paused clock still, so the paused time of the test does
+/// not run ahead while the fit threads work.
+async fn wait_in_real_time(limit: Duration, done: impl Fn() -> bool + Send + 'static) -> bool {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    })
+    .await
+    .unwrap()
+}
+
+/// Under tokio's paused time: the server's clock starts 30 s before a minute, so the every-minute
+/// schedule fires 30 s of paused time later and not before; the retraining itself is real work.
+#[tokio::test(start_paused = true)]
 async fn the_server_runs_the_retraining_job_on_its_schedule() {
     let directory = tempfile::tempdir().unwrap();
     store_histories(directory.path(), &["load"], 4);
@@ -256,27 +278,51 @@ async fn the_server_runs_the_retraining_job_on_its_schedule() {
         retrain_schedule: Some("* * * * *".parse().unwrap()),
         ..settings()
     };
-    let server = TestServer::start_in(directory, every_minute, ServerOptions::default()).await;
-    let mut admin = AdminServiceClient::new(server.channel().await);
-    let job = tokio::time::timeout(Duration::from_secs(150), async {
-        loop {
-            if let Ok(job) = admin
-                .get_job(proto::GetJobRequest {
-                    id: "retrain-1".to_owned(),
-                })
-                .await
-                && job.get_ref().finished_at_ms != 0
-            {
-                return job.into_inner();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .expect("the scheduled job runs within a minute and finishes");
-    assert_eq!((job.total, job.done, job.failed), (1, 1, 0));
-    assert_eq!(server.metrics.models_promoted.get(), 1);
-    let directory = server.shutdown().await;
+    let at = |text: &str| Timestamp::parse(text).unwrap();
+    let clock = TokioClock::starting_at(at("2025-03-10T00:00:30Z"));
+    let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let state = AppState::open_with_clock(
+        App::new(Arc::new(store)),
+        directory.path(),
+        every_minute,
+        Arc::clone(&metrics),
+        Arc::new(clock),
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(prescale::service::serve(
+        listener,
+        Arc::clone(&state),
+        ServerOptions::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    tokio::time::sleep(Duration::from_secs(29)).await;
+    assert!(state.job("retrain-1").is_err(), "nothing runs before 00:01");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let job = state.job("retrain-1").expect("the job starts at 00:01");
+    assert!(
+        (at("2025-03-10T00:01:00Z")..at("2025-03-10T00:01:01Z")).contains(&job.started_at),
+        "{}",
+        job.started_at
+    );
+    let finished = Arc::clone(&job);
+    assert!(
+        wait_in_real_time(Duration::from_secs(150), move || finished
+            .finished_at()
+            .is_some())
+        .await,
+        "the scheduled job finishes"
+    );
+    assert_eq!((job.total, job.done(), job.failures().len()), (1, 1, 0));
+    assert_eq!(metrics.models_promoted.get(), 1);
+    let _ = stop.send(());
+    server.await.unwrap().unwrap();
+    drop(state);
     let registry = Registry::open(directory.path().join("models")).unwrap();
     let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
     assert_eq!(entry.live, Some(1));

@@ -1,5 +1,6 @@
 //! Use cases: what the CLI (and later the gRPC service) asks of prescale, over a shared [`App`].
 
+mod clock;
 mod fit_pool;
 mod forecasting;
 pub mod metrics;
@@ -17,6 +18,7 @@ use crate::forecast::ForecastError;
 use crate::ingest::{self, BadRowPolicy, IngestError, SkippedRow};
 use crate::store::{MetricStore, SeriesSummary, StoreError};
 
+pub use clock::{Clock, SystemClock, TokioClock};
 pub use fit_pool::{FitPool, FitPriority};
 pub use forecasting::{
     Backtest, ModelChoice, ModelScore, fit, forecaster, format_scores, parse_horizon, parse_levels,

@@ -286,7 +286,7 @@ impl proto::plan_service_server::PlanService for Handlers {
     ) -> Result<Response<proto::ReportAppliedResponse>, Status> {
         let request = request.into_inner();
         let at = if request.time_ms == 0 {
-            Timestamp::now()
+            self.state.now()
         } else {
             Timestamp::from_millis(request.time_ms)
         };

@@ -4,7 +4,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::AppError;
-use crate::domain::Timestamp;
 
 use super::AppState;
 
@@ -23,10 +22,7 @@ impl AppState {
             }
             let state = Arc::clone(&self);
             let dropped = tokio::task::spawn_blocking(move || {
-                state
-                    .app
-                    .store()
-                    .enforce_retention(Timestamp::now(), retention)
+                state.app.store().enforce_retention(state.now(), retention)
             })
             .await;
             match dropped {

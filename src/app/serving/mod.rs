@@ -35,11 +35,11 @@ use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::domain::SeriesId;
+use crate::domain::{SeriesId, Timestamp};
 use crate::registry::Registry;
 
 use super::metrics::Metrics;
-use super::{App, AppError, EventStore, FitPool, FitPriority, ModelChoice};
+use super::{App, AppError, Clock, EventStore, FitPool, FitPriority, ModelChoice, SystemClock};
 
 pub use forecasts::{CachedModel, ServedForecast, model_version};
 pub use plans::{PlanState, PublishedPlan};
@@ -93,6 +93,9 @@ pub struct AppState {
     /// Cancelled on shutdown: watch streams end, background loops return, jobs start no new
     /// series.
     shutdown: CancellationToken,
+    /// The date the retraining schedule follows and jobs and plans are stamped with: the system's
+    /// clock, or in tests one that follows tokio's paused time.
+    clock: Arc<dyn Clock>,
 }
 
 impl AppState {
@@ -105,6 +108,17 @@ impl AppState {
         data_dir: impl Into<PathBuf>,
         settings: Settings,
         metrics: Arc<Metrics>,
+    ) -> Result<Arc<Self>, AppError> {
+        Self::open_with_clock(app, data_dir, settings, metrics, Arc::new(SystemClock))
+    }
+
+    /// As [`AppState::open`], reading dates from `clock` (a test's [`super::TokioClock`]).
+    pub fn open_with_clock(
+        app: App,
+        data_dir: impl Into<PathBuf>,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, AppError> {
         let data_dir = data_dir.into();
         let stored = read_workloads(&data_dir)?;
@@ -140,6 +154,7 @@ impl AppState {
             job_ids: AtomicU64::new(0),
             replan: Notify::new(),
             shutdown: CancellationToken::new(),
+            clock,
         }))
     }
 
@@ -161,6 +176,11 @@ impl AppState {
     /// Counters for `/metrics`.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The current date, as the state's clock reads it.
+    pub fn now(&self) -> Timestamp {
+        self.clock.timestamp()
     }
 
     /// Cancelled when the server shuts down: watch streams end and background work drains.

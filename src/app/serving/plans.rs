@@ -110,7 +110,7 @@ impl AppState {
                 let revision = entry.revision.fetch_add(1, Ordering::AcqRel) + 1;
                 let published = Arc::new(PublishedPlan {
                     revision,
-                    generated_at: Timestamp::now(),
+                    generated_at: self.now(),
                     plan: outcome.plan,
                     model_version,
                     applied_events: outcome
@@ -183,5 +183,86 @@ impl AppState {
         }
         self.fits_closed.store(true, Ordering::Release);
         while running.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::app::metrics::Metrics;
+    use crate::app::{App, Settings, TokioClock};
+    use crate::store::{PolarsStore, StoreOptions};
+
+    /// The plan `plans` holds now.
+    fn published(plans: &watch::Receiver<PlanState>) -> Arc<PublishedPlan> {
+        match &*plans.borrow() {
+            PlanState::Ready(plan) => Arc::clone(plan),
+            other => panic!("no plan: {other:?}"),
+        }
+    }
+
+    /// Under tokio's paused time: with no new data, the planner recomputes a plan once
+    /// `replan_interval` has passed, and not before. The plans themselves are real work (on the
+    /// blocking pool, which holds the paused clock still meanwhile).
+    #[tokio::test(start_paused = true)]
+    async fn every_plan_is_recomputed_each_replan_interval() {
+        let directory = tempfile::tempdir().unwrap();
+        let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
+        let app = App::new(Arc::new(store));
+        app.import_samples().unwrap();
+        let settings = Settings::default();
+        let interval = settings.replan_interval;
+        let start = Timestamp::parse("2025-03-10T00:00:00Z").unwrap();
+        let state = AppState::open_with_clock(
+            app,
+            directory.path(),
+            settings,
+            Arc::new(Metrics::default()),
+            Arc::new(TokioClock::starting_at(start)),
+        )
+        .unwrap();
+        let workload = Workload::from_toml(
+            r#"
+                name = "taxi"
+                series = "nyc_taxi"
+                capacity_per_replica = 500
+                max_replicas = 100
+                warm_up = "10m"
+                mode = "forecast-and-scale"
+            "#,
+        )
+        .unwrap();
+        state.upsert_workload(workload).unwrap();
+        let mut plans = state.watch_plan("taxi").unwrap();
+        let planner = tokio::spawn(Arc::clone(&state).run_planner());
+
+        plans.changed().await.unwrap();
+        let first = published(&plans);
+        assert_eq!((first.revision, first.generated_at), (1, start));
+        tokio::time::sleep(interval - Duration::from_secs(1)).await;
+        assert!(
+            !plans.has_changed().unwrap(),
+            "no new data: no new plan before the interval"
+        );
+        tokio::time::timeout(Duration::from_secs(2), plans.changed())
+            .await
+            .expect("a new plan once the interval has passed")
+            .unwrap();
+        let second = published(&plans);
+        let due = start.saturating_add_millis(interval.as_millis() as i64);
+        assert_eq!(second.revision, 2);
+        assert!(
+            (due..due.saturating_add_millis(1000)).contains(&second.generated_at),
+            "{}",
+            second.generated_at
+        );
+        assert_eq!(
+            second.model_version, first.model_version,
+            "the same data and the same live model"
+        );
+        state.shutdown_token().cancel();
+        planner.await.unwrap();
     }
 }

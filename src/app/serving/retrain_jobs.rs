@@ -108,7 +108,7 @@ impl AppState {
             total: u32::try_from(series.len()).unwrap_or(u32::MAX),
             done: AtomicU32::new(0),
             failures: Mutex::new(Vec::new()),
-            started_at: Timestamp::now(),
+            started_at: self.now(),
             finished_at: AtomicI64::new(0),
         });
         self.jobs.lock().insert(id, Arc::clone(&job));
@@ -157,7 +157,7 @@ impl AppState {
         }
         while running.join_next().await.is_some() {}
         job.finished_at
-            .store(Timestamp::now().as_millis().max(1), Ordering::Release);
+            .store(self.now().as_millis().max(1), Ordering::Release);
         tracing::info!(job = %job.id, done = job.done(), failed = job.failures.lock().len(), "retraining finished");
         self.replan.notify_one();
     }
@@ -186,14 +186,15 @@ impl AppState {
         Ok(())
     }
 
-    /// Runs the retraining job of every series at each time of `retrain_schedule` (UTC) until
-    /// shutdown; a job still running when the next time comes delays that one.
+    /// Runs the retraining job of every series at each time of `retrain_schedule` (UTC, on the
+    /// state's clock; waits are tokio timers) until shutdown; a job still running when the next
+    /// time comes delays that one.
     pub async fn run_retrain_schedule(self: Arc<Self>) {
         let Some(schedule) = self.settings.retrain_schedule.clone() else {
             return;
         };
         loop {
-            let now = chrono::Utc::now();
+            let now = self.clock.now();
             let Some(next) = schedule.next_after(now) else {
                 tracing::warn!(schedule = %schedule, "the retraining schedule never fires");
                 return;
