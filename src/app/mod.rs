@@ -29,7 +29,7 @@ pub use retrain::{
     Comparison, RetrainCounts, RetrainOutcome, RetrainSettings, compare, retrain_many,
     retrain_series,
 };
-pub use samples::{SAMPLE_SERIES, SampleSeries};
+pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{
     AppState, Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast,
     Settings, model_version,

@@ -63,3 +63,23 @@ pub const SAMPLE_SERIES: &[SampleSeries] = &[
         csv: include_str!("../../notebooks-data/speed_6005.csv"),
     },
 ];
+
+/// The committed model registry of the sample series (`models/` at the repository root: the
+/// manifest and every model file, as `prescale retrain` wrote them; see `models/README.md`),
+/// embedded so `prescale demo` serves trained models from any directory. Paths are relative to the
+/// registry directory.
+pub const SAMPLE_MODELS: &[(&str, &[u8])] =
+    include!(concat!(env!("OUT_DIR"), "/sample_models.rs"));
+
+/// Writes [`SAMPLE_MODELS`] into the registry directory `dir`, which should be empty: a server
+/// opened on it then serves those models as the live versions of the sample series.
+pub fn install_sample_models(dir: &std::path::Path) -> std::io::Result<()> {
+    for (relative, bytes) in SAMPLE_MODELS {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, bytes)?;
+    }
+    Ok(())
+}

@@ -1,5 +1,5 @@
 //! `prescale demo`: the main job on the embedded sample data, walked through the gRPC API of a server
-//! running in-process on an ephemeral loopback port.
+//! running in-process on an ephemeral loopback port, serving the trained models committed in `models/`.
 
 use std::io::Write;
 use std::path::Path;
@@ -40,6 +40,10 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     let directory = tempfile::tempdir().context("creating a temporary store directory")?;
     let store = Arc::new(PolarsStore::open(directory.path(), config.store_options())?);
     let app = App::new(store);
+    // The trained models of `models/`, so the server plans from registry models as in production
+    // rather than training each series on first use.
+    app::install_sample_models(&directory.path().join("models"))
+        .context("installing the sample models")?;
     let state = AppState::open(
         app.clone(),
         directory.path(),
