@@ -18,6 +18,7 @@
 //! last point, such as a holiday or an outage, is left to the models and their intervals.
 //! [`detect_recent`] repeats the test on the history up to earlier ends, so that a shift a few
 //! days old, which the last season's differences no longer show, is found while it still holds.
+//! See `docs/decisions.md`, "Level-shift detection" and "Level-shift adjustment and damping".
 
 use crate::domain::{Step, Timestamp};
 

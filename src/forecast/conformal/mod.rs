@@ -14,7 +14,8 @@
 //!
 //! The calibration itself is here; the buckets of lead times are in `buckets`, the per-step
 //! scales in `scales`, the weighted quantiles in `quantiles`, and the cross-validated widening of
-//! the bounds in `widening`.
+//! the bounds in `widening`. See `docs/decisions.md`, "Conformal intervals: normalised scores,
+//! doubling buckets, per-step scales".
 
 mod buckets;
 mod quantiles;

@@ -1,5 +1,6 @@
 //! Weighted split-conformal quantiles: the offsets at a level from sorted scores, each fold's
-//! scores weighted by its recency.
+//! scores weighted by its recency (see `docs/decisions.md`, "Recency-weighted conformal
+//! quantiles").
 
 use crate::domain::Level;
 

@@ -1,5 +1,6 @@
 //! Cross-validated widening of the calibrated bounds: each fold held out in turn, the bounds
-//! calibrated on the others grow until the held-out residuals they miss are within their tail.
+//! calibrated on the others grow until the held-out residuals they miss are within their tail
+//! (see `docs/decisions.md`, "Per-bound widening").
 
 use crate::domain::Level;
 

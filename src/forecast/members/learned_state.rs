@@ -1,7 +1,8 @@
 //! The learned state of each fitted member, and forecasting from newer data than it was fitted on.
 //!
 //! A stored model is not refitted between retrains: it is *re-anchored* on the newest data. How
-//! depends on what a member learned (see `docs/decisions.md`, "Stored models are re-anchored"):
+//! depends on what a member learned (see `docs/decisions.md`, "Stored models are re-anchored on
+//! newer data, not refitted"):
 //!
 //! - `seasonal_naive` repeats the newest season of the new data;
 //! - `forest` keeps its trees and builds its lag, rolling and calendar features from the new data;

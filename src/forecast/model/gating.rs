@@ -3,7 +3,8 @@
 //!
 //! A member that beats the baseline in no bucket is dropped; in a bucket no member beats, the
 //! baseline leads and every eligible member may join it (the held-out choice of the blend size
-//! in `selection` then keeps it alone when blending did not help on the backtest).
+//! in `selection` then keeps it alone when blending did not help on the backtest). See
+//! `docs/decisions.md`, "Gating and weights per lead-time bucket".
 
 use crate::forecast::ForecastError;
 use crate::forecast::backtest::{self, MemberReport, MemberStatus};

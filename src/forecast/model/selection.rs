@@ -1,6 +1,7 @@
 //! How many members to blend: per bucket of lead times, the blend size whose held-out combined
 //! forecasts erred least (within one standard error), and the combined forecast of every fold,
-//! each from weights and a blend size that did not see it, for the intervals to be calibrated on.
+//! each from weights and a blend size that did not see it, for the intervals to be calibrated on
+//! (see `docs/decisions.md`, "Blend size: one-standard-error rule").
 
 use std::ops::Range;
 

@@ -1,5 +1,6 @@
 //! Combination weights: per bucket of lead times, the weights of the eligible members fitted on
-//! their backtest forecasts, and the weighted sum that combines member forecasts.
+//! their backtest forecasts, and the weighted sum that combines member forecasts (see
+//! `docs/decisions.md`, "Inverse-error weights from the backtest MAE" and "Recency weights").
 
 use std::ops::Range;
 

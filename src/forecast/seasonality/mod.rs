@@ -10,7 +10,8 @@
 //! points, so on 5-minute data a 288-step day falls between bins and a 2016-step week is out of reach.
 //!
 //! The periodogram and autocorrelation are computed in `spectrum`; the candidates, the stability
-//! test and the choice of periods are here.
+//! test and the choice of periods are here. See `docs/decisions.md`, "Seasonality detection:
+//! periodogram candidates, ACF and the stable-seasonality test".
 
 mod spectrum;
 
