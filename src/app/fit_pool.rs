@@ -32,8 +32,12 @@ pub enum FitPriority {
 /// A fixed pool of fit threads.
 #[derive(Debug)]
 pub struct FitPool {
+    /// Queue of fits the threads take from; `None` once dropped, which closes the channel and ends
+    /// each thread when the queue is empty.
     sender: Option<mpsc::Sender<Task>>,
+    /// Set on drop: fits still queued are skipped rather than run for callers that are gone.
     closed: Arc<AtomicBool>,
+    /// Number of threads started.
     threads: usize,
 }
 

@@ -240,10 +240,15 @@ impl Backtest {
 /// Running sums of the per-fold scores of one model.
 #[derive(Debug)]
 struct FoldTotals {
+    /// MASE of each fold that had one.
     mase: Vec<f64>,
+    /// sMAPE of each fold that had one.
     smape: Vec<f64>,
+    /// Per requested level (in order), the interval coverage of each fold.
     coverage: Vec<Vec<f64>>,
+    /// Per requested level (in order), the mean interval width of each fold.
     width: Vec<Vec<f64>>,
+    /// Fit-and-predict time of each scored fold, in milliseconds; its length is the folds scored.
     millis: Vec<f64>,
 }
 

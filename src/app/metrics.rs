@@ -41,7 +41,9 @@ impl Counter {
 struct Histogram {
     /// Non-cumulative counts per bucket, plus one for `+Inf`.
     buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of every observed latency, in seconds.
     sum: f64,
+    /// Observations.
     count: u64,
 }
 
@@ -84,7 +86,9 @@ pub struct Metrics {
 /// What is recorded of one gRPC method.
 #[derive(Debug, Default)]
 struct MethodStats {
+    /// Finished requests by gRPC status code name.
     codes: BTreeMap<&'static str, u64>,
+    /// Latency of every finished request.
     latency: Histogram,
 }
 

@@ -10,6 +10,7 @@ use tonic::{Request, Status};
 /// tokens configured, accepts every call.
 #[derive(Clone)]
 pub(crate) struct BearerAuth {
+    /// The accepted tokens' bytes, shared by every clone of the interceptor; empty accepts all.
     tokens: Arc<[Vec<u8>]>,
 }
 

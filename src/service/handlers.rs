@@ -21,20 +21,25 @@ use crate::domain::Timestamp;
 /// The handlers of every prescale service, over one application state.
 #[derive(Debug, Clone)]
 pub(crate) struct Handlers {
+    /// The application every call is answered from.
     state: Arc<AppState>,
     /// The encoded `Plan` message of each workload's latest plan, keyed by its revision and time:
     /// `GetPlan` is the hot path executors poll (see [`super::plan_route`]).
     encoded: Arc<parking_lot::Mutex<HashMap<String, EncodedPlan>>>,
     /// Long-lived streams (WatchPlans, Push) open at once; beyond, `ResourceExhausted`.
     streams: Arc<Semaphore>,
+    /// The size of `streams`, for the error that says it is full.
     max_streams: usize,
 }
 
 /// A plan's `Plan` message as bytes, with what identifies the plan it encodes.
 #[derive(Debug)]
 struct EncodedPlan {
+    /// Revision of the plan encoded.
     revision: u64,
+    /// When that plan was computed; with the revision, identifies the plan encoded.
     generated_at_ms: i64,
+    /// The encoded message, shared by every response that sends it.
     bytes: Bytes,
 }
 

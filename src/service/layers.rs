@@ -16,6 +16,7 @@ use crate::app::metrics::Metrics;
 /// Wraps services in [`Observe`].
 #[derive(Debug, Clone)]
 pub(crate) struct ObserveLayer {
+    /// Where every wrapped service records its requests.
     metrics: Arc<Metrics>,
 }
 
@@ -39,7 +40,9 @@ impl<S> Layer<S> for ObserveLayer {
 /// See the module documentation.
 #[derive(Debug, Clone)]
 pub(crate) struct Observe<S> {
+    /// The service observed.
     inner: S,
+    /// Where each finished request is recorded: method, status code and latency.
     metrics: Arc<Metrics>,
 }
 

@@ -10,14 +10,15 @@ mod error;
 mod handlers;
 mod layers;
 mod local;
-mod metrics_http;
 mod plan_route;
+mod prometheus_endpoint;
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::task::JoinHandle;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -27,7 +28,7 @@ use crate::app::AppState;
 
 pub use convert::workload_message;
 pub use local::{LocalServer, spawn_local};
-pub use metrics_http::serve_metrics;
+pub use prometheus_endpoint::serve_metrics;
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -120,12 +121,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServiceError> {
     let (health, health_service) = tonic_health::server::health_reporter();
-    for name in SERVICE_NAMES {
-        health
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
-    }
-    health.set_service_status("", ServingStatus::Serving).await;
+    set_health(&health, ServingStatus::Serving).await;
 
     let handlers = handlers::Handlers::new(Arc::clone(&state), options.max_streams);
     let auth = auth::BearerAuth::new(&options.tokens);
@@ -175,33 +171,18 @@ pub async fn serve(
         .add_service(guarded!(event_service_server::EventServiceServer))
         .add_service(guarded!(admin_service_server::AdminServiceServer));
 
-    let planner = tokio::spawn(Arc::clone(&state).run_planner());
-    let maintenance = tokio::spawn(Arc::clone(&state).run_maintenance());
-    let retrain_schedule = tokio::spawn(Arc::clone(&state).run_retrain_schedule());
-    let registry_watch = tokio::spawn(Arc::clone(&state).run_registry_watch());
+    let background = spawn_background(&state);
     let token = state.shutdown_token().clone();
     let signal = async move {
         shutdown.await;
         tracing::info!("shutting down: draining calls and ending watch streams");
-        for name in SERVICE_NAMES {
-            health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
-        health
-            .set_service_status("", ServingStatus::NotServing)
-            .await;
+        set_health(&health, ServingStatus::NotServing).await;
         token.cancel();
     };
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = router.serve_with_incoming_shutdown(incoming, signal).await;
     state.shutdown_token().cancel();
-    for (task, name) in [
-        (planner, "planner"),
-        (maintenance, "maintenance"),
-        (retrain_schedule, "retrain schedule"),
-        (registry_watch, "registry watch"),
-    ] {
+    for (task, name) in background {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "background task failed");
         }
@@ -217,4 +198,32 @@ pub async fn serve(
             reason: error.to_string(),
         })),
     }
+}
+
+/// Sets the health of every prescale service and of the server as a whole (the empty name).
+async fn set_health(health: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+    health.set_service_status("", status).await;
+}
+
+/// Starts the state's background work beside the server: the planner, retention, the retraining
+/// schedule and the registry watch; each ends when the state's shutdown token is cancelled.
+fn spawn_background(state: &Arc<AppState>) -> [(JoinHandle<()>, &'static str); 4] {
+    [
+        (tokio::spawn(Arc::clone(state).run_planner()), "planner"),
+        (
+            tokio::spawn(Arc::clone(state).run_maintenance()),
+            "maintenance",
+        ),
+        (
+            tokio::spawn(Arc::clone(state).run_retrain_schedule()),
+            "retrain schedule",
+        ),
+        (
+            tokio::spawn(Arc::clone(state).run_registry_watch()),
+            "registry watch",
+        ),
+    ]
 }

@@ -25,8 +25,11 @@ const GET_PLAN_PATH: &str = "/prescale.v1.PlanService/GetPlan";
 /// The `PlanService` as the server mounts it.
 #[derive(Debug, Clone)]
 pub(crate) struct PlanRoutes {
+    /// The generated server, for every method but `GetPlan`.
     generated: PlanServiceServer<Handlers>,
+    /// The handlers `GetPlan` is answered from (their cached encodings).
     handlers: Handlers,
+    /// Message size limit of `GetPlan`'s request and response, as the generated server has.
     max_message_bytes: usize,
 }
 

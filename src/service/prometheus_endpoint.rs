@@ -1,4 +1,5 @@
-//! The HTTP `/metrics` endpoint, in the Prometheus text exposition format.
+//! The HTTP listener for Prometheus: `GET /metrics` in the text exposition format (the counters are
+//! kept in [`crate::app::metrics`]).
 
 use std::future::Future;
 use std::sync::Arc;
