@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use prescale::app::metrics::Metrics;
-use prescale::app::{App, AppState};
+use prescale::app::telemetry::Telemetry;
+use prescale::app::{History, ServingState};
 use prescale::config::Config;
 use prescale::service::proto::{
     self, admin_service_client::AdminServiceClient, ingest_service_client::IngestServiceClient,
@@ -105,11 +105,11 @@ impl Target {
         let mut store_options = config.store_options();
         store_options.fsync = false;
         let store = Arc::new(PolarsStore::open(directory.path(), store_options)?);
-        let state = AppState::open(
-            App::new(store),
+        let state = ServingState::open(
+            History::new(store),
             directory.path(),
             config.temporary_server_settings(),
-            Arc::new(Metrics::default()),
+            Arc::new(Telemetry::default()),
         )?;
         let options = ServerOptions {
             max_streams: args.clients + args.push_clients + 16,

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Args;
-use prescale::app::{self, App, RetrainSettings};
+use prescale::app::{self, History, RetrainSettings};
 use prescale::config::Config;
 use prescale::domain::{Sample, SeriesId, Timestamp};
 use prescale::registry::Registry;
@@ -117,7 +117,7 @@ pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
         args.points,
         built.elapsed().as_secs_f64()
     );
-    let app = App::new(store.clone());
+    let app = History::new(store.clone());
     let registry = Registry::open(directory.join("models"))?;
     let settings = config.retrain_settings(args.concurrency);
     println!(
@@ -140,7 +140,7 @@ pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
 /// Runs the retraining job once and prints its figures; returns how many series failed.
 fn time_run(
     label: &str,
-    app: &App,
+    app: &History,
     registry: &Registry,
     series: &[SeriesId],
     settings: &RetrainSettings,

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use prescale::app::metrics::Metrics;
-use prescale::app::{App, AppState, Settings, TokioClock};
+use prescale::app::telemetry::Telemetry;
+use prescale::app::{History, ServingState, Settings, TokioClock};
 use prescale::domain::{Sample, SeriesId, Timestamp};
 use prescale::plan::Workload;
 use prescale::registry::Registry;
@@ -281,9 +281,9 @@ async fn the_server_runs_the_retraining_job_on_its_schedule() {
     let at = |text: &str| Timestamp::parse(text).unwrap();
     let clock = TokioClock::starting_at(at("2025-03-10T00:00:30Z"));
     let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
-    let metrics = Arc::new(Metrics::default());
-    let state = AppState::open_with_clock(
-        App::new(Arc::new(store)),
+    let metrics = Arc::new(Telemetry::default());
+    let state = ServingState::open_with_clock(
+        History::new(Arc::new(store)),
         directory.path(),
         every_minute,
         Arc::clone(&metrics),

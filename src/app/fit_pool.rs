@@ -6,7 +6,7 @@
 //! put themselves in the background once at start (Linux `SCHED_IDLE`): the kernel runs a serving
 //! thread as soon as it wakes, and fits use the CPU time serving leaves.
 //!
-//! The pool is owned by its [`super::AppState`] (no process-global state). Dropping it does not wait:
+//! The pool is owned by its [`super::ServingState`] (no process-global state). Dropping it does not wait:
 //! fits not yet started are dropped (their callers are gone with the state), a fit already running
 //! finishes, and then its thread exits.
 

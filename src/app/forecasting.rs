@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use crate::domain::{Forecast, Horizon, Level, Step, TimeSeries};
-use crate::forecast::accuracy as metrics;
+use crate::forecast::accuracy;
 use crate::forecast::{
     Fit, FittedModel, ForecastError, MemberKind, MemberSpec, ModelParams, Predict,
 };
@@ -278,20 +278,20 @@ impl FoldTotals {
     ) {
         let point = forecast.point();
         self.millis.push(millis);
-        if let Some(mase) = metrics::mase(actual, point, history, season) {
+        if let Some(mase) = accuracy::mase(actual, point, history, season) {
             self.mase.push(mase);
         }
-        if let Some(smape) = metrics::smape(actual, point) {
+        if let Some(smape) = accuracy::smape(actual, point) {
             self.smape.push(smape);
         }
         for (index, level) in levels.iter().enumerate() {
             let Some(interval) = forecast.interval(*level) else {
                 continue;
             };
-            if let Some(coverage) = metrics::coverage(actual, &interval.lower, &interval.upper) {
+            if let Some(coverage) = accuracy::coverage(actual, &interval.lower, &interval.upper) {
                 self.coverage[index].push(coverage);
             }
-            if let Some(width) = metrics::mean_width(actual, &interval.lower, &interval.upper) {
+            if let Some(width) = accuracy::mean_width(actual, &interval.lower, &interval.upper) {
                 self.width[index].push(width);
             }
         }

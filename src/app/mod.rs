@@ -1,13 +1,16 @@
-//! Use cases: what the CLI (and later the gRPC service) asks of prescale, over a shared [`App`].
+//! Use cases: what the CLI and the gRPC service ask of prescale. [`History`] is the metric store with
+//! the one-shot use cases over it (import, list, regular windows, export), which the CLI runs;
+//! [`ServingState`] is what a serving process holds on top of it (workloads, plans, live models,
+//! jobs, background tasks).
 
 mod clock;
 mod fit_pool;
 mod forecasting;
-pub mod metrics;
 mod planning;
 mod retrain;
 mod samples;
 mod serving;
+pub mod telemetry;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,7 +34,7 @@ pub use retrain::{
 };
 pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{
-    AppState, Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast,
+    Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast, ServingState,
     Settings, model_version,
 };
 
@@ -121,7 +124,7 @@ pub fn load_input_file(path: &Path, step: Option<Step>) -> Result<TimeSeries, Ap
     let directory = tempfile::tempdir().map_err(|source| AppError::TemporaryStore { source })?;
     let store =
         crate::store::PolarsStore::open(directory.path(), crate::store::StoreOptions::default())?;
-    let app = App::new(Arc::new(store));
+    let app = History::new(Arc::new(store));
     let series = SeriesId::new("input").expect("invariant: `input` is a valid series name");
     app.import_file(&series, path, BadRowPolicy::Reject)?;
     app.regular_series(&series, step)
@@ -138,16 +141,16 @@ pub struct ImportReport {
     pub skipped: Vec<SkippedRow>,
 }
 
-/// The application: a store plus the use cases over it. Holds no process-global state, so several can
-/// live in one process (tests, shards).
+/// The metric history: a store plus the one-shot use cases over it. Holds no process-global state,
+/// so several can live in one process (tests, shards).
 #[derive(Debug, Clone)]
-pub struct App {
+pub struct History {
     /// Metric history, behind the trait so another backend can replace it.
     store: Arc<dyn MetricStore>,
 }
 
-impl App {
-    /// An application over `store`.
+impl History {
+    /// The history kept in `store`.
     pub fn new(store: Arc<dyn MetricStore>) -> Self {
         Self { store }
     }

@@ -9,7 +9,7 @@ use crate::events::EventCalendar;
 use crate::forecast::{FittedModel, Horizon, Predict};
 use crate::registry::Registry;
 
-use super::{App, AppError, ModelChoice, fit};
+use super::{AppError, History, ModelChoice, fit};
 
 /// How a retraining run decides and how much it runs at once.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,7 @@ pub struct RetrainOutcome {
 /// Retrains `series`: fits the ensemble on its newest `history_window`, compares, registers.
 /// Blocking and CPU-heavy.
 pub fn retrain_series(
-    app: &App,
+    app: &History,
     registry: &Registry,
     series: &SeriesId,
     settings: &RetrainSettings,
@@ -98,7 +98,7 @@ pub fn retrain_series(
 /// Retrains every series of `series` on `settings.concurrency` threads; `done` is called after
 /// each (from the worker thread). One failure does not stop the others.
 pub fn retrain_many(
-    app: &App,
+    app: &History,
     registry: &Registry,
     series: &[SeriesId],
     settings: &RetrainSettings,

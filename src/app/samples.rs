@@ -68,8 +68,7 @@ pub const SAMPLE_SERIES: &[SampleSeries] = &[
 /// manifest and every model file, as `prescale retrain` wrote them; see `models/README.md`),
 /// embedded so `prescale demo` serves trained models from any directory. Paths are relative to the
 /// registry directory.
-pub const SAMPLE_MODELS: &[(&str, &[u8])] =
-    include!(concat!(env!("OUT_DIR"), "/sample_models.rs"));
+pub const SAMPLE_MODELS: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/sample_models.rs"));
 
 /// Writes [`SAMPLE_MODELS`] into the registry directory `dir`, which should be empty: a server
 /// opened on it then serves those models as the live versions of the sample series.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use prescale::app::App;
+use prescale::app::History;
 use prescale::config::{Config, Overrides};
 use prescale::store::PolarsStore;
 use tracing_subscriber::EnvFilter;
@@ -180,10 +180,10 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Opens the configured store and an app over it.
-fn open(config: &Config) -> Result<(App, Arc<PolarsStore>)> {
+fn open(config: &Config) -> Result<(History, Arc<PolarsStore>)> {
     let store = Arc::new(
         PolarsStore::open(&config.data_dir, config.store_options())
             .with_context(|| format!("opening store in {}", config.data_dir.display()))?,
     );
-    Ok((App::new(store.clone()), store))
+    Ok((History::new(store.clone()), store))
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use prescale::app::metrics::Metrics;
+use prescale::app::telemetry::Telemetry;
 use prescale::config::{Config, Overrides};
 use prescale::service::LocalServer;
 use prescale::store::MetricStore;
@@ -41,8 +41,8 @@ pub(super) fn serve(config: &Config) -> Result<()> {
     if let Some(retention) = config.settings.retention {
         store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
     }
-    let metrics = Arc::new(Metrics::default());
-    let state = prescale::app::AppState::open(
+    let metrics = Arc::new(Telemetry::default());
+    let state = prescale::app::ServingState::open(
         app,
         &config.data_dir,
         config.settings.clone(),
@@ -86,7 +86,7 @@ pub(super) fn serve(config: &Config) -> Result<()> {
 /// Binds the `/metrics` endpoint and serves it on a task until `stop` is cancelled.
 async fn serve_metrics(
     address: SocketAddr,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Telemetry>,
     stop: &CancellationToken,
 ) -> Result<JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(address)

@@ -105,7 +105,7 @@ impl Config {
     }
 
     /// The model registry's directory: `[registry] dir`, by default `<data_dir>/models` (as
-    /// [`crate::app::AppState::open`] resolves [`Settings::models_dir`]).
+    /// [`crate::app::ServingState::open`] resolves [`Settings::models_dir`]).
     pub fn models_dir(&self) -> PathBuf {
         self.settings
             .models_dir

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use prescale::app::metrics::Metrics;
-use prescale::app::{self, App, AppState, Backtest, ModelChoice, SAMPLE_SERIES};
+use prescale::app::telemetry::Telemetry;
+use prescale::app::{self, Backtest, History, ModelChoice, SAMPLE_SERIES, ServingState};
 use prescale::config::Config;
 use prescale::domain::{Interval, Level, Step, Timestamp};
 use prescale::ingest::{self, BadRowPolicy};
@@ -39,16 +39,16 @@ pub(crate) fn run(config: &Config, output_dir: &Path) -> Result<()> {
 async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     let directory = tempfile::tempdir().context("creating a temporary store directory")?;
     let store = Arc::new(PolarsStore::open(directory.path(), config.store_options())?);
-    let app = App::new(store);
+    let app = History::new(store);
     // The trained models of `models/`, so the server plans from registry models as in production
     // rather than training each series on first use.
     app::install_sample_models(&directory.path().join("models"))
         .context("installing the sample models")?;
-    let state = AppState::open(
+    let state = ServingState::open(
         app.clone(),
         directory.path(),
         config.temporary_server_settings(),
-        Arc::new(Metrics::default()),
+        Arc::new(Telemetry::default()),
     )?;
     let server = service::spawn_local(state, ServerOptions::default()).await?;
     let address = server.addr;
@@ -136,7 +136,7 @@ async fn push_samples(channel: &Channel) -> Result<()> {
 }
 
 /// Holds out the last day of each sample series and scores every model on it (a local use case).
-fn backtest_samples(app: &App) -> Result<()> {
+fn backtest_samples(app: &History) -> Result<()> {
     let levels = Level::DEFAULTS.to_vec();
     for sample in SAMPLE_SERIES {
         let history = app.regular_series(&sample.series_id(), None)?;

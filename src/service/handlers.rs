@@ -1,4 +1,4 @@
-//! The gRPC handlers: each one is proto -> domain -> a use case of [`AppState`] -> proto. Anything that
+//! The gRPC handlers: each one is proto -> domain -> a use case of [`ServingState`] -> proto. Anything that
 //! blocks (store writes, fits) runs on the blocking pool.
 
 use std::collections::HashMap;
@@ -15,14 +15,14 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::convert;
 use super::error::invalid;
 use super::proto;
-use crate::app::{AppError, AppState, Applied, ModelChoice, PlanState, PublishedPlan};
+use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
 use crate::domain::Timestamp;
 
 /// The handlers of every prescale service, over one application state.
 #[derive(Debug, Clone)]
 pub(crate) struct Handlers {
     /// The application every call is answered from.
-    state: Arc<AppState>,
+    state: Arc<ServingState>,
     /// The encoded `Plan` message of each workload's latest plan, keyed by its revision and time:
     /// `GetPlan` is the hot path executors poll (see [`super::plan_route`]).
     encoded: Arc<parking_lot::Mutex<HashMap<String, EncodedPlan>>>,
@@ -44,7 +44,7 @@ struct EncodedPlan {
 }
 
 impl Handlers {
-    pub(crate) fn new(state: Arc<AppState>, max_streams: usize) -> Self {
+    pub(crate) fn new(state: Arc<ServingState>, max_streams: usize) -> Self {
         Self {
             state,
             encoded: Arc::default(),
@@ -103,7 +103,7 @@ impl Handlers {
     /// Runs blocking, non-CPU-bound `work` (store and file writes) off the async threads.
     async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&AppState) -> Result<T, AppError> + Send + 'static,
+        work: impl FnOnce(&ServingState) -> Result<T, AppError> + Send + 'static,
     ) -> Result<T, Status> {
         let state = Arc::clone(&self.state);
         tokio::task::spawn_blocking(move || work(&state))
@@ -351,7 +351,7 @@ impl proto::admin_service_server::AdminService for Handlers {
         &self,
         _request: Request<proto::ListSeriesRequest>,
     ) -> Result<Response<proto::ListSeriesResponse>, Status> {
-        let summaries = self.blocking(AppState::list_series).await?;
+        let summaries = self.blocking(ServingState::list_series).await?;
         Ok(Response::new(proto::ListSeriesResponse {
             series: summaries.iter().map(convert::series_info).collect(),
         }))

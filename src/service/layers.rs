@@ -11,17 +11,17 @@ use tonic::Code;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
-use crate::app::metrics::Metrics;
+use crate::app::telemetry::Telemetry;
 
 /// Wraps services in [`Observe`].
 #[derive(Debug, Clone)]
 pub(crate) struct ObserveLayer {
     /// Where every wrapped service records its requests.
-    metrics: Arc<Metrics>,
+    metrics: Arc<Telemetry>,
 }
 
 impl ObserveLayer {
-    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(metrics: Arc<Telemetry>) -> Self {
         Self { metrics }
     }
 }
@@ -43,7 +43,7 @@ pub(crate) struct Observe<S> {
     /// The service observed.
     inner: S,
     /// Where each finished request is recorded: method, status code and latency.
-    metrics: Arc<Metrics>,
+    metrics: Arc<Telemetry>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;

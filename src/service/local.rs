@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinError, JoinHandle};
 
 use super::{ServerOptions, ServiceError, serve};
-use crate::app::AppState;
+use crate::app::ServingState;
 
 /// A server running on a task of the current runtime; [`LocalServer::shutdown`] stops it.
 ///
@@ -28,7 +28,7 @@ impl LocalServer {
     /// Serves `state` on `listener`, on a new task, until [`Self::shutdown`].
     pub fn start(
         listener: tokio::net::TcpListener,
-        state: Arc<AppState>,
+        state: Arc<ServingState>,
         options: ServerOptions,
     ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
@@ -61,7 +61,7 @@ impl LocalServer {
 
 /// Serves `state` on an ephemeral loopback port (`127.0.0.1:0`), on a new task.
 pub async fn spawn_local(
-    state: Arc<AppState>,
+    state: Arc<ServingState>,
     options: ServerOptions,
 ) -> std::io::Result<LocalServer> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

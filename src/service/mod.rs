@@ -1,4 +1,4 @@
-//! The gRPC service (`prescale serve`): tonic adapters over [`AppState`], plus health, reflection and
+//! The gRPC service (`prescale serve`): tonic adapters over [`ServingState`], plus health, reflection and
 //! a Prometheus `/metrics` endpoint.
 //!
 //! [`serve`] takes its listener and its shutdown signal as arguments (mini-redis `server::run`), so
@@ -24,7 +24,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::app::AppState;
+use crate::app::ServingState;
 
 pub use convert::workload_message;
 pub use local::{LocalServer, spawn_local};
@@ -116,7 +116,7 @@ fn read_tls(path: &PathBuf) -> Result<Vec<u8>, ServiceError> {
 /// Every acknowledged write was already in the store's log before it was acknowledged.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    state: Arc<ServingState>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServiceError> {
@@ -210,7 +210,7 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 
 /// Starts the state's background work beside the server: the planner, retention, the retraining
 /// schedule and the registry watch; each ends when the state's shutdown token is cancelled.
-fn spawn_background(state: &Arc<AppState>) -> [(JoinHandle<()>, &'static str); 4] {
+fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str); 4] {
     [
         (tokio::spawn(Arc::clone(state).run_planner()), "planner"),
         (

@@ -1,17 +1,17 @@
 //! The HTTP listener for Prometheus: `GET /metrics` in the text exposition format (the counters are
-//! kept in [`crate::app::metrics`]).
+//! kept in [`crate::app::telemetry`]).
 
 use std::future::Future;
 use std::sync::Arc;
 
 use axum::http::header::CONTENT_TYPE;
 
-use crate::app::metrics::Metrics;
+use crate::app::telemetry::Telemetry;
 
 /// Serves `GET /metrics` on `listener` until `shutdown` completes.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
-    metrics: Arc<Metrics>,
+    metrics: Arc<Telemetry>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let router = axum::Router::new().route(

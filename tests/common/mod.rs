@@ -5,8 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prescale::app::metrics::Metrics;
-use prescale::app::{App, AppState, Settings};
+use prescale::app::telemetry::Telemetry;
+use prescale::app::{History, ServingState, Settings};
 use prescale::service::{LocalServer, ServerOptions, spawn_local};
 use prescale::store::{PolarsStore, StoreOptions};
 use tonic::transport::{Channel, Endpoint};
@@ -15,7 +15,7 @@ use tonic::transport::{Channel, Endpoint};
 pub(crate) struct TestServer {
     pub(crate) address: std::net::SocketAddr,
     pub(crate) directory: tempfile::TempDir,
-    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Telemetry>,
     server: LocalServer,
 }
 
@@ -31,9 +31,9 @@ impl TestServer {
         options: ServerOptions,
     ) -> Self {
         let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
-        let metrics = Arc::new(Metrics::default());
-        let state = AppState::open(
-            App::new(Arc::new(store)),
+        let metrics = Arc::new(Telemetry::default());
+        let state = ServingState::open(
+            History::new(Arc::new(store)),
             directory.path(),
             settings,
             Arc::clone(&metrics),

@@ -4,9 +4,9 @@
 use crate::app::AppError;
 use crate::events::{Event, EventSpec};
 
-use super::AppState;
+use super::ServingState;
 
-impl AppState {
+impl ServingState {
     /// Stores an event and schedules every plan (its uplift may apply to any workload).
     pub fn add_event(&self, spec: &EventSpec) -> Result<Event, AppError> {
         let event = self.events.add(spec)?;

@@ -8,7 +8,7 @@ use crate::app::{AppError, ModelChoice, fit, parse_horizon};
 use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries};
 use crate::forecast::{FittedModel, Predict};
 
-use super::{AppState, blocking};
+use super::{ServingState, blocking};
 
 /// The model behind a served forecast: a live model re-anchored on the newest data (ensemble), or
 /// a single-member fit kept for forecast requests.
@@ -60,7 +60,7 @@ pub(super) fn live_version(registry_version: u64, history: &TimeSeries) -> Strin
     )
 }
 
-impl AppState {
+impl ServingState {
     /// Parses a requested horizon against `step` and the configured maximum; empty is the plan
     /// horizon.
     pub fn horizon(&self, text: &str, step: Step) -> Result<Horizon, AppError> {

@@ -8,13 +8,13 @@ use crate::app::AppError;
 use crate::domain::{SeriesId, TimeSeries};
 use crate::store::{SeriesSamples, SeriesSummary};
 
-use super::AppState;
+use super::ServingState;
 
-impl AppState {
+impl ServingState {
     /// Stores a batch (all or nothing) and schedules replans of workloads that received enough new
     /// samples. Blocking: the store writes its log.
     pub fn ingest(&self, batch: &[SeriesSamples]) -> Result<usize, AppError> {
-        let accepted = self.app.store().append_batch(batch)?;
+        let accepted = self.history.store().append_batch(batch)?;
         self.metrics.samples_ingested.inc_by(accepted as u64);
         let threshold = self.settings.replan_after_samples;
         let mut wake = false;
@@ -46,7 +46,7 @@ impl AppState {
     ) -> Result<SeriesId, AppError> {
         if let Ok(exact) = SeriesId::with_labels(name, labels.clone())
             && self
-                .app
+                .history
                 .store()
                 .summary(&exact)
                 .is_ok_and(|s| s.samples > 0)
@@ -54,7 +54,7 @@ impl AppState {
             return Ok(exact);
         }
         let mut matching: Vec<SeriesId> = self
-            .app
+            .history
             .store()
             .series()
             .into_iter()
@@ -80,11 +80,12 @@ impl AppState {
 
     /// Summaries of every stored series.
     pub fn list_series(&self) -> Result<Vec<SeriesSummary>, AppError> {
-        self.app.list_series()
+        self.history.list_series()
     }
 
     /// The newest `history_window` of `series` on its median step, bucket means.
     pub fn recent_history(&self, series: &SeriesId) -> Result<TimeSeries, AppError> {
-        self.app.recent_window(series, self.settings.history_window)
+        self.history
+            .recent_window(series, self.settings.history_window)
     }
 }

@@ -5,13 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::app::metrics::Metrics;
+use crate::app::telemetry::Telemetry;
 use crate::app::{AppError, ModelChoice, fit};
 use crate::domain::SeriesId;
 use crate::forecast::FittedModel;
 use crate::registry::Registry;
 
-use super::{AppState, blocking};
+use super::{ServingState, blocking};
 
 /// A promoted model as served: re-anchored on the newest data for every forecast and plan.
 #[derive(Debug)]
@@ -22,7 +22,7 @@ pub(super) struct LiveModel {
     pub(super) model: FittedModel,
 }
 
-impl AppState {
+impl ServingState {
     /// The live model of `series`; when it has none, fits one on the newest history (event windows
     /// masked, as retraining does), registers it as promoted and serves it from then on. Blocking.
     pub(super) fn live_model(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
@@ -162,7 +162,7 @@ fn live_entries(registry: &Registry) -> Vec<(SeriesId, u64)> {
 /// The live model of `series` as the registry has it: a live file that fails its check is
 /// reported (log and metric) and the newest earlier live version read instead; `None` when the
 /// series has no live version or none readable (also reported).
-fn read_live(registry: &Registry, metrics: &Metrics, series: &SeriesId) -> Option<LiveModel> {
+fn read_live(registry: &Registry, metrics: &Telemetry, series: &SeriesId) -> Option<LiveModel> {
     match registry.load_live(series) {
         Ok(Some(loaded)) => {
             for (version, reason) in &loaded.skipped {
@@ -187,7 +187,7 @@ fn read_live(registry: &Registry, metrics: &Metrics, series: &SeriesId) -> Optio
 /// is left to first use.
 pub(super) fn load_live_models(
     registry: &Registry,
-    metrics: &Metrics,
+    metrics: &Telemetry,
 ) -> HashMap<SeriesId, Arc<LiveModel>> {
     live_entries(registry)
         .into_iter()

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use crate::app::AppError;
 
-use super::AppState;
+use super::ServingState;
 
-impl AppState {
+impl ServingState {
     /// Enforces the retention every hour until shutdown, on the blocking pool.
     pub async fn run_maintenance(self: Arc<Self>) {
         let Some(retention) = self.settings.retention else {
@@ -22,7 +22,10 @@ impl AppState {
             }
             let state = Arc::clone(&self);
             let dropped = tokio::task::spawn_blocking(move || {
-                state.app.store().enforce_retention(state.now(), retention)
+                state
+                    .history
+                    .store()
+                    .enforce_retention(state.now(), retention)
             })
             .await;
             match dropped {
@@ -35,6 +38,6 @@ impl AppState {
 
     /// Flushes the store into its checkpoint files. Blocking.
     pub fn flush(&self) -> Result<(), AppError> {
-        Ok(self.app.store().checkpoint()?)
+        Ok(self.history.store().checkpoint()?)
     }
 }

@@ -9,11 +9,11 @@
 //! (`model = "ets"` etc.) are not in the registry and are still fitted on demand, cached until a
 //! new sample arrives.
 //!
-//! Everything lives in one [`AppState`] value (no process-global state), so a process can hold several
+//! Everything lives in one [`ServingState`] value (no process-global state), so a process can hold several
 //! (tests, or one per shard) and a replica that owns a shard of the series is a second value over
 //! another [`MetricStore`](crate::store::MetricStore).
 //!
-//! One file per concern, each an `impl AppState` block: `ingest`, `forecasts`, `live_models`,
+//! One file per concern, each an `impl ServingState` block: `ingest`, `forecasts`, `live_models`,
 //! `workloads`, `plans`, `retrain_jobs`, `events`, `maintenance`; `settings` holds [`Settings`].
 
 mod events;
@@ -38,8 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::domain::{SeriesId, Timestamp};
 use crate::registry::Registry;
 
-use super::metrics::Metrics;
-use super::{App, AppError, Clock, EventStore, FitPool, FitPriority, ModelChoice, SystemClock};
+use super::telemetry::Telemetry;
+use super::{AppError, Clock, EventStore, FitPool, FitPriority, History, ModelChoice, SystemClock};
 
 pub use forecasts::{CachedModel, ServedForecast, model_version};
 pub use plans::{PlanState, PublishedPlan};
@@ -50,11 +50,13 @@ pub use workloads::Applied;
 use live_models::{LiveModel, load_live_models};
 use workloads::{WorkloadEntry, read_workloads};
 
-/// The serving application: use cases of [`App`] plus workloads, plans, models and jobs.
+/// What a serving process holds over the [`History`]: workloads and their latest plans, the live
+/// models, retraining jobs and events, and the background tasks that keep them current. The CLI's
+/// one-shot commands use the [`History`] alone.
 #[derive(Debug)]
-pub struct AppState {
-    /// The use cases over the metric store (ingest, windows, export) that the CLI shares.
-    app: App,
+pub struct ServingState {
+    /// The metric history and its use cases (ingest, windows, export), as the CLI has them.
+    history: History,
     /// Planned events, stored in the data directory; every plan and retrain reads them.
     events: EventStore,
     /// Where the workloads file and the events live (and the registry, unless `models_dir`).
@@ -62,7 +64,7 @@ pub struct AppState {
     /// How plans are made and work is bounded; fixed for the life of the state.
     settings: Settings,
     /// Counters and histograms `/metrics` shows; shared with the service's request layer.
-    metrics: Arc<Metrics>,
+    metrics: Arc<Telemetry>,
     /// Every stored workload by name, with its plan state. The map is locked only to add, remove
     /// or list entries; each entry has its own locks, so a refresh never blocks the others.
     workloads: RwLock<BTreeMap<String, Arc<WorkloadEntry>>>,
@@ -98,26 +100,26 @@ pub struct AppState {
     clock: Arc<dyn Clock>,
 }
 
-impl AppState {
-    /// Serving state over `app`, keeping workloads and events in `data_dir`; loads stored workloads
+impl ServingState {
+    /// Serving state over `history`, keeping workloads and events in `data_dir`; loads stored workloads
     /// and every live model of the registry. A live model file that fails its check is reported
     /// (log and `prescale_model_load_failures_total`) and the newest earlier live version is served;
     /// a series with none readable is trained on first use. Blocking: reads the model files.
     pub fn open(
-        app: App,
+        history: History,
         data_dir: impl Into<PathBuf>,
         settings: Settings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<Telemetry>,
     ) -> Result<Arc<Self>, AppError> {
-        Self::open_with_clock(app, data_dir, settings, metrics, Arc::new(SystemClock))
+        Self::open_with_clock(history, data_dir, settings, metrics, Arc::new(SystemClock))
     }
 
-    /// As [`AppState::open`], reading dates from `clock` (a test's [`super::TokioClock`]).
+    /// As [`ServingState::open`], reading dates from `clock` (a test's [`super::TokioClock`]).
     pub fn open_with_clock(
-        app: App,
+        history: History,
         data_dir: impl Into<PathBuf>,
         settings: Settings,
-        metrics: Arc<Metrics>,
+        metrics: Arc<Telemetry>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, AppError> {
         let data_dir = data_dir.into();
@@ -134,7 +136,7 @@ impl AppState {
         )?;
         let live = load_live_models(&registry, &metrics);
         Ok(Arc::new(Self {
-            app,
+            history,
             registry,
             live: RwLock::new(live),
             first_use: Mutex::new(HashMap::new()),
@@ -158,9 +160,9 @@ impl AppState {
         }))
     }
 
-    /// The use cases over the store.
-    pub fn app(&self) -> &App {
-        &self.app
+    /// The metric history the state serves.
+    pub fn history(&self) -> &History {
+        &self.history
     }
 
     /// Planned events.
@@ -174,7 +176,7 @@ impl AppState {
     }
 
     /// Counters for `/metrics`.
-    pub fn metrics(&self) -> &Arc<Metrics> {
+    pub fn metrics(&self) -> &Arc<Telemetry> {
         &self.metrics
     }
 
@@ -214,7 +216,7 @@ impl AppState {
 }
 
 /// Runs blocking `work` on the blocking pool (for work that fits at most through
-/// [`AppState::fit_blocking`]).
+/// [`ServingState::fit_blocking`]).
 async fn blocking<T, F>(work: F) -> Result<T, AppError>
 where
     F: FnOnce() -> Result<T, AppError> + Send + 'static,

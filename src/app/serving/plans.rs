@@ -15,7 +15,7 @@ use crate::plan::{Plan, Workload};
 
 use super::forecasts::live_version;
 use super::workloads::WorkloadEntry;
-use super::{AppState, blocking};
+use super::{ServingState, blocking};
 
 /// A plan as published to executors, with where it came from.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub enum PlanState {
     },
 }
 
-impl AppState {
+impl ServingState {
     /// The latest plan state of a workload, without computing anything.
     pub fn plan(&self, name: &str) -> Result<PlanState, AppError> {
         Ok(self.entry(name)?.plan.borrow().clone())
@@ -191,8 +191,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::app::metrics::Metrics;
-    use crate::app::{App, Settings, TokioClock};
+    use crate::app::telemetry::Telemetry;
+    use crate::app::{History, Settings, TokioClock};
     use crate::store::{PolarsStore, StoreOptions};
 
     /// The plan `plans` holds now.
@@ -210,16 +210,16 @@ mod tests {
     async fn every_plan_is_recomputed_each_replan_interval() {
         let directory = tempfile::tempdir().unwrap();
         let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
-        let app = App::new(Arc::new(store));
+        let app = History::new(Arc::new(store));
         app.import_samples().unwrap();
         let settings = Settings::default();
         let interval = settings.replan_interval;
         let start = Timestamp::parse("2025-03-10T00:00:00Z").unwrap();
-        let state = AppState::open_with_clock(
+        let state = ServingState::open_with_clock(
             app,
             directory.path(),
             settings,
-            Arc::new(Metrics::default()),
+            Arc::new(Telemetry::default()),
             Arc::new(TokioClock::starting_at(start)),
         )
         .unwrap();

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use crate::app::{AppError, RetrainSettings};
 use crate::domain::{SeriesId, Timestamp};
 
-use super::AppState;
+use super::ServingState;
 
 /// State of a retraining job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,9 +76,9 @@ impl Job {
     }
 }
 
-impl AppState {
+impl ServingState {
     /// Starts retraining `series` (every stored series when `None`) in the background, as
-    /// `prescale retrain` does, and returns the job to follow. See [`AppState::run_retrain_job`].
+    /// `prescale retrain` does, and returns the job to follow. See [`ServingState::run_retrain_job`].
     pub fn retrain(self: &Arc<Self>, series: Option<Vec<SeriesId>>) -> Result<Arc<Job>, AppError> {
         let (job, series) = self.new_job(series)?;
         tokio::spawn(Arc::clone(self).run_retrain_job(Arc::clone(&job), series));
@@ -93,11 +93,11 @@ impl AppState {
         let series = match series {
             Some(series) => {
                 for one in &series {
-                    self.app.store().summary(one)?;
+                    self.history.store().summary(one)?;
                 }
                 series
             }
-            None => self.app.store().series(),
+            None => self.history.store().series(),
         };
         let id = format!(
             "retrain-{}",
@@ -171,7 +171,7 @@ impl AppState {
             dry_run: false,
             events: self.events.load()?,
         };
-        let outcome = crate::app::retrain_series(&self.app, &self.registry, series, &settings)
+        let outcome = crate::app::retrain_series(&self.history, &self.registry, series, &settings)
             .inspect_err(|error| {
                 if matches!(error, AppError::Forecast(_)) {
                     self.metrics.model_errors.inc();

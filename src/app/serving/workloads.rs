@@ -14,7 +14,7 @@ use crate::domain::{SeriesId, Timestamp};
 use crate::plan::{Workload, WorkloadParams};
 use crate::store::write_file_atomically;
 
-use super::{AppState, PlanState};
+use super::{PlanState, ServingState};
 
 /// Name of the workloads file in the data directory.
 const WORKLOADS_FILE: &str = "workloads.toml";
@@ -72,7 +72,7 @@ struct WorkloadsFile {
     workload: Vec<WorkloadParams>,
 }
 
-impl AppState {
+impl ServingState {
     /// Validates and stores a workload (replacing one of the same name) and schedules its plan.
     /// Blocking: writes the workloads file.
     pub fn upsert_workload(&self, workload: Workload) -> Result<Workload, AppError> {

@@ -1,6 +1,7 @@
-//! prescale's own metrics, rendered in the Prometheus text exposition format (version 0.0.4).
+//! prescale's own telemetry (request, sample, plan and model counters and latency histograms),
+//! rendered in the Prometheus text exposition format (version 0.0.4) for `/metrics`.
 //!
-//! One [`Metrics`] value per server (no global registry), shared by the use cases (samples, plans,
+//! One [`Telemetry`] value per server (no global registry), shared by the use cases (samples, plans,
 //! models) and the gRPC layer (requests and latencies).
 
 use std::collections::BTreeMap;
@@ -61,7 +62,7 @@ impl Histogram {
 
 /// Counters of one server.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub struct Telemetry {
     /// Samples stored through ingest.
     pub samples_ingested: Counter,
     /// Plans computed and published.
@@ -92,7 +93,7 @@ struct MethodStats {
     latency: Histogram,
 }
 
-impl Metrics {
+impl Telemetry {
     /// Records one finished request: its full gRPC method path, status code name and latency.
     pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {
         let mut methods = self.methods.lock();
@@ -225,7 +226,7 @@ mod tests {
 
     #[test]
     fn renders_counters_requests_and_cumulative_buckets() {
-        let metrics = Metrics::default();
+        let metrics = Telemetry::default();
         metrics.samples_ingested.inc_by(42);
         metrics.record_request("/a/B", "OK", Duration::from_micros(300));
         metrics.record_request("/a/B", "OK", Duration::from_millis(3));
