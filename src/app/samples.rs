@@ -24,44 +24,50 @@ impl SampleSeries {
     }
 }
 
+/// One entry of [`SAMPLE_SERIES`]: the file is named once, for the field and the embedded text.
+macro_rules! sample {
+    ($name:literal, $file:literal, $description:literal) => {
+        SampleSeries {
+            name: $name,
+            file_name: $file,
+            description: $description,
+            csv: include_str!(concat!("../../notebooks-data/", $file)),
+        }
+    };
+}
+
 /// Every embedded sample series.
 pub const SAMPLE_SERIES: &[SampleSeries] = &[
-    SampleSeries {
-        name: "nyc_taxi",
-        file_name: "nyc_taxi.csv",
-        description: "NYC taxi passengers per 30 min (NAB)",
-        csv: include_str!("../../notebooks-data/nyc_taxi.csv"),
-    },
-    SampleSeries {
-        name: "ec2_cpu_5f5533",
-        file_name: "ec2_cpu_utilization_5f5533.csv",
-        description: "AWS EC2 CPU utilisation %, 5 min (NAB)",
-        csv: include_str!("../../notebooks-data/ec2_cpu_utilization_5f5533.csv"),
-    },
-    SampleSeries {
-        name: "ec2_cpu_ac20cd",
-        file_name: "ec2_cpu_utilization_ac20cd.csv",
-        description: "AWS EC2 CPU utilisation %, 5 min (NAB)",
-        csv: include_str!("../../notebooks-data/ec2_cpu_utilization_ac20cd.csv"),
-    },
-    SampleSeries {
-        name: "rds_cpu_cc0c53",
-        file_name: "rds_cpu_utilization_cc0c53.csv",
-        description: "AWS RDS CPU utilisation %, 5 min (NAB)",
-        csv: include_str!("../../notebooks-data/rds_cpu_utilization_cc0c53.csv"),
-    },
-    SampleSeries {
-        name: "traffic_occupancy_6005",
-        file_name: "occupancy_6005.csv",
-        description: "Minneapolis road occupancy %, irregular 5 min with outages (NAB)",
-        csv: include_str!("../../notebooks-data/occupancy_6005.csv"),
-    },
-    SampleSeries {
-        name: "traffic_speed_6005",
-        file_name: "speed_6005.csv",
-        description: "Minneapolis road speed mph, irregular 5 min with outages (NAB)",
-        csv: include_str!("../../notebooks-data/speed_6005.csv"),
-    },
+    sample!(
+        "nyc_taxi",
+        "nyc_taxi.csv",
+        "NYC taxi passengers per 30 min (NAB)"
+    ),
+    sample!(
+        "ec2_cpu_5f5533",
+        "ec2_cpu_utilization_5f5533.csv",
+        "AWS EC2 CPU utilisation %, 5 min (NAB)"
+    ),
+    sample!(
+        "ec2_cpu_ac20cd",
+        "ec2_cpu_utilization_ac20cd.csv",
+        "AWS EC2 CPU utilisation %, 5 min (NAB)"
+    ),
+    sample!(
+        "rds_cpu_cc0c53",
+        "rds_cpu_utilization_cc0c53.csv",
+        "AWS RDS CPU utilisation %, 5 min (NAB)"
+    ),
+    sample!(
+        "traffic_occupancy_6005",
+        "occupancy_6005.csv",
+        "Minneapolis road occupancy %, irregular 5 min with outages (NAB)"
+    ),
+    sample!(
+        "traffic_speed_6005",
+        "speed_6005.csv",
+        "Minneapolis road speed mph, irregular 5 min with outages (NAB)"
+    ),
 ];
 
 /// The committed model registry of the sample series (`models/` at the repository root: the

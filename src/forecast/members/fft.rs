@@ -250,9 +250,7 @@ impl Curve for FittedFft {
 
 impl PointForecaster for FittedFft {
     fn forecast(&self, horizon: usize) -> Vec<f64> {
-        (1..=horizon)
-            .map(|step| self.curve(step as i64) + self.offset)
-            .collect()
+        self.curve_forecast(self.offset, horizon)
     }
 
     fn state(&self) -> MemberState {

@@ -51,6 +51,14 @@ pub(crate) trait Curve {
     /// Points the intercept correction averages over.
     fn anchor_points(&self) -> usize;
 
+    /// The `horizon` steps after the last fitted point: the curve plus the intercept correction
+    /// `offset`.
+    fn curve_forecast(&self, offset: f64, horizon: usize) -> Vec<f64> {
+        (1..=horizon)
+            .map(|step| self.curve(step as i64) + offset)
+            .collect()
+    }
+
     /// The intercept correction over the newest `values`, whose last point is `elapsed` steps
     /// after the last fitted point.
     fn offset_on(&self, values: &[f64], elapsed: usize) -> f64 {

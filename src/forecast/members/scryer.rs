@@ -263,9 +263,7 @@ impl SameTimeRegression {
     }
 
     fn forecast(&self, horizon: usize) -> Vec<f64> {
-        (1..=horizon)
-            .map(|step| self.curve(step as i64) + self.offset)
-            .collect()
+        self.curve_forecast(self.offset, horizon)
     }
 }
 

@@ -339,9 +339,7 @@ impl Curve for FittedTrend {
 
 impl PointForecaster for FittedTrend {
     fn forecast(&self, horizon: usize) -> Vec<f64> {
-        (1..=horizon)
-            .map(|step| self.curve(step as i64) + self.offset)
-            .collect()
+        self.curve_forecast(self.offset, horizon)
     }
 
     fn state(&self) -> MemberState {
