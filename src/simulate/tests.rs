@@ -20,6 +20,21 @@ fn series(values: Vec<f64>) -> TimeSeries {
     TimeSeries::new(Timestamp::from_millis(0), step(), values)
 }
 
+/// The last day of `history` replayed with hourly replans.
+fn last_day_hourly<F: BaseForecaster>(
+    history: &TimeSeries,
+    workload: &Workload,
+    forecaster: &F,
+) -> Result<SimulationReport, SimulateError> {
+    simulate(
+        history,
+        workload,
+        1.0,
+        Duration::from_secs(3600),
+        forecaster,
+    )
+}
+
 fn workload() -> Workload {
     WorkloadParams::new("api", "requests", 10.0, 200, Duration::from_secs(600))
         .target_utilisation(70.0)
@@ -58,14 +73,7 @@ fn clairvoyant(full: TimeSeries) -> impl Fn(&TimeSeries, Horizon) -> Result<Fore
 #[test]
 fn steady_demand_costs_every_strategy_the_same() {
     let history = series(vec![100.0; 6 * STEPS_PER_DAY]);
-    let report = simulate(
-        &history,
-        &workload(),
-        1.0,
-        Duration::from_secs(3600),
-        &seasonal_mean(STEPS_PER_DAY),
-    )
-    .unwrap();
+    let report = last_day_hourly(&history, &workload(), &seasonal_mean(STEPS_PER_DAY)).unwrap();
     // 100 load at 70% of 10 per replica needs 15 replicas, 24 hours a day.
     for run in report.runs() {
         assert_eq!(run.score.underprovisioned_steps, 0, "{}", run.strategy);
@@ -83,14 +91,7 @@ fn a_step_in_demand_catches_the_hpa_but_not_a_plan_that_saw_it_coming() {
     let jump = 5 * STEPS_PER_DAY + STEPS_PER_DAY / 2;
     values[jump..].fill(300.0);
     let history = series(values);
-    let report = simulate(
-        &history,
-        &workload(),
-        1.0,
-        Duration::from_secs(3600),
-        &clairvoyant(history.clone()),
-    )
-    .unwrap();
+    let report = last_day_hourly(&history, &workload(), &clairvoyant(history.clone())).unwrap();
     // The HPA sees 300 at 12:00 and goes 15 -> 30 (enough at 100%) -> 43 replicas in two syncs;
     // they serve ten minutes later, so 12:00 and 12:05 run short.
     let hpa = &report.run(Strategy::Hpa).score;
@@ -179,14 +180,7 @@ fn a_recurring_event_is_pre_scaled_from_its_past_occurrences() {
     assert_eq!(short_in_launch(&report, Strategy::Oracle), 0);
 
     // Without the calendar the same forecaster cannot see the launch coming.
-    let blind = simulate(
-        &history,
-        &workload,
-        1.0,
-        Duration::from_secs(3600),
-        &seasonal_mean(STEPS_PER_DAY),
-    )
-    .unwrap();
+    let blind = last_day_hourly(&history, &workload, &seasonal_mean(STEPS_PER_DAY)).unwrap();
     assert!(
         short_in_launch(&blind, Strategy::Predictive) >= 2,
         "{blind}"
@@ -255,13 +249,7 @@ fn bad_settings_and_short_history_are_refused() {
     );
     let history = series(vec![100.0; STEPS_PER_DAY]);
     assert!(matches!(
-        simulate(
-            &history,
-            &workload(),
-            1.0,
-            Duration::from_secs(3600),
-            &seasonal_mean(STEPS_PER_DAY)
-        ),
+        last_day_hourly(&history, &workload(), &seasonal_mean(STEPS_PER_DAY)),
         Err(SimulateError::NotEnoughHistory { .. })
     ));
 }
@@ -272,13 +260,7 @@ fn forecaster_failures_and_missing_levels_surface() {
     let failing =
         |_: &TimeSeries, _: Horizon| -> Result<Forecast, std::fmt::Error> { Err(std::fmt::Error) };
     assert!(matches!(
-        simulate(
-            &history,
-            &workload(),
-            1.0,
-            Duration::from_secs(3600),
-            &failing
-        ),
+        last_day_hourly(&history, &workload(), &failing),
         Err(SimulateError::Forecaster { .. })
     ));
     let point_only = |history: &TimeSeries, horizon: Horizon| -> Result<Forecast, Infallible> {
@@ -290,13 +272,7 @@ fn forecaster_failures_and_missing_levels_surface() {
         ))
     };
     assert!(matches!(
-        simulate(
-            &history,
-            &workload(),
-            1.0,
-            Duration::from_secs(3600),
-            &point_only
-        ),
+        last_day_hourly(&history, &workload(), &point_only),
         Err(SimulateError::Plan {
             source: PlanError::MissingLevel { .. },
             ..

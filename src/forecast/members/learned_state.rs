@@ -203,8 +203,18 @@ impl MemberState {
 #[cfg(test)]
 mod tests {
     use super::super::test_support::{input, seasonality, sinusoid};
-    use super::super::{MemberSpec, anchor_window};
+    use super::super::{FitInput, MemberSpec, anchor_window};
     use super::*;
+
+    /// `values` from where `fit_input` starts, ending `elapsed` steps after its last point.
+    fn anchor_after<'a>(values: &'a [f64], fit_input: &FitInput<'_>, elapsed: usize) -> Anchor<'a> {
+        Anchor {
+            values,
+            start: fit_input.start,
+            step: fit_input.step,
+            elapsed,
+        }
+    }
 
     /// Every member, stored and re-anchored on the data it was fitted on, forecasts exactly what
     /// it forecast when fitted.
@@ -219,12 +229,7 @@ mod tests {
         for spec in MemberSpec::all() {
             let fitted = spec.fit_window(&fit_input).unwrap();
             let state = fitted.state();
-            let anchor = Anchor {
-                values: &values,
-                start: fit_input.start,
-                step: fit_input.step,
-                elapsed: 0,
-            };
+            let anchor = anchor_after(&values, &fit_input, 0);
             let stored = state.forecast_from(&anchor, 48);
             let original = fitted.forecast(48);
             for (step, (a, b)) in stored.iter().zip(&original).enumerate() {
@@ -259,12 +264,7 @@ mod tests {
             .filter(|spec| spec.kind() != super::super::MemberKind::Ets);
         for spec in members {
             let state = spec.fit_window(&fit_input).unwrap().state();
-            let anchor = Anchor {
-                values: &newer,
-                start: fit_input.start,
-                step: fit_input.step,
-                elapsed: 48,
-            };
+            let anchor = anchor_after(&newer, &fit_input, 48);
             let forecast = state.forecast_from(&anchor, 24);
             let mean_error: f64 = forecast
                 .iter()

@@ -36,16 +36,18 @@ fn stored_parameters_validate_back_into_the_same_workload() {
     }
 }
 
+/// A workload with only the required keys.
+const MINIMAL: &str = r#"
+    name = "api"
+    series = "requests"
+    capacity_per_replica = 10
+    max_replicas = 5
+    warm_up = "2m"
+"#;
+
 #[test]
 fn defaults_fill_optional_keys() {
-    let text = r#"
-        name = "api"
-        series = "requests"
-        capacity_per_replica = 10
-        max_replicas = 5
-        warm_up = "2m"
-    "#;
-    let workload = Workload::from_toml(text).unwrap();
+    let workload = Workload::from_toml(MINIMAL).unwrap();
     assert_eq!(workload.min_replicas(), 1);
     assert_eq!(workload.mode(), Mode::ForecastOnly);
     assert_eq!(
@@ -116,15 +118,8 @@ fn deserialises_inside_a_larger_file() {
     struct File {
         workload: Vec<Workload>,
     }
-    let good = r#"
-        [[workload]]
-        name = "api"
-        series = "requests"
-        capacity_per_replica = 10
-        max_replicas = 5
-        warm_up = "2m"
-    "#;
-    let file: File = toml::from_str(good).unwrap();
+    let good = format!("[[workload]]\n{MINIMAL}");
+    let file: File = toml::from_str(&good).unwrap();
     assert_eq!(file.workload[0].max_replicas(), 5);
     let bad = good.replace("max_replicas = 5", "max_replicas = 0");
     let error = toml::from_str::<File>(&bad).unwrap_err().to_string();
