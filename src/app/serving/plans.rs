@@ -150,7 +150,12 @@ impl ServingState {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut running = JoinSet::new();
         loop {
+            // Biased: when a tick and a wake-up are ready together (at start, the first tick and
+            // an upsert's notification), the tick marks every workload due before any plan is
+            // spawned, so one pass plans each workload once. Unbiased, the wake-up could spawn a
+            // plan first and the tick then mark the workload due again: a second, identical plan.
             tokio::select! {
+                biased;
                 () = self.shutdown.cancelled() => break,
                 _ = tick.tick() => {
                     for entry in self.workloads.read().values() {
