@@ -60,6 +60,14 @@ async fn bad_samples_are_invalid_arguments_and_the_batch_stores_nothing() {
         code_of(ingest.write(mismatched).await).0,
         Code::InvalidArgument
     );
+    let thousand_years_ms = 1000 * 365 * grpc_support::DAY_MS;
+    for time in [i64::MIN, grpc_support::START_MS + thousand_years_ms] {
+        let mut out_of_range = daily("other", 0, 5);
+        out_of_range.series[0].timestamps_ms[2] = time;
+        let (code, message) = code_of(ingest.write(out_of_range).await);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains("timestamp"), "{message}");
+    }
     let listed = AdminServiceClient::new(channel.clone())
         .list_series(proto::ListSeriesRequest {})
         .await

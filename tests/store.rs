@@ -162,6 +162,75 @@ fn non_finite_value_rejects_the_whole_batch() {
 }
 
 #[test]
+fn timestamps_out_of_range_reject_the_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let now = Timestamp::now().as_millis();
+    let hour = 3_600_000;
+    let thousand_years = 1000 * 365 * 24 * hour;
+    for (bad_time, bound) in [
+        (i64::MIN, "earliest"),
+        (Timestamp::EARLIEST.as_millis() - 1, "earliest"),
+        (now + 48 * hour, "ahead"),
+        (now + thousand_years, "ahead"),
+        (i64::MAX, "ahead"),
+    ] {
+        let batch = [
+            SeriesSamples {
+                series: series("good"),
+                samples: samples(&[(now, 1.0)]),
+            },
+            SeriesSamples {
+                series: series("bad"),
+                samples: samples(&[(now - hour, 1.0), (bad_time, 2.0)]),
+            },
+        ];
+        let error = store.append_batch(&batch).unwrap_err();
+        assert!(
+            matches!(&error, StoreError::TimestampOutOfRange { series: id, index: 1, .. }
+                if *id == series("bad")),
+            "{error}"
+        );
+        assert!(error.to_string().contains(bound), "{error}");
+        assert!(store.series().is_empty(), "nothing of the batch is stored");
+    }
+    // Within the bounds: the distant past, and clocks a little out of step.
+    let accepted = samples(&[(Timestamp::EARLIEST.as_millis(), 1.0), (now + hour, 2.0)]);
+    assert_eq!(store.append(&series("good"), &accepted).unwrap(), 2);
+}
+
+#[test]
+fn retention_that_empties_a_series_removes_it_durably() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400_000;
+    let now = Timestamp::from_millis(100 * day);
+    let (old, kept) = (series("old"), series("kept"));
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&old, &samples(&[(10 * day, 1.0)])).unwrap();
+        store.append(&kept, &samples(&[(99 * day, 1.0)])).unwrap();
+        store.checkpoint().unwrap();
+        store.append(&old, &samples(&[(11 * day, 2.0)])).unwrap();
+        let dropped = store
+            .enforce_retention(now, Duration::from_secs(30 * 86_400))
+            .unwrap();
+        assert_eq!(dropped, 2);
+        assert_eq!(store.series(), vec![kept.clone()]);
+        assert!(matches!(
+            store.summary(&old),
+            Err(StoreError::UnknownSeries { .. })
+        ));
+        store.checkpoint().unwrap();
+    }
+    // Reopened without retention: the emptied series' checkpoint file is gone, not served again.
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.series(), vec![kept.clone()]);
+    // A series retention removed can be written again.
+    store.append(&old, &samples(&[(99 * day, 3.0)])).unwrap();
+    assert_eq!(store.summary(&old).unwrap().samples, 1);
+}
+
+#[test]
 fn unknown_series_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
@@ -228,6 +297,38 @@ fn torn_log_tail_is_truncated_and_nothing_else_is_lost() {
     drop(store);
     let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.summary(&id).unwrap().samples, 3);
+}
+
+#[test]
+fn a_flipped_bit_before_acknowledged_records_fails_the_open_and_truncates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("flipped");
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        for time in 1..=3 {
+            store.append(&id, &samples(&[(time, 1.0)])).unwrap();
+        }
+    }
+    let newest = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max()
+        .unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    // Past the segment header and the first record's header, inside its payload.
+    bytes[8 + 8 + 6] ^= 0x01;
+    std::fs::write(&newest, &bytes).unwrap();
+
+    let error = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(&error, StoreError::CorruptLog { path, offset: 8, .. } if *path == newest),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read(&newest).unwrap(),
+        bytes,
+        "the log is untouched"
+    );
 }
 
 #[test]

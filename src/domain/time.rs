@@ -22,6 +22,11 @@ const EPOCH_MILLIS_THRESHOLD: f64 = 1e11;
 pub struct Timestamp(i64);
 
 impl Timestamp {
+    /// The earliest instant a sample may carry: `0000-01-01T00:00:00Z`, the first RFC 3339 can write.
+    pub const EARLIEST: Timestamp = Timestamp(-62_167_219_200_000);
+    /// The latest instant a sample may carry: `9999-12-31T23:59:59.999Z`, the last RFC 3339 can write.
+    pub const LATEST: Timestamp = Timestamp(253_402_300_799_999);
+
     /// The instant `millis` milliseconds after the Unix epoch.
     pub const fn from_millis(millis: i64) -> Self {
         Self(millis)
@@ -42,9 +47,16 @@ impl Timestamp {
         Self(self.0.saturating_add(millis))
     }
 
-    /// Rounds down to a whole multiple of `step` since the epoch, so windows line up across calls.
+    /// Rounds down to a whole multiple of `step` since the epoch, so windows line up across calls;
+    /// saturates at `i64::MIN` for an instant less than a step above it, whose floor is below the range.
     pub fn floor_to(self, step: Step) -> Self {
-        Self(self.0.div_euclid(step.as_millis()) * step.as_millis())
+        let step = step.as_millis();
+        Self(
+            self.0
+                .div_euclid(step)
+                .checked_mul(step)
+                .unwrap_or(i64::MIN),
+        )
     }
 
     /// Parses RFC 3339 (`2014-07-01T00:00:00Z`), or a number of epoch seconds or milliseconds
@@ -295,6 +307,30 @@ mod tests {
             2000
         );
         assert_eq!(Timestamp::from_millis(-1).floor_to(step).as_millis(), -1000);
+    }
+
+    #[test]
+    fn floors_at_the_ends_of_the_range_without_overflow() {
+        let five_minutes = Step::FIVE_MINUTES.as_millis();
+        let lowest = Timestamp::from_millis(i64::MIN).floor_to(Step::FIVE_MINUTES);
+        assert_eq!(
+            lowest.as_millis(),
+            i64::MIN,
+            "saturates: the floor is below i64::MIN"
+        );
+        let highest = Timestamp::from_millis(i64::MAX).floor_to(Step::FIVE_MINUTES);
+        assert_eq!(highest.as_millis(), i64::MAX - i64::MAX % five_minutes);
+        let huge = Step::try_from(i64::MAX).unwrap();
+        assert_eq!(
+            Timestamp::from_millis(-1).floor_to(huge).as_millis(),
+            -i64::MAX
+        );
+    }
+
+    #[test]
+    fn earliest_and_latest_are_the_ends_of_rfc3339() {
+        assert_eq!(Timestamp::EARLIEST.to_rfc3339(), "0000-01-01T00:00:00Z");
+        assert_eq!(Timestamp::LATEST.to_rfc3339(), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]

@@ -17,9 +17,9 @@ pub(crate) fn status(error: &AppError) -> Status {
         | AppError::Plan(_)
         | AppError::InvalidRequest { .. } => Code::InvalidArgument,
         AppError::Store(store) => match store {
-            StoreError::NonFiniteValue { .. } | StoreError::WindowTooLarge { .. } => {
-                Code::InvalidArgument
-            }
+            StoreError::NonFiniteValue { .. }
+            | StoreError::TimestampOutOfRange { .. }
+            | StoreError::WindowTooLarge { .. } => Code::InvalidArgument,
             StoreError::UnknownSeries { .. } => Code::NotFound,
             StoreError::Poisoned { .. } => Code::Unavailable,
             StoreError::Io { .. }

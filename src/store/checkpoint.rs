@@ -83,6 +83,11 @@ impl Manifest {
             .map(|(key, file)| (key.as_str(), file.as_str()))
     }
 
+    /// Forgets `series`; returns the file that held it, if it had one.
+    pub(super) fn remove(&mut self, series: &SeriesId) -> Option<String> {
+        self.files.remove(&series.to_string())
+    }
+
     /// The file of `series`, allocating a new name for a series not yet checkpointed.
     pub(super) fn file_for(&mut self, series: &SeriesId) -> String {
         let key = series.to_string();

@@ -223,6 +223,11 @@ impl SeriesHistory {
         output
     }
 
+    /// True when the series holds no samples (retention dropped them all).
+    pub(super) fn is_empty(&self) -> bool {
+        self.pending.is_empty() && self.frame.height() == 0
+    }
+
     /// Drops samples before `cutoff`; returns how many went.
     pub(super) fn drop_before(&mut self, cutoff: Timestamp) -> usize {
         self.merge_pending();

@@ -17,6 +17,10 @@ use crate::domain::{Aggregation, Sample, SeriesId, Step, TimeRange, TimeSeries, 
 
 pub use polars_store::{PolarsStore, StoreOptions};
 
+/// How far ahead of the store's clock a sample may lie: room for clocks out of step, while a sample
+/// from the far future, which would never age out under retention, is refused.
+pub const MAX_FUTURE: Duration = Duration::from_secs(86_400);
+
 /// Errors of the metric store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,7 +38,20 @@ pub enum StoreError {
         /// Its value.
         value: f64,
     },
-    /// No samples were ever stored for this series.
+    /// A sample's timestamp lies outside the years 0000 to 9999 or more than [`MAX_FUTURE`] ahead of
+    /// the store's clock; the whole batch was rejected.
+    #[error("timestamp {timestamp} for series {series} (sample {index} of the batch) is {reason}")]
+    TimestampOutOfRange {
+        /// Series the bad sample was meant for.
+        series: SeriesId,
+        /// Position of the first bad sample within its series' samples in the batch.
+        index: usize,
+        /// Its timestamp.
+        timestamp: Timestamp,
+        /// Which bound it crosses.
+        reason: String,
+    },
+    /// No samples were ever stored for this series, or retention dropped all of them.
     #[error("unknown series {series}")]
     UnknownSeries {
         /// The series asked for.
@@ -56,7 +73,8 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A log segment other than the newest is damaged: this is corruption, not a torn write.
+    /// A log segment is damaged other than by a torn final write (a bad record in an older segment,
+    /// or one with valid records after it): this is corruption, and nothing was truncated.
     #[error("corrupt write-ahead log {path} at byte {offset}: {reason}")]
     CorruptLog {
         /// The segment file.
@@ -141,8 +159,9 @@ pub struct SeriesSummary {
 ///
 /// Implementations are shared between threads; every method takes `&self`.
 pub trait MetricStore: Send + Sync + std::fmt::Debug {
-    /// Stores a batch covering any number of series, all or nothing: if any sample is non-finite nothing
-    /// is stored and the error names the first bad one. Returns the number of samples accepted. Once this
+    /// Stores a batch covering any number of series, all or nothing: if any sample is non-finite, or its
+    /// timestamp is before year 0000 or more than [`MAX_FUTURE`] ahead, nothing is stored and the error
+    /// names the first bad one. Returns the number of samples accepted. Once this
     /// returns `Ok`, the batch survives a crash of the process.
     fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError>;
 
@@ -170,7 +189,8 @@ pub trait MetricStore: Send + Sync + std::fmt::Debug {
     /// Length, extent, median step and gaps of one series.
     fn summary(&self, series: &SeriesId) -> Result<SeriesSummary, StoreError>;
 
-    /// Drops samples older than `now - max_age`; returns how many were dropped.
+    /// Drops samples older than `now - max_age`, and the series left without samples; returns how many
+    /// samples were dropped.
     fn enforce_retention(&self, now: Timestamp, max_age: Duration) -> Result<usize, StoreError>;
 
     /// Writes what is in memory to durable, compact form and trims the log it replaces.

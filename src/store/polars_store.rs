@@ -13,7 +13,7 @@ use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries, Timestam
 use super::checkpoint::{self, Manifest};
 use super::history::SeriesHistory;
 use super::wal::{self, Wal};
-use super::{Gap, MetricStore, SeriesSamples, SeriesSummary, StoreError};
+use super::{Gap, MAX_FUTURE, MetricStore, SeriesSamples, SeriesSummary, StoreError};
 
 /// The most buckets one window call builds (80 MB of values).
 const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
@@ -197,6 +197,41 @@ impl PolarsStore {
             })
     }
 
+    /// Forgets the series retention left without samples: out of the listing, and out of the
+    /// manifest with their checkpoint files, so a restart does not bring back what was dropped.
+    ///
+    /// Emptiness is checked under the map's write lock, so an append racing with this either lands
+    /// before (and the series stays) or after (and makes the series anew).
+    fn remove_empty_series(&self, manifest: &mut Manifest) -> Result<(), StoreError> {
+        let mut removed = Vec::new();
+        self.series.write().retain(|id, history| {
+            let empty = history.lock().is_empty();
+            if empty {
+                removed.push(id.clone());
+            }
+            !empty
+        });
+        let files: Vec<String> = removed
+            .iter()
+            .filter_map(|id| manifest.remove(id))
+            .collect();
+        if !removed.is_empty() {
+            tracing::info!(series = removed.len(), "removed series retention emptied");
+        }
+        if files.is_empty() {
+            return Ok(());
+        }
+        let series_dir = self.dir.join("series");
+        // The manifest first: a crash before the deletions leaves unreferenced files, never a
+        // manifest naming a missing one.
+        manifest.store(&series_dir)?;
+        for file in files {
+            let path = series_dir.join(file);
+            fs::remove_file(&path).map_err(|source| StoreError::Io { path, source })?;
+        }
+        Ok(())
+    }
+
     /// Allocated heap bytes of the in-memory frames (Polars' own estimate), for memory reports.
     pub fn estimated_frame_bytes(&self) -> usize {
         self.series
@@ -207,22 +242,40 @@ impl PolarsStore {
     }
 }
 
-/// Checks a whole batch before anything is logged, so a bad sample rejects all of it.
-fn validate(batch: &[SeriesSamples]) -> Result<usize, StoreError> {
+/// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
+/// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`].
+fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
+    let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
+    let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
     let mut accepted = 0;
     for entry in batch {
-        if let Some((index, sample)) = entry
-            .samples
-            .iter()
-            .enumerate()
-            .find(|(_, sample)| !sample.value.is_finite())
-        {
-            return Err(StoreError::NonFiniteValue {
+        for (index, sample) in entry.samples.iter().enumerate() {
+            if !sample.value.is_finite() {
+                return Err(StoreError::NonFiniteValue {
+                    series: entry.series.clone(),
+                    index,
+                    timestamp: sample.timestamp,
+                    value: sample.value,
+                });
+            }
+            let out_of_range = |reason: String| StoreError::TimestampOutOfRange {
                 series: entry.series.clone(),
                 index,
                 timestamp: sample.timestamp,
-                value: sample.value,
-            });
+                reason,
+            };
+            if sample.timestamp < Timestamp::EARLIEST {
+                return Err(out_of_range(format!(
+                    "before the earliest accepted, {}",
+                    Timestamp::EARLIEST
+                )));
+            }
+            if sample.timestamp > latest {
+                return Err(out_of_range(format!(
+                    "more than {} ahead of the store's clock (accepted up to {latest})",
+                    humantime::format_duration(MAX_FUTURE)
+                )));
+            }
         }
         accepted += entry.samples.len();
     }
@@ -254,7 +307,7 @@ fn spacing(timestamps: &[i64]) -> (Option<Step>, Vec<Gap>) {
 
 impl MetricStore for PolarsStore {
     fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError> {
-        let accepted = validate(batch)?;
+        let accepted = validate(batch, Timestamp::now())?;
         if accepted == 0 {
             return Ok(0);
         }
@@ -317,6 +370,8 @@ impl MetricStore for PolarsStore {
     fn enforce_retention(&self, now: Timestamp, max_age: Duration) -> Result<usize, StoreError> {
         let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_add_millis(-age);
+        // Serialised with checkpoints, so none writes the file of a series removed here.
+        let mut manifest = self.checkpointing.lock();
         let histories: Vec<SharedHistory> = self.series.read().values().cloned().collect();
         let dropped = histories
             .iter()
@@ -324,6 +379,7 @@ impl MetricStore for PolarsStore {
             .sum();
         if dropped > 0 {
             tracing::info!(dropped, %cutoff, "dropped samples past retention");
+            self.remove_empty_series(&mut manifest)?;
         }
         Ok(dropped)
     }

@@ -18,6 +18,9 @@ use super::{SeriesSamples, StoreError};
 const MAGIC: &[u8; 8] = b"PSWAL001";
 /// Bytes of a record header (length and checksum).
 const RECORD_HEADER: usize = 8;
+/// Smallest payload a record may claim: its series count. A run of zero bytes would otherwise pass
+/// as a record, since an empty payload's checksum is 0.
+const MIN_RECORD_BYTES: usize = 4;
 /// Largest payload a record may claim; anything larger is damage, not data (a batch is bounded upstream).
 const MAX_RECORD_BYTES: usize = 1 << 30;
 
@@ -134,11 +137,31 @@ pub(super) struct ReplayOutcome {
     pub(super) truncated_bytes: u64,
 }
 
+/// The offset of the first record after `offset` that checks out (its length fits, its checksum
+/// matches and its payload decodes), if any.
+///
+/// A crash can only tear the last write, so a bad record with such a record after it is damage to
+/// acknowledged data, not a torn tail. Every byte position is tried, since the bad record's length
+/// cannot be trusted; this runs only once a bad record was found.
+fn next_valid_record(bytes: &[u8], offset: usize) -> Option<usize> {
+    (offset + 1..bytes.len().saturating_sub(RECORD_HEADER)).find(|&start| {
+        let header = &bytes[start..start + RECORD_HEADER];
+        let payload_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        let checksum = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+        let payload_start = start + RECORD_HEADER;
+        payload_len >= MIN_RECORD_BYTES
+            && payload_len <= bytes.len() - payload_start
+            && crc32fast::hash(&bytes[payload_start..payload_start + payload_len]) == checksum
+            && decode_payload(&bytes[payload_start..payload_start + payload_len]).is_ok()
+    })
+}
+
 /// Replays the records of one segment through `apply`.
 ///
-/// In the newest segment a record that is cut short or fails its checksum is a write torn by a crash:
-/// it and everything after it were never acknowledged, so the file is truncated there. In an older
-/// segment the same finding is corruption and an error.
+/// In the newest segment a record that is cut short or fails its checksum, with no valid record
+/// after it, is a write torn by a crash: it and everything after it were never acknowledged, so the
+/// file is truncated there. A bad record followed by a valid one, or any bad record in an older
+/// segment, is corruption: an error, and the file is left as it is.
 pub(super) fn replay_segment(
     path: &Path,
     is_newest: bool,
@@ -155,6 +178,15 @@ pub(super) fn replay_segment(
                 path: path.to_owned(),
                 offset: offset as u64,
                 reason,
+            });
+        }
+        if let Some(next) = next_valid_record(&bytes, offset) {
+            return Err(StoreError::CorruptLog {
+                path: path.to_owned(),
+                offset: offset as u64,
+                reason: format!(
+                    "{reason}, yet a valid record follows at byte {next}: damage, not a torn tail"
+                ),
             });
         }
         let dropped = (bytes.len() - offset) as u64;
@@ -198,6 +230,10 @@ pub(super) fn replay_segment(
         let checksum = u32::from_le_bytes(remaining[4..8].try_into().expect("4 bytes"));
         if payload_len > MAX_RECORD_BYTES || RECORD_HEADER + payload_len > remaining.len() {
             outcome.truncated_bytes = damaged(offset, "record cut short".to_owned())?;
+            break;
+        }
+        if payload_len < MIN_RECORD_BYTES {
+            outcome.truncated_bytes = damaged(offset, "record shorter than any batch".to_owned())?;
             break;
         }
         let payload = &remaining[RECORD_HEADER..RECORD_HEADER + payload_len];
@@ -398,6 +434,59 @@ mod tests {
         assert!(seen.is_empty());
         assert_eq!(outcome.records, 0);
         assert!(outcome.truncated_bytes > 0);
+    }
+
+    /// A segment of three records; returns its path and the offsets of the records.
+    fn three_records(dir: &Path) -> (PathBuf, Vec<u64>) {
+        let mut wal = Wal::create(dir, 1, false).unwrap();
+        let path = segment_path(dir, 1);
+        let mut offsets = Vec::new();
+        for time in 1..=3 {
+            offsets.push(fs::metadata(&path).unwrap().len());
+            wal.append(&batch("cpu", &[(time, time as f64)])).unwrap();
+        }
+        (path, offsets)
+    }
+
+    #[test]
+    fn damage_before_valid_records_in_the_newest_segment_is_corruption() {
+        // A flipped bit in the first record's payload, then in its length field (which makes the
+        // record seem to run past the end of the file, as a torn one does).
+        for flipped in [RECORD_HEADER + 10, 1] {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, offsets) = three_records(dir.path());
+            let mut bytes = fs::read(&path).unwrap();
+            bytes[offsets[0] as usize + flipped] ^= 0x10;
+            fs::write(&path, &bytes).unwrap();
+
+            let error = replay_all(&path, true).unwrap_err();
+            assert!(
+                matches!(&error, StoreError::CorruptLog { offset, reason, .. }
+                    if *offset == offsets[0] && reason.contains("not a torn tail")),
+                "{error}"
+            );
+            assert!(error.to_string().contains(&path.display().to_string()));
+            assert_eq!(fs::read(&path).unwrap(), bytes, "nothing is truncated");
+        }
+    }
+
+    #[test]
+    fn garbage_after_the_last_record_is_a_torn_tail() {
+        let garbage: [&[u8]; 3] = [&[0; 4096], &[0xa5; 13], b"\x20\0\0\0torn write of a record"];
+        for tail in garbage {
+            let dir = tempfile::tempdir().unwrap();
+            let (path, _) = three_records(dir.path());
+            let good_len = fs::metadata(&path).unwrap().len();
+            let mut bytes = fs::read(&path).unwrap();
+            bytes.extend_from_slice(tail);
+            fs::write(&path, &bytes).unwrap();
+
+            let (seen, outcome) = replay_all(&path, true).unwrap();
+            assert_eq!(outcome.records, 3, "every earlier record is kept");
+            assert_eq!(seen.len(), 3);
+            assert_eq!(outcome.truncated_bytes, tail.len() as u64);
+            assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+        }
     }
 
     #[test]
