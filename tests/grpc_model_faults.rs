@@ -7,7 +7,7 @@ mod grpc_support;
 use std::time::Duration;
 
 use common::{TestServer, next_plan, watch_plans};
-use grpc_support::{START_MS, STEP_MS, daily, forecast_request, series, settings, workload};
+use grpc_support::{START_MS, STEP_MS, daily, forecast_request, settings, workload, write_request};
 use prescale::service::ServerOptions;
 use prescale::service::proto::{
     self, forecast_service_client::ForecastServiceClient,
@@ -31,13 +31,7 @@ fn short_cycle(
             (START_MS + first_ms + index * step_ms, 500.0 + busy + noise)
         })
         .unzip();
-    proto::WriteRequest {
-        series: vec![proto::SeriesSamples {
-            series: series(name),
-            timestamps_ms,
-            values,
-        }],
-    }
+    write_request(name, timestamps_ms, values)
 }
 
 async fn get_plan(channel: &Channel, name: &str) -> Result<proto::Plan, tonic::Status> {
