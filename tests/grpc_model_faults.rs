@@ -15,8 +15,8 @@ use prescale::service::proto::{
 };
 use tonic::transport::Channel;
 
-/// `count` samples of `name` every `step_ms` from `START_MS + first_ms`: a busy sample every
-/// `period` samples on a steady level.
+/// `count` samples of `name` every `step_ms` from `START_MS + first_ms`: a cycle of `period`
+/// samples on a steady level.
 fn short_cycle(
     name: &str,
     first_ms: i64,
@@ -26,9 +26,12 @@ fn short_cycle(
 ) -> proto::WriteRequest {
     let (timestamps_ms, values) = (0..count)
         .map(|index| {
-            let busy = if index % period == 0 { 400.0 } else { 0.0 };
+            let phase = std::f64::consts::TAU * (index % period) as f64 / period as f64;
             let noise = ((index * 7919) % 13) as f64;
-            (START_MS + first_ms + index * step_ms, 500.0 + busy + noise)
+            (
+                START_MS + first_ms + index * step_ms,
+                500.0 + 200.0 * phase.cos() + noise,
+            )
         })
         .unzip();
     write_request(name, timestamps_ms, values)

@@ -397,12 +397,12 @@ fn a_two_or_four_step_cycle_fits_and_forecasts() {
     let horizon = Horizon::try_from(48).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(18);
     for period in [2, 4] {
-        // Three days: a busy step every `period`, a daily cycle, noise.
+        // Three days: the job's cycle, a daily cycle, noise.
         let values: Vec<f64> = (0..3 * 288)
             .map(|t| {
-                let busy = if t % period == 0 { 40.0 } else { 0.0 };
+                let job = 20.0 * (std::f64::consts::TAU * t as f64 / period as f64).cos();
                 let day = 10.0 * (std::f64::consts::TAU * t as f64 / 288.0).sin();
-                100.0 + busy + day + standard_normal(&mut rng)
+                100.0 + job + day + standard_normal(&mut rng)
             })
             .collect();
         let series = five_minute_series(values);

@@ -228,7 +228,7 @@ impl Predict for FittedModel {
             step: ensemble.step,
             elapsed: self.elapsed(),
         };
-        let (forecasts, weights) = member_forecasts(ensemble, &anchor, steps)?;
+        let MemberForecasts { forecasts, weights } = member_forecasts(ensemble, &anchor, steps)?;
         let slices: Vec<Option<&[f64]>> = forecasts.iter().map(|f| Some(f.as_slice())).collect();
         let model_point = members::sanitize(combine(&slices, &weights, &ensemble.ends, steps));
         let scaler = &ensemble.scaler;
@@ -259,6 +259,14 @@ impl Predict for FittedModel {
     }
 }
 
+/// What a prediction combines.
+struct MemberForecasts {
+    /// The forecast of each member that could make one.
+    forecasts: Vec<Vec<f64>>,
+    /// `weights[bucket][member]` of the same members.
+    weights: Vec<Vec<f64>>,
+}
+
 /// The forecasts of `steps` from `anchor` of every member that could make one, with the weights
 /// `[bucket][member]` to combine them: the fitted ones or, when a member panicked (it is skipped,
 /// and logged with why), those of the others renormalised. Fails when every member panicked.
@@ -266,7 +274,7 @@ fn member_forecasts(
     ensemble: &CalibratedEnsemble,
     anchor: &Anchor<'_>,
     steps: usize,
-) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>), ForecastError> {
+) -> Result<MemberForecasts, ForecastError> {
     let mut forecasts = Vec::with_capacity(ensemble.parts.len());
     let mut member_weights = Vec::with_capacity(ensemble.parts.len());
     let mut first_error = None;
@@ -292,7 +300,7 @@ fn member_forecasts(
         }
         renormalise(&mut member_weights, buckets);
     }
-    let by_bucket = (0..buckets)
+    let weights = (0..buckets)
         .map(|bucket| {
             member_weights
                 .iter()
@@ -300,5 +308,5 @@ fn member_forecasts(
                 .collect()
         })
         .collect();
-    Ok((forecasts, by_bucket))
+    Ok(MemberForecasts { forecasts, weights })
 }
