@@ -102,6 +102,15 @@ pub enum AppError {
     /// The server is shutting down and takes no more work.
     #[error("shutting down")]
     ShuttingDown,
+    /// The live model of a series cannot forecast from its newest data (its step changed, say) and
+    /// is being refitted in the background; plans stay as they were until then.
+    #[error("the model of series {series} is being refitted: {reason}")]
+    Refitting {
+        /// The series.
+        series: SeriesId,
+        /// Why the live model could not be re-anchored.
+        reason: String,
+    },
     /// A background worker failed (panicked or was cancelled).
     #[error("worker failed: {reason}")]
     Worker {

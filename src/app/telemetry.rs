@@ -80,6 +80,8 @@ pub struct Telemetry {
     pub model_load_failures: Counter,
     /// Models promoted to live (retraining, or a first-use fit of a series without one).
     pub models_promoted: Counter,
+    /// Background refits of a series whose live model could not be re-anchored on its newest data.
+    pub model_refits: Counter,
     /// Requests by method: counts by status code, and latencies.
     methods: Mutex<BTreeMap<String, MethodStats>>,
 }
@@ -158,6 +160,11 @@ impl Telemetry {
                 "prescale_models_promoted_total",
                 "Models promoted to live by retraining or a first-use fit.",
                 &self.models_promoted,
+            ),
+            (
+                "prescale_model_refits_total",
+                "Background refits of a series whose live model could not be re-anchored on its newest data.",
+                &self.model_refits,
             ),
         ];
         for (name, help, counter) in counters {

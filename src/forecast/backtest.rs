@@ -9,7 +9,7 @@ use crate::domain::Step;
 
 use super::ForecastError;
 use super::accuracy;
-use super::members::{FitInput, MemberKind, MemberSpec};
+use super::members::{FitInput, MemberKind, MemberSpec, catch_member_panic};
 use super::preprocess::Prepared;
 use super::seasonality::CalendarPeriod;
 
@@ -259,7 +259,9 @@ pub(crate) fn run_member(
                 seasonality: &prepared.seasonality,
                 horizon,
             };
-            let forecast = spec.fit_window(&input)?.forecast(horizon);
+            let forecast = catch_member_panic(spec.kind(), || {
+                Ok(spec.fit_window(&input)?.forecast(horizon))
+            })?;
             if forecast.iter().any(|value| !value.is_finite()) {
                 return Err(ForecastError::MemberFailed {
                     member: spec.kind(),

@@ -387,3 +387,37 @@ fn a_recent_drop_moves_the_history_only_once_it_outlasts_a_day() {
     let shift = with_drop(48).expect("a drop that lasted two days");
     assert!(shift.after < shift.before * 0.6, "{shift:?}");
 }
+
+/// A 10- or 20-minute job on a 5-minute series: a cycle of 2 or 4 steps. augurs' ETS panics
+/// (`unimplemented!`) when asked for a seasonal model of so short a season; the ensemble, and ETS
+/// alone, must still fit and forecast, every member that did not take part saying why.
+#[test]
+fn a_two_or_four_step_cycle_fits_and_forecasts() {
+    let params = ModelParams::ensemble().check().unwrap();
+    let horizon = Horizon::try_from(48).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    for period in [2, 4] {
+        // Three days: the job's cycle, a daily cycle, noise.
+        let values: Vec<f64> = (0..3 * 288)
+            .map(|t| {
+                let job = 20.0 * (std::f64::consts::TAU * t as f64 / period as f64).cos();
+                let day = 10.0 * (std::f64::consts::TAU * t as f64 / 288.0).sin();
+                100.0 + job + day + standard_normal(&mut rng)
+            })
+            .collect();
+        let series = five_minute_series(values);
+        let fitted = params
+            .fit(&series)
+            .unwrap_or_else(|error| panic!("{period}-step cycle: {error}"));
+        assert_finite(&fitted.predict_default(horizon).unwrap());
+        let report = fitted.report();
+        assert!(report.member(MemberKind::Ets).is_some(), "{report:?}");
+        for (kind, reason) in report.skipped() {
+            assert!(!reason.is_empty(), "{kind} skipped without a reason");
+        }
+        let ets = MemberSpec::default_for(MemberKind::Ets)
+            .fit(&series)
+            .unwrap_or_else(|error| panic!("ets alone, {period}-step cycle: {error}"));
+        assert_finite(&ets.predict_default(horizon).unwrap());
+    }
+}

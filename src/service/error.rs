@@ -35,7 +35,9 @@ pub(crate) fn status(error: &AppError) -> Status {
         },
         AppError::NoStep { .. } => Code::FailedPrecondition,
         AppError::NotFound { .. } => Code::NotFound,
-        AppError::PlanPending { .. } | AppError::ShuttingDown => Code::Unavailable,
+        AppError::PlanPending { .. } | AppError::ShuttingDown | AppError::Refitting { .. } => {
+            Code::Unavailable
+        }
         AppError::Simulate(_)
         | AppError::Registry(_)
         | AppError::TemporaryStore { .. }

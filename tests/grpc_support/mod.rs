@@ -41,6 +41,15 @@ pub(crate) fn daily(name: &str, first: i64, count: i64) -> proto::WriteRequest {
             (time, 500.0 + 300.0 * phase.sin() + noise)
         })
         .unzip();
+    write_request(name, timestamps_ms, values)
+}
+
+/// A write of `values` at `timestamps_ms` to series `name`.
+pub(crate) fn write_request(
+    name: &str,
+    timestamps_ms: Vec<i64>,
+    values: Vec<f64>,
+) -> proto::WriteRequest {
     proto::WriteRequest {
         series: vec![proto::SeriesSamples {
             series: series(name),

@@ -100,10 +100,7 @@ impl ServingState {
                 let history = state.recent_history(&series)?;
                 let horizon = state.horizon(&horizon, history.step())?;
                 let live = state.live_model(&series)?;
-                let anchored = live
-                    .model
-                    .reanchor(&history)
-                    .inspect_err(|_| state.metrics.model_errors.inc())?;
+                let anchored = state.reanchor_live(&series, &live, &history)?;
                 let forecast = anchored.predict(horizon, &levels)?;
                 let trained = TimeRange::new(live.model.trained_start(), live.model.trained_end())
                     .expect("invariant: a fitted history is not empty");

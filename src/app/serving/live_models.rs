@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::app::telemetry::Telemetry;
 use crate::app::{AppError, ModelChoice, fit};
-use crate::domain::SeriesId;
+use crate::domain::{SeriesId, TimeSeries};
 use crate::forecast::FittedModel;
 use crate::registry::Registry;
 
@@ -45,19 +45,84 @@ impl ServingState {
 
     /// Fits, registers and promotes the first model of `series`. Blocking.
     fn train_first(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
-        let history = self.events.load()?.mask(&self.recent_history(series)?);
-        let model = self
-            .fit_blocking(move || fit(&history, ModelChoice::Ensemble))
-            .inspect_err(|_| self.metrics.model_errors.inc())?;
-        self.metrics.model_fits.inc();
-        let info = self.registry.add(
+        let live = self.fit_live(
             series,
-            &model,
-            true,
             "first use: the series had no live model",
+            |history| self.fit_blocking(move || fit(&history, ModelChoice::Ensemble)),
         )?;
-        tracing::info!(series = %series, version = info.version, "trained the first model on first use");
+        tracing::info!(series = %series, version = live.version, "trained the first model on first use");
+        Ok(live)
+    }
+
+    /// Fits a model of `series` with `fit_with` on its newest history (event windows masked, as
+    /// retraining does), registers it as promoted with `note` and makes it live. Blocking.
+    fn fit_live(
+        &self,
+        series: &SeriesId,
+        note: &str,
+        fit_with: impl FnOnce(TimeSeries) -> Result<FittedModel, AppError>,
+    ) -> Result<Arc<LiveModel>, AppError> {
+        let history = self.events.load()?.mask(&self.recent_history(series)?);
+        let model = fit_with(history).inspect_err(|_| self.metrics.model_errors.inc())?;
+        self.metrics.model_fits.inc();
+        let info = self.registry.add(series, &model, true, note)?;
         Ok(self.promote(series, info.version, model))
+    }
+
+    /// `live`, the live model of `series`, re-anchored on `history`, the series' newest data.
+    /// When it cannot be (the series' step changed, its grid moved), the series is refitted in
+    /// the background and this fails with [`AppError::Refitting`]: each workload keeps its last
+    /// good plan meanwhile, and is replanned once the refitted model is live. Blocking.
+    pub(super) fn reanchor_live(
+        self: &Arc<Self>,
+        series: &SeriesId,
+        live: &LiveModel,
+        history: &TimeSeries,
+    ) -> Result<FittedModel, AppError> {
+        live.model.reanchor(history).map_err(|error| {
+            self.metrics.model_errors.inc();
+            let reason = error.to_string();
+            self.refit_in_background(series, &reason);
+            AppError::Refitting {
+                series: series.clone(),
+                reason,
+            }
+        })
+    }
+
+    /// Refits `series` on the fit threads, unless a refit of it is under way, registers the new
+    /// model as a promoted version (as a first-use fit does) and replans its workloads. `reason`
+    /// says why the live model could not serve. Must run inside the runtime.
+    fn refit_in_background(self: &Arc<Self>, series: &SeriesId, reason: &str) {
+        if !self.refits.lock().insert(series.clone()) {
+            return;
+        }
+        self.metrics.model_refits.inc();
+        tracing::warn!(series = %series, %reason, "the live model cannot be re-anchored on the newest data: refitting it in the background; plans stay as they were until then");
+        let note = format!("refit: the live model could not be re-anchored: {reason}");
+        let (state, series) = (Arc::clone(self), series.clone());
+        tokio::runtime::Handle::current().spawn(async move {
+            let (worker, target) = (Arc::clone(&state), series.clone());
+            let refitted = state
+                .run_blocking(move || {
+                    worker.fit_live(&target, &note, |history| {
+                        fit(&history, ModelChoice::Ensemble)
+                    })
+                })
+                .await;
+            state.refits.lock().remove(&series);
+            match refitted {
+                Ok(live) => {
+                    tracing::info!(series = %series, version = live.version, "the refitted model is live; replanning");
+                    state.mark_due(&series);
+                    state.replan.notify_one();
+                }
+                Err(AppError::ShuttingDown) => {}
+                Err(error) => {
+                    tracing::error!(series = %series, %error, "the background refit failed; the next plan or forecast starts another");
+                }
+            }
+        });
     }
 
     /// Makes `model` (registry version `version`) the live model of `series`, unless a newer

@@ -26,7 +26,7 @@ mod retrain_jobs;
 mod settings;
 mod workloads;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -75,6 +75,9 @@ pub struct ServingState {
     live: RwLock<HashMap<SeriesId, Arc<LiveModel>>>,
     /// One lock per series being trained on first use, so concurrent requests fit it once.
     first_use: Mutex<HashMap<SeriesId, Arc<Mutex<()>>>>,
+    /// Series whose live model could not be re-anchored and is being refitted in the background,
+    /// so each is refitted once however many plans and forecasts find it stale.
+    refits: Mutex<HashSet<SeriesId>>,
     /// Single-member fits for forecast requests (the ensemble is served from `live`).
     models: Mutex<HashMap<(SeriesId, ModelChoice), Arc<CachedModel>>>,
     /// Use counter of `models`: each lookup takes the next mark, and the entry with the lowest
@@ -140,6 +143,7 @@ impl ServingState {
             registry,
             live: RwLock::new(live),
             first_use: Mutex::new(HashMap::new()),
+            refits: Mutex::new(HashSet::new()),
             events: EventStore::new(&data_dir),
             fits: FitPool::new(settings.max_concurrent_fits.max(1), FitPriority::Background)
                 .map_err(|error| AppError::Worker {

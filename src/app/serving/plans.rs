@@ -65,7 +65,7 @@ impl ServingState {
     /// Computes a plan for `workload` from the newest history and the stored events, with the live
     /// model re-anchored on that history. Blocking.
     fn compute_plan(
-        &self,
+        self: &Arc<Self>,
         workload: &Workload,
         running: Option<u32>,
     ) -> Result<(String, PlanOutcome), AppError> {
@@ -76,7 +76,8 @@ impl ServingState {
         let levels = plan_levels(workload);
         let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
             if window.end() >= live.model.trained_end() {
-                return Ok(live.model.reanchor(window)?.predict(horizon, &levels)?);
+                let anchored = self.reanchor_live(workload.series(), &live, window)?;
+                return Ok(anchored.predict(horizon, &levels)?);
             }
             // Learning an event's uplift forecasts from before each past occurrence; no stored
             // model forecasts from before its training data, so those take a fit.

@@ -186,8 +186,10 @@ impl EtsParams {
         16
     }
 
-    /// The season ETS holds as a state on `len` points: the strongest detected period with three
-    /// cycles in its window and no longer than `max_season_length`.
+    /// The season ETS would hold as a state on `len` points: the strongest detected period with
+    /// three cycles in its window and no longer than `max_season_length`. augurs 0.10 fits no
+    /// seasonal ETS (see [`Self::fit_window`]); the season still decides whether ETS is tried
+    /// beside MSTL (`redundant_beside`).
     pub(crate) fn season(&self, seasonality: &Seasonality, len: usize) -> Option<usize> {
         seasonality
             .steps_fitting(len.min(self.ets_window), 3.0)
@@ -224,30 +226,17 @@ impl EtsParams {
     ) -> Result<Box<dyn PointForecaster>, ForecastError> {
         let window_len = input.values.len().min(self.ets_window);
         let window = &input.values[input.values.len() - window_len..];
-        let season = self.season(input.seasonality, input.values.len());
-        let non_seasonal = || {
-            AutoETS::new(1, "AZN")
-                .and_then(|spec| spec.fit(window))
-                .map_err(|error| failed(MemberKind::Ets, error))
-        };
-        // A seasonal search can find no admissible model (e.g. a short, weak period); the
-        // non-seasonal search still gives a usable level-and-trend forecast.
-        let cycle = season.unwrap_or(1);
-        let fitted = match season {
-            Some(length) => AutoETS::new(length, "AZA")
-                .and_then(|spec| spec.fit(window))
-                .or_else(|_| non_seasonal())?,
-            None => non_seasonal()?,
-        };
-        // The cycle the path repeats: the season the chosen model holds.
-        let cycle = if fitted.model().model_type().season.included() {
-            cycle
-        } else {
-            1
-        };
+        // Only the non-seasonal search: augurs-ets 0.10 implements no seasonal model. Asked for
+        // one, it either refuses its starting parameters as inadmissible (long seasons) or panics
+        // in `initial_state` with `unimplemented!` (seasons of a few steps, e.g. the 2- or 4-step
+        // cycle of a 10- or 20-minute job on a 5-minute series), so no seasonal form ever fits.
+        // Short cycles are left to the members that model them (MSTL, the curve members).
+        let fitted = AutoETS::new(1, "AZN")
+            .and_then(|spec| spec.fit(window))
+            .map_err(|error| failed(MemberKind::Ets, error))?;
         Ok(Box::new(AugursForecaster {
             model: AugursModel::Ets(fitted),
-            cycle,
+            cycle: 1,
             anchor_points: super::anchor_window(input.horizon),
         }))
     }
@@ -326,8 +315,29 @@ impl PointForecaster for AugursForecaster {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::seasonality;
+    use super::super::test_support::{seasonality, sinusoid};
     use super::*;
+
+    /// augurs-ets 0.10 panics on a seasonal model of a short season (`unimplemented!` in its
+    /// initial state), which is why `EtsParams::fit_window` never asks for one; a panic like it in
+    /// any member is a failure of that member, with the panic's message as the reason.
+    #[test]
+    fn a_panic_inside_augurs_is_a_member_failure_with_its_message() {
+        let values = sinusoid(96, 4.0, 1.0, 10.0);
+        let outcome = super::super::catch_member_panic(MemberKind::Ets, || {
+            AutoETS::new(4, "AAA")
+                .and_then(|spec| spec.fit(&values))
+                .map_err(|error| failed(MemberKind::Ets, error))
+        });
+        let Err(ForecastError::MemberFailed { member, reason }) = outcome else {
+            panic!("expected a member failure, got {outcome:?}");
+        };
+        assert_eq!(member, MemberKind::Ets);
+        assert!(
+            reason.starts_with("panicked: ") && reason.contains("not implemented"),
+            "{reason}"
+        );
+    }
 
     #[test]
     fn ets_is_redundant_beside_mstl_only_when_every_cycle_is_too_long_for_it() {

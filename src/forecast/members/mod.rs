@@ -260,6 +260,30 @@ impl Fit for MemberSpec {
     }
 }
 
+/// Runs `work`, a fit or forecast of `member`, and turns a panic inside it into
+/// [`ForecastError::MemberFailed`] with the panic's message: a member that panics (a library's
+/// `unimplemented!` model form, an index out of range) is skipped with that reason like one that
+/// fails, and the ensemble goes on without it.
+///
+/// Unwind safety: `work` only reads what it borrows (the series, the fitted state) and what it
+/// builds is dropped with the panic, so nothing half-updated is seen afterwards.
+pub(crate) fn catch_member_panic<T>(
+    member: MemberKind,
+    work: impl FnOnce() -> Result<T, ForecastError>,
+) -> Result<T, ForecastError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        Err(ForecastError::MemberFailed {
+            member,
+            reason: format!("panicked: {message}"),
+        })
+    })
+}
+
 /// Mean of `actual - fitted` over the last `points` values: the offset that re-anchors a model
 /// fitted on a long window to the current level.
 ///

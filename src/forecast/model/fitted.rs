@@ -12,7 +12,7 @@ use crate::forecast::members::{self, Anchor, MemberKind, MemberState};
 use crate::forecast::preprocess::{self, Cleaning, Prepared, PreprocessSummary, Scaler};
 use crate::forecast::{ForecastError, Predict};
 
-use super::weights::combine;
+use super::weights::{combine, renormalise};
 
 /// A member of the fitted combination: which member, its weight per bucket of lead times, and
 /// what it learned.
@@ -228,21 +228,8 @@ impl Predict for FittedModel {
             step: ensemble.step,
             elapsed: self.elapsed(),
         };
-        let forecasts: Vec<Vec<f64>> = ensemble
-            .parts
-            .iter()
-            .map(|weighted| weighted.member.forecast_from(&anchor, steps))
-            .collect();
+        let MemberForecasts { forecasts, weights } = member_forecasts(ensemble, &anchor, steps)?;
         let slices: Vec<Option<&[f64]>> = forecasts.iter().map(|f| Some(f.as_slice())).collect();
-        let weights: Vec<Vec<f64>> = (0..ensemble.ends.len())
-            .map(|bucket| {
-                ensemble
-                    .parts
-                    .iter()
-                    .map(|weighted| weighted.weights[bucket])
-                    .collect()
-            })
-            .collect();
         let model_point = members::sanitize(combine(&slices, &weights, &ensemble.ends, steps));
         let scaler = &ensemble.scaler;
         let point: Vec<f64> = model_point.iter().map(|v| scaler.inverse(*v)).collect();
@@ -270,4 +257,56 @@ impl Predict for FittedModel {
             .collect();
         Ok(Forecast::new(self.end, ensemble.step, point, intervals))
     }
+}
+
+/// What a prediction combines.
+struct MemberForecasts {
+    /// The forecast of each member that could make one.
+    forecasts: Vec<Vec<f64>>,
+    /// `weights[bucket][member]` of the same members.
+    weights: Vec<Vec<f64>>,
+}
+
+/// The forecasts of `steps` from `anchor` of every member that could make one, with the weights
+/// `[bucket][member]` to combine them: the fitted ones or, when a member panicked (it is skipped,
+/// and logged with why), those of the others renormalised. Fails when every member panicked.
+fn member_forecasts(
+    ensemble: &CalibratedEnsemble,
+    anchor: &Anchor<'_>,
+    steps: usize,
+) -> Result<MemberForecasts, ForecastError> {
+    let mut forecasts = Vec::with_capacity(ensemble.parts.len());
+    let mut member_weights = Vec::with_capacity(ensemble.parts.len());
+    let mut first_error = None;
+    for weighted in &ensemble.parts {
+        let forecast = members::catch_member_panic(weighted.kind, || {
+            Ok(weighted.member.forecast_from(anchor, steps))
+        });
+        match forecast {
+            Ok(forecast) => {
+                forecasts.push(forecast);
+                member_weights.push(weighted.weights.clone());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "a member is skipped in this forecast");
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    let buckets = ensemble.ends.len();
+    if let Some(error) = first_error {
+        if forecasts.is_empty() {
+            return Err(error);
+        }
+        renormalise(&mut member_weights, buckets);
+    }
+    let weights = (0..buckets)
+        .map(|bucket| {
+            member_weights
+                .iter()
+                .map(|weights| weights[bucket])
+                .collect()
+        })
+        .collect();
+    Ok(MemberForecasts { forecasts, weights })
 }

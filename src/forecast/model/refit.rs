@@ -3,12 +3,13 @@
 
 use crate::forecast::ForecastError;
 use crate::forecast::backtest::MemberStatus;
-use crate::forecast::members::FitInput;
+use crate::forecast::members::{FitInput, catch_member_panic};
 use crate::forecast::preprocess;
 
 use super::Folds;
 use super::fitted::WeightedMember;
 use super::gating::{Candidate, Gate};
+use super::weights::renormalise;
 
 /// Refits the eligible members of `gate` with a weight in some bucket of `weights[bucket][slot]`,
 /// and marks in its reports who is used (with the mean weight) and who failed the refit.
@@ -37,11 +38,14 @@ pub(super) fn refit(
             continue;
         }
         let spec = &candidates[*index].spec;
-        match spec.fit_window(&full_input) {
-            Ok(fitted) => members.push(WeightedMember {
+        let fitted = catch_member_panic(spec.kind(), || {
+            spec.fit_window(&full_input).map(|fitted| fitted.state())
+        });
+        match fitted {
+            Ok(state) => members.push(WeightedMember {
                 kind: spec.kind(),
                 weights: slot_weights,
-                member: fitted.state(),
+                member: state,
             }),
             Err(error) => final_errors.push((*index, error)),
         }
@@ -55,7 +59,14 @@ pub(super) fn refit(
             |(_, error)| error,
         ));
     }
-    renormalise(&mut members, folds.ends.len());
+    let mut member_weights: Vec<Vec<f64>> = members
+        .iter()
+        .map(|member| member.weights.clone())
+        .collect();
+    renormalise(&mut member_weights, folds.ends.len());
+    for (member, weights) in members.iter_mut().zip(member_weights) {
+        member.weights = weights;
+    }
     for (index, error) in final_errors {
         gate.reports[index].status = MemberStatus::Skipped {
             reason: error.to_string(),
@@ -69,20 +80,4 @@ pub(super) fn refit(
         }
     }
     Ok(members)
-}
-
-/// Renormalises each of `buckets` over the members that could be refitted; a bucket whose members
-/// all failed falls back to an equal share of the others.
-fn renormalise(members: &mut [WeightedMember], buckets: usize) {
-    for bucket in 0..buckets {
-        let total: f64 = members.iter().map(|member| member.weights[bucket]).sum();
-        let count = members.len() as f64;
-        for member in members.iter_mut() {
-            member.weights[bucket] = if total > 0.0 {
-                member.weights[bucket] / total
-            } else {
-                1.0 / count
-            };
-        }
-    }
 }

@@ -268,6 +268,23 @@ pub(super) fn combine(
         .collect()
 }
 
+/// Renormalises `weights[member][bucket]` in each of `buckets` over the members given (those that
+/// could be refitted, or that could forecast); a bucket whose weight was all on other members falls
+/// back to an equal share.
+pub(super) fn renormalise(weights: &mut [Vec<f64>], buckets: usize) {
+    let count = weights.len() as f64;
+    for bucket in 0..buckets {
+        let total: f64 = weights.iter().map(|member| member[bucket]).sum();
+        for member in weights.iter_mut() {
+            member[bucket] = if total > 0.0 {
+                member[bucket] / total
+            } else {
+                1.0 / count
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_support::four_fold_backtest;
