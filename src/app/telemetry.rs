@@ -80,12 +80,17 @@ pub struct Telemetry {
     pub model_load_failures: Counter,
     /// Models promoted to live (retraining, or a first-use fit of a series without one).
     pub models_promoted: Counter,
-    /// Requests by method: counts by status code, and latencies.
+    /// Registry manifests that did not decode at start and were moved aside (the server started
+    /// with an empty registry; see `ServingState::open`).
+    pub manifest_resets: Counter,
+    /// Requests by method: counts by status code, and latencies. The service records only the
+    /// methods it serves (and one label for every other path), so the map stays small; it is
+    /// locked only to record one request or to copy it for rendering.
     methods: Mutex<BTreeMap<String, MethodStats>>,
 }
 
 /// What is recorded of one gRPC method.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MethodStats {
     /// Finished requests by gRPC status code name.
     codes: BTreeMap<&'static str, u64>,
@@ -159,6 +164,11 @@ impl Telemetry {
                 "Models promoted to live by retraining or a first-use fit.",
                 &self.models_promoted,
             ),
+            (
+                "prescale_registry_manifest_resets_total",
+                "Registry manifests found corrupt at start and moved aside.",
+                &self.manifest_resets,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -169,7 +179,8 @@ impl Telemetry {
             "# HELP prescale_grpc_requests_total gRPC requests by method and status code.\n\
              # TYPE prescale_grpc_requests_total counter"
         );
-        let methods = self.methods.lock();
+        // A copy, so the text is written without holding the lock calls record under.
+        let methods = self.methods.lock().clone();
         for (method, stats) in methods.iter() {
             for (code, count) in &stats.codes {
                 let _ = writeln!(
