@@ -228,3 +228,22 @@ where
             reason: error.to_string(),
         })?
 }
+
+/// A serving state over the repository's sample series (`nyc_taxi` and the others) in `dir`, with
+/// default settings and dates from `clock`.
+#[cfg(test)]
+fn sample_state(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Arc<ServingState> {
+    use crate::store::{PolarsStore, StoreOptions};
+
+    let store = PolarsStore::open(dir, StoreOptions::default()).unwrap();
+    let history = History::new(Arc::new(store));
+    history.import_samples().unwrap();
+    ServingState::open_with_clock(
+        history,
+        dir,
+        Settings::default(),
+        Arc::new(Telemetry::default()),
+        clock,
+    )
+    .unwrap()
+}
