@@ -99,7 +99,8 @@ struct MethodStats {
 }
 
 impl Telemetry {
-    /// Records one finished request: its full gRPC method path, status code name and latency.
+    /// Records one finished request: its gRPC method path (or the one label the service gives every
+    /// path it does not serve, so the callers bound the labels), status code name and latency.
     pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {
         let mut methods = self.methods.lock();
         // Allocates the method's name only the first time it is seen.
