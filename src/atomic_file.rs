@@ -8,6 +8,10 @@
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Numbers the temporary files of this process, so two writers of one file never share one.
+static TEMPORARY_FILES: AtomicU64 = AtomicU64::new(0);
 
 /// Errors replacing a file.
 ///
@@ -33,15 +37,21 @@ pub enum AtomicWriteError {
     },
 }
 
-/// Writes `name` in `dir` through a temporary file (`name.tmp`) that `write` fills, flushed before
-/// the rename, and flushes the directory.
+/// Writes `name` in `dir` through a temporary file that `write` fills, flushed before the rename,
+/// and flushes the directory. The temporary name (`name.<pid>.<n>.tmp`) is unique to the call, so
+/// concurrent writers of one file never write into each other's temporary file: the last rename
+/// wins whole. Callers that read, modify and write a file still serialise among themselves.
 pub fn write_atomically(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut File) -> Result<(), String>,
 ) -> Result<(), AtomicWriteError> {
     let final_path = dir.join(name);
-    let temporary = dir.join(format!("{name}.tmp"));
+    let temporary = dir.join(format!(
+        "{name}.{}.{}.tmp",
+        std::process::id(),
+        TEMPORARY_FILES.fetch_add(1, Ordering::Relaxed)
+    ));
     let io_error = |path: &Path| {
         let path = path.to_owned();
         move |source| AtomicWriteError::Io { path, source }

@@ -260,3 +260,31 @@ async fn oversized_messages_and_streams_beyond_the_limit_exhaust_resources() {
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forecast_requests_beyond_the_limits_are_refused_with_short_messages() {
+    let (server, channel) = serve_load_and_short().await;
+    let mut forecasts = ForecastServiceClient::new(channel);
+
+    let mut too_many_levels = forecast_request("load", "1h");
+    too_many_levels.levels = (0..17).map(|index| 50.0 + f64::from(index)).collect();
+    let (code, message) = code_of(forecasts.forecast(too_many_levels).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.len() < 100, "{message}");
+    let mut most_levels = forecast_request("load", "1h");
+    most_levels.levels = (0..16).map(|index| 50.0 + f64::from(index)).collect();
+    forecasts.forecast(most_levels).await.unwrap();
+
+    // 125 * 2^64 ms + 1h: a cast to i64 milliseconds would wrap it to one hour.
+    let (code, message) = code_of(
+        forecasts
+            .forecast(forecast_request("load", "2305843009213697552s"))
+            .await,
+    );
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+
+    // A week at 5-minute steps is over the 64 KiB message limit: refused while sending.
+    let (code, message) = code_of(forecasts.forecast(forecast_request("load", "7d")).await);
+    assert_eq!(code, Code::ResourceExhausted, "{message}");
+    server.shutdown().await;
+}

@@ -504,3 +504,33 @@ async fn versions_promoted_or_rolled_back_outside_the_server_are_served_without_
     );
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_manifest_is_moved_aside_and_the_server_starts_with_an_empty_registry() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let models = directory.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("manifest.json"), b"{\"series\": {").unwrap();
+
+    // It starts, reports the reset, and trains the series on first use as its version 1.
+    let (server, _, _) = start_and_plan(directory, 0, settings()).await;
+    assert_eq!(server.metrics.manifest_resets.get(), 1);
+    assert_eq!(server.metrics.model_fits.get(), 1);
+    let directory = server.shutdown().await;
+    let moved: Vec<_> = std::fs::read_dir(&models)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.starts_with("manifest.json.corrupt-"))
+        .collect();
+    assert_eq!(moved.len(), 1, "{moved:?}");
+    assert_eq!(
+        std::fs::read(models.join(&moved[0])).unwrap(),
+        b"{\"series\": {"
+    );
+
+    // The manifest written since is good: a restart loads the model and resets nothing.
+    let (server, _, _) = start_and_plan(directory, 1, settings()).await;
+    assert_eq!(server.metrics.manifest_resets.get(), 0);
+    server.shutdown().await;
+}

@@ -11,7 +11,7 @@
 //! finishes, and then its thread exits.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -39,6 +39,8 @@ pub struct FitPool {
     closed: Arc<AtomicBool>,
     /// Number of threads started.
     threads: usize,
+    /// Tasks the threads have started since the pool began: what shows which work went through it.
+    started: Arc<AtomicU64>,
 }
 
 impl FitPool {
@@ -47,10 +49,12 @@ impl FitPool {
         let (sender, receiver) = mpsc::channel::<Task>();
         let receiver = Arc::new(Mutex::new(receiver));
         let closed = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicU64::new(0));
         let threads = threads.max(1);
         for index in 0..threads {
             let receiver = Arc::clone(&receiver);
             let closed = Arc::clone(&closed);
+            let started = Arc::clone(&started);
             std::thread::Builder::new()
                 .name(format!("prescale-fit-{index}"))
                 .spawn(move || {
@@ -64,7 +68,10 @@ impl FitPool {
                             Err(_) => return,
                         };
                         match task {
-                            Ok(task) if !closed.load(Ordering::Acquire) => task(),
+                            Ok(task) if !closed.load(Ordering::Acquire) => {
+                                started.fetch_add(1, Ordering::Relaxed);
+                                task();
+                            }
                             Ok(_) => {}
                             Err(_) => return,
                         }
@@ -75,6 +82,7 @@ impl FitPool {
             sender: Some(sender),
             closed,
             threads,
+            started,
         })
     }
 
@@ -108,6 +116,11 @@ impl FitPool {
     /// Number of fit threads.
     pub fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Tasks started on the fit threads so far.
+    pub fn tasks_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 }
 
@@ -174,6 +187,7 @@ mod tests {
         }
         // The pool survives a panicking task.
         assert_eq!(pool.run(|| Ok("still here")).await.unwrap(), "still here");
+        assert_eq!(pool.tasks_started(), 4);
     }
 
     #[cfg(target_os = "linux")]

@@ -90,7 +90,11 @@ pub fn parse_horizon(text: &str, step: Step) -> Result<Horizon, AppError> {
                         "horizon {trimmed:?} is neither a step count nor a duration: {error}"
                     ),
                 })?;
-            let millis = duration.as_millis() as i64;
+            // A cast would wrap a huge duration round to a small one (2^64 ms + 1h to 1h).
+            let millis =
+                i64::try_from(duration.as_millis()).map_err(|_| AppError::InvalidRequest {
+                    reason: format!("horizon {trimmed} is too long"),
+                })?;
             if millis % step.as_millis() != 0 {
                 return Err(AppError::InvalidRequest {
                     reason: format!("horizon {trimmed} is not a whole number of {step} steps"),
@@ -414,6 +418,9 @@ mod tests {
         assert!(parse_horizon("7m", step).is_err());
         assert!(parse_horizon("0", step).is_err());
         assert!(parse_horizon("soon", step).is_err());
+        // 125 * 2^64 ms + 1h: the milliseconds wrap to exactly one hour in an i64.
+        assert!(parse_horizon("2305843009213697552s", step).is_err());
+        assert!(parse_horizon(&format!("{}s", u64::MAX), step).is_err());
     }
 
     #[test]

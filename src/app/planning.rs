@@ -1,7 +1,10 @@
 //! Planning use cases: planned events kept beside the store, plans built from forecasts, and replays.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{Event, EventCalendar, EventError, EventSpec};
@@ -19,12 +22,19 @@ const EVENTS_FILE: &str = "events.toml";
 pub struct EventStore {
     /// The data directory holding the events file.
     dir: PathBuf,
+    /// Held across each read-modify-write of the file (add, remove), so concurrent calls of one
+    /// process (and its clones) apply one after another and none loses another's event. Only file
+    /// I/O happens under it, never an `.await`.
+    writes: Arc<Mutex<()>>,
 }
 
 impl EventStore {
     /// The events kept in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self {
+            dir: dir.into(),
+            writes: Arc::default(),
+        }
     }
 
     /// The stored calendar (empty when nothing was stored yet).
@@ -51,6 +61,7 @@ impl EventStore {
     /// Validates and stores an event, returning it; an event with the same name and start is replaced.
     pub fn add(&self, spec: &EventSpec) -> Result<Event, AppError> {
         let event = spec.check()?;
+        let _writing = self.writes.lock();
         let mut events: Vec<_> = self
             .load()?
             .events()
@@ -68,6 +79,7 @@ impl EventStore {
 
     /// Removes every event called `name`; returns how many went.
     pub fn remove(&self, name: &str) -> Result<usize, AppError> {
+        let _writing = self.writes.lock();
         let calendar = self.load()?;
         let before = calendar.events().len();
         let kept: Vec<_> = calendar

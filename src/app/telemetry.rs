@@ -82,12 +82,17 @@ pub struct Telemetry {
     pub models_promoted: Counter,
     /// Background refits of a series whose live model could not be re-anchored on its newest data.
     pub model_refits: Counter,
-    /// Requests by method: counts by status code, and latencies.
+    /// Registry manifests that did not decode at start and were moved aside (the server started
+    /// with an empty registry; see `ServingState::open`).
+    pub manifest_resets: Counter,
+    /// Requests by method: counts by status code, and latencies. The service records only the
+    /// methods it serves (and one label for every other path), so the map stays small; it is
+    /// locked only to record one request or to copy it for rendering.
     methods: Mutex<BTreeMap<String, MethodStats>>,
 }
 
 /// What is recorded of one gRPC method.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct MethodStats {
     /// Finished requests by gRPC status code name.
     codes: BTreeMap<&'static str, u64>,
@@ -96,7 +101,8 @@ struct MethodStats {
 }
 
 impl Telemetry {
-    /// Records one finished request: its full gRPC method path, status code name and latency.
+    /// Records one finished request: its gRPC method path (or the one label the service gives every
+    /// path it does not serve, so the callers bound the labels), status code name and latency.
     pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {
         let mut methods = self.methods.lock();
         // Allocates the method's name only the first time it is seen.
@@ -166,6 +172,11 @@ impl Telemetry {
                 "Background refits of a series whose live model could not be re-anchored on its newest data.",
                 &self.model_refits,
             ),
+            (
+                "prescale_registry_manifest_resets_total",
+                "Registry manifests found corrupt at start and moved aside.",
+                &self.manifest_resets,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
@@ -176,7 +187,8 @@ impl Telemetry {
             "# HELP prescale_grpc_requests_total gRPC requests by method and status code.\n\
              # TYPE prescale_grpc_requests_total counter"
         );
-        let methods = self.methods.lock();
+        // A copy, so the text is written without holding the lock calls record under.
+        let methods = self.methods.lock().clone();
         for (method, stats) in methods.iter() {
             for (code, count) in &stats.codes {
                 let _ = writeln!(

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 
-use crate::atomic_file::write_file_atomically;
+use crate::atomic_file::{sync_dir, write_file_atomically};
 use crate::domain::{SeriesId, Timestamp};
 use crate::forecast::FittedModel;
 
@@ -107,6 +107,15 @@ pub struct LoadedModel {
     pub skipped: Vec<(u64, String)>,
 }
 
+/// A manifest that did not decode, moved aside by [`Registry::open_or_set_aside`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetAside {
+    /// Where the manifest is now (`manifest.json.corrupt-<milliseconds since the epoch>`).
+    pub moved_to: PathBuf,
+    /// Why it did not decode.
+    pub reason: String,
+}
+
 /// Versioned models on disk and the manifest of promoted versions.
 #[derive(Debug)]
 pub struct Registry {
@@ -135,17 +144,37 @@ impl Registry {
         })
     }
 
+    /// As [`Self::open`], but a manifest that does not decode is moved aside (under the write lock,
+    /// once it still does not decode there) and the registry opens empty: no model is served that
+    /// the manifest could not vouch for, series are trained on first use, and their new versions
+    /// are numbered after the files already on disk. The model files stay, for an operator to
+    /// restore from the moved manifest.
+    pub fn open_or_set_aside(
+        dir: impl Into<PathBuf>,
+    ) -> Result<(Self, Option<SetAside>), RegistryError> {
+        let dir = dir.into();
+        let reason = match Self::open(&dir) {
+            Err(RegistryError::Manifest { reason, .. }) => reason,
+            opened => return opened.map(|registry| (registry, None)),
+        };
+        let _writer = write_lock(&dir)?;
+        if let Err(RegistryError::Manifest { path, .. }) = read_manifest(&dir) {
+            let moved_to = dir.join(format!(
+                "{MANIFEST_FILE}.corrupt-{}",
+                Timestamp::now().as_millis()
+            ));
+            std::fs::rename(&path, &moved_to).map_err(|error| io_error(&path, error))?;
+            sync_dir(&dir).map_err(|error| io_error(&dir, error))?;
+            return Ok((Self::open(dir)?, Some(SetAside { moved_to, reason })));
+        }
+        // Another process wrote a good manifest meanwhile.
+        Ok((Self::open(dir)?, None))
+    }
+
     /// Takes the cross-process write lock and adopts the manifest as on disk, so a write by another
     /// process since is kept rather than overwritten. The lock holds until the file is dropped.
     fn lock_and_reload(&self, manifest: &mut Manifest) -> Result<std::fs::File, RegistryError> {
-        let path = self.dir.join(LOCK_FILE);
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|error| io_error(&path, error))?;
-        lock.lock().map_err(|error| io_error(&path, error))?;
+        let lock = write_lock(&self.dir)?;
         *manifest = read_manifest(&self.dir)?;
         Ok(lock)
     }
@@ -402,6 +431,19 @@ impl Registry {
         }
         Ok(file.model)
     }
+}
+
+/// Takes the cross-process write lock of the registry in `dir`; it holds until the file is dropped.
+fn write_lock(dir: &Path) -> Result<std::fs::File, RegistryError> {
+    let path = dir.join(LOCK_FILE);
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| io_error(&path, error))?;
+    lock.lock().map_err(|error| io_error(&path, error))?;
+    Ok(lock)
 }
 
 fn io_error(path: &Path, error: impl std::fmt::Display) -> RegistryError {

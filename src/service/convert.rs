@@ -64,10 +64,21 @@ pub(crate) fn write_batch(request: proto::WriteRequest) -> Result<Vec<SeriesSamp
         .collect()
 }
 
-/// Requested levels in percent; empty means the defaults.
+/// Most interval levels one forecast request may ask for: each level is a lower and an upper bound
+/// per step, so the levels multiply a response's size and the work of making it.
+pub(crate) const MAX_LEVELS: usize = 16;
+
+/// Requested levels in percent; empty means the defaults. More than [`MAX_LEVELS`] (repeated ones
+/// included) are refused.
 pub(crate) fn levels(percents: &[f64]) -> Result<Vec<Level>, Status> {
     if percents.is_empty() {
         return Ok(Level::DEFAULTS.to_vec());
+    }
+    if percents.len() > MAX_LEVELS {
+        return Err(invalid(format!(
+            "at most {MAX_LEVELS} levels per request, got {}",
+            percents.len()
+        )));
     }
     let mut levels = percents
         .iter()

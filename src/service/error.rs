@@ -56,6 +56,16 @@ impl From<AppError> for Status {
     }
 }
 
+/// The code a client sees for `code` as tonic produced it: tonic reports a message over the size
+/// limit (a request too large to read, a response too large to send) as `OutOfRange`, and the API
+/// promises `ResourceExhausted`. No handler of prescale answers `OutOfRange` itself.
+pub(crate) fn promised_code(code: Code) -> Code {
+    match code {
+        Code::OutOfRange => Code::ResourceExhausted,
+        code => code,
+    }
+}
+
 /// A request field is malformed.
 pub(crate) fn invalid(reason: impl Into<String>) -> Status {
     Status::invalid_argument(reason)

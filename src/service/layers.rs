@@ -1,28 +1,69 @@
-//! A tower layer around every route: records request counts and latencies, and reports a request
-//! message over the size limit as `ResourceExhausted` (tonic says `OutOfRange`).
+//! A tower layer around every route: records request counts and latencies, and reports a
+//! message over the size limit as `ResourceExhausted` (tonic says `OutOfRange`), in the response
+//! headers (a request refused before any answer) and in its trailers (an answer too large to send).
+//!
+//! Requests are recorded under their method only when it is one the server serves; any other path
+//! (a scanner's, a typo's) is counted under [`UNKNOWN_METHOD`], so no client can grow `/metrics`.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use http_body::{Body, Frame, SizeHint};
+use prost::Message;
 use tonic::Code;
 use tonic::codegen::http;
 use tower::{Layer, Service};
 
+use super::error::promised_code;
 use crate::app::telemetry::Telemetry;
+
+/// The method label of every request to a path that is not a served gRPC method.
+pub(crate) const UNKNOWN_METHOD: &str = "unknown";
+
+/// Every method of the encoded file descriptor sets, as request paths (`/package.Service/Method`).
+pub(crate) fn method_paths(descriptor_sets: &[&[u8]]) -> HashSet<String> {
+    descriptor_sets
+        .iter()
+        .flat_map(|encoded| {
+            prost_types::FileDescriptorSet::decode(*encoded)
+                .expect("invariant: the embedded descriptor sets decode")
+                .file
+        })
+        .flat_map(|file| {
+            let package = file.package().to_owned();
+            file.service.into_iter().flat_map(move |service| {
+                let prefix = match package.as_str() {
+                    "" => format!("/{}/", service.name()),
+                    package => format!("/{package}.{}/", service.name()),
+                };
+                service
+                    .method
+                    .into_iter()
+                    .map(move |method| format!("{prefix}{}", method.name()))
+            })
+        })
+        .collect()
+}
 
 /// Wraps services in [`Observe`].
 #[derive(Debug, Clone)]
 pub(crate) struct ObserveLayer {
     /// Where every wrapped service records its requests.
     metrics: Arc<Telemetry>,
+    /// The paths recorded under their own name (see [`method_paths`]).
+    methods: Arc<HashSet<String>>,
 }
 
 impl ObserveLayer {
-    pub(crate) fn new(metrics: Arc<Telemetry>) -> Self {
-        Self { metrics }
+    pub(crate) fn new(metrics: Arc<Telemetry>, methods: HashSet<String>) -> Self {
+        Self {
+            metrics,
+            methods: Arc::new(methods),
+        }
     }
 }
 
@@ -33,6 +74,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: Arc::clone(&self.metrics),
+            methods: Arc::clone(&self.methods),
         }
     }
 }
@@ -44,6 +86,8 @@ pub(crate) struct Observe<S> {
     inner: S,
     /// Where each finished request is recorded: method, status code and latency.
     metrics: Arc<Telemetry>,
+    /// The paths recorded under their own name; others are [`UNKNOWN_METHOD`].
+    methods: Arc<HashSet<String>>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -55,43 +99,83 @@ where
     S::Error: Send + 'static,
     ResponseBody: Send + 'static,
 {
-    type Response = S::Response;
+    type Response = http::Response<ExhaustedBody<ResponseBody>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<http::Response<ResponseBody>, S::Error>>;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(
-        &mut self,
-        request: http::Request<RequestBody>,
-    ) -> BoxFuture<Result<http::Response<ResponseBody>, S::Error>> {
-        let method = request.uri().path().to_owned();
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let path = request.uri().path();
+        let method = if self.methods.contains(path) {
+            path.to_owned()
+        } else {
+            UNKNOWN_METHOD.to_owned()
+        };
         let started = Instant::now();
         let metrics = Arc::clone(&self.metrics);
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
             // A status in the headers is a trailers-only answer: the call failed before any message.
-            let code = response
-                .headers()
-                .get("grpc-status")
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.parse::<i32>().ok())
-                .map_or(Code::Ok, Code::from_i32);
-            let code = if code == Code::OutOfRange {
-                response.headers_mut().insert(
-                    "grpc-status",
-                    http::HeaderValue::from(Code::ResourceExhausted as i32),
-                );
-                Code::ResourceExhausted
-            } else {
-                code
-            };
+            let code = keep_promise(response.headers_mut()).unwrap_or(Code::Ok);
             metrics.record_request(&method, code_name(code), started.elapsed());
-            Ok(response)
+            Ok(response.map(|inner| ExhaustedBody { inner }))
         })
+    }
+}
+
+/// Rewrites the `grpc-status` of `headers` (response headers or trailers) to the code the API
+/// promises (see [`promised_code`]); returns the code, if there is one.
+fn keep_promise(headers: &mut http::HeaderMap) -> Option<Code> {
+    let code = headers
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from_i32)?;
+    let promised = promised_code(code);
+    if promised != code {
+        headers.insert("grpc-status", http::HeaderValue::from(promised as i32));
+    }
+    Some(promised)
+}
+
+/// A response body whose trailers carry the status code the API promises: a response message over
+/// the size limit fails after the headers went out, so its `OutOfRange` is in the trailers.
+#[derive(Debug)]
+pub(crate) struct ExhaustedBody<B> {
+    /// The body as the service wrote it.
+    inner: B,
+}
+
+impl<B: Body + Unpin> Body for ExhaustedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map(|polled| {
+            polled.map(|frame| {
+                frame.map(|mut frame| {
+                    if let Some(trailers) = frame.trailers_mut() {
+                        keep_promise(trailers);
+                    }
+                    frame
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

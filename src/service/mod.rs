@@ -158,7 +158,15 @@ pub async fn serve(
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let router = builder
-        .layer(layers::ObserveLayer::new(Arc::clone(state.metrics())))
+        .layer(layers::ObserveLayer::new(
+            Arc::clone(state.metrics()),
+            layers::method_paths(&[
+                proto::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ]),
+        ))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))

@@ -8,6 +8,7 @@ use crate::app::{AppError, ModelChoice, fit, parse_horizon};
 use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries};
 use crate::forecast::{FittedModel, Predict};
 
+use super::live_models::LiveModel;
 use super::{ServingState, blocking};
 
 /// The model behind a served forecast: a live model re-anchored on the newest data (ensemble), or
@@ -86,7 +87,9 @@ impl ServingState {
 
     /// Forecasts `series` with `choice`: the ensemble from the live model re-anchored on the newest
     /// data (trained on first use when the series has none); a single member from a fit cached until
-    /// a new sample arrives. Runs on the blocking pool; fits run on the fit threads.
+    /// a new sample arrives. The history is read, the live model re-anchored and a first-use model
+    /// trained from the blocking pool; fitting and predicting run on the fit threads,
+    /// `max_concurrent_fits` at a time.
     pub async fn forecast(
         self: &Arc<Self>,
         series: SeriesId,
@@ -96,26 +99,22 @@ impl ServingState {
     ) -> Result<ServedForecast, AppError> {
         let state = Arc::clone(self);
         if choice == ModelChoice::Ensemble {
-            return blocking(move || {
+            let (history, horizon, live, anchored) = blocking(move || {
                 let history = state.recent_history(&series)?;
                 let horizon = state.horizon(&horizon, history.step())?;
                 let live = state.live_model(&series)?;
+                // Here, on the blocking pool inside the runtime, so that a model that cannot be
+                // re-anchored can start its background refit.
                 let anchored = state.reanchor_live(&series, &live, &history)?;
-                let forecast = anchored.predict(horizon, &levels)?;
-                let trained = TimeRange::new(live.model.trained_start(), live.model.trained_end())
-                    .expect("invariant: a fitted history is not empty");
-                Ok(ServedForecast {
-                    forecast,
-                    model: Arc::new(CachedModel {
-                        version: live_version(live.version, &history),
-                        model: anchored,
-                        trained,
-                        last_used: AtomicU64::new(0),
-                    }),
-                    choice,
-                })
+                Ok((history, horizon, live, anchored))
             })
-            .await;
+            .await?;
+            let state = Arc::clone(self);
+            return self
+                .run_blocking(move || {
+                    state.live_forecast(&live, anchored, &history, horizon, &levels)
+                })
+                .await;
         }
         self.run_blocking(move || {
             let history = state.recent_history(&series)?;
@@ -129,6 +128,31 @@ impl ServingState {
             })
         })
         .await
+    }
+
+    /// The ensemble forecast of `anchored`, the live model `live` re-anchored on `history`. CPU
+    /// work: runs on a fit thread.
+    fn live_forecast(
+        &self,
+        live: &LiveModel,
+        anchored: FittedModel,
+        history: &TimeSeries,
+        horizon: Horizon,
+        levels: &[Level],
+    ) -> Result<ServedForecast, AppError> {
+        let forecast = anchored.predict(horizon, levels)?;
+        let trained = TimeRange::new(live.model.trained_start(), live.model.trained_end())
+            .expect("invariant: a fitted history is not empty");
+        Ok(ServedForecast {
+            forecast,
+            model: Arc::new(CachedModel {
+                version: live_version(live.version, history),
+                model: anchored,
+                trained,
+                last_used: AtomicU64::new(0),
+            }),
+            choice: ModelChoice::Ensemble,
+        })
     }
 
     /// The cached single-member model of `series` fitted on exactly `history`, or a new fit that
@@ -169,5 +193,36 @@ impl ServingState {
             models.remove(&oldest);
         }
         Ok(cached)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::sample_state;
+    use super::*;
+    use crate::app::SystemClock;
+
+    /// Ensemble forecasts re-anchor and predict on the fit threads, so `max_concurrent_fits`
+    /// bounds them as it bounds fits: each one, after the first use trained the model, is one task
+    /// of the fit pool.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ensemble_forecasts_run_on_the_fit_threads() {
+        let directory = tempfile::tempdir().unwrap();
+        let state = sample_state(directory.path(), Arc::new(SystemClock));
+        let series: SeriesId = "nyc_taxi".parse().unwrap();
+        let forecast = || {
+            state.forecast(
+                series.clone(),
+                "1d".to_owned(),
+                Level::DEFAULTS.to_vec(),
+                ModelChoice::Ensemble,
+            )
+        };
+        forecast().await.unwrap();
+        let before = state.fits.tasks_started();
+        for _ in 0..3 {
+            forecast().await.unwrap();
+        }
+        assert_eq!(state.fits.tasks_started() - before, 3);
     }
 }

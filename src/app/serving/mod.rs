@@ -107,7 +107,9 @@ impl ServingState {
     /// Serving state over `history`, keeping workloads and events in `data_dir`; loads stored workloads
     /// and every live model of the registry. A live model file that fails its check is reported
     /// (log and `prescale_model_load_failures_total`) and the newest earlier live version is served;
-    /// a series with none readable is trained on first use. Blocking: reads the model files.
+    /// a series with none readable is trained on first use. A manifest that does not decode is moved
+    /// aside and the registry starts empty (log and `prescale_registry_manifest_resets_total`; see
+    /// [`Registry::open_or_set_aside`]). Blocking: reads the model files.
     pub fn open(
         history: History,
         data_dir: impl Into<PathBuf>,
@@ -131,12 +133,16 @@ impl ServingState {
             .into_iter()
             .map(|workload| (workload.name().to_owned(), WorkloadEntry::new(workload)))
             .collect();
-        let registry = Registry::open(
+        let (registry, set_aside) = Registry::open_or_set_aside(
             settings
                 .models_dir
                 .clone()
                 .unwrap_or_else(|| data_dir.join("models")),
         )?;
+        if let Some(aside) = set_aside {
+            metrics.manifest_resets.inc();
+            tracing::error!(moved_to = %aside.moved_to.display(), reason = %aside.reason, "the registry manifest is corrupt: moved aside; serving starts with no live models and trains each series on first use");
+        }
         let live = load_live_models(&registry, &metrics);
         Ok(Arc::new(Self {
             history,
@@ -231,4 +237,23 @@ where
         .map_err(|error| AppError::Worker {
             reason: error.to_string(),
         })?
+}
+
+/// A serving state over the repository's sample series (`nyc_taxi` and the others) in `dir`, with
+/// default settings and dates from `clock`.
+#[cfg(test)]
+fn sample_state(dir: &std::path::Path, clock: Arc<dyn Clock>) -> Arc<ServingState> {
+    use crate::store::{PolarsStore, StoreOptions};
+
+    let store = PolarsStore::open(dir, StoreOptions::default()).unwrap();
+    let history = History::new(Arc::new(store));
+    history.import_samples().unwrap();
+    ServingState::open_with_clock(
+        history,
+        dir,
+        Settings::default(),
+        Arc::new(Telemetry::default()),
+        clock,
+    )
+    .unwrap()
 }

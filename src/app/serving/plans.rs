@@ -196,10 +196,9 @@ impl ServingState {
 mod tests {
     use std::time::Duration;
 
+    use super::super::sample_state;
     use super::*;
-    use crate::app::telemetry::Telemetry;
-    use crate::app::{History, Settings, TokioClock};
-    use crate::store::{PolarsStore, StoreOptions};
+    use crate::app::{Settings, TokioClock};
 
     /// The plan `plans` holds now.
     fn published(plans: &watch::Receiver<PlanState>) -> Arc<PublishedPlan> {
@@ -215,20 +214,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn every_plan_is_recomputed_each_replan_interval() {
         let directory = tempfile::tempdir().unwrap();
-        let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
-        let app = History::new(Arc::new(store));
-        app.import_samples().unwrap();
-        let settings = Settings::default();
-        let interval = settings.replan_interval;
+        let interval = Settings::default().replan_interval;
         let start = Timestamp::parse("2025-03-10T00:00:00Z").unwrap();
-        let state = ServingState::open_with_clock(
-            app,
-            directory.path(),
-            settings,
-            Arc::new(Telemetry::default()),
-            Arc::new(TokioClock::starting_at(start)),
-        )
-        .unwrap();
+        let state = sample_state(directory.path(), Arc::new(TokioClock::starting_at(start)));
         let workload = Workload::from_toml(
             r#"
                 name = "taxi"
