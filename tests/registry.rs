@@ -12,8 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-use prescale::app::telemetry::Telemetry;
-use prescale::app::{History, ServingState, Settings, TokioClock};
+use prescale::app::{Settings, TokioClock};
 use prescale::domain::{Sample, SeriesId, Timestamp};
 use prescale::plan::Workload;
 use prescale::registry::Registry;
@@ -280,26 +279,14 @@ async fn the_server_runs_the_retraining_job_on_its_schedule() {
     };
     let at = |text: &str| Timestamp::parse(text).unwrap();
     let clock = TokioClock::starting_at(at("2025-03-10T00:00:30Z"));
-    let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
-    let metrics = Arc::new(Telemetry::default());
-    let state = ServingState::open_with_clock(
-        History::new(Arc::new(store)),
-        directory.path(),
+    let server = TestServer::start_with_clock(
+        directory,
         every_minute,
-        Arc::clone(&metrics),
+        ServerOptions::default(),
         Arc::new(clock),
     )
-    .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(prescale::service::serve(
-        listener,
-        Arc::clone(&state),
-        ServerOptions::default(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
+    .await;
+    let state = Arc::clone(&server.state);
 
     tokio::time::sleep(Duration::from_secs(29)).await;
     assert!(state.job("retrain-1").is_err(), "nothing runs before 00:01");
@@ -319,10 +306,9 @@ async fn the_server_runs_the_retraining_job_on_its_schedule() {
         "the scheduled job finishes"
     );
     assert_eq!((job.total, job.done(), job.failures().len()), (1, 1, 0));
-    assert_eq!(metrics.models_promoted.get(), 1);
-    let _ = stop.send(());
-    server.await.unwrap().unwrap();
+    assert_eq!(server.metrics.models_promoted.get(), 1);
     drop(state);
+    let directory = server.shutdown().await;
     let registry = Registry::open(directory.path().join("models")).unwrap();
     let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
     assert_eq!(entry.live, Some(1));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prescale::app::telemetry::Telemetry;
-use prescale::app::{History, ServingState, Settings};
+use prescale::app::{Clock, History, ServingState, Settings, SystemClock};
 use prescale::service::{LocalServer, ServerOptions, spawn_local};
 use prescale::store::{PolarsStore, StoreOptions};
 use tonic::transport::{Channel, Endpoint};
@@ -16,6 +16,8 @@ pub(crate) struct TestServer {
     pub(crate) address: std::net::SocketAddr,
     pub(crate) directory: tempfile::TempDir,
     pub(crate) metrics: Arc<Telemetry>,
+    /// The state the server serves, for tests that look at it directly (jobs, live models).
+    pub(crate) state: Arc<ServingState>,
     server: LocalServer,
 }
 
@@ -30,20 +32,33 @@ impl TestServer {
         settings: Settings,
         options: ServerOptions,
     ) -> Self {
+        Self::start_with_clock(directory, settings, options, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Self::start_in`], the server reading dates from `clock` (a `TokioClock` under paused
+    /// time).
+    pub(crate) async fn start_with_clock(
+        directory: tempfile::TempDir,
+        settings: Settings,
+        options: ServerOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
         let metrics = Arc::new(Telemetry::default());
-        let state = ServingState::open(
+        let state = ServingState::open_with_clock(
             History::new(Arc::new(store)),
             directory.path(),
             settings,
             Arc::clone(&metrics),
+            clock,
         )
         .unwrap();
-        let server = spawn_local(state, options).await.unwrap();
+        let server = spawn_local(Arc::clone(&state), options).await.unwrap();
         Self {
             address: server.addr,
             directory,
             metrics,
+            state,
             server,
         }
     }
