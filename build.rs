@@ -1,34 +1,50 @@
-//! Compiles `proto/prescale/v1/*.proto` without `protoc`: protox parses them into a file descriptor
-//! set, tonic-prost-build generates the messages and services from it, and the encoded set is written
-//! beside them for server reflection. It also lists the committed model registry in `models/` for
+//! Compiles the protos without `protoc`: protox parses them into file descriptor sets,
+//! tonic-prost-build generates the messages and services from them, and each served API's encoded set
+//! is written beside them for server reflection. Three sets: prescale's own API
+//! (`proto/prescale/v1`), KEDA's external scaler (`proto/externalscaler`, vendored) and the
+//! Prometheus remote-write messages (`proto/prometheus`). It also lists the committed model registry in `models/` for
 //! `include_bytes!`, so `prescale demo` serves those models from any working directory.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = [
-        "proto/prescale/v1/common.proto",
-        "proto/prescale/v1/ingest.proto",
-        "proto/prescale/v1/forecast.proto",
-        "proto/prescale/v1/plan.proto",
-        "proto/prescale/v1/events.proto",
-        "proto/prescale/v1/admin.proto",
-    ];
-    for file in files {
-        println!("cargo:rerun-if-changed={file}");
-    }
-    let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(
-        out_dir.join("prescale_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    let apis: [(&[&str], Option<&str>); 3] = [
+        (
+            &[
+                "proto/prescale/v1/common.proto",
+                "proto/prescale/v1/ingest.proto",
+                "proto/prescale/v1/forecast.proto",
+                "proto/prescale/v1/plan.proto",
+                "proto/prescale/v1/events.proto",
+                "proto/prescale/v1/admin.proto",
+            ],
+            Some("prescale_descriptor.bin"),
+        ),
+        (
+            &["proto/externalscaler/externalscaler.proto"],
+            Some("externalscaler_descriptor.bin"),
+        ),
+        (&["proto/prometheus/remote.proto"], None),
+    ];
+    for (files, descriptor_file) in apis {
+        for file in files {
+            println!("cargo:rerun-if-changed={file}");
+        }
+        let descriptors = protox::compile(files, ["proto"])?;
+        if let Some(name) = descriptor_file {
+            std::fs::write(
+                out_dir.join(name),
+                prost::Message::encode_to_vec(&descriptors),
+            )?;
+        }
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_fds(descriptors)?;
+    }
     write_sample_models(&out_dir)?;
-    tonic_prost_build::configure()
-        .build_client(true)
-        .build_server(true)
-        .compile_fds(descriptors)?;
     Ok(())
 }
 

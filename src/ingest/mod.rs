@@ -9,6 +9,12 @@ use polars::prelude::{DataType, ParquetReader, SerReader, TimeUnit};
 
 use crate::domain::{Sample, Timestamp};
 
+/// The generated messages of the Prometheus remote-write 1.0 specification (`proto/prometheus`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod remote_write_proto {
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
+}
+
 /// Errors reading a samples file.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {

@@ -40,6 +40,16 @@ pub mod proto {
         include_bytes!(concat!(env!("OUT_DIR"), "/prescale_descriptor.bin"));
 }
 
+/// The generated messages, client and server of KEDA's vendored `externalscaler.proto`.
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+pub mod externalscaler {
+    tonic::include_proto!("externalscaler");
+
+    /// The encoded file descriptor set of `externalscaler.proto`, served by reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/externalscaler_descriptor.bin"));
+}
+
 /// Names of the prescale services, as health checks and reflection know them.
 pub const SERVICE_NAMES: [&str; 5] = [
     "prescale.v1.IngestService",
