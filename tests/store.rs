@@ -32,6 +32,15 @@ fn samples(pairs: &[(i64, f64)]) -> Vec<Sample> {
         .collect()
 }
 
+/// The newest write-ahead-log segment of the store in `dir`.
+fn newest_segment(dir: &std::path::Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max()
+        .unwrap()
+}
+
 /// Batches of samples with clashing timestamps, and the order to append them in.
 fn batches_strategy() -> impl Strategy<Value = Vec<Vec<(i64, f64)>>> {
     prop::collection::vec((0i64..2_000, -1e6f64..1e6), 1..300)
@@ -276,12 +285,7 @@ fn torn_log_tail_is_truncated_and_nothing_else_is_lost() {
         store.append(&id, &samples(&[(1, 1.0), (2, 2.0)])).unwrap();
         store.append(&id, &samples(&[(3, 3.0)])).unwrap();
     }
-    let wal_dir = dir.path().join("wal");
-    let newest = std::fs::read_dir(&wal_dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .max()
-        .unwrap();
+    let newest = newest_segment(dir.path());
     // Cut the second record in half, as a crash in the middle of its write would.
     let file = OpenOptions::new().write(true).open(&newest).unwrap();
     let len = file.metadata().unwrap().len();
@@ -297,6 +301,28 @@ fn torn_log_tail_is_truncated_and_nothing_else_is_lost() {
     drop(store);
     let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.summary(&id).unwrap().samples, 3);
+}
+
+/// A crash while a new segment was being created leaves a few bytes of its header (found by
+/// `tests/fuzz.rs`): the store opens, and opens again once a newer segment exists, with nothing
+/// lost.
+#[test]
+fn a_segment_cut_in_its_header_opens_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("created");
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&id, &samples(&[(1, 1.0), (2, 2.0)])).unwrap();
+    }
+    let newest = newest_segment(dir.path());
+    let header_cut = newest.with_file_name("wal-9999999999999999.log");
+    std::fs::write(&header_cut, &std::fs::read(&newest).unwrap()[..6]).unwrap();
+
+    for _ in 0..2 {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.summary(&id).unwrap().samples, 2);
+    }
+    assert!(!header_cut.exists());
 }
 
 #[test]

@@ -209,8 +209,16 @@ pub(super) fn replay_segment(
     };
     if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
-            // The segment was being created when the process died.
-            outcome.truncated_bytes = damaged(0, "segment header cut short".to_owned())?;
+            // The segment was being created when the process died: it never held a record, so it
+            // is removed wherever it is. Truncating it to nothing would leave an empty segment
+            // that, once a newer one exists, reads as a damaged older segment at the next open.
+            tracing::warn!(
+                path = %path.display(),
+                bytes = bytes.len(),
+                "removing write-ahead log segment whose header was cut short"
+            );
+            std::fs::remove_file(path).map_err(io_error(path))?;
+            outcome.truncated_bytes = bytes.len() as u64;
             return Ok(outcome);
         }
         return Err(StoreError::CorruptLog {
