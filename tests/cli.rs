@@ -1,4 +1,5 @@
-//! The `prescale` binary end to end: import, list, show, export, bad input, config, demo.
+//! The `prescale` binary end to end: import, list, show, export, bad input, config (the example's
+//! and the Kubernetes ConfigMap's), demo.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -202,6 +203,49 @@ fn broken_config_is_refused_at_start() {
     // The default file in the working directory is read too.
     let output = prescale(&data, &["series", "list"]);
     assert!(!output.status.success(), "{}", stdout(&output));
+}
+
+/// `deploy/kubernetes/prescale.toml`, the StatefulSet's configuration, is one the binary accepts
+/// (every section is validated on load), with the path of its token Secret pointed at a file here.
+#[test]
+fn the_kubernetes_configuration_is_accepted() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let text = include_str!("../deploy/kubernetes/prescale.toml");
+    let secret = "/etc/prescale-tokens/tokens.txt";
+    assert!(
+        text.contains(secret),
+        "the Secret's path moved: update this test"
+    );
+    let tokens = write(
+        root.path(),
+        "tokens.txt",
+        "kubernetes-token-0123456789abcdef\n",
+    );
+    let text = text.replace(secret, tokens.to_str().unwrap());
+    // The `[scaler]` table (the KEDA scaler's listener) is not a key this binary knows yet: the
+    // file keeps it last, and it is cut off here until the scaler's configuration lands.
+    let (text, scaler) = text.split_once("\n[scaler]\n").unwrap();
+    assert!(!scaler.contains("\n["), "[scaler] is the last table");
+    let config = write(root.path(), "prescale.toml", text);
+
+    let loaded = prescale(
+        &data,
+        &["models", "list", "--config", config.to_str().unwrap()],
+    );
+    assert!(loaded.status.success(), "{}", stderr(&loaded));
+
+    let refused = write(
+        root.path(),
+        "typo.toml",
+        &text.replace("[planning]", "[planing]"),
+    );
+    let refused = prescale(
+        &data,
+        &["models", "list", "--config", refused.to_str().unwrap()],
+    );
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("planing"), "{}", stderr(&refused));
 }
 
 #[test]

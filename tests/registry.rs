@@ -1,8 +1,9 @@
 //! The model registry end to end: a restarted server serves plans from the promoted models without
 //! fitting (and from the previous version when the live file is corrupt), and a `prescale retrain`
 //! killed midway leaves a registry that lists, verifies and retrains, versions promoted or
-//! rolled back by another process are served without a restart, and the retraining schedule fires on
-//! time (under tokio's paused clock).
+//! rolled back by another process are served without a restart, the retraining schedule fires on
+//! time (under tokio's paused clock), and `prescale retrain --server` retrains through a serving
+//! server, whose store another process cannot open.
 
 mod common;
 
@@ -420,6 +421,83 @@ fn a_retrain_killed_midway_leaves_the_registry_consistent() {
         assert!(entry.live.is_some(), "{name} has a live model");
     }
     assert_every_version_verifies(&registry);
+}
+
+/// `prescale retrain` from another process while a server holds the store (a Kubernetes CronJob
+/// beside the StatefulSet): on the store it is refused, as the data directory is locked; with
+/// `--server` the server runs the job, which promotes a model, and the command follows it to the
+/// end, sending the bearer token the server requires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrain_with_server_runs_the_job_on_the_serving_server() {
+    let directory = tempfile::tempdir().unwrap();
+    store_histories(directory.path(), &["load"], 4);
+    let token = "retrain-cronjob-token-0123456789";
+    let options = ServerOptions {
+        tokens: vec![token.to_owned()],
+        ..ServerOptions::default()
+    };
+    let server = TestServer::start_in(directory, settings(), options).await;
+    let data = server.directory.path().to_owned();
+    let secrets = tempfile::tempdir().unwrap();
+    let token_file = secrets.path().join("tokens.txt");
+    std::fs::write(&token_file, format!("# the CronJob's token\n{token}\n")).unwrap();
+    let url = format!("http://{}", server.address);
+    let run = |args: Vec<String>| {
+        let data = data.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            prescale(&data, &args).output().unwrap()
+        })
+    };
+
+    let on_store = run(vec!["retrain".into(), "--all".into()]).await.unwrap();
+    let stderr = String::from_utf8_lossy(&on_store.stderr);
+    assert!(!on_store.status.success());
+    assert!(stderr.contains("in use by another process"), "{stderr}");
+
+    let no_token = run(vec![
+        "retrain".into(),
+        "--all".into(),
+        "--server".into(),
+        url.clone(),
+    ])
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&no_token.stderr);
+    assert!(!no_token.status.success());
+    assert!(
+        stderr.contains("starting the retrain job")
+            && stderr.contains("valid authentication credentials"),
+        "{stderr}"
+    );
+    assert_eq!(server.metrics.models_promoted.get(), 0);
+
+    let remote = run(vec![
+        "retrain".into(),
+        "--all".into(),
+        "--server".into(),
+        url,
+        "--token-file".into(),
+        token_file.to_string_lossy().into_owned(),
+    ])
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&remote.stdout);
+    assert!(
+        remote.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&remote.stderr)
+    );
+    assert!(stdout.contains("started: 1 series"), "{stdout}");
+    assert!(
+        stdout.contains("JOB_STATE_SUCCEEDED: 1 of 1 series done"),
+        "{stdout}"
+    );
+    assert_eq!(server.metrics.models_promoted.get(), 1);
+    let directory = server.shutdown().await;
+    let registry = Registry::open(directory.path().join("models")).unwrap();
+    let entry = registry.entry(&SeriesId::new("load").unwrap()).unwrap();
+    assert_eq!(entry.live, Some(1));
 }
 
 /// `GetPlan` of workload `api`.

@@ -7,6 +7,7 @@ mod args;
 mod events;
 mod forecasting;
 mod models;
+mod retrain_client;
 mod serve;
 mod store;
 

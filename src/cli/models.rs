@@ -1,5 +1,7 @@
 //! The model registry's commands: `retrain` and `models list|show|rollback`.
 
+use std::path::PathBuf;
+
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use prescale::app::{self, EventStore};
@@ -8,7 +10,7 @@ use prescale::domain::{SeriesId, Timestamp};
 use prescale::registry::{Registry, VersionInfo};
 
 use super::args::{DataDirArg, StoreArgs};
-use super::open;
+use super::{open, retrain_client};
 
 #[derive(Debug, Args)]
 pub(super) struct RetrainArgs {
@@ -19,11 +21,21 @@ pub(super) struct RetrainArgs {
     #[arg(long, num_args = 1..)]
     series: Vec<String>,
     /// Fit and compare, but write nothing to the registry.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     dry_run: bool,
     /// Series fitted at once [default: `registry.concurrency`].
-    #[arg(long)]
+    #[arg(long, conflicts_with = "server")]
     concurrency: Option<usize>,
+    /// Ask the server at this URL (`http://HOST:50051`) to retrain, through its Retrain RPC, and
+    /// follow the job, instead of opening the store (a serving server holds it locked).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// File whose first line is the bearer token for `--server` (as `[server.auth] tokens_file`).
+    #[arg(long, requires = "server", env = "PRESCALE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM file of the CA that signed an `https` `--server`'s certificate.
+    #[arg(long, requires = "server")]
+    ca_file: Option<PathBuf>,
     #[command(flatten)]
     pub(super) store: StoreArgs,
 }
@@ -65,18 +77,29 @@ impl ModelsCommand {
 }
 
 /// `prescale retrain`: bounded parallel fits, a progress bar on a terminal, one line per series.
+/// With `--server`, the server runs it (see [`retrain_client`]).
 pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
     use std::io::IsTerminal;
 
+    let named: Vec<SeriesId> = args
+        .series
+        .iter()
+        .map(|name| name.parse())
+        .collect::<Result<_, _>>()?;
+    if let Some(url) = &args.server {
+        let target = retrain_client::ServerTarget {
+            url,
+            token_file: args.token_file.as_deref(),
+            ca_file: args.ca_file.as_deref(),
+        };
+        return retrain_client::retrain_on_server(&target, &named);
+    }
     let (app, _) = open(config)?;
     let registry = Registry::open(config.models_dir())?;
-    let series: Vec<SeriesId> = if args.all {
+    let series = if args.all {
         app.store().series()
     } else {
-        args.series
-            .iter()
-            .map(|name| name.parse())
-            .collect::<Result<_, _>>()?
+        named
     };
     let settings = app::RetrainSettings {
         dry_run: args.dry_run,

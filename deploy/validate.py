@@ -1,0 +1,311 @@
+"""Offline checks of deploy/: run by deploy/validate.sh (in CI) with the packages of requirements.txt.
+
+1. Renders deploy/kubernetes/kustomization.yaml as `kubectl apply -k` would, for the keys it uses
+   (resources, one configMapGenerator without hash suffix, images) and refuses any other key, so
+   that what is validated is what a cluster receives. Where kubectl is installed, its rendering
+   must be the same.
+2. Validates every rendered object against the Kubernetes OpenAPI schemas bundled in
+   kubernetes-validate, strictly (an unknown field is an error), for the oldest and the newest
+   Kubernetes version we claim.
+3. Validates examples/scaledobject.yaml against the openAPIV3Schema of KEDA's ScaledObject CRD
+   (vendored in kubernetes/schemas/), with unknown fields refused as kubectl's strict field
+   validation does.
+4. Checks that the ports, paths and user the manifests, prescale.toml, the ScaledObject and the
+   Dockerfile name agree.
+5. Proves that checks 2 and 3 can fail: broken copies of a manifest must be rejected.
+"""
+
+import copy
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import jsonschema
+import kubernetes_validate
+import yaml
+
+DEPLOY = Path(__file__).resolve().parent
+KUSTOMIZATION = DEPLOY / "kubernetes"
+SCALED_OBJECT = KUSTOMIZATION / "examples" / "scaledobject.yaml"
+KEDA_CRD = KUSTOMIZATION / "schemas" / "keda.sh_scaledobjects.yaml"
+DOCKERFILE = DEPLOY.parent / "Dockerfile"
+# The oldest Kubernetes the manifests are for (CronJob timeZone and gRPC probes are GA from 1.27),
+# and the newest kubernetes-validate bundles.
+KUBERNETES_VERSIONS = ["1.30", "1.37"]
+KUSTOMIZATION_KEYS = {
+    "apiVersion",
+    "kind",
+    "resources",
+    "configMapGenerator",
+    "generatorOptions",
+    "images",
+}
+
+
+class CheckFailed(Exception):
+    """A check found a problem; the message says which and where."""
+
+
+def load_all(path):
+    with open(path, encoding="utf-8") as file:
+        return [document for document in yaml.safe_load_all(file) if document is not None]
+
+
+def render(directory):
+    """The objects `kubectl apply -k directory` applies, for the keys this kustomization uses."""
+    kustomization = load_all(directory / "kustomization.yaml")[0]
+    unknown = set(kustomization) - KUSTOMIZATION_KEYS
+    if unknown:
+        raise CheckFailed(
+            f"kustomization.yaml uses {sorted(unknown)}, which validate.py does not render: "
+            "render it here too, or keep it out"
+        )
+    if kustomization.get("generatorOptions") != {"disableNameSuffixHash": True}:
+        raise CheckFailed("generatorOptions must be exactly disableNameSuffixHash: true")
+    objects = []
+    for resource in kustomization["resources"]:
+        objects.extend(load_all(directory / resource))
+    for generator in kustomization.get("configMapGenerator", []):
+        if set(generator) - {"name", "namespace", "files"}:
+            raise CheckFailed(f"configMapGenerator {generator['name']}: only name, namespace, files")
+        data = {}
+        for name in generator["files"]:
+            data[Path(name).name] = (directory / name).read_text(encoding="utf-8")
+        metadata = {"name": generator["name"]}
+        if "namespace" in generator:
+            metadata["namespace"] = generator["namespace"]
+        objects.append({"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data})
+    images = {image["name"]: image for image in kustomization.get("images", [])}
+    for item in objects:
+        for container in pod_spec(item).get("containers", []) if pod_spec(item) else []:
+            image = images.get(container["image"])
+            if image is not None:
+                container["image"] = f"{image['newName']}:{image['newTag']}"
+    return objects
+
+
+def pod_spec(item):
+    """The pod spec of a workload object, or None."""
+    spec = item.get("spec", {})
+    if item["kind"] in ("StatefulSet", "Deployment", "DaemonSet", "Job"):
+        return spec["template"]["spec"]
+    if item["kind"] == "CronJob":
+        return spec["jobTemplate"]["spec"]["template"]["spec"]
+    return None
+
+
+def name_of(item):
+    return f"{item['kind']}/{item['metadata']['name']}"
+
+
+def compare_with_kubectl(objects):
+    """When kubectl is installed, its rendering of the kustomization must equal ours."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        print("kubectl not installed: rendering checked by validate.py alone")
+        return
+    output = subprocess.run(
+        [kubectl, "kustomize", str(KUSTOMIZATION)], check=True, capture_output=True, text=True
+    ).stdout
+    theirs = {name_of(item): item for item in yaml.safe_load_all(output) if item}
+    ours = {name_of(item): item for item in objects}
+    if theirs != ours:
+        differing = sorted(key for key in theirs.keys() | ours.keys() if theirs.get(key) != ours.get(key))
+        raise CheckFailed(f"kubectl kustomize renders {differing} differently from validate.py")
+    print(f"kubectl kustomize renders the same {len(ours)} objects")
+
+
+def validate_kubernetes(item):
+    """Errors of `item` against the Kubernetes schemas of every version we claim (strict)."""
+    errors = []
+    for version in KUBERNETES_VERSIONS:
+        try:
+            kubernetes_validate.validate(item, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            path = ".".join(str(part) for part in error.path)
+            errors.append(f"{name_of(item)} (Kubernetes {version}): {path}: {error.message}")
+        except kubernetes_validate.SchemaNotFoundError as error:
+            errors.append(error.message)
+    return errors
+
+
+def strict_schema(schema):
+    """The CRD schema with unknown fields refused, as kubectl's strict field validation does: an
+    object schema with properties and no additionalProperties or preserve-unknown-fields gets
+    additionalProperties: false."""
+    schema = copy.deepcopy(schema)
+
+    def visit(node):
+        if isinstance(node, dict):
+            if (
+                "properties" in node
+                and "additionalProperties" not in node
+                and not node.get("x-kubernetes-preserve-unknown-fields")
+            ):
+                node["additionalProperties"] = False
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    visit(schema)
+    return schema
+
+
+def keda_validator():
+    """A JSON-schema validator of ScaledObjects, from the vendored CRD's served version."""
+    crd = load_all(KEDA_CRD)[0]
+    versions = [version for version in crd["spec"]["versions"] if version["served"]]
+    if [version["name"] for version in versions] != ["v1alpha1"]:
+        raise CheckFailed(f"the KEDA CRD serves {[v['name'] for v in versions]}, expected v1alpha1")
+    schema = strict_schema(versions[0]["schema"]["openAPIV3Schema"])
+    # The API server checks metadata against ObjectMeta, not the CRD; kubernetes-validate has that.
+    schema["properties"]["metadata"] = {"type": "object"}
+    validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
+    validator_class.check_schema(schema)
+    return f"{crd['spec']['group']}/v1alpha1", crd["spec"]["names"]["kind"], validator_class(schema)
+
+
+def validate_keda(item, keda):
+    api_version, kind, validator = keda
+    errors = []
+    if (item.get("apiVersion"), item.get("kind")) != (api_version, kind):
+        errors.append(f"expected {api_version} {kind}, found {item.get('apiVersion')} {item.get('kind')}")
+    for error in sorted(validator.iter_errors(item), key=lambda error: list(error.path)):
+        path = ".".join(str(part) for part in error.path)
+        errors.append(f"{name_of(item)} (KEDA CRD): {path}: {error.message}")
+    return errors
+
+
+def port_of(address):
+    return int(address.rsplit(":", 1)[1])
+
+
+def container_ports(item):
+    container = pod_spec(item)["containers"][0]
+    return {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+
+
+def mounts(item):
+    """Mount path of each volume of the first container, by volume name."""
+    container = pod_spec(item)["containers"][0]
+    return {mount["name"]: mount["mountPath"] for mount in container.get("volumeMounts", [])}
+
+
+def check_consistency(objects, scaled_object):
+    """Ports, paths and the user agree across prescale.toml, the manifests and the Dockerfile."""
+    by_kind = {item["kind"]: item for item in objects}
+    statefulset, service, cronjob = by_kind["StatefulSet"], by_kind["Service"], by_kind["CronJob"]
+    configmap = by_kind["ConfigMap"]
+    config = tomllib.loads(configmap["data"]["prescale.toml"])
+    problems = []
+
+    def expect(what, found, wanted):
+        if found != wanted:
+            problems.append(f"{what}: {found!r}, expected {wanted!r}")
+
+    listeners = {
+        "grpc": config["server"]["listen"],
+        "http": config["server"]["metrics_listen"],
+        "scaler": config["scaler"]["listen"],
+    }
+    ports = container_ports(statefulset)
+    service_ports = {port["name"]: port for port in service["spec"]["ports"]}
+    for name, address in listeners.items():
+        expect(f"StatefulSet containerPort {name}", ports.get(name), port_of(address))
+        expect(f"Service port {name} targetPort", service_ports[name]["targetPort"], name)
+    expect("Service selector", service["spec"]["selector"], statefulset["spec"]["template"]["metadata"]["labels"])
+    container = pod_spec(statefulset)["containers"][0]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        expect(f"{probe} gRPC port", container[probe]["grpc"]["port"], port_of(listeners["grpc"]))
+
+    volume_mounts = mounts(statefulset)
+    expect("data_dir", config["data_dir"], volume_mounts["data"])
+    config_path = container["args"][container["args"].index("--config") + 1]
+    expect("serve --config directory", str(Path(config_path).parent), volume_mounts["config"])
+    config_volume = next(v for v in pod_spec(statefulset)["volumes"] if v["name"] == "config")
+    expect("config volume's ConfigMap", config_volume["configMap"]["name"], configmap["metadata"]["name"])
+    expect("ConfigMap key", Path(config_path).name in configmap["data"], True)
+    tokens_file = config["server"]["auth"]["tokens_file"]
+    expect("tokens_file directory", str(Path(tokens_file).parent), volume_mounts["tokens"])
+
+    args = pod_spec(cronjob)["containers"][0]["args"]
+    expect("CronJob --token-file", args[args.index("--token-file") + 1], tokens_file)
+    expect("CronJob token volume", mounts(cronjob)["tokens"], volume_mounts["tokens"])
+    service_host = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    expect("CronJob --server", args[args.index("--server") + 1], f"http://{service_host}:{service_ports['grpc']['port']}")
+    expect("[registry] schedule (the CronJob retrains)", config["registry"]["schedule"], "off")
+
+    external = next(t for t in scaled_object["spec"]["triggers"] if t["type"] == "external")
+    expect("ScaledObject scalerAddress", external["metadata"]["scalerAddress"], f"{service_host}:{service_ports['scaler']['port']}")
+
+    user = re.search(r"^USER (\d+):(\d+)$", DOCKERFILE.read_text(encoding="utf-8"), re.MULTILINE)
+    for item in (statefulset, cronjob):
+        context = pod_spec(item)["securityContext"]
+        expect(f"{name_of(item)} runAsUser:runAsGroup vs Dockerfile USER", (context["runAsUser"], context["runAsGroup"]), (int(user[1]), int(user[2])))
+    return problems
+
+
+def broken_copies(objects, scaled_object):
+    """Manifests that must be rejected, each with the check that must reject it."""
+    statefulset = copy.deepcopy(next(item for item in objects if item["kind"] == "StatefulSet"))
+    statefulset["spec"]["replicas"] = "one"
+    probe = copy.deepcopy(next(item for item in objects if item["kind"] == "StatefulSet"))
+    pod_spec(probe)["containers"][0]["readinessProbe"]["grpc"]["portt"] = 50051
+    wrong_type = copy.deepcopy(scaled_object)
+    wrong_type["spec"]["minReplicaCount"] = "two"
+    unknown_field = copy.deepcopy(scaled_object)
+    unknown_field["spec"]["triggers"][0]["metadataa"] = {"workload": "checkout"}
+    return [
+        ("StatefulSet replicas: \"one\"", validate_kubernetes, statefulset),
+        ("StatefulSet probe field portt", validate_kubernetes, probe),
+        ("ScaledObject minReplicaCount: \"two\"", "keda", wrong_type),
+        ("ScaledObject trigger field metadataa", "keda", unknown_field),
+    ]
+
+
+def main():
+    objects = render(KUSTOMIZATION)
+    compare_with_kubectl(objects)
+    errors = []
+    for item in objects:
+        found = validate_kubernetes(item)
+        errors.extend(found)
+        if not found:
+            print(f"ok  {name_of(item)} (Kubernetes {', '.join(KUBERNETES_VERSIONS)}, strict)")
+
+    keda = keda_validator()
+    examples = load_all(SCALED_OBJECT)
+    for item in examples:
+        found = validate_keda(item, keda)
+        errors.extend(found)
+        if not found:
+            print(f"ok  {name_of(item)} (KEDA CRD {KEDA_CRD.name}, unknown fields refused)")
+
+    errors.extend(check_consistency(objects, examples[0]))
+
+    for what, check, broken in broken_copies(objects, examples[0]):
+        found = validate_keda(broken, keda) if check == "keda" else check(broken)
+        if found:
+            print(f"ok  rejected {what}: {found[0]}")
+        else:
+            errors.append(f"the validator accepted a broken manifest: {what}")
+
+    if errors:
+        print("\n".join(["", "FAILED:"] + errors), file=sys.stderr)
+        return 1
+    print(f"deploy manifests: {len(objects)} objects and {len(examples)} example valid")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except CheckFailed as failure:
+        print(f"FAILED: {failure}", file=sys.stderr)
+        sys.exit(1)
