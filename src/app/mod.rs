@@ -78,7 +78,10 @@ pub enum AppError {
         source: std::io::Error,
     },
     /// A series has fewer than two samples, so no step can be inferred from it.
-    #[error("series {series} has {samples} samples; at least two are needed to infer its step")]
+    #[error(
+        "series {} has {samples} samples; at least two are needed to infer its step",
+        .series.abbreviated()
+    )]
     NoStep {
         /// The series.
         series: SeriesId,
@@ -86,7 +89,7 @@ pub enum AppError {
         samples: usize,
     },
     /// A named workload, job or event does not exist.
-    #[error("unknown {kind} {name:?}")]
+    #[error("unknown {kind} {}", crate::domain::quoted(.name))]
     NotFound {
         /// What was looked for: `workload`, `job`, `event`.
         kind: &'static str,
@@ -94,7 +97,10 @@ pub enum AppError {
         name: String,
     },
     /// A plan is still being computed for the first time.
-    #[error("the first plan of workload {workload:?} is still being computed")]
+    #[error(
+        "the first plan of workload {} is still being computed",
+        crate::domain::quoted(.workload)
+    )]
     PlanPending {
         /// The workload.
         workload: String,
@@ -104,7 +110,7 @@ pub enum AppError {
     ShuttingDown,
     /// The live model of a series cannot forecast from its newest data (its step changed, say) and
     /// is being refitted in the background; plans stay as they were until then.
-    #[error("the model of series {series} is being refitted: {reason}")]
+    #[error("the model of series {} is being refitted: {reason}", .series.abbreviated())]
     Refitting {
         /// The series.
         series: SeriesId,

@@ -40,6 +40,9 @@ pub(super) struct FileServerConfig {
     pub(super) allow_insecure: Option<bool>,
     pub(super) max_message_mib: Option<u64>,
     pub(super) max_streams: Option<usize>,
+    pub(super) max_streams_per_client: Option<usize>,
+    pub(super) stream_idle_timeout: Option<String>,
+    pub(super) request_timeout: Option<String>,
     #[serde(default)]
     pub(super) tls: Option<FileTlsConfig>,
     #[serde(default)]
@@ -83,4 +86,5 @@ pub(super) struct FileStoreConfig {
     pub(super) fsync: Option<bool>,
     pub(super) checkpoint_after_mib: Option<u64>,
     pub(super) retention: Option<String>,
+    pub(super) max_series: Option<usize>,
 }

@@ -101,6 +101,7 @@ impl Config {
             fsync: self.store.fsync,
             checkpoint_after_bytes: self.store.checkpoint_after_bytes,
             retention: self.settings.retention,
+            max_series: self.store.max_series,
         }
     }
 

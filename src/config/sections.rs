@@ -37,6 +37,8 @@ pub struct StoreConfig {
     pub fsync: bool,
     /// Write a checkpoint once this many bytes were logged since the last one.
     pub checkpoint_after_bytes: u64,
+    /// Most series the store holds.
+    pub max_series: usize,
 }
 
 impl Default for StoreConfig {
@@ -45,6 +47,7 @@ impl Default for StoreConfig {
         Self {
             fsync: defaults.fsync,
             checkpoint_after_bytes: defaults.checkpoint_after_bytes,
+            max_series: defaults.max_series,
         }
     }
 }

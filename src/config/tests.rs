@@ -80,6 +80,8 @@ fn server_and_planning_tables_are_validated() {
     .unwrap();
     assert_eq!(config.server.listen.port(), 6000);
     assert_eq!(config.server.options.max_streams, 8);
+    // Unset, the per-client quota is its default capped at the server-wide one.
+    assert_eq!(config.server.options.max_streams_per_client, 8);
     assert_eq!(config.server.options.tokens.len(), 1);
     assert_eq!(config.settings.replan_interval, Duration::from_secs(60));
     for (text, key) in [
@@ -87,6 +89,19 @@ fn server_and_planning_tables_are_validated() {
         ("[server]\nlisten = \"nowhere\"", "server.listen"),
         ("[server.auth]\ntokens = [\"short\"]", "server.auth.tokens"),
         ("[server]\nmax_streams = 0", "server.max_streams"),
+        (
+            "[server]\nmax_streams = 8\nmax_streams_per_client = 9",
+            "server.max_streams_per_client",
+        ),
+        (
+            "[server]\nrequest_timeout = \"0s\"",
+            "server.request_timeout",
+        ),
+        (
+            "[server]\nstream_idle_timeout = \"2d\"",
+            "server.stream_idle_timeout",
+        ),
+        ("[store]\nmax_series = 0", "store.max_series"),
         (
             "[planning]\nplan_horizon = \"30d\"",
             "planning.plan_horizon",

@@ -82,6 +82,29 @@ pub(super) fn server_config(
         raw.max_streams.unwrap_or(defaults.options.max_streams),
         1..=1_000_000,
     )?;
+    let max_streams_per_client = check_range(
+        "server.max_streams_per_client",
+        raw.max_streams_per_client
+            .unwrap_or(defaults.options.max_streams_per_client.min(max_streams)),
+        1..=max_streams,
+    )?;
+    let timeout = |key: &'static str, text: Option<&str>, default: Duration| match text {
+        Some(text) => {
+            let duration = parse_duration(key, text)?;
+            check_range(key, duration.as_secs(), 1..=86_400).map(|_| duration)
+        }
+        None => Ok(default),
+    };
+    let stream_idle_timeout = timeout(
+        "server.stream_idle_timeout",
+        raw.stream_idle_timeout.as_deref(),
+        defaults.options.stream_idle_timeout,
+    )?;
+    let request_timeout = timeout(
+        "server.request_timeout",
+        raw.request_timeout.as_deref(),
+        defaults.options.request_timeout,
+    )?;
     let mut tokens = raw.auth.tokens;
     if let Some(path) = &raw.auth.tokens_file {
         let path = origin
@@ -127,6 +150,9 @@ pub(super) fn server_config(
         options: ServerOptions {
             max_message_bytes: (max_message_mib << 20) as usize,
             max_streams,
+            max_streams_per_client,
+            stream_idle_timeout,
+            request_timeout,
             tls,
             tokens,
         },
@@ -284,9 +310,15 @@ pub(super) fn store_config(
             reason: format!("{checkpoint_after_mib} is outside 1..=65536"),
         });
     }
+    let max_series = check_range(
+        "store.max_series",
+        raw.max_series.unwrap_or(defaults.max_series),
+        1..=10_000_000,
+    )?;
     Ok(StoreConfig {
         fsync: overrides.fsync.or(raw.fsync).unwrap_or(defaults.fsync),
         checkpoint_after_bytes: checkpoint_after_mib << 20,
+        max_series,
     })
 }
 

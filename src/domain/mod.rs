@@ -14,11 +14,32 @@ pub use forecast::{Forecast, Horizon, Interval, Level};
 pub use series_id::SeriesId;
 pub use time::{Step, TimeRange, Timestamp};
 
+/// Bytes of client text an error message repeats; the rest is counted, not echoed.
+pub const ECHO_BYTES: usize = 200;
+
+/// `text` quoted for an error message, cut after [`ECHO_BYTES`] (at a character boundary) with its
+/// full length noted, so a huge input never makes a huge error.
+pub fn quoted(text: &str) -> String {
+    abbreviated(&format!("{text:?}"), text.len())
+}
+
+/// `shown` cut after [`ECHO_BYTES`], noting `len`, the size of what it shows, when cut.
+pub(crate) fn abbreviated(shown: &str, len: usize) -> String {
+    if shown.len() <= ECHO_BYTES {
+        return shown.to_owned();
+    }
+    let mut end = ECHO_BYTES;
+    while !shown.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({len} bytes)", &shown[..end])
+}
+
 /// Errors building a domain value from untrusted input.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DomainError {
     /// A series name is empty or holds a character outside `[a-zA-Z0-9_:.-]`, or starts with a digit.
-    #[error("invalid series name {name:?}: {reason}")]
+    #[error("invalid series name {}: {reason}", quoted(.name))]
     InvalidSeriesName {
         /// The name as given.
         name: String,
@@ -26,7 +47,7 @@ pub enum DomainError {
         reason: &'static str,
     },
     /// A label name is empty or holds a character outside `[a-zA-Z0-9_]`, or starts with a digit.
-    #[error("invalid label name {name:?}: {reason}")]
+    #[error("invalid label name {}: {reason}", quoted(.name))]
     InvalidLabelName {
         /// The label name as given.
         name: String,
@@ -34,7 +55,7 @@ pub enum DomainError {
         reason: &'static str,
     },
     /// A series selector such as `cpu{host="a"}` could not be parsed.
-    #[error("invalid series selector {text:?}: {reason}")]
+    #[error("invalid series selector {}: {reason}", quoted(.text))]
     InvalidSelector {
         /// The selector as given.
         text: String,
@@ -42,7 +63,7 @@ pub enum DomainError {
         reason: String,
     },
     /// A step is zero, negative or not a whole number of milliseconds.
-    #[error("invalid step {text:?}: {reason}")]
+    #[error("invalid step {}: {reason}", quoted(.text))]
     InvalidStep {
         /// The step as given.
         text: String,
@@ -50,7 +71,7 @@ pub enum DomainError {
         reason: String,
     },
     /// A timestamp could not be parsed or is out of the representable range.
-    #[error("invalid timestamp {text:?}: {reason}")]
+    #[error("invalid timestamp {}: {reason}", quoted(.text))]
     InvalidTimestamp {
         /// The timestamp as given.
         text: String,
@@ -80,7 +101,7 @@ pub enum DomainError {
         level: f64,
     },
     /// An aggregation name other than `mean`, `max`, `sum` or `last`.
-    #[error("unknown aggregation {text:?}: expected mean, max, sum or last")]
+    #[error("unknown aggregation {}: expected mean, max, sum or last", quoted(.text))]
     UnknownAggregation {
         /// The aggregation as given.
         text: String,

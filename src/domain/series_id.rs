@@ -79,6 +79,13 @@ impl SeriesId {
         &self.labels
     }
 
+    /// The canonical form for an error message: cut after [`super::ECHO_BYTES`] with the full
+    /// length noted.
+    pub fn abbreviated(&self) -> String {
+        let text = self.to_string();
+        super::abbreviated(&text, text.len())
+    }
+
     /// True when every label in `selector` is present here with the same value.
     pub fn matches_labels(&self, selector: &BTreeMap<String, String>) -> bool {
         selector

@@ -19,8 +19,10 @@ pub(crate) fn status(error: &AppError) -> Status {
         AppError::Store(store) => match store {
             StoreError::NonFiniteValue { .. }
             | StoreError::TimestampOutOfRange { .. }
+            | StoreError::LabelLimit { .. }
             | StoreError::WindowTooLarge { .. } => Code::InvalidArgument,
             StoreError::UnknownSeries { .. } => Code::NotFound,
+            StoreError::TooManySeries { .. } => Code::ResourceExhausted,
             StoreError::Poisoned { .. } => Code::Unavailable,
             StoreError::Io { .. }
             | StoreError::CorruptLog { .. }

@@ -7,14 +7,18 @@ use std::sync::Arc;
 
 use prost::bytes::Bytes;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::ServerOptions;
 use super::convert;
 use super::error::invalid;
 use super::proto;
+use super::streams::{StreamSlot, StreamSlots};
 use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
 use crate::domain::Timestamp;
 
@@ -26,10 +30,10 @@ pub(crate) struct Handlers {
     /// The encoded `Plan` message of each workload's latest plan, keyed by its revision and time:
     /// `GetPlan` is the hot path executors poll (see [`super::plan_route`]).
     encoded: Arc<parking_lot::Mutex<HashMap<String, EncodedPlan>>>,
-    /// Long-lived streams (WatchPlans, Push) open at once; beyond, `ResourceExhausted`.
-    streams: Arc<Semaphore>,
-    /// The size of `streams`, for the error that says it is full.
-    max_streams: usize,
+    /// Slots of the long-lived streams (WatchPlans, Push), server-wide and per client.
+    streams: StreamSlots,
+    /// How long a `Push` may wait for its next message before it is closed.
+    stream_idle_timeout: Duration,
 }
 
 /// A plan's `Plan` message as bytes, with what identifies the plan it encodes.
@@ -44,12 +48,12 @@ struct EncodedPlan {
 }
 
 impl Handlers {
-    pub(crate) fn new(state: Arc<ServingState>, max_streams: usize) -> Self {
+    pub(crate) fn new(state: Arc<ServingState>, options: &ServerOptions) -> Self {
         Self {
             state,
             encoded: Arc::default(),
-            streams: Arc::new(Semaphore::new(max_streams)),
-            max_streams,
+            streams: StreamSlots::new(options.max_streams, options.max_streams_per_client),
+            stream_idle_timeout: options.stream_idle_timeout,
         }
     }
 
@@ -91,13 +95,10 @@ impl Handlers {
         Ok(bytes)
     }
 
-    fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "the server already serves its maximum of {} streams",
-                self.max_streams
-            ))
-        })
+    /// A stream slot for the caller of `request`.
+    fn stream_slot<T>(&self, request: &Request<T>) -> Result<StreamSlot, Status> {
+        self.streams
+            .acquire(request.remote_addr().map(|address| address.ip()))
     }
 
     /// Runs blocking, non-CPU-bound `work` (store and file writes) off the async threads.
@@ -129,10 +130,20 @@ impl proto::ingest_service_server::IngestService for Handlers {
         &self,
         request: Request<Streaming<proto::WriteRequest>>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
-        let _permit = self.stream_permit()?;
+        let _slot = self.stream_slot(&request)?;
         let mut stream = request.into_inner();
         let mut reply = proto::WriteResponse::default();
-        while let Some(message) = stream.next().await {
+        let idle = self.stream_idle_timeout;
+        while let Some(message) = tokio::time::timeout(idle, stream.next())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "no message for {}: the stream is closed (server.stream_idle_timeout); \
+                     what was acknowledged before stays stored",
+                    humantime::format_duration(idle)
+                ))
+            })?
+        {
             let batch = convert::write_batch(message.map_err(oversized)?)?;
             let accepted = self.blocking(move |state| state.ingest(&batch)).await?;
             reply.accepted += accepted as u64;
@@ -250,7 +261,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::WatchPlansRequest>,
     ) -> Result<Response<Self::WatchPlansStream>, Status> {
-        let permit = self.stream_permit()?;
+        let permit = self.stream_slot(&request)?;
         let mut names = request.into_inner().workloads;
         if names.is_empty() {
             names = self.state.workload_names();

@@ -4,13 +4,18 @@
 //!
 //! Requests are recorded under their method only when it is one the server serves; any other path
 //! (a scanner's, a typo's) is counted under [`UNKNOWN_METHOD`], so no client can grow `/metrics`.
+//!
+//! A second layer, [`DeadlineLayer`], answers `DeadlineExceeded` to a call its handler has not
+//! answered within `server.request_timeout`. Client-streaming calls (`Push`) are exempt: they last
+//! as long as their client sends, and `server.stream_idle_timeout` bounds their silences instead.
+//! A server-streaming call (`WatchPlans`) is answered at once, so only its start is timed.
 
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
 use prost::Message;
@@ -24,8 +29,12 @@ use crate::app::telemetry::Telemetry;
 /// The method label of every request to a path that is not a served gRPC method.
 pub(crate) const UNKNOWN_METHOD: &str = "unknown";
 
-/// Every method of the encoded file descriptor sets, as request paths (`/package.Service/Method`).
-pub(crate) fn method_paths(descriptor_sets: &[&[u8]]) -> HashSet<String> {
+/// The methods of the encoded file descriptor sets that `keep` selects, as request paths
+/// (`/package.Service/Method`).
+pub(crate) fn method_paths(
+    descriptor_sets: &[&[u8]],
+    keep: impl Fn(&prost_types::MethodDescriptorProto) -> bool + Copy,
+) -> HashSet<String> {
     descriptor_sets
         .iter()
         .flat_map(|encoded| {
@@ -43,6 +52,7 @@ pub(crate) fn method_paths(descriptor_sets: &[&[u8]]) -> HashSet<String> {
                 service
                     .method
                     .into_iter()
+                    .filter(move |method| keep(method))
                     .map(move |method| format!("{prefix}{}", method.name()))
             })
         })
@@ -199,5 +209,81 @@ fn code_name(code: Code) -> &'static str {
         Code::Unavailable => "UNAVAILABLE",
         Code::DataLoss => "DATA_LOSS",
         Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// Wraps services in [`Deadline`].
+#[derive(Debug, Clone)]
+pub(crate) struct DeadlineLayer {
+    /// How long a call may take to be answered.
+    timeout: Duration,
+    /// Paths not timed: the client-streaming methods.
+    exempt: Arc<HashSet<String>>,
+}
+
+impl DeadlineLayer {
+    pub(crate) fn new(timeout: Duration, exempt: HashSet<String>) -> Self {
+        Self {
+            timeout,
+            exempt: Arc::new(exempt),
+        }
+    }
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            timeout: self.timeout,
+            exempt: Arc::clone(&self.exempt),
+        }
+    }
+}
+
+/// See [`DeadlineLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct Deadline<S> {
+    /// The service timed.
+    inner: S,
+    /// How long a call may take to be answered.
+    timeout: Duration,
+    /// Paths not timed.
+    exempt: Arc<HashSet<String>>,
+}
+
+impl<S, RequestBody, ResponseBody> Service<http::Request<RequestBody>> for Deadline<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<ResponseBody>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ResponseBody: Default + Send + 'static,
+{
+    type Response = http::Response<ResponseBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
+        let exempt = self.exempt.contains(request.uri().path());
+        let timeout = self.timeout;
+        let response = self.inner.call(request);
+        if exempt {
+            return Box::pin(response);
+        }
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, response).await {
+                Ok(response) => response,
+                Err(_) => Ok(tonic::Status::deadline_exceeded(format!(
+                    "not answered within {} (server.request_timeout)",
+                    humantime::format_duration(timeout)
+                ))
+                .into_http()),
+            }
+        })
     }
 }

@@ -12,6 +12,7 @@ mod layers;
 mod local;
 mod plan_route;
 mod prometheus_endpoint;
+mod streams;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -75,6 +76,12 @@ pub struct ServerOptions {
     pub max_message_bytes: usize,
     /// Long-lived streams (`WatchPlans`, `Push`) open at once; more get `ResourceExhausted`.
     pub max_streams: usize,
+    /// Long-lived streams one client address may hold open; more get `ResourceExhausted`.
+    pub max_streams_per_client: usize,
+    /// A `Push` that sends no message for this long is closed with `DeadlineExceeded`.
+    pub stream_idle_timeout: Duration,
+    /// A call (other than a `Push` stream) not answered within this gets `DeadlineExceeded`.
+    pub request_timeout: Duration,
     /// Serve TLS with this identity; plaintext when `None`.
     pub tls: Option<TlsFiles>,
     /// Accepted bearer tokens; empty accepts every call. Health checks never need one.
@@ -86,6 +93,9 @@ impl Default for ServerOptions {
         Self {
             max_message_bytes: 16 << 20,
             max_streams: 1024,
+            max_streams_per_client: 64,
+            stream_idle_timeout: Duration::from_secs(300),
+            request_timeout: Duration::from_secs(60),
             tls: None,
             tokens: Vec::new(),
         }
@@ -133,7 +143,7 @@ pub async fn serve(
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
 
-    let handlers = handlers::Handlers::new(Arc::clone(&state), options.max_streams);
+    let handlers = handlers::Handlers::new(Arc::clone(&state), &options);
     let auth = auth::BearerAuth::new(&options.tokens);
     let limit = options.max_message_bytes;
     let reflection = || {
@@ -167,15 +177,20 @@ pub async fn serve(
         let identity = Identity::from_pem(read_tls(&tls.cert)?, read_tls(&tls.key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
+    let descriptor_sets = [
+        proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
     let router = builder
         .layer(layers::ObserveLayer::new(
             Arc::clone(state.metrics()),
-            layers::method_paths(&[
-                proto::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ]),
+            layers::method_paths(&descriptor_sets, |_| true),
+        ))
+        .layer(layers::DeadlineLayer::new(
+            options.request_timeout,
+            layers::method_paths(&descriptor_sets, |method| method.client_streaming()),
         ))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))

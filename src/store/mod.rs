@@ -21,12 +21,19 @@ pub use polars_store::{PolarsStore, StoreOptions};
 /// from the far future, which would never age out under retention, is refused.
 pub const MAX_FUTURE: Duration = Duration::from_secs(86_400);
 
+/// Most labels a stored series may have (Mimir's default is 30).
+pub const MAX_LABELS: usize = 32;
+
+/// Longest label value a stored series may have, in bytes (Mimir's default is 2048).
+pub const MAX_LABEL_VALUE_BYTES: usize = 2048;
+
 /// Errors of the metric store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// A sample's value is NaN or infinite; the whole batch was rejected.
     #[error(
-        "non-finite value {value} at {timestamp} for series {series} (sample {index} of the batch)"
+        "non-finite value {value} at {timestamp} for series {} (sample {index} of the batch)",
+        .series.abbreviated()
     )]
     NonFiniteValue {
         /// Series the bad sample was meant for.
@@ -40,7 +47,10 @@ pub enum StoreError {
     },
     /// A sample's timestamp lies outside the years 0000 to 9999 or more than [`MAX_FUTURE`] ahead of
     /// the store's clock; the whole batch was rejected.
-    #[error("timestamp {timestamp} for series {series} (sample {index} of the batch) is {reason}")]
+    #[error(
+        "timestamp {timestamp} for series {} (sample {index} of the batch) is {reason}",
+        .series.abbreviated()
+    )]
     TimestampOutOfRange {
         /// Series the bad sample was meant for.
         series: SeriesId,
@@ -51,8 +61,28 @@ pub enum StoreError {
         /// Which bound it crosses.
         reason: String,
     },
+    /// A series has too many labels or too long a label value; the whole batch was rejected.
+    #[error("series {series}: {reason}")]
+    LabelLimit {
+        /// The series, abbreviated.
+        series: String,
+        /// Which limit it crosses.
+        reason: String,
+    },
+    /// The batch would add series beyond [`StoreOptions::max_series`]; it was rejected whole.
+    #[error(
+        "the store holds {held} series and the batch adds {new}: more than the limit of {limit} (store.max_series)"
+    )]
+    TooManySeries {
+        /// Series held.
+        held: usize,
+        /// Series the batch would add.
+        new: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// No samples were ever stored for this series, or retention dropped all of them.
-    #[error("unknown series {series}")]
+    #[error("unknown series {}", .series.abbreviated())]
     UnknownSeries {
         /// The series asked for.
         series: SeriesId,

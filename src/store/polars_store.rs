@@ -1,6 +1,6 @@
 //! The single-node store: Polars frames in memory, a write-ahead log and Parquet checkpoints on disk.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +13,10 @@ use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries, Timestam
 use super::checkpoint::{self, Manifest};
 use super::history::SeriesHistory;
 use super::wal::{self, Wal};
-use super::{Gap, MAX_FUTURE, MetricStore, SeriesSamples, SeriesSummary, StoreError};
+use super::{
+    Gap, MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MetricStore, SeriesSamples, SeriesSummary,
+    StoreError,
+};
 
 /// The most buckets one window call builds (80 MB of values).
 const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
@@ -28,6 +31,8 @@ pub struct StoreOptions {
     pub checkpoint_after_bytes: u64,
     /// Samples older than this are dropped on open and by [`MetricStore::enforce_retention`].
     pub retention: Option<Duration>,
+    /// Most series the store holds; a batch that would add series beyond it is refused whole.
+    pub max_series: usize,
 }
 
 impl Default for StoreOptions {
@@ -36,6 +41,7 @@ impl Default for StoreOptions {
             fsync: false,
             checkpoint_after_bytes: 256 * 1024 * 1024,
             retention: None,
+            max_series: 100_000,
         }
     }
 }
@@ -186,6 +192,28 @@ impl PolarsStore {
         }
     }
 
+    /// Refuses a batch that would take the store past [`StoreOptions::max_series`].
+    fn check_series_limit(&self, batch: &[SeriesSamples]) -> Result<(), StoreError> {
+        let series = self.series.read();
+        let held = series.len();
+        if held + batch.len() <= self.options.max_series {
+            return Ok(());
+        }
+        let new: HashSet<&SeriesId> = batch
+            .iter()
+            .filter(|entry| !entry.samples.is_empty() && !series.contains_key(&entry.series))
+            .map(|entry| &entry.series)
+            .collect();
+        if held + new.len() > self.options.max_series {
+            return Err(StoreError::TooManySeries {
+                held,
+                new: new.len(),
+                limit: self.options.max_series,
+            });
+        }
+        Ok(())
+    }
+
     /// The history of `series`, or `UnknownSeries`.
     fn history(&self, series: &SeriesId) -> Result<SharedHistory, StoreError> {
         self.series
@@ -249,6 +277,7 @@ fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError
     let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
     let mut accepted = 0;
     for entry in batch {
+        check_labels(&entry.series)?;
         for (index, sample) in entry.samples.iter().enumerate() {
             if !sample.value.is_finite() {
                 return Err(StoreError::NonFiniteValue {
@@ -282,6 +311,32 @@ fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError
     Ok(accepted)
 }
 
+/// Refuses a series with more than [`MAX_LABELS`] labels or a label value over
+/// [`MAX_LABEL_VALUE_BYTES`].
+fn check_labels(series: &SeriesId) -> Result<(), StoreError> {
+    let labels = series.labels();
+    let reason = if labels.len() > MAX_LABELS {
+        format!(
+            "{} labels, more than the {MAX_LABELS} allowed",
+            labels.len()
+        )
+    } else if let Some((name, value)) = labels
+        .iter()
+        .find(|(_, value)| value.len() > MAX_LABEL_VALUE_BYTES)
+    {
+        format!(
+            "label {name} has a value of {} bytes, more than the {MAX_LABEL_VALUE_BYTES} allowed",
+            value.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::LabelLimit {
+        series: series.abbreviated(),
+        reason,
+    })
+}
+
 /// Median of the positive spacings, and the gaps longer than twice it.
 fn spacing(timestamps: &[i64]) -> (Option<Step>, Vec<Gap>) {
     let mut diffs: Vec<i64> = timestamps
@@ -313,6 +368,8 @@ impl MetricStore for PolarsStore {
         }
         let checkpoint_due = {
             let mut log = self.log.lock();
+            // Under the log's lock, which every append takes: no other batch adds series meanwhile.
+            self.check_series_limit(batch)?;
             log.append(batch)?;
             self.apply_logged(batch);
             log.bytes_since_checkpoint() >= self.options.checkpoint_after_bytes

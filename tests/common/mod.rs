@@ -43,7 +43,18 @@ impl TestServer {
         options: ServerOptions,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
+        Self::start_with_store(directory, settings, options, clock, StoreOptions::default()).await
+    }
+
+    /// As [`Self::start_with_clock`], the store opened with `store_options`.
+    pub(crate) async fn start_with_store(
+        directory: tempfile::TempDir,
+        settings: Settings,
+        options: ServerOptions,
+        clock: Arc<dyn Clock>,
+        store_options: StoreOptions,
+    ) -> Self {
+        let store = PolarsStore::open(directory.path(), store_options).unwrap();
         let metrics = Arc::new(Telemetry::default());
         let state = ServingState::open_with_clock(
             History::new(Arc::new(store)),

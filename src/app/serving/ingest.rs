@@ -71,8 +71,10 @@ impl ServingState {
             1 => Ok(matching.remove(0)),
             count => Err(AppError::InvalidRequest {
                 reason: format!(
-                    "selector {selector} matches {count} series (e.g. {} and {}); name one",
-                    matching[0], matching[1]
+                    "selector {} matches {count} series (e.g. {} and {}); name one",
+                    crate::domain::quoted(&selector),
+                    matching[0].abbreviated(),
+                    matching[1].abbreviated()
                 ),
             }),
         }
