@@ -133,7 +133,7 @@ impl Target {
 }
 
 /// A new connection to `address`, with Nagle's algorithm off.
-async fn connect(address: &str) -> Result<Channel> {
+pub(crate) async fn connect(address: &str) -> Result<Channel> {
     Endpoint::from_shared(format!("http://{address}"))?
         .tcp_nodelay(true)
         .connect()
@@ -299,7 +299,10 @@ async fn push_phase(address: &str, name: &str, args: &BenchArgs) -> Result<()> {
 }
 
 /// 28 days of a 5-minute daily cycle with a little deterministic noise, shifted by `offset` hours.
-fn daily_series(series: Option<proto::SeriesRef>, offset: usize) -> proto::SeriesSamples {
+pub(crate) fn daily_series(
+    series: Option<proto::SeriesRef>,
+    offset: usize,
+) -> proto::SeriesSamples {
     let (timestamps_ms, values) = (0..28 * 288)
         .map(|index: i64| {
             let time = START_MS + index * STEP_MS;
@@ -467,7 +470,7 @@ fn report(phase: &str, clients: usize, calls: usize, elapsed: f64, latencies: &[
 }
 
 /// The `p` quantile of sorted `latencies` (nearest rank); zero when there are none.
-fn percentile(latencies: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(latencies: &[Duration], p: f64) -> Duration {
     if latencies.is_empty() {
         return Duration::ZERO;
     }

@@ -2,6 +2,7 @@
 
 mod bench_grpc;
 mod bench_retrain;
+mod bench_soak;
 mod cli;
 mod demo;
 mod output;

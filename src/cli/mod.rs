@@ -70,6 +70,8 @@ enum Command {
         #[command(flatten)]
         retention: RetentionArg,
     },
+    /// Soak a `prescale serve` of its own with mixed load, reporting its memory and GetPlan latency.
+    BenchSoak(crate::bench_soak::SoakArgs),
     /// Time the retraining job over synthetic series in a temporary store (cold, then nightly).
     BenchRetrain {
         #[command(flatten)]
@@ -104,6 +106,7 @@ impl Command {
                 retention.overrides()
             }
             Self::Retrain(args) => args.store.overrides(),
+            Self::BenchSoak(_) => Overrides::default(),
             Self::Models(command) => command.data_dir().overrides(),
         }
     }
@@ -174,6 +177,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => crate::demo::run(&config, &args.output_dir),
         Command::Serve(_) => serve::serve(&config),
         Command::BenchGrpc { args, .. } => crate::bench_grpc::run(&config, &args),
+        Command::BenchSoak(args) => crate::bench_soak::run(&args),
         Command::BenchRetrain { args, .. } => crate::bench_retrain::run(&config, &args),
         Command::Retrain(args) => models::retrain(&config, &args),
         Command::Models(command) => models::models(&config, command),
