@@ -53,20 +53,9 @@ impl Handlers {
         }
     }
 
-    /// The latest plan of workload `name` that can be served: the newest, or the last good one while
-    /// refreshes fail.
+    /// The latest plan of workload `name` that can be served (see [`servable_plan`]).
     fn servable_plan(&self, name: &str) -> Result<Arc<PublishedPlan>, Status> {
-        match self.state.plan(name)? {
-            PlanState::Ready(plan)
-            | PlanState::Failed {
-                last: Some(plan), ..
-            } => Ok(plan),
-            PlanState::Pending => Err(AppError::PlanPending {
-                workload: name.to_owned(),
-            }
-            .into()),
-            PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
-        }
+        servable_plan(&self.state, name)
     }
 
     /// The encoded `Plan` message of workload `name`'s latest plan, encoded once per revision.
@@ -92,12 +81,7 @@ impl Handlers {
     }
 
     fn stream_permit(&self) -> Result<OwnedSemaphorePermit, Status> {
-        Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "the server already serves its maximum of {} streams",
-                self.max_streams
-            ))
-        })
+        stream_permit(&self.streams, self.max_streams)
     }
 
     /// Runs blocking, non-CPU-bound `work` (store and file writes) off the async threads.
@@ -121,6 +105,38 @@ fn oversized(status: Status) -> Status {
     } else {
         status
     }
+}
+
+/// The latest plan of workload `name` that can be served: the newest, or the last good one while
+/// refreshes fail.
+pub(super) fn servable_plan(
+    state: &ServingState,
+    name: &str,
+) -> Result<Arc<PublishedPlan>, Status> {
+    match state.plan(name)? {
+        PlanState::Ready(plan)
+        | PlanState::Failed {
+            last: Some(plan), ..
+        } => Ok(plan),
+        PlanState::Pending => Err(AppError::PlanPending {
+            workload: name.to_owned(),
+        }
+        .into()),
+        PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
+    }
+}
+
+/// A permit to serve one more long-lived stream out of `streams` (of `max_streams`), or
+/// `ResourceExhausted` when all are taken.
+pub(super) fn stream_permit(
+    streams: &Arc<Semaphore>,
+    max_streams: usize,
+) -> Result<OwnedSemaphorePermit, Status> {
+    Arc::clone(streams).try_acquire_owned().map_err(|_| {
+        Status::resource_exhausted(format!(
+            "the server already serves its maximum of {max_streams} streams"
+        ))
+    })
 }
 
 #[tonic::async_trait]

@@ -12,6 +12,8 @@ mod layers;
 mod local;
 mod plan_route;
 mod prometheus_endpoint;
+mod scaler;
+mod scaler_handlers;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -27,8 +29,9 @@ use tonic_health::ServingStatus;
 use crate::app::ServingState;
 
 pub use convert::workload_message;
-pub use local::{LocalServer, spawn_local};
+pub use local::{LocalServer, spawn_local, spawn_local_with_scaler};
 pub use prometheus_endpoint::serve_metrics;
+pub use scaler::{SCALER_SERVICE_NAME, ScalerOptions, ScalerTls, serve_scaler};
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -106,6 +109,14 @@ pub enum ServiceError {
     /// The transport failed (bad TLS identity, listener error).
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A task serving beside the main listener (the KEDA scaler's) panicked or was cancelled.
+    #[error("the {task} task failed: {reason}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// Its panic or cancellation.
+        reason: String,
+    },
     /// Flushing the store after shutdown failed.
     #[error("flushing the store on shutdown: {0}")]
     Flush(crate::app::AppError),
