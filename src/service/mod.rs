@@ -147,15 +147,10 @@ pub async fn serve(
     let handlers = handlers::Handlers::new(Arc::clone(&state), options.max_streams);
     let auth = auth::BearerAuth::new(&options.tokens);
     let limit = options.max_message_bytes;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
+    let reflection_v1 = reflection(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("invariant: the embedded descriptor sets decode");
-    let reflection_v1alpha = reflection()
+    let reflection_v1alpha = reflection(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("invariant: the embedded descriptor sets decode");
 
@@ -171,23 +166,13 @@ pub async fn serve(
         };
     }
 
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let mut builder = server_builder();
     if let Some(tls) = &options.tls {
         let identity = Identity::from_pem(read_tls(&tls.cert)?, read_tls(&tls.key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let router = builder
-        .layer(layers::ObserveLayer::new(
-            Arc::clone(state.metrics()),
-            layers::method_paths(&[
-                proto::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ]),
-        ))
+        .layer(observe_layer(&state, proto::FILE_DESCRIPTOR_SET))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
         .add_service(InterceptedService::new(reflection_v1alpha, auth.clone()))
@@ -227,6 +212,34 @@ pub async fn serve(
             reason: error.to_string(),
         })),
     }
+}
+
+/// Reflection over `services` (an encoded descriptor set) and gRPC health, to build as v1 and
+/// v1alpha (grpcurl speaks the first, grpcio's client the second).
+fn reflection(services: &'static [u8]) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(services)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// A server with HTTP/2 keepalives, so the peer of a long-lived stream that vanished is noticed.
+fn server_builder() -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// The request metrics layer, knowing every method of `services`, health and reflection.
+fn observe_layer(state: &ServingState, services: &[u8]) -> layers::ObserveLayer {
+    layers::ObserveLayer::new(
+        Arc::clone(state.metrics()),
+        layers::method_paths(&[
+            services,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]),
+    )
 }
 
 /// Sets the health of every prescale service and of the server as a whole (the empty name).

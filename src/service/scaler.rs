@@ -8,15 +8,14 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use super::externalscaler::{self, external_scaler_server::ExternalScalerServer};
 use super::scaler_handlers::ScalerHandlers;
-use super::{ServiceError, TlsFiles, layers, read_tls};
+use super::{ServiceError, TlsFiles, observe_layer, read_tls, reflection, server_builder};
 use crate::app::ServingState;
 use crate::plan::HPA_TOLERANCE;
 
@@ -69,15 +68,10 @@ pub async fn serve_scaler(
             .set_service_status(name, ServingStatus::Serving)
             .await;
     }
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(externalscaler::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
+    let reflection_v1 = reflection(externalscaler::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("invariant: the embedded descriptor sets decode");
-    let reflection_v1alpha = reflection()
+    let reflection_v1alpha = reflection(externalscaler::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("invariant: the embedded descriptor sets decode");
     let handlers = ScalerHandlers::new(
@@ -86,22 +80,12 @@ pub async fn serve_scaler(
         options.max_streams,
     );
 
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let mut builder = server_builder();
     if let Some(tls) = &options.tls {
         builder = builder.tls_config(tls_config(tls)?)?;
     }
     let router = builder
-        .layer(layers::ObserveLayer::new(
-            Arc::clone(state.metrics()),
-            layers::method_paths(&[
-                externalscaler::FILE_DESCRIPTOR_SET,
-                tonic_health::pb::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            ]),
-        ))
+        .layer(observe_layer(&state, externalscaler::FILE_DESCRIPTOR_SET))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

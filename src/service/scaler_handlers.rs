@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::externalscaler::{
@@ -135,6 +136,19 @@ impl ScalerHandlers {
         }
     }
 
+    /// Opens a stream on the workload `reference` names: a stream permit and its plan watch.
+    fn watch(&self, reference: &ScaledObjectRef) -> Result<Watch, Status> {
+        let permit = stream_permit(&self.streams, self.max_streams)?;
+        let workload = self.trigger(reference)?.key.workload;
+        let plans = self.state.watch_plan(&workload)?;
+        Ok(Watch {
+            permit,
+            workload,
+            plans,
+            shutdown: self.state.shutdown_token().clone(),
+        })
+    }
+
     /// Reads the trigger's metadata.
     fn trigger(&self, reference: &ScaledObjectRef) -> Result<Trigger, Status> {
         let workload = reference
@@ -198,19 +212,21 @@ impl ScalerHandlers {
         let now = self.state.now();
         let mut served = self.served.lock();
         let last = served.get(&trigger.key).copied();
+        // An executor's report newer than what was served says what runs now.
+        let reported = applied
+            .filter(|applied| last.is_none_or(|last| applied.at > last.since))
+            .map(|applied| applied.replicas);
         if let Some(last) = last
             && last.desired == desired
+            && reported.is_none_or(|replicas| replicas == last.hpa_replicas)
         {
+            // The same plan, polled again: the same value, so that a compensation is not undone
+            // before the HPA acted on it.
             return Ok(last.value);
         }
-        // The replicas running now: an executor's report when it is newer than what was served,
-        // otherwise the count the HPA reached by following the last value.
-        let current = match (applied, last) {
-            (Some(applied), Some(last)) if applied.at > last.since => Some(applied.replicas),
-            (Some(applied), None) => Some(applied.replicas),
-            (_, Some(last)) => Some(last.hpa_replicas),
-            (None, None) => None,
-        };
+        // The replicas running now: the report, otherwise the count the HPA reached by following
+        // the last value.
+        let current = reported.or(last.map(|last| last.hpa_replicas));
         let value = metric_value(desired, current, trigger.tolerance);
         let hpa = current.map_or(value, |current| {
             hpa_replicas(
@@ -231,6 +247,19 @@ impl ScalerHandlers {
         );
         Ok(value)
     }
+}
+
+/// What a stream of the scaler follows.
+#[derive(Debug)]
+struct Watch {
+    /// Counts the stream against `max_streams` until dropped.
+    permit: OwnedSemaphorePermit,
+    /// The workload the trigger names.
+    workload: String,
+    /// Its plan state; the sender goes away when the workload is deleted.
+    plans: watch::Receiver<PlanState>,
+    /// Cancelled when the server shuts down.
+    shutdown: CancellationToken,
 }
 
 /// Parses `scaleUpTolerance`: a fraction in `[0, 1)`, as the HPA's tolerance.
@@ -284,15 +313,18 @@ impl ExternalScaler for ScalerHandlers {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
-        let permit = stream_permit(&self.streams, self.max_streams)?;
-        let workload = self.trigger(request.get_ref())?.key.workload;
-        let mut plans = self.state.watch_plan(&workload)?;
-        let shutdown = self.state.shutdown_token().clone();
+        let Watch {
+            permit,
+            workload,
+            mut plans,
+            shutdown,
+        } = self.watch(request.get_ref())?;
         let (sender, receiver) = mpsc::channel(4);
         let handlers = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let mut recheck = tokio::time::interval(ACTIVITY_RECHECK);
+            let first_recheck = tokio::time::Instant::now() + ACTIVITY_RECHECK;
+            let mut recheck = tokio::time::interval_at(first_recheck, ACTIVITY_RECHECK);
             let mut last_sent = None;
             // The first pass reads the plan as it is now, before any change.
             plans.mark_changed();
@@ -368,10 +400,12 @@ impl ExternalScaler for ScalerHandlers {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        let permit = stream_permit(&self.streams, self.max_streams)?;
-        let workload = self.trigger(request.get_ref())?.key.workload;
-        let mut plans = self.state.watch_plan(&workload)?;
-        let shutdown = self.state.shutdown_token().clone();
+        let Watch {
+            permit,
+            mut plans,
+            shutdown,
+            ..
+        } = self.watch(request.get_ref())?;
         let (sender, receiver) = mpsc::channel(1);
         sender
             .send(Ok(metric_spec()))

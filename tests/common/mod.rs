@@ -2,18 +2,24 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prescale::app::telemetry::Telemetry;
 use prescale::app::{Clock, History, ServingState, Settings, SystemClock};
-use prescale::service::{LocalServer, ServerOptions, spawn_local};
+use prescale::service::{
+    LocalServer, ScalerOptions, ServerOptions, spawn_local, spawn_local_with_scaler,
+};
 use prescale::store::{PolarsStore, StoreOptions};
 use tonic::transport::{Channel, Endpoint};
 
 /// A server over a temporary store, stopped by `shutdown`.
 pub(crate) struct TestServer {
     pub(crate) address: std::net::SocketAddr,
+    /// The KEDA external scaler's address, when the server was started with one.
+    pub(crate) scaler_address: Option<std::net::SocketAddr>,
     pub(crate) directory: tempfile::TempDir,
     pub(crate) metrics: Arc<Telemetry>,
     /// The state the server serves, for tests that look at it directly (jobs, live models).
@@ -43,6 +49,18 @@ impl TestServer {
         options: ServerOptions,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        Self::start_with_scaler(directory, settings, options, clock, None).await
+    }
+
+    /// As [`Self::start_with_clock`], with the KEDA external scaler on a second port when
+    /// `scaler` is given.
+    pub(crate) async fn start_with_scaler(
+        directory: tempfile::TempDir,
+        settings: Settings,
+        options: ServerOptions,
+        clock: Arc<dyn Clock>,
+        scaler: Option<ScalerOptions>,
+    ) -> Self {
         let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
         let metrics = Arc::new(Telemetry::default());
         let state = ServingState::open_with_clock(
@@ -53,9 +71,14 @@ impl TestServer {
             clock,
         )
         .unwrap();
-        let server = spawn_local(Arc::clone(&state), options).await.unwrap();
+        let server = match scaler {
+            Some(scaler) => spawn_local_with_scaler(Arc::clone(&state), options, scaler).await,
+            None => spawn_local(Arc::clone(&state), options).await,
+        }
+        .unwrap();
         Self {
             address: server.addr,
+            scaler_address: server.scaler_addr,
             directory,
             metrics,
             state,
@@ -79,6 +102,29 @@ impl TestServer {
             .unwrap()
             .unwrap();
         self.directory
+    }
+}
+
+/// A clock the test sets by hand: plans are stamped, and served for, the date it holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ManualClock {
+    /// The date, epoch milliseconds.
+    millis: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl ManualClock {
+    pub(crate) fn set(&self, time: prescale::domain::Timestamp) {
+        self.millis
+            .store(time.as_millis(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(
+            self.millis.load(std::sync::atomic::Ordering::SeqCst),
+        )
+        .expect("the test sets a date within chrono's range")
     }
 }
 
@@ -108,4 +154,47 @@ pub(crate) async fn next_plan(
     .expect("a plan arrives within two minutes")
     .expect("the stream is open")
     .expect("the plan is not an error")
+}
+
+/// The repository's root.
+pub(crate) fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv's python (`target/grpc-venv`, or `PRESCALE_GRPC_VENV`) with the pinned packages importable; created on first use.
+pub(crate) fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("PRESCALE_GRPC_VENV")
+        .map_or_else(|| manifest_dir().join("target/grpc-venv"), PathBuf::from);
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args([
+                "-c",
+                "import grpc, grpc_tools, grpc_health.v1, grpc_reflection.v1alpha",
+            ])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !ready(&python) {
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(created.success(), "python3 -m venv {}", venv.display());
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(manifest_dir().join("tests/python/requirements.txt"))
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "pip install -r tests/python/requirements.txt"
+        );
+        assert!(
+            ready(&python),
+            "the pinned packages import after installing"
+        );
+    }
+    python
 }
