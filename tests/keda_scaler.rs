@@ -265,6 +265,23 @@ async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
         .expect("the stream is open");
     assert!(pushed.result);
 
+    // A stream on a workload ends when the workload is deleted.
+    let mut report_activity = scaler
+        .stream_is_active(report.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let inactive = report_activity.message().await.unwrap().expect("at once");
+    assert!(!inactive.result, "forecast-only is never active");
+    let state = Arc::clone(&server.state);
+    tokio::task::spawn_blocking(move || state.delete_workload("report").unwrap())
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), report_activity.message())
+        .await
+        .expect("the stream ends when its workload is deleted");
+    assert!(matches!(ended, Ok(None)), "{ended:?}");
+
     // The scaler listener serves no prescale service, so no write: unimplemented, token or not.
     let mut admin = proto::plan_service_client::PlanServiceClient::new(scaler_channel.clone());
     let upsert = admin
@@ -605,4 +622,79 @@ async fn connect_plaintext(address: std::net::SocketAddr) -> Result<(), String> 
         .await
         .map(drop)
         .map_err(|status| status.to_string())
+}
+
+#[test]
+fn prescale_serve_opens_the_scaler_listener_and_stops_it_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let root = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ])
+        .args(["--scaler-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(root.path().join("data"))
+        .env_remove("PRESCALE_CONFIG")
+        .current_dir(root.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let scaler_line = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find(|line| line.starts_with("KEDA external scaler on "))
+        .expect("serve says where the scaler listens");
+    let scaler: std::net::SocketAddr = scaler_line
+        .strip_prefix("KEDA external scaler on ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(scaler_line.contains("plaintext"), "{scaler_line}");
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let channel = connect(scaler).await;
+        let status = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "externalscaler.ExternalScaler".to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(
+            status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+        let unknown = ExternalScalerClient::new(channel)
+            .is_active(reference("x", &[("workload", "checkout")]))
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), Code::NotFound, "no workload stored yet");
+    });
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?} {rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("store flushed")),
+        "{rest:?}"
+    );
+    assert!(
+        std::net::TcpStream::connect(scaler).is_err(),
+        "the scaler listener is closed"
+    );
 }

@@ -36,6 +36,11 @@ pub(crate) const METRIC_NAME: &str = "prescale-replicas";
 /// moves with the clock, and a change of activity is pushed at most this late.
 const ACTIVITY_RECHECK: Duration = Duration::from_secs(30);
 
+/// Triggers whose last value is remembered. The listener asks for no token, so a client could name
+/// any number of ScaledObjects: past this many, the one served longest ago is forgotten (it starts
+/// again from the plan, without a compensation, on its next call).
+const MAX_TRIGGERS: usize = 10_000;
+
 /// Why a scaler call is refused.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ScalerError {
@@ -107,8 +112,8 @@ pub(crate) struct ScalerHandlers {
     state: Arc<ServingState>,
     /// The HPA tolerance compensated for when the trigger does not say (`[scaler] hpa_tolerance`).
     hpa_tolerance: f64,
-    /// What each trigger was last served. One entry per trigger KEDA polls (a ScaledObject), so it
-    /// grows with the ScaledObjects, not with calls.
+    /// What each trigger was last served: one entry per ScaledObject polling, at most
+    /// [`MAX_TRIGGERS`].
     served: Arc<Mutex<HashMap<TriggerKey, Served>>>,
     /// Open streams (`StreamIsActive`, `StreamMetricSpec`); beyond `max_streams`, `ResourceExhausted`.
     streams: Arc<Semaphore>,
@@ -236,6 +241,9 @@ impl ScalerHandlers {
                 trigger.tolerance,
             )
         });
+        if last.is_none() && served.len() >= MAX_TRIGGERS {
+            forget_oldest(&mut served);
+        }
         served.insert(
             trigger.key.clone(),
             Served {
@@ -260,6 +268,17 @@ struct Watch {
     plans: watch::Receiver<PlanState>,
     /// Cancelled when the server shuts down.
     shutdown: CancellationToken,
+}
+
+/// Removes the trigger whose value was served longest ago.
+fn forget_oldest(served: &mut HashMap<TriggerKey, Served>) {
+    let oldest = served
+        .iter()
+        .min_by_key(|(_, served)| served.since)
+        .map(|(key, _)| key.clone());
+    if let Some(key) = oldest {
+        served.remove(&key);
+    }
 }
 
 /// Parses `scaleUpTolerance`: a fraction in `[0, 1)`, as the HPA's tolerance.
@@ -431,4 +450,41 @@ fn plan_is_ready(plans: &watch::Receiver<PlanState>) -> bool {
         &*plans.borrow(),
         PlanState::Pending | PlanState::Failed { last: None, .. }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_trigger_served_longest_ago_is_forgotten_first() {
+        let key = |name: &str| TriggerKey {
+            namespace: "shop".to_owned(),
+            name: name.to_owned(),
+            workload: "checkout".to_owned(),
+        };
+        let served = |since_ms: i64| Served {
+            desired: 3,
+            value: 3,
+            hpa_replicas: 3,
+            since: Timestamp::from_millis(since_ms),
+        };
+        let mut map = HashMap::from([
+            (key("new"), served(2_000)),
+            (key("old"), served(1_000)),
+            (key("newer"), served(3_000)),
+        ]);
+        forget_oldest(&mut map);
+        assert!(!map.contains_key(&key("old")));
+        assert_eq!(map.len(), 2);
+    }
+
+    #[test]
+    fn scale_up_tolerance_is_a_fraction_below_one() {
+        assert_eq!(parse_tolerance(" 0 ").unwrap(), 0.0);
+        assert_eq!(parse_tolerance("0.05").unwrap(), 0.05);
+        for bad in ["1", "-0.1", "ten percent", "NaN"] {
+            assert!(parse_tolerance(bad).is_err(), "{bad}");
+        }
+    }
 }
