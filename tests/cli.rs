@@ -1,5 +1,7 @@
 //! The `prescale` binary end to end: import, list, show, export, bad input, config, demo.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -581,16 +583,5 @@ fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
         "{response}"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "{exit:?} {rest:?}");
-    assert!(
-        rest.iter().any(|line| line.contains("store flushed")),
-        "{rest:?}"
-    );
+    common::stop_with_sigterm(&mut child, lines);
 }

@@ -681,18 +681,7 @@ fn prescale_serve_opens_the_scaler_listener_and_stops_it_on_sigterm() {
         assert_eq!(unknown.code(), Code::NotFound, "no workload stored yet");
     });
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "{exit:?} {rest:?}");
-    assert!(
-        rest.iter().any(|line| line.contains("store flushed")),
-        "{rest:?}"
-    );
+    common::stop_with_sigterm(&mut child, lines);
     assert!(
         std::net::TcpStream::connect(scaler).is_err(),
         "the scaler listener is closed"

@@ -198,3 +198,23 @@ pub(crate) fn venv_python() -> PathBuf {
     }
     python
 }
+
+/// Stops a `prescale serve` child with SIGTERM and checks that it drains, flushes the store and
+/// exits cleanly; `lines` is the rest of its standard output.
+pub(crate) fn stop_with_sigterm(
+    child: &mut std::process::Child,
+    lines: impl Iterator<Item = std::io::Result<String>>,
+) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?} {rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("store flushed")),
+        "{rest:?}"
+    );
+}
