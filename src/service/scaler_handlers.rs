@@ -97,6 +97,8 @@ struct TriggerKey {
 struct Served {
     /// The replicas the plan wanted.
     desired: u32,
+    /// The tolerance compensated for (the trigger's metadata may change).
+    tolerance: f64,
     /// The metric value served for them.
     value: u32,
     /// The replicas the HPA runs once it followed `value` (modelled with the HPA's formula).
@@ -223,6 +225,7 @@ impl ScalerHandlers {
             .map(|applied| applied.replicas);
         if let Some(last) = last
             && last.desired == desired
+            && last.tolerance == trigger.tolerance
             && reported.is_none_or(|replicas| replicas == last.hpa_replicas)
         {
             // The same plan, polled again: the same value, so that a compensation is not undone
@@ -248,6 +251,7 @@ impl ScalerHandlers {
             trigger.key.clone(),
             Served {
                 desired,
+                tolerance: trigger.tolerance,
                 value,
                 hpa_replicas: hpa,
                 since: now,
@@ -465,6 +469,7 @@ mod tests {
         };
         let served = |since_ms: i64| Served {
             desired: 3,
+            tolerance: 0.1,
             value: 3,
             hpa_replicas: 3,
             since: Timestamp::from_millis(since_ms),
