@@ -512,28 +512,14 @@ fn events_plan_and_simulate_from_the_command_line() {
 
 #[test]
 fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::process::Stdio;
 
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("PRESCALE_CONFIG")
-        .current_dir(root.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = common::spawn_serve(
+        root.path(),
+        &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+    );
     let serving = lines.next().unwrap().unwrap();
     let grpc = serving
         .strip_prefix("prescale serving gRPC on ")

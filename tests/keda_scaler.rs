@@ -1,5 +1,6 @@
 //! The KEDA external scaler over real sockets: prescale's own generated client checks each call
-//! and what the scaler listener refuses to serve; then Python's grpcio, with stubs compiled from
+//! and what the scaler listener refuses to serve (its TLS and `prescale serve` wiring are in
+//! `tests/keda_scaler_listener.rs`); then Python's grpcio, with stubs compiled from
 //! KEDA's vendored proto at test time, plays KEDA and its HPA over a replayed day and the HPA's
 //! replicas are checked against the plan at every step.
 //!
@@ -11,18 +12,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{ManualClock, TestServer, manifest_dir, venv_python};
+use common::{ManualClock, TestServer, connect, manifest_dir, scaled_object, venv_python};
 use prescale::app::{PlanState, PublishedPlan, Settings};
 use prescale::domain::{Sample, SeriesId, Timestamp};
 use prescale::plan::{HPA_TOLERANCE, Workload};
+use prescale::service::externalscaler::GetMetricsRequest;
 use prescale::service::externalscaler::external_scaler_client::ExternalScalerClient;
-use prescale::service::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use prescale::service::proto;
-use prescale::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
+use prescale::service::{ScalerOptions, ServerOptions};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 const TOKEN: &str = "a-token-for-the-main-listener";
 
@@ -125,25 +125,6 @@ fn planned(plan: &PublishedPlan, time: Timestamp) -> u32 {
     plan.plan.executor_target(time, reactive).unwrap()
 }
 
-fn reference(name: &str, metadata: &[(&str, &str)]) -> ScaledObjectRef {
-    ScaledObjectRef {
-        name: name.to_owned(),
-        namespace: "shop".to_owned(),
-        scaler_metadata: metadata
-            .iter()
-            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
-            .collect(),
-    }
-}
-
-async fn connect(address: std::net::SocketAddr) -> Channel {
-    Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
     let clock = ManualClock::default();
@@ -153,7 +134,7 @@ async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
     clock.set(now);
     let scaler_channel = connect(server.scaler_address.expect("the scaler listens")).await;
     let mut scaler = ExternalScalerClient::new(scaler_channel.clone());
-    let checkout = reference("checkout", &[("workload", "checkout")]);
+    let checkout = scaled_object("checkout", &[("workload", "checkout")]);
 
     let spec = scaler
         .get_metric_spec(checkout.clone())
@@ -188,7 +169,7 @@ async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
     );
 
     // A forecast-only workload reports and never acts.
-    let report = reference("report", &[("workload", "report")]);
+    let report = scaled_object("report", &[("workload", "report")]);
     assert!(
         !scaler
             .is_active(report.clone())
@@ -209,16 +190,16 @@ async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
 
     // Errors KEDA logs: an unknown workload, a trigger naming none, a bad tolerance.
     let unknown = scaler
-        .get_metric_spec(reference("x", &[("workload", "nope")]))
+        .get_metric_spec(scaled_object("x", &[("workload", "nope")]))
         .await
         .unwrap_err();
     assert_eq!(unknown.code(), Code::NotFound);
     assert!(unknown.message().contains("nope"), "{unknown:?}");
-    let unnamed = scaler.is_active(reference("x", &[])).await.unwrap_err();
+    let unnamed = scaler.is_active(scaled_object("x", &[])).await.unwrap_err();
     assert_eq!(unnamed.code(), Code::InvalidArgument);
     assert!(unnamed.message().contains("shop/x"), "{unnamed:?}");
     let bad = scaler
-        .is_active(reference(
+        .is_active(scaled_object(
             "x",
             &[("workload", "checkout"), ("scaleUpTolerance", "lots")],
         ))
@@ -504,186 +485,4 @@ async fn keda_and_its_hpa_run_the_planned_replicas_through_a_replayed_day() {
 
     drop(keda);
     server.shutdown().await;
-}
-
-/// PEM files of a CA, a server certificate for `localhost` and a client certificate, both signed
-/// by the CA, written in `directory`.
-struct Pki {
-    ca: String,
-    client_cert: String,
-    client_key: String,
-    tls: ScalerTls,
-}
-
-fn pki(directory: &std::path::Path) -> Pki {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
-        .unwrap();
-    let signed = |name: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_cert, server_key) = signed("localhost");
-    let (client_cert, client_key) = signed("keda-operator");
-    let write = |name: &str, text: &str| {
-        let path = directory.join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    };
-    Pki {
-        ca: ca.pem(),
-        tls: ScalerTls {
-            identity: TlsFiles {
-                cert: write("scaler.pem", &server_cert),
-                key: write("scaler.key", &server_key),
-            },
-            client_ca: Some(write("ca.pem", &ca.pem())),
-        },
-        client_cert,
-        client_key,
-    }
-}
-
-/// A GetMetricSpec over TLS, with the client certificate when given: the status, or the
-/// transport's refusal as `Unavailable`.
-async fn spec_over_tls(
-    address: std::net::SocketAddr,
-    ca: &str,
-    identity: Option<Identity>,
-) -> Code {
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .domain_name("localhost");
-    if let Some(identity) = identity {
-        tls = tls.identity(identity);
-    }
-    let endpoint = Endpoint::from_shared(format!("https://{address}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap();
-    let Ok(channel) = endpoint.connect().await else {
-        return Code::Unavailable;
-    };
-    match ExternalScalerClient::new(channel)
-        .get_metric_spec(reference("x", &[("workload", "nope")]))
-        .await
-    {
-        Ok(_) => Code::Ok,
-        Err(status) => status.code(),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_client_ca_the_scaler_answers_only_clients_with_a_certificate() {
-    let directory = tempfile::tempdir().unwrap();
-    let pki = pki(directory.path());
-    let server = TestServer::start_with_scaler(
-        tempfile::tempdir().unwrap(),
-        Settings::default(),
-        ServerOptions::default(),
-        Arc::new(ManualClock::default()),
-        Some(ScalerOptions {
-            tls: Some(pki.tls.clone()),
-            ..ScalerOptions::default()
-        }),
-    )
-    .await;
-    let address = server.scaler_address.unwrap();
-    let keda = Identity::from_pem(&pki.client_cert, &pki.client_key);
-    // Through the handshake to the handler, which knows no such workload.
-    assert_eq!(
-        spec_over_tls(address, &pki.ca, Some(keda)).await,
-        Code::NotFound
-    );
-    let anonymous = spec_over_tls(address, &pki.ca, None).await;
-    assert!(
-        !matches!(anonymous, Code::Ok | Code::NotFound),
-        "a client without a certificate is refused before any handler: {anonymous:?}"
-    );
-    let plaintext = connect_plaintext(address).await;
-    assert!(plaintext.is_err(), "no plaintext on a TLS listener");
-    server.shutdown().await;
-}
-
-/// A GetMetricSpec over plaintext; `Err` when the connection or the call fails.
-async fn connect_plaintext(address: std::net::SocketAddr) -> Result<(), String> {
-    let channel = Endpoint::from_shared(format!("http://{address}"))
-        .unwrap()
-        .connect()
-        .await
-        .map_err(|error| error.to_string())?;
-    ExternalScalerClient::new(channel)
-        .get_metric_spec(reference("x", &[("workload", "nope")]))
-        .await
-        .map(drop)
-        .map_err(|status| status.to_string())
-}
-
-#[test]
-fn prescale_serve_opens_the_scaler_listener_and_stops_it_on_sigterm() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    let root = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ])
-        .args(["--scaler-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(root.path().join("data"))
-        .env_remove("PRESCALE_CONFIG")
-        .current_dir(root.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let scaler_line = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find(|line| line.starts_with("KEDA external scaler on "))
-        .expect("serve says where the scaler listens");
-    let scaler: std::net::SocketAddr = scaler_line
-        .strip_prefix("KEDA external scaler on ")
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(scaler_line.contains("plaintext"), "{scaler_line}");
-
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let channel = connect(scaler).await;
-        let status = tonic_health::pb::health_client::HealthClient::new(channel.clone())
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "externalscaler.ExternalScaler".to_owned(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .status;
-        assert_eq!(
-            status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        );
-        let unknown = ExternalScalerClient::new(channel)
-            .is_active(reference("x", &[("workload", "checkout")]))
-            .await
-            .unwrap_err();
-        assert_eq!(unknown.code(), Code::NotFound, "no workload stored yet");
-    });
-
-    common::stop_with_sigterm(&mut child, lines);
-    assert!(
-        std::net::TcpStream::connect(scaler).is_err(),
-        "the scaler listener is closed"
-    );
 }

@@ -199,6 +199,31 @@ pub(crate) fn venv_python() -> PathBuf {
     python
 }
 
+/// Starts `prescale serve ARGS --data-dir ROOT/data` in `root`, with no configuration file;
+/// its standard output, line by line.
+pub(crate) fn spawn_serve(
+    root: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .env_remove("PRESCALE_CONFIG")
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
 /// Stops a `prescale serve` child with SIGTERM and checks that it drains, flushes the store and
 /// exits cleanly; `lines` is the rest of its standard output.
 pub(crate) fn stop_with_sigterm(
@@ -217,4 +242,28 @@ pub(crate) fn stop_with_sigterm(
         rest.iter().any(|line| line.contains("store flushed")),
         "{rest:?}"
     );
+}
+
+/// The reference KEDA sends for ScaledObject `shop/NAME` with its trigger's `metadata`.
+pub(crate) fn scaled_object(
+    name: &str,
+    metadata: &[(&str, &str)],
+) -> prescale::service::externalscaler::ScaledObjectRef {
+    prescale::service::externalscaler::ScaledObjectRef {
+        name: name.to_owned(),
+        namespace: "shop".to_owned(),
+        scaler_metadata: metadata
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+    }
+}
+
+/// A plaintext channel to `address`.
+pub(crate) async fn connect(address: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
