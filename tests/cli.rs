@@ -1,6 +1,8 @@
 //! The `prescale` binary end to end: import, list, show, export, bad input, config (the example's
 //! and the Kubernetes ConfigMap's), demo.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -223,11 +225,8 @@ fn the_kubernetes_configuration_is_accepted() {
         "kubernetes-token-0123456789abcdef\n",
     );
     let text = text.replace(secret, tokens.to_str().unwrap());
-    // The `[scaler]` table (the KEDA scaler's listener) is not a key this binary knows yet: the
-    // file keeps it last, and it is cut off here until the scaler's configuration lands.
-    let (text, scaler) = text.split_once("\n[scaler]\n").unwrap();
-    assert!(!scaler.contains("\n["), "[scaler] is the last table");
-    let config = write(root.path(), "prescale.toml", text);
+    assert!(text.contains("\n[scaler]\nlisten = \"0.0.0.0:50052\""));
+    let config = write(root.path(), "prescale.toml", &text);
 
     let loaded = prescale(
         &data,
@@ -554,28 +553,14 @@ fn events_plan_and_simulate_from_the_command_line() {
 
 #[test]
 fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::net::TcpStream;
-    use std::process::Stdio;
 
     let root = tempfile::tempdir().unwrap();
-    let data = root.path().join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .env_remove("PRESCALE_CONFIG")
-        .current_dir(root.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, mut lines) = common::spawn_serve(
+        root.path(),
+        &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
+    );
     let serving = lines.next().unwrap().unwrap();
     let grpc = serving
         .strip_prefix("prescale serving gRPC on ")
@@ -625,16 +610,5 @@ fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
         "{response}"
     );
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let rest: Vec<String> = lines.map(Result::unwrap).collect();
-    let exit = child.wait().unwrap();
-    assert!(exit.success(), "{exit:?} {rest:?}");
-    assert!(
-        rest.iter().any(|line| line.contains("store flushed")),
-        "{rest:?}"
-    );
+    common::stop_with_sigterm(&mut child, lines);
 }

@@ -6,55 +6,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, manifest_dir, venv_python};
 use prescale::app::Settings;
 use prescale::service::ServerOptions;
-
-fn manifest_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The virtualenv's python with the pinned packages importable; created on first use.
-fn venv_python() -> PathBuf {
-    let venv = std::env::var_os("PRESCALE_GRPC_VENV")
-        .map_or_else(|| manifest_dir().join("target/grpc-venv"), PathBuf::from);
-    let python = venv.join("bin/python");
-    let ready = |python: &Path| {
-        Command::new(python)
-            .args([
-                "-c",
-                "import grpc, grpc_tools, grpc_health.v1, grpc_reflection.v1alpha",
-            ])
-            .status()
-            .is_ok_and(|status| status.success())
-    };
-    if !ready(&python) {
-        let created = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&venv)
-            .status()
-            .expect("python3 runs");
-        assert!(created.success(), "python3 -m venv {}", venv.display());
-        let installed = Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "-r"])
-            .arg(manifest_dir().join("tests/python/requirements.txt"))
-            .status()
-            .expect("pip runs");
-        assert!(
-            installed.success(),
-            "pip install -r tests/python/requirements.txt"
-        );
-        assert!(
-            ready(&python),
-            "the pinned packages import after installing"
-        );
-    }
-    python
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_grpcio_client_checks_health_pushes_forecasts_and_plans() {

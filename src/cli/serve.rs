@@ -1,4 +1,5 @@
-//! `prescale serve`: the store, the planner and the gRPC and metrics endpoints until a signal.
+//! `prescale serve`: the store, the planner and the gRPC and metrics endpoints (and the KEDA
+//! external scaler, when `[scaler]` sets its listener) until a signal.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -6,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use prescale::app::telemetry::Telemetry;
-use prescale::config::{Config, Overrides};
+use prescale::config::{Config, Overrides, ScalerConfig};
 use prescale::service::LocalServer;
 use prescale::store::MetricStore;
 use tokio::task::JoinHandle;
@@ -25,6 +26,9 @@ pub(super) struct ServeArgs {
     /// Address of the `/metrics` endpoint, or `off` [default: 127.0.0.1:9464].
     #[arg(long, env = "PRESCALE_METRICS_LISTEN")]
     metrics_listen: Option<String>,
+    /// Address of the KEDA external scaler, or `off` [default: `[scaler] listen`, else off].
+    #[arg(long, env = "PRESCALE_SCALER_LISTEN")]
+    scaler_listen: Option<String>,
 }
 
 impl Override for ServeArgs {
@@ -32,6 +36,7 @@ impl Override for ServeArgs {
         self.store.apply(overrides);
         overrides.listen.clone_from(&self.listen);
         overrides.metrics_listen.clone_from(&self.metrics_listen);
+        overrides.scaler_listen.clone_from(&self.scaler_listen);
     }
 }
 
@@ -71,7 +76,11 @@ pub(super) fn serve(config: &Config) -> Result<()> {
             Some(address) => Some(serve_metrics(address, metrics, &stop_metrics).await?),
             None => None,
         };
-        LocalServer::start(listener, state, config.server.options.clone())?
+        let scaler = match &config.scaler {
+            Some(scaler) => Some(bind_scaler(scaler).await?),
+            None => None,
+        };
+        LocalServer::start_with_scaler(listener, scaler, state, config.server.options.clone())?
             .shutdown_on(shutdown_signal())
             .await??;
         stop_metrics.cancel();
@@ -98,6 +107,25 @@ async fn serve_metrics(
         metrics,
         stop.clone().cancelled_owned(),
     )))
+}
+
+/// Binds the KEDA external scaler's listener.
+async fn bind_scaler(
+    scaler: &ScalerConfig,
+) -> Result<(tokio::net::TcpListener, prescale::service::ScalerOptions)> {
+    let listener = tokio::net::TcpListener::bind(scaler.listen)
+        .await
+        .with_context(|| format!("binding the KEDA scaler {}", scaler.listen))?;
+    println!(
+        "KEDA external scaler on {} ({}, no token asked, no write served)",
+        listener.local_addr()?,
+        match &scaler.options.tls {
+            Some(tls) if tls.client_ca.is_some() => "TLS with client certificates",
+            Some(_) => "TLS",
+            None => "plaintext",
+        },
+    );
+    Ok((listener, scaler.options.clone()))
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -18,6 +18,28 @@ pub(super) struct FileConfig {
     pub(super) planning: FilePlanningConfig,
     #[serde(default)]
     pub(super) registry: FileRegistryConfig,
+    #[serde(default)]
+    pub(super) scaler: FileScalerConfig,
+}
+
+/// The `[scaler]` table as written (the KEDA external scaler's listener).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileScalerConfig {
+    pub(super) listen: Option<String>,
+    pub(super) hpa_tolerance: Option<f64>,
+    pub(super) max_streams: Option<usize>,
+    #[serde(default)]
+    pub(super) tls: Option<FileScalerTlsConfig>,
+}
+
+/// The `[scaler.tls]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileScalerTlsConfig {
+    pub(super) cert: PathBuf,
+    pub(super) key: PathBuf,
+    pub(super) client_ca: Option<PathBuf>,
 }
 
 /// The `[registry]` table as written.

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::app::{RetrainSettings, Settings};
 use crate::store::StoreOptions;
 
-pub use sections::{ServerConfig, StoreConfig};
+pub use sections::{ScalerConfig, ServerConfig, StoreConfig};
 
 use file::FileConfig;
 
@@ -62,6 +62,8 @@ pub struct Overrides {
     pub listen: Option<String>,
     /// Replaces `server.metrics_listen` (`off` disables the endpoint).
     pub metrics_listen: Option<String>,
+    /// Replaces `scaler.listen` (`off` disables the KEDA external scaler).
+    pub scaler_listen: Option<String>,
 }
 
 /// Validated configuration: each key in one place, from which the store, the server, the demo
@@ -74,6 +76,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How `prescale serve` listens.
     pub server: ServerConfig,
+    /// The KEDA external scaler's listener; `None` (the default) serves none.
+    pub scaler: Option<ScalerConfig>,
     /// What the app runs with: `[planning]`, `[store] retention`, and the `[registry]` keys the
     /// server uses (directory, promotion margin, schedule, watch interval).
     pub settings: Settings,
@@ -88,6 +92,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./data"),
             store: StoreConfig::default(),
             server: ServerConfig::default(),
+            scaler: None,
             settings: sections::default_settings(),
             retrain_concurrency: sections::default_retrain_concurrency(),
         }
@@ -182,12 +187,14 @@ impl Config {
         let store = validate::store_config(&raw.store, overrides)?;
         let retention = validate::retention(&raw.store, overrides)?;
         let server = validate::server_config(raw.server, origin, overrides)?;
+        let scaler = validate::scaler_config(raw.scaler, overrides)?;
         let settings = validate::settings(raw.planning, &raw.registry, retention)?;
         let retrain_concurrency = validate::retrain_concurrency(&raw.registry)?;
         Ok(Self {
             data_dir,
             store,
             server,
+            scaler,
             settings,
             retrain_concurrency,
         })

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use crate::app::Settings;
 use crate::registry::CronSchedule;
-use crate::service::ServerOptions;
+use crate::service::{ScalerOptions, ServerOptions};
 use crate::store::StoreOptions;
 
 /// Where and how `prescale serve` listens.
@@ -27,6 +27,15 @@ impl Default for ServerConfig {
             options: ServerOptions::default(),
         }
     }
+}
+
+/// Where and how `prescale serve` serves the KEDA external scaler (`[scaler]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalerConfig {
+    /// The scaler's own gRPC address (no token asked, no write served).
+    pub listen: SocketAddr,
+    /// TLS, the HPA tolerance compensated for, the stream limit.
+    pub options: ScalerOptions,
 }
 
 /// How the store writes (`[store]`); its retention is [`Settings::retention`], which the store

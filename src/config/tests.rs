@@ -56,6 +56,7 @@ fn overrides_beat_the_file() {
         retention: Some("off".to_owned()),
         listen: Some("127.0.0.1:7000".to_owned()),
         metrics_listen: Some("off".to_owned()),
+        scaler_listen: None,
     };
     let config = Config::from_toml(
         "data_dir = \"here\"\n[store]\nfsync = false\nretention = \"7d\"\n",
@@ -182,4 +183,57 @@ fn registry_keys_reach_the_settings_and_temporary_servers_keep_their_own_registr
         PathBuf::from("./data/models")
     );
     assert!(parse("").unwrap().settings.retrain_schedule.is_some());
+}
+
+#[test]
+fn the_scaler_listens_only_when_configured_and_checks_its_keys() {
+    assert_eq!(parse("").unwrap().scaler, None);
+    let config = parse(
+        r#"
+        [scaler]
+        listen = "0.0.0.0:50052"
+        hpa_tolerance = 0
+        [scaler.tls]
+        cert = "tls/scaler.crt"
+        key = "tls/scaler.key"
+        client_ca = "tls/keda-ca.crt"
+        "#,
+    )
+    .unwrap();
+    let scaler = config.scaler.expect("a listen address serves the scaler");
+    assert_eq!(scaler.listen, "0.0.0.0:50052".parse().unwrap());
+    assert_eq!(scaler.options.hpa_tolerance, 0.0);
+    let tls = scaler.options.tls.expect("[scaler.tls] is read");
+    assert_eq!(tls.client_ca, Some(PathBuf::from("tls/keda-ca.crt")));
+    let default_tolerance = parse("[scaler]\nlisten = \"127.0.0.1:50052\"").unwrap();
+    assert_eq!(
+        default_tolerance.scaler.unwrap().options.hpa_tolerance,
+        crate::plan::HPA_TOLERANCE
+    );
+    let off = Config::from_toml(
+        "[scaler]\nlisten = \"127.0.0.1:50052\"",
+        Path::new("test.toml"),
+        &Overrides {
+            scaler_listen: Some("off".to_owned()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(off.scaler, None, "--scaler-listen off wins over the file");
+    assert!(matches!(
+        parse("[scaler]\nlisten = \"127.0.0.1:50052\"\nhpa_tolerance = 1.5"),
+        Err(ConfigError::Invalid {
+            key: "scaler.hpa_tolerance",
+            ..
+        })
+    ));
+    assert!(matches!(
+        parse("[scaler]\nlisten = \"nowhere\""),
+        Err(ConfigError::Invalid {
+            key: "scaler.listen",
+            ..
+        })
+    ));
+    let unknown = parse("[scaler]\nlisen = \"127.0.0.1:50052\"").unwrap_err();
+    assert!(unknown.to_string().contains("lisen"), "{unknown}");
 }

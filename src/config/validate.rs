@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{FilePlanningConfig, FileRegistryConfig, FileServerConfig, FileStoreConfig};
+use super::file::{
+    FilePlanningConfig, FileRegistryConfig, FileScalerConfig, FileServerConfig, FileStoreConfig,
+};
 use super::sections::{default_retrain_concurrency, default_settings};
-use super::{ConfigError, Overrides, ServerConfig, StoreConfig};
+use super::{ConfigError, Overrides, ScalerConfig, ServerConfig, StoreConfig};
 use crate::app::Settings;
-use crate::service::{ServerOptions, TlsFiles};
+use crate::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
 
 /// Parses a duration key, refusing zero.
@@ -157,6 +159,47 @@ pub(super) fn server_config(
             tokens,
         },
     })
+}
+
+/// The `[scaler]` section: `None` unless `listen` (or `--scaler-listen`) names an address. The
+/// listener asks for no token and serves no write, so plaintext on any address is allowed (KEDA's
+/// own default); `[scaler.tls]` with `client_ca` restricts it to clients holding a certificate.
+pub(super) fn scaler_config(
+    raw: FileScalerConfig,
+    overrides: &Overrides,
+) -> Result<Option<ScalerConfig>, ConfigError> {
+    let defaults = ScalerOptions::default();
+    let listen = match overrides.scaler_listen.as_deref().or(raw.listen.as_deref()) {
+        None | Some("off") => return Ok(None),
+        Some(text) => parse_address("scaler.listen", text)?,
+    };
+    let hpa_tolerance = raw.hpa_tolerance.unwrap_or(defaults.hpa_tolerance);
+    if !(0.0..1.0).contains(&hpa_tolerance) {
+        return Err(ConfigError::Invalid {
+            key: "scaler.hpa_tolerance",
+            reason: format!("{hpa_tolerance} is outside [0, 1)"),
+        });
+    }
+    let max_streams = check_range(
+        "scaler.max_streams",
+        raw.max_streams.unwrap_or(defaults.max_streams),
+        1..=1_000_000,
+    )?;
+    let tls = raw.tls.map(|tls| ScalerTls {
+        identity: TlsFiles {
+            cert: tls.cert,
+            key: tls.key,
+        },
+        client_ca: tls.client_ca,
+    });
+    Ok(Some(ScalerConfig {
+        listen,
+        options: ScalerOptions {
+            tls,
+            hpa_tolerance,
+            max_streams,
+        },
+    }))
 }
 
 /// The app's [`Settings`]: `[planning]`, the store's `retention`, and the `[registry]` keys the

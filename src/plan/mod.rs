@@ -9,12 +9,14 @@
 //! Depends only on `crate::domain`.
 
 mod capacity_plan;
+mod hpa_metric;
 mod planner;
 mod reactive;
 mod render;
 mod workload;
 
 pub use capacity_plan::{Annotation, Plan, PlanStep, Reason};
+pub use hpa_metric::{REPLICA_METRIC_TARGET, hpa_keeps_current, hpa_replicas, metric_value};
 pub use planner::Planner;
 pub use reactive::{HPA_TOLERANCE, Observation, Reactive, reactive_replicas};
 pub use workload::{MaxCapacityBreach, Mode, ScaleInPolicy, Workload, WorkloadParams};

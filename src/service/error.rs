@@ -72,3 +72,23 @@ pub(crate) fn promised_code(code: Code) -> Code {
 pub(crate) fn invalid(reason: impl Into<String>) -> Status {
     Status::invalid_argument(reason)
 }
+
+impl From<super::scaler_handlers::ScalerError> for Status {
+    /// A trigger that names no workload or sets a malformed value is the ScaledObject's mistake
+    /// (`InvalidArgument`); a forecast-only workload is not to be scaled (`FailedPrecondition`);
+    /// a plan that has gone stale is the server's passing trouble (`Unavailable`), logged.
+    fn from(error: super::scaler_handlers::ScalerError) -> Self {
+        use super::scaler_handlers::ScalerError;
+        let code = match &error {
+            ScalerError::MissingWorkload { .. } | ScalerError::InvalidMetadata { .. } => {
+                Code::InvalidArgument
+            }
+            ScalerError::ForecastOnly { .. } => Code::FailedPrecondition,
+            ScalerError::PlanDoesNotCoverNow { .. } => {
+                tracing::warn!(%error, "the scaler has no plan for now");
+                Code::Unavailable
+            }
+        };
+        Status::new(code, error.to_string())
+    }
+}

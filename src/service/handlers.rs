@@ -57,20 +57,9 @@ impl Handlers {
         }
     }
 
-    /// The latest plan of workload `name` that can be served: the newest, or the last good one while
-    /// refreshes fail.
+    /// The latest plan of workload `name` that can be served (see [`servable_plan`]).
     fn servable_plan(&self, name: &str) -> Result<Arc<PublishedPlan>, Status> {
-        match self.state.plan(name)? {
-            PlanState::Ready(plan)
-            | PlanState::Failed {
-                last: Some(plan), ..
-            } => Ok(plan),
-            PlanState::Pending => Err(AppError::PlanPending {
-                workload: name.to_owned(),
-            }
-            .into()),
-            PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
-        }
+        servable_plan(&self.state, name)
     }
 
     /// The encoded `Plan` message of workload `name`'s latest plan, encoded once per revision.
@@ -121,6 +110,25 @@ fn oversized(status: Status) -> Status {
         Status::resource_exhausted(status.message().to_owned())
     } else {
         status
+    }
+}
+
+/// The latest plan of workload `name` that can be served: the newest, or the last good one while
+/// refreshes fail.
+pub(super) fn servable_plan(
+    state: &ServingState,
+    name: &str,
+) -> Result<Arc<PublishedPlan>, Status> {
+    match state.plan(name)? {
+        PlanState::Ready(plan)
+        | PlanState::Failed {
+            last: Some(plan), ..
+        } => Ok(plan),
+        PlanState::Pending => Err(AppError::PlanPending {
+            workload: name.to_owned(),
+        }
+        .into()),
+        PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
     }
 }
 

@@ -12,6 +12,8 @@ mod layers;
 mod local;
 mod plan_route;
 mod prometheus_endpoint;
+mod scaler;
+mod scaler_handlers;
 mod streams;
 
 use std::future::Future;
@@ -28,8 +30,9 @@ use tonic_health::ServingStatus;
 use crate::app::ServingState;
 
 pub use convert::workload_message;
-pub use local::{LocalServer, spawn_local};
+pub use local::{LocalServer, spawn_local, spawn_local_with_scaler};
 pub use prometheus_endpoint::serve_metrics;
+pub use scaler::{SCALER_SERVICE_NAME, ScalerOptions, ScalerTls, serve_scaler};
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -116,6 +119,14 @@ pub enum ServiceError {
     /// The transport failed (bad TLS identity, listener error).
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A task serving beside the main listener (the KEDA scaler's) panicked or was cancelled.
+    #[error("the {task} task failed: {reason}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// Its panic or cancellation.
+        reason: String,
+    },
     /// Flushing the store after shutdown failed.
     #[error("flushing the store on shutdown: {0}")]
     Flush(crate::app::AppError),
@@ -146,15 +157,10 @@ pub async fn serve(
     let handlers = handlers::Handlers::new(Arc::clone(&state), &options);
     let auth = auth::BearerAuth::new(&options.tokens);
     let limit = options.max_message_bytes;
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection()
+    let reflection_v1 = reflection(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("invariant: the embedded descriptor sets decode");
-    let reflection_v1alpha = reflection()
+    let reflection_v1alpha = reflection(proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .expect("invariant: the embedded descriptor sets decode");
 
@@ -170,27 +176,18 @@ pub async fn serve(
         };
     }
 
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let mut builder = server_builder();
     if let Some(tls) = &options.tls {
         let identity = Identity::from_pem(read_tls(&tls.cert)?, read_tls(&tls.key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
-    let descriptor_sets = [
-        proto::FILE_DESCRIPTOR_SET,
-        tonic_health::pb::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-    ];
     let router = builder
-        .layer(layers::ObserveLayer::new(
-            Arc::clone(state.metrics()),
-            layers::method_paths(&descriptor_sets, |_| true),
-        ))
+        .layer(observe_layer(&state, proto::FILE_DESCRIPTOR_SET))
         .layer(layers::DeadlineLayer::new(
             options.request_timeout,
-            layers::method_paths(&descriptor_sets, |method| method.client_streaming()),
+            layers::method_paths(&[proto::FILE_DESCRIPTOR_SET], |method| {
+                method.client_streaming()
+            }),
         ))
         .add_service(health_service)
         .add_service(InterceptedService::new(reflection_v1, auth.clone()))
@@ -231,6 +228,37 @@ pub async fn serve(
             reason: error.to_string(),
         })),
     }
+}
+
+/// Reflection over `services` (an encoded descriptor set) and gRPC health, to build as v1 and
+/// v1alpha (grpcurl speaks the first, grpcio's client the second).
+fn reflection(services: &'static [u8]) -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(services)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+}
+
+/// A server with HTTP/2 keepalives, so the peer of a long-lived stream that vanished is noticed.
+fn server_builder() -> Server {
+    Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+}
+
+/// The request metrics layer, knowing every method of `services`, health and reflection.
+fn observe_layer(state: &ServingState, services: &[u8]) -> layers::ObserveLayer {
+    layers::ObserveLayer::new(
+        Arc::clone(state.metrics()),
+        layers::method_paths(
+            &[
+                services,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ],
+            |_| true,
+        ),
+    )
 }
 
 /// Sets the health of every prescale service and of the server as a whole (the empty name).

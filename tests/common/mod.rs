@@ -2,18 +2,24 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prescale::app::telemetry::Telemetry;
 use prescale::app::{Clock, History, ServingState, Settings, SystemClock};
-use prescale::service::{LocalServer, ServerOptions, spawn_local};
+use prescale::service::{
+    LocalServer, ScalerOptions, ServerOptions, spawn_local, spawn_local_with_scaler,
+};
 use prescale::store::{PolarsStore, StoreOptions};
 use tonic::transport::{Channel, Endpoint};
 
 /// A server over a temporary store, stopped by `shutdown`.
 pub(crate) struct TestServer {
     pub(crate) address: std::net::SocketAddr,
+    /// The KEDA external scaler's address, when the server was started with one.
+    pub(crate) scaler_address: Option<std::net::SocketAddr>,
     pub(crate) directory: tempfile::TempDir,
     pub(crate) metrics: Arc<Telemetry>,
     /// The state the server serves, for tests that look at it directly (jobs, live models).
@@ -43,7 +49,7 @@ impl TestServer {
         options: ServerOptions,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        Self::start_with_store(directory, settings, options, clock, StoreOptions::default()).await
+        Self::start_with_scaler(directory, settings, options, clock, None).await
     }
 
     /// As [`Self::start_with_clock`], the store opened with `store_options`.
@@ -52,6 +58,37 @@ impl TestServer {
         settings: Settings,
         options: ServerOptions,
         clock: Arc<dyn Clock>,
+        store_options: StoreOptions,
+    ) -> Self {
+        Self::launch(directory, settings, options, clock, None, store_options).await
+    }
+
+    /// As [`Self::start_with_clock`], with the KEDA external scaler on a second port when
+    /// `scaler` is given.
+    pub(crate) async fn start_with_scaler(
+        directory: tempfile::TempDir,
+        settings: Settings,
+        options: ServerOptions,
+        clock: Arc<dyn Clock>,
+        scaler: Option<ScalerOptions>,
+    ) -> Self {
+        Self::launch(
+            directory,
+            settings,
+            options,
+            clock,
+            scaler,
+            StoreOptions::default(),
+        )
+        .await
+    }
+
+    async fn launch(
+        directory: tempfile::TempDir,
+        settings: Settings,
+        options: ServerOptions,
+        clock: Arc<dyn Clock>,
+        scaler: Option<ScalerOptions>,
         store_options: StoreOptions,
     ) -> Self {
         let store = PolarsStore::open(directory.path(), store_options).unwrap();
@@ -64,9 +101,14 @@ impl TestServer {
             clock,
         )
         .unwrap();
-        let server = spawn_local(Arc::clone(&state), options).await.unwrap();
+        let server = match scaler {
+            Some(scaler) => spawn_local_with_scaler(Arc::clone(&state), options, scaler).await,
+            None => spawn_local(Arc::clone(&state), options).await,
+        }
+        .unwrap();
         Self {
             address: server.addr,
+            scaler_address: server.scaler_addr,
             directory,
             metrics,
             state,
@@ -90,6 +132,29 @@ impl TestServer {
             .unwrap()
             .unwrap();
         self.directory
+    }
+}
+
+/// A clock the test sets by hand: plans are stamped, and served for, the date it holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ManualClock {
+    /// The date, epoch milliseconds.
+    millis: Arc<std::sync::atomic::AtomicI64>,
+}
+
+impl ManualClock {
+    pub(crate) fn set(&self, time: prescale::domain::Timestamp) {
+        self.millis
+            .store(time.as_millis(), std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp_millis(
+            self.millis.load(std::sync::atomic::Ordering::SeqCst),
+        )
+        .expect("the test sets a date within chrono's range")
     }
 }
 
@@ -119,4 +184,116 @@ pub(crate) async fn next_plan(
     .expect("a plan arrives within two minutes")
     .expect("the stream is open")
     .expect("the plan is not an error")
+}
+
+/// The repository's root.
+pub(crate) fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The virtualenv's python (`target/grpc-venv`, or `PRESCALE_GRPC_VENV`) with the pinned packages importable; created on first use.
+pub(crate) fn venv_python() -> PathBuf {
+    let venv = std::env::var_os("PRESCALE_GRPC_VENV")
+        .map_or_else(|| manifest_dir().join("target/grpc-venv"), PathBuf::from);
+    let python = venv.join("bin/python");
+    let ready = |python: &Path| {
+        Command::new(python)
+            .args([
+                "-c",
+                "import grpc, grpc_tools, grpc_health.v1, grpc_reflection.v1alpha",
+            ])
+            .status()
+            .is_ok_and(|status| status.success())
+    };
+    if !ready(&python) {
+        let created = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(created.success(), "python3 -m venv {}", venv.display());
+        let installed = Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(manifest_dir().join("tests/python/requirements.txt"))
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "pip install -r tests/python/requirements.txt"
+        );
+        assert!(
+            ready(&python),
+            "the pinned packages import after installing"
+        );
+    }
+    python
+}
+
+/// Starts `prescale serve ARGS --data-dir ROOT/data` in `root`, with no configuration file;
+/// its standard output, line by line.
+pub(crate) fn spawn_serve(
+    root: &Path,
+    args: &[&str],
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+) {
+    use std::io::BufRead;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .env_remove("PRESCALE_CONFIG")
+        .current_dir(root)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
+}
+
+/// Stops a `prescale serve` child with SIGTERM and checks that it drains, flushes the store and
+/// exits cleanly; `lines` is the rest of its standard output.
+pub(crate) fn stop_with_sigterm(
+    child: &mut std::process::Child,
+    lines: impl Iterator<Item = std::io::Result<String>>,
+) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let rest: Vec<String> = lines.map(Result::unwrap).collect();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?} {rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("store flushed")),
+        "{rest:?}"
+    );
+}
+
+/// The reference KEDA sends for ScaledObject `shop/NAME` with its trigger's `metadata`.
+pub(crate) fn scaled_object(
+    name: &str,
+    metadata: &[(&str, &str)],
+) -> prescale::service::externalscaler::ScaledObjectRef {
+    prescale::service::externalscaler::ScaledObjectRef {
+        name: name.to_owned(),
+        namespace: "shop".to_owned(),
+        scaler_metadata: metadata
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+    }
+}
+
+/// A plaintext channel to `address`.
+pub(crate) async fn connect(address: std::net::SocketAddr) -> Channel {
+    Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
