@@ -1,5 +1,5 @@
 //! The gRPC service (`prescale serve`): tonic adapters over [`ServingState`], plus health, reflection and
-//! a Prometheus `/metrics` endpoint.
+//! the HTTP listener for Prometheus (`/metrics`, remote-write).
 //!
 //! [`serve`] takes its listener and its shutdown signal as arguments (mini-redis `server::run`), so
 //! tests bind `127.0.0.1:0` and stop it when they like.
@@ -12,6 +12,7 @@ mod layers;
 mod local;
 mod plan_route;
 mod prometheus_endpoint;
+pub mod remote_write;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -28,7 +29,7 @@ use crate::app::ServingState;
 
 pub use convert::workload_message;
 pub use local::{LocalServer, spawn_local};
-pub use prometheus_endpoint::serve_metrics;
+pub use prometheus_endpoint::{serve_http, serve_metrics};
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
