@@ -82,12 +82,12 @@ type GaugeSpec = (
 const PLAN_GAUGES: [GaugeSpec; 5] = [
     (
         "prescale_plan_desired_replicas",
-        "Replicas the workload's plan asks for now (warm-up included), before the reactive floor",
+        "Replicas the workload's plan asks for now (warm-up included), before the reactive floor.",
         |entry, now| Some(f64::from(desired_at(&entry.plan.plan, now))),
     ),
     (
         "prescale_plan_reactive_replicas",
-        "The reactive (HPA formula) recommendation of the workload's latest plan, when it had an observation",
+        "The reactive (HPA formula) recommendation of the workload's latest plan, when it had an observation.",
         |entry, _| {
             entry
                 .plan
@@ -98,17 +98,17 @@ const PLAN_GAUGES: [GaugeSpec; 5] = [
     ),
     (
         "prescale_plan_level_ratio",
-        "Interval level the workload's plan is sized on (0.95: the upper bound of the 95% interval)",
+        "Interval level the workload's plan is sized on (0.95: the upper bound of the 95% interval).",
         |entry, _| Some(entry.plan.plan.level().fraction()),
     ),
     (
         "prescale_plan_revision",
-        "Revision of the workload's latest plan (increases with every plan)",
+        "Revision of the workload's latest plan (increases with every plan).",
         |entry, _| Some(entry.plan.revision as f64),
     ),
     (
         "prescale_plan_generated_timestamp_seconds",
-        "When the workload's latest plan was computed, in seconds since the epoch",
+        "When the workload's latest plan was computed, in seconds since the epoch.",
         |entry, _| Some(entry.plan.generated_at.as_millis() as f64 / 1000.0),
     ),
 ];
@@ -134,7 +134,7 @@ impl Collector for PlanGauges {
         }
         let mut metric = encoder.encode_descriptor(
             "prescale_model_backtest_mase",
-            "Backtest MASE of the model behind the workload's latest plan (below 1 beats the one-day seasonal naive forecast)",
+            "Backtest MASE of the model behind the workload's latest plan (below 1 beats the one-day seasonal naive forecast).",
             None,
             MetricType::Gauge,
         )?;
