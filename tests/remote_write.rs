@@ -115,8 +115,9 @@ async fn malformed_bodies_are_refused_whole_and_nothing_is_written() {
 async fn oversized_bodies_get_413_and_the_server_keeps_serving() {
     let receiver = Receiver::start(&[], RemoteWriteLimits::default()).await;
     let url = receiver.write_url();
-    // 100 MB declared in Content-Length: refused before the body is read.
-    assert_eq!(post(&url, vec![0; 100_000_000], None).await, 413);
+    // 100 MB declared in Content-Length: refused before any of the body is sent.
+    let declared = format!("Content-Length: {}", 100_000_000);
+    assert_eq!(raw_post_status(receiver.http, &declared, 0).await, 413);
     // 100 MB of zeros compress to less than the body limit, but the snappy header says 100 MB.
     let bomb = snap::raw::Encoder::new()
         .compress_vec(&vec![0; 100_000_000])
@@ -124,7 +125,8 @@ async fn oversized_bodies_get_413_and_the_server_keeps_serving() {
     assert!(bomb.len() < RemoteWriteLimits::default().max_body_bytes);
     assert_eq!(post(&url, bomb, None).await, 413);
     // A chunked body without a length: answered 413 once it passes the limit, unread beyond.
-    assert_eq!(chunked_status(receiver.http, 100).await, 413);
+    let chunked = "Transfer-Encoding: chunked";
+    assert_eq!(raw_post_status(receiver.http, chunked, 100).await, 413);
     assert_eq!(
         receiver.server.metrics.remote_write_requests("too_large"),
         3
@@ -136,16 +138,16 @@ async fn oversized_bodies_get_413_and_the_server_keeps_serving() {
     receiver.shutdown().await;
 }
 
-/// Posts up to `mebibytes` MiB of zeros in 1 MiB chunks with no length over a raw socket, stopping
-/// once the server answers; its status code.
-async fn chunked_status(address: std::net::SocketAddr, mebibytes: usize) -> u16 {
+/// Posts a request with `framing` (its length header) over a raw socket, then up to `mebibytes`
+/// 1 MiB chunks of zeros (chunked encoding), stopping once the server answers; its status code.
+async fn raw_post_status(address: std::net::SocketAddr, framing: &str, mebibytes: usize) -> u16 {
     let socket = tokio::net::TcpStream::connect(address).await.unwrap();
     let (mut read, mut write) = socket.into_split();
+    let head = format!(
+        "POST /api/v1/write HTTP/1.1\r\nHost: {address}\r\nContent-Encoding: snappy\r\n\
+         Content-Type: application/x-protobuf\r\n{framing}\r\n\r\n"
+    );
     let writer = tokio::spawn(async move {
-        let head = format!(
-            "POST /api/v1/write HTTP/1.1\r\nHost: {address}\r\nContent-Encoding: snappy\r\n\
-             Content-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n"
-        );
         write.write_all(head.as_bytes()).await?;
         let chunk = [
             format!("{:x}\r\n", 1 << 20).into_bytes(),
@@ -156,7 +158,9 @@ async fn chunked_status(address: std::net::SocketAddr, mebibytes: usize) -> u16 
         for _ in 0..mebibytes {
             write.write_all(&chunk).await?;
         }
-        write.write_all(b"0\r\n\r\n").await
+        // Keeps the connection open (an unsent body) until the test has its answer.
+        std::future::pending::<()>().await;
+        Ok::<(), std::io::Error>(())
     });
     let mut response = vec![0; 64];
     let read_bytes = tokio::time::timeout(Duration::from_secs(30), read.read(&mut response))
@@ -351,10 +355,10 @@ async fn prometheus_scrapes_each_workloads_plan_gauges() {
     .unwrap();
     state.upsert_workload(workload).unwrap();
     let mut plans = state.watch_plan("api").unwrap();
-    let plan = tokio::time::timeout(Duration::from_secs(120), async {
+    tokio::time::timeout(Duration::from_secs(120), async {
         loop {
-            if let PlanState::Ready(plan) = &*plans.borrow_and_update() {
-                return Arc::clone(plan);
+            if matches!(&*plans.borrow_and_update(), PlanState::Ready(_)) {
+                return;
             }
             plans.changed().await.unwrap();
         }
@@ -369,7 +373,6 @@ async fn prometheus_scrapes_each_workloads_plan_gauges() {
     );
     let prometheus = Prometheus::start(&config, &[]);
     let desired = "prescale_plan_desired_replicas{job=\"prescale\",workload=\"api\"}";
-    let before = Timestamp::now().saturating_add_millis(-2_000);
     let scraped = eventually(60, || async { prometheus.query(desired).await.is_some() }).await;
     assert!(
         scraped,
@@ -377,26 +380,44 @@ async fn prometheus_scrapes_each_workloads_plan_gauges() {
         receiver.server.metrics.render(),
         prometheus.log()
     );
-    let value = prometheus.query(desired).await.unwrap();
-    let after = Timestamp::now();
-    let expected: Vec<f64> = [before, after]
-        .iter()
-        .map(|time| f64::from(plan.plan.target_at(*time).expect("the plan covers now")))
-        .collect();
-    assert!(expected.contains(&value), "{value} not in {expected:?}");
     assert_eq!(
         prometheus.query("up{job=\"prescale\"}").await,
         Some(1.0),
         "Prometheus scrapes the OpenMetrics exposition"
     );
-    let level = prometheus
-        .query("prescale_plan_level_ratio{workload=\"api\"}")
-        .await;
-    assert_eq!(level, Some(plan.plan.level().fraction()));
-    let revision = prometheus
-        .query("prescale_plan_revision{workload=\"api\"}")
-        .await;
-    assert_eq!(revision, Some(plan.revision as f64));
+    // The planner may publish another plan meanwhile: compare with the plan whose revision
+    // Prometheus scraped, once it has scraped the newest.
+    let matched = eventually(60, || async {
+        let before = Timestamp::now().saturating_add_millis(-2_000);
+        let revision = prometheus
+            .query("prescale_plan_revision{workload=\"api\"}")
+            .await;
+        let value = prometheus.query(desired).await;
+        let level = prometheus
+            .query("prescale_plan_level_ratio{workload=\"api\"}")
+            .await;
+        let after = Timestamp::now();
+        let PlanState::Ready(plan) = state.plan("api").unwrap() else {
+            return false;
+        };
+        if revision != Some(plan.revision as f64) {
+            return false;
+        }
+        let expected: Vec<f64> = [before, after]
+            .iter()
+            .map(|time| f64::from(plan.plan.target_at(*time).expect("the plan covers now")))
+            .collect();
+        let value = value.expect("the desired replicas gauge");
+        assert!(expected.contains(&value), "{value} not in {expected:?}");
+        assert_eq!(level, Some(plan.plan.level().fraction()));
+        true
+    })
+    .await;
+    assert!(
+        matched,
+        "Prometheus never scraped the newest plan\n{}",
+        prometheus.log()
+    );
     let mase = prometheus
         .query(
             "prescale_model_backtest_mase{workload=\"api\",series=\"load{service=\\\"api\\\"}\"}",
