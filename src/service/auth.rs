@@ -1,4 +1,5 @@
-//! Bearer-token authentication, compared in constant time.
+//! Bearer-token authentication, compared in constant time: the gRPC interceptor, and the check the
+//! HTTP remote-write endpoint shares.
 
 use std::sync::Arc;
 
@@ -41,9 +42,7 @@ impl BearerAuth {
         }
         matched.into()
     }
-}
 
-impl BearerAuth {
     /// Checks an `authorization` header's value (`None` when absent): `Ok` when no tokens are
     /// configured or it is `Bearer TOKEN` with a configured token; otherwise why it was refused.
     pub(crate) fn check(&self, header: Option<&[u8]>) -> Result<(), &'static str> {
