@@ -1,69 +1,71 @@
-//! prescale's own telemetry (request, sample, plan and model counters and latency histograms),
-//! rendered in the Prometheus text exposition format (version 0.0.4) for `/metrics`.
+//! prescale's own telemetry (request, sample, plan and model counters, latency histograms, each
+//! workload's plan as gauges), kept in a `prometheus-client` [`Registry`] and rendered for
+//! `/metrics` in the Prometheus text format (version 0.0.4) or in OpenMetrics, whichever the
+//! scraper asks for (see "Metrics exposition" in docs/decisions.md).
 //!
 //! One [`Telemetry`] value per server (no global registry), shared by the use cases (samples, plans,
-//! models) and the gRPC layer (requests and latencies).
+//! models) and the service layer (gRPC requests, remote-write).
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod plan_gauges;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use prometheus_client::encoding::{prometheus_text, text as openmetrics_text};
+use prometheus_client::metrics::counter::Counter as ClientCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::app::PublishedPlan;
+use crate::domain::SeriesId;
+
+use plan_gauges::PlanGauges;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// A monotonically increasing count.
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// The `Content-Type` of [`Telemetry::render`].
+pub const PROMETHEUS_TEXT_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The `Content-Type` of [`Telemetry::render_openmetrics`].
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A monotonically increasing count, registered in its server's [`Telemetry`].
+#[derive(Debug, Default, Clone)]
+pub struct Counter(ClientCounter);
 
 impl Counter {
     /// Adds one.
     pub fn inc(&self) {
-        self.inc_by(1);
+        self.0.inc();
     }
 
     /// Adds `count`.
     pub fn inc_by(&self, count: u64) {
-        self.0.fetch_add(count, Ordering::Relaxed);
+        self.0.inc_by(count);
     }
 
     /// The current count.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
     }
 }
 
-/// A latency histogram with [`LATENCY_BUCKETS`].
-#[derive(Debug, Default, Clone)]
-struct Histogram {
-    /// Non-cumulative counts per bucket, plus one for `+Inf`.
-    buckets: [u64; LATENCY_BUCKETS.len() + 1],
-    /// Sum of every observed latency, in seconds.
-    sum: f64,
-    /// Observations.
-    count: u64,
-}
+/// Label pairs of a metric family; every value is bounded by its caller (methods the service
+/// serves, workloads, fixed reasons).
+type Labels<const N: usize> = [(&'static str, String); N];
 
-impl Histogram {
-    fn observe(&mut self, seconds: f64) {
-        let index = LATENCY_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(LATENCY_BUCKETS.len());
-        self.buckets[index] += 1;
-        self.sum += seconds;
-        self.count += 1;
-    }
-}
+/// A latency histogram family, its histograms built with [`LATENCY_BUCKETS`].
+type LatencyFamily = Family<Labels<1>, Histogram, fn() -> Histogram>;
 
-/// Counters of one server.
-#[derive(Debug, Default)]
+/// Counters, histograms and gauges of one server.
+#[derive(Debug)]
 pub struct Telemetry {
-    /// Samples stored through ingest.
+    /// Samples stored through ingest (gRPC and remote-write).
     pub samples_ingested: Counter,
     /// Plans computed and published.
     pub plan_refreshes: Counter,
@@ -85,158 +87,224 @@ pub struct Telemetry {
     /// Registry manifests that did not decode at start and were moved aside (the server started
     /// with an empty registry; see `ServingState::open`).
     pub manifest_resets: Counter,
-    /// Requests by method: counts by status code, and latencies. The service records only the
-    /// methods it serves (and one label for every other path), so the map stays small; it is
-    /// locked only to record one request or to copy it for rendering.
-    methods: Mutex<BTreeMap<String, MethodStats>>,
+    /// Finished gRPC requests by method and status code name. The service records only the methods
+    /// it serves (and one label for every other path), so the family stays small.
+    requests: Family<Labels<2>, ClientCounter>,
+    /// Latency of every finished gRPC request, by method.
+    latency: LatencyFamily,
+    /// Failures of a workload's history source, by workload and reason.
+    source_errors: Family<Labels<2>, ClientCounter>,
+    /// Remote-write requests by outcome: `accepted`, or why they were refused.
+    remote_write_requests: Family<Labels<1>, ClientCounter>,
+    /// Remote-write samples by outcome: `accepted`, or why they were dropped.
+    remote_write_samples: Family<Labels<1>, ClientCounter>,
+    /// Each workload's latest plan, rendered as gauges at every scrape.
+    plans: Arc<PlanGauges>,
+    /// Everything above, as `/metrics` renders it.
+    registry: Registry,
 }
 
-/// What is recorded of one gRPC method.
-#[derive(Debug, Default, Clone)]
-struct MethodStats {
-    /// Finished requests by gRPC status code name.
-    codes: BTreeMap<&'static str, u64>,
-    /// Latency of every finished request.
-    latency: Histogram,
+impl Default for Telemetry {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut counter = |name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.0.clone());
+            counter
+        };
+        let samples_ingested =
+            counter("prescale_samples_ingested", "Samples stored through ingest");
+        let plan_refreshes = counter("prescale_plan_refreshes", "Plans computed and published");
+        let plan_failures = counter(
+            "prescale_plan_refresh_failures",
+            "Plan computations that failed",
+        );
+        let model_fits = counter(
+            "prescale_model_fits",
+            "Models fitted for forecasts and retraining",
+        );
+        let model_errors = counter(
+            "prescale_model_errors",
+            "Model fits or forecasts that failed",
+        );
+        let models_loaded = counter(
+            "prescale_models_loaded",
+            "Live models read from the registry: at start, and when its manifest names another version",
+        );
+        let model_load_failures = counter(
+            "prescale_model_load_failures",
+            "Live model files that failed their check when read from the registry",
+        );
+        let models_promoted = counter(
+            "prescale_models_promoted",
+            "Models promoted to live by retraining or a first-use fit",
+        );
+        let model_refits = counter(
+            "prescale_model_refits",
+            "Background refits of a series whose live model could not be re-anchored on its newest data",
+        );
+        let manifest_resets = counter(
+            "prescale_registry_manifest_resets",
+            "Registry manifests found corrupt at start and moved aside",
+        );
+        let requests = Family::default();
+        registry.register(
+            "prescale_grpc_requests",
+            "gRPC requests by method and status code",
+            requests.clone(),
+        );
+        let latency: LatencyFamily =
+            Family::new_with_constructor(|| Histogram::new(LATENCY_BUCKETS));
+        registry.register(
+            "prescale_grpc_request_duration_seconds",
+            "gRPC request latency until the response headers (whole call for unary)",
+            latency.clone(),
+        );
+        let source_errors = Family::default();
+        registry.register(
+            "prescale_source_errors",
+            "Failures of a workload's history source, by workload and reason",
+            source_errors.clone(),
+        );
+        let remote_write_requests = Family::default();
+        registry.register(
+            "prescale_remote_write_requests",
+            "Prometheus remote-write requests: accepted, or the reason they were refused",
+            remote_write_requests.clone(),
+        );
+        let remote_write_samples = Family::default();
+        registry.register(
+            "prescale_remote_write_samples",
+            "Prometheus remote-write samples: accepted, or the reason they were dropped",
+            remote_write_samples.clone(),
+        );
+        let plans = Arc::new(PlanGauges::default());
+        registry.register_collector(Box::new(Arc::clone(&plans)));
+        Self {
+            samples_ingested,
+            plan_refreshes,
+            plan_failures,
+            model_fits,
+            model_errors,
+            models_loaded,
+            model_load_failures,
+            models_promoted,
+            model_refits,
+            manifest_resets,
+            requests,
+            latency,
+            source_errors,
+            remote_write_requests,
+            remote_write_samples,
+            plans,
+            registry,
+        }
+    }
 }
 
 impl Telemetry {
     /// Records one finished request: its gRPC method path (or the one label the service gives every
     /// path it does not serve, so the callers bound the labels), status code name and latency.
     pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {
-        let mut methods = self.methods.lock();
-        // Allocates the method's name only the first time it is seen.
-        let stats = match methods.get_mut(method) {
-            Some(stats) => stats,
-            None => methods.entry(method.to_owned()).or_default(),
-        };
-        *stats.codes.entry(code).or_default() += 1;
-        stats.latency.observe(latency.as_secs_f64());
+        self.requests
+            .get_or_create(&[("method", method.to_owned()), ("code", code.to_owned())])
+            .inc();
+        self.latency
+            .get_or_create(&[("method", method.to_owned())])
+            .observe(latency.as_secs_f64());
     }
 
     /// Requests recorded for `method` with status `code`.
     pub fn requests(&self, method: &str, code: &'static str) -> u64 {
-        self.methods
-            .lock()
-            .get(method)
-            .and_then(|stats| stats.codes.get(code).copied())
-            .unwrap_or(0)
+        self.requests
+            .get(&[("method", method.to_owned()), ("code", code.to_owned())])
+            .map_or(0, |counter| counter.get())
     }
 
-    /// Everything in the Prometheus text format.
+    /// Records one failure of `workload`'s history source; `reason` is one of a few fixed words
+    /// the caller chooses, so the labels stay bounded.
+    pub fn record_source_error(&self, workload: &str, reason: &str) {
+        self.source_errors
+            .get_or_create(&[
+                ("workload", workload.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Source failures recorded for `workload` with `reason`.
+    pub fn source_errors(&self, workload: &str, reason: &str) -> u64 {
+        self.source_errors
+            .get(&[
+                ("workload", workload.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Records one remote-write request: `accepted`, or the fixed reason it was refused.
+    pub fn record_remote_write(&self, outcome: &'static str) {
+        self.remote_write_requests
+            .get_or_create(&[("outcome", outcome.to_owned())])
+            .inc();
+    }
+
+    /// Records `count` remote-write samples with `outcome`: `accepted`, or the fixed reason they
+    /// were dropped.
+    pub fn record_remote_write_samples(&self, outcome: &'static str, count: u64) {
+        if count > 0 {
+            self.remote_write_samples
+                .get_or_create(&[("outcome", outcome.to_owned())])
+                .inc_by(count);
+        }
+    }
+
+    /// Remote-write requests recorded with `outcome`.
+    pub fn remote_write_requests(&self, outcome: &'static str) -> u64 {
+        self.remote_write_requests
+            .get(&[("outcome", outcome.to_owned())])
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Remote-write samples recorded with `outcome`.
+    pub fn remote_write_samples(&self, outcome: &'static str) -> u64 {
+        self.remote_write_samples
+            .get(&[("outcome", outcome.to_owned())])
+            .map_or(0, |counter| counter.get())
+    }
+
+    /// Shows `plan`, the newest plan of `workload` (planning `series`), as gauges from now on;
+    /// `backtest_mase` is the backtest MASE of the model it was planned with.
+    pub fn record_plan(
+        &self,
+        workload: &str,
+        series: &SeriesId,
+        plan: Arc<PublishedPlan>,
+        backtest_mase: Option<f64>,
+    ) {
+        self.plans.record(workload, series, plan, backtest_mase);
+    }
+
+    /// Removes the gauges of a deleted workload.
+    pub fn forget_workload(&self, workload: &str) {
+        self.plans.forget(workload);
+    }
+
+    /// Everything in the Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counters = [
-            (
-                "prescale_samples_ingested_total",
-                "Samples stored through ingest.",
-                &self.samples_ingested,
-            ),
-            (
-                "prescale_plan_refreshes_total",
-                "Plans computed and published.",
-                &self.plan_refreshes,
-            ),
-            (
-                "prescale_plan_refresh_failures_total",
-                "Plan computations that failed.",
-                &self.plan_failures,
-            ),
-            (
-                "prescale_model_fits_total",
-                "Models fitted for forecasts and retraining.",
-                &self.model_fits,
-            ),
-            (
-                "prescale_model_errors_total",
-                "Model fits or forecasts that failed.",
-                &self.model_errors,
-            ),
-            (
-                "prescale_models_loaded_total",
-                "Live models read from the registry: at start, and when its manifest names another version.",
-                &self.models_loaded,
-            ),
-            (
-                "prescale_model_load_failures_total",
-                "Live model files that failed their check when read from the registry.",
-                &self.model_load_failures,
-            ),
-            (
-                "prescale_models_promoted_total",
-                "Models promoted to live by retraining or a first-use fit.",
-                &self.models_promoted,
-            ),
-            (
-                "prescale_model_refits_total",
-                "Background refits of a series whose live model could not be re-anchored on its newest data.",
-                &self.model_refits,
-            ),
-            (
-                "prescale_registry_manifest_resets_total",
-                "Registry manifests found corrupt at start and moved aside.",
-                &self.manifest_resets,
-            ),
-        ];
-        for (name, help, counter) in counters {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            let _ = writeln!(out, "{name} {}", counter.get());
-        }
-        let _ = writeln!(
-            out,
-            "# HELP prescale_grpc_requests_total gRPC requests by method and status code.\n\
-             # TYPE prescale_grpc_requests_total counter"
-        );
-        // A copy, so the text is written without holding the lock calls record under.
-        let methods = self.methods.lock().clone();
-        for (method, stats) in methods.iter() {
-            for (code, count) in &stats.codes {
-                let _ = writeln!(
-                    out,
-                    "prescale_grpc_requests_total{{method=\"{}\",code=\"{code}\"}} {count}",
-                    escape(method)
-                );
-            }
-        }
-        let name = "prescale_grpc_request_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} gRPC request latency until the response headers (whole call for unary).\n\
-             # TYPE {name} histogram"
-        );
-        for (method, stats) in methods.iter() {
-            let histogram = &stats.latency;
-            let method = escape(method);
-            let mut cumulative = 0;
-            for (bound, count) in LATENCY_BUCKETS.iter().zip(histogram.buckets) {
-                cumulative += count;
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{method=\"{method}\",le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{method=\"{method}\",le=\"+Inf\"}} {}",
-                histogram.count
-            );
-            let _ = writeln!(out, "{name}_sum{{method=\"{method}\"}} {}", histogram.sum);
-            let _ = writeln!(
-                out,
-                "{name}_count{{method=\"{method}\"}} {}",
-                histogram.count
-            );
-        }
+        prometheus_text::encode(&mut out, &self.registry)
+            .expect("invariant: writing to a String cannot fail, and no collector fails");
         out
     }
-}
 
-/// Escapes a label value (backslash, double quote, newline).
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    /// Everything in the OpenMetrics text format (ends with `# EOF`).
+    pub fn render_openmetrics(&self) -> String {
+        let mut out = String::new();
+        openmetrics_text::encode(&mut out, &self.registry)
+            .expect("invariant: writing to a String cannot fail, and no collector fails");
+        out
+    }
 }
 
 #[cfg(test)]
@@ -268,5 +336,22 @@ mod tests {
         assert!(text.contains("{method=\"/a/B\",le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("prescale_grpc_request_duration_seconds_count{method=\"/a/B\"} 3\n"));
         assert_eq!(metrics.requests("/a/B", "NotFound"), 1);
+        assert_eq!(metrics.requests("/a/B", "Unknown"), 0);
+    }
+
+    #[test]
+    fn openmetrics_ends_with_eof_and_counts_source_errors() {
+        let metrics = Telemetry::default();
+        metrics.record_source_error("checkout", "http");
+        metrics.record_source_error("checkout", "http");
+        let text = metrics.render_openmetrics();
+        assert!(
+            text.contains(
+                "prescale_source_errors_total{workload=\"checkout\",reason=\"http\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(metrics.source_errors("checkout", "http"), 2);
     }
 }

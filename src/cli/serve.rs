@@ -9,6 +9,7 @@ use clap::Args;
 use prescale::app::telemetry::Telemetry;
 use prescale::config::{Config, Overrides, ScalerConfig};
 use prescale::service::LocalServer;
+use prescale::service::remote_write::RemoteWrite;
 use prescale::store::MetricStore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -72,8 +73,13 @@ pub(super) fn serve(config: &Config) -> Result<()> {
             },
         );
         let stop_metrics = CancellationToken::new();
+        let remote_write = config.server.remote_write.map(|limits| {
+            RemoteWrite::new(Arc::clone(&state), &config.server.options.tokens, limits)
+        });
         let metrics_task = match config.server.metrics_listen {
-            Some(address) => Some(serve_metrics(address, metrics, &stop_metrics).await?),
+            Some(address) => {
+                Some(serve_metrics(address, metrics, remote_write, &stop_metrics).await?)
+            }
             None => None,
         };
         let scaler = match &config.scaler {
@@ -92,19 +98,26 @@ pub(super) fn serve(config: &Config) -> Result<()> {
     })
 }
 
-/// Binds the `/metrics` endpoint and serves it on a task until `stop` is cancelled.
+/// Binds the `/metrics` endpoint (and remote-write, when given) and serves it on a task until
+/// `stop` is cancelled.
 async fn serve_metrics(
     address: SocketAddr,
     metrics: Arc<Telemetry>,
+    remote_write: Option<RemoteWrite>,
     stop: &CancellationToken,
 ) -> Result<JoinHandle<std::io::Result<()>>> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("binding the metrics endpoint {address}"))?;
-    println!("metrics on http://{}/metrics", listener.local_addr()?);
-    Ok(tokio::spawn(prescale::service::serve_metrics(
+    let local = listener.local_addr()?;
+    println!("metrics on http://{local}/metrics");
+    if remote_write.is_some() {
+        println!("Prometheus remote-write on http://{local}/api/v1/write");
+    }
+    Ok(tokio::spawn(prescale::service::serve_http(
         listener,
         metrics,
+        remote_write,
         stop.clone().cancelled_owned(),
     )))
 }

@@ -69,6 +69,17 @@ pub(super) struct FileServerConfig {
     pub(super) tls: Option<FileTlsConfig>,
     #[serde(default)]
     pub(super) auth: FileAuthConfig,
+    #[serde(default)]
+    pub(super) remote_write: FileRemoteWriteConfig,
+}
+
+/// The `[server.remote_write]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRemoteWriteConfig {
+    pub(super) enabled: Option<bool>,
+    pub(super) max_body_mib: Option<u64>,
+    pub(super) max_decoded_mib: Option<u64>,
 }
 
 /// The `[server.tls]` table as written.

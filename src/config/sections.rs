@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use crate::app::Settings;
 use crate::registry::CronSchedule;
+use crate::service::remote_write::RemoteWriteLimits;
 use crate::service::{ScalerOptions, ServerOptions};
 use crate::store::StoreOptions;
 
@@ -17,6 +18,8 @@ pub struct ServerConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Limits, TLS and tokens.
     pub options: ServerOptions,
+    /// `POST /api/v1/write` on the metrics listener, with these limits; `None` disables it.
+    pub remote_write: Option<RemoteWriteLimits>,
 }
 
 impl Default for ServerConfig {
@@ -25,6 +28,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             options: ServerOptions::default(),
+            remote_write: Some(RemoteWriteLimits::default()),
         }
     }
 }

@@ -118,6 +118,7 @@ fn server_and_planning_tables_are_validated() {
         }
     }
     let open = parse("[server]\nlisten = \"0.0.0.0:50051\"\nallow_insecure = true").unwrap();
+    assert!(open.server.remote_write.is_some());
     assert!(!open.server.listen.ip().is_loopback());
 }
 
@@ -236,4 +237,34 @@ fn the_scaler_listens_only_when_configured_and_checks_its_keys() {
     ));
     let unknown = parse("[scaler]\nlisen = \"127.0.0.1:50052\"").unwrap_err();
     assert!(unknown.to_string().contains("lisen"), "{unknown}");
+}
+
+#[test]
+fn remote_write_limits_and_exposure_are_validated() {
+    let config = parse("[server.remote_write]\nmax_body_mib = 2\nmax_decoded_mib = 10\n").unwrap();
+    let limits = config.server.remote_write.unwrap();
+    assert_eq!(
+        (limits.max_body_bytes, limits.max_decoded_bytes),
+        (2 << 20, 10 << 20)
+    );
+    let off = parse(
+        "[server]\nmetrics_listen = \"0.0.0.0:9464\"\n[server.remote_write]\nenabled = false\n",
+    )
+    .unwrap();
+    assert_eq!(off.server.remote_write, None);
+    for (text, key) in [
+        (
+            "[server.remote_write]\nmax_body_mib = 0",
+            "server.remote_write.max_body_mib",
+        ),
+        (
+            "[server]\nmetrics_listen = \"0.0.0.0:9464\"",
+            "server.remote_write",
+        ),
+    ] {
+        match parse(text) {
+            Err(ConfigError::Invalid { key: got, .. }) => assert_eq!(got, key, "{text}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
 }

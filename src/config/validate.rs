@@ -6,11 +6,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{
-    FilePlanningConfig, FileRegistryConfig, FileScalerConfig, FileServerConfig, FileStoreConfig,
+    FilePlanningConfig, FileRegistryConfig, FileRemoteWriteConfig, FileScalerConfig,
+    FileServerConfig, FileStoreConfig,
 };
 use super::sections::{default_retrain_concurrency, default_settings};
 use super::{ConfigError, Overrides, ScalerConfig, ServerConfig, StoreConfig};
 use crate::app::Settings;
+use crate::service::remote_write::RemoteWriteLimits;
 use crate::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
 
@@ -146,9 +148,23 @@ pub(super) fn server_config(
             ),
         });
     }
+    let remote_write = remote_write_limits(&raw.remote_write)?;
+    // Remote-write is a write endpoint: exposed without tokens it needs the same consent.
+    let writes_exposed =
+        remote_write.is_some() && metrics_listen.is_some_and(|address| !address.ip().is_loopback());
+    if writes_exposed && tokens.is_empty() && !raw.allow_insecure.unwrap_or(false) {
+        return Err(ConfigError::Invalid {
+            key: "server.remote_write",
+            reason: "the metrics listener is not on a loopback address; accepting remote-write \
+                     there needs [server.auth] tokens, allow_insecure = true, or \
+                     [server.remote_write] enabled = false"
+                .to_owned(),
+        });
+    }
     Ok(ServerConfig {
         listen,
         metrics_listen,
+        remote_write,
         options: ServerOptions {
             max_message_bytes: (max_message_mib << 20) as usize,
             max_streams,
@@ -199,6 +215,32 @@ pub(super) fn scaler_config(
             hpa_tolerance,
             max_streams,
         },
+    }))
+}
+
+/// `[server.remote_write]`: its limits, or `None` when disabled.
+fn remote_write_limits(
+    raw: &FileRemoteWriteConfig,
+) -> Result<Option<RemoteWriteLimits>, ConfigError> {
+    if !raw.enabled.unwrap_or(true) {
+        return Ok(None);
+    }
+    let defaults = RemoteWriteLimits::default();
+    let max_body_mib = check_range(
+        "server.remote_write.max_body_mib",
+        raw.max_body_mib
+            .unwrap_or((defaults.max_body_bytes >> 20) as u64),
+        1..=1024,
+    )?;
+    let max_decoded_mib = check_range(
+        "server.remote_write.max_decoded_mib",
+        raw.max_decoded_mib
+            .unwrap_or((defaults.max_decoded_bytes >> 20) as u64),
+        1..=4096,
+    )?;
+    Ok(Some(RemoteWriteLimits {
+        max_body_bytes: (max_body_mib << 20) as usize,
+        max_decoded_bytes: (max_decoded_mib << 20) as usize,
     }))
 }
 

@@ -1,4 +1,5 @@
-//! Bearer-token authentication, compared in constant time.
+//! Bearer-token authentication, compared in constant time: the gRPC interceptor, and the check the
+//! HTTP remote-write endpoint shares.
 
 use std::sync::Arc;
 
@@ -41,26 +42,34 @@ impl BearerAuth {
         }
         matched.into()
     }
+
+    /// Checks an `authorization` header's value (`None` when absent): `Ok` when no tokens are
+    /// configured or it is `Bearer TOKEN` with a configured token; otherwise why it was refused.
+    pub(crate) fn check(&self, header: Option<&[u8]>) -> Result<(), &'static str> {
+        if self.tokens.is_empty() {
+            return Ok(());
+        }
+        let header = header.ok_or("missing authorization: Bearer token")?;
+        let token = header
+            .strip_prefix(b"Bearer ")
+            .ok_or("authorization must be `Bearer TOKEN`")?;
+        if self.accepts(token.trim_ascii()) {
+            Ok(())
+        } else {
+            Err("invalid bearer token")
+        }
+    }
 }
 
 impl Interceptor for BearerAuth {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        if self.tokens.is_empty() {
-            return Ok(request);
-        }
         let header = request
             .metadata()
             .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization must be `Bearer TOKEN`"))?;
-        if self.accepts(token.trim().as_bytes()) {
-            Ok(request)
-        } else {
-            Err(Status::unauthenticated("invalid bearer token"))
+            .map(|value| value.as_bytes());
+        match self.check(header) {
+            Ok(()) => Ok(request),
+            Err(reason) => Err(Status::unauthenticated(reason)),
         }
     }
 }

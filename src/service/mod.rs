@@ -1,5 +1,5 @@
 //! The gRPC service (`prescale serve`): tonic adapters over [`ServingState`], plus health, reflection and
-//! a Prometheus `/metrics` endpoint.
+//! the HTTP listener for Prometheus (`/metrics`, remote-write).
 //!
 //! [`serve`] takes its listener and its shutdown signal as arguments (mini-redis `server::run`), so
 //! tests bind `127.0.0.1:0` and stop it when they like.
@@ -12,6 +12,7 @@ mod layers;
 mod local;
 mod plan_route;
 mod prometheus_endpoint;
+pub mod remote_write;
 mod scaler;
 mod scaler_handlers;
 mod streams;
@@ -31,7 +32,7 @@ use crate::app::ServingState;
 
 pub use convert::workload_message;
 pub use local::{LocalServer, spawn_local, spawn_local_with_scaler};
-pub use prometheus_endpoint::serve_metrics;
+pub use prometheus_endpoint::{serve_http, serve_metrics};
 pub use scaler::{SCALER_SERVICE_NAME, ScalerOptions, ScalerTls, serve_scaler};
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.

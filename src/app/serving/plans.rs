@@ -34,6 +34,17 @@ pub struct PublishedPlan {
     pub skipped_events: Vec<String>,
 }
 
+/// A plan as computed, before it is published.
+#[derive(Debug)]
+struct ComputedPlan {
+    /// Version of the model its forecast came from.
+    model_version: String,
+    /// Backtest MASE of that model, when it could be backtested.
+    backtest_mase: Option<f64>,
+    /// The plan and the events it applied or skipped.
+    outcome: PlanOutcome,
+}
+
 /// The plan state of a workload.
 #[derive(Debug, Clone)]
 pub enum PlanState {
@@ -68,7 +79,7 @@ impl ServingState {
         self: &Arc<Self>,
         workload: &Workload,
         running: Option<u32>,
-    ) -> Result<(String, PlanOutcome), AppError> {
+    ) -> Result<ComputedPlan, AppError> {
         let history = self.recent_history(workload.series())?;
         let horizon = self.horizon("", history.step())?;
         let calendar = self.events.load()?;
@@ -96,7 +107,16 @@ impl ServingState {
             running,
         )
         .inspect_err(|_| self.metrics.model_errors.inc())?;
-        Ok((live_version(live.version, &history), outcome))
+        Ok(ComputedPlan {
+            model_version: live_version(live.version, &history),
+            backtest_mase: live
+                .model
+                .report()
+                .combined
+                .as_ref()
+                .and_then(|scores| scores.mase),
+            outcome,
+        })
     }
 
     /// Recomputes the plan of `entry` on the blocking pool and publishes it.
@@ -107,7 +127,11 @@ impl ServingState {
         let name = workload.name().to_owned();
         let computed = blocking(move || state.compute_plan(&workload, running)).await;
         match computed {
-            Ok((model_version, outcome)) => {
+            Ok(ComputedPlan {
+                model_version,
+                backtest_mase,
+                outcome,
+            }) => {
                 let revision = entry.revision.fetch_add(1, Ordering::AcqRel) + 1;
                 let published = Arc::new(PublishedPlan {
                     revision,
@@ -123,6 +147,17 @@ impl ServingState {
                 });
                 self.metrics.plan_refreshes.inc();
                 tracing::debug!(workload = %name, revision, "published plan");
+                // Under the map's lock, so a workload deleted meanwhile gets no gauges back.
+                let workloads = self.workloads.read();
+                if workloads
+                    .get(&name)
+                    .is_some_and(|current| Arc::ptr_eq(current, &entry))
+                {
+                    let series = entry.workload.read().series().clone();
+                    self.metrics
+                        .record_plan(&name, &series, Arc::clone(&published), backtest_mase);
+                }
+                drop(workloads);
                 entry.plan.send_replace(PlanState::Ready(published));
             }
             Err(AppError::ShuttingDown) => {}

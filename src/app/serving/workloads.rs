@@ -119,6 +119,7 @@ impl ServingState {
         }
         write_workloads(&self.data_dir, &others(&workloads, name))?;
         workloads.remove(name);
+        self.metrics.forget_workload(name);
         Ok(())
     }
 
