@@ -89,6 +89,9 @@ pub struct Telemetry {
     /// methods it serves (and one label for every other path), so the map stays small; it is
     /// locked only to record one request or to copy it for rendering.
     methods: Mutex<BTreeMap<String, MethodStats>>,
+    /// Failed pulls from history sources by (workload, reason); reasons are the short names of
+    /// `SourceError::reason`, so the labels stay few.
+    source_errors: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 /// What is recorded of one gRPC method.
@@ -120,6 +123,25 @@ impl Telemetry {
             .lock()
             .get(method)
             .and_then(|stats| stats.codes.get(code).copied())
+            .unwrap_or(0)
+    }
+
+    /// Records one failed pull from the history source of `workload`, as
+    /// `prescale_source_errors_total{workload,reason}`.
+    pub fn record_source_error(&self, workload: &str, reason: &str) {
+        *self
+            .source_errors
+            .lock()
+            .entry((workload.to_owned(), reason.to_owned()))
+            .or_default() += 1;
+    }
+
+    /// Failed pulls recorded for `workload` with `reason`.
+    pub fn source_errors(&self, workload: &str, reason: &str) -> u64 {
+        self.source_errors
+            .lock()
+            .get(&(workload.to_owned(), reason.to_owned()))
+            .copied()
             .unwrap_or(0)
     }
 
@@ -198,6 +220,20 @@ impl Telemetry {
                 );
             }
         }
+        let _ = writeln!(
+            out,
+            "# HELP prescale_source_errors_total Failed pulls from workloads' history sources, by reason.\n\
+             # TYPE prescale_source_errors_total counter"
+        );
+        let source_errors = self.source_errors.lock().clone();
+        for ((workload, reason), count) in &source_errors {
+            let _ = writeln!(
+                out,
+                "prescale_source_errors_total{{workload=\"{}\",reason=\"{}\"}} {count}",
+                escape(workload),
+                escape(reason)
+            );
+        }
         let name = "prescale_grpc_request_duration_seconds";
         let _ = writeln!(
             out,
@@ -268,5 +304,15 @@ mod tests {
         assert!(text.contains("{method=\"/a/B\",le=\"+Inf\"} 3\n"), "{text}");
         assert!(text.contains("prescale_grpc_request_duration_seconds_count{method=\"/a/B\"} 3\n"));
         assert_eq!(metrics.requests("/a/B", "NotFound"), 1);
+        metrics.record_source_error("check\"out", "connect");
+        metrics.record_source_error("check\"out", "connect");
+        assert!(
+            metrics.render().contains(
+                "prescale_source_errors_total{workload=\"check\\\"out\",reason=\"connect\"} 2\n"
+            ),
+            "{}",
+            metrics.render()
+        );
+        assert_eq!(metrics.source_errors("check\"out", "connect"), 2);
     }
 }

@@ -18,6 +18,17 @@ pub(super) struct FileConfig {
     pub(super) planning: FilePlanningConfig,
     #[serde(default)]
     pub(super) registry: FileRegistryConfig,
+    #[serde(default)]
+    pub(super) sources: FileSourcesConfig,
+}
+
+/// The `[sources]` table as written: how workloads' history sources are polled and retried.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileSourcesConfig {
+    pub(super) poll_interval: Option<String>,
+    pub(super) retry_initial: Option<String>,
+    pub(super) retry_max: Option<String>,
 }
 
 /// The `[registry]` table as written.

@@ -5,6 +5,7 @@
 
 mod forecast;
 mod series_id;
+mod source;
 mod time;
 
 use std::fmt;
@@ -12,6 +13,7 @@ use std::str::FromStr;
 
 pub use forecast::{Forecast, Horizon, Interval, Level};
 pub use series_id::SeriesId;
+pub use source::{PrometheusSource, SourceAuth};
 pub use time::{Step, TimeRange, Timestamp};
 
 /// Errors building a domain value from untrusted input.
@@ -54,6 +56,14 @@ pub enum DomainError {
     InvalidTimestamp {
         /// The timestamp as given.
         text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A history source (`source.prometheus`) has a bad value.
+    #[error("invalid source: {field}: {reason}")]
+    InvalidSource {
+        /// The key, e.g. `source.prometheus.url`.
+        field: &'static str,
         /// What is wrong with it.
         reason: String,
     },

@@ -94,6 +94,7 @@ impl ServingState {
         }
         drop(workloads);
         self.replan.notify_one();
+        self.sources_changed.notify_one();
         Ok(workload)
     }
 
@@ -119,6 +120,7 @@ impl ServingState {
         }
         write_workloads(&self.data_dir, &others(&workloads, name))?;
         workloads.remove(name);
+        self.sources_changed.notify_one();
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{MaxCapacityBreach, Mode, ScaleInPolicy, Workload};
-use crate::domain::{Level, SeriesId};
+use crate::domain::{Level, PrometheusSource, SeriesId};
 use crate::plan::PlanError;
 
 /// Longest accepted warm-up or stabilisation window: beyond a day the plan's horizon would have to be
@@ -31,6 +31,7 @@ const LONGEST_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// | `scale_in.stabilisation_window` | `"5m"` | Hold time after a change before stepping down (Kubernetes default 300 s) | 0 ..= 24h |
 /// | `max_capacity.breach` | `"honour"` | `honour` or `increase` (AWS `MaxCapacityBreachBehavior`) | |
 /// | `max_capacity.buffer_percent` | `10` when increasing | Headroom above the forecast need when increasing | 0 ..= 100 |
+/// | `source.prometheus` | none (pushed) | Pull `series` from a Prometheus-compatible API instead (see `PrometheusSource`) | |
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadParams {
@@ -52,6 +53,15 @@ pub struct WorkloadParams {
     scale_in: ScaleInParams,
     #[serde(default)]
     max_capacity: MaxCapacityParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<SourceParams>,
+}
+
+/// The `source` table as written: one key naming the kind of source.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SourceParams {
+    prometheus: PrometheusSource,
 }
 
 /// The `[scale_in]` table as written.
@@ -150,7 +160,15 @@ impl WorkloadParams {
             mode: Mode::default(),
             scale_in: ScaleInParams::default(),
             max_capacity: MaxCapacityParams::default(),
+            source: None,
         }
+    }
+
+    /// Pulls the workload's series from `source` instead of waiting for it to be pushed.
+    #[must_use]
+    pub fn source(mut self, source: Option<PrometheusSource>) -> Self {
+        self.source = source.map(|prometheus| SourceParams { prometheus });
+        self
     }
 
     /// Parses `workload.toml` text; unknown keys are errors. Call [`WorkloadParams::check`] next.
@@ -302,6 +320,7 @@ impl WorkloadParams {
                 stabilisation_window: self.scale_in.stabilisation_window,
             },
             max_capacity: breach,
+            source: self.source.as_ref().map(|source| source.prometheus.clone()),
         })
     }
 }
@@ -333,6 +352,10 @@ impl From<&Workload> for WorkloadParams {
                 breach,
                 buffer_percent,
             },
+            source: workload
+                .source
+                .clone()
+                .map(|prometheus| SourceParams { prometheus }),
         }
     }
 }
