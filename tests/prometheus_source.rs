@@ -1,0 +1,467 @@
+//! Workloads whose history is pulled from a real Prometheus (Debian's `/usr/bin/prometheus`, seeded
+//! with `promtool` from `notebooks-data`, on 127.0.0.1): a 28-day backfill in chunks whose every point
+//! is the source's value, following points pushed into Prometheus afterwards, a restart that pulls
+//! only what is new, and sources that fail (refused connection, syntax error, 10,000 series, none,
+//! NaN) with a clear status, a counter and nothing written, while the rest keeps working.
+
+mod common;
+mod prometheus_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use prescale::app::{Settings, SourceTiming};
+use prescale::domain::{Aggregation, SeriesId, Step, TimeRange, Timestamp};
+use prescale::service::ServerOptions;
+use prescale::service::proto::plan_service_client::PlanServiceClient;
+use prescale::service::proto::{self, GetWorkloadRequest, SourceStatus, UpsertWorkloadRequest};
+
+use common::TestServer;
+use prometheus_support::{LocalPrometheus, Seed};
+
+const MINUTE_MS: i64 = 60_000;
+const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
+
+/// Settings with the planner held back (these tests look at the store, not at plans) and quick
+/// polls and retries.
+fn settings(history_window: Duration) -> Settings {
+    Settings {
+        history_window,
+        replan_after_samples: u64::MAX,
+        replan_interval: Duration::from_secs(3600),
+        registry_watch: None,
+        sources: SourceTiming {
+            poll_interval: Some(Duration::from_millis(200)),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+        },
+        ..Settings::default()
+    }
+}
+
+fn now_ms() -> i64 {
+    Timestamp::now().as_millis()
+}
+
+/// A workload on series `series`, pulled from `url` with `query` at `step`.
+fn sourced(name: &str, series: &str, url: &str, query: &str, step: &str) -> UpsertWorkloadRequest {
+    UpsertWorkloadRequest {
+        workload: Some(proto::Workload {
+            name: name.to_owned(),
+            series: Some(proto::SeriesRef {
+                name: series.to_owned(),
+                labels: Default::default(),
+            }),
+            capacity_per_replica: 100.0,
+            max_replicas: 50,
+            warm_up: "10m".to_owned(),
+            source: Some(proto::Source {
+                kind: Some(proto::source::Kind::Prometheus(proto::PrometheusSource {
+                    url: url.to_owned(),
+                    query: query.to_owned(),
+                    step: step.to_owned(),
+                    timeout: "5s".to_owned(),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The source status `GetWorkload` shows for `name`, once `ready` accepts it (within 60 s).
+async fn status_when(
+    plans: &mut PlanServiceClient<tonic::transport::Channel>,
+    name: &str,
+    ready: impl Fn(&SourceStatus) -> bool,
+) -> SourceStatus {
+    let started = Instant::now();
+    loop {
+        let workload = plans
+            .get_workload(GetWorkloadRequest {
+                name: name.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if let Some(status) = &workload.source_status
+            && ready(status)
+        {
+            return status.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name}: no such source status within 60 s (last: {:?})",
+            workload.source_status
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The value Prometheus evaluates at `at` for a raw series: its newest sample at or before `at`,
+/// within the 31-minute lookback the test Prometheus runs with.
+fn value_at(samples: &[(i64, f64)], at: i64) -> Option<f64> {
+    let index = samples.partition_point(|(time, _)| *time <= at);
+    let (time, value) = *samples.get(index.checked_sub(1)?)?;
+    (at - time <= 31 * MINUTE_MS).then_some(value)
+}
+
+/// Every stored point of `series` as `(epoch ms, value)`, read through the store's window at `step`
+/// (each bucket holds exactly one pulled point).
+fn stored_points(server: &TestServer, series: &str, step: Step) -> Vec<(i64, f64)> {
+    let store = server.state.history().store();
+    let series: SeriesId = series.parse().unwrap();
+    let summary = store.summary(&series).unwrap();
+    let (first, last) = (summary.first.unwrap(), summary.last.unwrap());
+    let range = TimeRange::new(first, last.saturating_add_millis(1)).unwrap();
+    let window = store
+        .window(&series, range, step, Aggregation::Mean)
+        .unwrap();
+    let points: Vec<(i64, f64)> = window
+        .values()
+        .iter()
+        .enumerate()
+        .filter(|(_, value)| value.is_finite())
+        .map(|(index, value)| (first.as_millis() + index as i64 * step.as_millis(), *value))
+        .collect();
+    assert_eq!(points.len(), summary.samples, "one point per bucket");
+    points
+}
+
+/// Sends `samples` of `name` to Prometheus' remote-write receiver (snappy-compressed protobuf).
+async fn remote_write(url: &str, name: &str, samples: &[(i64, f64)]) {
+    use prescale::ingest::remote_write_proto as remote;
+    use prost::Message;
+
+    let request = remote::WriteRequest {
+        timeseries: vec![remote::TimeSeries {
+            labels: vec![remote::Label {
+                name: "__name__".to_owned(),
+                value: name.to_owned(),
+            }],
+            samples: samples
+                .iter()
+                .map(|(timestamp, value)| remote::Sample {
+                    value: *value,
+                    timestamp: *timestamp,
+                })
+                .collect(),
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "remote write: {}",
+        response.status()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfills_28_days_in_chunks_of_source_values_and_a_restart_pulls_only_what_is_new() {
+    if !prometheus_support::available() {
+        eprintln!(
+            "skipped: {} is not installed",
+            prometheus_support::PROMETHEUS
+        );
+        return;
+    }
+    // The last 30 days of NYC taxi demand (30-minute samples), ending now.
+    let values = prometheus_support::nyc_taxi_values();
+    let last = now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS;
+    let taxi: Vec<(i64, f64)> = values[values.len() - 30 * 48..]
+        .iter()
+        .enumerate()
+        .map(|(index, value)| (last - (30 * 48 - 1 - index as i64) * 30 * MINUTE_MS, *value))
+        .collect();
+    let prometheus = LocalPrometheus::start(&[Seed {
+        name: "nyc_taxi".to_owned(),
+        samples: &taxi,
+    }]);
+    let settings = settings(Duration::from_secs(28 * 24 * 3600));
+    let server = TestServer::start(settings.clone(), ServerOptions::default()).await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    // A 2-minute step over 28 days is 20,160 points: more than one request may ask for.
+    plans
+        .upsert_workload(sourced("taxi", "taxi", &prometheus.url, "nyc_taxi", "2m"))
+        .await
+        .unwrap();
+    let status = status_when(&mut plans, "taxi", |status| status.last_success_ms > 0).await;
+    assert!(status.points_pulled > 11_000, "{status:?}");
+    assert!(!status.history_short, "{status:?}");
+    assert_eq!(status.last_error, "");
+    let requests = prometheus.range_queries();
+    assert!(
+        requests >= status.points_pulled.div_ceil(10_000) && requests >= 3,
+        "{requests} range queries for {} points",
+        status.points_pulled
+    );
+
+    let step = Step::try_from(2 * MINUTE_MS).unwrap();
+    let points = stored_points(&server, "taxi", step);
+    assert_eq!(points.len() as u64, status.points_pulled);
+    let span = points.last().unwrap().0 - points[0].0;
+    assert!(span >= 28 * DAY_MS - 4 * MINUTE_MS, "{span} ms of history");
+    for (at, value) in &points {
+        assert_eq!(Some(*value), value_at(&taxi, *at), "the point at {at}");
+    }
+    assert_eq!(server.metrics.samples_ingested.get(), status.points_pulled);
+
+    // A restart over the same data directory continues from the newest stored point.
+    let directory = server.shutdown().await;
+    let before = prometheus.range_queries();
+    let server = TestServer::start_in(directory, settings, ServerOptions::default()).await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    let status = status_when(&mut plans, "taxi", |status| status.last_success_ms > 0).await;
+    assert!(status.points_pulled <= 2, "re-pulled {status:?}");
+    assert!(prometheus.range_queries() - before <= 2, "re-queried");
+    assert_eq!(
+        stored_points(&server, "taxi", step).len() as u64,
+        points.len() as u64 + status.points_pulled
+    );
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_points_pushed_into_prometheus_after_the_backfill() {
+    if !prometheus_support::available() {
+        eprintln!(
+            "skipped: {} is not installed",
+            prometheus_support::PROMETHEUS
+        );
+        return;
+    }
+    let prometheus = LocalPrometheus::start(&[]);
+    let start = now_ms() / 1000 * 1000 - 60_000;
+    let early: Vec<(i64, f64)> = (0..60)
+        .map(|second| (start + second * 1000, 100.0 + second as f64))
+        .collect();
+    remote_write(&prometheus.url, "live_load", &early).await;
+
+    let server =
+        TestServer::start(settings(Duration::from_secs(300)), ServerOptions::default()).await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .upsert_workload(sourced("live", "live", &prometheus.url, "live_load", "1s"))
+        .await
+        .unwrap();
+    let status = status_when(&mut plans, "live", |status| status.last_success_ms > 0).await;
+    assert!(status.points_pulled >= 60, "{status:?}");
+    let step = Step::try_from(1000).unwrap();
+    for (at, value) in stored_points(&server, "live", step) {
+        assert_eq!(Some(value), value_at(&early, at), "the point at {at}");
+    }
+
+    // New points pushed into Prometheus reach the store within a few polls.
+    let pushed_at = now_ms();
+    remote_write(&prometheus.url, "live_load", &[(pushed_at, 4242.0)]).await;
+    let started = Instant::now();
+    loop {
+        let points = stored_points(&server, "live", step);
+        if points
+            .iter()
+            .any(|(at, value)| *value == 4242.0 && *at >= pushed_at - 1000)
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pushed point never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let points = stored_points(&server, "live", step).len() as u64;
+    assert_eq!(server.metrics.samples_ingested.get(), points);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
+    if !prometheus_support::available() {
+        eprintln!(
+            "skipped: {} is not installed",
+            prometheus_support::PROMETHEUS
+        );
+        return;
+    }
+    let now = now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS;
+    let two_days: Vec<(i64, f64)> = (0..96)
+        .map(|index| (now - (95 - index) * 30 * MINUTE_MS, 10.0 + index as f64))
+        .collect();
+    let recent: Vec<(i64, f64)> = two_days[two_days.len() - 12..].to_vec();
+    let one = [(now - 10 * MINUTE_MS, 1.0)];
+    let mut seeds = vec![
+        Seed {
+            name: "load".to_owned(),
+            samples: &two_days,
+        },
+        Seed {
+            name: "recent_load".to_owned(),
+            samples: &recent,
+        },
+    ];
+    seeds.extend((0..10_000).map(|index| Seed {
+        name: format!("many{{i=\"{index}\"}}"),
+        samples: &one,
+    }));
+    let prometheus = LocalPrometheus::start(&seeds);
+    let server = TestServer::start(
+        settings(Duration::from_secs(24 * 3600)),
+        ServerOptions::default(),
+    )
+    .await;
+    let metrics_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}", metrics_listener.local_addr().unwrap());
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let metrics_task = tokio::spawn(prescale::service::serve_metrics(
+        metrics_listener,
+        std::sync::Arc::clone(&server.metrics),
+        stop_metrics.clone().cancelled_owned(),
+    ));
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    let refused = format!("http://127.0.0.1:{}", prometheus_support::free_port());
+    let bad = [
+        (
+            "refused",
+            refused.as_str(),
+            "load",
+            "connect",
+            "cannot connect",
+        ),
+        (
+            "syntax",
+            &prometheus.url,
+            "sum(rate(load[5m]",
+            "query_error",
+            "bad_data",
+        ),
+        (
+            "many",
+            &prometheus.url,
+            "many",
+            "several_series",
+            "10000 series",
+        ),
+        (
+            "none",
+            &prometheus.url,
+            "no_such_metric",
+            "no_series",
+            "no series",
+        ),
+        (
+            "nan",
+            &prometheus.url,
+            "(load - load) / (load - load)",
+            "nan_values",
+            "NaN",
+        ),
+    ];
+    for (name, url, query, _, _) in bad {
+        plans
+            .upsert_workload(sourced(name, name, url, query, "30m"))
+            .await
+            .unwrap();
+    }
+    for (name, query) in [("good", "load"), ("short", "recent_load")] {
+        plans
+            .upsert_workload(sourced(name, name, &prometheus.url, query, "30m"))
+            .await
+            .unwrap();
+    }
+
+    for (name, _, _, reason, message) in bad {
+        let status = status_when(&mut plans, name, |status| !status.last_error.is_empty()).await;
+        assert_eq!(status.last_error_reason, reason, "{name}: {status:?}");
+        assert!(status.last_error.contains(message), "{name}: {status:?}");
+        assert_eq!(status.points_pulled, 0, "{name}");
+        assert_eq!(status.last_success_ms, 0, "{name}");
+    }
+    let good = status_when(&mut plans, "good", |status| status.last_success_ms > 0).await;
+    assert_eq!(
+        good.points_pulled, 49,
+        "a day of 30-minute points, both ends: {good:?}"
+    );
+    assert!(!good.history_short);
+    // A source holding less than the history window gives what it has, and says so.
+    let short = status_when(&mut plans, "short", |status| status.last_success_ms > 0).await;
+    assert!(short.history_short, "{short:?}");
+    assert_eq!(short.history_available_from_ms, recent[0].0);
+    assert_eq!(short.points_pulled, recent.len() as u64);
+
+    // Nothing of a failing source was written; retries go on with backoff.
+    let stored: Vec<String> = server
+        .state
+        .history()
+        .store()
+        .series()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(stored, ["good", "short"]);
+    let retried = Instant::now();
+    while server.metrics.source_errors("refused", "connect") < 3 {
+        assert!(retried.elapsed() < Duration::from_secs(20), "no retries");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, body) =
+        tokio::task::spawn_blocking(move || prometheus_support::http_get(&metrics_url, "/metrics"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(status, 200);
+    let counters: BTreeMap<&str, f64> = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("prescale_source_errors_total"))
+        .filter_map(|line| {
+            let (labels, count) = line.rsplit_once(' ')?;
+            Some((labels, count.parse().ok()?))
+        })
+        .collect();
+    for (name, _, _, reason, _) in bad {
+        let labels = format!("{{workload=\"{name}\",reason=\"{reason}\"}}");
+        assert!(
+            counters
+                .get(labels.as_str())
+                .is_some_and(|count| *count >= 1.0),
+            "{labels} in {counters:?}"
+        );
+    }
+
+    // Deleting a workload stops its follower: no more errors are counted for it.
+    plans
+        .delete_workload(proto::DeleteWorkloadRequest {
+            name: "refused".to_owned(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(server.state.source_status("refused").is_none());
+    let errors = server.metrics.source_errors("refused", "connect");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(server.metrics.source_errors("refused", "connect"), errors);
+    assert_eq!(
+        plans
+            .list_workloads(proto::ListWorkloadsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .workloads
+            .len(),
+        6
+    );
+
+    stop_metrics.cancel();
+    metrics_task.await.unwrap().unwrap();
+    server.shutdown().await;
+}
