@@ -465,3 +465,66 @@ async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
     metrics_task.await.unwrap().unwrap();
     server.shutdown().await;
 }
+
+#[test]
+fn import_pulls_a_series_from_prometheus_once_and_refuses_a_bad_query() {
+    if !prometheus_support::available() {
+        eprintln!(
+            "skipped: {} is not installed",
+            prometheus_support::PROMETHEUS
+        );
+        return;
+    }
+    let values = prometheus_support::nyc_taxi_values();
+    let last = now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS;
+    let taxi: Vec<(i64, f64)> = values[values.len() - 3 * 48..]
+        .iter()
+        .enumerate()
+        .map(|(index, value)| (last - (3 * 48 - 1 - index as i64) * 30 * MINUTE_MS, *value))
+        .collect();
+    let prometheus = LocalPrometheus::start(&[Seed {
+        name: "nyc_taxi".to_owned(),
+        samples: &taxi,
+    }]);
+    let data = tempfile::tempdir().unwrap();
+    let import = |query: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_prescale"))
+            .args(["import", "--data-dir"])
+            .arg(data.path())
+            .args(["--prometheus", &prometheus.url, "--query", query])
+            .args(["--since", "2d", "--step", "30m", "--series", "taxi"])
+            .output()
+            .unwrap()
+    };
+    let output = import("nyc_taxi");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("imported 97 samples"), "{stdout}");
+
+    let failed = import("sum(rate(nyc_taxi[5m]");
+    assert!(!failed.status.success());
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(stderr.contains("bad_data"), "{stderr}");
+
+    let store = prescale::store::PolarsStore::open(data.path(), Default::default()).unwrap();
+    let series: SeriesId = "taxi".parse().unwrap();
+    let step = Step::try_from(30 * MINUTE_MS).unwrap();
+    let summary = prescale::store::MetricStore::summary(&store, &series).unwrap();
+    assert_eq!(summary.samples, 97);
+    let range = TimeRange::new(
+        summary.first.unwrap(),
+        summary.last.unwrap().saturating_add_millis(1),
+    )
+    .unwrap();
+    let window =
+        prescale::store::MetricStore::window(&store, &series, range, step, Aggregation::Mean)
+            .unwrap();
+    for (index, value) in window.values().iter().enumerate() {
+        let at = summary.first.unwrap().as_millis() + index as i64 * step.as_millis();
+        assert_eq!(Some(*value), value_at(&taxi, at), "the point at {at}");
+    }
+}

@@ -8,6 +8,7 @@ mod events;
 mod forecasting;
 mod models;
 mod serve;
+mod source;
 mod store;
 
 use std::path::PathBuf;
@@ -39,7 +40,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Import a CSV (`timestamp,value`) or Parquet file into a series; all rows or none.
+    /// Import a CSV (`timestamp,value`) or Parquet file into a series, all rows or none; or pull
+    /// it from a Prometheus-compatible API (`--prometheus URL --query EXPR`).
     Import(store::ImportArgs),
     /// Inspect stored series.
     #[command(subcommand)]
