@@ -15,6 +15,7 @@ use prescale::domain::{Aggregation, SeriesId, Step, TimeRange, Timestamp};
 use prescale::service::ServerOptions;
 use prescale::service::proto::plan_service_client::PlanServiceClient;
 use prescale::service::proto::{self, GetWorkloadRequest, SourceStatus, UpsertWorkloadRequest};
+use prescale::store::MetricStore;
 
 use common::TestServer;
 use prometheus_support::{LocalPrometheus, Seed};
@@ -41,6 +42,11 @@ fn settings(history_window: Duration) -> Settings {
 
 fn now_ms() -> i64 {
     Timestamp::now().as_millis()
+}
+
+/// Now, rounded down to a half hour.
+fn half_hour_now() -> i64 {
+    now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS
 }
 
 /// A workload on series `series`, pulled from `url` with `query` at `step`.
@@ -108,8 +114,7 @@ fn value_at(samples: &[(i64, f64)], at: i64) -> Option<f64> {
 
 /// Every stored point of `series` as `(epoch ms, value)`, read through the store's window at `step`
 /// (each bucket holds exactly one pulled point).
-fn stored_points(server: &TestServer, series: &str, step: Step) -> Vec<(i64, f64)> {
-    let store = server.state.history().store();
+fn stored_points(store: &dyn MetricStore, series: &str, step: Step) -> Vec<(i64, f64)> {
     let series: SeriesId = series.parse().unwrap();
     let summary = store.summary(&series).unwrap();
     let (first, last) = (summary.first.unwrap(), summary.last.unwrap());
@@ -169,21 +174,11 @@ async fn remote_write(url: &str, name: &str, samples: &[(i64, f64)]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfills_28_days_in_chunks_of_source_values_and_a_restart_pulls_only_what_is_new() {
-    if !prometheus_support::available() {
-        eprintln!(
-            "skipped: {} is not installed",
-            prometheus_support::PROMETHEUS
-        );
+    if prometheus_support::missing() {
         return;
     }
     // The last 30 days of NYC taxi demand (30-minute samples), ending now.
-    let values = prometheus_support::nyc_taxi_values();
-    let last = now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS;
-    let taxi: Vec<(i64, f64)> = values[values.len() - 30 * 48..]
-        .iter()
-        .enumerate()
-        .map(|(index, value)| (last - (30 * 48 - 1 - index as i64) * 30 * MINUTE_MS, *value))
-        .collect();
+    let taxi = prometheus_support::nyc_taxi_ending_at(half_hour_now(), 30);
     let prometheus = LocalPrometheus::start(&[Seed {
         name: "nyc_taxi".to_owned(),
         samples: &taxi,
@@ -208,7 +203,7 @@ async fn backfills_28_days_in_chunks_of_source_values_and_a_restart_pulls_only_w
     );
 
     let step = Step::try_from(2 * MINUTE_MS).unwrap();
-    let points = stored_points(&server, "taxi", step);
+    let points = stored_points(server.state.history().store().as_ref(), "taxi", step);
     assert_eq!(points.len() as u64, status.points_pulled);
     let span = points.last().unwrap().0 - points[0].0;
     assert!(span >= 28 * DAY_MS - 4 * MINUTE_MS, "{span} ms of history");
@@ -226,7 +221,7 @@ async fn backfills_28_days_in_chunks_of_source_values_and_a_restart_pulls_only_w
     assert!(status.points_pulled <= 2, "re-pulled {status:?}");
     assert!(prometheus.range_queries() - before <= 2, "re-queried");
     assert_eq!(
-        stored_points(&server, "taxi", step).len() as u64,
+        stored_points(server.state.history().store().as_ref(), "taxi", step).len() as u64,
         points.len() as u64 + status.points_pulled
     );
     server.shutdown().await;
@@ -234,11 +229,7 @@ async fn backfills_28_days_in_chunks_of_source_values_and_a_restart_pulls_only_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn follows_points_pushed_into_prometheus_after_the_backfill() {
-    if !prometheus_support::available() {
-        eprintln!(
-            "skipped: {} is not installed",
-            prometheus_support::PROMETHEUS
-        );
+    if prometheus_support::missing() {
         return;
     }
     let prometheus = LocalPrometheus::start(&[]);
@@ -258,7 +249,7 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
     let status = status_when(&mut plans, "live", |status| status.last_success_ms > 0).await;
     assert!(status.points_pulled >= 60, "{status:?}");
     let step = Step::try_from(1000).unwrap();
-    for (at, value) in stored_points(&server, "live", step) {
+    for (at, value) in stored_points(server.state.history().store().as_ref(), "live", step) {
         assert_eq!(Some(value), value_at(&early, at), "the point at {at}");
     }
 
@@ -267,7 +258,7 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
     remote_write(&prometheus.url, "live_load", &[(pushed_at, 4242.0)]).await;
     let started = Instant::now();
     loop {
-        let points = stored_points(&server, "live", step);
+        let points = stored_points(server.state.history().store().as_ref(), "live", step);
         if points
             .iter()
             .any(|(at, value)| *value == 4242.0 && *at >= pushed_at - 1000)
@@ -280,21 +271,17 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let points = stored_points(&server, "live", step).len() as u64;
+    let points = stored_points(server.state.history().store().as_ref(), "live", step).len() as u64;
     assert_eq!(server.metrics.samples_ingested.get(), points);
     server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
-    if !prometheus_support::available() {
-        eprintln!(
-            "skipped: {} is not installed",
-            prometheus_support::PROMETHEUS
-        );
+    if prometheus_support::missing() {
         return;
     }
-    let now = now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS;
+    let now = half_hour_now();
     let two_days: Vec<(i64, f64)> = (0..96)
         .map(|index| (now - (95 - index) * 30 * MINUTE_MS, 10.0 + index as f64))
         .collect();
@@ -468,20 +455,10 @@ async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
 
 #[test]
 fn import_pulls_a_series_from_prometheus_once_and_refuses_a_bad_query() {
-    if !prometheus_support::available() {
-        eprintln!(
-            "skipped: {} is not installed",
-            prometheus_support::PROMETHEUS
-        );
+    if prometheus_support::missing() {
         return;
     }
-    let values = prometheus_support::nyc_taxi_values();
-    let last = now_ms().div_euclid(30 * MINUTE_MS) * 30 * MINUTE_MS;
-    let taxi: Vec<(i64, f64)> = values[values.len() - 3 * 48..]
-        .iter()
-        .enumerate()
-        .map(|(index, value)| (last - (3 * 48 - 1 - index as i64) * 30 * MINUTE_MS, *value))
-        .collect();
+    let taxi = prometheus_support::nyc_taxi_ending_at(half_hour_now(), 3);
     let prometheus = LocalPrometheus::start(&[Seed {
         name: "nyc_taxi".to_owned(),
         samples: &taxi,
@@ -511,20 +488,10 @@ fn import_pulls_a_series_from_prometheus_once_and_refuses_a_bad_query() {
     assert!(stderr.contains("bad_data"), "{stderr}");
 
     let store = prescale::store::PolarsStore::open(data.path(), Default::default()).unwrap();
-    let series: SeriesId = "taxi".parse().unwrap();
     let step = Step::try_from(30 * MINUTE_MS).unwrap();
-    let summary = prescale::store::MetricStore::summary(&store, &series).unwrap();
-    assert_eq!(summary.samples, 97);
-    let range = TimeRange::new(
-        summary.first.unwrap(),
-        summary.last.unwrap().saturating_add_millis(1),
-    )
-    .unwrap();
-    let window =
-        prescale::store::MetricStore::window(&store, &series, range, step, Aggregation::Mean)
-            .unwrap();
-    for (index, value) in window.values().iter().enumerate() {
-        let at = summary.first.unwrap().as_millis() + index as i64 * step.as_millis();
-        assert_eq!(Some(*value), value_at(&taxi, at), "the point at {at}");
+    let points = stored_points(&store, "taxi", step);
+    assert_eq!(points.len(), 97);
+    for (at, value) in points {
+        assert_eq!(Some(value), value_at(&taxi, at), "the point at {at}");
     }
 }

@@ -14,6 +14,7 @@ use std::str::FromStr;
 pub use forecast::{Forecast, Horizon, Interval, Level};
 pub use series_id::SeriesId;
 pub use source::{PrometheusSource, SourceAuth};
+pub(crate) use time::duration_text;
 pub use time::{Step, TimeRange, Timestamp};
 
 /// Errors building a domain value from untrusted input.

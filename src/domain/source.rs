@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{DomainError, Step};
+use super::{DomainError, Step, duration_text};
 
 /// Shortest accepted per-request timeout.
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
@@ -152,28 +152,6 @@ struct BasicAuthParams {
 
 fn default_timeout() -> Duration {
     DEFAULT_TIMEOUT
-}
-
-/// Reads and writes durations written for people (`"5m"`) with humantime.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        duration: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim())
-            .map_err(|error| serde::de::Error::custom(format!("duration {text:?}: {error}")))
-    }
 }
 
 fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {

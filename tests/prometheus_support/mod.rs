@@ -60,8 +60,30 @@ pub(crate) fn openmetrics(seeds: &[Seed<'_>]) -> String {
     text
 }
 
+/// Whether Prometheus is missing; says so, for the test or benchmark to skip.
+pub(crate) fn missing() -> bool {
+    if available() {
+        return false;
+    }
+    eprintln!("skipped: {PROMETHEUS} is not installed");
+    true
+}
+
+/// The last `days` of `notebooks-data/nyc_taxi.csv` (30-minute taxi demand) moved in time so that
+/// its newest sample is at `last_ms`: `(epoch ms, value)`, oldest first.
+pub(crate) fn nyc_taxi_ending_at(last_ms: i64, days: usize) -> Vec<(i64, f64)> {
+    const HALF_HOUR_MS: i64 = 30 * 60_000;
+    let values = nyc_taxi_values();
+    let count = days * 48;
+    values[values.len() - count..]
+        .iter()
+        .enumerate()
+        .map(|(index, value)| (last_ms - (count - 1 - index) as i64 * HALF_HOUR_MS, *value))
+        .collect()
+}
+
 /// The `nyc_taxi` series of `notebooks-data` (30-minute taxi demand): its values, oldest first.
-pub(crate) fn nyc_taxi_values() -> Vec<f64> {
+fn nyc_taxi_values() -> Vec<f64> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks-data/nyc_taxi.csv");
     std::fs::read_to_string(path)
         .expect("notebooks-data/nyc_taxi.csv is in the repository")

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{MaxCapacityBreach, Mode, ScaleInPolicy, Workload};
-use crate::domain::{Level, PrometheusSource, SeriesId};
+use crate::domain::{Level, PrometheusSource, SeriesId, duration_text};
 use crate::plan::PlanError;
 
 /// Longest accepted warm-up or stabilisation window: beyond a day the plan's horizon would have to be
@@ -115,28 +115,6 @@ fn default_planning_level() -> f64 {
 
 fn default_stabilisation_window() -> Duration {
     Duration::from_secs(300)
-}
-
-/// Reads and writes durations written for people (`"10m"`, `"1h 30m"`) with humantime.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        duration: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim())
-            .map_err(|error| serde::de::Error::custom(format!("duration {text:?}: {error}")))
-    }
 }
 
 impl WorkloadParams {
