@@ -425,6 +425,15 @@ async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
         );
     }
 
+    // Upserting a workload with a fixed query restarts its follower, which then succeeds.
+    plans
+        .upsert_workload(sourced("syntax", "syntax", &prometheus.url, "load", "30m"))
+        .await
+        .unwrap();
+    let fixed = status_when(&mut plans, "syntax", |status| status.last_success_ms > 0).await;
+    assert_eq!(fixed.last_error, "");
+    assert_eq!(fixed.points_pulled, 49);
+
     // Deleting a workload stops its follower: no more errors are counted for it.
     plans
         .delete_workload(proto::DeleteWorkloadRequest {
