@@ -2,7 +2,8 @@
 //! with `promtool` from `notebooks-data`, on 127.0.0.1): a 28-day backfill in chunks whose every point
 //! is the source's value, following points pushed into Prometheus afterwards, a restart that pulls
 //! only what is new, and sources that fail (refused connection, syntax error, 10,000 series, none,
-//! NaN) with a clear status, a counter and nothing written, while the rest keeps working.
+//! NaN) with a clear status, a counter and nothing written, while the rest keeps working; https with a
+//! CA file and basic auth.
 
 mod common;
 mod prometheus_support;
@@ -503,4 +504,107 @@ fn import_pulls_a_series_from_prometheus_once_and_refuses_a_bad_query() {
     for (at, value) in points {
         assert_eq!(Some(value), value_at(&taxi, at), "the point at {at}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_over_https_trusting_a_ca_file_with_basic_auth() {
+    if prometheus_support::missing() {
+        return;
+    }
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let cert = files.path().join("prometheus.pem");
+    let key = files.path().join("prometheus.key");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    let password = files.path().join("password");
+    std::fs::write(&password, "test\n").unwrap();
+    let wrong = files.path().join("wrong");
+    std::fs::write(&wrong, "guess\n").unwrap();
+    // bcrypt of "test", as Prometheus' basic-auth guide writes it.
+    let web_config = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\nbasic_auth_users:\n  \
+         prescale: $2b$12$hNf2lSsxfm0.i4a.1kVpSOVyBCfIB51VRjgBUyv6kdnyTlgWj81Ay\n",
+        cert.display(),
+        key.display()
+    );
+    let now = half_hour_now();
+    let day: Vec<(i64, f64)> = (0..49)
+        .map(|index| (now - (48 - index) * 30 * MINUTE_MS, index as f64))
+        .collect();
+    let prometheus = LocalPrometheus::start_with_web_config(
+        &[Seed {
+            name: "load".to_owned(),
+            samples: &day,
+        }],
+        Some(&web_config),
+    );
+    let https = prometheus.url.replace("http://", "https://");
+    let server = TestServer::start(
+        settings(Duration::from_secs(24 * 3600)),
+        ServerOptions::default(),
+    )
+    .await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    let secured = |name: &str, ca_file: &std::path::Path, password_file: &std::path::Path| {
+        let mut request = sourced(name, name, &https, "load", "30m");
+        if let Some(proto::source::Kind::Prometheus(source)) = request
+            .workload
+            .as_mut()
+            .and_then(|workload| workload.source.as_mut())
+            .and_then(|source| source.kind.as_mut())
+        {
+            source.ca_file = ca_file.display().to_string();
+            source.basic_auth_username = "prescale".to_owned();
+            source.basic_auth_password_file = password_file.display().to_string();
+        }
+        request
+    };
+    plans
+        .upsert_workload(secured("trusted", &cert, &password))
+        .await
+        .unwrap();
+    plans
+        .upsert_workload(secured("wrong_password", &cert, &wrong))
+        .await
+        .unwrap();
+    plans
+        .upsert_workload(secured("untrusted", &password, &password))
+        .await
+        .unwrap();
+
+    plans
+        .upsert_workload(sourced("no_ca", "no_ca", &https, "load", "30m"))
+        .await
+        .unwrap();
+
+    let trusted = status_when(&mut plans, "trusted", |status| status.last_success_ms > 0).await;
+    assert_eq!(trusted.points_pulled, 49, "{trusted:?}");
+    let refused = status_when(&mut plans, "wrong_password", |status| {
+        !status.last_error.is_empty()
+    })
+    .await;
+    assert_eq!(refused.last_error_reason, "http_status", "{refused:?}");
+    assert!(refused.last_error.contains("401"), "{refused:?}");
+    // A CA file that holds no certificate is an error naming it.
+    let untrusted = status_when(&mut plans, "untrusted", |status| {
+        !status.last_error.is_empty()
+    })
+    .await;
+    assert_eq!(untrusted.last_error_reason, "file", "{untrusted:?}");
+    assert!(untrusted.last_error.contains("password"), "{untrusted:?}");
+    // Without the CA file, the system's roots do not trust Prometheus' certificate.
+    let no_ca = status_when(&mut plans, "no_ca", |status| !status.last_error.is_empty()).await;
+    assert_eq!(no_ca.last_error_reason, "connect", "{no_ca:?}");
+    assert!(no_ca.last_error.contains("certificate"), "{no_ca:?}");
+    let stored: Vec<String> = server
+        .state
+        .history()
+        .store()
+        .series()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(stored, ["trusted"]);
+    server.shutdown().await;
 }

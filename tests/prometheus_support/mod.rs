@@ -103,6 +103,13 @@ impl LocalPrometheus {
     /// Prometheus on it with a 60-day retention and a 31-minute lookback (so a 30-minute series has a
     /// value at every evaluation time), and waits until `/-/ready` answers.
     pub(crate) fn start(seeds: &[Seed<'_>]) -> Self {
+        Self::start_with_web_config(seeds, None)
+    }
+
+    /// As [`Self::start`], with Prometheus' web configuration (TLS, basic auth) from the YAML text
+    /// `web_config` when given; then it only waits for an answer on the port, since a plain GET of
+    /// `/-/ready` cannot pass TLS and auth (clients retry until it is ready).
+    pub(crate) fn start_with_web_config(seeds: &[Seed<'_>], web_config: Option<&str>) -> Self {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let tsdb = directory.path().join("tsdb");
         std::fs::create_dir_all(&tsdb).expect("the TSDB directory");
@@ -128,7 +135,13 @@ impl LocalPrometheus {
         )
         .expect("the config file");
         let port = free_port();
-        let child = Command::new(PROMETHEUS)
+        let mut command = Command::new(PROMETHEUS);
+        if let Some(web_config) = web_config {
+            let path = directory.path().join("web.yml");
+            std::fs::write(&path, web_config).expect("the web config file");
+            command.arg(format!("--web.config.file={}", path.display()));
+        }
+        let child = command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", tsdb.display()))
             .arg("--storage.tsdb.retention.time=60d")
@@ -144,14 +157,14 @@ impl LocalPrometheus {
             child,
             _directory: directory,
         };
-        prometheus.wait_ready();
+        prometheus.wait_ready(web_config.is_none());
         prometheus
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&self, plain: bool) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
-            if http_get(&self.url, "/-/ready").is_some_and(|(status, _)| status == 200) {
+            if http_get(&self.url, "/-/ready").is_some_and(|(status, _)| status == 200 || !plain) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(100));

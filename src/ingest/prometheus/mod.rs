@@ -190,6 +190,12 @@ impl PrometheusClient {
                     path: path.to_owned(),
                     reason: format!("not PEM certificates: {error}"),
                 })?;
+            if certificates.is_empty() {
+                return Err(SourceError::File {
+                    path: path.to_owned(),
+                    reason: "holds no PEM certificate".to_owned(),
+                });
+            }
             for certificate in certificates {
                 builder = builder.add_root_certificate(certificate);
             }
