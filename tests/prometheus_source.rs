@@ -134,6 +134,18 @@ fn stored_points(store: &dyn MetricStore, series: &str, step: Step) -> Vec<(i64,
     points
 }
 
+/// Names of the series the server's store holds.
+fn stored_series(server: &TestServer) -> Vec<String> {
+    server
+        .state
+        .history()
+        .store()
+        .series()
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
 /// Sends `samples` of `name` to Prometheus' remote-write receiver (snappy-compressed protobuf).
 async fn remote_write(url: &str, name: &str, samples: &[(i64, f64)]) {
     use prescale::ingest::remote_write_proto as remote;
@@ -388,14 +400,7 @@ async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
     assert_eq!(short.points_pulled, recent.len() as u64);
 
     // Nothing of a failing source was written; retries go on with backoff.
-    let stored: Vec<String> = server
-        .state
-        .history()
-        .store()
-        .series()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let stored = stored_series(&server);
     assert_eq!(stored, ["good", "short"]);
     let retried = Instant::now();
     while server.metrics.source_errors("refused", "connect") < 3 {
@@ -597,14 +602,7 @@ async fn pulls_over_https_trusting_a_ca_file_with_basic_auth() {
     let no_ca = status_when(&mut plans, "no_ca", |status| !status.last_error.is_empty()).await;
     assert_eq!(no_ca.last_error_reason, "connect", "{no_ca:?}");
     assert!(no_ca.last_error.contains("certificate"), "{no_ca:?}");
-    let stored: Vec<String> = server
-        .state
-        .history()
-        .store()
-        .series()
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    let stored = stored_series(&server);
     assert_eq!(stored, ["trusted"]);
     server.shutdown().await;
 }
