@@ -9,7 +9,8 @@
 //! app             use cases over a store; the serving state: workloads, plans, live models, jobs
 //! simulate        replays history: predictive plans against the HPA and an oracle
 //! registry        versioned model files and the manifest
-//! store  ingest   the metric store (Polars, WAL, Parquet); CSV/Parquet parsing
+//! store  ingest   the metric store (Polars, WAL, Parquet); CSV/Parquet parsing, the Prometheus
+//!                 query client
 //! events          planned events and their learned uplift
 //! forecast  plan  models (Fit/Predict on slices) and the planner; no I/O, no runtime
 //! atomic_file     crash-safe file replacement, shared by store and registry

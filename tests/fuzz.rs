@@ -557,6 +557,7 @@ fn write_seed_corpus() {
                         breach: "increase".to_owned(),
                         buffer_percent: Some(10.0),
                     }),
+                    ..Default::default()
                 }),
             }
             .encode_to_vec(),

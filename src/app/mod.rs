@@ -35,7 +35,7 @@ pub use retrain::{
 pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{
     Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast, ServingState,
-    Settings, model_version,
+    Settings, SourceStatus, SourceTiming, model_version,
 };
 
 /// Errors of the use cases.

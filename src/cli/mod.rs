@@ -9,6 +9,7 @@ mod forecasting;
 mod models;
 mod retrain_client;
 mod serve;
+mod source;
 mod store;
 
 use std::path::PathBuf;
@@ -40,7 +41,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Import a CSV (`timestamp,value`) or Parquet file into a series; all rows or none.
+    /// Import a CSV (`timestamp,value`) or Parquet file into a series, all rows or none; or pull
+    /// it from a Prometheus-compatible API (`--prometheus URL --query EXPR`).
     Import(store::ImportArgs),
     /// Inspect stored series.
     #[command(subcommand)]

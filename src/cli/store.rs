@@ -11,6 +11,7 @@ use prescale::store::MetricStore;
 
 use super::args::{SeriesArgs, StoreArgs};
 use super::open;
+use super::source::{PrometheusImportArgs, import_prometheus};
 use crate::output::{print_import, print_series_details, print_series_table};
 
 #[derive(Debug, Args)]
@@ -24,7 +25,10 @@ pub(super) struct ImportArgs {
     #[arg(long)]
     skip_bad_rows: bool,
     /// CSV or Parquet file (told apart by content).
-    file: PathBuf,
+    #[arg(required_unless_present = "prometheus", conflicts_with = "prometheus")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    prometheus: PrometheusImportArgs,
     #[command(flatten)]
     pub(super) store: StoreArgs,
 }
@@ -75,19 +79,27 @@ pub(super) struct ExportArgs {
 }
 
 /// `prescale import`: all rows or none, unless `--skip-bad-rows`; checkpointed before it returns.
+/// With `--prometheus`, the series is pulled from there instead of a file.
 pub(super) fn import(config: &Config, args: &ImportArgs) -> Result<()> {
     let (app, store) = open(config)?;
     let series = args.labels.resolve(&args.series)?;
+    let Some(file) = &args.file else {
+        let stored = import_prometheus(store.as_ref(), &series, &args.prometheus)
+            .context("importing from Prometheus")?;
+        store.checkpoint()?;
+        println!("imported {stored} samples from Prometheus into {series}");
+        return Ok(());
+    };
     let policy = if args.skip_bad_rows {
         BadRowPolicy::Skip
     } else {
         BadRowPolicy::Reject
     };
     let report = app
-        .import_file(&series, &args.file, policy)
-        .with_context(|| format!("importing {}", args.file.display()))?;
+        .import_file(&series, file, policy)
+        .with_context(|| format!("importing {}", file.display()))?;
     store.checkpoint()?;
-    print_import(&report, &args.file);
+    print_import(&report, file);
     Ok(())
 }
 

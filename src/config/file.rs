@@ -20,6 +20,8 @@ pub(super) struct FileConfig {
     pub(super) registry: FileRegistryConfig,
     #[serde(default)]
     pub(super) scaler: FileScalerConfig,
+    #[serde(default)]
+    pub(super) sources: FileSourcesConfig,
 }
 
 /// The `[scaler]` table as written (the KEDA external scaler's listener).
@@ -40,6 +42,15 @@ pub(super) struct FileScalerTlsConfig {
     pub(super) cert: PathBuf,
     pub(super) key: PathBuf,
     pub(super) client_ca: Option<PathBuf>,
+}
+
+/// The `[sources]` table as written: how workloads' history sources are polled and retried.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileSourcesConfig {
+    pub(super) poll_interval: Option<String>,
+    pub(super) retry_initial: Option<String>,
+    pub(super) retry_max: Option<String>,
 }
 
 /// The `[registry]` table as written.

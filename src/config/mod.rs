@@ -188,7 +188,10 @@ impl Config {
         let retention = validate::retention(&raw.store, overrides)?;
         let server = validate::server_config(raw.server, origin, overrides)?;
         let scaler = validate::scaler_config(raw.scaler, overrides)?;
-        let settings = validate::settings(raw.planning, &raw.registry, retention)?;
+        let settings = Settings {
+            sources: validate::source_timing(&raw.sources)?,
+            ..validate::settings(raw.planning, &raw.registry, retention)?
+        };
         let retrain_concurrency = validate::retrain_concurrency(&raw.registry)?;
         Ok(Self {
             data_dir,

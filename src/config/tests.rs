@@ -268,3 +268,33 @@ fn remote_write_limits_and_exposure_are_validated() {
         }
     }
 }
+
+#[test]
+fn sources_table_sets_polling_and_backoff() {
+    let config =
+        parse("[sources]\npoll_interval = \"30s\"\nretry_initial = \"2s\"\nretry_max = \"1m\"\n")
+            .unwrap();
+    assert_eq!(
+        config.settings.sources.poll_interval,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        config.settings.sources.retry_initial,
+        Duration::from_secs(2)
+    );
+    assert_eq!(config.settings.sources.retry_max, Duration::from_secs(60));
+    assert!(matches!(
+        parse("[sources]\nretry_initial = \"10m\"\nretry_max = \"1m\"\n"),
+        Err(ConfigError::Invalid {
+            key: "sources.retry_initial",
+            ..
+        })
+    ));
+    assert!(matches!(
+        parse("[sources]\npoll_interval = \"0s\"\n"),
+        Err(ConfigError::Invalid {
+            key: "sources.poll_interval",
+            ..
+        })
+    ));
+}

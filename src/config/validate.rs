@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use super::file::{
     FilePlanningConfig, FileRegistryConfig, FileRemoteWriteConfig, FileScalerConfig,
-    FileServerConfig, FileStoreConfig,
+    FileServerConfig, FileSourcesConfig, FileStoreConfig,
 };
 use super::sections::{default_retrain_concurrency, default_settings};
 use super::{ConfigError, Overrides, ScalerConfig, ServerConfig, StoreConfig};
-use crate::app::Settings;
+use crate::app::{Settings, SourceTiming};
 use crate::service::remote_write::RemoteWriteLimits;
 use crate::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
@@ -287,6 +287,35 @@ pub(super) fn settings(
         registry_watch,
         ..planned
     })
+}
+
+/// The `[sources]` keys over their defaults.
+pub(super) fn source_timing(raw: &FileSourcesConfig) -> Result<SourceTiming, ConfigError> {
+    let defaults = SourceTiming::default();
+    let duration = |key, text: &Option<String>, default| match text {
+        Some(text) => parse_duration(key, text),
+        None => Ok(default),
+    };
+    let timing = SourceTiming {
+        poll_interval: raw
+            .poll_interval
+            .as_deref()
+            .map(|text| parse_duration("sources.poll_interval", text))
+            .transpose()?,
+        retry_initial: duration(
+            "sources.retry_initial",
+            &raw.retry_initial,
+            defaults.retry_initial,
+        )?,
+        retry_max: duration("sources.retry_max", &raw.retry_max, defaults.retry_max)?,
+    };
+    if timing.retry_initial > timing.retry_max {
+        return Err(ConfigError::Invalid {
+            key: "sources.retry_initial",
+            reason: "is longer than sources.retry_max".to_owned(),
+        });
+    }
+    Ok(timing)
 }
 
 /// The `[planning]` keys over their defaults; the other fields keep their defaults.

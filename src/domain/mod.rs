@@ -5,6 +5,7 @@
 
 mod forecast;
 mod series_id;
+mod source;
 mod time;
 
 use std::fmt;
@@ -12,6 +13,8 @@ use std::str::FromStr;
 
 pub use forecast::{Forecast, Horizon, Interval, Level};
 pub use series_id::SeriesId;
+pub use source::{PrometheusSource, SourceAuth};
+pub(crate) use time::duration_text;
 pub use time::{Step, TimeRange, Timestamp};
 
 /// Bytes of client text an error message repeats; the rest is counted, not echoed.
@@ -75,6 +78,14 @@ pub enum DomainError {
     InvalidTimestamp {
         /// The timestamp as given.
         text: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A history source (`source.prometheus`) has a bad value.
+    #[error("invalid source: {field}: {reason}")]
+    InvalidSource {
+        /// The key, e.g. `source.prometheus.url`.
+        field: &'static str,
         /// What is wrong with it.
         reason: String,
     },

@@ -246,6 +246,28 @@ impl TimeRange {
     }
 }
 
+/// Serde helpers: reads and writes durations written for people (`"10m"`, `"1h 30m"`) with humantime.
+pub(crate) mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        duration: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim())
+            .map_err(|error| serde::de::Error::custom(format!("duration {text:?}: {error}")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,8 @@ use polars::prelude::{DataType, ParquetReader, SerReader, TimeUnit};
 
 use crate::domain::{Sample, Timestamp};
 
+pub mod prometheus;
+
 /// The generated messages of the Prometheus remote-write 1.0 specification (`proto/prometheus`).
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 pub mod remote_write_proto {

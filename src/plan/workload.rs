@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub use params::WorkloadParams;
 
 use super::PlanError;
-use crate::domain::{Level, SeriesId};
+use crate::domain::{Level, PrometheusSource, SeriesId};
 
 /// Whether plans for a workload are only published or also acted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
@@ -107,6 +107,7 @@ pub struct Workload {
     mode: Mode,
     scale_in: ScaleInPolicy,
     max_capacity: MaxCapacityBreach,
+    source: Option<PrometheusSource>,
 }
 
 impl Workload {
@@ -168,6 +169,11 @@ impl Workload {
     /// What happens when the forecast needs more than `max_replicas`.
     pub fn max_capacity(&self) -> MaxCapacityBreach {
         self.max_capacity
+    }
+
+    /// Where the series is pulled from; `None` when it is pushed (ingest, import).
+    pub fn source(&self) -> Option<&PrometheusSource> {
+        self.source.as_ref()
     }
 
     /// Load one replica is planned to carry: its capacity at the target utilisation.

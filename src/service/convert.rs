@@ -1,14 +1,17 @@
 //! Proto messages to domain values and back. Every proto value is checked here or by the domain
 //! constructor it feeds; nothing unchecked reaches the use cases.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tonic::Status;
 
 use super::error::invalid;
 use super::proto;
-use crate::app::{CachedModel, Job, JobState, PublishedPlan, ServedForecast};
-use crate::domain::{Level, Sample, SeriesId, Timestamp};
+use crate::app::{CachedModel, Job, JobState, PublishedPlan, ServedForecast, SourceStatus};
+use crate::domain::{
+    DomainError, Level, PrometheusSource, Sample, SeriesId, SourceAuth, Step, Timestamp,
+};
 use crate::events::EventSpec;
 use crate::forecast::MemberStatus;
 use crate::plan::{MaxCapacityBreach, Mode, PlanStep, Workload, WorkloadParams};
@@ -232,7 +235,93 @@ pub(crate) fn workload(message: Option<proto::Workload>) -> Result<Workload, Sta
         };
         params = params.max_capacity_breach(breach);
     }
+    if let Some(source) = message.source {
+        params = params.source(prometheus_source(source)?);
+    }
     params.check().map_err(|error| invalid(error.to_string()))
+}
+
+/// A history source from the wire, validated.
+fn prometheus_source(message: proto::Source) -> Result<Option<PrometheusSource>, Status> {
+    let Some(proto::source::Kind::Prometheus(prometheus)) = message.kind else {
+        return Ok(None);
+    };
+    let step: Step = prometheus
+        .step
+        .parse()
+        .map_err(|error: DomainError| invalid(format!("source.prometheus.step: {error}")))?;
+    let file = |text: &str| (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
+    let auth = match (
+        file(&prometheus.bearer_token_file),
+        prometheus.basic_auth_username.trim(),
+        file(&prometheus.basic_auth_password_file),
+    ) {
+        (None, "", None) => SourceAuth::None,
+        (Some(token), "", None) => SourceAuth::BearerTokenFile(token),
+        (None, username, Some(password_file)) if !username.is_empty() => SourceAuth::Basic {
+            username: username.to_owned(),
+            password_file,
+        },
+        _ => {
+            return Err(invalid(
+                "source.prometheus: set bearer_token_file, or basic_auth_username with \
+                 basic_auth_password_file, not both",
+            ));
+        }
+    };
+    let mut source = PrometheusSource::new(&prometheus.url, &prometheus.query, step)
+        .map_err(|error| invalid(error.to_string()))?
+        .with_auth(auth)
+        .with_ca_file(file(&prometheus.ca_file));
+    if !prometheus.timeout.trim().is_empty() {
+        source = source
+            .with_timeout(duration_text(
+                "source.prometheus.timeout",
+                &prometheus.timeout,
+            )?)
+            .map_err(|error| invalid(error.to_string()))?;
+    }
+    Ok(Some(source))
+}
+
+/// A history source for the wire.
+fn source_message(source: &PrometheusSource) -> proto::Source {
+    let path = |path: Option<&std::path::Path>| {
+        path.map(|path| path.display().to_string())
+            .unwrap_or_default()
+    };
+    let (bearer_token_file, basic_auth_username, basic_auth_password_file) = match source.auth() {
+        SourceAuth::None => (String::new(), String::new(), String::new()),
+        SourceAuth::BearerTokenFile(file) => (path(Some(file)), String::new(), String::new()),
+        SourceAuth::Basic {
+            username,
+            password_file,
+        } => (String::new(), username.clone(), path(Some(password_file))),
+    };
+    proto::Source {
+        kind: Some(proto::source::Kind::Prometheus(proto::PrometheusSource {
+            url: source.url().to_owned(),
+            query: source.query().to_owned(),
+            step: source.step().to_string(),
+            bearer_token_file,
+            basic_auth_username,
+            basic_auth_password_file,
+            ca_file: path(source.ca_file()),
+            timeout: humantime::format_duration(source.timeout()).to_string(),
+        })),
+    }
+}
+
+/// A source follower's status for the wire.
+pub(crate) fn source_status_message(status: &SourceStatus) -> proto::SourceStatus {
+    proto::SourceStatus {
+        last_error: status.last_error.clone().unwrap_or_default(),
+        last_error_reason: status.last_error_reason.unwrap_or_default().to_owned(),
+        last_success_ms: status.last_success.map_or(0, Timestamp::as_millis),
+        points_pulled: status.points_pulled,
+        history_available_from_ms: status.history_from.map_or(0, Timestamp::as_millis),
+        history_short: status.history_short,
+    }
 }
 
 /// A workload as the API sends it.
@@ -261,6 +350,8 @@ pub fn workload_message(workload: &Workload) -> proto::Workload {
             breach: breach.to_owned(),
             buffer_percent,
         }),
+        source: workload.source().map(source_message),
+        source_status: None,
     }
 }
 

@@ -224,7 +224,12 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::GetWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
         let workload = self.state.workload(&request.into_inner().name)?;
-        Ok(Response::new(convert::workload_message(&workload)))
+        let mut message = convert::workload_message(&workload);
+        message.source_status = self
+            .state
+            .source_status(workload.name())
+            .map(|status| convert::source_status_message(&status));
+        Ok(Response::new(message))
     }
 
     async fn list_workloads(

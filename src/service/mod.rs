@@ -271,8 +271,9 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 }
 
 /// Starts the state's background work beside the server: the planner, retention, the retraining
-/// schedule and the registry watch; each ends when the state's shutdown token is cancelled.
-fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str); 4] {
+/// schedule, the registry watch and the followers of history sources; each ends when the state's
+/// shutdown token is cancelled.
+fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str); 5] {
     [
         (tokio::spawn(Arc::clone(state).run_planner()), "planner"),
         (
@@ -286,6 +287,10 @@ fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str
         (
             tokio::spawn(Arc::clone(state).run_registry_watch()),
             "registry watch",
+        ),
+        (
+            tokio::spawn(Arc::clone(state).run_sources()),
+            "history sources",
         ),
     ]
 }

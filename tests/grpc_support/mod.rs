@@ -73,6 +73,8 @@ pub(crate) fn workload(name: &str, series_name: &str) -> proto::UpsertWorkloadRe
             mode: "forecast-and-scale".to_owned(),
             scale_in: None,
             max_capacity: None,
+            source: None,
+            source_status: None,
         }),
     }
 }

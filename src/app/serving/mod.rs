@@ -14,7 +14,8 @@
 //! another [`MetricStore`](crate::store::MetricStore).
 //!
 //! One file per concern, each an `impl ServingState` block: `ingest`, `forecasts`, `live_models`,
-//! `workloads`, `plans`, `retrain_jobs`, `events`, `maintenance`; `settings` holds [`Settings`].
+//! `workloads`, `plans`, `retrain_jobs`, `events`, `maintenance`, `sources`; `settings` holds
+//! [`Settings`].
 
 mod events;
 mod forecasts;
@@ -24,6 +25,7 @@ mod maintenance;
 mod plans;
 mod retrain_jobs;
 mod settings;
+mod sources;
 mod workloads;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -44,10 +46,12 @@ use super::{AppError, Clock, EventStore, FitPool, FitPriority, History, ModelCho
 pub use forecasts::{CachedModel, ServedForecast, model_version};
 pub use plans::{PlanState, PublishedPlan};
 pub use retrain_jobs::{Job, JobState};
-pub use settings::Settings;
+pub use settings::{Settings, SourceTiming};
+pub use sources::SourceStatus;
 pub use workloads::Applied;
 
 use live_models::{LiveModel, load_live_models};
+use sources::Follower;
 use workloads::{WorkloadEntry, read_workloads};
 
 /// What a serving process holds over the [`History`]: workloads and their latest plans, the live
@@ -101,6 +105,11 @@ pub struct ServingState {
     /// The date the retraining schedule follows and jobs and plans are stamped with: the system's
     /// clock, or in tests one that follows tokio's paused time.
     clock: Arc<dyn Clock>,
+    /// The follower of each workload with a history source, by workload name; `run_sources` starts
+    /// and stops them, `GetWorkload` reads their status.
+    followers: Mutex<HashMap<String, Follower>>,
+    /// Wakes `run_sources` when workloads were upserted or deleted.
+    sources_changed: Notify,
 }
 
 impl ServingState {
@@ -167,6 +176,8 @@ impl ServingState {
             replan: Notify::new(),
             shutdown: CancellationToken::new(),
             clock,
+            followers: Mutex::new(HashMap::new()),
+            sources_changed: Notify::new(),
         }))
     }
 

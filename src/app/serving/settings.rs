@@ -46,6 +46,31 @@ pub struct Settings {
     /// How often the registry's manifest is re-read so that versions promoted or rolled back by
     /// another process are served; `None` never (`[registry] watch_interval`).
     pub registry_watch: Option<Duration>,
+    /// How workloads with a `source` poll it and retry it (`[sources]`).
+    pub sources: SourceTiming,
+}
+
+/// How the followers of sourced workloads poll and retry (`[sources]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceTiming {
+    /// Time between polls for new points; `None` polls once per source step
+    /// (`[sources] poll_interval`).
+    pub poll_interval: Option<Duration>,
+    /// Wait after the first failure; it doubles with each failure in a row
+    /// (`[sources] retry_initial`).
+    pub retry_initial: Duration,
+    /// Longest wait between retries (`[sources] retry_max`).
+    pub retry_max: Duration,
+}
+
+impl Default for SourceTiming {
+    fn default() -> Self {
+        Self {
+            poll_interval: None,
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -63,6 +88,7 @@ impl Default for Settings {
             promotion_margin: 0.05,
             retrain_schedule: None,
             registry_watch: Some(Duration::from_secs(10)),
+            sources: SourceTiming::default(),
         }
     }
 }

@@ -94,6 +94,7 @@ impl ServingState {
         }
         drop(workloads);
         self.replan.notify_one();
+        self.sources_changed.notify_one();
         Ok(workload)
     }
 
@@ -120,6 +121,7 @@ impl ServingState {
         write_workloads(&self.data_dir, &others(&workloads, name))?;
         workloads.remove(name);
         self.metrics.forget_workload(name);
+        self.sources_changed.notify_one();
         Ok(())
     }
 

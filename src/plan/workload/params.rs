@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{MaxCapacityBreach, Mode, ScaleInPolicy, Workload};
-use crate::domain::{Level, SeriesId};
+use crate::domain::{Level, PrometheusSource, SeriesId, duration_text};
 use crate::plan::PlanError;
 
 /// Longest accepted warm-up or stabilisation window: beyond a day the plan's horizon would have to be
@@ -31,6 +31,7 @@ const LONGEST_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// | `scale_in.stabilisation_window` | `"5m"` | Hold time after a change before stepping down (Kubernetes default 300 s) | 0 ..= 24h |
 /// | `max_capacity.breach` | `"honour"` | `honour` or `increase` (AWS `MaxCapacityBreachBehavior`) | |
 /// | `max_capacity.buffer_percent` | `10` when increasing | Headroom above the forecast need when increasing | 0 ..= 100 |
+/// | `source.prometheus` | none (pushed) | Pull `series` from a Prometheus-compatible API instead (see `PrometheusSource`) | |
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadParams {
@@ -52,6 +53,15 @@ pub struct WorkloadParams {
     scale_in: ScaleInParams,
     #[serde(default)]
     max_capacity: MaxCapacityParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    source: Option<SourceParams>,
+}
+
+/// The `source` table as written: one key naming the kind of source.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SourceParams {
+    prometheus: PrometheusSource,
 }
 
 /// The `[scale_in]` table as written.
@@ -107,28 +117,6 @@ fn default_stabilisation_window() -> Duration {
     Duration::from_secs(300)
 }
 
-/// Reads and writes durations written for people (`"10m"`, `"1h 30m"`) with humantime.
-mod duration_text {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(
-        duration: &Duration,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&humantime::format_duration(*duration).to_string())
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        deserializer: D,
-    ) -> Result<Duration, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        humantime::parse_duration(text.trim())
-            .map_err(|error| serde::de::Error::custom(format!("duration {text:?}: {error}")))
-    }
-}
-
 impl WorkloadParams {
     /// Parameters with the required values and every other value at its default.
     pub fn new(
@@ -150,7 +138,15 @@ impl WorkloadParams {
             mode: Mode::default(),
             scale_in: ScaleInParams::default(),
             max_capacity: MaxCapacityParams::default(),
+            source: None,
         }
+    }
+
+    /// Pulls the workload's series from `source` instead of waiting for it to be pushed.
+    #[must_use]
+    pub fn source(mut self, source: Option<PrometheusSource>) -> Self {
+        self.source = source.map(|prometheus| SourceParams { prometheus });
+        self
     }
 
     /// Parses `workload.toml` text; unknown keys are errors. Call [`WorkloadParams::check`] next.
@@ -302,6 +298,7 @@ impl WorkloadParams {
                 stabilisation_window: self.scale_in.stabilisation_window,
             },
             max_capacity: breach,
+            source: self.source.as_ref().map(|source| source.prometheus.clone()),
         })
     }
 }
@@ -333,6 +330,10 @@ impl From<&Workload> for WorkloadParams {
                 breach,
                 buffer_percent,
             },
+            source: workload
+                .source
+                .clone()
+                .map(|prometheus| SourceParams { prometheus }),
         }
     }
 }

@@ -159,3 +159,26 @@ fn replicas_follow_target_utilisation_and_breach_policy() {
     assert_eq!(increasing.ceiling_for(50), 55);
     assert_eq!(increasing.ceiling_for(30), 40);
 }
+
+#[test]
+fn a_prometheus_source_is_one_table_validated_with_the_workload() {
+    let text = format!(
+        "{MINIMAL}\n[source.prometheus]\nurl = \"http://prometheus:9090\"\n\
+         query = 'sum(rate(http_requests_total{{service=\"checkout\"}}[5m]))'\nstep = \"5m\"\n\
+         bearer_token_file = \"/run/token\"\n"
+    );
+    let workload = Workload::from_toml(&text).unwrap();
+    let source = workload.source().unwrap();
+    assert_eq!(source.url(), "http://prometheus:9090");
+    assert_eq!(source.step(), crate::domain::Step::FIVE_MINUTES);
+    let stored = toml::to_string(&WorkloadParams::from(&workload)).unwrap();
+    assert_eq!(Workload::from_toml(&stored).unwrap(), workload, "{stored}");
+
+    let bad = format!(
+        "{MINIMAL}\n[source.prometheus]\nurl = \"prometheus:9090\"\nquery = 'up'\nstep = \"5m\"\n"
+    );
+    let error = Workload::from_toml(&bad).unwrap_err().to_string();
+    assert!(error.contains("source.prometheus.url"), "{error}");
+    let unknown = format!("{MINIMAL}\n[source.graphite]\nurl = \"http://g\"\n");
+    assert!(Workload::from_toml(&unknown).is_err());
+}
