@@ -606,3 +606,62 @@ async fn pulls_over_https_trusting_a_ca_file_with_basic_auth() {
     assert_eq!(stored, ["trusted"]);
     server.shutdown().await;
 }
+
+/// `prescale demo --prometheus URL --query EXPR`: the demo workload backfilled from a real
+/// Prometheus holding 28 days of taxi demand at 5-minute steps, and planned on it.
+#[test]
+fn the_demo_plans_on_a_series_pulled_from_prometheus() {
+    if prometheus_support::missing() {
+        return;
+    }
+    let five_minutes: Vec<(i64, f64)> = prometheus_support::nyc_taxi_ending_at(half_hour_now(), 28)
+        .into_iter()
+        .flat_map(|(at, value)| {
+            (0..6).map(move |step| (at - 25 * MINUTE_MS + step * 5 * MINUTE_MS, value))
+        })
+        .collect();
+    let prometheus = LocalPrometheus::start(&[Seed {
+        name: "taxi_demand".to_owned(),
+        samples: &five_minutes,
+    }]);
+    let output = tempfile::tempdir().unwrap();
+    let demo = std::process::Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args([
+            "demo",
+            "--prometheus",
+            &prometheus.url,
+            "--query",
+            "taxi_demand",
+        ])
+        .arg("--output-dir")
+        .arg(output.path())
+        .env_remove("PRESCALE_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&demo.stdout);
+    assert!(
+        demo.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let pulled: u64 = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("== source: "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no source line in {stdout}"));
+    assert!(pulled >= 27 * 288, "{pulled} points pulled:\n{stdout}");
+    assert!(
+        stdout.contains("== PlanService.WatchPlans: plan revision"),
+        "{stdout}"
+    );
+    let plan = std::fs::read_to_string(output.path().join("prometheus_plan.csv")).unwrap();
+    assert!(plan.starts_with("timestamp,desired,low,high,reason\n"));
+    // A day of 5-minute steps, each asking for at least the workload's two replicas.
+    let rows: Vec<&str> = plan.lines().skip(1).collect();
+    assert_eq!(rows.len(), 288, "{plan}");
+    for row in rows {
+        let desired: u32 = row.split(',').nth(1).unwrap().parse().unwrap();
+        assert!(desired >= 2, "{row}");
+    }
+}

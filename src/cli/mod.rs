@@ -129,6 +129,17 @@ struct DemoArgs {
     /// The demo server's retention.
     #[command(flatten)]
     retention: RetentionArg,
+    /// Pull the demo workload's history from this Prometheus-compatible API (e.g.
+    /// http://127.0.0.1:9090) instead of the embedded samples, and plan on it.
+    #[arg(long, value_name = "URL")]
+    prometheus: Option<String>,
+    /// PromQL returning the one series the workload's load is (with --prometheus).
+    #[arg(
+        long,
+        requires = "prometheus",
+        default_value = "sum(rate(prometheus_http_requests_total[5m]))"
+    )]
+    query: String,
 }
 
 impl Override for DemoArgs {
@@ -176,7 +187,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plan(args) => forecasting::plan(&config, &args),
         Command::Simulate(args) => forecasting::simulate(&config, &args),
         Command::Events(command) => events::events(&config, command),
-        Command::Demo(args) => crate::demo::run(&config, &args.output_dir),
+        Command::Demo(args) => {
+            let prometheus = args.prometheus.map(|url| crate::demo::PrometheusDemo {
+                url,
+                query: args.query,
+            });
+            crate::demo::run(&config, &args.output_dir, prometheus.as_ref())
+        }
         Command::Serve(_) => serve::serve(&config),
         Command::BenchGrpc { args, .. } => crate::bench_grpc::run(&config, &args),
         Command::BenchSoak(args) => crate::bench_soak::run(&args),

@@ -23,17 +23,42 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::output::{print_series_table, write_simulation_outputs};
 
+mod prometheus;
+
 /// The demo workload: NYC taxi demand scaled so the weekly peak needs about 50 replicas at 70%.
 const DEMO_WORKLOAD: &str = include_str!("workload.toml");
 
 /// Samples per pushed message.
 const PUSH_BATCH: usize = 4096;
 
-/// Runs the demo: see the module documentation.
-pub(crate) fn run(config: &Config, output_dir: &Path) -> Result<()> {
+/// A Prometheus-compatible API the demo pulls its workload's history from, and the query.
+#[derive(Debug, Clone)]
+pub(crate) struct PrometheusDemo {
+    /// Base URL of the API.
+    pub(crate) url: String,
+    /// PromQL returning one series.
+    pub(crate) query: String,
+}
+
+/// Runs the demo: see the module documentation; with `prometheus`, the demo workload on that
+/// source instead (see [`prometheus`]).
+pub(crate) fn run(
+    config: &Config,
+    output_dir: &Path,
+    prometheus: Option<&PrometheusDemo>,
+) -> Result<()> {
     std::fs::create_dir_all(output_dir)
         .with_context(|| format!("creating {}", output_dir.display()))?;
-    crate::runtime::multi_threaded()?.block_on(walk(config, output_dir))
+    let runtime = crate::runtime::multi_threaded()?;
+    match prometheus {
+        Some(source) => runtime.block_on(prometheus::walk(
+            config,
+            &source.url,
+            &source.query,
+            output_dir,
+        )),
+        None => runtime.block_on(walk(config, output_dir)),
+    }
 }
 
 async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
@@ -216,14 +241,8 @@ async fn forecast_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
 
 /// PlanService: upsert the demo workload, watch its first plan, print it and write it as CSV.
 async fn plan_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
-    let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
     let mut plans = PlanServiceClient::new(channel.clone());
-    let stored = plans
-        .upsert_workload(proto::UpsertWorkloadRequest {
-            workload: Some(service::workload_message(&workload)),
-        })
-        .await?
-        .into_inner();
+    let stored = upsert_workload(&mut plans, DEMO_WORKLOAD).await?;
     println!("\n== PlanService.UpsertWorkload {}", stored.name);
     let mut watch = plans
         .watch_plans(proto::WatchPlansRequest {
@@ -243,6 +262,20 @@ async fn plan_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
     write_plan_csv(&plan, &path)?;
     println!("  written to {}", path.display());
     Ok(())
+}
+
+/// PlanService.UpsertWorkload of the workload `text` describes (a `workload.toml`).
+async fn upsert_workload(
+    plans: &mut PlanServiceClient<Channel>,
+    text: &str,
+) -> Result<proto::Workload> {
+    let workload = prescale::plan::Workload::from_toml(text)?;
+    Ok(plans
+        .upsert_workload(proto::UpsertWorkloadRequest {
+            workload: Some(service::workload_message(&workload)),
+        })
+        .await?
+        .into_inner())
 }
 
 fn print_plan(plan: &proto::Plan) {
