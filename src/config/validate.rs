@@ -415,15 +415,12 @@ pub(super) fn store_config(
     overrides: &Overrides,
 ) -> Result<StoreConfig, ConfigError> {
     let defaults = StoreConfig::default();
-    let checkpoint_after_mib = raw
-        .checkpoint_after_mib
-        .unwrap_or(defaults.checkpoint_after_bytes >> 20);
-    if !(1..=65_536).contains(&checkpoint_after_mib) {
-        return Err(ConfigError::Invalid {
-            key: "store.checkpoint_after_mib",
-            reason: format!("{checkpoint_after_mib} is outside 1..=65536"),
-        });
-    }
+    let checkpoint_after_mib = check_range(
+        "store.checkpoint_after_mib",
+        raw.checkpoint_after_mib
+            .unwrap_or(defaults.checkpoint_after_bytes >> 20),
+        1..=65_536,
+    )?;
     let max_series = check_range(
         "store.max_series",
         raw.max_series.unwrap_or(defaults.max_series),
