@@ -34,8 +34,8 @@ pub use retrain::{
 };
 pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{
-    Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast, ServingState,
-    Settings, SourceStatus, SourceTiming, model_version,
+    Applied, CachedModel, Job, JobState, Placement, PlanState, PublishedPlan, ServedForecast,
+    ServingState, Settings, SourceStatus, SourceTiming, model_version,
 };
 
 /// Errors of the use cases.
