@@ -19,7 +19,8 @@ use prescale::service::externalscaler::external_scaler_client::ExternalScalerCli
 use prescale::service::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use prescale::service::proto::{
     self, ForecastRequest, GetPlanRequest, GetWorkloadRequest, UpsertWorkloadRequest,
-    forecast_service_client::ForecastServiceClient, plan_service_client::PlanServiceClient,
+    WatchPlansRequest, forecast_service_client::ForecastServiceClient,
+    plan_service_client::PlanServiceClient,
 };
 use prometheus_support::{LocalPrometheus, Seed, free_port};
 use tonic::transport::Channel;
@@ -354,6 +355,27 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
         .expect_err("a forwarded call to a non-owner");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
 
+    // WatchPlans through a non-owner streams the owner's plans.
+    let mut watch = PlanServiceClient::new(replicas[bystander].channel().await)
+        .watch_plans(WatchPlansRequest {
+            workloads: vec![name.clone()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(30), watch.message())
+        .await
+        .expect("a plan within 30 s")
+        .unwrap()
+        .expect("the stream is open");
+    assert_eq!(first.workload, *name);
+    assert_eq!(
+        (first.revision, first.generated_at_ms),
+        plan_identity(replicas[bystander].channel().await, name)
+            .await
+            .unwrap()
+    );
+
     // kill -9 the replica owning the most: its workloads answer again through the others.
     replicas[victim].kill();
     let killed = Instant::now();
@@ -387,6 +409,19 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
         recovered <= Duration::from_secs(10),
         "re-owned after {recovered:?}"
     );
+    // The proxied watch ended when its workload's owner went; it says why.
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match watch.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the watch ends within 30 s");
+    let status = ended.expect_err("the watch ends with a status");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
     for name in &orphans {
         let owner = owner_of(&replicas, &survivors, name).await;
         assert!(owner.is_some(), "{name}: followed by no survivor");

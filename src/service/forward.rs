@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use prost::bytes::Bytes;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
@@ -155,7 +155,19 @@ pub(crate) async fn watch_plan<T>(
         .watch_plans(forwarded(original, message))
         .await?
         .into_inner();
-    Ok(Box::pin(stream))
+    Ok(Box::pin(
+        stream.map(|item| item.map_err(owner_stream_failed)),
+    ))
+}
+
+/// A proxied stream that failed (the owner went away, most often) ends `UNAVAILABLE`: the caller
+/// opens it again and reaches the new owner.
+fn owner_stream_failed(status: Status) -> Status {
+    Status::unavailable(format!(
+        "the owner's stream failed ({:?}: {}); open it again",
+        status.code(),
+        status.message()
+    ))
 }
 
 /// Completes when the fleet's view changes; never when the replica runs alone (`None`) or its
@@ -203,7 +215,7 @@ pub(crate) fn until_moved<T: Send + 'static>(
                     None => continue,
                 },
                 message = stream.message() => match message.transpose() {
-                    Some(message) => message,
+                    Some(message) => message.map_err(owner_stream_failed),
                     None => break,
                 },
             };
