@@ -3,8 +3,9 @@
 //! (the one following its source), and answered through every replica (GetPlan, Forecast and the
 //! KEDA scaler's GetMetrics are forwarded to the owner; a forwarded call that reaches a non-owner
 //! is refused, so nothing loops). After `kill -9` of a replica, its workloads answer again through
-//! the other two within 10 s. Also: `prescale serve` with `[fleet]` and no etcd fails at start,
-//! clearly.
+//! the other two within 10 s. Workloads given to one replica are held in etcd and followed by all.
+//! A replica frozen (SIGSTOP) past its lease makes no accepted write once resumed. And `prescale
+//! serve` with `[fleet]` and no etcd fails at start, clearly.
 
 mod etcd_support;
 mod prometheus_support;
@@ -96,6 +97,13 @@ impl Replica {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the process.
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
 }
 
 impl Drop for Replica {
@@ -135,7 +143,8 @@ fn workload_name(index: usize) -> String {
     format!("w{index}")
 }
 
-fn upsert(index: usize, prometheus: &str) -> UpsertWorkloadRequest {
+/// Workload `w<index>` on series `load_<index>`, pulled from `prometheus` when given.
+fn upsert(index: usize, prometheus: Option<&str>) -> UpsertWorkloadRequest {
     UpsertWorkloadRequest {
         workload: Some(proto::Workload {
             name: workload_name(index),
@@ -149,9 +158,9 @@ fn upsert(index: usize, prometheus: &str) -> UpsertWorkloadRequest {
             // warm-up makes it cover now, which the scaler answers for.
             warm_up: "30m".to_owned(),
             mode: "forecast-and-scale".to_owned(),
-            source: Some(proto::Source {
+            source: prometheus.map(|url| proto::Source {
                 kind: Some(proto::source::Kind::Prometheus(proto::PrometheusSource {
-                    url: prometheus.to_owned(),
+                    url: url.to_owned(),
                     query: format!("load{{w=\"{index}\"}}"),
                     step: "30m".to_owned(),
                     timeout: "5s".to_owned(),
@@ -235,15 +244,14 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
         .iter()
         .map(|id| Replica::start(id, &etcd.url))
         .collect();
-    // Every replica holds the same workloads (each in its own data directory).
-    for replica in &replicas {
-        let mut plans = PlanServiceClient::new(replica.channel().await);
-        for index in 0..WORKLOADS {
-            plans
-                .upsert_workload(upsert(index, &prometheus.url))
-                .await
-                .unwrap();
-        }
+    // The workloads are given to one replica; the fleet holds them in etcd and every replica
+    // follows them.
+    let mut plans = PlanServiceClient::new(replicas[0].channel().await);
+    for index in 0..WORKLOADS {
+        plans
+            .upsert_workload(upsert(index, Some(&prometheus.url)))
+            .await
+            .unwrap();
     }
 
     // Every workload is planned, and answered alike through every replica: the owner's plan.
@@ -450,4 +458,62 @@ fn serve_in_fleet_mode_without_etcd_fails_at_start_and_says_why() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("etcd is unreachable"), "{stderr}");
     assert!(stderr.contains("[fleet]"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_frozen_past_its_lease_makes_no_accepted_write() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let frozen = Replica::start("frozen", &etcd.url);
+    let other = Replica::start("other", &etcd.url);
+    PlanServiceClient::new(frozen.channel().await)
+        .upsert_workload(upsert(0, None))
+        .await
+        .unwrap();
+    let mut others = PlanServiceClient::new(other.channel().await);
+    let seen = Instant::now();
+    while others
+        .get_workload(GetWorkloadRequest {
+            name: workload_name(0),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            seen.elapsed() < Duration::from_secs(10),
+            "w0 never reached the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Frozen for twice the lease: etcd expires its member key meanwhile.
+    frozen.signal(libc::SIGSTOP);
+    let ttl = humantime::parse_duration(LEASE_TTL).unwrap();
+    tokio::time::sleep(ttl * 2 + Duration::from_secs(1)).await;
+    let client = prescale::fleet::etcd::Etcd::connect(
+        std::slice::from_ref(&etcd.url),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    assert_eq!(client.get("/prescale/members/frozen").await.unwrap(), None);
+    frozen.signal(libc::SIGCONT);
+
+    // Its first write after waking is refused: the transaction requires its member key as it was.
+    let refused = PlanServiceClient::new(frozen.channel().await)
+        .upsert_workload(upsert(1, None))
+        .await
+        .expect_err("a write by a replica whose lease expired");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    assert_eq!(client.get("/prescale/workloads/w1").await.unwrap(), None);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let missing = others
+        .get_workload(GetWorkloadRequest {
+            name: workload_name(1),
+        })
+        .await
+        .expect_err("w1 was never written");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
 }

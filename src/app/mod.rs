@@ -131,6 +131,13 @@ pub enum AppError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// In a fleet, a fleet-wide write was refused (this replica is no longer the member it was) or
+    /// etcd failed.
+    #[error("fleet: {reason}")]
+    Fleet {
+        /// What happened.
+        reason: String,
+    },
 }
 
 /// Reads a `--input` file into a regular series on its median step (or `step`), through a temporary

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::etcd::{Compare, Entry, Etcd, KeepAlive, Op, Watch, WatchEvent, prefix_end};
 use super::ownership::{FleetView, Member, MemberInfo};
-use super::{Coordinator, FleetError};
+use super::{BoxFuture, Coordinator, FleetError, RecordWatch, Records};
 
 /// How a replica takes part in the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,6 +179,44 @@ impl Coordinator for EtcdCoordinator {
                 tracing::warn!(%error, "revoking the fleet lease on leave failed; it expires by itself");
             }
         })
+    }
+
+    fn record_key(&self, table: &str, name: &str) -> String {
+        format!("{}{name}", self.table_prefix(table))
+    }
+
+    fn records<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Records, FleetError>> {
+        Box::pin(async move {
+            let prefix = self.table_prefix(table);
+            let (entries, revision) = self.etcd.get_prefix(&prefix).await?;
+            let records = entries
+                .into_iter()
+                .filter_map(|entry| {
+                    let name = entry.key.strip_prefix(&prefix)?.to_owned();
+                    Some((name, entry.value))
+                })
+                .collect();
+            Ok((records, revision))
+        })
+    }
+
+    fn watch_records<'a>(
+        &'a self,
+        table: &'a str,
+        revision: i64,
+    ) -> BoxFuture<'a, Result<RecordWatch, FleetError>> {
+        Box::pin(async move {
+            let prefix = self.table_prefix(table);
+            let watch = self.etcd.watch_prefix(&prefix, revision + 1).await?;
+            Ok(RecordWatch::new(watch, prefix))
+        })
+    }
+}
+
+impl EtcdCoordinator {
+    /// The prefix of fleet-wide table `table`.
+    fn table_prefix(&self, table: &str) -> String {
+        format!("{}{table}/", self.settings.prefix)
     }
 }
 

@@ -37,6 +37,76 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
 
     /// Leaves the fleet: stops renewing and revokes the lease, so the others take over at once.
     fn leave(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+
+    /// The key of record `name` of the fleet-wide table `table` (`workloads`), for
+    /// [`Coordinator::fenced_write`].
+    fn record_key(&self, table: &str, name: &str) -> String;
+
+    /// Every record of `table` by name, and the revision they were read at.
+    fn records<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Records, FleetError>>;
+
+    /// The changes of `table` after `revision`.
+    fn watch_records<'a>(
+        &'a self,
+        table: &'a str,
+        revision: i64,
+    ) -> BoxFuture<'a, Result<RecordWatch, FleetError>>;
+}
+
+/// A boxed future of the [`Coordinator`]'s calls.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The records of a fleet-wide table by name, and the revision they were read at.
+pub type Records = (Vec<(String, Vec<u8>)>, i64);
+
+/// A change of a fleet-wide table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordChange {
+    /// Record `name` was written.
+    Put {
+        /// The record's name.
+        name: String,
+        /// Its value.
+        value: Vec<u8>,
+    },
+    /// Record `name` was deleted.
+    Delete {
+        /// The record's name.
+        name: String,
+    },
+}
+
+/// The changes of one fleet-wide table, as they happen.
+#[derive(Debug)]
+pub struct RecordWatch {
+    /// The etcd watch on the table's prefix.
+    watch: etcd::Watch,
+    /// The prefix, stripped from keys.
+    prefix: String,
+}
+
+impl RecordWatch {
+    fn new(watch: etcd::Watch, prefix: String) -> Self {
+        Self { watch, prefix }
+    }
+
+    /// The next batch of changes, in revision order; an error when the watch ended (read the
+    /// table again).
+    pub async fn next(&mut self) -> Result<Vec<RecordChange>, FleetError> {
+        let events = self.watch.next().await?;
+        Ok(events
+            .into_iter()
+            .filter_map(|event| match event {
+                etcd::WatchEvent::Put(entry) => Some(RecordChange::Put {
+                    name: entry.key.strip_prefix(&self.prefix)?.to_owned(),
+                    value: entry.value,
+                }),
+                etcd::WatchEvent::Delete { key, .. } => Some(RecordChange::Delete {
+                    name: key.strip_prefix(&self.prefix)?.to_owned(),
+                }),
+            })
+            .collect())
+    }
 }
 
 /// Errors of the fleet: reaching etcd, and what it answers.

@@ -266,9 +266,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::UpsertWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
         let workload = convert::workload(request.into_inner().workload)?;
-        let stored = self
-            .blocking(move |state| state.upsert_workload(workload))
-            .await?;
+        let stored = self.state.store_workload(workload).await?;
         Ok(Response::new(convert::workload_message(&stored)))
     }
 
@@ -304,9 +302,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::DeleteWorkloadRequest>,
     ) -> Result<Response<proto::DeleteWorkloadResponse>, Status> {
         let name = request.into_inner().name;
-        let deleted = name.clone();
-        self.blocking(move |state| state.delete_workload(&deleted))
-            .await?;
+        self.state.remove_workload(&name).await?;
         self.encoded.lock().remove(&name);
         Ok(Response::new(proto::DeleteWorkloadResponse {}))
     }

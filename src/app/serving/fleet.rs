@@ -66,21 +66,26 @@ impl ServingState {
         self.placement(series) == Placement::Local
     }
 
-    /// Re-syncs with the fleet until shutdown: each change of the members makes every workload
-    /// due (the planner skips those owned elsewhere) and reconciles the source followers. On
-    /// shutdown, leaves the fleet so the others take over at once.
+    /// Re-syncs with the fleet until shutdown: follows the fleet's workloads, and each change of
+    /// the members makes every workload due (the planner skips those owned elsewhere) and
+    /// reconciles the source followers. On shutdown, leaves the fleet so the others take over at
+    /// once.
     pub async fn run_fleet(self: Arc<Self>) {
         let Some(coordinator) = self.fleet.get().cloned() else {
             return;
         };
-        let mut view = coordinator.view();
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => break,
-                changed = view.changed() => if changed.is_err() { break },
+        let workloads = Arc::clone(&self).sync_workloads(Arc::clone(&coordinator));
+        let ownership = async {
+            let mut view = coordinator.view();
+            loop {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => break,
+                    changed = view.changed() => if changed.is_err() { break },
+                }
+                self.resync_ownership();
             }
-            self.resync_ownership();
-        }
+        };
+        tokio::join!(workloads, ownership);
         coordinator.leave().await;
     }
 
