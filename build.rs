@@ -2,7 +2,8 @@
 //! tonic-prost-build generates the messages and services from them, and each served API's encoded set
 //! is written beside them for server reflection. Three sets: prescale's own API
 //! (`proto/prescale/v1`), KEDA's external scaler (`proto/externalscaler`, vendored) and the
-//! Prometheus remote-write messages (`proto/prometheus`). It also lists the committed model registry in `models/` for
+//! Prometheus remote-write messages (`proto/prometheus`); and, client only, etcd's v3 API
+//! (`proto/etcd`, vendored) for fleet mode. It also lists the committed model registry in `models/` for
 //! `include_bytes!`, so `prescale demo` serves those models from any working directory.
 
 use std::fmt::Write as _;
@@ -44,7 +45,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build_server(true)
             .compile_fds(descriptors)?;
     }
+    compile_etcd_client()?;
     write_sample_models(&out_dir)?;
+    Ok(())
+}
+
+/// The etcd v3 client (`etcdserverpb` with the `mvccpb` and `authpb` messages it uses). The
+/// grpc-gateway annotations `rpc.proto` imports are parsed but not generated: nothing reads them.
+fn compile_etcd_client() -> Result<(), Box<dyn std::error::Error>> {
+    const GENERATED: [&str; 3] = ["etcdserverpb", "mvccpb", "authpb"];
+    println!("cargo:rerun-if-changed=proto/etcd");
+    let mut descriptors = protox::compile(["etcd/api/etcdserverpb/rpc.proto"], ["proto/etcd"])?;
+    descriptors
+        .file
+        .retain(|file| GENERATED.contains(&file.package()));
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(false)
+        .compile_fds(descriptors)?;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! config          the TOML file, validated once into each layer's settings
 //! service         tonic adapters (proto <-> domain), health, reflection, /metrics
 //! app             use cases over a store; the serving state: workloads, plans, live models, jobs
+//! fleet           membership and ownership of series among replicas, through etcd
 //! simulate        replays history: predictive plans against the HPA and an oracle
 //! registry        versioned model files and the manifest
 //! store  ingest   the metric store (Polars, WAL, Parquet); CSV/Parquet parsing, the Prometheus
@@ -28,6 +29,7 @@ pub mod atomic_file;
 pub mod config;
 pub mod domain;
 pub mod events;
+pub mod fleet;
 pub mod forecast;
 pub mod ingest;
 pub mod plan;

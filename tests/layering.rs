@@ -80,9 +80,15 @@ const LAYERS: &[Layer] = &[
         forbidden_crates: &["tonic", "prost", "axum", "polars"],
     },
     Layer {
+        module: "fleet",
+        may_import: &["domain"],
+        forbidden_crates: &["axum", "polars"],
+    },
+    Layer {
         module: "app",
         may_import: &[
             "domain",
+            "fleet",
             "forecast",
             "plan",
             "events",

@@ -34,8 +34,8 @@ pub use retrain::{
 };
 pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{
-    Applied, CachedModel, Job, JobState, PlanState, PublishedPlan, ServedForecast, ServingState,
-    Settings, SourceStatus, SourceTiming, model_version,
+    Applied, CachedModel, Job, JobState, Placement, PlanState, PublishedPlan, ServedForecast,
+    ServingState, Settings, SourceStatus, SourceTiming, model_version,
 };
 
 /// Errors of the use cases.
@@ -130,6 +130,13 @@ pub enum AppError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// In a fleet, a fleet-wide write was refused (this replica is no longer the member it was) or
+    /// etcd failed.
+    #[error("fleet: {reason}")]
+    Fleet {
+        /// What happened.
+        reason: String,
     },
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use prescale::app::telemetry::Telemetry;
-use prescale::config::{Config, Overrides, ScalerConfig};
+use prescale::config::{Config, FleetConfig, Overrides, ScalerConfig};
+use prescale::fleet::EtcdCoordinator;
+use prescale::fleet::etcd::Etcd;
 use prescale::service::LocalServer;
 use prescale::service::remote_write::RemoteWrite;
 use prescale::store::MetricStore;
@@ -72,6 +74,9 @@ pub(super) fn serve(config: &Config) -> Result<()> {
                 "bearer tokens"
             },
         );
+        if let Some(fleet) = &config.fleet {
+            join_fleet(fleet, &state).await?;
+        }
         let stop_metrics = CancellationToken::new();
         let remote_write = config.server.remote_write.map(|limits| {
             RemoteWrite::new(Arc::clone(&state), &config.server.options.tokens, limits)
@@ -96,6 +101,29 @@ pub(super) fn serve(config: &Config) -> Result<()> {
         println!("prescale stopped; store flushed");
         Ok(())
     })
+}
+
+/// Connects to etcd (an unreachable etcd is an error here, at start) and joins the fleet; the
+/// membership tasks stop with the state's shutdown, which also leaves the fleet.
+async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState>) -> Result<()> {
+    let etcd = Etcd::connect(&fleet.etcd_endpoints, fleet.etcd_timeout)
+        .await
+        .context("fleet mode ([fleet] in the config) needs etcd")?;
+    let (coordinator, _membership) = EtcdCoordinator::join(
+        etcd,
+        fleet.membership(),
+        state.shutdown_token().child_token(),
+    )
+    .await
+    .context("joining the fleet")?;
+    state.join_fleet(coordinator);
+    println!(
+        "fleet member {} (advertised as {}) through etcd at {}",
+        fleet.member_id,
+        fleet.advertise,
+        fleet.etcd_endpoints.join(",")
+    );
+    Ok(())
 }
 
 /// Binds the `/metrics` endpoint (and remote-write, when given) and serves it on a task until

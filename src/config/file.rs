@@ -22,6 +22,7 @@ pub(super) struct FileConfig {
     pub(super) scaler: FileScalerConfig,
     #[serde(default)]
     pub(super) sources: FileSourcesConfig,
+    pub(super) fleet: Option<super::fleet::FileFleetConfig>,
 }
 
 /// The `[scaler]` table as written (the KEDA external scaler's listener).

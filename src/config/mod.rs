@@ -5,6 +5,7 @@
 //! ignored.
 
 mod file;
+mod fleet;
 mod sections;
 mod validate;
 
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::app::{RetrainSettings, Settings};
 use crate::store::StoreOptions;
 
+pub use fleet::FleetConfig;
 pub use sections::{ScalerConfig, ServerConfig, StoreConfig};
 
 use file::FileConfig;
@@ -78,6 +80,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// The KEDA external scaler's listener; `None` (the default) serves none.
     pub scaler: Option<ScalerConfig>,
+    /// The fleet this replica joins (`[fleet]`); `None` (the default) serves alone.
+    pub fleet: Option<FleetConfig>,
     /// What the app runs with: `[planning]`, `[store] retention`, and the `[registry]` keys the
     /// server uses (directory, promotion margin, schedule, watch interval).
     pub settings: Settings,
@@ -93,6 +97,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             server: ServerConfig::default(),
             scaler: None,
+            fleet: None,
             settings: sections::default_settings(),
             retrain_concurrency: sections::default_retrain_concurrency(),
         }
@@ -188,6 +193,7 @@ impl Config {
         let retention = validate::retention(&raw.store, overrides)?;
         let server = validate::server_config(raw.server, origin, overrides)?;
         let scaler = validate::scaler_config(raw.scaler, overrides)?;
+        let fleet = fleet::fleet_config(raw.fleet, &server, scaler.as_ref())?;
         let settings = Settings {
             sources: validate::source_timing(&raw.sources)?,
             ..validate::settings(raw.planning, &raw.registry, retention)?
@@ -198,6 +204,7 @@ impl Config {
             store,
             server,
             scaler,
+            fleet,
             settings,
             retrain_concurrency,
         })

@@ -17,7 +17,7 @@ use crate::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
 
 /// Parses a duration key, refusing zero.
-fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn parse_duration(key: &'static str, text: &str) -> Result<Duration, ConfigError> {
     let duration =
         humantime::parse_duration(text.trim()).map_err(|error| ConfigError::Invalid {
             key,
@@ -41,7 +41,7 @@ fn parse_address(key: &'static str, text: &str) -> Result<SocketAddr, ConfigErro
 }
 
 /// Checks that a count lies in `range`.
-fn check_range<T: PartialOrd + std::fmt::Display>(
+pub(super) fn check_range<T: PartialOrd + std::fmt::Display>(
     key: &'static str,
     value: T,
     range: std::ops::RangeInclusive<T>,

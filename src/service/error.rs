@@ -37,9 +37,10 @@ pub(crate) fn status(error: &AppError) -> Status {
         },
         AppError::NoStep { .. } => Code::FailedPrecondition,
         AppError::NotFound { .. } => Code::NotFound,
-        AppError::PlanPending { .. } | AppError::ShuttingDown | AppError::Refitting { .. } => {
-            Code::Unavailable
-        }
+        AppError::PlanPending { .. }
+        | AppError::ShuttingDown
+        | AppError::Refitting { .. }
+        | AppError::Fleet { .. } => Code::Unavailable,
         AppError::Simulate(_)
         | AppError::Registry(_)
         | AppError::TemporaryStore { .. }

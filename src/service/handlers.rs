@@ -1,7 +1,7 @@
 //! The gRPC handlers: each one is proto -> domain -> a use case of [`ServingState`] -> proto. Anything that
 //! blocks (store writes, fits) runs on the blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -17,10 +17,11 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::ServerOptions;
 use super::convert;
 use super::error::invalid;
+use super::forward::{self, Forwarder, Listener};
 use super::proto;
 use super::streams::{StreamSlot, StreamSlots};
 use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
-use crate::domain::Timestamp;
+use crate::domain::{SeriesId, Timestamp};
 
 /// The handlers of every prescale service, over one application state.
 #[derive(Debug, Clone)]
@@ -34,6 +35,10 @@ pub(crate) struct Handlers {
     streams: StreamSlots,
     /// How long a `Push` may wait for its next message before it is closed.
     stream_idle_timeout: Duration,
+    /// In a fleet, forwards calls about other replicas' work to their owners.
+    forwarder: Forwarder,
+    /// Largest message, for the forwarded calls' clients as for the services.
+    max_message_bytes: usize,
 }
 
 /// A plan's `Plan` message as bytes, with what identifies the plan it encodes.
@@ -54,7 +59,38 @@ impl Handlers {
             encoded: Arc::default(),
             streams: StreamSlots::new(options.max_streams, options.max_streams_per_client),
             stream_idle_timeout: options.stream_idle_timeout,
+            forwarder: Forwarder::default(),
+            max_message_bytes: options.max_message_bytes,
         }
+    }
+
+    /// The encoded latest plan of the workload `request` names: this replica's, or in a fleet its
+    /// owner's.
+    pub(crate) async fn plan_bytes(
+        &self,
+        request: Request<proto::GetPlanRequest>,
+    ) -> Result<Bytes, Status> {
+        let name = &request.get_ref().workload;
+        let placement = self.state.workload_placement(name)?;
+        match self.forwarder.target(placement, &request, Listener::Api)? {
+            None => self.encoded_plan(name),
+            Some(channel) => forward::get_plan(channel, &request, self.max_message_bytes).await,
+        }
+    }
+
+    /// A stream of workload `name`'s plans: from this replica's planner, or in a fleet from its
+    /// owner's (forwarded).
+    async fn plan_stream<T>(&self, name: &str, request: &Request<T>) -> Result<PlanStream, Status> {
+        let placement = self.state.workload_placement(name)?;
+        if let Some(channel) = self.forwarder.target(placement, request, Listener::Api)? {
+            return forward::watch_plan(channel, request, name, self.max_message_bytes).await;
+        }
+        let plans =
+            WatchStream::new(self.state.watch_plan(name)?).filter_map(|state| match state {
+                PlanState::Ready(plan) => Some(Ok(convert::plan_message(&plan))),
+                PlanState::Pending | PlanState::Failed { .. } => None,
+            });
+        Ok(Box::pin(plans))
     }
 
     /// The latest plan of workload `name` that can be served (see [`servable_plan`]).
@@ -179,6 +215,23 @@ impl proto::forecast_service_server::ForecastService for Handlers {
         &self,
         request: Request<proto::ForecastRequest>,
     ) -> Result<Response<proto::ForecastResponse>, Status> {
+        if let Some(selector) = &request.get_ref().series
+            && let Ok(exact) = SeriesId::with_labels(
+                &selector.name,
+                selector
+                    .labels
+                    .iter()
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect::<BTreeMap<String, String>>(),
+            )
+            && let Some(channel) =
+                self.forwarder
+                    .target(self.state.placement(&exact), &request, Listener::Api)?
+        {
+            return forward::forecast(channel, &request, self.max_message_bytes)
+                .await
+                .map(Response::new);
+        }
         let request = request.into_inner();
         let selector = request
             .series
@@ -204,7 +257,7 @@ impl proto::forecast_service_server::ForecastService for Handlers {
     }
 }
 
-type PlanStream = Pin<Box<dyn Stream<Item = Result<proto::Plan, Status>> + Send>>;
+pub(crate) type PlanStream = Pin<Box<dyn Stream<Item = Result<proto::Plan, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl proto::plan_service_server::PlanService for Handlers {
@@ -213,9 +266,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::UpsertWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
         let workload = convert::workload(request.into_inner().workload)?;
-        let stored = self
-            .blocking(move |state| state.upsert_workload(workload))
-            .await?;
+        let stored = self.state.store_workload(workload).await?;
         Ok(Response::new(convert::workload_message(&stored)))
     }
 
@@ -251,9 +302,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::DeleteWorkloadRequest>,
     ) -> Result<Response<proto::DeleteWorkloadResponse>, Status> {
         let name = request.into_inner().name;
-        let deleted = name.clone();
-        self.blocking(move |state| state.delete_workload(&deleted))
-            .await?;
+        self.state.remove_workload(&name).await?;
         self.encoded.lock().remove(&name);
         Ok(Response::new(proto::DeleteWorkloadResponse {}))
     }
@@ -262,10 +311,12 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Response<proto::Plan>, Status> {
-        // The server routes GetPlan to `plan_route`, which sends `encoded_plan`; this is the same
+        // The server routes GetPlan to `plan_route`, which sends `plan_bytes`; this is the same
         // answer for callers of the generated service.
-        let plan = self.servable_plan(&request.into_inner().workload)?;
-        Ok(Response::new(convert::plan_message(&plan)))
+        let bytes = self.plan_bytes(request).await?;
+        let plan = prost::Message::decode(bytes)
+            .map_err(|error| Status::internal(format!("a plan does not decode: {error}")))?;
+        Ok(Response::new(plan))
     }
 
     type WatchPlansStream = PlanStream;
@@ -275,7 +326,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::WatchPlansRequest>,
     ) -> Result<Response<Self::WatchPlansStream>, Status> {
         let permit = self.stream_slot(&request)?;
-        let mut names = request.into_inner().workloads;
+        let mut names = request.get_ref().workloads.clone();
         if names.is_empty() {
             names = self.state.workload_names();
         }
@@ -283,11 +334,14 @@ impl proto::plan_service_server::PlanService for Handlers {
             return Err(invalid("no workload to watch"));
         }
         let mut plans = StreamMap::new();
+        let mut placements = Vec::with_capacity(names.len());
         for name in names {
-            let receiver = self.state.watch_plan(&name)?;
-            plans.insert(name, WatchStream::new(receiver));
+            plans.insert(name.clone(), self.plan_stream(&name, &request).await?);
+            placements.push((self.state.workload_placement(&name)?, name));
         }
         let shutdown = self.state.shutdown_token().clone();
+        let mut fleet = self.state.fleet_view();
+        let state = Arc::clone(&self.state);
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
             let _permit = permit;
@@ -295,13 +349,21 @@ impl proto::plan_service_server::PlanService for Handlers {
                 let next = tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = sender.closed() => break,
+                    () = forward::fleet_changed(&mut fleet) => {
+                        // Closed when a watched workload's owner changed: the caller watches again
+                        // and reaches the new owner.
+                        if let Some(moved) = forward::moved(&state, &placements) {
+                            let _ = sender.send(Err(moved)).await;
+                            break;
+                        }
+                        continue;
+                    }
                     next = plans.next() => next,
                 };
                 // Every watched workload was deleted.
-                let Some((_, state)) = next else { break };
-                if let PlanState::Ready(plan) = state
-                    && sender.send(Ok(convert::plan_message(&plan))).await.is_err()
-                {
+                let Some((_, message)) = next else { break };
+                let failed = message.is_err();
+                if sender.send(message).await.is_err() || failed {
                     break;
                 }
             }

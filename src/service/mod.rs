@@ -7,6 +7,7 @@
 mod auth;
 mod convert;
 mod error;
+mod forward;
 mod handlers;
 mod layers;
 mod local;
@@ -271,9 +272,10 @@ async fn set_health(health: &tonic_health::server::HealthReporter, status: Servi
 }
 
 /// Starts the state's background work beside the server: the planner, retention, the retraining
-/// schedule, the registry watch and the followers of history sources; each ends when the state's
+/// schedule, the registry watch, the followers of history sources and, in a fleet, the re-sync on
+/// membership changes; each ends when the state's
 /// shutdown token is cancelled.
-fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str); 5] {
+fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str); 6] {
     [
         (tokio::spawn(Arc::clone(state).run_planner()), "planner"),
         (
@@ -292,5 +294,6 @@ fn spawn_background(state: &Arc<ServingState>) -> [(JoinHandle<()>, &'static str
             tokio::spawn(Arc::clone(state).run_sources()),
             "history sources",
         ),
+        (tokio::spawn(Arc::clone(state).run_fleet()), "fleet"),
     ]
 }

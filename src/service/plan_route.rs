@@ -84,10 +84,7 @@ impl UnaryService<proto::GetPlanRequest> for GetPlan {
 
     fn call(&mut self, request: Request<proto::GetPlanRequest>) -> Self::Future {
         let handlers = self.0.clone();
-        Box::pin(async move {
-            let name = request.into_inner().workload;
-            handlers.encoded_plan(&name).map(Response::new)
-        })
+        Box::pin(async move { handlers.plan_bytes(request).await.map(Response::new) })
     }
 }
 

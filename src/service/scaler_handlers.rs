@@ -22,8 +22,10 @@ use tonic::{Request, Response, Status};
 
 use super::externalscaler::{
     GetMetricSpecResponse, GetMetricsRequest, GetMetricsResponse, IsActiveResponse, MetricSpec,
-    MetricValue, ScaledObjectRef, external_scaler_server::ExternalScaler,
+    MetricValue, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
+    external_scaler_server::ExternalScaler,
 };
+use super::forward::{self, Forwarder, Listener};
 use super::handlers::servable_plan;
 use super::streams::{StreamSlot, StreamSlots};
 use crate::app::{PlanState, ServingState};
@@ -121,6 +123,9 @@ pub(crate) struct ScalerHandlers {
     /// Open streams (`StreamIsActive`, `StreamMetricSpec`); beyond `max_streams`, `ResourceExhausted`.
     /// One quota for all callers: KEDA's operator is the one client here.
     streams: StreamSlots,
+    /// In a fleet, forwards calls about other replicas' workloads to their owners' scalers (the
+    /// owner keeps each trigger's `served` memory).
+    forwarder: Forwarder,
 }
 
 /// The trigger's workload and tolerance, read from its metadata.
@@ -139,7 +144,22 @@ impl ScalerHandlers {
             hpa_tolerance,
             served: Arc::default(),
             streams: StreamSlots::new(max_streams, max_streams),
+            forwarder: Forwarder::default(),
         }
+    }
+
+    /// In a fleet, a client of the scaler of the replica that owns `workload`, when that is not
+    /// this one; `None` to answer here.
+    fn owner<T>(
+        &self,
+        workload: &str,
+        request: &Request<T>,
+    ) -> Result<Option<ExternalScalerClient<tonic::transport::Channel>>, Status> {
+        let placement = self.state.workload_placement(workload)?;
+        Ok(self
+            .forwarder
+            .target(placement, request, Listener::Scaler)?
+            .map(ExternalScalerClient::new))
     }
 
     /// Opens a stream on the workload `reference` names: a stream permit and its plan watch.
@@ -322,6 +342,10 @@ impl ExternalScaler for ScalerHandlers {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
         let trigger = self.trigger(request.get_ref())?;
+        if let Some(mut owner) = self.owner(&trigger.key.workload, &request)? {
+            let message = forward::forwarded(&request, request.get_ref().clone());
+            return owner.is_active(message).await;
+        }
         let result = self.active(&trigger.key.workload)?;
         Ok(Response::new(IsActiveResponse { result }))
     }
@@ -335,6 +359,13 @@ impl ExternalScaler for ScalerHandlers {
         &self,
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
+        let workload = self.trigger(request.get_ref())?.key.workload;
+        if let Some(mut owner) = self.owner(&workload, &request)? {
+            let message = forward::forwarded(&request, request.get_ref().clone());
+            let stream = owner.stream_is_active(message).await?.into_inner();
+            let proxied = forward::until_moved(Arc::clone(&self.state), workload, stream)?;
+            return Ok(Response::new(proxied));
+        }
         let Watch {
             permit,
             workload,
@@ -394,9 +425,17 @@ impl ExternalScaler for ScalerHandlers {
         &self,
         request: Request<GetMetricsRequest>,
     ) -> Result<Response<GetMetricsResponse>, Status> {
-        let request = request.into_inner();
-        let reference = request.scaled_object_ref.unwrap_or_default();
+        let reference = request
+            .get_ref()
+            .scaled_object_ref
+            .clone()
+            .unwrap_or_default();
         let trigger = self.trigger(&reference)?;
+        if let Some(mut owner) = self.owner(&trigger.key.workload, &request)? {
+            let message = forward::forwarded(&request, request.get_ref().clone());
+            return owner.get_metrics(message).await;
+        }
+        let request = request.into_inner();
         let value = self.metric(&trigger)?;
         let metric_name = if request.metric_name.is_empty() {
             METRIC_NAME.to_owned()

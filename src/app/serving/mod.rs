@@ -18,6 +18,8 @@
 //! [`Settings`].
 
 mod events;
+mod fleet;
+mod fleet_workloads;
 mod forecasts;
 mod ingest;
 mod live_models;
@@ -30,19 +32,21 @@ mod workloads;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{SeriesId, Timestamp};
+use crate::fleet::Coordinator;
 use crate::registry::Registry;
 
 use super::telemetry::Telemetry;
 use super::{AppError, Clock, EventStore, FitPool, FitPriority, History, ModelChoice, SystemClock};
 
+pub use fleet::Placement;
 pub use forecasts::{CachedModel, ServedForecast, model_version};
 pub use plans::{PlanState, PublishedPlan};
 pub use retrain_jobs::{Job, JobState};
@@ -110,6 +114,9 @@ pub struct ServingState {
     followers: Mutex<HashMap<String, Follower>>,
     /// Wakes `run_sources` when workloads were upserted or deleted.
     sources_changed: Notify,
+    /// The fleet this replica has joined (set once, before serving); unset, it runs alone and
+    /// owns every workload.
+    fleet: OnceLock<Arc<dyn Coordinator>>,
 }
 
 impl ServingState {
@@ -178,6 +185,7 @@ impl ServingState {
             clock,
             followers: Mutex::new(HashMap::new()),
             sources_changed: Notify::new(),
+            fleet: OnceLock::new(),
         }))
     }
 

@@ -204,6 +204,11 @@ impl ServingState {
             let entries: Vec<Arc<WorkloadEntry>> =
                 self.workloads.read().values().cloned().collect();
             for entry in entries {
+                // In a fleet, another replica plans what it owns; `due` stays set, so a workload
+                // this replica gains is planned on the next pass.
+                if !self.owns(entry.workload.read().series()) {
+                    continue;
+                }
                 let enough =
                     entry.new_samples.load(Ordering::Acquire) >= self.settings.replan_after_samples;
                 if !(entry.due.load(Ordering::Acquire) || enough)

@@ -85,8 +85,9 @@ impl ServingState {
             .map(|follower| follower.status.lock().clone())
     }
 
-    /// Keeps one follower per sourced workload until shutdown: started, restarted and stopped as
-    /// workloads are upserted and deleted. On shutdown every follower is stopped and awaited.
+    /// Keeps one follower per sourced workload this replica owns until shutdown: started,
+    /// restarted and stopped as workloads are upserted and deleted and, in a fleet, as ownership
+    /// moves. On shutdown every follower is stopped and awaited.
     pub async fn run_sources(self: Arc<Self>) {
         let mut retired = Vec::new();
         loop {
@@ -115,6 +116,7 @@ impl ServingState {
         let wanted: HashMap<String, (PrometheusSource, SeriesId)> = self
             .workloads()
             .into_iter()
+            .filter(|workload| self.owns(workload.series()))
             .filter_map(|workload| {
                 let source = workload.source()?.clone();
                 Some((

@@ -1,0 +1,99 @@
+//! Fleet mode in the serving state: with a [`Coordinator`] joined, this replica plans and follows
+//! the sources of only the workloads whose series it owns, re-syncs when the members change, and
+//! tells the service where a call for another replica's work goes. Without one (the default) it
+//! owns everything. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+
+use crate::domain::SeriesId;
+use crate::fleet::{Coordinator, FleetView, Member, Route};
+
+use super::ServingState;
+use crate::app::AppError;
+
+/// Where a call about a series (or the workload on it) is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Here: this replica owns it, or runs alone.
+    Local,
+    /// On another member, to which the call is forwarded.
+    Remote(Member),
+    /// Nowhere now: this replica owns it but has stepped down, or no member is active.
+    Unavailable,
+}
+
+impl ServingState {
+    /// Joins the fleet `coordinator` runs: from now on this replica plans only what it owns.
+    /// Returns `false` (and changes nothing) when it had joined one already.
+    pub fn join_fleet(&self, coordinator: Arc<dyn Coordinator>) -> bool {
+        let joined = self.fleet.set(coordinator).is_ok();
+        if joined {
+            self.resync_ownership();
+        }
+        joined
+    }
+
+    /// The fleet's view as this replica sees it, and every change; `None` when it runs alone.
+    pub fn fleet_view(&self) -> Option<watch::Receiver<Arc<FleetView>>> {
+        self.fleet.get().map(|coordinator| coordinator.view())
+    }
+
+    /// Where a call about `series` is answered.
+    pub fn placement(&self, series: &SeriesId) -> Placement {
+        let Some(coordinator) = self.fleet.get() else {
+            return Placement::Local;
+        };
+        let view = coordinator.view();
+        let view = view.borrow();
+        match view.route(&series.to_string()) {
+            Route::Local => Placement::Local,
+            Route::Forward(member) => Placement::Remote(member.clone()),
+            Route::Unavailable => Placement::Unavailable,
+        }
+    }
+
+    /// Where a call about workload `name` is answered: where its series is.
+    pub fn workload_placement(&self, name: &str) -> Result<Placement, AppError> {
+        let series = self.entry(name)?.workload.read().series().clone();
+        Ok(self.placement(&series))
+    }
+
+    /// Whether this replica works on `series` (plans it, follows its source).
+    pub(super) fn owns(&self, series: &SeriesId) -> bool {
+        self.placement(series) == Placement::Local
+    }
+
+    /// Re-syncs with the fleet until shutdown: follows the fleet's workloads, and each change of
+    /// the members makes every workload due (the planner skips those owned elsewhere) and
+    /// reconciles the source followers. On shutdown, leaves the fleet so the others take over at
+    /// once.
+    pub async fn run_fleet(self: Arc<Self>) {
+        let Some(coordinator) = self.fleet.get().cloned() else {
+            return;
+        };
+        let workloads = Arc::clone(&self).sync_workloads(Arc::clone(&coordinator));
+        let ownership = async {
+            let mut view = coordinator.view();
+            loop {
+                tokio::select! {
+                    () = self.shutdown.cancelled() => break,
+                    changed = view.changed() => if changed.is_err() { break },
+                }
+                self.resync_ownership();
+            }
+        };
+        tokio::join!(workloads, ownership);
+        coordinator.leave().await;
+    }
+
+    fn resync_ownership(&self) {
+        for entry in self.workloads.read().values() {
+            entry.due.store(true, Ordering::Release);
+        }
+        self.replan.notify_one();
+        self.sources_changed.notify_one();
+    }
+}

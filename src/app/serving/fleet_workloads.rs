@@ -1,0 +1,153 @@
+//! Fleet-wide workloads: in a fleet, `UpsertWorkload` and `DeleteWorkload` write the workload to
+//! etcd (the `workloads` table) in a transaction fenced by this replica's membership, and every
+//! replica follows that table into its own workloads file, so a workload given to any replica is
+//! planned by its owner and answered by all. Alone, they write the workloads file as before.
+//! Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::AppError;
+use crate::fleet::etcd::Op;
+use crate::fleet::{Coordinator, FleetError, RecordChange};
+use crate::plan::{Workload, WorkloadParams};
+
+use super::{ServingState, blocking};
+
+/// The fleet-wide table of workloads.
+const WORKLOADS_TABLE: &str = "workloads";
+
+fn fleet_error(error: FleetError) -> AppError {
+    AppError::Fleet {
+        reason: error.to_string(),
+    }
+}
+
+impl ServingState {
+    /// Validates and stores a workload: alone, in the workloads file; in a fleet, first in etcd (a
+    /// write fenced by this replica's membership, refused with [`AppError::Fleet`] once it has lost
+    /// it), then here; the other replicas apply it from etcd.
+    pub async fn store_workload(
+        self: &Arc<Self>,
+        workload: Workload,
+    ) -> Result<Workload, AppError> {
+        if let Some(coordinator) = self.fleet.get() {
+            let value = serde_json::to_vec(&WorkloadParams::from(&workload)).map_err(|error| {
+                AppError::InvalidRequest {
+                    reason: format!("cannot encode the workload: {error}"),
+                }
+            })?;
+            let key = coordinator.record_key(WORKLOADS_TABLE, workload.name());
+            fenced(
+                coordinator.as_ref(),
+                &[Op::Put {
+                    key,
+                    value,
+                    lease: 0,
+                }],
+            )
+            .await?;
+        }
+        let state = Arc::clone(self);
+        blocking(move || state.upsert_workload(workload)).await
+    }
+
+    /// Deletes a workload: alone, from the workloads file; in a fleet, first from etcd (fenced as
+    /// [`ServingState::store_workload`]), then here.
+    pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
+        if let Some(coordinator) = self.fleet.get() {
+            self.entry(name)?;
+            let key = coordinator.record_key(WORKLOADS_TABLE, name);
+            fenced(coordinator.as_ref(), &[Op::Delete { key }]).await?;
+        }
+        let state = Arc::clone(self);
+        let name = name.to_owned();
+        blocking(move || state.delete_workload(&name)).await
+    }
+
+    /// Follows the fleet's workloads into this replica's until shutdown: reads the table (a
+    /// workload held here but not there is deleted), then applies each change; reads it again after
+    /// a failure.
+    pub(super) async fn sync_workloads(self: Arc<Self>, coordinator: Arc<dyn Coordinator>) {
+        loop {
+            if let Err(error) = self.follow_workloads(coordinator.as_ref()).await {
+                tracing::warn!(%error, "following the fleet's workloads failed; reading them again");
+            }
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    async fn follow_workloads(
+        self: &Arc<Self>,
+        coordinator: &dyn Coordinator,
+    ) -> Result<(), AppError> {
+        let (records, revision) = coordinator
+            .records(WORKLOADS_TABLE)
+            .await
+            .map_err(fleet_error)?;
+        let mut watch = coordinator
+            .watch_records(WORKLOADS_TABLE, revision)
+            .await
+            .map_err(fleet_error)?;
+        let names: HashSet<&str> = records.iter().map(|(name, _)| name.as_str()).collect();
+        for name in self.workload_names() {
+            if !names.contains(name.as_str()) {
+                self.apply_workload_record(&name, None).await;
+            }
+        }
+        for (name, value) in &records {
+            self.apply_workload_record(name, Some(value)).await;
+        }
+        loop {
+            let changes = tokio::select! {
+                () = self.shutdown.cancelled() => return Ok(()),
+                changes = watch.next() => changes.map_err(fleet_error)?,
+            };
+            for change in changes {
+                match change {
+                    RecordChange::Put { name, value } => {
+                        self.apply_workload_record(&name, Some(&value)).await;
+                    }
+                    RecordChange::Delete { name } => self.apply_workload_record(&name, None).await,
+                }
+            }
+        }
+    }
+
+    /// Makes workload `name` here what the fleet holds: `value` (its encoded parameters), or none.
+    async fn apply_workload_record(self: &Arc<Self>, name: &str, value: Option<&[u8]>) {
+        let state = Arc::clone(self);
+        let applied = match value {
+            Some(bytes) => match serde_json::from_slice::<Workload>(bytes) {
+                Ok(workload) if self.workload(name).is_ok_and(|held| held == workload) => Ok(()),
+                Ok(workload) => blocking(move || state.upsert_workload(workload).map(drop)).await,
+                Err(error) => Err(AppError::InvalidRequest {
+                    reason: format!("the fleet's workload {name} does not decode: {error}"),
+                }),
+            },
+            None if self.workload(name).is_err() => Ok(()),
+            None => {
+                let name = name.to_owned();
+                blocking(move || state.delete_workload(&name)).await
+            }
+        };
+        if let Err(error) = applied {
+            tracing::warn!(workload = %name, %error, "applying the fleet's workload failed");
+        }
+    }
+}
+
+/// Runs `ops` fenced by this replica's membership.
+async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
+    match coordinator.fenced_write(ops).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(AppError::Fleet {
+            reason: "the write was refused: this replica is no longer the fleet member it was (its lease was lost, or members changed); retry".to_owned(),
+        }),
+        Err(error) => Err(fleet_error(error)),
+    }
+}

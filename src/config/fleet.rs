@@ -1,0 +1,259 @@
+//! The `[fleet]` section: how `prescale serve` joins a fleet of replicas through etcd. Absent, the
+//! server runs alone, exactly as without fleet mode.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::validate::{check_range, parse_duration};
+use super::{ConfigError, ScalerConfig, ServerConfig};
+use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
+
+/// The `[fleet]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileFleetConfig {
+    #[serde(default)]
+    etcd_endpoints: Vec<String>,
+    member_id: Option<String>,
+    advertise: Option<String>,
+    scaler_advertise: Option<String>,
+    lease_ttl: Option<String>,
+    etcd_timeout: Option<String>,
+    prefix: Option<String>,
+}
+
+/// How this replica takes part in a fleet (`[fleet]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetConfig {
+    /// etcd client URLs (`http://host:2379`); calls are balanced over them.
+    pub etcd_endpoints: Vec<String>,
+    /// This replica's id, unique among the live replicas (a StatefulSet pod's name).
+    pub member_id: String,
+    /// `host:port` where the other replicas reach this one's gRPC API, for forwarded calls.
+    pub advertise: String,
+    /// `host:port` of this replica's KEDA external scaler, when `[scaler]` listens.
+    pub scaler_advertise: Option<String>,
+    /// The membership lease's TTL: a replica that stops renewing is dropped after it.
+    pub lease_ttl: Duration,
+    /// Bound on each etcd call, and on reaching etcd at start.
+    pub etcd_timeout: Duration,
+    /// The etcd key prefix of this fleet.
+    pub prefix: String,
+}
+
+impl FleetConfig {
+    /// The membership this replica registers.
+    pub fn membership(&self) -> MembershipSettings {
+        MembershipSettings {
+            prefix: self.prefix.clone(),
+            member_id: self.member_id.clone(),
+            info: MemberInfo {
+                addr: self.advertise.clone(),
+                scaler_addr: self.scaler_advertise.clone(),
+                state: MemberState::Active,
+            },
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// Checks a `host:port` that other replicas dial.
+fn advertised(key: &'static str, text: &str) -> Result<String, ConfigError> {
+    let text = text.trim();
+    let valid = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !valid {
+        return Err(invalid(key, format!("{text:?} is not a host:port")));
+    }
+    Ok(text.to_owned())
+}
+
+/// The `[fleet]` section, `None` when the file has none. Forwarded calls travel in plaintext, so
+/// fleet mode refuses `[server.tls]` and `[scaler.tls]` for now.
+pub(super) fn fleet_config(
+    raw: Option<FileFleetConfig>,
+    server: &ServerConfig,
+    scaler: Option<&ScalerConfig>,
+) -> Result<Option<FleetConfig>, ConfigError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    if raw.etcd_endpoints.is_empty() {
+        return Err(invalid(
+            "fleet.etcd_endpoints",
+            "name at least one etcd endpoint",
+        ));
+    }
+    for endpoint in &raw.etcd_endpoints {
+        if !endpoint.starts_with("http://") || endpoint.len() <= "http://".len() {
+            return Err(invalid(
+                "fleet.etcd_endpoints",
+                format!(
+                    "{endpoint:?} is not an http://host:port URL (etcd over TLS is not supported yet)"
+                ),
+            ));
+        }
+    }
+    let member_id = raw.member_id.unwrap_or_default();
+    let id_ok = (1..=63).contains(&member_id.len())
+        && member_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(invalid(
+            "fleet.member_id",
+            format!("{member_id:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let advertise = advertised(
+        "fleet.advertise",
+        raw.advertise.as_deref().ok_or_else(|| {
+            invalid(
+                "fleet.advertise",
+                "required: the host:port other replicas dial",
+            )
+        })?,
+    )?;
+    let scaler_advertise = match (raw.scaler_advertise.as_deref(), scaler) {
+        (Some(text), Some(_)) => Some(advertised("fleet.scaler_advertise", text)?),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "fleet.scaler_advertise",
+                "required when [scaler] listens: the host:port other replicas forward KEDA calls to",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "fleet.scaler_advertise",
+                "set, but [scaler] does not listen",
+            ));
+        }
+        (None, None) => None,
+    };
+    if server.options.tls.is_some() || scaler.is_some_and(|scaler| scaler.options.tls.is_some()) {
+        return Err(invalid(
+            "fleet",
+            "replicas forward calls to each other in plaintext; [server.tls] and [scaler.tls] are not supported in fleet mode yet",
+        ));
+    }
+    let lease_ttl = parse_duration("fleet.lease_ttl", raw.lease_ttl.as_deref().unwrap_or("10s"))?;
+    if lease_ttl.subsec_nanos() != 0 {
+        return Err(invalid("fleet.lease_ttl", "etcd leases are whole seconds"));
+    }
+    check_range("fleet.lease_ttl", lease_ttl.as_secs(), 2..=300)?;
+    let etcd_timeout = parse_duration(
+        "fleet.etcd_timeout",
+        raw.etcd_timeout.as_deref().unwrap_or("5s"),
+    )?;
+    let prefix = raw.prefix.unwrap_or_else(|| "/prescale/".to_owned());
+    if !prefix.starts_with('/') || !prefix.ends_with('/') {
+        return Err(invalid(
+            "fleet.prefix",
+            format!("{prefix:?} must start and end with '/'"),
+        ));
+    }
+    Ok(Some(FleetConfig {
+        etcd_endpoints: raw.etcd_endpoints,
+        member_id,
+        advertise,
+        scaler_advertise,
+        lease_ttl,
+        etcd_timeout,
+        prefix,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{Config, ConfigError, Overrides};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"), &Overrides::default())
+    }
+
+    const FLEET: &str = "[fleet]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nmember_id = \"prescale-0\"\nadvertise = \"prescale-0.prescale:50051\"\n";
+
+    fn refused_key(text: &str) -> &'static str {
+        match parse(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected a refused key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_fleet_table_is_single_process_mode() {
+        assert_eq!(parse("").unwrap().fleet, None);
+    }
+
+    #[test]
+    fn a_fleet_table_gives_the_membership_with_defaults() {
+        let fleet = parse(FLEET).unwrap().fleet.expect("fleet mode");
+        assert_eq!(fleet.etcd_endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(fleet.lease_ttl, Duration::from_secs(10));
+        assert_eq!(fleet.etcd_timeout, Duration::from_secs(5));
+        let membership = fleet.membership();
+        assert_eq!(membership.members_prefix(), "/prescale/members/");
+        assert_eq!(membership.info.addr, "prescale-0.prescale:50051");
+        assert_eq!(membership.step_down_after(), Duration::from_secs(8));
+    }
+
+    #[test]
+    fn fleet_keys_are_checked() {
+        assert_eq!(
+            refused_key("[fleet]\nmember_id = \"a\"\nadvertise = \"a:1\"\n"),
+            "fleet.etcd_endpoints"
+        );
+        let with = |line: &str| format!("{FLEET}{line}\n");
+        assert_eq!(
+            refused_key(&FLEET.replace("http://127.0.0.1:2379", "127.0.0.1:2379")),
+            "fleet.etcd_endpoints"
+        );
+        assert_eq!(
+            refused_key(&FLEET.replace("prescale-0\"", "bad id\"")),
+            "fleet.member_id"
+        );
+        assert_eq!(
+            refused_key(&FLEET.replace("prescale-0.prescale:50051", "nowhere")),
+            "fleet.advertise"
+        );
+        assert_eq!(refused_key(&with("lease_ttl = \"1s\"")), "fleet.lease_ttl");
+        assert_eq!(
+            refused_key(&with("lease_ttl = \"2500ms\"")),
+            "fleet.lease_ttl"
+        );
+        assert_eq!(refused_key(&with("prefix = \"prescale\"")), "fleet.prefix");
+        assert_eq!(
+            refused_key(&with("scaler_advertise = \"a:1\"")),
+            "fleet.scaler_advertise"
+        );
+        let scaler = "[scaler]\nlisten = \"127.0.0.1:0\"\n";
+        assert_eq!(
+            refused_key(&format!("{FLEET}{scaler}")),
+            "fleet.scaler_advertise"
+        );
+        let both = format!("{FLEET}scaler_advertise = \"a:9\"\n{scaler}");
+        assert_eq!(
+            parse(&both)
+                .unwrap()
+                .fleet
+                .unwrap()
+                .scaler_advertise
+                .as_deref(),
+            Some("a:9")
+        );
+        let tls = "[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        assert_eq!(refused_key(&format!("{FLEET}{tls}")), "fleet");
+    }
+}

@@ -1,0 +1,229 @@
+//! Fleet mode: any replica answers anything. A call about work another replica owns (`GetPlan`,
+//! `Forecast`, `WatchPlans`, the KEDA scaler's `IsActive`, `StreamIsActive` and `GetMetrics`) is
+//! forwarded to the owner over a pooled channel, marked with [`FORWARDED_HEADER`] and carrying the
+//! caller's bearer token. A marked call that reaches a replica which does not own the work (the
+//! members changed while it travelled) is answered `UNAVAILABLE`, never forwarded again, so no call
+//! loops. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+use super::handlers::PlanStream;
+use super::proto;
+use super::proto::forecast_service_client::ForecastServiceClient;
+use super::proto::plan_service_client::PlanServiceClient;
+use crate::app::{Placement, ServingState};
+use crate::fleet::FleetView;
+
+/// The metadata key that marks a forwarded call.
+pub(crate) const FORWARDED_HEADER: &str = "x-prescale-forwarded";
+
+/// A stream of answers passed through from the owner.
+pub(crate) type ProxiedStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Which of a member's listeners a call goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    /// The prescale gRPC API.
+    Api,
+    /// The KEDA external scaler.
+    Scaler,
+}
+
+/// One lazily connected channel per member address, shared by every handler.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Forwarder {
+    /// Channels by `host:port`; a channel reconnects by itself after its peer restarts.
+    channels: Arc<parking_lot::Mutex<HashMap<String, Channel>>>,
+}
+
+impl Forwarder {
+    /// Where a call placed at `placement` goes: `None` to answer it here, or the owner's channel.
+    pub(crate) fn target<T>(
+        &self,
+        placement: Placement,
+        request: &Request<T>,
+        listener: Listener,
+    ) -> Result<Option<Channel>, Status> {
+        match placement {
+            Placement::Local => Ok(None),
+            Placement::Unavailable => Err(Status::unavailable(
+                "no replica of the fleet serves this now (its owner stepped down, or no member is active); retry",
+            )),
+            Placement::Remote(member) => {
+                if request.metadata().contains_key(FORWARDED_HEADER) {
+                    return Err(Status::unavailable(format!(
+                        "forwarded here, but member {} owns it (the fleet's members are changing); retry",
+                        member.id
+                    )));
+                }
+                let address = match listener {
+                    Listener::Api => member.info.addr,
+                    Listener::Scaler => member.info.scaler_addr.ok_or_else(|| {
+                        Status::unavailable(format!(
+                            "member {} owns it but serves no KEDA scaler",
+                            member.id
+                        ))
+                    })?,
+                };
+                self.channel(&address).map(Some)
+            }
+        }
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.channels.lock();
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|error| {
+                Status::internal(format!("member address {address:?} is invalid: {error}"))
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// `message` as the forwarded copy of `original`: marked, with the caller's bearer token.
+pub(crate) fn forwarded<T, U>(original: &Request<U>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = original.metadata().get("authorization") {
+        request
+            .metadata_mut()
+            .insert("authorization", token.clone());
+    }
+    request
+        .metadata_mut()
+        .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+    request
+}
+
+/// `GetPlan` on the owner; the plan's encoding, as the local answer is.
+pub(crate) async fn get_plan(
+    channel: Channel,
+    original: &Request<proto::GetPlanRequest>,
+    limit: usize,
+) -> Result<Bytes, Status> {
+    let plan = PlanServiceClient::new(channel)
+        .max_decoding_message_size(limit)
+        .get_plan(forwarded(original, original.get_ref().clone()))
+        .await?
+        .into_inner();
+    Ok(Bytes::from(prost::Message::encode_to_vec(&plan)))
+}
+
+/// `Forecast` on the owner.
+pub(crate) async fn forecast(
+    channel: Channel,
+    original: &Request<proto::ForecastRequest>,
+    limit: usize,
+) -> Result<proto::ForecastResponse, Status> {
+    Ok(ForecastServiceClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+        .forecast(forwarded(original, original.get_ref().clone()))
+        .await?
+        .into_inner())
+}
+
+/// `WatchPlans` of one workload on its owner.
+pub(crate) async fn watch_plan<T>(
+    channel: Channel,
+    original: &Request<T>,
+    name: &str,
+    limit: usize,
+) -> Result<PlanStream, Status> {
+    let message = proto::WatchPlansRequest {
+        workloads: vec![name.to_owned()],
+    };
+    let stream = PlanServiceClient::new(channel)
+        .max_decoding_message_size(limit)
+        .watch_plans(forwarded(original, message))
+        .await?
+        .into_inner();
+    Ok(Box::pin(
+        stream.map(|item| item.map_err(owner_stream_failed)),
+    ))
+}
+
+/// A proxied stream that failed (the owner went away, most often) ends `UNAVAILABLE`: the caller
+/// opens it again and reaches the new owner.
+fn owner_stream_failed(status: Status) -> Status {
+    Status::unavailable(format!(
+        "the owner's stream failed ({:?}: {}); open it again",
+        status.code(),
+        status.message()
+    ))
+}
+
+/// Completes when the fleet's view changes; never when the replica runs alone (`None`) or its
+/// membership has ended.
+pub(crate) async fn fleet_changed(view: &mut Option<watch::Receiver<Arc<FleetView>>>) {
+    let changed = match view {
+        Some(receiver) => receiver.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// The status ending a stream when one of `placements` (as placed when it opened) has moved.
+pub(crate) fn moved(state: &ServingState, placements: &[(Placement, String)]) -> Option<Status> {
+    placements.iter().find_map(|(placement, name)| {
+        let now = state.workload_placement(name).ok();
+        (now.as_ref() != Some(placement)).then(|| {
+            Status::unavailable(format!(
+                "the owner of workload {name} changed; watch again to reach the new one"
+            ))
+        })
+    })
+}
+
+/// A forwarded stream about workload `name`, passed through until it ends or the workload's owner
+/// changes (then it ends with `UNAVAILABLE`, and the caller opens it again on the new owner).
+pub(crate) fn until_moved<T: Send + 'static>(
+    state: Arc<ServingState>,
+    name: String,
+    mut stream: tonic::Streaming<T>,
+) -> Result<ProxiedStream<T>, Status> {
+    let placements = [(state.workload_placement(&name)?, name)];
+    let mut fleet = state.fleet_view();
+    let shutdown = state.shutdown_token().clone();
+    let (sender, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = sender.closed() => break,
+                () = fleet_changed(&mut fleet) => match moved(&state, &placements) {
+                    Some(moved) => Err(moved),
+                    None => continue,
+                },
+                message = stream.message() => match message.transpose() {
+                    Some(message) => message.map_err(owner_stream_failed),
+                    None => break,
+                },
+            };
+            let failed = message.is_err();
+            if sender.send(message).await.is_err() || failed {
+                break;
+            }
+        }
+    });
+    Ok(Box::pin(ReceiverStream::new(receiver)))
+}

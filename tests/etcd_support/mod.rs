@@ -1,0 +1,86 @@
+//! A real etcd (Debian's `etcd-server`, `/usr/bin/etcd`) on 127.0.0.1 for the fleet tests: one
+//! member on free ports with a temporary data directory, killed (and its data removed) on drop.
+//! A test that uses it also declares `mod prometheus_support;` (the port and HTTP helpers).
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::prometheus_support::{free_port, http_get};
+
+/// The etcd binary the tests start.
+pub(crate) const ETCD: &str = "/usr/bin/etcd";
+
+/// Whether etcd is missing; says so, for the test to skip.
+pub(crate) fn missing() -> bool {
+    if Path::new(ETCD).exists() {
+        return false;
+    }
+    eprintln!("skipped: {ETCD} is not installed");
+    true
+}
+
+/// A running single-member etcd; killed on drop.
+pub(crate) struct LocalEtcd {
+    /// Its client URL, `http://127.0.0.1:<port>`.
+    pub(crate) url: String,
+    /// The process.
+    child: Child,
+    /// Its data directory.
+    _directory: tempfile::TempDir,
+}
+
+impl LocalEtcd {
+    /// Starts etcd and waits until `/health` answers healthy.
+    pub(crate) fn start() -> Self {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let client = free_port();
+        let peer = free_port();
+        let url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new(ETCD)
+            .arg("--name=test")
+            .arg(format!(
+                "--data-dir={}",
+                directory.path().join("data").display()
+            ))
+            .arg(format!("--listen-client-urls={url}"))
+            .arg(format!("--advertise-client-urls={url}"))
+            .arg(format!("--listen-peer-urls={peer_url}"))
+            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+            .arg(format!("--initial-cluster=test={peer_url}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts");
+        let etcd = Self {
+            url,
+            child,
+            _directory: directory,
+        };
+        etcd.wait_healthy();
+        etcd
+    }
+
+    fn wait_healthy(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if http_get(&self.url, "/health")
+                .is_some_and(|(status, body)| status == 200 && body.contains("true"))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd at {} not healthy within 30 s", self.url);
+    }
+}
+
+impl Drop for LocalEtcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
