@@ -13,7 +13,7 @@ use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
 use crate::simulate::{RuleChoice, SimulateError, SimulationParams, SimulationReport};
 use crate::store::write_file_atomically;
 
-use super::slo::choose_rule;
+use super::slo::{choose_rule, rule_levels};
 use super::{AppError, ModelChoice, fit, forecaster};
 
 /// Name of the events file in the data directory.
@@ -154,7 +154,7 @@ pub fn build_plan(
         || workload.clone(),
         |rule| workload.with_planning_level(rule.level()),
     );
-    let levels = plan_levels(&planned);
+    let levels = rule_levels(&planned);
     let fitted = forecaster(choice, levels.clone());
     // The history itself is forecast by the model fitted above; event learning forecasts from
     // before each past occurrence, which takes a fit of its own.
@@ -177,7 +177,8 @@ pub fn build_plan(
 }
 
 /// [`build_plan`] with any base forecaster, e.g. a stored model re-anchored on `history`. The
-/// forecaster must return the levels of [`plan_levels`].
+/// forecaster must return the levels of `rule_levels` (those of [`plan_levels`], and every
+/// candidate level under an SLO).
 pub(super) fn plan_with<F, E>(
     history: &TimeSeries,
     workload: &Workload,

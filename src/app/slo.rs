@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
-use crate::domain::{Forecast, Horizon, Level, TimeSeries, Timestamp};
+use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{BaseForecaster, EventCalendar};
 use crate::forecast::{Fit, FittedModel, ForecastError, Predict};
 use crate::plan::Workload;
@@ -131,41 +131,39 @@ pub fn replay_with_slo(
     choice: ModelChoice,
 ) -> Result<SloReplay, AppError> {
     let simulation = simulation.check(history.step())?;
-    let mut levels = rule_levels(workload);
-    levels.extend(candidate_levels());
-    levels.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
-    levels.dedup();
     let models = ReplayModels {
         choice,
         workload,
-        levels,
+        planned_levels: rule_levels(workload),
         forecasts: RefCell::default(),
         rules: RefCell::default(),
+        chosen: RefCell::default(),
     };
-    let report = simulation.run_choosing(history, workload, &models, &models)?;
-    let mut choices: Vec<(Timestamp, RuleChoice)> = models
-        .rules
-        .borrow()
-        .iter()
-        .map(|(key, rule)| (Timestamp::from_millis(key.1), rule.clone()))
-        .collect();
-    choices.sort_by_key(|(at, _)| *at);
-    let choices = choices.into_iter().map(|(_, rule)| rule).collect();
+    let as_planned = ModelView {
+        models: &models,
+        every_candidate: false,
+    };
+    let every_candidate = ModelView {
+        models: &models,
+        every_candidate: true,
+    };
+    let report = simulation.run_choosing(history, workload, &as_planned, &as_planned)?;
+    let choices = models.chosen.take();
     let cost = report.run(Strategy::Predictive).score.replica_hours;
-    let hpa_equal_cost = hpa_at_cost(&simulation, history, workload, &models, cost)?;
+    let hpa_equal_cost = hpa_at_cost(&simulation, history, workload, &as_planned, cost)?;
     let curve = candidate_levels()
         .into_iter()
         .map(|level| {
             let planned = workload.with_planning_level(level);
             let predictive = simulation
-                .run(history, &planned, &models)?
+                .run(history, &planned, &every_candidate)?
                 .run(Strategy::Predictive)
                 .score;
             let hpa = hpa_at_cost(
                 &simulation,
                 history,
                 workload,
-                &models,
+                &every_candidate,
                 predictive.replica_hours,
             )?;
             Ok(LevelPoint {
@@ -190,7 +188,7 @@ fn hpa_at_cost(
     simulation: &Simulation,
     history: &TimeSeries,
     workload: &Workload,
-    models: &ReplayModels<'_>,
+    models: &ModelView<'_>,
     replica_hours: f64,
 ) -> Result<HpaMatch, AppError> {
     let hpa_at = |target: f64| -> Result<HpaMatch, AppError> {
@@ -225,49 +223,75 @@ fn hpa_at_cost(
     Ok(best)
 }
 
-/// The replay's forecaster and rule chooser: fits once per history it is asked about, keeps the
-/// forecast (at every level a run may plan on) and, under an SLO, the rule chosen from that fit,
-/// so later runs over the same replans cost no fit.
+/// The fits of a replay: one per history the replay forecasts from, kept as two forecasts (at
+/// the levels the service would ask for, and at every candidate level for the curve; nesting makes
+/// a band depend on the levels beside it) and, under an SLO, the rule chosen from that fit, so
+/// later runs over the same replans cost no fit.
 #[derive(Debug)]
 struct ReplayModels<'a> {
     /// The model fitted at each replan.
     choice: ModelChoice,
     /// The workload whose SLO picks the rule.
     workload: &'a Workload,
-    /// Levels every forecast carries.
-    levels: Vec<Level>,
-    /// Forecasts by (history start, history end, horizon), in milliseconds and steps.
-    forecasts: RefCell<HashMap<(i64, i64, usize), Forecast>>,
+    /// Levels the service's forecasts carry for the workload.
+    planned_levels: Vec<Level>,
+    /// Both forecasts by (history start, history end, horizon), in milliseconds and steps.
+    forecasts: RefCell<HashMap<(i64, i64, usize), [Forecast; 2]>>,
     /// Rules chosen by (history start, history end).
     rules: RefCell<HashMap<(i64, i64), RuleChoice>>,
+    /// The rules the replay planned on, in replan order.
+    chosen: RefCell<Vec<RuleChoice>>,
 }
 
-impl BaseForecaster for ReplayModels<'_> {
+/// [`ReplayModels`] as a forecaster and rule chooser: with the service's levels or every
+/// candidate level.
+#[derive(Debug, Clone, Copy)]
+struct ModelView<'a> {
+    /// The fits.
+    models: &'a ReplayModels<'a>,
+    /// Forecasts carry every candidate level (the curve), not the service's.
+    every_candidate: bool,
+}
+
+impl BaseForecaster for ModelView<'_> {
     type Error = ForecastError;
 
     fn forecast(&self, history: &TimeSeries, horizon: Horizon) -> Result<Forecast, ForecastError> {
+        let models = self.models;
+        let which = usize::from(self.every_candidate);
         let key = (
             history.start().as_millis(),
             history.end().as_millis(),
             horizon.steps(),
         );
-        if let Some(forecast) = self.forecasts.borrow().get(&key) {
-            return Ok(forecast.clone());
+        if let Some(forecasts) = models.forecasts.borrow().get(&key) {
+            return Ok(forecasts[which].clone());
         }
-        let model = self.choice.params()?.fit(history)?;
-        let forecast = model.predict(horizon, &self.levels)?;
-        if let Some(rule) = choose_rule(&model, history, self.workload) {
-            self.rules.borrow_mut().insert((key.0, key.1), rule);
+        let model = models.choice.params()?.fit(history)?;
+        let mut every_level = models.planned_levels.clone();
+        every_level.extend(candidate_levels());
+        every_level.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
+        every_level.dedup();
+        let forecasts = [
+            model.predict(horizon, &models.planned_levels)?,
+            model.predict(horizon, &every_level)?,
+        ];
+        if let Some(rule) = choose_rule(&model, history, models.workload) {
+            models.rules.borrow_mut().insert((key.0, key.1), rule);
         }
-        self.forecasts.borrow_mut().insert(key, forecast.clone());
+        let forecast = forecasts[which].clone();
+        models.forecasts.borrow_mut().insert(key, forecasts);
         Ok(forecast)
     }
 }
 
-impl LevelChooser for ReplayModels<'_> {
+impl LevelChooser for ModelView<'_> {
     fn level_after(&self, seen: &TimeSeries) -> Option<Level> {
         let key = (seen.start().as_millis(), seen.end().as_millis());
-        self.rules.borrow().get(&key).map(RuleChoice::level)
+        let rule = self.models.rules.borrow().get(&key).cloned()?;
+        let level = rule.level();
+        self.models.chosen.borrow_mut().push(rule);
+        Some(level)
     }
 }
 
@@ -399,7 +423,7 @@ mod tests {
 
     use super::*;
     use crate::app::build_plan;
-    use crate::domain::Step;
+    use crate::domain::{Step, Timestamp};
     use crate::plan::WorkloadParams;
     use crate::simulate::RuleSource;
 

@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::app::planning::{plan_levels, plan_with};
+use crate::app::planning::plan_with;
+use crate::app::slo::rule_levels;
 use crate::app::{AppError, ModelChoice, PlanOutcome, choose_rule, fit};
 use crate::domain::{Forecast, Horizon, TimeSeries, Timestamp};
 use crate::forecast::Predict;
@@ -107,7 +108,7 @@ impl ServingState {
             |rule| workload.with_planning_level(rule.level()),
         );
         let workload = &planned;
-        let levels = plan_levels(workload);
+        let levels = rule_levels(workload);
         let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
             if window.end() >= live.model.trained_end() {
                 let anchored = self.reanchor_live(workload.series(), &live, window)?;
