@@ -19,15 +19,26 @@ fi
 for dir in "${dirs[@]}"; do
   for csv in "$dir"/*.csv; do
     name=$(basename "$csv" .csv)
-    # The median step and the 7-day peak decide whether the series is in, and its workload.
-    read -r step_minutes capacity < <(python3 - "$csv" <<'PY'
-import csv, datetime, statistics, sys
+    # The median step and the 7-day peak decide whether the series is in, and its workload. Rows
+    # without a value (empty or NaN) are left out of the copy replayed: a missing sample is a gap.
+    read -r step_minutes capacity < <(python3 - "$csv" "$work/$name.input.csv" <<'PY'
+import csv, datetime, math, statistics, sys
+def finite(text):
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 rows = [(datetime.datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")), r["value"])
         for r in csv.DictReader(open(sys.argv[1]))]
+with open(sys.argv[2], "w") as out:
+    out.write("timestamp,value\n")
+    for time, value in rows:
+        if finite(value):
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ')},{value}\n")
 times = [t for t, _ in rows]
 step = statistics.median((b - a).total_seconds() for a, b in zip(times, times[1:])) / 60
 end = times[-1]
-recent = [float(v) for t, v in rows if v.strip() and (end - t).total_seconds() <= 7 * 86400]
+recent = [float(v) for t, v in rows if finite(v) and (end - t).total_seconds() <= 7 * 86400]
 print(round(step), max(recent) / (50 * 0.7))
 PY
 )
@@ -44,7 +55,7 @@ warm_up = "10m"
 slo = { max_short_steps = "1%" }
 TOML
     echo "== $name ($step_minutes min)" >&2
-    if ! "$binary" simulate --input "$csv" --workload "$work/$name.workload.toml" --days 7 \
+    if ! "$binary" simulate --input "$work/$name.input.csv" --workload "$work/$name.workload.toml" --days 7 \
       --replan-every 1h --output "$work/$name.csv" > "$work/$name.txt" 2> "$work/$name.err"; then
       echo "   failed: $(tail -n 1 "$work/$name.err")" >&2
       echo "failed" > "$work/$name.failed"

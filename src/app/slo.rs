@@ -20,8 +20,8 @@ use super::planning::plan_levels;
 use super::{AppError, ModelChoice};
 
 /// Lowest and highest HPA target utilisation the equal-cost search tries, as fractions.
-const HPA_TARGET_RANGE: (f64, f64) = (0.05, 1.0);
-/// Bisection rounds of the equal-cost search: the target is found to within 0.95 / 2^14.
+const HPA_TARGET_RANGE: (f64, f64) = (0.01, 1.0);
+/// Bisection rounds of the equal-cost search: the target is found to within 0.99 / 2^14.
 const HPA_SEARCH_ROUNDS: usize = 14;
 
 /// The levels a forecast must carry for `workload` to be planned under its SLO: every candidate
