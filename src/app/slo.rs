@@ -446,6 +446,40 @@ mod tests {
         TimeSeries::new(Timestamp::from_millis(0), Step::FIVE_MINUTES, values)
     }
 
+    /// `prescale simulate`'s replay: the rule chosen at every replan, one point of the curve per
+    /// candidate level from the same fits, and an HPA whose target utilisation spends what the plan
+    /// spent.
+    #[test]
+    fn the_hpa_at_equal_cost_spends_what_the_plan_spends() {
+        let history = bursty_series();
+        let workload = WorkloadParams::new("api", "requests", 10.0, 1000, Duration::from_secs(600))
+            .slo_max_short_steps(Some("1%"))
+            .check()
+            .unwrap();
+        let replay = replay_with_slo(
+            &history,
+            &workload,
+            SimulationParams::new(0.25, Duration::from_secs(3600)),
+            ModelChoice::Ensemble,
+        )
+        .unwrap();
+        assert_eq!(replay.choices.len(), replay.report.replans());
+        assert_eq!(replay.curve.len(), candidate_levels().len());
+        let planned = replay.report.run(Strategy::Predictive).score.replica_hours;
+        let hpa = replay.hpa_equal_cost;
+        assert!(
+            (hpa.score.replica_hours - planned).abs() <= 0.05 * planned,
+            "{hpa:?} against {planned}"
+        );
+        assert!(
+            hpa.target_utilisation < workload.target_utilisation(),
+            "{hpa:?}"
+        );
+        let (lowest, highest) = (&replay.curve[0], &replay.curve[replay.curve.len() - 1]);
+        assert!(lowest.predictive.replica_hours < highest.predictive.replica_hours);
+        assert!(lowest.hpa.target_utilisation > highest.hpa.target_utilisation);
+    }
+
     /// Bursts on 5% of the steps, most of them above what `max_replicas` can serve: no level
     /// keeps short steps within 1%. The plan says so, and is made on the level the replay found
     /// fewest short steps with, the one it reports.
