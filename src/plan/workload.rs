@@ -102,7 +102,8 @@ pub struct Slo {
 impl Slo {
     /// The objective as written in `workload.toml`, e.g. `"1%"`.
     pub fn text(self) -> String {
-        format!("{}%", self.max_short_share * 100.0)
+        // Rounded so that the share parsed back is the same float (0.07 * 100 is 7.000000000000001).
+        format!("{}%", (self.max_short_share * 1e11).round() / 1e9)
     }
 }
 
