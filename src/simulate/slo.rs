@@ -18,8 +18,9 @@ use crate::domain::{Forecast, Level, Timestamp};
 use crate::plan::{Observation, Planner, Slo, Workload};
 
 /// Planning levels, in percent, a choice replays.
-pub const CANDIDATE_LEVELS: [f64; 10] =
-    [50.0, 60.0, 70.0, 80.0, 85.0, 90.0, 95.0, 97.5, 99.0, 99.5];
+pub const CANDIDATE_LEVELS: [f64; 14] = [
+    10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 85.0, 90.0, 95.0, 97.5, 99.0, 99.5,
+];
 
 /// The candidate levels as [`Level`]s, lowest first.
 pub fn candidate_levels() -> Vec<Level> {
@@ -356,7 +357,8 @@ mod tests {
     }
 
     /// A day of demand at 100 with a one-step spike to `spike` every 20 steps (14 of 288 steps,
-    /// 4.9%), forecast at 100 with the upper bound of the i-th candidate level at `100 + 10 i`.
+    /// 4.9%), forecast at 100 with the upper bound of level `l`% at `100 + max(0, l - 45)`: 140
+    /// at 85%, 145 at 90%.
     fn fold(day: i64, spike: f64) -> ReplayFold {
         let start = Timestamp::from_millis(day * 86_400_000);
         let demand: Vec<f64> = (0..STEPS)
@@ -364,11 +366,10 @@ mod tests {
             .collect();
         let intervals = candidate_levels()
             .into_iter()
-            .enumerate()
-            .map(|(index, level)| Interval {
+            .map(|level| Interval {
                 level,
                 lower: vec![90.0; STEPS],
-                upper: vec![100.0 + 10.0 * index as f64; STEPS],
+                upper: vec![100.0 + (level.percent() - 45.0).max(0.0); STEPS],
             })
             .collect();
         ReplayFold {
@@ -405,13 +406,13 @@ mod tests {
         let above = choice
             .candidates
             .iter()
-            .find(|score| score.level.percent() == 95.0)
+            .find(|score| score.level.percent() == 97.5)
             .unwrap();
         assert!(above.replica_hours > choice.chosen.replica_hours);
         assert!(choice.chosen.vs_oracle() > 1.0);
         // A looser objective (6% > 14 of 288) takes the cheapest level of all.
         let loose = choose(&self::workload("6%"), &folds);
-        assert_eq!(loose.level().percent(), 50.0, "{loose}");
+        assert_eq!(loose.level(), candidate_levels()[0], "{loose}");
     }
 
     /// No candidate's upper bound covers a spike of 500: the choice says the objective is not met
@@ -423,7 +424,7 @@ mod tests {
         let choice = choose(&workload, &[fold(1, 500.0), fold(2, 500.0)]);
         assert_eq!(choice.source, RuleSource::SloNotMet);
         assert!(!choice.met());
-        assert_eq!(choice.level().percent(), 50.0, "{choice}");
+        assert_eq!(choice.level(), candidate_levels()[0], "{choice}");
         assert!(choice.to_string().contains("not met"), "{choice}");
     }
 
