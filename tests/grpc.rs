@@ -217,6 +217,61 @@ async fn get_plan_returns_the_message_watch_plans_sent() {
     server.shutdown().await;
 }
 
+/// A workload with an SLO and no planning level: its plan is made on the level the replay of the
+/// live model's backtest chose, and `GetPlan`, `GetWorkload` and `/metrics` say which, with the
+/// replayed short steps and cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_with_an_slo_reports_the_rule_it_plans_on() {
+    let (server, channel) = serve_ten_days().await;
+    let mut request = workload("api", "load");
+    request.workload.as_mut().unwrap().slo = Some(proto::Slo {
+        max_short_steps: "1%".to_owned(),
+    });
+    let mut plans = PlanServiceClient::new(channel.clone());
+    let stored = plans.upsert_workload(request).await.unwrap().into_inner();
+    assert_eq!(stored.planning_level, None, "the SLO chooses the level");
+    assert_eq!(stored.slo.unwrap().max_short_steps, "1%");
+    let mut watch = watch_plans(&channel, &["api"]).await;
+    let plan = next_plan(&mut watch).await;
+    let slo = plan.slo.expect("a plan made under an SLO reports its rule");
+    assert!(
+        ["slo-met", "slo-not-met"].contains(&slo.source.as_str()),
+        "{slo:?}"
+    );
+    assert_eq!(slo.met, slo.source == "slo-met");
+    assert_eq!(slo.level, plan.planning_level);
+    assert!(slo.folds >= 1 && slo.replayed_steps >= 288, "{slo:?}");
+    assert!(
+        slo.replayed_replica_hours > 0.0 && slo.replayed_vs_oracle > 0.0,
+        "{slo:?}"
+    );
+    assert!(slo.reason.starts_with("slo 1%"), "{}", slo.reason);
+    let described = plans
+        .get_workload(proto::GetWorkloadRequest {
+            name: "api".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(described.slo_status, Some(slo.clone()));
+    let metrics = server.metrics.render();
+    let gauge = |name: &str| -> f64 {
+        let prefix = format!("{name}{{workload=\"api\"}} ");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(gauge("prescale_plan_slo_met"), f64::from(u8::from(slo.met)));
+    assert_eq!(
+        gauge("prescale_plan_slo_replayed_short_ratio"),
+        slo.replayed_short_share
+    );
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_data_pushes_a_new_plan_to_the_watcher() {
     let (server, channel) = serve_ten_days().await;

@@ -10,6 +10,7 @@ mod planning;
 mod retrain;
 mod samples;
 mod serving;
+mod slo;
 pub mod telemetry;
 
 use std::io::Write;
@@ -36,6 +37,9 @@ pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_mod
 pub use serving::{
     Applied, CachedModel, Job, JobState, Placement, PlanState, PublishedPlan, ServedForecast,
     ServingState, Settings, SourceStatus, SourceTiming, model_version,
+};
+pub use slo::{
+    HpaMatch, LevelPoint, SloReplay, choose_rule, replay_folds, replay_with_slo, simulate_params,
 };
 
 /// Errors of the use cases.

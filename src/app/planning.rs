@@ -8,11 +8,13 @@ use parking_lot::Mutex;
 
 use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{Event, EventCalendar, EventError, EventSpec};
+use crate::forecast::Predict;
 use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
-use crate::simulate::{SimulateError, SimulationParams, SimulationReport};
+use crate::simulate::{RuleChoice, SimulateError, SimulationParams, SimulationReport};
 use crate::store::write_file_atomically;
 
-use super::{AppError, ModelChoice, forecaster};
+use super::slo::{choose_rule, rule_levels};
+use super::{AppError, ModelChoice, fit, forecaster};
 
 /// Name of the events file in the data directory.
 const EVENTS_FILE: &str = "events.toml";
@@ -128,11 +130,15 @@ pub struct PlanOutcome {
     pub applied_events: Vec<Annotation>,
     /// Events that could not be applied, with why (e.g. no past occurrence to learn from).
     pub skipped_events: Vec<String>,
+    /// The planning rule the workload's SLO chose, with its replay (`None` without an SLO, or
+    /// when the model holds no backtest forecasts to replay).
+    pub rule: Option<RuleChoice>,
 }
 
 /// Forecasts `history` `horizon` ahead with `choice` (event windows masked out of training), applies
-/// upcoming events' uplift, and turns the result into a plan for `workload`. `running` is the number of
-/// replicas running now, if known; otherwise what the latest load needs.
+/// upcoming events' uplift, and turns the result into a plan for `workload`, on the level its SLO
+/// chooses from the fitted model's backtest when it has one. `running` is the number of replicas
+/// running now, if known; otherwise what the latest load needs.
 pub fn build_plan(
     history: &TimeSeries,
     workload: &Workload,
@@ -141,19 +147,38 @@ pub fn build_plan(
     choice: ModelChoice,
     running: Option<u32>,
 ) -> Result<PlanOutcome, AppError> {
-    let forecast_with = forecaster(choice, plan_levels(workload));
-    plan_with(
+    let masked = calendar.mask(history);
+    let model = fit(&masked, choice)?;
+    let rule = choose_rule(&model, &masked, workload);
+    let planned = rule.as_ref().map_or_else(
+        || workload.clone(),
+        |rule| workload.with_planning_level(rule.level()),
+    );
+    let levels = rule_levels(&planned);
+    let fitted = forecaster(choice, levels.clone());
+    // The history itself is forecast by the model fitted above; event learning forecasts from
+    // before each past occurrence, which takes a fit of its own.
+    let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
+        if window.start() == masked.start() && window.end() == masked.end() {
+            return Ok(model.predict(horizon, &levels)?);
+        }
+        Ok(fitted(window, horizon)?)
+    };
+    let mut outcome = plan_with(
         history,
-        workload,
+        &planned,
         horizon,
         calendar,
         &forecast_with,
         running,
-    )
+    )?;
+    outcome.rule = rule;
+    Ok(outcome)
 }
 
 /// [`build_plan`] with any base forecaster, e.g. a stored model re-anchored on `history`. The
-/// forecaster must return the levels of [`plan_levels`].
+/// forecaster must return the levels of `rule_levels` (those of [`plan_levels`], and every
+/// candidate level under an SLO).
 pub(super) fn plan_with<F, E>(
     history: &TimeSeries,
     workload: &Workload,
@@ -195,6 +220,7 @@ where
         plan,
         applied_events,
         skipped_events,
+        rule: None,
     })
 }
 

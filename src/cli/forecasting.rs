@@ -169,6 +169,9 @@ pub(super) fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
     )?;
     app::write_plan_csv(&outcome.plan, &args.output)?;
     print!("{}", outcome.plan);
+    if let Some(rule) = &outcome.rule {
+        println!("{rule}");
+    }
     for skipped in &outcome.skipped_events {
         println!("warning: event {skipped} has no past occurrence to learn from; not applied");
     }
@@ -185,16 +188,27 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
     let history = args.input.load(config)?;
     let workload = app::load_workload(&args.workload)?;
     let calendar = EventStore::new(&config.data_dir).load()?;
-    let report = app::replay(
+    let replay = app::replay_with_slo(
         &history,
         &workload,
-        args.days,
-        args.replan_every.into(),
-        config.settings.history_window,
-        calendar,
+        app::simulate_params(
+            args.days,
+            args.replan_every.into(),
+            config.settings.history_window,
+            calendar,
+        ),
         args.model.parse()?,
     )?;
-    print!("{report}");
-    write_simulation_outputs(&report, args.output.as_deref(), args.chart.as_deref())?;
+    print!("{replay}");
+    write_simulation_outputs(
+        &replay.report,
+        args.output.as_deref(),
+        args.chart.as_deref(),
+    )?;
+    if let Some(path) = &args.output {
+        let levels = path.with_extension("levels.csv");
+        replay.write_levels_csv(std::fs::File::create(&levels)?)?;
+        println!("wrote {}", levels.display());
+    }
     Ok(())
 }

@@ -89,6 +89,24 @@ pub struct ScaleInPolicy {
     pub stabilisation_window: Duration,
 }
 
+/// A service-level objective: at most this share of observed series steps may find demand above
+/// the capacity serving (as the replay scores them). With one, prescale plans each workload on the
+/// rule that met it at the least replica-hours in a replay of its model's backtest (see
+/// `crate::simulate::choose_rule`), unless `planning_level` is set explicitly, which wins.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Slo {
+    /// Largest share of short steps, in (0, 0.5].
+    pub max_short_share: f64,
+}
+
+impl Slo {
+    /// The objective as written in `workload.toml`, e.g. `"1%"`.
+    pub fn text(self) -> String {
+        // Rounded so that the share parsed back is the same float (0.07 * 100 is 7.000000000000001).
+        format!("{}%", (self.max_short_share * 1e11).round() / 1e9)
+    }
+}
+
 /// A validated workload: built by [`WorkloadParams::check`], so every value is in range.
 ///
 /// It also deserialises directly (through [`WorkloadParams`] and its check), so a larger config file
@@ -104,6 +122,9 @@ pub struct Workload {
     max_replicas: u32,
     warm_up: Duration,
     planning_level: Level,
+    /// Whether `planning_level` was written (it then wins over `slo`).
+    planning_level_explicit: bool,
+    slo: Option<Slo>,
     mode: Mode,
     scale_in: ScaleInPolicy,
     max_capacity: MaxCapacityBreach,
@@ -151,9 +172,36 @@ impl Workload {
         self.warm_up
     }
 
-    /// Interval level whose upper bound is planned on.
+    /// Interval level whose upper bound is planned on (95% unless set; see [`Workload::slo`]).
     pub fn planning_level(&self) -> Level {
         self.planning_level
+    }
+
+    /// Whether `planning_level` was set explicitly: it then wins over the SLO.
+    pub fn planning_level_is_explicit(&self) -> bool {
+        self.planning_level_explicit
+    }
+
+    /// The service-level objective, if any.
+    pub fn slo(&self) -> Option<Slo> {
+        self.slo
+    }
+
+    /// The same workload planning on `level` (the rule an SLO chose).
+    pub fn with_planning_level(&self, level: Level) -> Self {
+        Self {
+            planning_level: level,
+            ..self.clone()
+        }
+    }
+
+    /// The same workload with another target utilisation, a fraction in (0, 1] (the HPA the
+    /// replay compares at equal cost).
+    pub fn with_target_utilisation(&self, fraction: f64) -> Self {
+        Self {
+            target_utilisation: fraction.clamp(f64::MIN_POSITIVE, 1.0),
+            ..self.clone()
+        }
     }
 
     /// Whether plans are acted on.

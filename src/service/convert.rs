@@ -15,6 +15,7 @@ use crate::domain::{
 use crate::events::EventSpec;
 use crate::forecast::MemberStatus;
 use crate::plan::{MaxCapacityBreach, Mode, PlanStep, Workload, WorkloadParams};
+use crate::simulate::RuleChoice;
 use crate::store::{SeriesSamples, SeriesSummary};
 
 /// A series selector from the wire.
@@ -196,6 +197,9 @@ pub(crate) fn workload(message: Option<proto::Workload>) -> Result<Workload, Sta
     if let Some(percent) = message.planning_level {
         params = params.planning_level(percent);
     }
+    if let Some(slo) = &message.slo {
+        params = params.slo_max_short_steps(Some(&slo.max_short_steps));
+    }
     params = params.mode(match message.mode.trim() {
         "" | "forecast-only" => Mode::ForecastOnly,
         "forecast-and-scale" => Mode::ForecastAndScale,
@@ -339,7 +343,9 @@ pub fn workload_message(workload: &Workload) -> proto::Workload {
         min_replicas: Some(workload.min_replicas()),
         max_replicas: workload.max_replicas(),
         warm_up: humantime::format_duration(workload.warm_up()).to_string(),
-        planning_level: Some(workload.planning_level().percent()),
+        // Unset when an SLO chooses the level, so that the workload sent back keeps choosing.
+        planning_level: (workload.planning_level_is_explicit() || workload.slo().is_none())
+            .then(|| workload.planning_level().percent()),
         mode: workload.mode().as_str().to_owned(),
         scale_in: Some(proto::ScaleIn {
             max_step_down: scale_in.max_step_down.unwrap_or(0),
@@ -352,6 +358,27 @@ pub fn workload_message(workload: &Workload) -> proto::Workload {
         }),
         source: workload.source().map(source_message),
         source_status: None,
+        slo: workload.slo().map(|slo| proto::Slo {
+            max_short_steps: slo.text(),
+        }),
+        slo_status: None,
+    }
+}
+
+/// The rule an SLO chose, for the wire.
+pub(crate) fn slo_status_message(rule: &RuleChoice) -> proto::SloStatus {
+    let chosen = &rule.chosen;
+    proto::SloStatus {
+        source: rule.source.as_str().to_owned(),
+        met: rule.met(),
+        level: chosen.level.percent(),
+        replayed_short_steps: u32::try_from(chosen.short_steps).unwrap_or(u32::MAX),
+        replayed_short_share: chosen.short_share(),
+        replayed_steps: u32::try_from(chosen.scored_steps).unwrap_or(u32::MAX),
+        replayed_replica_hours: chosen.replica_hours,
+        replayed_vs_oracle: chosen.vs_oracle(),
+        folds: u32::try_from(rule.folds).unwrap_or(u32::MAX),
+        reason: rule.to_string(),
     }
 }
 
@@ -375,6 +402,7 @@ pub(crate) fn plan_message(published: &PublishedPlan) -> proto::Plan {
         model_version: published.model_version.clone(),
         applied_events: published.applied_events.clone(),
         skipped_events: published.skipped_events.clone(),
+        slo: published.rule.as_ref().map(slo_status_message),
     }
 }
 

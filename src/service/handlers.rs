@@ -280,6 +280,10 @@ impl proto::plan_service_server::PlanService for Handlers {
             .state
             .source_status(workload.name())
             .map(|status| convert::source_status_message(&status));
+        message.slo_status = self
+            .state
+            .plan_rule(workload.name())
+            .map(|rule| convert::slo_status_message(&rule));
         Ok(Response::new(message))
     }
 

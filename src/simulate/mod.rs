@@ -15,12 +15,15 @@ mod params;
 mod replanner;
 mod replay;
 mod report;
+mod slo;
 
 use std::error::Error;
 use std::time::Duration;
 
 pub use params::{Simulation, SimulationParams};
+pub use replanner::{LevelChooser, WorkloadLevel};
 pub use report::{Score, SimulationReport, StepRecord, Strategy, StrategyRun};
+pub use slo::{CANDIDATE_LEVELS, ReplayFold, RuleChoice, RuleScore, RuleSource, candidate_levels};
 
 use crate::domain::{TimeSeries, Timestamp};
 use crate::events::{BaseForecaster, EventError};

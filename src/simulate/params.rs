@@ -157,6 +157,31 @@ impl SimulationParams {
     }
 }
 
+impl Simulation {
+    /// The executor and HPA of a replay with the default settings (15 s sync, or one step when
+    /// 15 s does not divide it; 300 s scale-down stabilisation), for replaying backtest folds of
+    /// a series at `step` (see [`Simulation::choose_rule`]).
+    pub fn executor_defaults(step: Step) -> Self {
+        let defaults = SimulationParams::new(1.0, step.as_duration());
+        let sync_millis = i64::try_from(defaults.sync_period.as_millis()).unwrap_or(i64::MAX);
+        Self {
+            scored_steps: 0,
+            replan_steps: 1,
+            horizon_millis: None,
+            window_steps: None,
+            sync_millis: if step.as_millis() % sync_millis == 0 {
+                sync_millis
+            } else {
+                step.as_millis()
+            },
+            stabilisation_millis: i64::try_from(defaults.scale_down_stabilisation.as_millis())
+                .unwrap_or(i64::MAX),
+            events: EventCalendar::default(),
+            reactive: true,
+        }
+    }
+}
+
 /// A validated replay, ready to run on histories at the step it was checked against.
 #[derive(Debug, Clone)]
 pub struct Simulation {

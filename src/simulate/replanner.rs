@@ -2,7 +2,7 @@
 //! events with uplift learned from past ones, and plan.
 
 use super::SimulateError;
-use crate::domain::{Horizon, TimeSeries};
+use crate::domain::{Horizon, Level, TimeSeries};
 use crate::events::{AppliedEvent, BaseForecaster, EventCalendar, LearnedUplifts};
 use crate::plan::{Annotation, Observation, Plan, Planner, Workload};
 
@@ -20,9 +20,27 @@ impl From<&AppliedEvent> for Annotation {
     }
 }
 
+/// Picks the planning level at each replan, e.g. the rule a workload's SLO chose from the model
+/// fitted at that replan (the simulator's forecaster is the retrain).
+pub trait LevelChooser {
+    /// The level to plan on after `seen` (the history known at the replan, events masked);
+    /// `None`: the workload's own.
+    fn level_after(&self, seen: &TimeSeries) -> Option<Level>;
+}
+
+/// Plans every replan on the workload's own level.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkloadLevel;
+
+impl LevelChooser for WorkloadLevel {
+    fn level_after(&self, _seen: &TimeSeries) -> Option<Level> {
+        None
+    }
+}
+
 /// The predictive strategy's moving parts between replans.
 #[derive(Debug)]
-pub(super) struct Replanner<'a, F> {
+pub(super) struct Replanner<'a, F, C> {
     /// The full history; each replan sees only a prefix of it (its newest `window_steps`).
     pub(super) history: &'a TimeSeries,
     /// Newest steps of the prefix a replan forecasts from; `None`: all of it.
@@ -33,6 +51,8 @@ pub(super) struct Replanner<'a, F> {
     pub(super) workload: &'a Workload,
     /// The base model, called once per replan and once per past event occurrence when learning.
     pub(super) forecaster: &'a F,
+    /// Picks the level each replan plans on.
+    pub(super) chooser: &'a C,
     /// Forecast length in steps.
     pub(super) horizon: Horizon,
     /// Uplift learned at the last replan and how many events had ended then: learning is redone
@@ -40,7 +60,7 @@ pub(super) struct Replanner<'a, F> {
     pub(super) learned: Option<(usize, LearnedUplifts)>,
 }
 
-impl<F: BaseForecaster> Replanner<'_, F> {
+impl<F: BaseForecaster, C: LevelChooser> Replanner<'_, F, C> {
     /// Forecasts from the first `known` buckets only (the newest `window_steps` of them) and plans
     /// from there.
     pub(super) fn plan(&mut self, known: usize, running: u32) -> Result<Plan, SimulateError> {
@@ -49,9 +69,10 @@ impl<F: BaseForecaster> Replanner<'_, F> {
             .map_or(0, |window| known.saturating_sub(window));
         let seen = self.history.slice(from..known);
         let at = seen.end();
+        let masked = self.events.mask(&seen);
         let base = self
             .forecaster
-            .forecast(&self.events.mask(&seen), self.horizon)
+            .forecast(&masked, self.horizon)
             .map_err(|error| SimulateError::Forecaster {
                 at,
                 source: Box::new(error),
@@ -94,7 +115,11 @@ impl<F: BaseForecaster> Replanner<'_, F> {
             load: seen.values()[last],
             replicas: running,
         };
-        Planner::new(self.workload)
+        let workload = match self.chooser.level_after(&masked) {
+            Some(level) => self.workload.with_planning_level(level),
+            None => self.workload.clone(),
+        };
+        Planner::new(&workload)
             .latest(observation)
             .history(&seen)
             .annotations(&annotations)

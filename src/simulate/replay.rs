@@ -2,7 +2,7 @@
 //! predictive one on schedule, and each scored step is tallied into a [`StepRecord`].
 
 use super::hpa::{Fleet, HpaController};
-use super::replanner::Replanner;
+use super::replanner::{LevelChooser, Replanner, WorkloadLevel};
 use super::{SimulateError, Simulation, SimulationReport, StepRecord};
 use crate::domain::{Forecast, Horizon, Interval, Step, TimeSeries, Timestamp};
 use crate::events::BaseForecaster;
@@ -34,6 +34,18 @@ impl Simulation {
         workload: &Workload,
         forecaster: &F,
     ) -> Result<SimulationReport, SimulateError> {
+        self.run_choosing(history, workload, forecaster, &WorkloadLevel)
+    }
+
+    /// [`Simulation::run`] with the planning level of each replan picked by `chooser`; the
+    /// forecaster must offer every level it picks.
+    pub fn run_choosing<F: BaseForecaster, C: LevelChooser>(
+        &self,
+        history: &TimeSeries,
+        workload: &Workload,
+        forecaster: &F,
+        chooser: &C,
+    ) -> Result<SimulationReport, SimulateError> {
         let span = self.span(history, workload)?;
         let demand = control_demand(history, span.first_run);
         let oracle = oracle_plan(history, workload, span.first_run, &demand)?;
@@ -45,6 +57,7 @@ impl Simulation {
             events: &self.events,
             workload,
             forecaster,
+            chooser,
             horizon: span.horizon,
             learned: None,
         };
@@ -121,13 +134,13 @@ impl Simulation {
     }
 
     /// Control-loop ticks per series step.
-    fn ticks_per_step(&self, step: Step) -> usize {
+    pub(super) fn ticks_per_step(&self, step: Step) -> usize {
         usize::try_from(step.as_millis() / self.sync_millis).unwrap_or(1)
     }
 
     /// What a predictive executor runs at `now`: `max(planned, HPA)` within the plan's ceiling, or
     /// the plan alone when the reactive half is switched off.
-    fn predictive_target(
+    pub(super) fn predictive_target(
         &self,
         plan: Option<&Plan>,
         hpa: &mut HpaController,
@@ -279,7 +292,7 @@ impl Strategies {
 
 /// Per-step tallies of one strategy while its ticks run.
 #[derive(Debug, Clone, Copy)]
-struct StepAccumulator {
+pub(super) struct StepAccumulator {
     /// Fewest replicas serving at any tick of the step.
     ready_min: u32,
     /// Sum over ticks of replicas running (ready or starting).
@@ -305,7 +318,13 @@ impl Default for StepAccumulator {
 }
 
 impl StepAccumulator {
-    fn add(&mut self, fleet: &Fleet, load: f64, capacity_per_replica: f64, tick_hours: f64) {
+    pub(super) fn add(
+        &mut self,
+        fleet: &Fleet,
+        load: f64,
+        capacity_per_replica: f64,
+        tick_hours: f64,
+    ) {
         let capacity = f64::from(fleet.ready()) * capacity_per_replica;
         self.ready_min = self.ready_min.min(fleet.ready());
         self.replicas_sum += f64::from(fleet.total());
@@ -316,7 +335,7 @@ impl StepAccumulator {
         }
     }
 
-    fn finish(self, observed: bool, ticks: usize) -> StepRecord {
+    pub(super) fn finish(self, observed: bool, ticks: usize) -> StepRecord {
         StepRecord {
             ready_min: self.ready_min,
             replicas_mean: self.replicas_sum / ticks as f64,

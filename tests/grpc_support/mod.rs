@@ -75,6 +75,8 @@ pub(crate) fn workload(name: &str, series_name: &str) -> proto::UpsertWorkloadRe
             max_capacity: None,
             source: None,
             source_status: None,
+            slo: None,
+            slo_status: None,
         }),
     }
 }

@@ -7,11 +7,13 @@ use std::sync::atomic::Ordering;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::app::planning::{plan_levels, plan_with};
-use crate::app::{AppError, ModelChoice, PlanOutcome, fit};
+use crate::app::planning::plan_with;
+use crate::app::slo::rule_levels;
+use crate::app::{AppError, ModelChoice, PlanOutcome, choose_rule, fit};
 use crate::domain::{Forecast, Horizon, TimeSeries, Timestamp};
 use crate::forecast::Predict;
 use crate::plan::{Plan, Workload};
+use crate::simulate::RuleChoice;
 
 use super::forecasts::live_version;
 use super::workloads::WorkloadEntry;
@@ -32,6 +34,9 @@ pub struct PublishedPlan {
     pub applied_events: Vec<String>,
     /// Planned events that could not be applied, with why.
     pub skipped_events: Vec<String>,
+    /// The planning rule the workload's SLO chose from the live model's backtest, with its
+    /// replay; `None` without an SLO or when the model stores no backtest forecasts.
+    pub rule: Option<RuleChoice>,
 }
 
 /// A plan as computed, before it is published.
@@ -67,6 +72,17 @@ impl ServingState {
         Ok(self.entry(name)?.plan.borrow().clone())
     }
 
+    /// The rule the SLO chose for the workload's newest good plan, if it has an SLO and a plan.
+    pub fn plan_rule(&self, name: &str) -> Option<RuleChoice> {
+        match self.plan(name).ok()? {
+            PlanState::Ready(plan)
+            | PlanState::Failed {
+                last: Some(plan), ..
+            } => plan.rule.clone(),
+            PlanState::Pending | PlanState::Failed { last: None, .. } => None,
+        }
+    }
+
     /// A receiver of a workload's plan state: the current one at once, then every change. The
     /// sender goes away when the workload is deleted.
     pub fn watch_plan(&self, name: &str) -> Result<watch::Receiver<PlanState>, AppError> {
@@ -84,7 +100,15 @@ impl ServingState {
         let horizon = self.horizon("", history.step())?;
         let calendar = self.events.load()?;
         let live = self.live_model(workload.series())?;
-        let levels = plan_levels(workload);
+        // The SLO's rule is re-chosen from the live model's stored backtest forecasts: a new
+        // choice with each retrain that promotes a model, and no fit.
+        let rule = choose_rule(&live.model, &history, workload);
+        let planned = rule.as_ref().map_or_else(
+            || workload.clone(),
+            |rule| workload.with_planning_level(rule.level()),
+        );
+        let workload = &planned;
+        let levels = rule_levels(workload);
         let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
             if window.end() >= live.model.trained_end() {
                 let anchored = self.reanchor_live(workload.series(), &live, window)?;
@@ -98,7 +122,7 @@ impl ServingState {
                 Ok(fit(&window, ModelChoice::Ensemble)?.predict(horizon, &levels)?)
             })
         };
-        let outcome = plan_with(
+        let mut outcome = plan_with(
             &history,
             workload,
             horizon,
@@ -107,6 +131,7 @@ impl ServingState {
             running,
         )
         .inspect_err(|_| self.metrics.model_errors.inc())?;
+        outcome.rule = rule;
         Ok(ComputedPlan {
             model_version: live_version(live.version, &history),
             backtest_mase: live
@@ -144,6 +169,7 @@ impl ServingState {
                         .map(|event| event.label.clone())
                         .collect(),
                     skipped_events: outcome.skipped_events,
+                    rule: outcome.rule,
                 });
                 self.metrics.plan_refreshes.inc();
                 tracing::debug!(workload = %name, revision, "published plan");

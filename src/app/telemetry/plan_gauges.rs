@@ -1,5 +1,6 @@
 //! Each workload's latest plan as gauges: the replicas it asks for now, the reactive
-//! recommendation, the interval level planned on, the plan's revision and age, and the backtest
+//! recommendation, the interval level planned on, how its SLO's rule did in the replay (met or
+//! not, short steps, replica-hours, cost against the oracle), the plan's revision and age, and the backtest
 //! error of the model behind it. Evaluated at every scrape (a plan's target moves with time
 //! between refreshes), set when a plan is published and removed when its workload is deleted, so
 //! there is one series per workload and gauge.
@@ -79,7 +80,7 @@ type GaugeSpec = (
 );
 
 /// The per-workload plan gauges.
-const PLAN_GAUGES: [GaugeSpec; 5] = [
+const PLAN_GAUGES: [GaugeSpec; 9] = [
     (
         "prescale_plan_desired_replicas",
         "Replicas the workload's plan asks for now (warm-up included), before the reactive floor.",
@@ -100,6 +101,51 @@ const PLAN_GAUGES: [GaugeSpec; 5] = [
         "prescale_plan_level_ratio",
         "Interval level the workload's plan is sized on (0.95: the upper bound of the 95% interval).",
         |entry, _| Some(entry.plan.plan.level().fraction()),
+    ),
+    (
+        "prescale_plan_slo_met",
+        "1 when the level the workload plans on met its SLO in the replay of its model's backtest, 0 when no level did (it then plans on the fewest short steps); absent without an SLO.",
+        |entry, _| {
+            entry
+                .plan
+                .rule
+                .as_ref()
+                .map(|rule| f64::from(u8::from(rule.met())))
+        },
+    ),
+    (
+        "prescale_plan_slo_replayed_short_ratio",
+        "Share of steps short of capacity when the workload's planning rule was replayed on its model's backtest folds.",
+        |entry, _| {
+            entry
+                .plan
+                .rule
+                .as_ref()
+                .map(|rule| rule.chosen.short_share())
+        },
+    ),
+    (
+        "prescale_plan_slo_replayed_replica_hours",
+        "Replica-hours the workload's planning rule spent in the replay of its model's backtest folds.",
+        |entry, _| {
+            entry
+                .plan
+                .rule
+                .as_ref()
+                .map(|rule| rule.chosen.replica_hours)
+        },
+    ),
+    (
+        "prescale_plan_slo_replayed_oracle_ratio",
+        "Replica-hours of the workload's planning rule in the replay over those of a plan made from the true demand.",
+        |entry, _| {
+            entry
+                .plan
+                .rule
+                .as_ref()
+                .map(|rule| rule.chosen.vs_oracle())
+                .filter(|ratio| ratio.is_finite())
+        },
     ),
     (
         "prescale_plan_revision",

@@ -66,6 +66,11 @@ pub(super) struct CalibratedEnsemble {
     pub(super) summary: PreprocessSummary,
     /// How newer data is cleaned before a re-anchored forecast.
     pub(super) cleaning: Cleaning,
+    /// The combined forecast of each scored backtest fold on the model scale, in the order of
+    /// `report.origins`: out of sample, what replays of planning rules read. Empty in models
+    /// stored before they were kept.
+    #[serde(default)]
+    pub(super) fold_forecasts: Vec<Vec<f64>>,
 }
 
 impl CalibratedEnsemble {
@@ -128,6 +133,28 @@ impl FittedModel {
     /// Backtest figures: per-member scores and status (used, dropped, skipped and why).
     pub fn report(&self) -> &BacktestReport {
         &self.ensemble.report
+    }
+
+    /// The combined forecast the backtest made at each fold origin, in the series' units, with an
+    /// interval per level: out of sample (neither the members' fits nor the blend saw the fold),
+    /// what the model would have forecast then. Latest origin first, as `report().origins`; empty
+    /// for a model stored before they were kept.
+    pub fn backtest_forecasts(&self, levels: &[Level]) -> Vec<Forecast> {
+        let ensemble = &*self.ensemble;
+        let points = ensemble.summary.points;
+        ensemble
+            .report
+            .origins
+            .iter()
+            .zip(&ensemble.fold_forecasts)
+            .map(|(origin, model_point)| {
+                let before_end = i64::try_from(points.saturating_sub(*origin)).unwrap_or(0);
+                let start = ensemble
+                    .trained_end
+                    .saturating_add_millis(-before_end.saturating_mul(ensemble.step.as_millis()));
+                ensemble.forecast_in_units(start, model_point, levels)
+            })
+            .collect()
     }
 
     /// What preprocessing found and did (transform, outliers, imputed points, seasonality).
@@ -231,16 +258,27 @@ impl Predict for FittedModel {
         let MemberForecasts { forecasts, weights } = member_forecasts(ensemble, &anchor, steps)?;
         let slices: Vec<Option<&[f64]>> = forecasts.iter().map(|f| Some(f.as_slice())).collect();
         let model_point = members::sanitize(combine(&slices, &weights, &ensemble.ends, steps));
-        let scaler = &ensemble.scaler;
+        Ok(ensemble.forecast_in_units(self.end, &model_point, levels))
+    }
+}
+
+impl CalibratedEnsemble {
+    /// A forecast from `start` of the model-scale `model_point`, in the series' units, with an
+    /// interval per level from the calibration.
+    fn forecast_in_units(
+        &self,
+        start: Timestamp,
+        model_point: &[f64],
+        levels: &[Level],
+    ) -> Forecast {
+        let scaler = &self.scaler;
         let point: Vec<f64> = model_point.iter().map(|v| scaler.inverse(*v)).collect();
-        let inflations = ensemble.calibration.inflations(levels);
+        let inflations = self.calibration.inflations(levels);
         let intervals = levels
             .iter()
             .zip(inflations)
             .map(|(level, inflation)| {
-                let band = ensemble
-                    .calibration
-                    .band(model_point.len(), *level, inflation);
+                let band = self.calibration.band(model_point.len(), *level, inflation);
                 let (lower, upper): (Vec<f64>, Vec<f64>) = model_point
                     .iter()
                     .zip(band)
@@ -255,7 +293,7 @@ impl Predict for FittedModel {
                 }
             })
             .collect();
-        Ok(Forecast::new(self.end, ensemble.step, point, intervals))
+        Forecast::new(start, self.step, point, intervals)
     }
 }
 

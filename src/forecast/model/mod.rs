@@ -267,6 +267,7 @@ impl Fit for ModelParams {
             },
             summary: PreprocessSummary::from(&prepared),
             cleaning: self.preprocess.cleaning(),
+            fold_forecasts: blend.combined_folds,
         };
         Ok(FittedModel::new(ensemble, &prepared))
     }

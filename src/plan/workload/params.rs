@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{MaxCapacityBreach, Mode, ScaleInPolicy, Workload};
+use super::{MaxCapacityBreach, Mode, ScaleInPolicy, Slo, Workload};
 use crate::domain::{Level, PrometheusSource, SeriesId, duration_text};
 use crate::plan::PlanError;
 
@@ -25,7 +25,8 @@ const LONGEST_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// | `min_replicas` | `1` | Floor of every plan | 0 ..= `max_replicas` |
 /// | `max_replicas` | required | Ceiling, unless `max_capacity.breach = "increase"` | >= 1 |
 /// | `warm_up` | required | Time from asking for a replica to its serving, e.g. `"10m"` | 0 ..= 24h |
-/// | `planning_level` | `95` | Interval level (percent) whose upper bound is planned on | (0, 100), offered by the forecaster |
+/// | `planning_level` | `95` | Interval level (percent) whose upper bound is planned on; when written, it wins over `slo` | (0, 100), offered by the forecaster |
+/// | `slo.max_short_steps` | none | Service-level objective: share of steps allowed short of capacity, e.g. `"1%"`; the planning level is then chosen by replay | (0%, 50%] |
 /// | `mode` | `"forecast-only"` | `forecast-only` or `forecast-and-scale` | |
 /// | `scale_in.max_step_down` | unlimited | Replicas removed at most per plan step | >= 1 |
 /// | `scale_in.stabilisation_window` | `"5m"` | Hold time after a change before stepping down (Kubernetes default 300 s) | 0 ..= 24h |
@@ -45,8 +46,10 @@ pub struct WorkloadParams {
     max_replicas: u32,
     #[serde(with = "duration_text")]
     warm_up: Duration,
-    #[serde(default = "default_planning_level")]
-    planning_level: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    planning_level: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    slo: Option<SloParams>,
     #[serde(default)]
     mode: Mode,
     #[serde(default)]
@@ -62,6 +65,14 @@ pub struct WorkloadParams {
 #[serde(deny_unknown_fields)]
 struct SourceParams {
     prometheus: PrometheusSource,
+}
+
+/// The `slo` table as written.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct SloParams {
+    /// Share of steps allowed short, in percent with a `%` sign, e.g. `"1%"`.
+    max_short_steps: String,
 }
 
 /// The `[scale_in]` table as written.
@@ -134,7 +145,8 @@ impl WorkloadParams {
             min_replicas: default_min_replicas(),
             max_replicas,
             warm_up,
-            planning_level: default_planning_level(),
+            planning_level: None,
+            slo: None,
             mode: Mode::default(),
             scale_in: ScaleInParams::default(),
             max_capacity: MaxCapacityParams::default(),
@@ -173,7 +185,16 @@ impl WorkloadParams {
     /// Sets the interval level, in percent, whose upper bound is planned on.
     #[must_use]
     pub fn planning_level(mut self, percent: f64) -> Self {
-        self.planning_level = percent;
+        self.planning_level = Some(percent);
+        self
+    }
+
+    /// Sets the service-level objective, e.g. `"1%"` of steps short at most (`None`: none).
+    #[must_use]
+    pub fn slo_max_short_steps(mut self, text: Option<&str>) -> Self {
+        self.slo = text.map(|text| SloParams {
+            max_short_steps: text.to_owned(),
+        });
         self
     }
 
@@ -248,12 +269,20 @@ impl WorkloadParams {
             ));
         }
         check_duration("warm_up", self.warm_up)?;
-        let planning_level = Level::from_percent(self.planning_level).map_err(|_| {
+        let level_percent = self.planning_level.unwrap_or_else(default_planning_level);
+        let planning_level = Level::from_percent(level_percent).map_err(|_| {
             invalid(
                 "planning_level",
-                format!("{} must be a percentage in (0, 100)", self.planning_level),
+                format!("{level_percent} must be a percentage in (0, 100)"),
             )
         })?;
+        let slo = self
+            .slo
+            .as_ref()
+            .map(|slo| parse_short_share(&slo.max_short_steps))
+            .transpose()
+            .map_err(|reason| invalid("slo.max_short_steps", reason))?
+            .map(|max_short_share| Slo { max_short_share });
         if self.scale_in.max_step_down == Some(0) {
             return Err(invalid(
                 "scale_in.max_step_down",
@@ -292,6 +321,8 @@ impl WorkloadParams {
             max_replicas: self.max_replicas,
             warm_up: self.warm_up,
             planning_level,
+            planning_level_explicit: self.planning_level.is_some(),
+            slo,
             mode: self.mode,
             scale_in: ScaleInPolicy {
                 max_step_down: self.scale_in.max_step_down,
@@ -320,7 +351,12 @@ impl From<&Workload> for WorkloadParams {
             min_replicas: workload.min_replicas,
             max_replicas: workload.max_replicas,
             warm_up: workload.warm_up,
-            planning_level: workload.planning_level.percent(),
+            planning_level: workload
+                .planning_level_explicit
+                .then(|| workload.planning_level.percent()),
+            slo: workload.slo.map(|slo| SloParams {
+                max_short_steps: slo.text(),
+            }),
             mode: workload.mode,
             scale_in: ScaleInParams {
                 max_step_down: workload.scale_in.max_step_down,
@@ -344,6 +380,19 @@ impl TryFrom<WorkloadParams> for Workload {
     fn try_from(params: WorkloadParams) -> Result<Self, Self::Error> {
         params.check()
     }
+}
+
+/// `"1%"` as the share 0.01: a percentage with its sign, above 0 and at most 50.
+fn parse_short_share(text: &str) -> Result<f64, String> {
+    let percent = text
+        .trim()
+        .strip_suffix('%')
+        .and_then(|number| number.trim().parse::<f64>().ok())
+        .ok_or_else(|| format!("{text:?} is not a percentage such as \"1%\""))?;
+    if !(percent > 0.0 && percent <= 50.0) {
+        return Err(format!("{text:?} must lie in (0%, 50%]"));
+    }
+    Ok(percent / 100.0)
 }
 
 fn check_duration(field: &'static str, duration: Duration) -> Result<(), PlanError> {

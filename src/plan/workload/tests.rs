@@ -182,3 +182,28 @@ fn a_prometheus_source_is_one_table_validated_with_the_workload() {
     let unknown = format!("{MINIMAL}\n[source.graphite]\nurl = \"http://g\"\n");
     assert!(Workload::from_toml(&unknown).is_err());
 }
+
+/// `slo.max_short_steps` is a percentage with its sign; an explicit `planning_level` beside it is
+/// remembered as explicit (it wins), and both survive being stored.
+#[test]
+fn an_slo_is_a_percentage_and_an_explicit_level_is_remembered() {
+    let with_slo = format!("{MINIMAL}slo = {{ max_short_steps = \"1%\" }}\n");
+    let workload = Workload::from_toml(&with_slo).unwrap();
+    assert_eq!(workload.slo().unwrap().max_short_share, 0.01);
+    assert!(!workload.planning_level_is_explicit());
+    assert_eq!(workload.planning_level().percent(), 95.0);
+    let explicit = Workload::from_toml(&format!("{with_slo}planning_level = 80\n")).unwrap();
+    assert!(explicit.planning_level_is_explicit());
+    let seven =
+        Workload::from_toml(&format!("{MINIMAL}slo = {{ max_short_steps = \"7%\" }}\n")).unwrap();
+    assert_eq!(seven.slo().unwrap().text(), "7%");
+    for stored in [&workload, &explicit, &seven] {
+        let text = toml::to_string(&WorkloadParams::from(stored)).unwrap();
+        assert_eq!(&Workload::from_toml(&text).unwrap(), stored, "{text}");
+    }
+    for bad in ["1", "0%", "60%", "x%"] {
+        let text = format!("{MINIMAL}slo = {{ max_short_steps = \"{bad}\" }}\n");
+        let error = Workload::from_toml(&text).unwrap_err().to_string();
+        assert!(error.contains("slo.max_short_steps"), "{bad}: {error}");
+    }
+}

@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# The SLO replay benchmark: `prescale simulate` over the last 7 days of every 5-minute and hourly
+# series of the evaluation sets, hourly replans, 10-minute warm-up, an SLO of 1% short steps.
+#   bash benches/slo_replay.sh [DATA_DIR...]    (default: ../shared/data ../shared/data/dev)
+# Each series gets a workload whose 7-day peak needs 50 replicas at the 70% target (min 1, max 200).
+# Prints the per-series table of docs/BENCHMARKS.md ("Planning for an SLO") with medians; the
+# outputs of every run stay in target/slo-replay/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --release --quiet
+binary="$target/release/prescale"
+work="$target/slo-replay"
+mkdir -p "$work"
+dirs=("$@")
+if [ ${#dirs[@]} -eq 0 ]; then
+  dirs=(../shared/data ../shared/data/dev)
+fi
+for dir in "${dirs[@]}"; do
+  for csv in "$dir"/*.csv; do
+    name=$(basename "$csv" .csv)
+    # The median step and the 7-day peak decide whether the series is in, and its workload. Rows
+    # without a value (empty or NaN) are left out of the copy replayed: a missing sample is a gap.
+    read -r step_minutes capacity < <(python3 - "$csv" "$work/$name.input.csv" <<'PY'
+import csv, datetime, math, statistics, sys
+def finite(text):
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+rows = [(datetime.datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00")), r["value"])
+        for r in csv.DictReader(open(sys.argv[1]))]
+with open(sys.argv[2], "w") as out:
+    out.write("timestamp,value\n")
+    for time, value in rows:
+        if finite(value):
+            out.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ')},{value}\n")
+times = [t for t, _ in rows]
+step = statistics.median((b - a).total_seconds() for a, b in zip(times, times[1:])) / 60
+end = times[-1]
+recent = [float(v) for t, v in rows if finite(v) and (end - t).total_seconds() <= 7 * 86400]
+print(round(step), max(recent) / (50 * 0.7))
+PY
+)
+    if [ "$step_minutes" != 5 ] && [ "$step_minutes" != 60 ]; then
+      continue
+    fi
+    cat > "$work/$name.workload.toml" <<TOML
+name = "$name"
+series = "$name"
+capacity_per_replica = $capacity
+min_replicas = 1
+max_replicas = 200
+warm_up = "10m"
+slo = { max_short_steps = "1%" }
+TOML
+    echo "== $name ($step_minutes min)" >&2
+    if ! "$binary" simulate --input "$work/$name.input.csv" --workload "$work/$name.workload.toml" --days 7 \
+      --replan-every 1h --output "$work/$name.csv" > "$work/$name.txt" 2> "$work/$name.err"; then
+      echo "   failed: $(tail -n 1 "$work/$name.err")" >&2
+      echo "failed" > "$work/$name.failed"
+    else
+      rm -f "$work/$name.failed"
+    fi
+  done
+done
+python3 - "$work" <<'PY'
+import csv, glob, os, re, statistics, sys
+work = sys.argv[1]
+rows, failed = [], []
+for path in sorted(glob.glob(os.path.join(work, "*.workload.toml"))):
+    name = os.path.basename(path)[: -len(".workload.toml")]
+    if os.path.exists(os.path.join(work, name + ".failed")):
+        failed.append((name, open(os.path.join(work, name + ".err")).read().strip().splitlines()[-1]))
+        continue
+    summary = {r["strategy"]: r for r in csv.DictReader(open(os.path.join(work, name + ".csv")))}
+    levels = {r["rule"]: r for r in csv.DictReader(open(os.path.join(work, name + ".levels.csv")))}
+    text = open(os.path.join(work, name + ".txt")).read()
+    chosen = re.search(r"levels chosen at \d+ replans: ([^;]*);", text)
+    pred, hpa, planned = summary["predictive"], summary["hpa"], levels["as-planned"]
+    scored = int(pred["scored_steps"])
+    rows.append(dict(
+        name=name, scored=scored, chosen=chosen.group(1) if chosen else "-",
+        short=int(pred["underprovisioned_steps"]), hpa_short=int(hpa["underprovisioned_steps"]),
+        cost=float(pred["vs_oracle"]), hpa_cost=float(hpa["vs_oracle"]),
+        eq_target=float(planned["hpa_target_utilisation"]), eq_short=int(planned["hpa_short_steps"]),
+        eq_hours=float(planned["hpa_replica_hours"]), hours=float(planned["replica_hours"]),
+        l95=levels.get("95"),
+    ))
+print("| series | steps | levels chosen (replans) | short steps: prescale / HPA@70% | replica-hours vs oracle: prescale / HPA@70% | HPA at equal cost: target, short steps | at equal cost no more short than the HPA |")
+print("|---|---|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['name']} | {r['scored']} | {r['chosen']} | {r['short']} ({100*r['short']/r['scored']:.1f}%) / {r['hpa_short']} ({100*r['hpa_short']/r['scored']:.1f}%) "
+          f"| {r['cost']:.3f}x / {r['hpa_cost']:.3f}x | {100*r['eq_target']:.1f}%, {r['eq_short']} | {'yes' if r['short'] <= r['eq_short'] else '**no**'} |")
+if rows:
+    med = lambda key: statistics.median(r[key] for r in rows)
+    share = lambda key: statistics.median(r[key] / r["scored"] for r in rows)
+    print(f"| **median** | | | {100*share('short'):.2f}% / {100*share('hpa_short'):.2f}% | {med('cost'):.3f}x / {med('hpa_cost'):.3f}x | {100*share('eq_short'):.2f}% short | {sum(r['short'] <= r['eq_short'] for r in rows)} of {len(rows)} |")
+for name, error in failed:
+    print(f"\n{name}: failed: {error}")
+PY

@@ -1,0 +1,519 @@
+//! Planning for a service-level objective: the rule a workload's SLO picks from the backtest
+//! forecasts its model stores, and the replay of `prescale simulate` under that rule beside the
+//! cost/shortfall curve over levels and the HPA that spends the same replica-hours.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::time::Duration;
+
+use crate::domain::{Forecast, Horizon, Level, TimeSeries};
+use crate::events::{BaseForecaster, EventCalendar};
+use crate::forecast::{Fit, FittedModel, ForecastError, Predict};
+use crate::plan::Workload;
+use crate::simulate::{
+    LevelChooser, ReplayFold, RuleChoice, Score, Simulation, SimulationParams, SimulationReport,
+    Strategy, candidate_levels,
+};
+
+use super::planning::plan_levels;
+use super::{AppError, ModelChoice};
+
+/// Lowest and highest HPA target utilisation the equal-cost search tries, as fractions.
+const HPA_TARGET_RANGE: (f64, f64) = (0.01, 1.0);
+/// Bisection rounds of the equal-cost search: the target is found to within 0.99 / 2^14.
+const HPA_SEARCH_ROUNDS: usize = 14;
+
+/// The levels a forecast must carry for `workload` to be planned under its SLO: every candidate
+/// and those of [`plan_levels`].
+pub(super) fn rule_levels(workload: &Workload) -> Vec<Level> {
+    let mut levels = plan_levels(workload);
+    if workload.slo().is_some() {
+        levels.extend(candidate_levels());
+        levels.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
+        levels.dedup();
+    }
+    levels
+}
+
+/// The backtest folds of `model` with the demand `history` observed over them: each fold's
+/// out-of-sample forecast at every level of `levels`, and the last load before its origin.
+pub fn replay_folds(
+    model: &FittedModel,
+    history: &TimeSeries,
+    levels: &[Level],
+) -> Vec<ReplayFold> {
+    model
+        .backtest_forecasts(levels)
+        .into_iter()
+        .map(|forecast| {
+            let step = history.step().as_millis();
+            let offset =
+                (forecast.start().as_millis() - history.start().as_millis()).div_euclid(step);
+            let value_at = |index: i64| -> f64 {
+                usize::try_from(index)
+                    .ok()
+                    .and_then(|index| history.values().get(index).copied())
+                    .unwrap_or(f64::NAN)
+            };
+            let demand = (0..forecast.len() as i64)
+                .map(|index| value_at(offset + index))
+                .collect();
+            let latest = (0..offset)
+                .rev()
+                .map(value_at)
+                .find(|value| value.is_finite());
+            ReplayFold {
+                forecast,
+                demand,
+                latest,
+            }
+        })
+        .collect()
+}
+
+/// The planning rule `workload`'s SLO picks from `model`'s backtest over `history` (the window the
+/// model was fitted on, or newer): `None` without an SLO, or when the model stores no fold with
+/// observed demand (a model stored before folds were kept). Blocking, milliseconds: no fit.
+pub fn choose_rule(
+    model: &FittedModel,
+    history: &TimeSeries,
+    workload: &Workload,
+) -> Option<RuleChoice> {
+    let slo = workload.slo()?;
+    let folds = replay_folds(model, history, &rule_levels(workload));
+    Simulation::executor_defaults(history.step()).choose_rule(workload, slo, &folds)
+}
+
+/// The HPA alone at the target utilisation that spends the replica-hours it is compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HpaMatch {
+    /// Target utilisation, as a fraction.
+    pub target_utilisation: f64,
+    /// How that HPA did.
+    pub score: Score,
+}
+
+/// One point of the cost/shortfall curve: the predictive strategy planning on one level at every
+/// replan, and the HPA at the same cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelPoint {
+    /// The level planned on.
+    pub level: Level,
+    /// How the predictive strategy did.
+    pub predictive: Score,
+    /// The HPA spending the same replica-hours.
+    pub hpa: HpaMatch,
+}
+
+/// `prescale simulate`'s replay: the run as the service would plan (under the workload's SLO when
+/// it has one), the rule chosen at each replan, the curve over levels and the HPA at equal cost.
+#[derive(Debug)]
+pub struct SloReplay {
+    /// The replay as the service plans.
+    pub report: SimulationReport,
+    /// The rule chosen at each replan (empty without an SLO).
+    pub choices: Vec<RuleChoice>,
+    /// The HPA spending the replay's predictive replica-hours.
+    pub hpa_equal_cost: HpaMatch,
+    /// One replay per candidate level.
+    pub curve: Vec<LevelPoint>,
+}
+
+/// Replays the last `days` of `history` for `workload` as [`super::replay`] does, choosing the
+/// planning rule at each replan from the model fitted there when the workload has an SLO, then
+/// replays every candidate level from the same forecasts and searches the HPA target utilisation
+/// that costs the same as each. Fits once per replan; everything after reuses those fits.
+pub fn replay_with_slo(
+    history: &TimeSeries,
+    workload: &Workload,
+    simulation: SimulationParams,
+    choice: ModelChoice,
+) -> Result<SloReplay, AppError> {
+    let simulation = simulation.check(history.step())?;
+    let models = ReplayModels {
+        choice,
+        workload,
+        planned_levels: rule_levels(workload),
+        forecasts: RefCell::default(),
+        rules: RefCell::default(),
+        chosen: RefCell::default(),
+    };
+    let as_planned = ModelView {
+        models: &models,
+        every_candidate: false,
+    };
+    let every_candidate = ModelView {
+        models: &models,
+        every_candidate: true,
+    };
+    let report = simulation.run_choosing(history, workload, &as_planned, &as_planned)?;
+    let choices = models.chosen.take();
+    let cost = report.run(Strategy::Predictive).score.replica_hours;
+    let hpa_equal_cost = hpa_at_cost(&simulation, history, workload, &as_planned, cost)?;
+    let curve = candidate_levels()
+        .into_iter()
+        .map(|level| {
+            let planned = workload.with_planning_level(level);
+            let predictive = simulation
+                .run(history, &planned, &every_candidate)?
+                .run(Strategy::Predictive)
+                .score;
+            let hpa = hpa_at_cost(
+                &simulation,
+                history,
+                workload,
+                &every_candidate,
+                predictive.replica_hours,
+            )?;
+            Ok(LevelPoint {
+                level,
+                predictive,
+                hpa,
+            })
+        })
+        .collect::<Result<Vec<_>, AppError>>()?;
+    Ok(SloReplay {
+        report,
+        choices,
+        hpa_equal_cost,
+        curve,
+    })
+}
+
+/// The HPA alone at the target utilisation whose replica-hours come closest to `replica_hours`,
+/// by bisection (an HPA's cost falls as its target rises). The forecasts are the cached ones, so
+/// the predictive and oracle strategies the replay also runs cost no fit.
+fn hpa_at_cost(
+    simulation: &Simulation,
+    history: &TimeSeries,
+    workload: &Workload,
+    models: &ModelView<'_>,
+    replica_hours: f64,
+) -> Result<HpaMatch, AppError> {
+    let hpa_at = |target: f64| -> Result<HpaMatch, AppError> {
+        let score = simulation
+            .run(history, &workload.with_target_utilisation(target), models)?
+            .run(Strategy::Hpa)
+            .score;
+        Ok(HpaMatch {
+            target_utilisation: target,
+            score,
+        })
+    };
+    let (mut low, mut high) = HPA_TARGET_RANGE;
+    let mut best = hpa_at(high)?;
+    if best.score.replica_hours >= replica_hours {
+        return Ok(best);
+    }
+    for _ in 0..HPA_SEARCH_ROUNDS {
+        let middle = 0.5 * (low + high);
+        let probe = hpa_at(middle)?;
+        if (probe.score.replica_hours - replica_hours).abs()
+            < (best.score.replica_hours - replica_hours).abs()
+        {
+            best = probe;
+        }
+        if probe.score.replica_hours > replica_hours {
+            low = middle;
+        } else {
+            high = middle;
+        }
+    }
+    Ok(best)
+}
+
+/// The fits of a replay: one per history the replay forecasts from, kept as two forecasts (at
+/// the levels the service would ask for, and at every candidate level for the curve; nesting makes
+/// a band depend on the levels beside it) and, under an SLO, the rule chosen from that fit, so
+/// later runs over the same replans cost no fit.
+#[derive(Debug)]
+struct ReplayModels<'a> {
+    /// The model fitted at each replan.
+    choice: ModelChoice,
+    /// The workload whose SLO picks the rule.
+    workload: &'a Workload,
+    /// Levels the service's forecasts carry for the workload.
+    planned_levels: Vec<Level>,
+    /// Both forecasts by (history start, history end, horizon), in milliseconds and steps.
+    forecasts: RefCell<HashMap<(i64, i64, usize), [Forecast; 2]>>,
+    /// Rules chosen by (history start, history end).
+    rules: RefCell<HashMap<(i64, i64), RuleChoice>>,
+    /// The rules the replay planned on, in replan order.
+    chosen: RefCell<Vec<RuleChoice>>,
+}
+
+/// [`ReplayModels`] as a forecaster and rule chooser: with the service's levels or every
+/// candidate level.
+#[derive(Debug, Clone, Copy)]
+struct ModelView<'a> {
+    /// The fits.
+    models: &'a ReplayModels<'a>,
+    /// Forecasts carry every candidate level (the curve), not the service's.
+    every_candidate: bool,
+}
+
+impl BaseForecaster for ModelView<'_> {
+    type Error = ForecastError;
+
+    fn forecast(&self, history: &TimeSeries, horizon: Horizon) -> Result<Forecast, ForecastError> {
+        let models = self.models;
+        let which = usize::from(self.every_candidate);
+        let key = (
+            history.start().as_millis(),
+            history.end().as_millis(),
+            horizon.steps(),
+        );
+        if let Some(forecasts) = models.forecasts.borrow().get(&key) {
+            return Ok(forecasts[which].clone());
+        }
+        let model = models.choice.params()?.fit(history)?;
+        let mut every_level = models.planned_levels.clone();
+        every_level.extend(candidate_levels());
+        every_level.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
+        every_level.dedup();
+        let forecasts = [
+            model.predict(horizon, &models.planned_levels)?,
+            model.predict(horizon, &every_level)?,
+        ];
+        if let Some(rule) = choose_rule(&model, history, models.workload) {
+            models.rules.borrow_mut().insert((key.0, key.1), rule);
+        }
+        let forecast = forecasts[which].clone();
+        models.forecasts.borrow_mut().insert(key, forecasts);
+        Ok(forecast)
+    }
+}
+
+impl LevelChooser for ModelView<'_> {
+    fn level_after(&self, seen: &TimeSeries) -> Option<Level> {
+        let key = (seen.start().as_millis(), seen.end().as_millis());
+        let rule = self.models.rules.borrow().get(&key).cloned()?;
+        let level = rule.level();
+        self.models.chosen.borrow_mut().push(rule);
+        Some(level)
+    }
+}
+
+/// The replay settings of `prescale simulate`: replans every `replan_every` from the newest
+/// `history_window`, with `calendar`'s events.
+pub fn simulate_params(
+    days: f64,
+    replan_every: Duration,
+    history_window: Duration,
+    calendar: EventCalendar,
+) -> SimulationParams {
+    SimulationParams::new(days, replan_every)
+        .history_window(history_window)
+        .events(calendar)
+}
+
+impl fmt::Display for SloReplay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.report)?;
+        let hpa = &self.hpa_equal_cost;
+        writeln!(
+            f,
+            "{:<11} {:>9} ({:>5.1}%) {:>9.3}% {:>14.1} {:>9.3}x  (target utilisation {:.1}%)",
+            "hpa@cost",
+            hpa.score.underprovisioned_steps,
+            hpa.score.underprovisioned_share * 100.0,
+            hpa.score.unserved_share * 100.0,
+            hpa.score.replica_hours,
+            hpa.score.vs_oracle,
+            hpa.target_utilisation * 100.0
+        )?;
+        if let Some(first) = self.choices.first() {
+            let mut counts: Vec<(f64, usize)> = Vec::new();
+            for choice in &self.choices {
+                let percent = choice.level().percent();
+                match counts.iter_mut().find(|(level, _)| *level == percent) {
+                    Some((_, count)) => *count += 1,
+                    None => counts.push((percent, 1)),
+                }
+            }
+            counts.sort_by(|left, right| left.0.total_cmp(&right.0));
+            let levels: Vec<String> = counts
+                .iter()
+                .map(|(level, count)| format!("{level}% x{count}"))
+                .collect();
+            let met = self.choices.iter().filter(|choice| choice.met()).count();
+            writeln!(
+                f,
+                "slo {} short steps: levels chosen at {} replans: {}; met in the backtest replay at {met}",
+                first.slo.text(),
+                self.choices.len(),
+                levels.join(", ")
+            )?;
+        }
+        writeln!(
+            f,
+            "every replan on one level, beside the hpa spending the same replica-hours:"
+        )?;
+        writeln!(
+            f,
+            "{:>6} {:>18} {:>14} {:>10} {:>12} {:>18}",
+            "level",
+            "under-provisioned",
+            "replica-hours",
+            "vs oracle",
+            "hpa target",
+            "hpa under-prov."
+        )?;
+        for point in &self.curve {
+            let (predictive, hpa) = (&point.predictive, &point.hpa.score);
+            writeln!(
+                f,
+                "{:>5}% {:>9} ({:>5.1}%) {:>14.1} {:>9.3}x {:>11.1}% {:>9} ({:>5.1}%)",
+                point.level.percent(),
+                predictive.underprovisioned_steps,
+                predictive.underprovisioned_share * 100.0,
+                predictive.replica_hours,
+                predictive.vs_oracle,
+                point.hpa.target_utilisation * 100.0,
+                hpa.underprovisioned_steps,
+                hpa.underprovisioned_share * 100.0
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl SloReplay {
+    /// Writes the replay as planned and the curve as CSV, one row each: `rule,short_steps,
+    /// scored_steps,replica_hours,vs_oracle,hpa_target_utilisation,hpa_short_steps,
+    /// hpa_replica_hours`, where `rule` is `as-planned` or a level in percent.
+    pub fn write_levels_csv(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "rule,short_steps,scored_steps,replica_hours,vs_oracle,hpa_target_utilisation,hpa_short_steps,hpa_replica_hours"
+        )?;
+        let planned = self.report.run(Strategy::Predictive).score;
+        let rows = std::iter::once(("as-planned".to_owned(), &planned, &self.hpa_equal_cost))
+            .chain(self.curve.iter().map(|point| {
+                (
+                    point.level.percent().to_string(),
+                    &point.predictive,
+                    &point.hpa,
+                )
+            }));
+        for (rule, predictive, hpa) in rows {
+            writeln!(
+                out,
+                "{rule},{},{},{},{},{},{},{}",
+                predictive.underprovisioned_steps,
+                predictive.scored_steps,
+                predictive.replica_hours,
+                predictive.vs_oracle,
+                hpa.target_utilisation,
+                hpa.score.underprovisioned_steps,
+                hpa.score.replica_hours
+            )?;
+        }
+        out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    use super::*;
+    use crate::app::build_plan;
+    use crate::domain::{Step, Timestamp};
+    use crate::plan::WorkloadParams;
+    use crate::simulate::RuleSource;
+
+    /// Fourteen days at 5 minutes: a daily cycle around 100, and on one step in twenty a burst
+    /// of 2 to 20 times the load that nothing announces.
+    fn bursty_series() -> TimeSeries {
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let values = (0..14 * 288)
+            .map(|index| {
+                let daily = 100.0 + 40.0 * (index as f64 * std::f64::consts::TAU / 288.0).sin();
+                let noise = rng.random_range(-5.0..5.0);
+                let burst = if rng.random_bool(0.05) {
+                    rng.random_range(2.0..20.0)
+                } else {
+                    1.0
+                };
+                (daily + noise) * burst
+            })
+            .collect();
+        TimeSeries::new(Timestamp::from_millis(0), Step::FIVE_MINUTES, values)
+    }
+
+    /// `prescale simulate`'s replay: the rule chosen at every replan, one point of the curve per
+    /// candidate level from the same fits, and an HPA whose target utilisation spends what the plan
+    /// spent.
+    #[test]
+    fn the_hpa_at_equal_cost_spends_what_the_plan_spends() {
+        let history = bursty_series();
+        let workload = WorkloadParams::new("api", "requests", 10.0, 1000, Duration::from_secs(600))
+            .slo_max_short_steps(Some("1%"))
+            .check()
+            .unwrap();
+        let replay = replay_with_slo(
+            &history,
+            &workload,
+            SimulationParams::new(0.25, Duration::from_secs(3600)),
+            ModelChoice::Ensemble,
+        )
+        .unwrap();
+        assert_eq!(replay.choices.len(), replay.report.replans());
+        assert_eq!(replay.curve.len(), candidate_levels().len());
+        let planned = replay.report.run(Strategy::Predictive).score.replica_hours;
+        let hpa = replay.hpa_equal_cost;
+        assert!(
+            (hpa.score.replica_hours - planned).abs() <= 0.05 * planned,
+            "{hpa:?} against {planned}"
+        );
+        assert!(
+            hpa.target_utilisation < workload.target_utilisation(),
+            "{hpa:?}"
+        );
+        let (lowest, highest) = (&replay.curve[0], &replay.curve[replay.curve.len() - 1]);
+        assert!(lowest.predictive.replica_hours < highest.predictive.replica_hours);
+        assert!(lowest.hpa.target_utilisation > highest.hpa.target_utilisation);
+    }
+
+    /// Bursts on 5% of the steps, most of them above what `max_replicas` can serve: no level
+    /// keeps short steps within 1%. The plan says so, and is made on the level the replay found
+    /// fewest short steps with, the one it reports.
+    #[test]
+    fn a_workload_whose_slo_cannot_be_met_says_so() {
+        let history = bursty_series();
+        let workload = WorkloadParams::new("api", "requests", 10.0, 20, Duration::from_secs(600))
+            .slo_max_short_steps(Some("1%"))
+            .check()
+            .unwrap();
+        let horizon = Horizon::try_from(24).unwrap();
+        let outcome = build_plan(
+            &history,
+            &workload,
+            horizon,
+            &EventCalendar::default(),
+            ModelChoice::Ensemble,
+            None,
+        )
+        .unwrap();
+        let rule = outcome
+            .rule
+            .expect("a workload with an SLO reports its rule");
+        assert_eq!(rule.source, RuleSource::SloNotMet, "{rule}");
+        assert!(!rule.met());
+        assert!(rule.folds >= 1 && rule.chosen.scored_steps >= 288, "{rule}");
+        assert!(rule.to_string().contains("not met"), "{rule}");
+        let fewest = rule
+            .candidates
+            .iter()
+            .map(|score| score.short_steps)
+            .min()
+            .unwrap();
+        assert_eq!(rule.chosen.short_steps, fewest);
+        assert_eq!(outcome.plan.level(), rule.level());
+    }
+}
