@@ -277,9 +277,13 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
         }
     }
     // A multiple of a shorter period repeats it trivially; keep it only when it is clearly
-    // stronger (a weekly pattern on top of a daily one), not when it merely echoes it.
+    // stronger (a weekly pattern on top of a daily one), not when it merely echoes it. A year
+    // is no echo of the week although 52 weeks come within a day of it: its lag is not a whole
+    // number of weeks, so a weekly cycle alone fails its stability test (each phase of the
+    // year meets every weekday in turn), and its ACF takes the week's peak at 364 days.
     let echoes: Vec<usize> = found
         .iter()
+        .filter(|long| long.calendar != Some(CalendarPeriod::Year))
         .filter(|long| {
             found.iter().any(|short| {
                 short.steps < long.steps
@@ -426,6 +430,33 @@ mod tests {
         assert!(steps.contains(&2016), "{found:?}");
         let week = found.periods().iter().find(|p| p.steps == 2016).unwrap();
         assert_eq!(week.calendar, Some(CalendarPeriod::Week));
+    }
+
+    #[test]
+    fn finds_week_and_year_on_daily_data_and_no_year_in_a_weekly_cycle() {
+        let day = Step::try_from(86_400_000).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let weekly: Vec<f64> = (0..8 * 365)
+            .map(|t| {
+                let t = t as f64;
+                60.0 * (std::f64::consts::TAU * t / 7.0).cos() + rng.random_range(-30.0..30.0)
+            })
+            .collect();
+        let found = detect(&weekly, day, &SeasonalityParams::default());
+        assert_eq!(found.steps(), vec![7], "{found:?}");
+        let with_year: Vec<f64> = weekly
+            .iter()
+            .enumerate()
+            .map(|(t, value)| value + 150.0 * (std::f64::consts::TAU * t as f64 / 365.2425).sin())
+            .collect();
+        let found = detect(&with_year, day, &SeasonalityParams::default());
+        let year = found.periods().iter().find(|p| p.steps == 365);
+        assert_eq!(
+            year.map(|p| p.calendar),
+            Some(Some(CalendarPeriod::Year)),
+            "{found:?}"
+        );
+        assert!(found.steps().contains(&7), "{found:?}");
     }
 
     #[test]
