@@ -1,14 +1,16 @@
 //! Forecasting speed: ensemble and per-member fit + predict on 8,064 points (28 days at 5 minutes) with a
-//! one-day (288-step) horizon and 80/95% intervals.
+//! one-day (288-step) horizon and 80/95% intervals; and the ensemble on eight years of daily points
+//! (2,920, the sized history window of a daily series) with weekly and yearly cycles, a week ahead.
 //!
 //! Run: `cargo bench --bench forecast`. Results are recorded in `docs/BENCHMARKS.md`.
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, criterion_group, criterion_main};
 use prescale::app::ModelChoice;
 use prescale::domain::{Horizon, Level, Step, TimeSeries, Timestamp};
-use prescale::forecast::{Fit, Predict};
+use prescale::forecast::{Fit, ModelParams, Predict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,6 +35,55 @@ fn load_like_series() -> TimeSeries {
     )
 }
 
+/// Eight years of daily points: weekly and yearly cycles, a slow trend and seeded noise.
+fn daily_series() -> TimeSeries {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let values = (0..DAILY_POINTS)
+        .map(|t| {
+            let t = t as f64;
+            let weekly = (2.0 * std::f64::consts::PI * t / 7.0).cos();
+            let yearly = (2.0 * std::f64::consts::PI * t / 365.2425).sin();
+            500.0 + 60.0 * weekly + 150.0 * yearly + 0.05 * t + rng.random_range(-30.0..30.0)
+        })
+        .collect();
+    let day = Step::try_from(86_400_000).expect("one day is a positive step");
+    TimeSeries::new(Timestamp::from_millis(1_400_000_000_000), day, values)
+}
+
+/// Points of a daily series' sized history window (`HistoryWindow::Sized`): eight years.
+const DAILY_POINTS: usize = 8 * 365;
+
+fn bench_daily(c: &mut Criterion) {
+    let series = daily_series();
+    let horizon = Horizon::try_from(7).expect("7 steps is a valid horizon");
+    let params = ModelChoice::Ensemble
+        .params()
+        .expect("default parameters are valid");
+    let mut group = c.benchmark_group("fit_predict_daily");
+    group.sample_size(10);
+    let id = BenchmarkId::new("ensemble", DAILY_POINTS);
+    bench_one(&mut group, id, &params, &series, horizon);
+    group.finish();
+}
+
+/// Times fit + predict of `params` on `series`, `horizon` steps ahead with 80/95% intervals.
+fn bench_one(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    params: &ModelParams,
+    series: &TimeSeries,
+    horizon: Horizon,
+) {
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            params
+                .fit(black_box(series))
+                .and_then(|model| model.predict(horizon, &Level::DEFAULTS))
+                .expect("the synthetic series fits")
+        })
+    });
+}
+
 fn bench_fit_predict(c: &mut Criterion) {
     let series = load_like_series();
     let horizon = Horizon::try_from(288).expect("288 steps is a valid horizon");
@@ -40,17 +91,11 @@ fn bench_fit_predict(c: &mut Criterion) {
     group.sample_size(10);
     for choice in ModelChoice::all() {
         let params = choice.params().expect("default parameters are valid");
-        group.bench_function(BenchmarkId::new(choice.to_string(), POINTS), |b| {
-            b.iter(|| {
-                params
-                    .fit(black_box(&series))
-                    .and_then(|model| model.predict(horizon, &Level::DEFAULTS))
-                    .expect("the synthetic series fits")
-            })
-        });
+        let id = BenchmarkId::new(choice.to_string(), POINTS);
+        bench_one(&mut group, id, &params, &series, horizon);
     }
     group.finish();
 }
 
-criterion_group!(benches, bench_fit_predict);
+criterion_group!(benches, bench_fit_predict, bench_daily);
 criterion_main!(benches);

@@ -122,8 +122,7 @@ pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
     let settings = config.retrain_settings(args.concurrency);
     println!(
         "retraining on {} threads, history window {}",
-        settings.concurrency,
-        humantime::format_duration(settings.history_window)
+        settings.concurrency, settings.history_window
     );
     let mut failed = time_run("cold", &app, &registry, &series, &settings);
     if !args.cold_only {

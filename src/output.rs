@@ -19,6 +19,12 @@ pub(crate) fn print_import(report: &ImportReport, file: &Path) {
         file.display(),
         report.series
     );
+    if report.missing > 0 {
+        println!(
+            "{} rows with an empty value left as gaps (missing samples)",
+            report.missing
+        );
+    }
     if report.skipped.is_empty() {
         return;
     }

@@ -98,7 +98,7 @@ fn bad_row_fails_with_its_line_and_imports_nothing() {
     let csv = write(
         root.path(),
         "bad.csv",
-        "timestamp,value\n1700000000,1\n1700000060,NaN\n1700000120,2\n",
+        "timestamp,value\n1700000000,1\n1700000060,inf\n1700000120,2\n",
     );
     let output = prescale(&data, &["import", "--series", "api", csv.to_str().unwrap()]);
     assert!(!output.status.success());

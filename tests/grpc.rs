@@ -433,3 +433,48 @@ async fn events_are_added_checked_listed_and_removed_over_the_api() {
     assert_eq!(removed.removed, 1);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forecast_carries_the_uplift_of_the_events_in_it() {
+    let (server, channel) = serve_ten_days().await;
+    let mut forecasts = ForecastServiceClient::new(channel.clone());
+    let before = forecasts
+        .forecast(forecast_request("load", "1d"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(before.applied_events.is_empty());
+    // Doubled load from 06:00 to 08:00 of the forecast day: steps 72..96.
+    let from = START_MS + 10 * DAY_MS + 6 * 3_600_000;
+    EventServiceClient::new(channel.clone())
+        .add_event(proto::Event {
+            name: "launch".to_owned(),
+            start_ms: from,
+            end_ms: from + 2 * 3_600_000,
+            multiplier: Some(2.0),
+            like: String::new(),
+        })
+        .await
+        .unwrap();
+    let after = forecasts
+        .forecast(forecast_request("load", "1d"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(after.applied_events.len(), 1, "{:?}", after.applied_events);
+    assert!(after.applied_events[0].starts_with("launch "));
+    for (step, (with, without)) in after.mean.iter().zip(&before.mean).enumerate() {
+        let expected = if (72..96).contains(&step) {
+            2.0 * without
+        } else {
+            *without
+        };
+        assert!(
+            (with - expected).abs() <= 1e-9 * expected.abs().max(1.0),
+            "step {step}: {with} vs {expected}"
+        );
+    }
+    let (upper_after, upper_before) = (&after.bands[1].upper, &before.bands[1].upper);
+    assert!((upper_after[80] - 2.0 * upper_before[80]).abs() <= 1e-9 * upper_before[80].abs());
+    server.shutdown().await;
+}

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use prescale::app::{Settings, SourceTiming};
 use prescale::domain::{Aggregation, SeriesId, Step, TimeRange, Timestamp};
+use prescale::forecast::HistoryWindow;
 use prescale::service::ServerOptions;
 use prescale::service::proto::plan_service_client::PlanServiceClient;
 use prescale::service::proto::{self, GetWorkloadRequest, SourceStatus, UpsertWorkloadRequest};
@@ -28,7 +29,7 @@ const DAY_MS: i64 = 24 * 60 * MINUTE_MS;
 /// polls and retries.
 fn settings(history_window: Duration) -> Settings {
     Settings {
-        history_window,
+        history_window: HistoryWindow::Fixed(history_window),
         replan_after_samples: u64::MAX,
         replan_interval: Duration::from_secs(3600),
         registry_watch: None,

@@ -2,7 +2,8 @@
 
 For each series: bin onto a grid of its median step aligned to multiples of the step since the epoch
 (bucket mean, as prescale's store does), hold out the last day (the last `horizon` buckets), fit on at most
-the 28 days before it, forecast the day with 80% and 95% intervals. Empty training buckets are linearly
+the history window prescale sizes to the step before it (`forecast::HistoryWindow::Sized`: 8 years of
+daily data, 28 days of hourly or 5-minute data), forecast the day with 80% and 95% intervals. Empty training buckets are linearly
 interpolated (the peers cannot take gaps); only observed test buckets are scored. MASE divides by the
 in-sample MAE of the one-day seasonal naive forecast over the training window, counting only pairs
 where both values were observed: the same definition prescale uses.
@@ -21,6 +22,18 @@ import pandas as pd
 warnings.filterwarnings("ignore")
 
 DAY_MS = 86_400_000
+YEAR_MS = 31_556_952_000
+MAX_FIT_POINTS = 8_064
+
+
+def sized_points(step):
+    """Points of prescale's sized history window at `step` (see src/forecast/history.rs)."""
+    year = round(YEAR_MS / step)
+    if year >= 52:
+        years = min(MAX_FIT_POINTS // year, 8)
+        if years >= 3:
+            return years * year
+    return min(MAX_FIT_POINTS, -(-4 * 7 * DAY_MS // step))
 
 
 def load(path):
@@ -75,19 +88,21 @@ def main(paths):
         name = path.rsplit("/", 1)[-1].removesuffix(".csv")
         start, step, series = load(path)
         horizon = DAY_MS // step
+        # The calendar cycles the step resolves (at least two steps long): day, week, year.
+        cycles = [p for p in (DAY_MS // step, 7 * DAY_MS // step, round(YEAR_MS / step)) if p >= 2]
         season = max(1, DAY_MS // step)
-        week = 7 * season
         origin = len(series) - horizon
-        train_from = max(0, origin - 28 * season)
+        train_from = max(0, origin - sized_points(step))
         train = series[train_from:origin]
         actual = series[origin:]
         filled = pd.Series(train).interpolate(limit_direction="both").to_numpy()
         mase_scale = scale(train, season)
         times = pd.to_datetime(start + step * np.arange(train_from, origin), unit="ms")
         frame = pd.DataFrame({"unique_id": name, "ds": times, "y": filled})
-        seasons = [season] + ([week] if len(train) >= 2 * week else [])
+        seasons = [period for period in cycles if len(train) >= 2 * period]
+        ets_season = cycles[0] if cycles else 1
         models = {
-            "statsforecast_autoets": AutoETS(season_length=min(season, 24) if season > 24 else season),
+            "statsforecast_autoets": AutoETS(season_length=min(ets_season, 24)),
             "statsforecast_mstl": MSTL(season_length=seasons),
         }
         for label, model in models.items():
@@ -111,7 +126,9 @@ def main(paths):
         future_times = pd.to_datetime(start + step * np.arange(origin, origin + horizon), unit="ms")
         bands = {}
         for width in (0.8, 0.95):
-            prophet = Prophet(interval_width=width, daily_seasonality=True, weekly_seasonality=True)
+            prophet = Prophet(
+                interval_width=width, daily_seasonality=step < DAY_MS, weekly_seasonality=True
+            )
             prophet.fit(frame[["ds", "y"]])
             predicted = prophet.predict(pd.DataFrame({"ds": future_times}))
             bands[width] = predicted

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Peer comparison in one run: prescale's ensemble beside statsforecast (AutoETS, MSTL) and Prophet, on the
-# same split of the same series (last day held out, at most 28 days of history before it).
+# same split of the same series (last day held out, at most the history window prescale sizes to the step
+# before it: 28 days of 5-minute or hourly data, 8 years of daily data).
 #   bash benches/peers/run.sh [FILE.csv ...]     (default: every series in notebooks-data/)
 # Installs the peers in a virtualenv under target/peers-venv (PyPI). Benchmarks only: never run by tests.
 set -euo pipefail

@@ -4,6 +4,7 @@
 //! jobs, background tasks).
 
 mod clock;
+mod event_forecasts;
 mod fit_pool;
 mod forecasting;
 mod planning;
@@ -18,11 +19,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::domain::{Aggregation, DomainError, SeriesId, Step, TimeRange, TimeSeries};
-use crate::forecast::ForecastError;
+use crate::forecast::{ForecastError, HistoryWindow};
 use crate::ingest::{self, BadRowPolicy, IngestError, SkippedRow};
 use crate::store::{MetricStore, SeriesSummary, StoreError};
 
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use event_forecasts::forecast_with_events;
 pub use fit_pool::{FitPool, FitPriority};
 pub use forecasting::{
     Backtest, ModelChoice, ModelScore, fit, forecaster, format_scores, parse_horizon, parse_levels,
@@ -165,6 +167,8 @@ pub struct ImportReport {
     pub accepted: usize,
     /// Rows left out under `--skip-bad-rows`.
     pub skipped: Vec<SkippedRow>,
+    /// Rows with an empty value: missing samples, left as gaps.
+    pub missing: usize,
 }
 
 /// The metric history: a store plus the one-shot use cases over it. Holds no process-global state,
@@ -199,6 +203,7 @@ impl History {
             series: series.clone(),
             accepted,
             skipped: parsed.skipped,
+            missing: parsed.missing,
         })
     }
 
@@ -235,7 +240,7 @@ impl History {
     pub fn recent_window(
         &self,
         series: &SeriesId,
-        window: std::time::Duration,
+        window: HistoryWindow,
     ) -> Result<TimeSeries, AppError> {
         let summary = self.store.summary(series)?;
         let (Some(first), Some(last), Some(step)) =
@@ -253,7 +258,7 @@ impl History {
             });
         };
         let to = last.floor_to(step).saturating_add_millis(step.as_millis());
-        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let window = i64::try_from(window.span(step).as_millis()).unwrap_or(i64::MAX);
         let from = to
             .saturating_add_millis(-window)
             .floor_to(step)
@@ -325,6 +330,7 @@ impl History {
                     series,
                     accepted,
                     skipped: parsed.skipped,
+                    missing: parsed.missing,
                 })
             })
             .collect()
@@ -354,6 +360,28 @@ mod tests {
         assert_eq!(values[..3], [1.0, 2.0, 4.0]);
         assert!(values[3].is_nan(), "the empty 00:15 bucket stays empty");
         assert_eq!(values[4..], [6.0, 7.0]);
+    }
+
+    #[test]
+    fn empty_values_in_an_input_file_are_gaps() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("gap.csv");
+        std::fs::write(
+            &path,
+            "timestamp,value\n\
+             2024-01-01T00:00:00Z,1\n2024-01-01T00:05:00Z,\n2024-01-01T00:10:00Z,3\n\
+             2024-01-01T00:15:00Z,4\n2024-01-01T00:20:00Z,5\n",
+        )
+        .unwrap();
+        let series = load_input_file(&path, None).unwrap();
+        assert_eq!(series.step(), Step::FIVE_MINUTES);
+        let values = series.values();
+        assert_eq!(values.len(), 5);
+        assert!(values[1].is_nan(), "the empty value is a gap");
+        assert_eq!(
+            [values[0], values[2], values[3], values[4]],
+            [1.0, 3.0, 4.0, 5.0]
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::simulate::{RuleChoice, SimulateError, SimulationParams, SimulationRep
 use crate::store::write_file_atomically;
 
 use super::slo::{choose_rule, rule_levels};
-use super::{AppError, ModelChoice, fit, forecaster};
+use super::{AppError, ModelChoice, fit, forecast_with_events, forecaster};
 
 /// Name of the events file in the data directory.
 const EVENTS_FILE: &str = "events.toml";
@@ -192,9 +192,13 @@ where
     E: std::error::Error + Send + Sync + 'static,
     AppError: From<E>,
 {
-    let base = forecast_with(&calendar.mask(history), horizon)?;
-    let learned = calendar.learn(history, forecast_with)?;
-    let with_events = calendar.apply(&base, &learned, workload.warm_up());
+    let with_events = forecast_with_events(
+        history,
+        horizon,
+        calendar,
+        forecast_with,
+        workload.warm_up(),
+    )?;
     // `From<&AppliedEvent> for Annotation` lives in `crate::simulate`, the lowest module that uses
     // both `events` and `plan`, so neither of those imports the other.
     let applied_events: Vec<Annotation> =

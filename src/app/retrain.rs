@@ -2,11 +2,10 @@
 //! backtest folds, promote it only when it is not worse by more than a margin, and register it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use crate::domain::{SeriesId, TimeSeries, Timestamp};
 use crate::events::EventCalendar;
-use crate::forecast::{FittedModel, Horizon, Predict};
+use crate::forecast::{FittedModel, HistoryWindow, Horizon, Predict};
 use crate::registry::Registry;
 
 use super::{AppError, History, ModelChoice, fit};
@@ -14,8 +13,8 @@ use super::{AppError, History, ModelChoice, fit};
 /// How a retraining run decides and how much it runs at once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetrainSettings {
-    /// History fitted: the newest stretch of this length.
-    pub history_window: Duration,
+    /// History fitted: sized to the series' step, or a fixed length.
+    pub history_window: HistoryWindow,
     /// A new model is promoted when its backtest MAE is at most `1 + margin` times the live
     /// model's on the same folds.
     pub promotion_margin: f64,

@@ -1,11 +1,14 @@
 //! The commands that forecast a history: `forecast`, `backtest`, `plan` and `simulate`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
-use prescale::app::{self, Backtest, EventStore, ModelChoice};
+use prescale::app::{self, AppError, Backtest, EventStore, ModelChoice};
 use prescale::config::Config;
+use prescale::domain::{Forecast, Horizon, TimeSeries};
+use prescale::forecast::{HistoryWindow, Predict};
 
 use super::args::InputArgs;
 use crate::output::{print_model, write_simulation_outputs};
@@ -41,9 +44,10 @@ pub(super) struct BacktestArgs {
     /// Interval levels in percent.
     #[arg(long, default_value = "80,95")]
     levels: String,
-    /// Most recent history each fit may use.
-    #[arg(long, default_value = "28d")]
-    max_history: humantime::Duration,
+    /// Most recent history each fit may use [default: `planning.history_window`, which unless
+    /// set is sized to the step: 28 days of 5-minute or hourly data, 8 years of daily data].
+    #[arg(long)]
+    max_history: Option<humantime::Duration>,
     /// Only this model [default: every member and the ensemble].
     #[arg(long)]
     model: Option<String>,
@@ -97,18 +101,41 @@ pub(super) struct SimulateArgs {
     chart: Option<PathBuf>,
 }
 
-/// `prescale forecast`: fitted on the newest `planning.history_window`, as the service fits.
+/// `prescale forecast`: fitted on the newest `planning.history_window`, as the service fits, with
+/// the stored events applied as plans apply them.
 pub(super) fn forecast(config: &Config, args: &ForecastArgs) -> Result<()> {
-    let history = args
-        .input
-        .load(config)?
-        .newest(config.settings.history_window);
+    let history = args.input.load(config)?;
+    let history = history.newest(config.settings.history_window.span(history.step()));
     let horizon = app::parse_horizon(&args.horizon, history.step())?;
     let levels = app::parse_levels(&args.levels)?;
     let choice: ModelChoice = args.model.parse()?;
-    let model = app::fit(&history, choice)?;
-    let forecast = prescale::forecast::Predict::predict(&model, horizon, &levels)?;
+    let calendar = EventStore::new(&config.data_dir).load()?;
+    let model = app::fit(&calendar.mask(&history), choice)?;
+    // The model above forecasts from the end of the history; learning an event's uplift
+    // forecasts from before its past occurrences, which takes a fit each.
+    let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
+        if window.end() == history.end() {
+            return Ok(model.predict(horizon, &levels)?);
+        }
+        Ok(app::fit(window, choice)?.predict(horizon, &levels)?)
+    };
+    let with_events =
+        app::forecast_with_events(&history, horizon, &calendar, &forecast_with, Duration::ZERO)?;
+    let forecast = with_events.forecast;
     app::write_forecast_csv(&forecast, &args.output)?;
+    for applied in &with_events.applied {
+        println!(
+            "event {} applied from {} to {}: up to x{:.2}, learned from {} past occurrences",
+            applied.name,
+            applied.pre_warm_from,
+            applied.range.to(),
+            applied.peak_multiplier,
+            applied.occurrences
+        );
+    }
+    for skipped in &with_events.skipped {
+        println!("warning: event {skipped} has no past occurrence to learn from; not applied");
+    }
     println!(
         "forecast {} steps of {} from {} with {choice} to {}",
         forecast.len(),
@@ -128,8 +155,12 @@ pub(super) fn backtest(config: &Config, args: &BacktestArgs) -> Result<()> {
         horizon: app::parse_horizon(&args.horizon, history.step())?,
         folds: args.folds,
         levels: levels.clone(),
-        max_history: (args.max_history.as_millis() / history.step().as_duration().as_millis())
-            as usize,
+        max_history: args
+            .max_history
+            .map_or(config.settings.history_window, |span| {
+                HistoryWindow::Fixed(span.into())
+            })
+            .points(history.step()),
     };
     let choices = match &args.model {
         Some(model) => vec![model.parse()?],
@@ -152,10 +183,8 @@ pub(super) fn backtest(config: &Config, args: &BacktestArgs) -> Result<()> {
 
 /// `prescale plan`: a forecast of the newest `planning.history_window` turned into a plan.
 pub(super) fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
-    let history = args
-        .input
-        .load(config)?
-        .newest(config.settings.history_window);
+    let history = args.input.load(config)?;
+    let history = history.newest(config.settings.history_window.span(history.step()));
     let workload = app::load_workload(&args.workload)?;
     let horizon = app::parse_horizon(&args.horizon, history.step())?;
     let calendar = EventStore::new(&config.data_dir).load()?;
@@ -194,7 +223,7 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
         app::simulate_params(
             args.days,
             args.replan_every.into(),
-            config.settings.history_window,
+            config.settings.history_window.span(history.step()),
             calendar,
         ),
         args.model.parse()?,

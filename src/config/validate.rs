@@ -12,6 +12,7 @@ use super::file::{
 use super::sections::{default_retrain_concurrency, default_settings};
 use super::{ConfigError, Overrides, ScalerConfig, ServerConfig, StoreConfig};
 use crate::app::{Settings, SourceTiming};
+use crate::forecast::HistoryWindow;
 use crate::service::remote_write::RemoteWriteLimits;
 use crate::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
@@ -336,11 +337,10 @@ fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
             raw.max_horizon,
             defaults.max_horizon,
         )?,
-        history_window: duration(
-            "planning.history_window",
-            raw.history_window,
-            defaults.history_window,
-        )?,
+        history_window: match raw.history_window {
+            Some(text) => HistoryWindow::Fixed(parse_duration("planning.history_window", &text)?),
+            None => defaults.history_window,
+        },
         replan_interval: duration(
             "planning.replan_interval",
             raw.replan_interval,
@@ -372,7 +372,8 @@ fn planning_settings(raw: FilePlanningConfig) -> Result<Settings, ConfigError> {
             reason: "is longer than planning.max_horizon".to_owned(),
         });
     }
-    if settings.history_window < Duration::from_secs(86_400) {
+    if matches!(settings.history_window, HistoryWindow::Fixed(span) if span < Duration::from_secs(86_400))
+    {
         return Err(ConfigError::Invalid {
             key: "planning.history_window",
             reason: "must be at least a day: models need a daily cycle to learn from".to_owned(),

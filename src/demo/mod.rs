@@ -109,7 +109,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         &workload,
         7.0,
         Duration::from_secs(3600),
-        config.settings.history_window,
+        config.settings.history_window.span(taxi.step()),
         prescale::events::EventCalendar::default(),
         ModelChoice::Ensemble,
     )?;

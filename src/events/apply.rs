@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::uplift::Factors;
-use super::{EventCalendar, LearnedUplifts, Uplift, UpliftProfile};
+use super::{Event, EventCalendar, LearnedUplifts, Uplift, UpliftProfile};
 use crate::domain::{Forecast, Interval, TimeRange, Timestamp};
 
 /// One event applied to a forecast.
@@ -60,14 +60,11 @@ impl EventCalendar {
         let mut applied = Vec::new();
         let mut skipped = Vec::new();
         for event in self.events() {
-            let range = event.range();
-            let pre_warm_from = range.from().saturating_add_millis(-pre_warm_millis);
-            let overlaps = !base.is_empty()
-                && range.to() > base.start()
-                && pre_warm_from < base.time_at(base.len());
-            if !overlaps {
+            if !reaches(base, event, pre_warm) {
                 continue;
             }
+            let range = event.range();
+            let pre_warm_from = range.from().saturating_add_millis(-pre_warm_millis);
             let constant;
             let profile = match event.uplift() {
                 &Uplift::Multiplier(multiplier) => {
@@ -135,6 +132,30 @@ impl EventCalendar {
             skipped,
         }
     }
+}
+
+impl EventCalendar {
+    /// The events [`EventCalendar::apply`] would apply to `base` and the past events they may
+    /// learn from: the calendar to learn uplifts for a forecast, leaving out later events.
+    pub fn reaching(&self, base: &Forecast, pre_warm: Duration) -> EventCalendar {
+        EventCalendar::new(
+            self.events()
+                .iter()
+                .filter(|event| {
+                    event.range().to() <= base.start() || reaches(base, event, pre_warm)
+                })
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+/// True when `event`, its pre-warm included, overlaps the span of `base`.
+fn reaches(base: &Forecast, event: &Event, pre_warm: Duration) -> bool {
+    let pre_warm_millis = i64::try_from(pre_warm.as_millis()).unwrap_or(i64::MAX);
+    let range = event.range();
+    let pre_warm_from = range.from().saturating_add_millis(-pre_warm_millis);
+    !base.is_empty() && range.to() > base.start() && pre_warm_from < base.time_at(base.len())
 }
 
 fn scale(values: &[f64], factors: &[Factors], pick: impl Fn(&Factors) -> f64) -> Vec<f64> {

@@ -28,6 +28,7 @@
 pub mod accuracy;
 mod backtest;
 mod conformal;
+mod history;
 mod level_shift;
 pub mod members;
 mod model;
@@ -42,6 +43,7 @@ use crate::domain::{DomainError, TimeSeries};
 pub use crate::domain::{Forecast, Horizon, Interval, Level};
 pub use backtest::{BacktestParams, BacktestReport, MemberReport, MemberStatus, Scores};
 pub use conformal::ConformalParams;
+pub use history::{HistoryWindow, MAX_FIT_POINTS};
 pub use level_shift::LevelShift;
 pub use members::{MemberKind, MemberSpec};
 pub use model::{Combination, FittedModel, ModelParams};

@@ -421,3 +421,54 @@ fn a_two_or_four_step_cycle_fits_and_forecasts() {
         assert_finite(&ets.predict_default(horizon).unwrap());
     }
 }
+
+#[test]
+fn a_daily_series_with_a_yearly_cycle_is_forecast_with_it() {
+    // Ten years of daily points: a yearly cycle, a weekly one, seeded noise. The sized window takes
+    // its newest eight years; the year is detected and forecast two months ahead, where 28 days
+    // of history (the window a daily series had before it was sized) cannot see it.
+    let day = Step::try_from(86_400_000).expect("one day is a positive step");
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let yearly = |t: usize| 10.0 * (std::f64::consts::TAU * t as f64 / 365.2425).sin();
+    let weekly = |t: usize| if t % 7 >= 5 { -3.0 } else { 0.0 };
+    let total = 3_650;
+    let horizon = 60;
+    let values: Vec<f64> = (0..total + horizon)
+        .map(|t| 100.0 + yearly(t) + weekly(t) + standard_normal(&mut rng))
+        .collect();
+    let full = TimeSeries::new(Timestamp::from_millis(0), day, values[..total].to_vec());
+    let window = super::HistoryWindow::Sized;
+    let series = full.newest(window.span(day));
+    assert_eq!(series.len(), window.points(day));
+    let model = ModelParams::ensemble()
+        .check()
+        .unwrap()
+        .fit(&series)
+        .unwrap();
+    let year = model
+        .preprocessing()
+        .seasonality
+        .periods()
+        .iter()
+        .find(|period| period.calendar == Some(super::CalendarPeriod::Year));
+    assert_eq!(year.map(|period| period.steps), Some(365), "{model:?}");
+    let forecast = model
+        .predict(Horizon::try_from(horizon).unwrap(), &Level::DEFAULTS)
+        .unwrap();
+    let actual = &values[total..];
+    let error = accuracy::mae(actual, forecast.point()).expect("every actual is observed");
+    let four_weeks = ModelParams::ensemble()
+        .check()
+        .unwrap()
+        .fit(&full.newest(std::time::Duration::from_secs(28 * 86_400)))
+        .unwrap()
+        .predict(Horizon::try_from(horizon).unwrap(), &Level::DEFAULTS)
+        .unwrap();
+    let four_weeks_error = accuracy::mae(actual, four_weeks.point()).expect("observed");
+    // The year rises by about 9 over these two months; the noise's mean absolute size is 0.8.
+    assert!(error < 2.0, "mean absolute error {error}");
+    assert!(
+        2.0 * error < four_weeks_error,
+        "{error} with the year, {four_weeks_error} on four weeks"
+    );
+}

@@ -1,4 +1,10 @@
 //! Ingest: turns files of `timestamp,value` rows into validated samples, or says exactly which row is bad.
+//!
+//! A row whose value is empty or NaN (a CSV cell with nothing or `NaN` in it, a Parquet null or
+//! NaN) is a missing sample,
+//! not a bad row: it is left out and counted, and the store's resampling leaves its bucket as a gap
+//! (NaN) that fitting regularises over, exactly as for a sample that never arrived. This is also
+//! what `prescale export` writes for an empty bucket, so an export imports back.
 
 use std::fmt;
 use std::fs::File;
@@ -81,7 +87,7 @@ pub enum BadRowKind {
     Timestamp,
     /// The value is empty or not a number.
     Value,
-    /// The value is NaN or infinite.
+    /// The value is infinite.
     NonFinite,
 }
 
@@ -124,6 +130,8 @@ pub struct ParsedSamples {
     pub samples: Vec<Sample>,
     /// Rows left out, in file order (always empty under [`BadRowPolicy::Reject`]).
     pub skipped: Vec<SkippedRow>,
+    /// Rows with a valid timestamp and an empty value: missing samples, left as gaps.
+    pub missing: usize,
 }
 
 /// Input file formats.
@@ -203,11 +211,12 @@ impl RowSink {
     }
 }
 
-/// Parses a value cell: a finite number.
-fn parse_value(text: &str) -> Result<f64, (BadRowKind, String)> {
+/// Parses a value cell: a finite number, or `None` when empty or `NaN` (a missing sample, as
+/// pandas and `prescale export` write it).
+fn parse_value(text: &str) -> Result<Option<f64>, (BadRowKind, String)> {
     let trimmed = text.trim();
-    if trimmed.is_empty() {
-        return Err((BadRowKind::Value, "empty value".to_owned()));
+    if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("nan") {
+        return Ok(None);
     }
     let value: f64 = trimmed
         .parse()
@@ -215,7 +224,7 @@ fn parse_value(text: &str) -> Result<f64, (BadRowKind, String)> {
     if !value.is_finite() {
         return Err((BadRowKind::NonFinite, format!("{trimmed:?} is not finite")));
     }
-    Ok(value)
+    Ok(Some(value))
 }
 
 /// Parses CSV with a header naming `timestamp` and `value` (any order, other columns ignored).
@@ -258,11 +267,13 @@ pub fn parse_csv(
             Timestamp::parse(&record[time_column])
                 .map_err(|error| (BadRowKind::Timestamp, error.to_string()))
                 .and_then(|timestamp| {
-                    parse_value(&record[value_column]).map(|value| Sample { timestamp, value })
+                    parse_value(&record[value_column])
+                        .map(|value| value.map(|value| Sample { timestamp, value }))
                 })
         };
         match row {
-            Ok(sample) => sink.parsed.samples.push(sample),
+            Ok(Some(sample)) => sink.parsed.samples.push(sample),
+            Ok(None) => sink.parsed.missing += 1,
             Err((kind, detail)) => {
                 if let Some((line, kind, detail)) = sink.bad(line, kind, detail) {
                     return Err(IngestError::BadRow { line, kind, detail });
@@ -365,14 +376,16 @@ pub fn parse_parquet(
         let parsed = timestamp
             .map_err(|detail| (BadRowKind::Timestamp, detail))
             .and_then(|timestamp| match value {
-                None => Err((BadRowKind::Value, "missing value".to_owned())),
+                None => Ok(None),
+                Some(value) if value.is_nan() => Ok(None),
                 Some(value) if !value.is_finite() => {
                     Err((BadRowKind::NonFinite, format!("{value} is not finite")))
                 }
-                Some(value) => Ok(Sample { timestamp, value }),
+                Some(value) => Ok(Some(Sample { timestamp, value })),
             });
         match parsed {
-            Ok(sample) => sink.parsed.samples.push(sample),
+            Ok(Some(sample)) => sink.parsed.samples.push(sample),
+            Ok(None) => sink.parsed.missing += 1,
             Err((kind, detail)) => {
                 if let Some((row, kind, detail)) = sink.bad(row, kind, detail) {
                     return Err(IngestError::BadParquetRow { row, kind, detail });
@@ -440,7 +453,7 @@ mod tests {
 
     #[test]
     fn every_kind_of_bad_row_is_skipped_and_reported() {
-        let text = "timestamp,value\nnot-a-time,1\n1404172860,NaN\n1404172920,inf\n1404172980\n1404173040,\n1404173100,6\n";
+        let text = "timestamp,value\nnot-a-time,1\n1404172860,-inf\n1404172920,inf\n1404172980\n1404173040,x\n1404173100,6\n";
         let parsed = parse(text, BadRowPolicy::Skip).unwrap();
         assert_eq!(parsed.samples, vec![Sample::new(1_404_173_100_000, 6.0)]);
         let kinds: Vec<(u64, BadRowKind)> = parsed
@@ -458,6 +471,21 @@ mod tests {
                 (6, BadRowKind::Value),
             ]
         );
+    }
+
+    #[test]
+    fn empty_values_are_missing_samples_not_bad_rows() {
+        let text = "timestamp,value\n1404172800,1\n1404172860,\n1404172920, \n1404172980,NaN\n1404173040,4\n";
+        let parsed = parse(text, BadRowPolicy::Reject).unwrap();
+        assert_eq!(
+            parsed.samples,
+            vec![
+                Sample::new(1_404_172_800_000, 1.0),
+                Sample::new(1_404_173_040_000, 4.0)
+            ]
+        );
+        assert_eq!(parsed.missing, 3);
+        assert!(parsed.skipped.is_empty());
     }
 
     #[test]

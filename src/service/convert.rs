@@ -166,6 +166,20 @@ pub(crate) fn forecast_response(served: &ServedForecast) -> proto::ForecastRespo
             .map(|(kind, why)| format!("{kind}: {why}"))
             .collect(),
         model: Some(model_info(served)),
+        applied_events: served
+            .applied_events
+            .iter()
+            .map(|event| {
+                format!(
+                    "{} {}..{} x{:.2}",
+                    event.name,
+                    event.pre_warm_from,
+                    event.range.to(),
+                    event.peak_multiplier
+                )
+            })
+            .collect(),
+        skipped_events: served.skipped_events.clone(),
     }
 }
 

@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use crate::app::{AppError, ModelChoice, fit, parse_horizon};
+use crate::app::{AppError, ModelChoice, fit, forecast_with_events, parse_horizon};
 use crate::domain::{Forecast, Horizon, Level, SeriesId, Step, TimeRange, TimeSeries};
+use crate::events::AppliedEvent;
 use crate::forecast::{FittedModel, Predict};
 
 use super::live_models::LiveModel;
@@ -28,12 +30,17 @@ pub struct CachedModel {
 /// A forecast with the model that made it.
 #[derive(Debug)]
 pub struct ServedForecast {
-    /// The forecast.
+    /// The forecast, with the upcoming events applied.
     pub forecast: Forecast,
     /// The model.
     pub model: Arc<CachedModel>,
     /// Which model was asked for.
     pub choice: ModelChoice,
+    /// Planned events whose uplift was applied.
+    pub applied_events: Vec<AppliedEvent>,
+    /// Planned events in the forecast that could not be applied (no past occurrence to learn
+    /// from).
+    pub skipped_events: Vec<String>,
 }
 
 /// Opaque model version: the model kind, the end of its training window and a CRC-32 of the training
@@ -89,7 +96,8 @@ impl ServingState {
     /// data (trained on first use when the series has none); a single member from a fit cached until
     /// a new sample arrives. The history is read, the live model re-anchored and a first-use model
     /// trained from the blocking pool; fitting and predicting run on the fit threads,
-    /// `max_concurrent_fits` at a time.
+    /// `max_concurrent_fits` at a time. Stored events are masked out of the history and those
+    /// in the forecast applied, as plans apply them (see [`forecast_with_events`]).
     pub async fn forecast(
         self: &Arc<Self>,
         series: SeriesId,
@@ -98,9 +106,10 @@ impl ServingState {
         choice: ModelChoice,
     ) -> Result<ServedForecast, AppError> {
         let state = Arc::clone(self);
-        if choice == ModelChoice::Ensemble {
+        let wanted = series.clone();
+        let served = if choice == ModelChoice::Ensemble {
             let (history, horizon, live, anchored) = blocking(move || {
-                let history = state.recent_history(&series)?;
+                let history = state.events.load()?.mask(&state.recent_history(&series)?);
                 let horizon = state.horizon(&horizon, history.step())?;
                 let live = state.live_model(&series)?;
                 // Here, on the blocking pool inside the runtime, so that a model that cannot be
@@ -110,24 +119,123 @@ impl ServingState {
             })
             .await?;
             let state = Arc::clone(self);
-            return self
-                .run_blocking(move || {
-                    state.live_forecast(&live, anchored, &history, horizon, &levels)
+            self.run_blocking(move || {
+                state.live_forecast(&live, anchored, &history, horizon, &levels)
+            })
+            .await?
+        } else {
+            self.run_blocking(move || {
+                let history = state.events.load()?.mask(&state.recent_history(&series)?);
+                let horizon = state.horizon(&horizon, history.step())?;
+                let model = state.model_for(&series, choice, &history)?;
+                let forecast = model.model.predict(horizon, &levels)?;
+                Ok(ServedForecast {
+                    forecast,
+                    model,
+                    choice,
+                    applied_events: Vec::new(),
+                    skipped_events: Vec::new(),
                 })
-                .await;
+            })
+            .await?
+        };
+        self.apply_events(wanted, served).await
+    }
+
+    /// `served` with the stored events that reach into it applied. Most forecasts have none and
+    /// come back as they are; otherwise the events' uplifts are learned, each past occurrence
+    /// costing a fit, as a plan learns them.
+    async fn apply_events(
+        self: &Arc<Self>,
+        series: SeriesId,
+        served: ServedForecast,
+    ) -> Result<ServedForecast, AppError> {
+        let calendar = self.events.load()?;
+        let base = &served.forecast;
+        let upcoming = calendar
+            .reaching(base, Duration::ZERO)
+            .events()
+            .iter()
+            .any(|event| event.range().to() > base.start());
+        if !upcoming {
+            return Ok(served);
         }
-        self.run_blocking(move || {
+        let state = Arc::clone(self);
+        blocking(move || {
             let history = state.recent_history(&series)?;
-            let horizon = state.horizon(&horizon, history.step())?;
-            let model = state.model_for(&series, choice, &history)?;
-            let forecast = model.model.predict(horizon, &levels)?;
+            let horizon = Horizon::try_from(served.forecast.len())?;
+            let levels: Vec<Level> = served
+                .forecast
+                .intervals()
+                .iter()
+                .map(|interval| interval.level)
+                .collect();
+            let apply =
+                |forecast_with: &dyn Fn(&TimeSeries, Horizon) -> Result<Forecast, AppError>| {
+                    forecast_with_events(
+                        &history,
+                        horizon,
+                        &calendar,
+                        &forecast_with,
+                        Duration::ZERO,
+                    )
+                };
+            let with_events = match served.choice {
+                ModelChoice::Ensemble => {
+                    let live = state.live_model(&series)?;
+                    apply(&state.live_forecaster(&series, &live, &levels))?
+                }
+                choice => apply(&state.member_forecaster(choice, &served.model, &levels))?,
+            };
             Ok(ServedForecast {
-                forecast,
-                model,
-                choice,
+                forecast: with_events.forecast,
+                applied_events: with_events.applied,
+                skipped_events: with_events.skipped,
+                ..served
             })
         })
         .await
+    }
+
+    /// The base forecaster of plans and of forecasts with events: the live model re-anchored on
+    /// windows that reach its training data; a fit for windows ending before it (learning an
+    /// event's uplift forecasts from before each past occurrence, and no stored model forecasts
+    /// from before its training data). Runs on the blocking pool.
+    pub(super) fn live_forecaster<'a>(
+        self: &'a Arc<Self>,
+        series: &'a SeriesId,
+        live: &'a LiveModel,
+        levels: &'a [Level],
+    ) -> impl Fn(&TimeSeries, Horizon) -> Result<Forecast, AppError> + 'a {
+        move |window: &TimeSeries, horizon: Horizon| {
+            if window.end() >= live.model.trained_end() {
+                let anchored = self.reanchor_live(series, live, window)?;
+                return Ok(anchored.predict(horizon, levels)?);
+            }
+            self.metrics.model_fits.inc();
+            let (window, levels) = (window.clone(), levels.to_vec());
+            self.fit_blocking(move || {
+                Ok(fit(&window, ModelChoice::Ensemble)?.predict(horizon, &levels)?)
+            })
+        }
+    }
+
+    /// [`ServingState::live_forecaster`] for a single member: `model`, fitted on the newest
+    /// history, forecasts from its end; earlier windows take a fit. Runs on the blocking pool.
+    fn member_forecaster<'a>(
+        self: &'a Arc<Self>,
+        choice: ModelChoice,
+        model: &'a CachedModel,
+        levels: &'a [Level],
+    ) -> impl Fn(&TimeSeries, Horizon) -> Result<Forecast, AppError> + 'a {
+        move |window: &TimeSeries, horizon: Horizon| {
+            if window.end() >= model.trained.to() {
+                return Ok(model.model.predict(horizon, levels)?);
+            }
+            self.metrics.model_fits.inc();
+            let (window, levels) = (window.clone(), levels.to_vec());
+            self.fit_blocking(move || Ok(fit(&window, choice)?.predict(horizon, &levels)?))
+        }
     }
 
     /// The ensemble forecast of `anchored`, the live model `live` re-anchored on `history`. CPU
@@ -152,6 +260,8 @@ impl ServingState {
                 last_used: AtomicU64::new(0),
             }),
             choice: ModelChoice::Ensemble,
+            applied_events: Vec::new(),
+            skipped_events: Vec::new(),
         })
     }
 

@@ -9,9 +9,8 @@ use tokio::task::JoinSet;
 
 use crate::app::planning::plan_with;
 use crate::app::slo::rule_levels;
-use crate::app::{AppError, ModelChoice, PlanOutcome, choose_rule, fit};
-use crate::domain::{Forecast, Horizon, TimeSeries, Timestamp};
-use crate::forecast::Predict;
+use crate::app::{AppError, PlanOutcome, choose_rule};
+use crate::domain::Timestamp;
 use crate::plan::{Plan, Workload};
 use crate::simulate::RuleChoice;
 
@@ -109,19 +108,7 @@ impl ServingState {
         );
         let workload = &planned;
         let levels = rule_levels(workload);
-        let forecast_with = |window: &TimeSeries, horizon: Horizon| -> Result<Forecast, AppError> {
-            if window.end() >= live.model.trained_end() {
-                let anchored = self.reanchor_live(workload.series(), &live, window)?;
-                return Ok(anchored.predict(horizon, &levels)?);
-            }
-            // Learning an event's uplift forecasts from before each past occurrence; no stored
-            // model forecasts from before its training data, so those take a fit.
-            self.metrics.model_fits.inc();
-            let (window, levels) = (window.clone(), levels.clone());
-            self.fit_blocking(move || {
-                Ok(fit(&window, ModelChoice::Ensemble)?.predict(horizon, &levels)?)
-            })
-        };
+        let forecast_with = self.live_forecaster(workload.series(), &live, &levels);
         let mut outcome = plan_with(
             &history,
             workload,

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::forecast::HistoryWindow;
 use crate::registry::CronSchedule;
 
 /// How the server plans and bounds its work. Validated by [`crate::config::Config`]; each field
@@ -18,9 +19,9 @@ pub struct Settings {
     pub plan_horizon: Duration,
     /// Longest horizon a forecast request may ask for (`[planning] max_horizon`).
     pub max_horizon: Duration,
-    /// History models are fitted on: the newest stretch of this length
-    /// (`[planning] history_window`).
-    pub history_window: Duration,
+    /// History models are fitted on: sized to each series' step unless `[planning]
+    /// history_window` fixes its length.
+    pub history_window: HistoryWindow,
     /// Every plan is recomputed at least this often (`[planning] replan_interval`).
     pub replan_interval: Duration,
     /// A workload's plan is recomputed as soon as this many new samples of its series arrived
@@ -78,7 +79,7 @@ impl Default for Settings {
         Self {
             plan_horizon: Duration::from_secs(24 * 3600),
             max_horizon: Duration::from_secs(7 * 24 * 3600),
-            history_window: Duration::from_secs(28 * 24 * 3600),
+            history_window: HistoryWindow::Sized,
             replan_interval: Duration::from_secs(300),
             replan_after_samples: 12,
             max_concurrent_fits: 2,

@@ -241,7 +241,7 @@ impl ServingState {
         let step = spec.source.step();
         let now = self.now().floor_to(step);
         let window_start = now
-            .saturating_add_millis(-millis(self.settings.history_window))
+            .saturating_add_millis(-millis(self.settings.history_window.span(step)))
             .floor_to(step);
         let stored = self.stored_extent(&spec.series).await?;
         let from = match stored {

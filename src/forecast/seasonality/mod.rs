@@ -3,8 +3,9 @@
 //! Follows AUTOPERIOD (Vlachos, Yu & Castelli, "On Periodicity Detection and Structural Periodic
 //! Similarity", SDM 2005): periodogram peaks propose candidate periods, and the autocorrelation
 //! function validates each one (it must sit on a hill of the ACF) and refines it to an exact lag,
-//! because periodogram bins are too coarse at long periods. Calendar periods (one day, one week)
-//! are always proposed as candidates too, since operational load follows the clock.
+//! because periodogram bins are too coarse at long periods. Calendar periods (one day, one week,
+//! one year) are always proposed as candidates too, since load follows the clock and the
+//! calendar.
 //!
 //! augurs' Welch periodogram detector was considered and not used: its segments are at most 1024
 //! points, so on 5-minute data a 288-step day falls between bins and a 2016-step week is out of reach.
@@ -109,30 +110,48 @@ impl SeasonalityParams {
     }
 }
 
-/// A calendar length a detected period matches exactly.
+/// A calendar length a detected period matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CalendarPeriod {
     /// 24 hours.
     Day,
     /// 7 days.
     Week,
+    /// A mean Gregorian year, 365.2425 days: on daily data the nearest whole number of steps,
+    /// 365, drifts by a day in four years, well within a yearly shape's smoothness.
+    Year,
 }
 
 impl CalendarPeriod {
-    const ALL: [CalendarPeriod; 2] = [CalendarPeriod::Day, CalendarPeriod::Week];
+    const ALL: [CalendarPeriod; 3] = [
+        CalendarPeriod::Day,
+        CalendarPeriod::Week,
+        CalendarPeriod::Year,
+    ];
 
-    /// Length in milliseconds.
+    /// Length in milliseconds (the year's rounded to the millisecond).
     pub const fn millis(self) -> i64 {
         match self {
             Self::Day => 86_400_000,
             Self::Week => 7 * 86_400_000,
+            Self::Year => 31_556_952_000,
         }
     }
 
-    /// Length in steps of `step`, when it is a whole number of them.
+    /// Length in steps of `step`: when it is a whole number of them for the day and the week;
+    /// for the year, the nearest whole number when a year holds at least 52 steps.
     pub fn steps(self, step: Step) -> Option<usize> {
         let millis = self.millis();
-        (millis % step.as_millis() == 0).then(|| (millis / step.as_millis()) as usize)
+        let step_millis = step.as_millis();
+        match self {
+            Self::Day | Self::Week => {
+                (millis % step_millis == 0).then(|| (millis / step_millis) as usize)
+            }
+            Self::Year => {
+                let steps = (millis as f64 / step_millis as f64).round();
+                (steps >= 52.0).then_some(steps as usize)
+            }
+        }
     }
 }
 
@@ -258,9 +277,13 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
         }
     }
     // A multiple of a shorter period repeats it trivially; keep it only when it is clearly
-    // stronger (a weekly pattern on top of a daily one), not when it merely echoes it.
+    // stronger (a weekly pattern on top of a daily one), not when it merely echoes it. A year
+    // is no echo of the week although 52 weeks come within a day of it: its lag is not a whole
+    // number of weeks, so a weekly cycle alone fails its stability test (each phase of the
+    // year meets every weekday in turn), and its ACF takes the week's peak at 364 days.
     let echoes: Vec<usize> = found
         .iter()
+        .filter(|long| long.calendar != Some(CalendarPeriod::Year))
         .filter(|long| {
             found.iter().any(|short| {
                 short.steps < long.steps
@@ -407,6 +430,33 @@ mod tests {
         assert!(steps.contains(&2016), "{found:?}");
         let week = found.periods().iter().find(|p| p.steps == 2016).unwrap();
         assert_eq!(week.calendar, Some(CalendarPeriod::Week));
+    }
+
+    #[test]
+    fn finds_week_and_year_on_daily_data_and_no_year_in_a_weekly_cycle() {
+        let day = Step::try_from(86_400_000).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let weekly: Vec<f64> = (0..8 * 365)
+            .map(|t| {
+                let t = t as f64;
+                60.0 * (std::f64::consts::TAU * t / 7.0).cos() + rng.random_range(-30.0..30.0)
+            })
+            .collect();
+        let found = detect(&weekly, day, &SeasonalityParams::default());
+        assert_eq!(found.steps(), vec![7], "{found:?}");
+        let with_year: Vec<f64> = weekly
+            .iter()
+            .enumerate()
+            .map(|(t, value)| value + 150.0 * (std::f64::consts::TAU * t as f64 / 365.2425).sin())
+            .collect();
+        let found = detect(&with_year, day, &SeasonalityParams::default());
+        let year = found.periods().iter().find(|p| p.steps == 365);
+        assert_eq!(
+            year.map(|p| p.calendar),
+            Some(Some(CalendarPeriod::Year)),
+            "{found:?}"
+        );
+        assert!(found.steps().contains(&7), "{found:?}");
     }
 
     #[test]
