@@ -435,12 +435,10 @@ impl MetricStore for PolarsStore {
     }
 
     fn series_page(&self, after: Option<&SeriesId>, limit: usize) -> Vec<SeriesId> {
-        let mut page: Vec<SeriesId> = self
-            .series
-            .read()
+        let series = self.series.read();
+        let mut page: Vec<&SeriesId> = series
             .keys()
             .filter(|series| after.is_none_or(|after| *series > after))
-            .cloned()
             .collect();
         // The `limit` smallest without sorting every series: each page costs linear time.
         if page.len() > limit {
@@ -448,7 +446,7 @@ impl MetricStore for PolarsStore {
             page.truncate(limit);
         }
         page.sort_unstable();
-        page
+        page.into_iter().cloned().collect()
     }
 
     fn delete_series(&self, series: &SeriesId) -> Result<usize, StoreError> {
