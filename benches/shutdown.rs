@@ -54,7 +54,9 @@ fn load(store: &PolarsStore, count: usize) -> usize {
                 samples: samples.clone(),
             })
             .collect();
-        written += store.append_batch(&batch).expect("the store takes the batch");
+        written += store
+            .append_batch(&batch)
+            .expect("the store takes the batch");
     }
     written
 }
