@@ -101,7 +101,7 @@ impl PolarsStore {
         })?;
         checkpoint::remove_leftovers(&series_dir)?;
 
-        let manifest = Manifest::load(&series_dir)?;
+        let mut manifest = Manifest::load(&series_dir)?;
         let mut series = HashMap::new();
         for (key, file) in manifest.entries() {
             let path = series_dir.join(file);
@@ -134,7 +134,6 @@ impl PolarsStore {
         }
         // Segments the manifest covers are left over when a crash came between manifest and deletion.
         Wal::remove_through(&wal_dir, manifest.wal_checkpoint)?;
-        let mut manifest = manifest;
         // A series deleted after its last checkpoint: the log's deletion removed it above, and the
         // manifest must stop naming it before that log segment is compacted away.
         let deleted: Vec<SeriesId> = manifest
