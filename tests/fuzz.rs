@@ -232,14 +232,26 @@ fn store_contents(store: &prescale::store::PolarsStore) -> Vec<String> {
 }
 
 /// Opening a store on any segment never panics: it replays, truncates a torn tail, or refuses
-/// with an error. What it opens survives a checkpoint and a reopen unchanged.
+/// with an error. What it opens survives a checkpoint and a reopen unchanged (a deletion replayed
+/// stays deleted). The corpus holds segments of both formats: `v1-*` from before deletions were
+/// logged, and the current one with a deletion record.
 #[test]
 fn fuzz_wal_replay() {
     use prescale::store::{MetricStore, PolarsStore, StoreOptions};
-    let corpus_seed = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz/corpus/wal/three-records.log"),
-    )
-    .unwrap();
+    let seed = |name: &str| {
+        std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fuzz/corpus/wal")
+                .join(name),
+        )
+        .unwrap()
+    };
+    // Seeds and the series they hold: the harness reaches the replay, deletions included.
+    let seeds = [
+        (seed("three-records.log"), 2),
+        (seed("v1-three-records.log"), 2),
+        (seed("deletion.log"), 1),
+    ];
     fuzz("wal", |bytes| {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("wal")).unwrap();
@@ -248,9 +260,8 @@ fn fuzz_wal_replay() {
             return Ok(());
         };
         let opened = store_contents(&store);
-        if bytes == corpus_seed.as_slice() {
-            // The harness reaches the replay: the seed's two series come back.
-            prop_assert_eq!(opened.len(), 2);
+        if let Some((_, series)) = seeds.iter().find(|(seed, _)| seed.as_slice() == bytes) {
+            prop_assert_eq!(opened.len(), *series);
         }
         drop(store);
         let store = PolarsStore::open(dir.path(), StoreOptions::default())
@@ -515,7 +526,6 @@ fn write_seed_corpus() {
             ])
             .unwrap();
     }
-    drop(store);
     let segment = std::fs::read(dir.path().join(SEGMENT)).unwrap();
     std::fs::write(root.join("wal/three-records.log"), &segment).unwrap();
     std::fs::write(
@@ -523,6 +533,18 @@ fn write_seed_corpus() {
         &segment[..segment.len() - 7],
     )
     .unwrap();
+    // The same, then the labelled series deleted and written again, then deleted for good.
+    store.delete_series(&labelled).unwrap();
+    store
+        .append(&labelled, &[Sample::new(1_420_070_400_000, 2.0)])
+        .unwrap();
+    store.delete_series(&labelled).unwrap();
+    store
+        .append(&load, &[Sample::new(1_420_074_000_000, 3.0)])
+        .unwrap();
+    drop(store);
+    let segment = std::fs::read(dir.path().join(SEGMENT)).unwrap();
+    std::fs::write(root.join("wal/deletion.log"), &segment).unwrap();
 
     let requests: [(usize, Vec<u8>); 6] = [
         (0, seed_series().encode_to_vec()),

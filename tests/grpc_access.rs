@@ -52,9 +52,12 @@ async fn check_health(channel: &Channel) -> i32 {
 
 /// `ListSeries` without a token, then with a wrong one: both refused.
 async fn list_series_without_the_token(admin: &mut AdminServiceClient<Channel>) {
-    let (code, _) = code_of(admin.list_series(proto::ListSeriesRequest {}).await);
+    let (code, _) = code_of(admin.list_series(proto::ListSeriesRequest::default()).await);
     assert_eq!(code, Code::Unauthenticated);
-    let wrong = with_token(proto::ListSeriesRequest {}, "0123456789abcdef-test-tokem");
+    let wrong = with_token(
+        proto::ListSeriesRequest::default(),
+        "0123456789abcdef-test-tokem",
+    );
     assert_eq!(
         code_of(admin.list_series(wrong).await).0,
         Code::Unauthenticated
@@ -74,7 +77,7 @@ async fn every_other_call_needs_the_token() {
     let mut admin = AdminServiceClient::new(channel);
     list_series_without_the_token(&mut admin).await;
     admin
-        .list_series(with_token(proto::ListSeriesRequest {}, TOKEN))
+        .list_series(with_token(proto::ListSeriesRequest::default(), TOKEN))
         .await
         .unwrap();
     server.shutdown().await;
@@ -217,7 +220,7 @@ async fn serves_tls() {
         .await
         .unwrap();
     let listed = AdminServiceClient::new(channel)
-        .list_series(proto::ListSeriesRequest {})
+        .list_series(proto::ListSeriesRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -230,7 +233,7 @@ async fn serves_tls() {
     if let Ok(channel) = plaintext {
         assert!(
             AdminServiceClient::new(channel)
-                .list_series(proto::ListSeriesRequest {})
+                .list_series(proto::ListSeriesRequest::default())
                 .await
                 .is_err()
         );

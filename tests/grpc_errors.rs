@@ -69,7 +69,7 @@ async fn bad_samples_are_invalid_arguments_and_the_batch_stores_nothing() {
         assert!(message.contains("timestamp"), "{message}");
     }
     let listed = AdminServiceClient::new(channel.clone())
-        .list_series(proto::ListSeriesRequest {})
+        .list_series(proto::ListSeriesRequest::default())
         .await
         .unwrap()
         .into_inner();

@@ -216,6 +216,28 @@ impl History {
             .collect()
     }
 
+    /// Summaries of up to `size` series in series order, each after `after` when given, and the last
+    /// of them when more may follow (where the next page starts). A series deleted while the page
+    /// is read is left out.
+    pub fn list_series_page(
+        &self,
+        after: Option<&SeriesId>,
+        size: usize,
+    ) -> Result<(Vec<SeriesSummary>, Option<SeriesId>), AppError> {
+        let mut ids = self.store.series_page(after, size.saturating_add(1));
+        let more = ids.len() > size;
+        ids.truncate(size);
+        let mut summaries = Vec::with_capacity(ids.len());
+        for series in &ids {
+            match self.store.summary(series) {
+                Ok(summary) => summaries.push(summary),
+                Err(StoreError::UnknownSeries { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok((summaries, ids.pop().filter(|_| more)))
+    }
+
     /// The whole history of `series` on a grid of `step` aligned to multiples of `step` since the epoch.
     pub fn full_window(
         &self,

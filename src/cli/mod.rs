@@ -8,7 +8,9 @@ mod events;
 mod forecasting;
 mod models;
 mod retrain_client;
+mod series_client;
 mod serve;
+mod server_client;
 mod source;
 mod store;
 

@@ -1,7 +1,4 @@
 //! The model registry's commands: `retrain` and `models list|show|rollback`.
-
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use prescale::app::{self, EventStore};
@@ -10,6 +7,7 @@ use prescale::domain::{SeriesId, Timestamp};
 use prescale::registry::{Registry, VersionInfo};
 
 use super::args::{DataDirArg, StoreArgs};
+use super::server_client::ServerArgs;
 use super::{open, retrain_client};
 
 #[derive(Debug, Args)]
@@ -26,16 +24,9 @@ pub(super) struct RetrainArgs {
     /// Series fitted at once [default: `registry.concurrency`].
     #[arg(long, conflicts_with = "server")]
     concurrency: Option<usize>,
-    /// Ask the server at this URL (`http://HOST:50051`) to retrain, through its Retrain RPC, and
-    /// follow the job, instead of opening the store (a serving server holds it locked).
-    #[arg(long, value_name = "URL")]
-    server: Option<String>,
-    /// File whose first line is the bearer token for `--server` (as `[server.auth] tokens_file`).
-    #[arg(long, requires = "server", env = "PRESCALE_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// PEM file of the CA that signed an `https` `--server`'s certificate.
-    #[arg(long, requires = "server")]
-    ca_file: Option<PathBuf>,
+    /// With `--server`, the server retrains through its Retrain RPC and the job is followed.
+    #[command(flatten)]
+    server: ServerArgs,
     #[command(flatten)]
     pub(super) store: StoreArgs,
 }
@@ -86,12 +77,7 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
         .iter()
         .map(|name| name.parse())
         .collect::<Result<_, _>>()?;
-    if let Some(url) = &args.server {
-        let target = retrain_client::ServerTarget {
-            url,
-            token_file: args.token_file.as_deref(),
-            ca_file: args.ca_file.as_deref(),
-        };
+    if let Some(target) = args.server.target() {
         return retrain_client::retrain_on_server(&target, &named);
     }
     let (app, _) = open(config)?;

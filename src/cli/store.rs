@@ -1,4 +1,4 @@
-//! The commands on the metric store: `import`, `series list|show` and `export`.
+//! The commands on the metric store: `import`, `series list|show|delete` and `export`.
 
 use std::path::PathBuf;
 
@@ -10,8 +10,9 @@ use prescale::ingest::BadRowPolicy;
 use prescale::store::MetricStore;
 
 use super::args::{SeriesArgs, StoreArgs};
-use super::open;
+use super::server_client::ServerArgs;
 use super::source::{PrometheusImportArgs, import_prometheus};
+use super::{open, series_client};
 use crate::output::{print_import, print_series_details, print_series_table};
 
 #[derive(Debug, Args)]
@@ -35,10 +36,13 @@ pub(super) struct ImportArgs {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum SeriesCommand {
-    /// One line per series: samples, extent, median step, gaps.
+    /// One line per series: samples, extent, median step, gaps (no gaps with `--server`, which
+    /// pages through the server's `ListSeries`).
     List {
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Details of one series, including its longest gaps.
     Show {
@@ -49,13 +53,27 @@ pub(super) enum SeriesCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Delete a series and every sample of it, durably. Workloads on it keep their last plan; its
+    /// models stay in the registry. With `--server`, through the server's `DeleteSeries`.
+    Delete {
+        /// Series (`NAME` or `NAME{k="v"}`), exactly as stored.
+        name: String,
+        #[command(flatten)]
+        labels: SeriesArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
 }
 
 impl SeriesCommand {
     /// The store the command reads.
     pub(super) fn store(&self) -> &StoreArgs {
         match self {
-            Self::List { store } | Self::Show { store, .. } => store,
+            Self::List { store, .. } | Self::Show { store, .. } | Self::Delete { store, .. } => {
+                store
+            }
         }
     }
 }
@@ -103,14 +121,31 @@ pub(super) fn import(config: &Config, args: &ImportArgs) -> Result<()> {
     Ok(())
 }
 
-/// `prescale series list|show`.
+/// `prescale series list|show|delete`, on the store or, with `--server`, through the server.
 pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
-    let (app, _) = open(config)?;
     match command {
-        SeriesCommand::List { .. } => print_series_table(&app.list_series()?),
+        SeriesCommand::List { server, .. } => {
+            if let Some(target) = server.target() {
+                return series_client::list_on_server(&target);
+            }
+            print_series_table(&open(config)?.0.list_series()?);
+        }
         SeriesCommand::Show { name, labels, .. } => {
             let series = labels.resolve(name)?;
-            print_series_details(&app.store().summary(&series)?);
+            print_series_details(&open(config)?.0.store().summary(&series)?);
+        }
+        SeriesCommand::Delete {
+            name,
+            labels,
+            server,
+            ..
+        } => {
+            let series = labels.resolve(name)?;
+            if let Some(target) = server.target() {
+                return series_client::delete_on_server(&target, &series);
+            }
+            let samples = open(config)?.1.delete_series(&series)?;
+            println!("deleted {series} ({samples} samples)");
         }
     }
     Ok(())

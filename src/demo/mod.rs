@@ -88,7 +88,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
 
     push_samples(&channel).await?;
     let listed = AdminServiceClient::new(channel.clone())
-        .list_series(proto::ListSeriesRequest {})
+        .list_series(proto::ListSeriesRequest::default())
         .await?
         .into_inner();
     println!(

@@ -482,6 +482,50 @@ pub(crate) fn series_info(summary: &SeriesSummary) -> proto::SeriesInfo {
     }
 }
 
+/// Series in a `ListSeries` page when the request asks for none.
+pub(crate) const DEFAULT_PAGE_SIZE: usize = 1000;
+/// Most series in a `ListSeries` page; a larger `page_size` is taken as this (AIP-158).
+pub(crate) const MAX_PAGE_SIZE: usize = 10_000;
+
+/// The page size a `ListSeries` request asks for, defaulted and clamped.
+pub(crate) fn page_size(requested: u32) -> usize {
+    match requested {
+        0 => DEFAULT_PAGE_SIZE,
+        size => (size as usize).min(MAX_PAGE_SIZE),
+    }
+}
+
+/// The token of the page after `last`: the series' canonical text, hex-encoded so that clients
+/// treat it as opaque.
+pub(crate) fn page_token(last: &SeriesId) -> String {
+    use std::fmt::Write;
+    last.to_string()
+        .bytes()
+        .fold(String::new(), |mut token, byte| {
+            let _ = write!(token, "{byte:02x}");
+            token
+        })
+}
+
+/// The series a page token names (the last one of the previous page); `None` for the first page.
+pub(crate) fn page_position(token: &str) -> Result<Option<SeriesId>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let refused = || invalid("page_token is not a token this server gave");
+    let bytes = (0..token.len())
+        .step_by(2)
+        .map(|at| {
+            token
+                .get(at..at + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(refused)?;
+    let text = String::from_utf8(bytes).map_err(|_| refused())?;
+    text.parse().map(Some).map_err(|_| refused())
+}
+
 /// A job for the wire.
 pub(crate) fn job_message(job: &Job) -> proto::Job {
     let failures = job.failures();

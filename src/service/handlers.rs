@@ -439,11 +439,30 @@ impl proto::event_service_server::EventService for Handlers {
 impl proto::admin_service_server::AdminService for Handlers {
     async fn list_series(
         &self,
-        _request: Request<proto::ListSeriesRequest>,
+        request: Request<proto::ListSeriesRequest>,
     ) -> Result<Response<proto::ListSeriesResponse>, Status> {
-        let summaries = self.blocking(ServingState::list_series).await?;
+        let request = request.into_inner();
+        let size = convert::page_size(request.page_size);
+        let after = convert::page_position(&request.page_token)?;
+        let (summaries, next) = self
+            .blocking(move |state| state.list_series_page(after.as_ref(), size))
+            .await?;
         Ok(Response::new(proto::ListSeriesResponse {
             series: summaries.iter().map(convert::series_info).collect(),
+            next_page_token: next.as_ref().map(convert::page_token).unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_series(
+        &self,
+        request: Request<proto::DeleteSeriesRequest>,
+    ) -> Result<Response<proto::DeleteSeriesResponse>, Status> {
+        let series = convert::series_id(request.into_inner().series.as_ref())?;
+        let samples = self
+            .blocking(move |state| state.delete_series(&series))
+            .await?;
+        Ok(Response::new(proto::DeleteSeriesResponse {
+            samples: samples as u64,
         }))
     }
 

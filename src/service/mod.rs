@@ -145,8 +145,9 @@ fn read_tls(path: &PathBuf) -> Result<Vec<u8>, ServiceError> {
 /// planner running beside it.
 ///
 /// On shutdown: health turns `NOT_SERVING`, no new connection is accepted, watch streams end, calls in
-/// flight finish, plan refreshes in flight finish, and the store is flushed to its checkpoint files.
-/// Every acknowledged write was already in the store's log before it was acknowledged.
+/// flight finish, plan refreshes in flight finish, and the store's log is flushed to the device.
+/// Every acknowledged write was already in the store's log before it was acknowledged; the next
+/// start replays the log written since the last checkpoint.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: Arc<ServingState>,

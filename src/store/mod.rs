@@ -216,6 +216,21 @@ pub trait MetricStore: Send + Sync + std::fmt::Debug {
     /// Every series the store holds, sorted.
     fn series(&self) -> Vec<SeriesId>;
 
+    /// Up to `limit` series, sorted, each greater than `after` when given: one page of
+    /// [`MetricStore::series`] that a series added or deleted meanwhile does not shift.
+    fn series_page(&self, after: Option<&SeriesId>, limit: usize) -> Vec<SeriesId> {
+        self.series()
+            .into_iter()
+            .filter(|series| after.is_none_or(|after| series > after))
+            .take(limit)
+            .collect()
+    }
+
+    /// Deletes `series` and every sample of it, durably: once this returns `Ok`, no restart or
+    /// crash brings it back, and it no longer counts towards the store's series limit. Returns the
+    /// number of samples it held; `UnknownSeries` when the store does not hold it.
+    fn delete_series(&self, series: &SeriesId) -> Result<usize, StoreError>;
+
     /// Length, extent, median step and gaps of one series.
     fn summary(&self, series: &SeriesId) -> Result<SeriesSummary, StoreError>;
 
@@ -225,4 +240,8 @@ pub trait MetricStore: Send + Sync + std::fmt::Debug {
 
     /// Writes what is in memory to durable, compact form and trims the log it replaces.
     fn checkpoint(&self) -> Result<(), StoreError>;
+
+    /// Flushes every acknowledged write to the device, without compacting anything: what a
+    /// shutdown needs, cheap whatever the number of series (the next open replays the log).
+    fn sync(&self) -> Result<(), StoreError>;
 }

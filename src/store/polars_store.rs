@@ -12,7 +12,7 @@ use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries, Timestam
 
 use super::checkpoint::{self, Manifest};
 use super::history::SeriesHistory;
-use super::wal::{self, Wal};
+use super::wal::{self, Record, Wal};
 use super::{
     Gap, MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MetricStore, SeriesSamples, SeriesSummary,
     StoreError,
@@ -101,7 +101,7 @@ impl PolarsStore {
         })?;
         checkpoint::remove_leftovers(&series_dir)?;
 
-        let manifest = Manifest::load(&series_dir)?;
+        let mut manifest = Manifest::load(&series_dir)?;
         let mut series = HashMap::new();
         for (key, file) in manifest.entries() {
             let path = series_dir.join(file);
@@ -117,24 +117,39 @@ impl PolarsStore {
 
         let segments = wal::list_segments(&wal_dir)?;
         let newest = segments.last().map(|(sequence, _)| *sequence);
-        let mut replayed_records = 0;
+        let (mut replayed_records, mut replayed_bytes) = (0, 0);
         for (sequence, path) in &segments {
             if *sequence <= manifest.wal_checkpoint {
                 continue;
             }
-            let outcome = wal::replay_segment(path, Some(*sequence) == newest, |batch| {
-                Self::apply(&mut series, &batch);
-            })?;
+            let outcome =
+                wal::replay_segment(path, Some(*sequence) == newest, |record| match record {
+                    Record::Samples(batch) => Self::apply(&mut series, &batch),
+                    Record::Deletion(id) => {
+                        series.remove(&id);
+                    }
+                })?;
             replayed_records += outcome.records;
+            replayed_bytes += outcome.record_bytes;
         }
         // Segments the manifest covers are left over when a crash came between manifest and deletion.
         Wal::remove_through(&wal_dir, manifest.wal_checkpoint)?;
+        // A series deleted after its last checkpoint: the log's deletion removed it above, and the
+        // manifest must stop naming it before that log segment is compacted away.
+        let deleted: Vec<SeriesId> = manifest
+            .entries()
+            .filter_map(|(key, _)| key.parse::<SeriesId>().ok())
+            .filter(|id| !series.contains_key(id))
+            .collect();
+        forget_checkpointed(&mut manifest, &series_dir, &deleted)?;
         let next_sequence = newest.unwrap_or(0).max(manifest.wal_checkpoint) + 1;
-        let log = Wal::create(&wal_dir, next_sequence, options.fsync)?;
+        let mut log = Wal::create(&wal_dir, next_sequence, options.fsync)?;
+        log.add_replayed_bytes(replayed_bytes);
         tracing::info!(
             dir = %dir.display(),
             series = series.len(),
             replayed_records,
+            replayed_bytes,
             "opened metric store"
         );
 
@@ -239,25 +254,10 @@ impl PolarsStore {
             }
             !empty
         });
-        let files: Vec<String> = removed
-            .iter()
-            .filter_map(|id| manifest.remove(id))
-            .collect();
         if !removed.is_empty() {
             tracing::info!(series = removed.len(), "removed series retention emptied");
         }
-        if files.is_empty() {
-            return Ok(());
-        }
-        let series_dir = self.dir.join("series");
-        // The manifest first: a crash before the deletions leaves unreferenced files, never a
-        // manifest naming a missing one.
-        manifest.store(&series_dir)?;
-        for file in files {
-            let path = series_dir.join(file);
-            fs::remove_file(&path).map_err(|source| StoreError::Io { path, source })?;
-        }
-        Ok(())
+        forget_checkpointed(manifest, &self.dir.join("series"), &removed)
     }
 
     /// Allocated heap bytes of the in-memory frames (Polars' own estimate), for memory reports.
@@ -268,6 +268,30 @@ impl PolarsStore {
             .map(|history| history.lock().frame().estimated_size())
             .sum()
     }
+}
+
+/// Takes `series` out of the manifest and deletes their checkpoint files, so a restart does not
+/// bring them back. The manifest is stored first: a crash before the deletions leaves unreferenced
+/// files, never a manifest naming a missing one.
+fn forget_checkpointed(
+    manifest: &mut Manifest,
+    series_dir: &Path,
+    series: &[SeriesId],
+) -> Result<(), StoreError> {
+    let files: Vec<String> = series.iter().filter_map(|id| manifest.remove(id)).collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    manifest.store(series_dir)?;
+    for file in files {
+        let path = series_dir.join(file);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Io { path, source }),
+        }
+    }
+    Ok(())
 }
 
 /// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
@@ -409,6 +433,42 @@ impl MetricStore for PolarsStore {
         ids
     }
 
+    fn series_page(&self, after: Option<&SeriesId>, limit: usize) -> Vec<SeriesId> {
+        let series = self.series.read();
+        let mut page: Vec<&SeriesId> = series
+            .keys()
+            .filter(|series| after.is_none_or(|after| *series > after))
+            .collect();
+        // The `limit` smallest without sorting every series: each page costs linear time.
+        if page.len() > limit {
+            page.select_nth_unstable(limit);
+            page.truncate(limit);
+        }
+        page.sort_unstable();
+        page.into_iter().cloned().collect()
+    }
+
+    fn delete_series(&self, series: &SeriesId) -> Result<usize, StoreError> {
+        // Serialised with checkpoints, so none writes the file of the series deleted here.
+        let mut manifest = self.checkpointing.lock();
+        let samples = {
+            // Under the log's lock, so no append of the series lands between the deletion in the
+            // log and the deletion in memory: memory keeps the log's order.
+            let mut log = self.log.lock();
+            let history = self.history(series)?;
+            log.append_deletion(series)?;
+            self.series.write().remove(series);
+            history.lock().merged_columns().0.len()
+        };
+        forget_checkpointed(
+            &mut manifest,
+            &self.dir.join("series"),
+            std::slice::from_ref(series),
+        )?;
+        tracing::info!(series = %series.abbreviated(), samples, "deleted series");
+        Ok(samples)
+    }
+
     fn summary(&self, series: &SeriesId) -> Result<SeriesSummary, StoreError> {
         let history = self.history(series)?;
         let mut history = history.lock();
@@ -483,5 +543,9 @@ impl MetricStore for PolarsStore {
             "checkpoint written"
         );
         Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.log.lock().sync()
     }
 }

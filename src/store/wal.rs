@@ -1,10 +1,15 @@
 //! Write-ahead log: every acknowledged batch is one checksummed record in the open segment.
 //!
 //! Segment `wal-<seq>.log` starts with [`MAGIC`], then records `[len: u32][crc32: u32][payload]`
-//! (little endian). A payload is `[series: u32]` then per series `[key_len: u32][key utf-8]
-//! [samples: u32][(timestamp_ms: i64, value: f64)...]`, the key being the canonical [`SeriesId`] text.
+//! (little endian). A payload is a kind byte, then for [`SAMPLES`] `[series: u32]` and per series
+//! `[key_len: u32][key utf-8][samples: u32][(timestamp_ms: i64, value: f64)...]`, for [`DELETION`]
+//! `[key_len: u32][key utf-8]`; a key is the canonical [`SeriesId`] text. Segments of the first
+//! format ([`MAGIC_V1`], written before series could be deleted) have no kind byte and hold
+//! sample records only; they are still replayed.
+//!
 //! A record is written with one `write` call before the batch is acknowledged, so it survives the
-//! process being killed; with `fsync` it is also flushed to the device before acknowledgement.
+//! process being killed; with `fsync` it is also flushed to the device before acknowledgement. A
+//! deletion is always flushed to the device before it is acknowledged.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -14,12 +19,18 @@ use crate::domain::{Sample, SeriesId};
 
 use super::{SeriesSamples, StoreError};
 
-/// First bytes of every segment; bumped if the record format changes.
-const MAGIC: &[u8; 8] = b"PSWAL001";
+/// First bytes of every segment written; bumped if the record format changes.
+const MAGIC: &[u8; 8] = b"PSWAL002";
+/// First bytes of a segment of the first format: sample records without a kind byte.
+const MAGIC_V1: &[u8; 8] = b"PSWAL001";
+/// Kind byte of a record holding a batch of samples.
+const SAMPLES: u8 = 0;
+/// Kind byte of a record deleting one series with every sample logged for it before.
+const DELETION: u8 = 1;
 /// Bytes of a record header (length and checksum).
 const RECORD_HEADER: usize = 8;
-/// Smallest payload a record may claim: its series count. A run of zero bytes would otherwise pass
-/// as a record, since an empty payload's checksum is 0.
+/// Smallest payload a record may claim: a series count (and a kind byte, in the current format). A
+/// run of zero bytes would otherwise pass as a record, since an empty payload's checksum is 0.
 const MIN_RECORD_BYTES: usize = 4;
 /// Largest payload a record may claim; anything larger is damage, not data (a batch is bounded upstream).
 const MAX_RECORD_BYTES: usize = 1 << 30;
@@ -61,15 +72,52 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     crate::atomic_file::sync_dir(dir).map_err(io_error(dir))
 }
 
-/// Encodes a batch as one record (header included) into `buffer`.
-fn encode_record(batch: &[SeriesSamples], buffer: &mut Vec<u8>) {
+/// One record of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Record {
+    /// A batch of samples, acknowledged together.
+    Samples(Vec<SeriesSamples>),
+    /// A deleted series: every sample logged for it before this record is gone.
+    Deletion(SeriesId),
+}
+
+/// The record layout of a segment, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// [`MAGIC_V1`]: sample records without a kind byte.
+    SamplesOnly,
+    /// [`MAGIC`]: records led by a kind byte.
+    Kinded,
+}
+
+/// Starts a record of `kind` in `buffer`, leaving room for its header.
+fn begin_record(buffer: &mut Vec<u8>, kind: u8) {
     buffer.clear();
     buffer.extend_from_slice(&[0; RECORD_HEADER]);
+    buffer.push(kind);
+}
+
+/// Writes the length and checksum of the payload after the header.
+fn finish_record(buffer: &mut [u8]) {
+    let payload_len = (buffer.len() - RECORD_HEADER) as u32;
+    let checksum = crc32fast::hash(&buffer[RECORD_HEADER..]);
+    buffer[0..4].copy_from_slice(&payload_len.to_le_bytes());
+    buffer[4..8].copy_from_slice(&checksum.to_le_bytes());
+}
+
+/// Appends a series key: its length, then its canonical text.
+fn put_key(buffer: &mut Vec<u8>, series: &SeriesId) {
+    let key = series.to_string();
+    buffer.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    buffer.extend_from_slice(key.as_bytes());
+}
+
+/// Encodes a batch as one record (header included) into `buffer`.
+fn encode_batch(batch: &[SeriesSamples], buffer: &mut Vec<u8>) {
+    begin_record(buffer, SAMPLES);
     buffer.extend_from_slice(&(batch.len() as u32).to_le_bytes());
     for entry in batch {
-        let key = entry.series.to_string();
-        buffer.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        buffer.extend_from_slice(key.as_bytes());
+        put_key(buffer, &entry.series);
         buffer.extend_from_slice(&(entry.samples.len() as u32).to_le_bytes());
         buffer.reserve(entry.samples.len() * 16);
         for sample in &entry.samples {
@@ -77,10 +125,14 @@ fn encode_record(batch: &[SeriesSamples], buffer: &mut Vec<u8>) {
             buffer.extend_from_slice(&sample.value.to_le_bytes());
         }
     }
-    let payload_len = (buffer.len() - RECORD_HEADER) as u32;
-    let checksum = crc32fast::hash(&buffer[RECORD_HEADER..]);
-    buffer[0..4].copy_from_slice(&payload_len.to_le_bytes());
-    buffer[4..8].copy_from_slice(&checksum.to_le_bytes());
+    finish_record(buffer);
+}
+
+/// Encodes the deletion of `series` as one record (header included) into `buffer`.
+fn encode_deletion(series: &SeriesId, buffer: &mut Vec<u8>) {
+    begin_record(buffer, DELETION);
+    put_key(buffer, series);
+    finish_record(buffer);
 }
 
 /// Reads a little-endian integer or float from the front of `input`.
@@ -92,38 +144,55 @@ fn take<const N: usize>(input: &mut &[u8]) -> Result<[u8; N], String> {
     Ok(*head)
 }
 
-/// Decodes a checksum-verified payload.
-fn decode_payload(mut payload: &[u8]) -> Result<Vec<SeriesSamples>, String> {
-    let series_count = u32::from_le_bytes(take(&mut payload)?) as usize;
+/// Reads a series key from the front of `input`.
+fn take_key(input: &mut &[u8]) -> Result<SeriesId, String> {
+    let key_len = u32::from_le_bytes(take(input)?) as usize;
+    if key_len > input.len() {
+        return Err("series key runs past the record".to_owned());
+    }
+    let (key, rest) = input.split_at(key_len);
+    *input = rest;
+    let key = std::str::from_utf8(key).map_err(|error| format!("series key: {error}"))?;
+    key.parse().map_err(|error| format!("series key: {error}"))
+}
+
+/// Decodes a checksum-verified payload of a segment in `format`.
+fn decode_payload(format: Format, mut payload: &[u8]) -> Result<Record, String> {
+    let kind = match format {
+        Format::SamplesOnly => SAMPLES,
+        Format::Kinded => take::<1>(&mut payload)?[0],
+    };
+    let record = match kind {
+        SAMPLES => Record::Samples(decode_batch(&mut payload)?),
+        DELETION => Record::Deletion(take_key(&mut payload)?),
+        other => return Err(format!("unknown record kind {other}")),
+    };
+    if !payload.is_empty() {
+        return Err(format!(
+            "{} unexpected bytes after the record's content",
+            payload.len()
+        ));
+    }
+    Ok(record)
+}
+
+/// Decodes the series of a sample record from the front of `payload`.
+fn decode_batch(payload: &mut &[u8]) -> Result<Vec<SeriesSamples>, String> {
+    let series_count = u32::from_le_bytes(take(payload)?) as usize;
     let mut batch = Vec::with_capacity(series_count.min(1024));
     for _ in 0..series_count {
-        let key_len = u32::from_le_bytes(take(&mut payload)?) as usize;
-        if key_len > payload.len() {
-            return Err("series key runs past the record".to_owned());
-        }
-        let (key, rest) = payload.split_at(key_len);
-        payload = rest;
-        let key = std::str::from_utf8(key).map_err(|error| format!("series key: {error}"))?;
-        let series: SeriesId = key
-            .parse()
-            .map_err(|error| format!("series key: {error}"))?;
-        let sample_count = u32::from_le_bytes(take(&mut payload)?) as usize;
+        let series = take_key(payload)?;
+        let sample_count = u32::from_le_bytes(take(payload)?) as usize;
         if sample_count.saturating_mul(16) > payload.len() {
             return Err("samples run past the record".to_owned());
         }
         let mut samples = Vec::with_capacity(sample_count);
         for _ in 0..sample_count {
-            let timestamp = i64::from_le_bytes(take(&mut payload)?);
-            let value = f64::from_le_bytes(take(&mut payload)?);
+            let timestamp = i64::from_le_bytes(take(payload)?);
+            let value = f64::from_le_bytes(take(payload)?);
             samples.push(Sample::new(timestamp, value));
         }
         batch.push(SeriesSamples { series, samples });
-    }
-    if !payload.is_empty() {
-        return Err(format!(
-            "{} unexpected bytes after the last series",
-            payload.len()
-        ));
     }
     Ok(batch)
 }
@@ -135,6 +204,8 @@ pub(super) struct ReplayOutcome {
     pub(super) records: u64,
     /// Bytes cut off the end of a segment as a torn write.
     pub(super) truncated_bytes: u64,
+    /// Bytes of the records replayed.
+    pub(super) record_bytes: u64,
 }
 
 /// The offset of the first record after `offset` that checks out (its length fits, its checksum
@@ -143,7 +214,7 @@ pub(super) struct ReplayOutcome {
 /// A crash can only tear the last write, so a bad record with such a record after it is damage to
 /// acknowledged data, not a torn tail. Every byte position is tried, since the bad record's length
 /// cannot be trusted; this runs only once a bad record was found.
-fn next_valid_record(bytes: &[u8], offset: usize) -> Option<usize> {
+fn next_valid_record(bytes: &[u8], offset: usize, format: Format) -> Option<usize> {
     (offset + 1..bytes.len().saturating_sub(RECORD_HEADER)).find(|&start| {
         let header = &bytes[start..start + RECORD_HEADER];
         let payload_len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
@@ -152,7 +223,7 @@ fn next_valid_record(bytes: &[u8], offset: usize) -> Option<usize> {
         payload_len >= MIN_RECORD_BYTES
             && payload_len <= bytes.len() - payload_start
             && crc32fast::hash(&bytes[payload_start..payload_start + payload_len]) == checksum
-            && decode_payload(&bytes[payload_start..payload_start + payload_len]).is_ok()
+            && decode_payload(format, &bytes[payload_start..payload_start + payload_len]).is_ok()
     })
 }
 
@@ -165,13 +236,18 @@ fn next_valid_record(bytes: &[u8], offset: usize) -> Option<usize> {
 pub(super) fn replay_segment(
     path: &Path,
     is_newest: bool,
-    mut apply: impl FnMut(Vec<SeriesSamples>),
+    mut apply: impl FnMut(Record),
 ) -> Result<ReplayOutcome, StoreError> {
     let mut bytes = Vec::new();
     File::open(path)
         .and_then(|mut file| file.read_to_end(&mut bytes))
         .map_err(io_error(path))?;
     let mut outcome = ReplayOutcome::default();
+    let format = if bytes.starts_with(MAGIC_V1) {
+        Format::SamplesOnly
+    } else {
+        Format::Kinded
+    };
     let damaged = |offset: usize, reason: String| -> Result<u64, StoreError> {
         if !is_newest {
             return Err(StoreError::CorruptLog {
@@ -180,7 +256,7 @@ pub(super) fn replay_segment(
                 reason,
             });
         }
-        if let Some(next) = next_valid_record(&bytes, offset) {
+        if let Some(next) = next_valid_record(&bytes, offset, format) {
             return Err(StoreError::CorruptLog {
                 path: path.to_owned(),
                 offset: offset as u64,
@@ -207,7 +283,7 @@ pub(super) fn replay_segment(
             .map_err(io_error(path))?;
         Ok(dropped)
     };
-    if bytes.len() < MAGIC.len() || &bytes[..MAGIC.len()] != MAGIC {
+    if bytes.len() < MAGIC.len() || !(bytes.starts_with(MAGIC) || bytes.starts_with(MAGIC_V1)) {
         if bytes.len() < MAGIC.len() && MAGIC.starts_with(&bytes) {
             // The segment was being created when the process died: it never held a record, so it
             // is removed wherever it is. Truncating it to nothing would leave an empty segment
@@ -249,13 +325,14 @@ pub(super) fn replay_segment(
             outcome.truncated_bytes = damaged(offset, "checksum mismatch".to_owned())?;
             break;
         }
-        let batch = decode_payload(payload).map_err(|reason| StoreError::CorruptLog {
+        let record = decode_payload(format, payload).map_err(|reason| StoreError::CorruptLog {
             path: path.to_owned(),
             offset: offset as u64,
             reason,
         })?;
-        apply(batch);
+        apply(record);
         outcome.records += 1;
+        outcome.record_bytes += (RECORD_HEADER + payload_len) as u64;
         offset += RECORD_HEADER + payload_len;
     }
     Ok(outcome)
@@ -313,20 +390,50 @@ impl Wal {
 
     /// Appends one batch as one record; on return `Ok` the batch is acknowledged.
     pub(super) fn append(&mut self, batch: &[SeriesSamples]) -> Result<(), StoreError> {
-        if let Some(reason) = &self.poisoned {
-            return Err(StoreError::Poisoned {
-                reason: reason.clone(),
-            });
-        }
-        encode_record(batch, &mut self.buffer);
+        self.check_poisoned()?;
+        encode_batch(batch, &mut self.buffer);
+        self.write_buffer(self.fsync)
+    }
+
+    /// Appends the deletion of `series` and flushes it to the device whatever `fsync` says: a
+    /// deleted series must not come back, even after a power loss.
+    pub(super) fn append_deletion(&mut self, series: &SeriesId) -> Result<(), StoreError> {
+        self.check_poisoned()?;
+        encode_deletion(series, &mut self.buffer);
+        self.write_buffer(true)
+    }
+
+    /// Flushes what was logged to the device, for a shutdown: with `fsync` off, acknowledged
+    /// records are then safe from a power loss too.
+    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
         let path = segment_path(&self.dir, self.sequence);
-        let written = self.file.write_all(&self.buffer).and_then(|()| {
-            if self.fsync {
-                self.file.sync_data()
-            } else {
-                Ok(())
-            }
-        });
+        self.file.sync_data().map_err(io_error(&path))
+    }
+
+    /// Counts `bytes` logged by earlier processes and not yet checkpointed (the segments replayed
+    /// at open), so the next checkpoint comes as soon as it would have without the restart.
+    pub(super) fn add_replayed_bytes(&mut self, bytes: u64) {
+        self.bytes_since_checkpoint += bytes;
+    }
+
+    /// The error to refuse writes with once a failed write could not be rolled back.
+    fn check_poisoned(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(reason) => Err(StoreError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the encoded record in `buffer`, flushed to the device when `sync`; rolls a partial
+    /// write back.
+    fn write_buffer(&mut self, sync: bool) -> Result<(), StoreError> {
+        let path = segment_path(&self.dir, self.sequence);
+        let written = self
+            .file
+            .write_all(&self.buffer)
+            .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         if let Err(source) = written {
             // Cut the partial record off so later records do not follow garbage.
             if let Err(rollback) = self.file.set_len(self.len) {
@@ -378,7 +485,10 @@ mod tests {
         is_newest: bool,
     ) -> Result<(Vec<SeriesSamples>, ReplayOutcome), StoreError> {
         let mut seen = Vec::new();
-        let outcome = replay_segment(path, is_newest, |batch| seen.extend(batch))?;
+        let outcome = replay_segment(path, is_newest, |record| match record {
+            Record::Samples(batch) => seen.extend(batch),
+            Record::Deletion(series) => panic!("unexpected deletion of {series}"),
+        })?;
         Ok((seen, outcome))
     }
 
@@ -393,11 +503,53 @@ mod tests {
             outcome,
             ReplayOutcome {
                 records: 2,
-                truncated_bytes: 0
+                truncated_bytes: 0,
+                record_bytes: fs::metadata(segment_path(dir.path(), 1)).unwrap().len()
+                    - MAGIC.len() as u64,
             }
         );
         assert_eq!(seen[0], batch("cpu", &[(1, 1.5), (2, -2.0)])[0]);
         assert_eq!(seen[1], batch("mem", &[(3, 3.0)])[0]);
+    }
+
+    #[test]
+    fn deletions_replay_in_order_with_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut wal = Wal::create(dir.path(), 1, false).unwrap();
+        let first = batch("cpu", &[(1, 1.0)]);
+        wal.append(&first).unwrap();
+        wal.append_deletion(&first[0].series).unwrap();
+        wal.append(&batch("cpu", &[(2, 2.0)])).unwrap();
+        let mut records = Vec::new();
+        replay_segment(&segment_path(dir.path(), 1), true, |record| {
+            records.push(record)
+        })
+        .unwrap();
+        assert_eq!(
+            records,
+            vec![
+                Record::Samples(first.clone()),
+                Record::Deletion(first[0].series.clone()),
+                Record::Samples(batch("cpu", &[(2, 2.0)])),
+            ]
+        );
+    }
+
+    #[test]
+    fn segments_of_the_first_format_still_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 1);
+        let mut bytes = MAGIC_V1.to_vec();
+        let mut record = Vec::new();
+        encode_batch(&batch("cpu", &[(1, 1.0)]), &mut record);
+        // The first format is the current sample record without its kind byte.
+        record.remove(RECORD_HEADER);
+        finish_record(&mut record);
+        bytes.extend_from_slice(&record);
+        fs::write(&path, &bytes).unwrap();
+        let (seen, outcome) = replay_all(&path, false).unwrap();
+        assert_eq!(outcome.records, 1);
+        assert_eq!(seen, batch("cpu", &[(1, 1.0)]));
     }
 
     #[test]

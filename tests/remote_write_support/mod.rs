@@ -63,7 +63,7 @@ impl Receiver {
 
     /// Every stored series with its sample count, by canonical name, as gRPC `ListSeries` says.
     pub(crate) async fn stored(&self, token: Option<&str>) -> Vec<(String, u64)> {
-        let mut request = tonic::Request::new(proto::ListSeriesRequest {});
+        let mut request = tonic::Request::new(proto::ListSeriesRequest::default());
         if let Some(token) = token {
             request
                 .metadata_mut()

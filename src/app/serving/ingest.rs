@@ -85,6 +85,28 @@ impl ServingState {
         self.history.list_series()
     }
 
+    /// One page of the stored series (see [`crate::app::History::list_series_page`]).
+    pub fn list_series_page(
+        &self,
+        after: Option<&SeriesId>,
+        size: usize,
+    ) -> Result<(Vec<SeriesSummary>, Option<SeriesId>), AppError> {
+        self.history.list_series_page(after, size)
+    }
+
+    /// Deletes a series and its samples, durably; returns how many samples it held. Workloads on it
+    /// keep their last plan and are replanned at once, which fails with `UnknownSeries` (logged,
+    /// counted in `prescale_plan_refresh_failures_total`) until samples of it arrive again. Its
+    /// models stay in the registry (and live): a series that comes back is served by its last
+    /// model re-anchored on the new samples, until the next retrain. Blocking: writes the log.
+    pub fn delete_series(&self, series: &SeriesId) -> Result<usize, AppError> {
+        let samples = self.history.store().delete_series(series)?;
+        self.models.lock().retain(|(cached, _), _| cached != series);
+        self.mark_due(series);
+        self.replan.notify_one();
+        Ok(samples)
+    }
+
     /// The newest `history_window` of `series` on its median step, bucket means.
     pub fn recent_history(&self, series: &SeriesId) -> Result<TimeSeries, AppError> {
         self.history

@@ -1,4 +1,4 @@
-//! Maintenance: the hourly retention pass and flushing the store into its checkpoint files.
+//! Maintenance: the hourly retention pass and flushing the store's log on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +36,11 @@ impl ServingState {
         }
     }
 
-    /// Flushes the store into its checkpoint files. Blocking.
+    /// Flushes the store's log to the device, for a shutdown. Blocking, and quick whatever the
+    /// number of series: checkpointing is left to the store's own schedule (`checkpoint_after_mib`),
+    /// and the next start replays the log since the last checkpoint (see "Metric store" in
+    /// docs/decisions.md).
     pub fn flush(&self) -> Result<(), AppError> {
-        Ok(self.history.store().checkpoint()?)
+        Ok(self.history.store().sync()?)
     }
 }
