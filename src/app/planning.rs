@@ -10,10 +10,10 @@ use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{Event, EventCalendar, EventError, EventSpec};
 use crate::forecast::Predict;
 use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
-use crate::simulate::{RuleChoice, SimulateError, SimulationParams, SimulationReport};
+use crate::simulate::{RuleChoice, SimulateError, SimulationReport};
 use crate::store::write_file_atomically;
 
-use super::slo::{choose_rule, rule_levels};
+use super::slo::{choose_rule, rule_levels, simulate_params};
 use super::{AppError, ModelChoice, fit, forecast_with_events, forecaster};
 
 /// Name of the events file in the data directory.
@@ -269,10 +269,8 @@ pub fn replay(
     calendar: EventCalendar,
     choice: ModelChoice,
 ) -> Result<SimulationReport, AppError> {
-    let simulation = SimulationParams::new(days, replan_every)
-        .history_window(history_window)
-        .events(calendar)
-        .check(history.step())?;
+    let simulation =
+        simulate_params(days, replan_every, history_window, calendar).check(history.step())?;
     Ok(simulation.run(
         history,
         workload,
