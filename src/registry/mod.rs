@@ -22,6 +22,7 @@
 
 mod cron;
 mod format;
+mod object_store;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,7 @@ use crate::forecast::FittedModel;
 
 pub use cron::CronSchedule;
 pub use format::{MANIFEST_FILE, SeriesEntry, VersionInfo};
+pub use object_store::{EncodedVersion, ModelStore, ModelStoreLocation, StoredVersion};
 
 use format::{
     Manifest, ModelFileRef, decode_model_file, encode_model_file, highest_file_version,
@@ -84,6 +86,16 @@ pub enum RegistryError {
         series: String,
         /// Its live version.
         live: u64,
+    },
+    /// The fleet's model store refused or failed a call.
+    #[error("model store {location} failed on {key:?}: {reason}")]
+    ObjectStore {
+        /// The store's URL.
+        location: String,
+        /// The object's key.
+        key: String,
+        /// What failed.
+        reason: String,
     },
     /// A cron expression is malformed.
     #[error("invalid schedule {expression:?}: {reason}")]
