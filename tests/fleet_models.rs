@@ -1,7 +1,8 @@
 //! Fleet models: `prescale serve` replicas on 127.0.0.1 with a real etcd, a real Prometheus as the
 //! workloads' history and a model store in a shared directory (`[fleet] model_store`). The owner
 //! of a series writes its model version to the store and moves the series' live pointer in etcd;
-//! after `kill -9` of the owner, the new owner serves the same version without fitting; a store
+//! after `kill -9` of the owner, the new owner serves the same version without fitting;
+//! `prescale models rollback` moves the pointer and the owner serves the version it names; a store
 //! that refuses writes fails the retrain, and the live model and its pointer stay.
 
 mod etcd_support;
@@ -32,6 +33,8 @@ struct Member {
     address: String,
     /// Its `/metrics` base URL.
     metrics: String,
+    /// Its config file.
+    config: PathBuf,
     child: Child,
     /// Its data directory and config file.
     _directory: tempfile::TempDir,
@@ -71,6 +74,7 @@ model_store = "file://{store}"
             id: id.to_owned(),
             address,
             metrics: format!("http://{metrics}"),
+            config,
             child,
             _directory: directory,
         }
@@ -94,6 +98,22 @@ model_store = "file://{store}"
             .trim()
             .parse()
             .unwrap()
+    }
+
+    /// `prescale models rollback load_0 [version]` with its config; what it prints.
+    fn rollback(&self, version: Option<u64>) -> String {
+        let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["models", "rollback", "load_0"])
+            .args(version.map(|version| version.to_string()))
+            .env_remove("PRESCALE_CONFIG")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        stdout
     }
 
     /// Whether it follows workload `name`'s source (it owns the workload).
@@ -330,6 +350,48 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     assert_eq!(version_files(store.path()).len(), WORKLOADS);
 }
 
+/// Retrains `load_0` through `channel` and waits until the job has finished.
+async fn retrain(channel: &Channel) -> proto::Job {
+    let mut admin = AdminServiceClient::new(channel.clone());
+    let job = admin
+        .retrain(RetrainRequest {
+            series: vec![series(0)],
+            all: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let started = Instant::now();
+    loop {
+        let job = admin
+            .get_job(GetJobRequest { id: job.id.clone() })
+            .await
+            .unwrap()
+            .into_inner();
+        if job.finished_at_ms > 0 {
+            return job;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "{job:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits until workload `name`'s plan through `channel` is made with model version `version`.
+async fn wait_for_version(channel: &Channel, name: &str, version: u64) {
+    let started = Instant::now();
+    loop {
+        let served = plan_model_version(channel.clone(), name).await.unwrap();
+        if served == version {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{name} still planned with v{served}, not v{version}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Makes a directory refuse new files for as long as it lives: `chmod 555`, and for root (whom
 /// permissions do not stop) also the immutable attribute.
 struct ReadOnlyDir(PathBuf);
@@ -359,7 +421,7 @@ impl Drop for ReadOnlyDir {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_store_that_refuses_writes_fails_the_retrain_and_the_live_model_stays() {
+async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrain() {
     if etcd_support::missing() || prometheus_support::missing() {
         return;
     }
@@ -376,39 +438,40 @@ async fn a_store_that_refuses_writes_fails_the_retrain_and_the_live_model_stays(
     let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
         .await
         .unwrap();
+    assert_eq!(pointers(&client).await["load_0"], version);
+    assert_eq!(version_files(store.path()).len(), 1);
+
+    // A retrain on the same data is kept (no fold is newer than the live model's training data),
+    // and its version file written next to the live one.
+    let job = retrain(&channel).await;
+    assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+    assert_eq!(version_files(store.path()).len(), 2);
+    assert_eq!(pointers(&client).await["load_0"], version);
+
+    // `prescale models rollback` moves the pointer, to the retrained version and back to the
+    // previous live one; the owner plans with each.
+    let stdout = member.rollback(Some(version + 1));
+    assert!(
+        stdout.contains(&format!("v{} is live", version + 1)),
+        "{stdout}"
+    );
+    assert_eq!(pointers(&client).await["load_0"], version + 1);
+    wait_for_version(&channel, "w0", version + 1).await;
+    member.rollback(None);
+    assert_eq!(pointers(&client).await["load_0"], version);
+    wait_for_version(&channel, "w0", version).await;
+
     let pointer = client
         .get("/prescale/models/load_0")
         .await
         .unwrap()
         .unwrap();
     let files = version_files(store.path());
-    assert_eq!(files.len(), 1);
 
     // The series' directory refuses new files: the retrain's version cannot be written.
     let _read_only = ReadOnlyDir::new(files[0].parent().unwrap());
     let failures_before = member.counter("prescale_model_store_failures_total");
-    let mut admin = AdminServiceClient::new(channel.clone());
-    let job = admin
-        .retrain(RetrainRequest {
-            series: vec![series(0)],
-            all: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let started = Instant::now();
-    let job = loop {
-        let job = admin
-            .get_job(GetJobRequest { id: job.id.clone() })
-            .await
-            .unwrap()
-            .into_inner();
-        if job.finished_at_ms > 0 {
-            break job;
-        }
-        assert!(started.elapsed() < Duration::from_secs(300), "{job:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let job = retrain(&channel).await;
     assert_eq!(job.state(), JobState::Failed, "{job:?}");
     assert_eq!(job.failures.len(), 1, "{job:?}");
     assert!(

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 mod membership;
+pub mod models;
 mod ownership;
 
 use std::future::Future;

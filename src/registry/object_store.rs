@@ -17,7 +17,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use super::RegistryError;
-use super::format::{ModelFileRef, decode_model_file, encode_model_file, series_dir};
+use super::format::{ModelFileRef, decode_model_file, encode_model_file, header_crc32, series_dir};
 use crate::domain::{SeriesId, Timestamp};
 use crate::forecast::FittedModel;
 
@@ -150,7 +150,7 @@ impl ModelStore {
         version: u64,
         model: &FittedModel,
     ) -> Result<EncodedVersion, RegistryError> {
-        let key = format!("{}/v{version:06}.model", series_dir(series));
+        let key = version_key(series, version);
         let (contents, crc32) = encode_model_file(&ModelFileRef {
             series: &series.to_string(),
             version,
@@ -201,6 +201,35 @@ impl ModelStore {
             .map_err(|error| self.failed(&stored.key, error))
     }
 
+    /// Version `version` of `series` as the store holds it, whether or not a pointer names it,
+    /// with its bytes (check them with [`ModelStore::decode`]).
+    pub async fn find(
+        &self,
+        series: &SeriesId,
+        version: u64,
+    ) -> Result<(StoredVersion, Vec<u8>), RegistryError> {
+        let key = version_key(series, version);
+        let bytes = self
+            .get(&StoredVersion {
+                version,
+                key: key.clone(),
+                crc32: 0,
+                bytes: 0,
+            })
+            .await?;
+        let crc32 = header_crc32(&bytes).ok_or_else(|| RegistryError::Corrupt {
+            path: PathBuf::from(&key),
+            reason: format!("{} bytes, not a prescale model file", bytes.len()),
+        })?;
+        let stored = StoredVersion {
+            version,
+            key,
+            crc32,
+            bytes: bytes.len() as u64,
+        };
+        Ok((stored, bytes))
+    }
+
     /// Checks `bytes` against `stored` (CRC-32, series and version) and decodes the model. CPU
     /// work: run it off the async threads.
     pub fn decode(
@@ -222,6 +251,11 @@ impl ModelStore {
         }
         Ok(file.model)
     }
+}
+
+/// The key of version `version` of `series`.
+fn version_key(series: &SeriesId, version: u64) -> String {
+    format!("{}/v{version:06}.model", series_dir(series))
 }
 
 /// The version number of a version file's name (`v000012.model`).

@@ -11,37 +11,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::RwLock;
-use serde::{Deserialize, Serialize};
-
 use crate::app::{AppError, fit_candidate};
 use crate::domain::SeriesId;
+use crate::fleet::models::{LivePointer, MODELS_TABLE};
 use crate::fleet::{Coordinator, RecordChange};
 use crate::forecast::FittedModel;
-use crate::registry::{EncodedVersion, ModelStore, RegistryError, StoredVersion};
+use crate::registry::{EncodedVersion, ModelStore, StoredVersion};
+use parking_lot::RwLock;
 
 use super::ServingState;
 use super::fleet_workloads::{fenced_put, fleet_error};
 use super::live_models::LiveModel;
-
-/// The fleet-wide table of live pointers, one record per series.
-const MODELS_TABLE: &str = "models";
-
-/// Earlier live versions a pointer remembers, for rollbacks.
-const EARLIER_KEPT: usize = 8;
-
-/// The live pointer of one series: its record in the `models` table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct LivePointer {
-    /// The live version.
-    live: StoredVersion,
-    /// Versions live before it, oldest first; a rollback returns to the newest.
-    earlier: Vec<StoredVersion>,
-    /// The member that moved the pointer.
-    moved_by: String,
-    /// Why it moved.
-    decision: String,
-}
 
 /// The fleet's models as this replica follows them.
 #[derive(Debug)]
@@ -174,28 +154,14 @@ impl ServingState {
             return Ok(());
         }
         let previous = shared.pointers.read().get(series).cloned();
-        let mut earlier = previous.map_or_else(Vec::new, |previous| {
-            let mut earlier = previous.earlier;
-            earlier.push(previous.live);
-            earlier
-        });
-        let excess = earlier.len().saturating_sub(EARLIER_KEPT);
-        earlier.drain(..excess);
-        let pointer = LivePointer {
-            live: stored,
-            earlier,
-            moved_by: coordinator.member_id().to_owned(),
-            decision: decision.to_owned(),
-        };
+        let pointer = LivePointer::promoted(previous, stored, coordinator.member_id(), decision);
         self.move_pointer(series, pointer).await
     }
 
     /// Moves the pointer of `series` with a write fenced by this replica's membership.
     async fn move_pointer(&self, series: &SeriesId, pointer: LivePointer) -> Result<(), AppError> {
         let (shared, coordinator) = self.shared_or_error()?;
-        let value = serde_json::to_vec(&pointer).map_err(|error| AppError::Fleet {
-            reason: format!("cannot encode the live pointer of {series}: {error}"),
-        })?;
+        let value = pointer.encode();
         fenced_put(
             coordinator.as_ref(),
             MODELS_TABLE,
@@ -250,62 +216,6 @@ impl ServingState {
             self.mark_due(series);
         }
         Ok(())
-    }
-
-    /// Makes the pointer of `series` name `version` (by default the newest earlier live one),
-    /// after reading it back intact; this replica must own the series. Returns the version now
-    /// live.
-    pub async fn rollback_shared_model(
-        self: &Arc<Self>,
-        series: &SeriesId,
-        version: Option<u64>,
-    ) -> Result<u64, AppError> {
-        let (shared, coordinator) = self.shared_or_error()?;
-        self.check_owned(series)?;
-        let not_found = || {
-            AppError::Registry(RegistryError::NotFound {
-                series: series.to_string(),
-                version,
-            })
-        };
-        let pointer = shared
-            .pointers
-            .read()
-            .get(series)
-            .cloned()
-            .ok_or_else(not_found)?;
-        let target = match version {
-            Some(wanted) => pointer
-                .earlier
-                .iter()
-                .find(|stored| stored.version == wanted),
-            None => pointer.earlier.last(),
-        }
-        .cloned()
-        .ok_or_else(|| match version {
-            Some(_) => not_found(),
-            None => AppError::Registry(RegistryError::NothingToRollBack {
-                series: series.to_string(),
-                live: pointer.live.version,
-            }),
-        })?;
-        let model = self.read_version(series, &target).await?;
-        let rolled_back = LivePointer {
-            earlier: pointer
-                .earlier
-                .iter()
-                .filter(|stored| stored.version < target.version)
-                .cloned()
-                .collect(),
-            live: target.clone(),
-            moved_by: coordinator.member_id().to_owned(),
-            decision: format!("rolled back from version {}", pointer.live.version),
-        };
-        self.move_pointer(series, rolled_back).await?;
-        self.serve_version(series, target.version, model);
-        self.mark_due(series);
-        self.replan.notify_one();
-        Ok(target.version)
     }
 
     /// Reads `stored` of `series` from the store and decodes it on the blocking pool.
@@ -445,10 +355,10 @@ fn decode_pointer(name: &str, value: Option<&[u8]>) -> Option<(SeriesId, Option<
     let Some(value) = value else {
         return Some((series, None));
     };
-    match serde_json::from_slice::<LivePointer>(value) {
+    match LivePointer::decode(name, value) {
         Ok(pointer) => Some((series, Some(pointer))),
         Err(error) => {
-            tracing::error!(series = %series, %error, "a live model pointer does not decode");
+            tracing::error!(series = %series, %error, "skipping a live model pointer");
             None
         }
     }
