@@ -8,8 +8,8 @@ use anyhow::{Context, Result, bail};
 use prescale::config::FleetConfig;
 use prescale::domain::SeriesId;
 use prescale::fleet::etcd::{Compare, Etcd, Op};
-use prescale::fleet::models::{LivePointer, pointer_key};
-use prescale::registry::{ModelStore, ModelStoreLocation};
+use prescale::fleet::record_key;
+use prescale::registry::{LivePointer, MODELS_TABLE, ModelStore, ModelStoreLocation};
 
 /// Who a pointer moved by this command names.
 const MOVED_BY: &str = "prescale models rollback";
@@ -38,7 +38,7 @@ async fn move_pointer(
     let etcd = Etcd::connect(&fleet.etcd_endpoints, fleet.etcd_timeout)
         .await
         .context("fleet mode ([fleet] in the config) needs etcd")?;
-    let key = pointer_key(&fleet.prefix, &series.to_string());
+    let key = record_key(&fleet.prefix, MODELS_TABLE, &series.to_string());
     let entry = etcd
         .get(&key)
         .await?

@@ -5,7 +5,6 @@
 
 pub mod etcd;
 mod membership;
-pub mod models;
 mod ownership;
 
 use std::future::Future;
@@ -52,6 +51,12 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
         table: &'a str,
         revision: i64,
     ) -> BoxFuture<'a, Result<RecordWatch, FleetError>>;
+}
+
+/// The etcd key of record `name` of fleet-wide table `table` in the fleet under `prefix` (what
+/// [`Coordinator::record_key`] gives), for a tool that is not a member.
+pub fn record_key(prefix: &str, table: &str, name: &str) -> String {
+    format!("{prefix}{table}/{name}")
 }
 
 /// A boxed future of the [`Coordinator`]'s calls.

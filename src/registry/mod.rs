@@ -23,6 +23,7 @@
 mod cron;
 mod format;
 mod object_store;
+mod pointer;
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +36,7 @@ use crate::forecast::FittedModel;
 pub use cron::CronSchedule;
 pub use format::{MANIFEST_FILE, SeriesEntry, VersionInfo};
 pub use object_store::{EncodedVersion, ModelStore, ModelStoreLocation, StoredVersion};
+pub use pointer::{LivePointer, MODELS_TABLE};
 
 use format::{
     Manifest, ModelFileRef, decode_model_file, encode_model_file, highest_file_version,
@@ -95,6 +97,14 @@ pub enum RegistryError {
         /// The object's key.
         key: String,
         /// What failed.
+        reason: String,
+    },
+    /// A live model pointer read from the fleet does not decode.
+    #[error("the live model pointer of {series} does not decode: {reason}")]
+    Pointer {
+        /// The series.
+        series: String,
+        /// Why.
         reason: String,
     },
     /// A cron expression is malformed.

@@ -3,7 +3,9 @@
 //! `models` table), moved only by a write fenced by the owner's membership. The owner of a series
 //! fits and retrains it; a replica that gains a series (after a kill or a join) serves the version
 //! the pointer names instead of fitting, and fits only a series with no live version. Every
-//! replica follows the pointers, so a version moved by another path (a rollback) is served at once.
+//! replica follows the pointers, so a version moved by another path (`prescale models rollback`)
+//! is served at once. A pointed version that cannot be read fails the plan (retried on the next
+//! pass) rather than being refitted: the pointer stays the one truth of what is live.
 //! Without a model store each replica keeps its own registry, as alone.
 //! Design: docs/decisions.md, "Fleet mode: models in an object store".
 
@@ -11,13 +13,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use parking_lot::RwLock;
+
 use crate::app::{AppError, fit_candidate};
 use crate::domain::SeriesId;
-use crate::fleet::models::{LivePointer, MODELS_TABLE};
 use crate::fleet::{Coordinator, RecordChange};
 use crate::forecast::FittedModel;
-use crate::registry::{EncodedVersion, ModelStore, StoredVersion};
-use parking_lot::RwLock;
+use crate::registry::{EncodedVersion, LivePointer, MODELS_TABLE, ModelStore, StoredVersion};
 
 use super::ServingState;
 use super::fleet_workloads::{fenced_put, fleet_error};

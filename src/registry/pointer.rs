@@ -1,20 +1,14 @@
-//! The live pointer of a series' model in a fleet: the record of the series in the fleet-wide
-//! `models` table, naming the version file in the model store that is live and the versions live
+//! The live pointer of a series' model in a fleet: the value of the series' record in the
+//! fleet-wide `models` table (in etcd), naming the version file in the model store that is live and the versions live
 //! before it (rollbacks return to those). Version files are immutable; only the pointer moves.
 //! Design: docs/decisions.md, "Fleet mode: models in an object store".
 
 use serde::{Deserialize, Serialize};
 
-use super::FleetError;
-use crate::registry::StoredVersion;
+use super::{RegistryError, StoredVersion};
 
 /// The fleet-wide table of live pointers, one record per series (named by its canonical form).
 pub const MODELS_TABLE: &str = "models";
-
-/// The etcd key of the live pointer of `series` (its canonical form) in the fleet under `prefix`.
-pub fn pointer_key(prefix: &str, series: &str) -> String {
-    format!("{prefix}{MODELS_TABLE}/{series}")
-}
 
 /// Earlier live versions a pointer remembers.
 const EARLIER_KEPT: usize = 8;
@@ -92,9 +86,9 @@ impl LivePointer {
     }
 
     /// A record's value read back.
-    pub fn decode(series: &str, value: &[u8]) -> Result<Self, FleetError> {
-        serde_json::from_slice(value).map_err(|error| FleetError::Decode {
-            what: format!("the live model pointer of {series}"),
+    pub fn decode(series: &str, value: &[u8]) -> Result<Self, RegistryError> {
+        serde_json::from_slice(value).map_err(|error| RegistryError::Pointer {
+            series: series.to_owned(),
             reason: error.to_string(),
         })
     }
