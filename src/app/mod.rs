@@ -32,8 +32,8 @@ pub use forecasting::{
 };
 pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, replay, write_plan_csv};
 pub use retrain::{
-    Comparison, RetrainCounts, RetrainOutcome, RetrainSettings, compare, retrain_many,
-    retrain_series,
+    Comparison, RetrainCounts, RetrainOutcome, RetrainSettings, compare, fit_candidate,
+    retrain_many, retrain_series,
 };
 pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{

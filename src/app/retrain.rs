@@ -55,10 +55,6 @@ pub fn retrain_series(
     series: &SeriesId,
     settings: &RetrainSettings,
 ) -> Result<RetrainOutcome, AppError> {
-    let history = settings
-        .events
-        .mask(&app.recent_window(series, settings.history_window)?);
-    let model = fit(&history, ModelChoice::Ensemble)?;
     let live = match registry.load_live(series) {
         Ok(live) => live,
         Err(error) => {
@@ -67,12 +63,8 @@ pub fn retrain_series(
             None
         }
     };
-    let comparison = compare(
-        &model,
-        live.as_ref().map(|live| &live.model),
-        &history,
-        settings.promotion_margin,
-    );
+    let (model, comparison) =
+        fit_candidate(app, series, settings, live.as_ref().map(|live| &live.model))?;
     let version = if settings.dry_run {
         None
     } else {
@@ -92,6 +84,22 @@ pub fn retrain_series(
         reason: comparison.reason,
         model,
     })
+}
+
+/// Fits the ensemble of `series` on its newest `history_window` (event windows masked) and
+/// compares it with `live`. Blocking and CPU-heavy.
+pub fn fit_candidate(
+    app: &History,
+    series: &SeriesId,
+    settings: &RetrainSettings,
+    live: Option<&FittedModel>,
+) -> Result<(FittedModel, Comparison), AppError> {
+    let history = settings
+        .events
+        .mask(&app.recent_window(series, settings.history_window)?);
+    let model = fit(&history, ModelChoice::Ensemble)?;
+    let comparison = compare(&model, live, &history, settings.promotion_margin);
+    Ok((model, comparison))
 }
 
 /// Retrains every series of `series` on `settings.concurrency` threads; `done` is called after

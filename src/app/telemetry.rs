@@ -87,6 +87,9 @@ pub struct Telemetry {
     /// Registry manifests that did not decode at start and were moved aside (the server started
     /// with an empty registry; see `ServingState::open`).
     pub manifest_resets: Counter,
+    /// Model versions the fleet's model store failed to write or read back (the live model and
+    /// its pointer stay as they were).
+    pub model_store_failures: Counter,
     /// Finished gRPC requests by method and status code name. The service records only the methods
     /// it serves (and one label for every other path), so the family stays small.
     requests: Family<Labels<2>, ClientCounter>,
@@ -147,6 +150,10 @@ impl Default for Telemetry {
             "prescale_registry_manifest_resets",
             "Registry manifests found corrupt at start and moved aside",
         );
+        let model_store_failures = counter(
+            "prescale_model_store_failures",
+            "Model versions the fleet's model store failed to write or read back",
+        );
         let requests = Family::default();
         registry.register(
             "prescale_grpc_requests",
@@ -191,6 +198,7 @@ impl Default for Telemetry {
             models_promoted,
             model_refits,
             manifest_resets,
+            model_store_failures,
             requests,
             latency,
             source_errors,

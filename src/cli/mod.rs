@@ -5,6 +5,7 @@
 
 mod args;
 mod events;
+mod fleet_models;
 mod forecasting;
 mod models;
 mod retrain_client;

@@ -45,7 +45,8 @@ pub(super) enum ModelsCommand {
         #[command(flatten)]
         data_dir: DataDirArg,
     },
-    /// Make an earlier version live: VERSION, or by default the previous live version.
+    /// Make an earlier version live: VERSION, or by default the previous live version. In a fleet
+    /// with a model store, moves the series' live pointer in etcd.
     Rollback {
         /// Series (`NAME` or `NAME{k="v"}`).
         name: String,
@@ -154,6 +155,15 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
 
 /// `prescale models list|show|rollback`.
 pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
+    if let ModelsCommand::Rollback { name, version, .. } = &command
+        && let Some(fleet) = &config.fleet
+        && let Some(location) = &fleet.model_store
+    {
+        let series: SeriesId = name.parse()?;
+        let live = super::fleet_models::rollback(fleet, location, &series, *version)?;
+        println!("{series}: v{live} is live in the fleet");
+        return Ok(());
+    }
     let registry = Registry::open(config.models_dir())?;
     let figures = |info: &VersionInfo| {
         format!(

@@ -116,6 +116,12 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
     )
     .await
     .context("joining the fleet")?;
+    if let Some(location) = &fleet.model_store {
+        let store = prescale::registry::ModelStore::open(location)
+            .with_context(|| format!("opening the fleet's model store {location}"))?;
+        state.share_models(store);
+        println!("models shared through {location}, live pointers in etcd");
+    }
     state.join_fleet(coordinator);
     println!(
         "fleet member {} (advertised as {}) through etcd at {}",

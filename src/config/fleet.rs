@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::validate::{check_range, parse_duration};
 use super::{ConfigError, ScalerConfig, ServerConfig};
 use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
+use crate::registry::ModelStoreLocation;
 
 /// The `[fleet]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -21,6 +22,7 @@ pub(super) struct FileFleetConfig {
     lease_ttl: Option<String>,
     etcd_timeout: Option<String>,
     prefix: Option<String>,
+    model_store: Option<String>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
@@ -40,6 +42,8 @@ pub struct FleetConfig {
     pub etcd_timeout: Duration,
     /// The etcd key prefix of this fleet.
     pub prefix: String,
+    /// Where the fleet's model versions are kept; `None`: each replica keeps its own registry.
+    pub model_store: Option<ModelStoreLocation>,
 }
 
 impl FleetConfig {
@@ -161,6 +165,12 @@ pub(super) fn fleet_config(
             format!("{prefix:?} must start and end with '/'"),
         ));
     }
+    let model_store = raw
+        .model_store
+        .as_deref()
+        .map(ModelStoreLocation::parse)
+        .transpose()
+        .map_err(|reason| invalid("fleet.model_store", reason))?;
     Ok(Some(FleetConfig {
         etcd_endpoints: raw.etcd_endpoints,
         member_id,
@@ -169,6 +179,7 @@ pub(super) fn fleet_config(
         lease_ttl,
         etcd_timeout,
         prefix,
+        model_store,
     }))
 }
 
@@ -234,6 +245,20 @@ mod tests {
             "fleet.lease_ttl"
         );
         assert_eq!(refused_key(&with("prefix = \"prescale\"")), "fleet.prefix");
+        assert_eq!(
+            refused_key(&with("model_store = \"s3://bucket/models\"")),
+            "fleet.model_store"
+        );
+        assert_eq!(
+            parse(&with("model_store = \"file:///srv/models\""))
+                .unwrap()
+                .fleet
+                .unwrap()
+                .model_store,
+            Some(crate::registry::ModelStoreLocation::Directory(
+                "/srv/models".into()
+            ))
+        );
         assert_eq!(
             refused_key(&with("scaler_advertise = \"a:1\"")),
             "fleet.scaler_advertise"

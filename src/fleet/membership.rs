@@ -182,7 +182,7 @@ impl Coordinator for EtcdCoordinator {
     }
 
     fn record_key(&self, table: &str, name: &str) -> String {
-        format!("{}{name}", self.table_prefix(table))
+        super::record_key(&self.settings.prefix, table, name)
     }
 
     fn records<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Records, FleetError>> {

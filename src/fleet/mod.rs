@@ -53,6 +53,12 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'a, Result<RecordWatch, FleetError>>;
 }
 
+/// The etcd key of record `name` of fleet-wide table `table` in the fleet under `prefix` (what
+/// [`Coordinator::record_key`] gives), for a tool that is not a member.
+pub fn record_key(prefix: &str, table: &str, name: &str) -> String {
+    format!("{prefix}{table}/{name}")
+}
+
 /// A boxed future of the [`Coordinator`]'s calls.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -116,17 +116,21 @@ pub(super) fn encode_model_file(
     Ok((bytes, crc32))
 }
 
+/// The CRC-32 a model file's header records, `None` when it is no model file.
+pub(super) fn header_crc32(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return None;
+    }
+    let crc: [u8; 4] = bytes[MAGIC.len()..MAGIC.len() + 4].try_into().ok()?;
+    Some(u32::from_le_bytes(crc))
+}
+
 /// Checks a model file's header and CRC-32 (against the file's own and `manifest_crc32`) and
 /// decodes its payload; the error says why the file is corrupt.
 pub(super) fn decode_model_file(bytes: &[u8], manifest_crc32: u32) -> Result<ModelFile, String> {
-    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+    let Some(stored) = header_crc32(bytes) else {
         return Err(format!("{} bytes, not a prescale model file", bytes.len()));
-    }
-    let stored = u32::from_le_bytes(
-        bytes[MAGIC.len()..MAGIC.len() + 4]
-            .try_into()
-            .expect("invariant: four bytes were sliced"),
-    );
+    };
     let payload = &bytes[MAGIC.len() + 4..];
     let actual = crc32fast::hash(payload);
     if stored != actual || stored != manifest_crc32 {

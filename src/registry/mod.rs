@@ -22,6 +22,8 @@
 
 mod cron;
 mod format;
+mod object_store;
+mod pointer;
 
 use std::path::{Path, PathBuf};
 
@@ -33,6 +35,8 @@ use crate::forecast::FittedModel;
 
 pub use cron::CronSchedule;
 pub use format::{MANIFEST_FILE, SeriesEntry, VersionInfo};
+pub use object_store::{EncodedVersion, ModelStore, ModelStoreLocation, StoredVersion};
+pub use pointer::{LivePointer, MODELS_TABLE};
 
 use format::{
     Manifest, ModelFileRef, decode_model_file, encode_model_file, highest_file_version,
@@ -84,6 +88,24 @@ pub enum RegistryError {
         series: String,
         /// Its live version.
         live: u64,
+    },
+    /// The fleet's model store refused or failed a call.
+    #[error("model store {location} failed on {key:?}: {reason}")]
+    ObjectStore {
+        /// The store's URL.
+        location: String,
+        /// The object's key.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A live model pointer read from the fleet does not decode.
+    #[error("the live model pointer of {series} does not decode: {reason}")]
+    Pointer {
+        /// The series.
+        series: String,
+        /// Why.
+        reason: String,
     },
     /// A cron expression is malformed.
     #[error("invalid schedule {expression:?}: {reason}")]

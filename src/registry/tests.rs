@@ -193,3 +193,35 @@ fn two_writers_on_one_directory_keep_each_others_versions() {
     assert_eq!(entry.live, Some(1));
     assert_eq!(reopened.entry(&other).unwrap().live, Some(1));
 }
+
+#[tokio::test]
+async fn a_store_version_is_written_once_and_reads_back_checked() {
+    let directory = tempfile::tempdir().unwrap();
+    let location = ModelStoreLocation::Directory(directory.path().join("models"));
+    let store = ModelStore::open(&location).unwrap();
+    assert_eq!(store.highest_version(&series()).await.unwrap(), 0);
+    let model = fitted(100.0);
+    let encoded = ModelStore::encode(&series(), 1, &model).unwrap();
+    let stored = store.put_new(encoded.clone()).await.unwrap();
+    assert_eq!(store.highest_version(&series()).await.unwrap(), 1);
+    // Immutable: the same key is refused, and the file stays.
+    let refused = store.put_new(encoded).await.unwrap_err();
+    assert!(
+        matches!(refused, RegistryError::ObjectStore { .. }),
+        "{refused}"
+    );
+    let bytes = store.get(&stored).await.unwrap();
+    let read = ModelStore::decode(&series(), &stored, &bytes).unwrap();
+    assert_eq!(points(&read), points(&model));
+    let (found, found_bytes) = store.find(&series(), 1).await.unwrap();
+    assert_eq!((found, found_bytes), (stored.clone(), bytes.clone()));
+    let other = SeriesId::new("other").unwrap();
+    assert!(matches!(
+        ModelStore::decode(&other, &stored, &bytes),
+        Err(RegistryError::Corrupt { .. })
+    ));
+    let mut flipped = bytes;
+    *flipped.last_mut().unwrap() ^= 1;
+    assert!(ModelStore::decode(&series(), &stored, &flipped).is_err());
+    assert!(store.find(&series(), 2).await.is_err());
+}

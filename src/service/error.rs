@@ -4,6 +4,7 @@ use tonic::{Code, Status};
 
 use crate::app::AppError;
 use crate::forecast::ForecastError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// Maps a use-case error to the status a client sees. Client mistakes are `InvalidArgument`, missing
@@ -40,7 +41,8 @@ pub(crate) fn status(error: &AppError) -> Status {
         AppError::PlanPending { .. }
         | AppError::ShuttingDown
         | AppError::Refitting { .. }
-        | AppError::Fleet { .. } => Code::Unavailable,
+        | AppError::Fleet { .. }
+        | AppError::Registry(RegistryError::ObjectStore { .. }) => Code::Unavailable,
         AppError::Simulate(_)
         | AppError::Registry(_)
         | AppError::TemporaryStore { .. }

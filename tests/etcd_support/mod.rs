@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +21,29 @@ pub(crate) fn missing() -> bool {
     }
     eprintln!("skipped: {ETCD} is not installed");
     true
+}
+
+/// Starts `prescale serve --config <config>` as fleet member `id` and waits until it has joined
+/// (its "fleet member" line comes once its member key is in etcd); the rest of its output is read,
+/// so the server never writes to a closed pipe.
+pub(crate) fn start_member(id: &str, config: &Path) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("PRESCALE_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("prescale serve starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let joined = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|line| line.starts_with("fleet member"));
+    assert!(joined, "replica {id} did not join the fleet");
+    std::thread::spawn(move || lines.for_each(drop));
+    child
 }
 
 /// A running single-member etcd; killed on drop.

@@ -75,6 +75,7 @@ impl ServingState {
             return;
         };
         let workloads = Arc::clone(&self).sync_workloads(Arc::clone(&coordinator));
+        let models = Arc::clone(&self).follow_model_pointers();
         let ownership = async {
             let mut view = coordinator.view();
             loop {
@@ -85,11 +86,12 @@ impl ServingState {
                 self.resync_ownership();
             }
         };
-        tokio::join!(workloads, ownership);
+        tokio::join!(workloads, ownership, models);
         coordinator.leave().await;
     }
 
     fn resync_ownership(&self) {
+        self.forget_unowned_models();
         for entry in self.workloads.read().values() {
             entry.due.store(true, Ordering::Release);
         }

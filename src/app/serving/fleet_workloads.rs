@@ -18,7 +18,7 @@ use super::{ServingState, blocking};
 /// The fleet-wide table of workloads.
 const WORKLOADS_TABLE: &str = "workloads";
 
-fn fleet_error(error: FleetError) -> AppError {
+pub(super) fn fleet_error(error: FleetError) -> AppError {
     AppError::Fleet {
         reason: error.to_string(),
     }
@@ -38,14 +38,11 @@ impl ServingState {
                     reason: format!("cannot encode the workload: {error}"),
                 }
             })?;
-            let key = coordinator.record_key(WORKLOADS_TABLE, workload.name());
-            fenced(
+            fenced_put(
                 coordinator.as_ref(),
-                &[Op::Put {
-                    key,
-                    value,
-                    lease: 0,
-                }],
+                WORKLOADS_TABLE,
+                workload.name(),
+                value,
             )
             .await?;
         }
@@ -70,9 +67,20 @@ impl ServingState {
     /// workload held here but not there is deleted), then applies each change; reads it again after
     /// a failure.
     pub(super) async fn sync_workloads(self: Arc<Self>, coordinator: Arc<dyn Coordinator>) {
+        self.until_shutdown("workloads", || self.follow_workloads(coordinator.as_ref()))
+            .await;
+    }
+
+    /// Runs `follow` (which follows a fleet-wide table) until shutdown, again a second after each
+    /// failure; `table` names it in the log.
+    pub(super) async fn until_shutdown<F, Follow>(&self, table: &str, mut follow: F)
+    where
+        F: FnMut() -> Follow,
+        Follow: std::future::Future<Output = Result<(), AppError>>,
+    {
         loop {
-            if let Err(error) = self.follow_workloads(coordinator.as_ref()).await {
-                tracing::warn!(%error, "following the fleet's workloads failed; reading them again");
+            if let Err(error) = follow().await {
+                tracing::warn!(table, %error, "following a fleet-wide table failed; reading it again");
             }
             tokio::select! {
                 () = self.shutdown.cancelled() => return,
@@ -139,6 +147,26 @@ impl ServingState {
             tracing::warn!(workload = %name, %error, "applying the fleet's workload failed");
         }
     }
+}
+
+/// Writes `value` as record `name` of fleet-wide table `table`, fenced by this replica's
+/// membership.
+pub(super) async fn fenced_put(
+    coordinator: &dyn Coordinator,
+    table: &str,
+    name: &str,
+    value: Vec<u8>,
+) -> Result<(), AppError> {
+    let key = coordinator.record_key(table, name);
+    fenced(
+        coordinator,
+        &[Op::Put {
+            key,
+            value,
+            lease: 0,
+        }],
+    )
+    .await
 }
 
 /// Runs `ops` fenced by this replica's membership.

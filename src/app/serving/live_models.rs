@@ -43,8 +43,12 @@ impl ServingState {
         trained
     }
 
-    /// Fits, registers and promotes the first model of `series`. Blocking.
+    /// Fits, registers and promotes the first model of `series`; with the fleet's shared models,
+    /// serves the version its pointer names instead, when it has one. Blocking.
     fn train_first(&self, series: &SeriesId) -> Result<Arc<LiveModel>, AppError> {
+        if let Some(live) = self.load_shared_live(series)? {
+            return Ok(live);
+        }
         let live = self.fit_live(
             series,
             "first use: the series had no live model",
@@ -65,8 +69,12 @@ impl ServingState {
         let history = self.events.load()?.mask(&self.recent_history(series)?);
         let model = fit_with(history).inspect_err(|_| self.metrics.model_errors.inc())?;
         self.metrics.model_fits.inc();
-        let info = self.registry.add(series, &model, true, note)?;
-        Ok(self.promote(series, info.version, model))
+        let version = if self.shares_models() {
+            self.publish_blocking(series, &model, note)?
+        } else {
+            self.registry.add(series, &model, true, note)?.version
+        };
+        Ok(self.promote(series, version, model))
     }
 
     /// `live`, the live model of `series`, re-anchored on `history`, the series' newest data.
@@ -103,13 +111,14 @@ impl ServingState {
         let (state, series) = (Arc::clone(self), series.clone());
         tokio::runtime::Handle::current().spawn(async move {
             let (worker, target) = (Arc::clone(&state), series.clone());
-            let refitted = state
-                .run_blocking(move || {
-                    worker.fit_live(&target, &note, |history| {
-                        fit(&history, ModelChoice::Ensemble)
-                    })
+            // On the blocking pool, the fit on the fit threads: storing a shared model reaches the
+            // model store and etcd through the runtime.
+            let refitted = blocking(move || {
+                worker.fit_live(&target, &note, |history| {
+                    worker.fit_blocking(move || fit(&history, ModelChoice::Ensemble))
                 })
-                .await;
+            })
+            .await;
             state.refits.lock().remove(&series);
             match refitted {
                 Ok(live) => {
@@ -178,7 +187,8 @@ impl ServingState {
     /// replans the workloads on those series. Nothing is fitted. Returns how many were swapped.
     /// Blocking (file reads).
     pub fn sync_live_models(&self) -> Result<usize, AppError> {
-        if !self.registry.reload_if_changed()? {
+        // Shared models follow the fleet's pointers instead (`follow_model_pointers`).
+        if self.shares_models() || !self.registry.reload_if_changed()? {
             return Ok(0);
         }
         let mut swapped = 0;

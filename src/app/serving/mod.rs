@@ -19,6 +19,7 @@
 
 mod events;
 mod fleet;
+mod fleet_models;
 mod fleet_workloads;
 mod forecasts;
 mod ingest;
@@ -117,6 +118,9 @@ pub struct ServingState {
     /// The fleet this replica has joined (set once, before serving); unset, it runs alone and
     /// owns every workload.
     fleet: OnceLock<Arc<dyn Coordinator>>,
+    /// In a fleet with a model store, the store and the fleet's live pointers (set once, before
+    /// joining); unset, models are the registry's.
+    shared_models: OnceLock<fleet_models::SharedModels>,
 }
 
 impl ServingState {
@@ -186,6 +190,7 @@ impl ServingState {
             followers: Mutex::new(HashMap::new()),
             sources_changed: Notify::new(),
             fleet: OnceLock::new(),
+            shared_models: OnceLock::new(),
         }))
     }
 

@@ -97,7 +97,14 @@ impl ServingState {
                 }
                 series
             }
-            None => self.history.store().series(),
+            // In a fleet each owner retrains its own share.
+            None => self
+                .history
+                .store()
+                .series()
+                .into_iter()
+                .filter(|series| self.owns(series))
+                .collect(),
         };
         let id = format!(
             "retrain-{}",
@@ -141,12 +148,15 @@ impl ServingState {
                     else {
                         break;
                     };
-                    let worker = Arc::clone(&state);
-                    let target = one.clone();
-                    match state
-                        .run_blocking(move || worker.retrain_one(&target))
-                        .await
-                    {
+                    let retrained = if state.shares_models() {
+                        state.retrain_shared(&one).await
+                    } else {
+                        let (worker, target) = (Arc::clone(&state), one.clone());
+                        state
+                            .run_blocking(move || worker.retrain_one(&target))
+                            .await
+                    };
+                    match retrained {
                         Ok(()) => {}
                         Err(AppError::ShuttingDown) => break,
                         Err(error) => job.failures.lock().push((one, error.to_string())),
@@ -164,13 +174,7 @@ impl ServingState {
 
     /// Retrains one series and swaps its model in when promoted. Blocking and CPU-heavy.
     fn retrain_one(&self, series: &SeriesId) -> Result<(), AppError> {
-        let settings = RetrainSettings {
-            history_window: self.settings.history_window,
-            promotion_margin: self.settings.promotion_margin,
-            concurrency: 1,
-            dry_run: false,
-            events: self.events.load()?,
-        };
+        let settings = self.retrain_settings()?;
         let outcome = crate::app::retrain_series(&self.history, &self.registry, series, &settings)
             .inspect_err(|error| {
                 if matches!(error, AppError::Forecast(_)) {
@@ -184,6 +188,17 @@ impl ServingState {
             self.mark_due(series);
         }
         Ok(())
+    }
+
+    /// How a retraining job retrains one series: the configured window and margin, the events.
+    pub(super) fn retrain_settings(&self) -> Result<RetrainSettings, AppError> {
+        Ok(RetrainSettings {
+            history_window: self.settings.history_window,
+            promotion_margin: self.settings.promotion_margin,
+            concurrency: 1,
+            dry_run: false,
+            events: self.events.load()?,
+        })
     }
 
     /// Runs the retraining job of every series at each time of `retrain_schedule` (UTC, on the
