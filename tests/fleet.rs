@@ -8,12 +8,12 @@
 //! serve` with `[fleet]` and no etcd fails at start, clearly.
 
 mod etcd_support;
+mod fleet_support;
 mod prometheus_support;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use prescale::service::externalscaler::external_scaler_client::ExternalScalerClient;
@@ -57,24 +57,7 @@ impl Replica {
             config_text(directory.path(), id, &address, &scaler, etcd),
         )
         .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env_remove("PRESCALE_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        // The fleet line comes once the member key is in etcd.
-        let joined = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.starts_with("fleet member"));
-        assert!(joined, "replica {id} did not join the fleet");
-        // The rest is read, so the server never writes to a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let child = fleet_support::spawn_joined(id, &config);
         Self {
             id: id.to_owned(),
             address,

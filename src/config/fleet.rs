@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::fleet_tsdb::{FileTsdbKeys, FleetTsdb, fleet_tsdb};
 use super::validate::{check_range, parse_duration};
 use super::{ConfigError, ScalerConfig, ServerConfig};
 use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
@@ -21,6 +22,13 @@ pub(super) struct FileFleetConfig {
     lease_ttl: Option<String>,
     etcd_timeout: Option<String>,
     prefix: Option<String>,
+    tsdb_url: Option<String>,
+    tsdb_remote_write_url: Option<String>,
+    tsdb_timeout: Option<String>,
+    tsdb_bearer_token_file: Option<std::path::PathBuf>,
+    tsdb_basic_auth_username: Option<String>,
+    tsdb_basic_auth_password_file: Option<std::path::PathBuf>,
+    tsdb_ca_file: Option<std::path::PathBuf>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
@@ -40,6 +48,9 @@ pub struct FleetConfig {
     pub etcd_timeout: Duration,
     /// The etcd key prefix of this fleet.
     pub prefix: String,
+    /// The TSDB pushed samples are written through to and refilled from (`tsdb_*` keys); `None`
+    /// keeps pushed samples in their owner's store only.
+    pub tsdb: Option<FleetTsdb>,
 }
 
 impl FleetConfig {
@@ -161,7 +172,17 @@ pub(super) fn fleet_config(
             format!("{prefix:?} must start and end with '/'"),
         ));
     }
+    let tsdb = fleet_tsdb(FileTsdbKeys {
+        tsdb_url: raw.tsdb_url,
+        tsdb_remote_write_url: raw.tsdb_remote_write_url,
+        tsdb_timeout: raw.tsdb_timeout,
+        tsdb_bearer_token_file: raw.tsdb_bearer_token_file,
+        tsdb_basic_auth_username: raw.tsdb_basic_auth_username,
+        tsdb_basic_auth_password_file: raw.tsdb_basic_auth_password_file,
+        tsdb_ca_file: raw.tsdb_ca_file,
+    })?;
     Ok(Some(FleetConfig {
+        tsdb,
         etcd_endpoints: raw.etcd_endpoints,
         member_id,
         advertise,

@@ -18,7 +18,7 @@ use super::{ServingState, blocking};
 /// The fleet-wide table of workloads.
 const WORKLOADS_TABLE: &str = "workloads";
 
-fn fleet_error(error: FleetError) -> AppError {
+pub(super) fn fleet_error(error: FleetError) -> AppError {
     AppError::Fleet {
         reason: error.to_string(),
     }
@@ -33,19 +33,12 @@ impl ServingState {
         workload: Workload,
     ) -> Result<Workload, AppError> {
         if let Some(coordinator) = self.fleet.get() {
-            let value = serde_json::to_vec(&WorkloadParams::from(&workload)).map_err(|error| {
-                AppError::InvalidRequest {
-                    reason: format!("cannot encode the workload: {error}"),
-                }
-            })?;
-            let key = coordinator.record_key(WORKLOADS_TABLE, workload.name());
-            fenced(
+            let params = WorkloadParams::from(&workload);
+            put_record(
                 coordinator.as_ref(),
-                &[Op::Put {
-                    key,
-                    value,
-                    lease: 0,
-                }],
+                WORKLOADS_TABLE,
+                workload.name(),
+                &params,
             )
             .await?;
         }
@@ -141,8 +134,30 @@ impl ServingState {
     }
 }
 
+/// Writes record `name` of `table` (`value` as JSON), fenced by this replica's membership.
+pub(super) async fn put_record(
+    coordinator: &dyn Coordinator,
+    table: &str,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), AppError> {
+    let value = serde_json::to_vec(value).map_err(|error| AppError::InvalidRequest {
+        reason: format!("cannot encode {table} record {name}: {error}"),
+    })?;
+    let key = coordinator.record_key(table, name);
+    fenced(
+        coordinator,
+        &[Op::Put {
+            key,
+            value,
+            lease: 0,
+        }],
+    )
+    .await
+}
+
 /// Runs `ops` fenced by this replica's membership.
-async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
+pub(super) async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
     match coordinator.fenced_write(ops).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(AppError::Fleet {

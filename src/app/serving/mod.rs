@@ -19,6 +19,8 @@
 
 mod events;
 mod fleet;
+mod fleet_events;
+mod fleet_push;
 mod fleet_workloads;
 mod forecasts;
 mod ingest;
@@ -117,6 +119,13 @@ pub struct ServingState {
     /// The fleet this replica has joined (set once, before serving); unset, it runs alone and
     /// owns every workload.
     fleet: OnceLock<Arc<dyn Coordinator>>,
+    /// In a fleet, the TSDB pushed samples are written through to and refilled from (set once,
+    /// before serving); unset, pushed samples stay in this replica's store only.
+    tsdb: OnceLock<fleet_push::FleetTsdb>,
+    /// In a fleet, the pushed series this replica owns and those it is refilling from the TSDB.
+    refills: Mutex<fleet_push::Refills>,
+    /// Wakes the refills when a re-sync found gained pushed series.
+    refill_wake: Notify,
 }
 
 impl ServingState {
@@ -186,6 +195,9 @@ impl ServingState {
             followers: Mutex::new(HashMap::new()),
             sources_changed: Notify::new(),
             fleet: OnceLock::new(),
+            tsdb: OnceLock::new(),
+            refills: Mutex::default(),
+            refill_wake: Notify::new(),
         }))
     }
 
