@@ -205,11 +205,14 @@ async fn wait_planned(replicas: &[&Replica], name: &str, within: Duration) {
     }
 }
 
+/// The seasonal naive forecast of `load_<index>` through `replica`: fitted on demand from the
+/// owner's store, so two owners holding the same samples answer the same.
 async fn forecast_mean(replica: &Replica, index: usize) -> Vec<f64> {
     ForecastServiceClient::new(replica.channel().await)
         .forecast(ForecastRequest {
             series: series_ref(index),
             horizon: "6h".to_owned(),
+            model: "seasonal_naive".to_owned(),
             ..Default::default()
         })
         .await

@@ -44,7 +44,8 @@ pub(crate) async fn write_routed<T>(
     }
     let mut accepted = 0;
     let mut failure = None;
-    if !local.is_empty() {
+    // An empty message is refused here, as a write with nothing in it.
+    if !local.is_empty() || owners.is_empty() {
         let batch = convert::write_batch(proto::WriteRequest { series: local })?;
         match state.ingest_owned(batch).await {
             Ok(stored) => accepted += stored,
