@@ -12,7 +12,8 @@ use std::time::Duration;
 use crate::app::AppError;
 use crate::domain::{PrometheusSource, Sample, SeriesId, Step};
 use crate::ingest::prometheus::{
-    MAX_POINTS_PER_REQUEST, PrometheusClient, RemoteWriteClient, SourceError, prometheus_labels,
+    MAX_POINTS_PER_REQUEST, PrometheusClient, RemoteWriteClient, SourceError, encode_remote_write,
+    prometheus_labels,
 };
 use crate::store::SeriesSamples;
 
@@ -66,15 +67,20 @@ impl ServingState {
         self: &Arc<Self>,
         batch: Vec<SeriesSamples>,
     ) -> Result<usize, AppError> {
-        if self.fleet.get().is_some()
-            && let Some(tsdb) = self.tsdb.get()
-        {
+        let Some(tsdb) = self.tsdb.get().filter(|_| self.fleet.get().is_some()) else {
+            let state = Arc::clone(self);
+            return blocking(move || state.ingest(&batch)).await;
+        };
+        let (batch, body) = blocking(move || {
             let series: Vec<(&SeriesId, &[Sample])> = batch
                 .iter()
                 .map(|part| (&part.series, part.samples.as_slice()))
                 .collect();
-            tsdb.writer.write(&series).await?;
-        }
+            let body = encode_remote_write(&series);
+            Ok((batch, body))
+        })
+        .await?;
+        tsdb.writer.write(&body).await?;
         let state = Arc::clone(self);
         blocking(move || state.ingest(&batch)).await
     }

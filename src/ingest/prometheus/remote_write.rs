@@ -74,13 +74,12 @@ impl RemoteWriteClient {
         &self.url
     }
 
-    /// Writes `series` (each with its samples) in one request; `Ok` once the TSDB answered 2xx.
-    pub async fn write(&self, series: &[(&SeriesId, &[Sample])]) -> Result<(), RemoteWriteError> {
-        let body = encode(series);
+    /// Writes one request's `body` (from [`encode`]); `Ok` once the TSDB answered 2xx.
+    pub async fn write(&self, body: &[u8]) -> Result<(), RemoteWriteError> {
         let mut pause = FIRST_PAUSE;
         let mut attempt = 1;
         loop {
-            match self.attempt(&body).await {
+            match self.attempt(body).await {
                 Ok(()) => return Ok(()),
                 Err(Failure::Permanent(error)) => return Err(error),
                 Err(Failure::Retryable(reason)) if attempt >= ATTEMPTS => {
@@ -138,9 +137,9 @@ enum Failure {
     Permanent(RemoteWriteError),
 }
 
-/// The snappy-compressed protobuf `WriteRequest` of `series`, samples sorted by time as the
-/// specification requires.
-pub(crate) fn encode(series: &[(&SeriesId, &[Sample])]) -> Vec<u8> {
+/// The snappy-compressed protobuf `WriteRequest` of `series` (each with its samples), samples
+/// sorted by time as the specification requires. CPU work in proportion to the samples.
+pub fn encode(series: &[(&SeriesId, &[Sample])]) -> Vec<u8> {
     let timeseries = series
         .iter()
         .map(|(id, samples)| {
