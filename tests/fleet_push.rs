@@ -367,6 +367,18 @@ async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
     };
     assert_eq!(replicas[owner].stored(&name).await, day as u64);
 
+    // A sample the store would refuse is refused before Prometheus gets any of the message.
+    let invalid = IngestServiceClient::new(replicas[1 - owner].channel().await)
+        .write(message(&[0], |_| {
+            let mut next_day = samples[day..2 * day].to_vec();
+            next_day[5].1 = f64::NAN;
+            next_day
+        }))
+        .await
+        .expect_err("a NaN sample");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
+    assert_eq!(tsdb_samples(&prometheus.url, &name), day as u64);
+
     // Prometheus goes away: a push through the other replica is refused, and not stored.
     let url = prometheus.url.clone();
     drop(prometheus);

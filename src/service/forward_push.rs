@@ -19,6 +19,7 @@ use super::convert;
 use super::forward::{Forwarder, Listener, forwarded};
 use super::proto;
 use super::proto::ingest_service_client::IngestServiceClient;
+use super::remote_write;
 use crate::app::{Placement, ServingState};
 
 /// Stores `message` where its series are owned; returns the samples accepted. `original` carries
@@ -47,7 +48,7 @@ pub(crate) async fn write_routed<T>(
     // An empty message is refused here, as a write with nothing in it.
     if !local.is_empty() || owners.is_empty() {
         let batch = convert::write_batch(proto::WriteRequest { series: local })?;
-        match state.ingest_owned(batch).await {
+        match state.ingest_owned(batch, remote_write::encode).await {
             Ok(stored) => accepted += stored,
             Err(error) => failure = Some(Status::from(error)),
         }

@@ -10,12 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::AppError;
-use crate::domain::{PrometheusSource, Sample, SeriesId, Step};
+use crate::domain::{PrometheusSource, Sample, SeriesId, Step, Timestamp};
 use crate::ingest::prometheus::{
-    MAX_POINTS_PER_REQUEST, PrometheusClient, RemoteWriteClient, SourceError, encode_remote_write,
-    prometheus_labels,
+    MAX_POINTS_PER_REQUEST, PrometheusClient, RemoteWriteClient, SourceError, prometheus_labels,
 };
-use crate::store::SeriesSamples;
+use crate::store::{SeriesSamples, validate_batch};
 
 use super::{Placement, ServingState, blocking};
 
@@ -62,21 +61,23 @@ impl ServingState {
     }
 
     /// Stores a batch of pushed samples this replica owns: in a fleet with a TSDB, first written
-    /// through to it (nothing is stored when it fails: [`AppError::TsdbWrite`]), then here.
+    /// through to it as `encode` makes a remote-write body of it (the service layer owns the wire
+    /// format; nothing is stored when the write fails: [`AppError::TsdbWrite`]), then here.
     pub async fn ingest_owned(
         self: &Arc<Self>,
         batch: Vec<SeriesSamples>,
+        encode: fn(&[SeriesSamples]) -> Vec<u8>,
     ) -> Result<usize, AppError> {
         let Some(tsdb) = self.tsdb.get().filter(|_| self.fleet.get().is_some()) else {
             let state = Arc::clone(self);
             return blocking(move || state.ingest(&batch)).await;
         };
+        let now = Timestamp::now();
         let (batch, body) = blocking(move || {
-            let series: Vec<(&SeriesId, &[Sample])> = batch
-                .iter()
-                .map(|part| (&part.series, part.samples.as_slice()))
-                .collect();
-            let body = encode_remote_write(&series);
+            // What the store would refuse (a NaN, a time far ahead) is refused before the TSDB
+            // has it, so the TSDB never holds what no replica could refill.
+            validate_batch(&batch, now)?;
+            let body = encode(&batch);
             Ok((batch, body))
         })
         .await?;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::domain::{PrometheusSource, Sample, SourceAuth, Step, Timestamp};
 
-pub use remote_write::{RemoteWriteClient, RemoteWriteError, encode as encode_remote_write};
+pub use remote_write::{RemoteWriteClient, RemoteWriteError};
 pub use series_labels::{SERIES_LABEL, prometheus_labels, selector, series_of};
 
 /// Most points one request asks for: below Prometheus' limit of 11,000 per series, with room for a

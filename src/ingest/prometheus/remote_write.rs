@@ -5,17 +5,13 @@
 //!
 //! As the specification asks of senders, a 5xx or 429 answer, a refused connection and a timeout
 //! are retried (a few times, with a doubling pause); another 4xx is the receiver refusing the data
-//! and is not. Series are written as [`super::prometheus_labels`] maps them.
+//! and is not. The body is encoded by the caller (the service layer owns the protobuf), with
+//! series named as [`super::prometheus_labels`] maps them.
 
 use std::time::Duration;
 
-use prost::Message as _;
-
-use super::{PrometheusClient, SourceError, error_chain, prometheus_labels};
-use crate::domain::{PrometheusSource, Sample, SeriesId};
-use crate::ingest::remote_write_proto::{
-    Label, Sample as WireSample, TimeSeries as WireSeries, WriteRequest,
-};
+use super::{PrometheusClient, SourceError, error_chain};
+use crate::domain::PrometheusSource;
 
 /// Attempts of one write, the first included.
 const ATTEMPTS: u32 = 3;
@@ -74,7 +70,8 @@ impl RemoteWriteClient {
         &self.url
     }
 
-    /// Writes one request's `body` (from [`encode`]); `Ok` once the TSDB answered 2xx.
+    /// Writes one request's `body` (a snappy-compressed protobuf `WriteRequest`); `Ok` once the
+    /// TSDB answered 2xx.
     pub async fn write(&self, body: &[u8]) -> Result<(), RemoteWriteError> {
         let mut pause = FIRST_PAUSE;
         let mut attempt = 1;
@@ -135,53 +132,4 @@ enum Failure {
     Retryable(String),
     /// The receiver refused the data; another attempt would be refused alike.
     Permanent(RemoteWriteError),
-}
-
-/// The snappy-compressed protobuf `WriteRequest` of `series` (each with its samples), samples
-/// sorted by time as the specification requires. CPU work in proportion to the samples.
-pub fn encode(series: &[(&SeriesId, &[Sample])]) -> Vec<u8> {
-    let timeseries = series
-        .iter()
-        .map(|(id, samples)| {
-            let mut samples: Vec<WireSample> = samples
-                .iter()
-                .map(|sample| WireSample {
-                    value: sample.value,
-                    timestamp: sample.timestamp.as_millis(),
-                })
-                .collect();
-            samples.sort_by_key(|sample| sample.timestamp);
-            WireSeries {
-                labels: prometheus_labels(id)
-                    .into_iter()
-                    .map(|(name, value)| Label { name, value })
-                    .collect(),
-                samples,
-            }
-        })
-        .collect();
-    let raw = WriteRequest { timeseries }.encode_to_vec();
-    snap::raw::Encoder::new()
-        .compress_vec(&raw)
-        .expect("invariant: snappy compresses any input below 4 GiB")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodes_sorted_samples_under_the_mapped_labels() {
-        let series: SeriesId = "api.load{zone=\"eu\"}".parse().unwrap();
-        let samples = [Sample::new(2_000, 2.0), Sample::new(1_000, 1.0)];
-        let body = encode(&[(&series, &samples)]);
-        let raw = snap::raw::Decoder::new().decompress_vec(&body).unwrap();
-        let request = WriteRequest::decode(raw.as_slice()).unwrap();
-        let written = &request.timeseries[0];
-        let names: Vec<&str> = written.labels.iter().map(|l| l.name.as_str()).collect();
-        assert_eq!(names, ["__name__", "prescale_series", "zone"]);
-        assert_eq!(written.labels[0].value, "api_load");
-        let times: Vec<i64> = written.samples.iter().map(|s| s.timestamp).collect();
-        assert_eq!(times, [1_000, 2_000]);
-    }
 }
