@@ -62,7 +62,9 @@ mod tests {
         assert_eq!(written.labels[0].value, "api_load");
         let times: Vec<i64> = written.samples.iter().map(|s| s.timestamp).collect();
         assert_eq!(times, [1_000, 2_000]);
-        // prescale's own receiver reads the body back.
-        assert_eq!(decode(&body, 1 << 20).unwrap().samples, 2);
+        // prescale's own receiver reads the body back as the same series.
+        let decoded = decode(&body, 1 << 20).unwrap();
+        assert_eq!(decoded.batch[0].series, batch[0].series);
+        assert_eq!(decoded.samples, 2);
     }
 }
