@@ -144,6 +144,9 @@ pub enum AppError {
         /// What happened.
         reason: String,
     },
+    /// In a fleet, pushed samples could not be written through to the TSDB: nothing was stored.
+    #[error("samples not stored: {0}")]
+    TsdbWrite(#[from] crate::ingest::prometheus::RemoteWriteError),
 }
 
 /// Reads a `--input` file into a regular series on its median step (or `step`), through a temporary

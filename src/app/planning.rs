@@ -79,6 +79,17 @@ impl EventStore {
         Ok(event)
     }
 
+    /// Makes the stored calendar `calendar` (a fleet's events, followed from etcd); returns whether
+    /// that changed it.
+    pub fn replace(&self, calendar: &EventCalendar) -> Result<bool, AppError> {
+        let _writing = self.writes.lock();
+        if self.load()? == *calendar {
+            return Ok(false);
+        }
+        self.save(calendar)?;
+        Ok(true)
+    }
+
     /// Removes every event called `name`; returns how many went.
     pub fn remove(&self, name: &str) -> Result<usize, AppError> {
         let _writing = self.writes.lock();

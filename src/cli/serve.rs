@@ -106,6 +106,13 @@ pub(super) fn serve(config: &Config) -> Result<()> {
 /// Connects to etcd (an unreachable etcd is an error here, at start) and joins the fleet; the
 /// membership tasks stop with the state's shutdown, which also leaves the fleet.
 async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState>) -> Result<()> {
+    if let Some(tsdb) = &fleet.tsdb {
+        let (query, remote_write_url) = (tsdb.query.clone(), tsdb.remote_write_url.clone());
+        let joined = Arc::clone(state);
+        tokio::task::spawn_blocking(move || joined.use_tsdb(&query, &remote_write_url))
+            .await?
+            .context("the fleet's tsdb ([fleet] tsdb_*)")?;
+    }
     let etcd = Etcd::connect(&fleet.etcd_endpoints, fleet.etcd_timeout)
         .await
         .context("fleet mode ([fleet] in the config) needs etcd")?;
@@ -129,6 +136,13 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
         fleet.advertise,
         fleet.etcd_endpoints.join(",")
     );
+    if let Some(tsdb) = &fleet.tsdb {
+        println!(
+            "pushed samples are written through to {} and refilled from {}",
+            tsdb.remote_write_url,
+            tsdb.query.url()
+        );
+    }
     Ok(())
 }
 

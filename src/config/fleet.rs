@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::fleet_tsdb::{FileTsdbKeys, FleetTsdb, fleet_tsdb};
 use super::validate::{check_range, parse_duration};
 use super::{ConfigError, ScalerConfig, ServerConfig};
 use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
@@ -23,6 +24,13 @@ pub(super) struct FileFleetConfig {
     etcd_timeout: Option<String>,
     prefix: Option<String>,
     model_store: Option<String>,
+    tsdb_url: Option<String>,
+    tsdb_remote_write_url: Option<String>,
+    tsdb_timeout: Option<String>,
+    tsdb_bearer_token_file: Option<std::path::PathBuf>,
+    tsdb_basic_auth_username: Option<String>,
+    tsdb_basic_auth_password_file: Option<std::path::PathBuf>,
+    tsdb_ca_file: Option<std::path::PathBuf>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
@@ -44,6 +52,9 @@ pub struct FleetConfig {
     pub prefix: String,
     /// Where the fleet's model versions are kept; `None`: each replica keeps its own registry.
     pub model_store: Option<ModelStoreLocation>,
+    /// The TSDB pushed samples are written through to and refilled from (`tsdb_*` keys); `None`
+    /// keeps pushed samples in their owner's store only.
+    pub tsdb: Option<FleetTsdb>,
 }
 
 impl FleetConfig {
@@ -171,7 +182,17 @@ pub(super) fn fleet_config(
         .map(ModelStoreLocation::parse)
         .transpose()
         .map_err(|reason| invalid("fleet.model_store", reason))?;
+    let tsdb = fleet_tsdb(FileTsdbKeys {
+        tsdb_url: raw.tsdb_url,
+        tsdb_remote_write_url: raw.tsdb_remote_write_url,
+        tsdb_timeout: raw.tsdb_timeout,
+        tsdb_bearer_token_file: raw.tsdb_bearer_token_file,
+        tsdb_basic_auth_username: raw.tsdb_basic_auth_username,
+        tsdb_basic_auth_password_file: raw.tsdb_basic_auth_password_file,
+        tsdb_ca_file: raw.tsdb_ca_file,
+    })?;
     Ok(Some(FleetConfig {
+        tsdb,
         etcd_endpoints: raw.etcd_endpoints,
         member_id,
         advertise,

@@ -6,6 +6,7 @@
 
 mod file;
 mod fleet;
+mod fleet_tsdb;
 mod sections;
 mod validate;
 
@@ -15,6 +16,7 @@ use crate::app::{RetrainSettings, Settings};
 use crate::store::StoreOptions;
 
 pub use fleet::FleetConfig;
+pub use fleet_tsdb::FleetTsdb;
 pub use sections::{ScalerConfig, ServerConfig, StoreConfig};
 
 use file::FileConfig;

@@ -5,10 +5,13 @@ use tonic::{Code, Status};
 use crate::app::AppError;
 use crate::forecast::ForecastError;
 use crate::registry::RegistryError;
+use crate::ingest::prometheus::RemoteWriteError;
 use crate::store::StoreError;
 
 /// Maps a use-case error to the status a client sees. Client mistakes are `InvalidArgument`, missing
 /// things `NotFound`, too little history `FailedPrecondition` (the message says needed and got);
+/// pushed samples the fleet's TSDB could not take `Unavailable` (unreachable, 5xx) or
+/// `FailedPrecondition` (it refused them, e.g. too old for its head block), nothing stored;
 /// failures of the server itself are `Internal` and logged.
 pub(crate) fn status(error: &AppError) -> Status {
     let code = match error {
@@ -38,6 +41,10 @@ pub(crate) fn status(error: &AppError) -> Status {
         },
         AppError::NoStep { .. } => Code::FailedPrecondition,
         AppError::NotFound { .. } => Code::NotFound,
+        AppError::TsdbWrite(write) => match write {
+            RemoteWriteError::Refused { .. } => Code::FailedPrecondition,
+            RemoteWriteError::Unavailable { .. } | RemoteWriteError::Client(_) => Code::Unavailable,
+        },
         AppError::PlanPending { .. }
         | AppError::ShuttingDown
         | AppError::Refitting { .. }

@@ -18,6 +18,7 @@ use super::ServerOptions;
 use super::convert;
 use super::error::invalid;
 use super::forward::{self, Forwarder, Listener};
+use super::forward_push;
 use super::proto;
 use super::streams::{StreamSlot, StreamSlots};
 use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
@@ -120,6 +121,23 @@ impl Handlers {
         Ok(bytes)
     }
 
+    /// Stores a pushed `message` where its series are owned (see [`forward_push`]); `caller`
+    /// carries the call's metadata.
+    async fn write_routed(
+        &self,
+        caller: &Request<()>,
+        message: proto::WriteRequest,
+    ) -> Result<usize, Status> {
+        forward_push::write_routed(
+            &self.state,
+            &self.forwarder,
+            caller,
+            message,
+            self.max_message_bytes,
+        )
+        .await
+    }
+
     /// A stream slot for the caller of `request`.
     fn stream_slot<T>(&self, request: &Request<T>) -> Result<StreamSlot, Status> {
         self.streams
@@ -175,7 +193,9 @@ impl proto::ingest_service_server::IngestService for Handlers {
         request: Request<Streaming<proto::WriteRequest>>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
         let _slot = self.stream_slot(&request)?;
-        let mut stream = request.into_inner();
+        let (metadata, extensions, mut stream) = request.into_parts();
+        // The caller's metadata (token, forwarded marker) for the parts sent to other owners.
+        let caller = Request::from_parts(metadata, extensions, ());
         let mut reply = proto::WriteResponse::default();
         let idle = self.stream_idle_timeout;
         while let Some(message) = tokio::time::timeout(idle, stream.next())
@@ -188,8 +208,9 @@ impl proto::ingest_service_server::IngestService for Handlers {
                 ))
             })?
         {
-            let batch = convert::write_batch(message.map_err(oversized)?)?;
-            let accepted = self.blocking(move |state| state.ingest(&batch)).await?;
+            let accepted = self
+                .write_routed(&caller, message.map_err(oversized)?)
+                .await?;
             reply.accepted += accepted as u64;
             reply.batches += 1;
         }
@@ -200,8 +221,9 @@ impl proto::ingest_service_server::IngestService for Handlers {
         &self,
         request: Request<proto::WriteRequest>,
     ) -> Result<Response<proto::WriteResponse>, Status> {
-        let batch = convert::write_batch(request.into_inner())?;
-        let accepted = self.blocking(move |state| state.ingest(&batch)).await?;
+        let (metadata, extensions, message) = request.into_parts();
+        let caller = Request::from_parts(metadata, extensions, ());
+        let accepted = self.write_routed(&caller, message).await?;
         Ok(Response::new(proto::WriteResponse {
             accepted: accepted as u64,
             batches: 1,
@@ -403,7 +425,7 @@ impl proto::event_service_server::EventService for Handlers {
         request: Request<proto::Event>,
     ) -> Result<Response<proto::Event>, Status> {
         let spec = convert::event_spec(request.into_inner());
-        let event = self.blocking(move |state| state.add_event(&spec)).await?;
+        let event = self.state.publish_event(spec).await?;
         Ok(Response::new(convert::event_message(&event)))
     }
 
@@ -426,9 +448,7 @@ impl proto::event_service_server::EventService for Handlers {
         request: Request<proto::RemoveEventRequest>,
     ) -> Result<Response<proto::RemoveEventResponse>, Status> {
         let name = request.into_inner().name;
-        let removed = self
-            .blocking(move |state| state.remove_event(&name))
-            .await?;
+        let removed = self.state.withdraw_event(&name).await?;
         Ok(Response::new(proto::RemoveEventResponse {
             removed: u32::try_from(removed).unwrap_or(u32::MAX),
         }))

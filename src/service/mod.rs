@@ -8,6 +8,7 @@ mod auth;
 mod convert;
 mod error;
 mod forward;
+mod forward_push;
 mod handlers;
 mod layers;
 mod local;

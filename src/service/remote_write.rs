@@ -8,6 +8,7 @@
 //! non-finite values are dropped and counted; a request with no samples (metadata) gets 204.
 
 mod decode;
+mod encode;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use super::auth::BearerAuth;
 use crate::app::ServingState;
 
 pub use decode::{DecodeError, DecodedWrite, STALE_MARKER_BITS, decode};
+pub(crate) use encode::encode;
 
 /// Size limits of one remote-write request. Validated by [`crate::config::Config`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

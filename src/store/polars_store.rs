@@ -295,8 +295,9 @@ fn forget_checkpointed(
 }
 
 /// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
-/// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`].
-fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
+/// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`]. Returns the
+/// samples it holds.
+pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
     let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
     let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
     let mut accepted = 0;

@@ -110,6 +110,23 @@ impl LocalPrometheus {
     /// `web_config` when given; then it only waits for an answer on the port, since a plain GET of
     /// `/-/ready` cannot pass TLS and auth (clients retry until it is ready).
     pub(crate) fn start_with_web_config(seeds: &[Seed<'_>], web_config: Option<&str>) -> Self {
+        Self::launch(seeds, web_config, "")
+    }
+
+    /// An empty Prometheus (remote-write receiver on) that also takes remote-written samples up to
+    /// 30 days older than its newest (`out_of_order_time_window`), as a fleet's TSDB must for
+    /// pushed history.
+    pub(crate) fn start_accepting_history() -> Self {
+        Self::launch(
+            &[],
+            None,
+            "storage:\n  tsdb:\n    out_of_order_time_window: 30d\n",
+        )
+    }
+
+    /// Starts Prometheus over `seeds`, with `web_config` and `extra_config` (YAML appended to its
+    /// configuration file).
+    fn launch(seeds: &[Seed<'_>], web_config: Option<&str>, extra_config: &str) -> Self {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let tsdb = directory.path().join("tsdb");
         std::fs::create_dir_all(&tsdb).expect("the TSDB directory");
@@ -131,7 +148,7 @@ impl LocalPrometheus {
         let config = directory.path().join("prometheus.yml");
         std::fs::write(
             &config,
-            "global:\n  scrape_interval: 1m\nscrape_configs: []\n",
+            format!("global:\n  scrape_interval: 1m\nscrape_configs: []\n{extra_config}"),
         )
         .expect("the config file");
         let port = free_port();

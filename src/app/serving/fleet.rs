@@ -41,8 +41,18 @@ impl ServingState {
         self.fleet.get().map(|coordinator| coordinator.view())
     }
 
-    /// Where a call about `series` is answered.
+    /// Where a call about `series` is answered: nowhere while this replica, its owner, refills it
+    /// from the TSDB.
     pub fn placement(&self, series: &SeriesId) -> Placement {
+        match self.write_placement(series) {
+            Placement::Local if self.refilling(series) => Placement::Unavailable,
+            placement => placement,
+        }
+    }
+
+    /// Where samples of `series` are written: its owner, even while it refills the series (the
+    /// samples go to the TSDB first, so the refill reads them too).
+    pub fn write_placement(&self, series: &SeriesId) -> Placement {
         let Some(coordinator) = self.fleet.get() else {
             return Placement::Local;
         };
@@ -76,6 +86,8 @@ impl ServingState {
         };
         let workloads = Arc::clone(&self).sync_workloads(Arc::clone(&coordinator));
         let models = Arc::clone(&self).follow_model_pointers();
+        let events = Arc::clone(&self).sync_events(Arc::clone(&coordinator));
+        let refills = Arc::clone(&self).run_refills();
         let ownership = async {
             let mut view = coordinator.view();
             loop {
@@ -86,12 +98,15 @@ impl ServingState {
                 self.resync_ownership();
             }
         };
-        tokio::join!(workloads, ownership, models);
+        tokio::join!(workloads, events, refills, ownership, models);
         coordinator.leave().await;
     }
 
     fn resync_ownership(&self) {
         self.forget_unowned_models();
+        if self.note_gained_series() {
+            self.refill_wake.notify_one();
+        }
         for entry in self.workloads.read().values() {
             entry.due.store(true, Ordering::Release);
         }

@@ -33,16 +33,12 @@ impl ServingState {
         workload: Workload,
     ) -> Result<Workload, AppError> {
         if let Some(coordinator) = self.fleet.get() {
-            let value = serde_json::to_vec(&WorkloadParams::from(&workload)).map_err(|error| {
-                AppError::InvalidRequest {
-                    reason: format!("cannot encode the workload: {error}"),
-                }
-            })?;
-            fenced_put(
+            let params = WorkloadParams::from(&workload);
+            put_record(
                 coordinator.as_ref(),
                 WORKLOADS_TABLE,
                 workload.name(),
-                value,
+                &params,
             )
             .await?;
         }
@@ -149,6 +145,19 @@ impl ServingState {
     }
 }
 
+/// Writes record `name` of `table` (`value` as JSON), fenced by this replica's membership.
+pub(super) async fn put_record(
+    coordinator: &dyn Coordinator,
+    table: &str,
+    name: &str,
+    value: &impl serde::Serialize,
+) -> Result<(), AppError> {
+    let value = serde_json::to_vec(value).map_err(|error| AppError::InvalidRequest {
+        reason: format!("cannot encode {table} record {name}: {error}"),
+    })?;
+    fenced_put(coordinator, table, name, value).await
+}
+
 /// Writes `value` as record `name` of fleet-wide table `table`, fenced by this replica's
 /// membership.
 pub(super) async fn fenced_put(
@@ -170,7 +179,7 @@ pub(super) async fn fenced_put(
 }
 
 /// Runs `ops` fenced by this replica's membership.
-async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
+pub(super) async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
     match coordinator.fenced_write(ops).await {
         Ok(true) => Ok(()),
         Ok(false) => Err(AppError::Fleet {

@@ -20,6 +20,8 @@
 mod events;
 mod fleet;
 mod fleet_models;
+mod fleet_events;
+mod fleet_push;
 mod fleet_workloads;
 mod forecasts;
 mod ingest;
@@ -121,6 +123,13 @@ pub struct ServingState {
     /// In a fleet with a model store, the store and the fleet's live pointers (set once, before
     /// joining); unset, models are the registry's.
     shared_models: OnceLock<fleet_models::SharedModels>,
+    /// In a fleet, the TSDB pushed samples are written through to and refilled from (set once,
+    /// before serving); unset, pushed samples stay in this replica's store only.
+    tsdb: OnceLock<fleet_push::FleetTsdb>,
+    /// In a fleet, the pushed series this replica owns and those it is refilling from the TSDB.
+    refills: Mutex<fleet_push::Refills>,
+    /// Wakes the refills when a re-sync found gained pushed series.
+    refill_wake: Notify,
 }
 
 impl ServingState {
@@ -191,6 +200,9 @@ impl ServingState {
             sources_changed: Notify::new(),
             fleet: OnceLock::new(),
             shared_models: OnceLock::new(),
+            tsdb: OnceLock::new(),
+            refills: Mutex::default(),
+            refill_wake: Notify::new(),
         }))
     }
 

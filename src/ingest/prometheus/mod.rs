@@ -7,11 +7,17 @@
 //! at most [`MAX_POINTS_PER_REQUEST`] points. Design: docs/decisions.md, "Prometheus as a history
 //! source".
 
+mod raw;
+mod remote_write;
 mod response;
+mod series_labels;
 
 use std::time::Duration;
 
 use crate::domain::{PrometheusSource, Sample, SourceAuth, Step, Timestamp};
+
+pub use remote_write::{RemoteWriteClient, RemoteWriteError};
+pub use series_labels::{SERIES_LABEL, prometheus_labels, selector, series_of};
 
 /// Most points one request asks for: below Prometheus' limit of 11,000 per series, with room for a
 /// server that counts both ends of the range differently.
@@ -243,14 +249,18 @@ impl PrometheusClient {
             ("end", seconds_text(chunk.end.as_millis())),
             ("step", seconds_text(self.source.step().as_millis())),
         ];
-        let request = self.http.post(&url).form(&form);
-        let request = match &self.credentials {
-            Credentials::None => request,
-            Credentials::Bearer(token) => request.bearer_auth(token),
-            Credentials::Basic { username, password } => {
-                request.basic_auth(username, Some(password))
-            }
-        };
+        self.query(&url, &form, response::parse_matrix).await
+    }
+
+    /// Posts `form` to `url` with the source's credentials, and reads the answer with `parse`
+    /// when it is a 2xx.
+    async fn query<T>(
+        &self,
+        url: &str,
+        form: &[(&str, String)],
+        parse: impl FnOnce(&[u8]) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
+        let request = self.authorised(self.http.post(url).form(form));
         let response = request
             .send()
             .await
@@ -268,7 +278,18 @@ impl PrometheusClient {
                 }),
             );
         }
-        response::parse_matrix(&body)
+        parse(&body)
+    }
+
+    /// `request` with the source's credentials.
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Credentials::None => request,
+            Credentials::Bearer(token) => request.bearer_auth(token),
+            Credentials::Basic { username, password } => {
+                request.basic_auth(username, Some(password))
+            }
+        }
     }
 
     fn transport(&self, error: reqwest::Error) -> SourceError {

@@ -49,6 +49,20 @@ pub(super) fn parse_matrix(body: &[u8]) -> Result<Vec<Sample>, SourceError> {
     envelope.into_samples()
 }
 
+/// Reads a matrix answer of a selector that may match series with more labels than `labels`: the
+/// samples of the series whose label set is exactly `labels`, oldest first (none when absent).
+pub(super) fn parse_exact_matrix(
+    body: &[u8],
+    labels: &BTreeMap<String, String>,
+) -> Result<Vec<Sample>, SourceError> {
+    let mut envelope: Envelope =
+        serde_json::from_slice(body).map_err(|error| bad(error.to_string()))?;
+    if let Some(data) = envelope.data.as_mut() {
+        data.result.retain(|series| series.metric == *labels);
+    }
+    envelope.into_samples()
+}
+
 /// The API's error in a non-2xx answer, when the body is its JSON envelope.
 pub(super) fn api_error(body: &[u8]) -> Option<SourceError> {
     let envelope: Envelope = serde_json::from_slice(body).ok()?;

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
-use crate::domain::{Sample, SeriesId};
+use crate::domain::{DomainError, Sample, SeriesId};
+use crate::ingest::prometheus::SERIES_LABEL;
 use crate::ingest::remote_write_proto::{TimeSeries, WriteRequest};
 use crate::store::SeriesSamples;
 
@@ -115,7 +116,7 @@ fn convert(request: WriteRequest) -> Result<DecodedWrite, DecodeError> {
 }
 
 /// The series a remote-write label set names: `__name__` and the other labels (a label with an
-/// empty value is absent, as in Prometheus).
+/// empty value is absent, as in Prometheus), or the one its `prescale_series` label names.
 fn series_id(labels: Vec<crate::ingest::remote_write_proto::Label>) -> Result<SeriesId, String> {
     let mut name = None;
     let mut others = BTreeMap::new();
@@ -128,6 +129,10 @@ fn series_id(labels: Vec<crate::ingest::remote_write_proto::Label>) -> Result<Se
             }
             others.insert(label.name, label.value);
         }
+    }
+    // A series prescale wrote under sanitised labels names itself (the fleet's write-through).
+    if let Some(text) = others.get(SERIES_LABEL) {
+        return text.parse().map_err(|error: DomainError| error.to_string());
     }
     let name = name.ok_or("no __name__ label")?;
     SeriesId::with_labels(&name, others).map_err(|error| error.to_string())

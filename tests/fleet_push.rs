@@ -1,0 +1,488 @@
+//! Pushed samples and events in a fleet of `prescale serve` processes on 127.0.0.1, coordinated
+//! through a real etcd, with a real Prometheus (remote-write receiver on) as the TSDB: a `Push`
+//! through any replica lands at each series' owner and in Prometheus before it is acknowledged;
+//! after `kill -9` of an owner, the new owner refills the series from Prometheus and plans and
+//! forecasts from the pushed samples; with Prometheus down a `Push` is refused and nothing is
+//! stored; an event added through one replica is applied by the owner's plans on another.
+
+mod etcd_support;
+mod prometheus_support;
+
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use prescale::service::proto::{
+    self, ForecastRequest, GetPlanRequest, ListEventsRequest, ListSeriesRequest,
+    RemoveEventRequest, UpsertWorkloadRequest, WriteRequest,
+    admin_service_client::AdminServiceClient, event_service_client::EventServiceClient,
+    forecast_service_client::ForecastServiceClient, ingest_service_client::IngestServiceClient,
+    plan_service_client::PlanServiceClient,
+};
+use prometheus_support::{LocalPrometheus, free_port, http_get};
+use tonic::transport::Channel;
+
+/// Series pushed, one workload on each.
+const SERIES: usize = 6;
+/// Days of 30-minute history pushed per series.
+const DAYS: usize = 10;
+/// Samples pushed per series.
+const SAMPLES: u64 = (DAYS * 48) as u64;
+
+/// A `prescale serve` replica; killed on drop.
+struct Replica {
+    /// Its member id.
+    id: String,
+    /// Its gRPC address.
+    address: String,
+    child: Child,
+    /// Its data directory and config file.
+    _directory: tempfile::TempDir,
+}
+
+impl Replica {
+    /// Starts replica `id` of the fleet on `etcd`, writing pushed samples through to the
+    /// Prometheus at `tsdb` when given; returns once it has joined.
+    fn start(id: &str, etcd: &str, tsdb: Option<&str>) -> Self {
+        let directory = tempfile::tempdir().unwrap();
+        let address = format!("127.0.0.1:{}", free_port());
+        let tsdb_keys = tsdb
+            .map(|url| {
+                format!(
+                    "tsdb_url = \"{url}\"\ntsdb_remote_write_url = \"{url}/api/v1/write\"\ntsdb_timeout = \"2s\"\n"
+                )
+            })
+            .unwrap_or_default();
+        let config = directory.path().join("prescale.toml");
+        let text = format!(
+            "data_dir = \"{data}\"\n[server]\nlisten = \"{address}\"\nmetrics_listen = \"off\"\n\
+             [registry]\nschedule = \"off\"\n[fleet]\netcd_endpoints = [\"{etcd}\"]\n\
+             member_id = \"{id}\"\nadvertise = \"{address}\"\nlease_ttl = \"3s\"\n\
+             etcd_timeout = \"2s\"\n{tsdb_keys}",
+            data = directory.path().display()
+        );
+        std::fs::write(&config, text).unwrap();
+        let child = etcd_support::start_member(id, &config);
+        Self {
+            id: id.to_owned(),
+            address,
+            child,
+            _directory: directory,
+        }
+    }
+
+    async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.address))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Samples of series `name` in this replica's own store (0 when it holds none).
+    async fn stored(&self, name: &str) -> u64 {
+        let listed = AdminServiceClient::new(self.channel().await)
+            .list_series(ListSeriesRequest {
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed
+            .series
+            .iter()
+            .find(|info| {
+                info.series
+                    .as_ref()
+                    .is_some_and(|series| series.name == name)
+            })
+            .map_or(0, |info| info.samples)
+    }
+
+    /// `kill -9`.
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn series_name(index: usize) -> String {
+    format!("load_{index}")
+}
+
+fn series_ref(index: usize) -> Option<proto::SeriesRef> {
+    Some(proto::SeriesRef {
+        name: series_name(index),
+        labels: Default::default(),
+    })
+}
+
+/// Workload `w<index>` on series `load_<index>`, fed by pushes.
+fn upsert(index: usize) -> UpsertWorkloadRequest {
+    UpsertWorkloadRequest {
+        workload: Some(proto::Workload {
+            name: format!("w{index}"),
+            series: series_ref(index),
+            capacity_per_replica: 100.0,
+            max_replicas: 100,
+            warm_up: "30m".to_owned(),
+            mode: "forecast-and-scale".to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// `DAYS` of 30-minute taxi demand ending at the last half hour, scaled per series.
+fn history(index: usize) -> Vec<(i64, f64)> {
+    let now = prescale::domain::Timestamp::now().as_millis();
+    let last = now.div_euclid(30 * 60_000) * 30 * 60_000;
+    let scale = 1.0 + index as f64 / 4.0;
+    prometheus_support::nyc_taxi_ending_at(last, DAYS)
+        .into_iter()
+        .map(|(at, value)| (at, value * scale))
+        .collect()
+}
+
+/// One message holding `samples` of each series in `indexes`.
+fn message(indexes: &[usize], samples: impl Fn(usize) -> Vec<(i64, f64)>) -> WriteRequest {
+    WriteRequest {
+        series: indexes
+            .iter()
+            .map(|index| {
+                let (timestamps_ms, values) = samples(*index).into_iter().unzip();
+                proto::SeriesSamples {
+                    series: series_ref(*index),
+                    timestamps_ms,
+                    values,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Samples Prometheus holds of `name` over the last 30 days.
+fn tsdb_samples(prometheus: &str, name: &str) -> u64 {
+    let path = format!("/api/v1/query?query=count_over_time%28{name}%5B30d%5D%29");
+    let (status, body) = http_get(prometheus, &path).expect("prometheus answers");
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .map_or(0, |count| count.parse().unwrap())
+}
+
+/// Waits until workload `name` answers GetPlan through every one of `replicas`.
+async fn wait_planned(replicas: &[&Replica], name: &str, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let mut failures = Vec::new();
+        for replica in replicas {
+            if let Err(status) = PlanServiceClient::new(replica.channel().await)
+                .get_plan(GetPlanRequest {
+                    workload: name.to_owned(),
+                })
+                .await
+            {
+                failures.push(format!("{}: {status}", replica.id));
+            }
+        }
+        if failures.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{name} not planned within {within:?}: {failures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The seasonal naive forecast of `load_<index>` through `replica`: fitted on demand from the
+/// owner's store, so two owners holding the same samples answer the same.
+async fn forecast_mean(replica: &Replica, index: usize) -> Vec<f64> {
+    ForecastServiceClient::new(replica.channel().await)
+        .forecast(ForecastRequest {
+            series: series_ref(index),
+            horizon: "6h".to_owned(),
+            model: "seasonal_naive".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|status| panic!("forecast through {}: {status}", replica.id))
+        .into_inner()
+        .mean
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = LocalPrometheus::start_accepting_history();
+    let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
+        .iter()
+        .map(|id| Replica::start(id, &etcd.url, Some(&prometheus.url)))
+        .collect();
+    let through = replicas[0].channel().await;
+    for index in 0..SERIES {
+        PlanServiceClient::new(through.clone())
+            .upsert_workload(upsert(index))
+            .await
+            .unwrap();
+    }
+
+    // Two messages through r0, each with every series: the older and the newer half.
+    let indexes: Vec<usize> = (0..SERIES).collect();
+    let half = DAYS * 24;
+    let messages = vec![
+        message(&indexes, |index| history(index)[..half].to_vec()),
+        message(&indexes, |index| history(index)[half..].to_vec()),
+    ];
+    let pushed = IngestServiceClient::new(through.clone())
+        .push(tokio_stream::iter(messages))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (pushed.accepted, pushed.batches),
+        (SERIES as u64 * SAMPLES, 2)
+    );
+
+    // Acknowledged means written through: Prometheus holds every sample now, and each series is
+    // stored by exactly one replica, its owner (several of them other than r0).
+    let mut owners = Vec::new();
+    for index in 0..SERIES {
+        let name = series_name(index);
+        assert_eq!(tsdb_samples(&prometheus.url, &name), SAMPLES, "{name}");
+        let mut holders = Vec::new();
+        for (position, replica) in replicas.iter().enumerate() {
+            match replica.stored(&name).await {
+                0 => {}
+                SAMPLES => holders.push(position),
+                other => panic!("{name}: {other} samples at {}", replica.id),
+            }
+        }
+        assert_eq!(holders.len(), 1, "{name} stored at {holders:?}");
+        owners.push(holders[0]);
+    }
+    eprintln!("owners: {owners:?}");
+    assert!(owners.iter().any(|owner| *owner != 0), "{owners:?}");
+
+    // A write marked as forwarded that reaches a non-owner is refused, not sent on.
+    let stray = (0..SERIES).find(|index| owners[*index] != 0).unwrap();
+    let mut marked = tonic::Request::new(message(&[stray], |index| history(index)[..1].to_vec()));
+    marked
+        .metadata_mut()
+        .insert("x-prescale-forwarded", "1".parse().unwrap());
+    let refused = IngestServiceClient::new(through.clone())
+        .write(marked)
+        .await
+        .expect_err("a forwarded write to a non-owner");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+
+    // Every workload is planned from the pushed samples, through every replica.
+    for index in 0..SERIES {
+        let all: Vec<&Replica> = replicas.iter().collect();
+        wait_planned(&all, &format!("w{index}"), Duration::from_secs(180)).await;
+    }
+    let victim = (0..replicas.len())
+        .max_by_key(|replica| owners.iter().filter(|owner| *owner == replica).count())
+        .unwrap();
+    let orphans: Vec<usize> = (0..SERIES)
+        .filter(|index| owners[*index] == victim)
+        .collect();
+    let before: Vec<Vec<f64>> = {
+        let mut means = Vec::new();
+        for index in &orphans {
+            means.push(forecast_mean(&replicas[victim], *index).await);
+        }
+        means
+    };
+
+    // kill -9 the owner of the most: the new owners refill from Prometheus, then plan and
+    // forecast from the same samples.
+    replicas[victim].kill();
+    let killed = Instant::now();
+    let survivors: Vec<&Replica> = replicas
+        .iter()
+        .enumerate()
+        .filter(|(position, _)| *position != victim)
+        .map(|(_, replica)| replica)
+        .collect();
+    for index in &orphans {
+        wait_planned(&survivors, &format!("w{index}"), Duration::from_secs(120)).await;
+    }
+    eprintln!(
+        "{} series of the killed replica planned again after {:?}",
+        orphans.len(),
+        killed.elapsed()
+    );
+    for (index, mean) in orphans.iter().zip(&before) {
+        let name = series_name(*index);
+        let mut refilled = Vec::new();
+        for survivor in &survivors {
+            refilled.push(survivor.stored(&name).await);
+        }
+        refilled.sort_unstable();
+        assert_eq!(refilled, [0, SAMPLES], "{name} at the survivors");
+        for survivor in &survivors {
+            assert_eq!(forecast_mean(survivor, *index).await, *mean, "{name}");
+        }
+    }
+    drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = LocalPrometheus::start_accepting_history();
+    let replicas: Vec<Replica> = ["a", "b"]
+        .iter()
+        .map(|id| Replica::start(id, &etcd.url, Some(&prometheus.url)))
+        .collect();
+    let day = 48;
+    let samples = history(0);
+    IngestServiceClient::new(replicas[0].channel().await)
+        .write(message(&[0], |_| samples[..day].to_vec()))
+        .await
+        .unwrap();
+    let name = series_name(0);
+    assert_eq!(tsdb_samples(&prometheus.url, &name), day as u64);
+    let owner = if replicas[0].stored(&name).await > 0 {
+        0
+    } else {
+        1
+    };
+    assert_eq!(replicas[owner].stored(&name).await, day as u64);
+
+    // A sample the store would refuse is refused before Prometheus gets any of the message.
+    let invalid = IngestServiceClient::new(replicas[1 - owner].channel().await)
+        .write(message(&[0], |_| {
+            let mut next_day = samples[day..2 * day].to_vec();
+            next_day[5].1 = f64::NAN;
+            next_day
+        }))
+        .await
+        .expect_err("a NaN sample");
+    assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
+    assert_eq!(tsdb_samples(&prometheus.url, &name), day as u64);
+
+    // Prometheus goes away: a push through the other replica is refused, and not stored.
+    let url = prometheus.url.clone();
+    drop(prometheus);
+    assert!(http_get(&url, "/-/ready").is_none());
+    let refused = IngestServiceClient::new(replicas[1 - owner].channel().await)
+        .push(tokio_stream::iter(vec![message(&[0], |_| {
+            samples[day..2 * day].to_vec()
+        })]))
+        .await
+        .expect_err("a push the tsdb did not take");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    assert!(refused.message().contains("tsdb"), "{refused}");
+    assert_eq!(replicas[owner].stored(&name).await, day as u64);
+    drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_added_through_one_replica_is_applied_by_the_owner_on_another() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let replicas: Vec<Replica> = ["e0", "e1"]
+        .iter()
+        .map(|id| Replica::start(id, &etcd.url, None))
+        .collect();
+    let channel = replicas[0].channel().await;
+    PlanServiceClient::new(channel.clone())
+        .upsert_workload(upsert(0))
+        .await
+        .unwrap();
+    IngestServiceClient::new(channel)
+        .write(message(&[0], history))
+        .await
+        .unwrap();
+    let owner = if replicas[0].stored(&series_name(0)).await > 0 {
+        0
+    } else {
+        1
+    };
+    let other = &replicas[1 - owner];
+    wait_planned(&[&replicas[owner]], "w0", Duration::from_secs(120)).await;
+
+    let now = prescale::domain::Timestamp::now().as_millis();
+    EventServiceClient::new(other.channel().await)
+        .add_event(proto::Event {
+            name: "launch".to_owned(),
+            start_ms: now + 2 * 3_600_000,
+            end_ms: now + 4 * 3_600_000,
+            multiplier: Some(2.0),
+            like: String::new(),
+        })
+        .await
+        .unwrap();
+    let mut owners_plans = PlanServiceClient::new(replicas[owner].channel().await);
+    let started = Instant::now();
+    loop {
+        let plan = owners_plans
+            .get_plan(GetPlanRequest {
+                workload: "w0".to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if plan
+            .applied_events
+            .iter()
+            .any(|event| event.contains("launch"))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the owner's plan never applied the event: {:?} {:?}",
+            plan.applied_events,
+            plan.skipped_events
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Removed through the owner, it leaves the other replica's events too.
+    let removed = EventServiceClient::new(replicas[owner].channel().await)
+        .remove_event(RemoveEventRequest {
+            name: "launch".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(removed.removed, 1);
+    let started = Instant::now();
+    let mut others_events = EventServiceClient::new(other.channel().await);
+    while !others_events
+        .list_events(ListEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .is_empty()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the event stayed at {}",
+            other.id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(etcd);
+}
