@@ -21,6 +21,7 @@ pub(super) struct FileFleetConfig {
     lease_ttl: Option<String>,
     etcd_timeout: Option<String>,
     prefix: Option<String>,
+    join_timeout: Option<String>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
@@ -40,6 +41,9 @@ pub struct FleetConfig {
     pub etcd_timeout: Duration,
     /// The etcd key prefix of this fleet.
     pub prefix: String,
+    /// How long a joining replica warms its future share (plans it) before it turns active
+    /// anyway.
+    pub join_timeout: Duration,
 }
 
 impl FleetConfig {
@@ -51,7 +55,8 @@ impl FleetConfig {
             info: MemberInfo {
                 addr: self.advertise.clone(),
                 scaler_addr: self.scaler_advertise.clone(),
-                state: MemberState::Active,
+                // Active once it has warmed its share (see `ServingState::warm_then_activate`).
+                state: MemberState::Joining,
             },
             lease_ttl: self.lease_ttl,
         }
@@ -161,6 +166,11 @@ pub(super) fn fleet_config(
             format!("{prefix:?} must start and end with '/'"),
         ));
     }
+    let join_timeout = parse_duration(
+        "fleet.join_timeout",
+        raw.join_timeout.as_deref().unwrap_or("60s"),
+    )?;
+    check_range("fleet.join_timeout", join_timeout.as_secs(), 0..=3600)?;
     Ok(Some(FleetConfig {
         etcd_endpoints: raw.etcd_endpoints,
         member_id,
@@ -169,6 +179,7 @@ pub(super) fn fleet_config(
         lease_ttl,
         etcd_timeout,
         prefix,
+        join_timeout,
     }))
 }
 
@@ -203,6 +214,7 @@ mod tests {
         assert_eq!(fleet.etcd_endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(fleet.lease_ttl, Duration::from_secs(10));
         assert_eq!(fleet.etcd_timeout, Duration::from_secs(5));
+        assert_eq!(fleet.join_timeout, Duration::from_secs(60));
         let membership = fleet.membership();
         assert_eq!(membership.members_prefix(), "/prescale/members/");
         assert_eq!(membership.info.addr, "prescale-0.prescale:50051");
@@ -234,6 +246,10 @@ mod tests {
             "fleet.lease_ttl"
         );
         assert_eq!(refused_key(&with("prefix = \"prescale\"")), "fleet.prefix");
+        assert_eq!(
+            refused_key(&with("join_timeout = \"2h\"")),
+            "fleet.join_timeout"
+        );
         assert_eq!(
             refused_key(&with("scaler_advertise = \"a:1\"")),
             "fleet.scaler_advertise"

@@ -40,7 +40,9 @@ pub(crate) fn status(error: &AppError) -> Status {
         AppError::PlanPending { .. }
         | AppError::ShuttingDown
         | AppError::Refitting { .. }
-        | AppError::Fleet { .. } => Code::Unavailable,
+        | AppError::Fleet { .. }
+        // Transient: the replica leaves read-only once etcd answers; another may take it now.
+        | AppError::FleetReadOnly { .. } => Code::Unavailable,
         AppError::Simulate(_)
         | AppError::Registry(_)
         | AppError::TemporaryStore { .. }

@@ -16,7 +16,7 @@ use crate::plan::{Workload, WorkloadParams};
 use super::{ServingState, blocking};
 
 /// The fleet-wide table of workloads.
-const WORKLOADS_TABLE: &str = "workloads";
+pub(super) const WORKLOADS_TABLE: &str = "workloads";
 
 fn fleet_error(error: FleetError) -> AppError {
     AppError::Fleet {
@@ -33,6 +33,7 @@ impl ServingState {
         workload: Workload,
     ) -> Result<Workload, AppError> {
         if let Some(coordinator) = self.fleet.get() {
+            self.refuse_when_read_only("UpsertWorkload")?;
             let value = serde_json::to_vec(&WorkloadParams::from(&workload)).map_err(|error| {
                 AppError::InvalidRequest {
                     reason: format!("cannot encode the workload: {error}"),
@@ -57,6 +58,7 @@ impl ServingState {
     /// [`ServingState::store_workload`]), then here.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
         if let Some(coordinator) = self.fleet.get() {
+            self.refuse_when_read_only("DeleteWorkload")?;
             self.entry(name)?;
             let key = coordinator.record_key(WORKLOADS_TABLE, name);
             fenced(coordinator.as_ref(), &[Op::Delete { key }]).await?;
@@ -141,13 +143,27 @@ impl ServingState {
     }
 }
 
-/// Runs `ops` fenced by this replica's membership.
+/// How many times a fenced write refused for a stale view is tried with the next view.
+const FENCED_ATTEMPTS: usize = 3;
+
+/// Runs `ops` fenced by this replica's membership. A workload write does not depend on who owns
+/// what, so one refused because a member changed after this replica's view (one turning active,
+/// most often) is tried again with the next view, while this replica still holds its lease.
 async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
-    match coordinator.fenced_write(ops).await {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(AppError::Fleet {
-            reason: "the write was refused: this replica is no longer the fleet member it was (its lease was lost, or members changed); retry".to_owned(),
-        }),
-        Err(error) => Err(fleet_error(error)),
+    let mut view = coordinator.view();
+    for _ in 0..FENCED_ATTEMPTS {
+        view.borrow_and_update();
+        match coordinator.fenced_write(ops).await {
+            Ok(true) => return Ok(()),
+            Ok(false) if view.borrow().incarnation.is_some() => {
+                // The next view, or the same one again after a while.
+                let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
+            }
+            Ok(false) => break,
+            Err(error) => return Err(fleet_error(error)),
+        }
     }
+    Err(AppError::Fleet {
+        reason: "the write was refused: this replica is no longer the fleet member it was (its lease was lost, or members changed); retry".to_owned(),
+    })
 }

@@ -19,6 +19,7 @@
 
 mod events;
 mod fleet;
+mod fleet_handover;
 mod fleet_workloads;
 mod forecasts;
 mod ingest;
