@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 use fleet_support::{Replica, answered_alike, get_plan, identity, series_name};
 use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
 use prescale::service::FLEET_HEALTH_SERVICE;
-use prescale::service::proto::{GetWorkloadRequest, plan_service_client::PlanServiceClient};
+use prescale::service::proto::{
+    GetPlanRequest, GetWorkloadRequest, plan_service_client::PlanServiceClient,
+};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -49,6 +51,17 @@ fn share_of(ids: &[&str], id: &str) -> BTreeSet<usize> {
     (0..WORKLOADS)
         .filter(|index| view.owns(&series_name(*index)))
         .collect()
+}
+
+/// A GetPlan of `name` marked as forwarded by another replica.
+fn marked(name: &str) -> tonic::Request<GetPlanRequest> {
+    let mut request = tonic::Request::new(GetPlanRequest {
+        workload: name.to_owned(),
+    });
+    request
+        .metadata_mut()
+        .insert("x-prescale-forwarded", "1".parse().unwrap());
+    request
 }
 
 /// Whether `replica` follows workload `name`'s source (only its owner does).
@@ -184,6 +197,32 @@ async fn a_fourth_replica_takes_its_quarter_with_no_failed_get_plan() {
             .unwrap();
         assert_eq!(identity(&after[*index]), identity(&direct));
     }
+    // A forwarded call that reaches the old owner of a moved workload (the sender's view a moment
+    // behind) is answered from the fresh plan it still holds, not refused; one that reaches the
+    // replica of a workload it never held is refused, not forwarded again.
+    let moved = *joining.first().unwrap();
+    let old_owner = (0..3)
+        .find(|replica| share_of(&ids[..3], ids[*replica]).contains(&moved))
+        .unwrap();
+    let held = PlanServiceClient::new(replicas[old_owner].channel().await)
+        .get_plan(marked(&names[moved]))
+        .await
+        .unwrap_or_else(|status| panic!("marked GetPlan on the old owner: {status}"))
+        .into_inner();
+    assert_ne!(
+        identity(&held),
+        identity(&after[moved]),
+        "the old owner's own plan"
+    );
+    let never = (0..WORKLOADS)
+        .find(|index| !joining.contains(index))
+        .unwrap();
+    let refused = PlanServiceClient::new(replicas[3].channel().await)
+        .get_plan(marked(&names[never]))
+        .await
+        .expect_err("a marked call to a replica that never held the workload");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+
     // The loop keeps asking a while after the move.
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Release);
