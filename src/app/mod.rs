@@ -147,6 +147,18 @@ pub enum AppError {
     /// In a fleet, pushed samples could not be written through to the TSDB: nothing was stored.
     #[error("samples not stored: {0}")]
     TsdbWrite(#[from] crate::ingest::prometheus::RemoteWriteError),
+    /// In a fleet, this replica has lost etcd (its lease renewals failed) and serves its last
+    /// plans read-only: it changes nothing fleet-wide until etcd answers and it has registered
+    /// again.
+    #[error(
+        "fleet: replica {member} has lost etcd and serves its last plans read-only; {operation} is refused until etcd answers again (retry, or use another replica)"
+    )]
+    FleetReadOnly {
+        /// This replica's member id.
+        member: String,
+        /// What was refused.
+        operation: &'static str,
+    },
 }
 
 /// Reads a `--input` file into a regular series on its median step (or `step`), through a temporary

@@ -6,6 +6,7 @@
 //! One [`Telemetry`] value per server (no global registry), shared by the use cases (samples, plans,
 //! models) and the service layer (gRPC requests, remote-write).
 
+mod fleet_gauges;
 mod plan_gauges;
 
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use prometheus_client::registry::Registry;
 use crate::app::PublishedPlan;
 use crate::domain::SeriesId;
 
+use fleet_gauges::FleetGauges;
 use plan_gauges::PlanGauges;
 
 /// Upper bounds of the latency histogram buckets, in seconds.
@@ -103,6 +105,8 @@ pub struct Telemetry {
     remote_write_samples: Family<Labels<1>, ClientCounter>,
     /// Each workload's latest plan, rendered as gauges at every scrape.
     plans: Arc<PlanGauges>,
+    /// This replica's fleet state (fleet mode only).
+    fleet: Arc<FleetGauges>,
     /// Everything above, as `/metrics` renders it.
     registry: Registry,
 }
@@ -187,6 +191,8 @@ impl Default for Telemetry {
         );
         let plans = Arc::new(PlanGauges::default());
         registry.register_collector(Box::new(Arc::clone(&plans)));
+        let fleet = Arc::new(FleetGauges::default());
+        registry.register_collector(Box::new(Arc::clone(&fleet)));
         Self {
             samples_ingested,
             plan_refreshes,
@@ -205,12 +211,19 @@ impl Default for Telemetry {
             remote_write_requests,
             remote_write_samples,
             plans,
+            fleet,
             registry,
         }
     }
 }
 
 impl Telemetry {
+    /// Sets the fleet gauges: whether this replica holds its etcd lease, serves read-only after
+    /// losing it, or is joining.
+    pub fn set_fleet(&self, etcd_connected: bool, read_only: bool, joining: bool) {
+        self.fleet.set(etcd_connected, read_only, joining);
+    }
+
     /// Records one finished request: its gRPC method path (or the one label the service gives every
     /// path it does not serve, so the callers bound the labels), status code name and latency.
     pub fn record_request(&self, method: &str, code: &'static str, latency: Duration) {

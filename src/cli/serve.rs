@@ -129,7 +129,9 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
         state.share_models(store);
         println!("models shared through {location}, live pointers in etcd");
     }
-    state.join_fleet(coordinator);
+    state.join_fleet(Arc::clone(&coordinator) as Arc<dyn prescale::fleet::Coordinator>);
+    // Registered as joining: it turns active once it has planned its share.
+    tokio::spawn(Arc::clone(state).warm_then_activate(coordinator, fleet.join_timeout));
     println!(
         "fleet member {} (advertised as {}) through etcd at {}",
         fleet.member_id,

@@ -31,6 +31,7 @@ pub(super) struct FileFleetConfig {
     tsdb_basic_auth_username: Option<String>,
     tsdb_basic_auth_password_file: Option<std::path::PathBuf>,
     tsdb_ca_file: Option<std::path::PathBuf>,
+    join_timeout: Option<String>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
@@ -55,6 +56,9 @@ pub struct FleetConfig {
     /// The TSDB pushed samples are written through to and refilled from (`tsdb_*` keys); `None`
     /// keeps pushed samples in their owner's store only.
     pub tsdb: Option<FleetTsdb>,
+    /// How long a joining replica warms its future share (plans it) before it turns active
+    /// anyway.
+    pub join_timeout: Duration,
 }
 
 impl FleetConfig {
@@ -66,7 +70,8 @@ impl FleetConfig {
             info: MemberInfo {
                 addr: self.advertise.clone(),
                 scaler_addr: self.scaler_advertise.clone(),
-                state: MemberState::Active,
+                // Active once it has warmed its share (see `ServingState::warm_then_activate`).
+                state: MemberState::Joining,
             },
             lease_ttl: self.lease_ttl,
         }
@@ -191,6 +196,11 @@ pub(super) fn fleet_config(
         tsdb_basic_auth_password_file: raw.tsdb_basic_auth_password_file,
         tsdb_ca_file: raw.tsdb_ca_file,
     })?;
+    let join_timeout = parse_duration(
+        "fleet.join_timeout",
+        raw.join_timeout.as_deref().unwrap_or("60s"),
+    )?;
+    check_range("fleet.join_timeout", join_timeout.as_secs(), 0..=3600)?;
     Ok(Some(FleetConfig {
         tsdb,
         etcd_endpoints: raw.etcd_endpoints,
@@ -201,6 +211,7 @@ pub(super) fn fleet_config(
         etcd_timeout,
         prefix,
         model_store,
+        join_timeout,
     }))
 }
 
@@ -235,6 +246,7 @@ mod tests {
         assert_eq!(fleet.etcd_endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(fleet.lease_ttl, Duration::from_secs(10));
         assert_eq!(fleet.etcd_timeout, Duration::from_secs(5));
+        assert_eq!(fleet.join_timeout, Duration::from_secs(60));
         let membership = fleet.membership();
         assert_eq!(membership.members_prefix(), "/prescale/members/");
         assert_eq!(membership.info.addr, "prescale-0.prescale:50051");
@@ -279,6 +291,10 @@ mod tests {
             Some(crate::registry::ModelStoreLocation::Directory(
                 "/srv/models".into()
             ))
+        );
+        assert_eq!(
+            refused_key(&with("join_timeout = \"2h\"")),
+            "fleet.join_timeout"
         );
         assert_eq!(
             refused_key(&with("scaler_advertise = \"a:1\"")),

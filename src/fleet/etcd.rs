@@ -78,6 +78,15 @@ pub enum Compare {
         /// The bound.
         revision: i64,
     },
+    /// Every key from `key` up to `range_end` was last modified (created or put) below `revision`.
+    ModRevisionBelowInRange {
+        /// The first key.
+        key: String,
+        /// The end of the range (exclusive).
+        range_end: String,
+        /// The bound.
+        revision: i64,
+    },
 }
 
 /// An operation of a transaction branch.
@@ -525,11 +534,20 @@ fn compare_message(condition: &Compare) -> pb::Compare {
             key,
             range_end,
             revision,
+        }
+        | Compare::ModRevisionBelowInRange {
+            key,
+            range_end,
+            revision,
         } => (
             key,
             range_end.as_bytes().to_vec(),
             compare::CompareResult::Less,
-            compare::CompareTarget::Create,
+            if matches!(condition, Compare::ModRevisionBelowInRange { .. }) {
+                compare::CompareTarget::Mod
+            } else {
+                compare::CompareTarget::Create
+            },
             *revision,
         ),
     };

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::etcd::{Compare, Entry, Etcd, KeepAlive, Op, Watch, WatchEvent, prefix_end};
-use super::ownership::{FleetView, Member, MemberInfo};
+use super::ownership::{FleetView, Member, MemberInfo, MemberState};
 use super::{BoxFuture, Coordinator, FleetError, RecordWatch, Records};
 
 /// How a replica takes part in the fleet.
@@ -83,6 +83,9 @@ struct Shared {
     incarnation: Option<i64>,
     /// The current lease, 0 for none.
     lease: i64,
+    /// The state this replica registers with: joining until [`Coordinator::activate`], then
+    /// active (a registration after a step-down is active at once: it holds its share's plans).
+    state: MemberState,
 }
 
 /// What the background tasks work with.
@@ -108,6 +111,7 @@ impl EtcdCoordinator {
             revision: 0,
             incarnation: None,
             lease: 0,
+            state: settings.info.state,
         }));
         let registration = Registration {
             etcd: etcd.clone(),
@@ -159,13 +163,52 @@ impl Coordinator for EtcdCoordinator {
                     key: self.settings.member_key(),
                     revision: incarnation,
                 },
-                Compare::CreateRevisionBelowInRange {
+                // Mod, not create: a member that turned active after the view (taking keys from
+                // this writer) refuses the write as a member that joined after it does.
+                Compare::ModRevisionBelowInRange {
                     range_end: String::from_utf8_lossy(&prefix_end(&members)).into_owned(),
                     key: members,
                     revision: view.revision + 1,
                 },
             ];
             Ok(self.etcd.txn(&compares, ops, &[]).await?.succeeded)
+        })
+    }
+
+    fn activate(&self) -> BoxFuture<'_, Result<bool, FleetError>> {
+        Box::pin(async move {
+            let (incarnation, lease) = {
+                let shared = self.shared.lock();
+                (shared.incarnation, shared.lease)
+            };
+            let Some(incarnation) = incarnation else {
+                return Ok(false);
+            };
+            let info = MemberInfo {
+                state: MemberState::Active,
+                ..self.settings.info.clone()
+            };
+            let key = self.settings.member_key();
+            let outcome = self
+                .etcd
+                .txn(
+                    &[Compare::CreateRevisionEquals {
+                        key: key.clone(),
+                        revision: incarnation,
+                    }],
+                    &[Op::Put {
+                        key,
+                        value: encode_info(&info)?,
+                        lease,
+                    }],
+                    &[],
+                )
+                .await?;
+            if outcome.succeeded {
+                self.shared.lock().state = MemberState::Active;
+                tracing::info!(member = %self.settings.member_id, incarnation, "active in the fleet");
+            }
+            Ok(outcome.succeeded)
         })
     }
 
@@ -227,11 +270,11 @@ impl Registration {
     async fn register(&self) -> Result<KeepAlive, FleetError> {
         let lease = self.etcd.grant(self.settings.lease_ttl).await?;
         let key = self.settings.member_key();
-        let value =
-            serde_json::to_vec(&self.settings.info).map_err(|error| FleetError::Decode {
-                what: "member info".to_owned(),
-                reason: error.to_string(),
-            })?;
+        let info = MemberInfo {
+            state: self.shared.lock().state,
+            ..self.settings.info.clone()
+        };
+        let value = encode_info(&info)?;
         let outcome = self
             .etcd
             .txn(
@@ -255,7 +298,7 @@ impl Registration {
         shared.lease = lease;
         shared.incarnation = Some(outcome.revision);
         drop(shared);
-        tracing::info!(member = %self.settings.member_id, incarnation = outcome.revision, "joined the fleet");
+        tracing::info!(member = %self.settings.member_id, incarnation = outcome.revision, state = ?info.state, "joined the fleet");
         Ok(keep_alive)
     }
 
@@ -426,6 +469,14 @@ impl Registration {
         }
         self.publish(&shared);
     }
+}
+
+/// What a member publishes, as its key's value.
+fn encode_info(info: &MemberInfo) -> Result<Vec<u8>, FleetError> {
+    serde_json::to_vec(info).map_err(|error| FleetError::Decode {
+        what: "member info".to_owned(),
+        reason: error.to_string(),
+    })
 }
 
 fn apply_put(shared: &mut Shared, prefix: &str, entry: Entry) {

@@ -4,6 +4,7 @@
 //! docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
 
 pub mod etcd;
+mod handover;
 mod membership;
 mod ownership;
 
@@ -34,6 +35,11 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
         &'a self,
         ops: &'a [etcd::Op],
     ) -> Pin<Box<dyn Future<Output = Result<bool, FleetError>> + Send + 'a>>;
+
+    /// Turns this replica from joining to active (its member key's state, on the same lease and
+    /// incarnation), once it has warmed its share. Returns `false` when it is no longer the member
+    /// it registered as (its lease was lost meanwhile); it then registers again, still joining.
+    fn activate(&self) -> BoxFuture<'_, Result<bool, FleetError>>;
 
     /// Leaves the fleet: stops renewing and revokes the lease, so the others take over at once.
     fn leave(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;

@@ -417,6 +417,7 @@ pub(crate) fn plan_message(published: &PublishedPlan) -> proto::Plan {
         applied_events: published.applied_events.clone(),
         skipped_events: published.skipped_events.clone(),
         slo: published.rule.as_ref().map(slo_status_message),
+        read_only: false,
     }
 }
 

@@ -49,7 +49,9 @@ pub(crate) fn status(error: &AppError) -> Status {
         | AppError::ShuttingDown
         | AppError::Refitting { .. }
         | AppError::Fleet { .. }
-        | AppError::Registry(RegistryError::ObjectStore { .. }) => Code::Unavailable,
+        | AppError::Registry(RegistryError::ObjectStore { .. })
+        // Transient: the replica leaves read-only once etcd answers; another may take it now.
+        | AppError::FleetReadOnly { .. } => Code::Unavailable,
         AppError::Simulate(_)
         | AppError::Registry(_)
         | AppError::TemporaryStore { .. }

@@ -61,7 +61,7 @@ impl Forwarder {
                 "no replica of the fleet serves this now (its owner stepped down, or no member is active); retry",
             )),
             Placement::Remote(member) => {
-                if request.metadata().contains_key(FORWARDED_HEADER) {
+                if is_forwarded(request) {
                     return Err(Status::unavailable(format!(
                         "forwarded here, but member {} owns it (the fleet's members are changing); retry",
                         member.id
@@ -96,6 +96,11 @@ impl Forwarder {
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
+}
+
+/// Whether `request` was forwarded here by another replica.
+pub(crate) fn is_forwarded<T>(request: &Request<T>) -> bool {
+    request.metadata().contains_key(FORWARDED_HEADER)
 }
 
 /// `message` as the forwarded copy of `original`: marked, with the caller's bearer token.

@@ -17,6 +17,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use super::ServerOptions;
 use super::convert;
 use super::error::invalid;
+use super::fleet_status;
 use super::forward::{self, Forwarder, Listener};
 use super::forward_push;
 use super::proto;
@@ -72,8 +73,13 @@ impl Handlers {
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Bytes, Status> {
         let name = &request.get_ref().workload;
-        let placement = self.state.workload_placement(name)?;
+        let placement = self
+            .state
+            .answering_placement(name, forward::is_forwarded(&request))?;
         match self.forwarder.target(placement, &request, Listener::Api)? {
+            None if self.state.fleet_read_only() => {
+                Ok(fleet_status::marked_read_only(self.encoded_plan(name)?))
+            }
             None => self.encoded_plan(name),
             Some(channel) => forward::get_plan(channel, &request, self.max_message_bytes).await,
         }
@@ -82,13 +88,20 @@ impl Handlers {
     /// A stream of workload `name`'s plans: from this replica's planner, or in a fleet from its
     /// owner's (forwarded).
     async fn plan_stream<T>(&self, name: &str, request: &Request<T>) -> Result<PlanStream, Status> {
-        let placement = self.state.workload_placement(name)?;
+        let placement = self
+            .state
+            .answering_placement(name, forward::is_forwarded(request))?;
         if let Some(channel) = self.forwarder.target(placement, request, Listener::Api)? {
             return forward::watch_plan(channel, request, name, self.max_message_bytes).await;
         }
+        let state = Arc::clone(&self.state);
         let plans =
-            WatchStream::new(self.state.watch_plan(name)?).filter_map(|state| match state {
-                PlanState::Ready(plan) => Some(Ok(convert::plan_message(&plan))),
+            WatchStream::new(self.state.watch_plan(name)?).filter_map(move |plan| match plan {
+                PlanState::Ready(plan) => {
+                    let mut message = convert::plan_message(&plan);
+                    message.read_only = state.fleet_read_only();
+                    Some(Ok(message))
+                }
                 PlanState::Pending | PlanState::Failed { .. } => None,
             });
         Ok(Box::pin(plans))

@@ -7,6 +7,7 @@
 mod auth;
 mod convert;
 mod error;
+mod fleet_status;
 mod forward;
 mod forward_push;
 mod handlers;
@@ -33,6 +34,7 @@ use tonic_health::ServingStatus;
 use crate::app::ServingState;
 
 pub use convert::workload_message;
+pub use fleet_status::FLEET_HEALTH_SERVICE;
 pub use local::{LocalServer, spawn_local, spawn_local_with_scaler};
 pub use prometheus_endpoint::{serve_http, serve_metrics};
 pub use scaler::{SCALER_SERVICE_NAME, ScalerOptions, ScalerTls, serve_scaler};
@@ -206,6 +208,7 @@ pub async fn serve(
         .add_service(guarded!(admin_service_server::AdminServiceServer));
 
     let background = spawn_background(&state);
+    let fleet_health = fleet_status::follow_fleet_health(health.clone(), Arc::clone(&state)).await;
     let token = state.shutdown_token().clone();
     let signal = async move {
         shutdown.await;
@@ -216,6 +219,7 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let served = router.serve_with_incoming_shutdown(incoming, signal).await;
     state.shutdown_token().cancel();
+    let _ = fleet_health.await;
     for (task, name) in background {
         if let Err(error) = task.await {
             tracing::error!(%error, task = name, "background task failed");

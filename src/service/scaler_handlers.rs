@@ -155,7 +155,9 @@ impl ScalerHandlers {
         workload: &str,
         request: &Request<T>,
     ) -> Result<Option<ExternalScalerClient<tonic::transport::Channel>>, Status> {
-        let placement = self.state.workload_placement(workload)?;
+        let placement = self
+            .state
+            .answering_placement(workload, forward::is_forwarded(request))?;
         Ok(self
             .forwarder
             .target(placement, request, Listener::Scaler)?

@@ -50,6 +50,8 @@ pub(crate) fn start_member(id: &str, config: &Path) -> Child {
 pub(crate) struct LocalEtcd {
     /// Its client URL, `http://127.0.0.1:<port>`.
     pub(crate) url: String,
+    /// Its peer URL.
+    peer_url: String,
     /// The process.
     child: Child,
     /// Its data directory.
@@ -60,32 +62,29 @@ impl LocalEtcd {
     /// Starts etcd and waits until `/health` answers healthy.
     pub(crate) fn start() -> Self {
         let directory = tempfile::tempdir().expect("a temporary directory");
-        let client = free_port();
-        let peer = free_port();
-        let url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let child = Command::new(ETCD)
-            .arg("--name=test")
-            .arg(format!(
-                "--data-dir={}",
-                directory.path().join("data").display()
-            ))
-            .arg(format!("--listen-client-urls={url}"))
-            .arg(format!("--advertise-client-urls={url}"))
-            .arg(format!("--listen-peer-urls={peer_url}"))
-            .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-            .arg(format!("--initial-cluster=test={peer_url}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd starts");
+        let url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let child = spawn(directory.path(), &url, &peer_url);
         let etcd = Self {
             url,
+            peer_url,
             child,
             _directory: directory,
         };
         etcd.wait_healthy();
         etcd
+    }
+
+    /// Kills etcd (`kill -9`), keeping its data directory for [`LocalEtcd::restart`].
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts etcd again on the same ports and data directory, and waits until it is healthy.
+    pub(crate) fn restart(&mut self) {
+        self.child = spawn(self._directory.path(), &self.url, &self.peer_url);
+        self.wait_healthy();
     }
 
     fn wait_healthy(&self) {
@@ -107,4 +106,20 @@ impl Drop for LocalEtcd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Starts one etcd member with its data in `directory`.
+fn spawn(directory: &Path, url: &str, peer_url: &str) -> Child {
+    Command::new(ETCD)
+        .arg("--name=test")
+        .arg(format!("--data-dir={}", directory.join("data").display()))
+        .arg(format!("--listen-client-urls={url}"))
+        .arg(format!("--advertise-client-urls={url}"))
+        .arg(format!("--listen-peer-urls={peer_url}"))
+        .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+        .arg(format!("--initial-cluster=test={peer_url}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd starts")
 }

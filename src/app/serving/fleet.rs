@@ -21,7 +21,8 @@ pub enum Placement {
     Local,
     /// On another member, to which the call is forwarded.
     Remote(Member),
-    /// Nowhere now: this replica owns it but has stepped down, or no member is active.
+    /// Nowhere now: no member is active. (A replica that has stepped down answers for what it
+    /// owned in its last view itself, read-only: [`Placement::Local`].)
     Unavailable,
 }
 
@@ -58,9 +59,12 @@ impl ServingState {
         };
         let view = coordinator.view();
         let view = view.borrow();
-        match view.route(&series.to_string()) {
+        let key = series.to_string();
+        match view.route(&key) {
             Route::Local => Placement::Local,
             Route::Forward(member) => Placement::Remote(member.clone()),
+            // Stepped down: answered from the plans held here, read-only (see `fleet_handover`).
+            Route::Unavailable if view.holds_read_only(&key) => Placement::Local,
             Route::Unavailable => Placement::Unavailable,
         }
     }
@@ -71,9 +75,16 @@ impl ServingState {
         Ok(self.placement(&series))
     }
 
-    /// Whether this replica works on `series` (plans it, follows its source).
+    /// Whether this replica works on `series` (plans it, follows its source): it owns it and holds
+    /// its lease, or it is joining and will own it (its warm-up). Read-only, it works on nothing.
     pub(super) fn owns(&self, series: &SeriesId) -> bool {
-        self.placement(series) == Placement::Local
+        let Some(coordinator) = self.fleet.get() else {
+            return true;
+        };
+        let view = coordinator.view();
+        let view = view.borrow();
+        let key = series.to_string();
+        view.owns(&key) || view.warms(&key)
     }
 
     /// Re-syncs with the fleet until shutdown: follows the fleet's workloads, and each change of
@@ -90,11 +101,13 @@ impl ServingState {
         let refills = Arc::clone(&self).run_refills();
         let ownership = async {
             let mut view = coordinator.view();
+            self.record_fleet(&view.borrow_and_update());
             loop {
                 tokio::select! {
                     () = self.shutdown.cancelled() => break,
                     changed = view.changed() => if changed.is_err() { break },
                 }
+                self.record_fleet(&view.borrow_and_update());
                 self.resync_ownership();
             }
         };

@@ -14,7 +14,7 @@ use crate::events::{Event, EventCalendar, EventSpec};
 use crate::fleet::etcd::Op;
 use crate::fleet::{Coordinator, RecordChange};
 
-use super::fleet_workloads::{fenced, fleet_error, put_record};
+use super::fleet_workloads::{fenced_any_view, fleet_error, put_record};
 use super::{ServingState, blocking};
 
 /// The fleet-wide table of events.
@@ -72,7 +72,7 @@ impl ServingState {
                 name: name.to_owned(),
             });
         }
-        fenced(coordinator.as_ref(), &ops).await?;
+        fenced_any_view(coordinator.as_ref(), &ops).await?;
         let removed = ops.len();
         // The table is what counts; this replica's file may not have had them yet.
         match blocking(move || state.remove_event(&owned_name)).await {

@@ -16,7 +16,7 @@ use crate::plan::{Workload, WorkloadParams};
 use super::{ServingState, blocking};
 
 /// The fleet-wide table of workloads.
-const WORKLOADS_TABLE: &str = "workloads";
+pub(super) const WORKLOADS_TABLE: &str = "workloads";
 
 pub(super) fn fleet_error(error: FleetError) -> AppError {
     AppError::Fleet {
@@ -33,6 +33,7 @@ impl ServingState {
         workload: Workload,
     ) -> Result<Workload, AppError> {
         if let Some(coordinator) = self.fleet.get() {
+            self.refuse_when_read_only("UpsertWorkload")?;
             let params = WorkloadParams::from(&workload);
             put_record(
                 coordinator.as_ref(),
@@ -50,9 +51,10 @@ impl ServingState {
     /// [`ServingState::store_workload`]), then here.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
         if let Some(coordinator) = self.fleet.get() {
+            self.refuse_when_read_only("DeleteWorkload")?;
             self.entry(name)?;
             let key = coordinator.record_key(WORKLOADS_TABLE, name);
-            fenced(coordinator.as_ref(), &[Op::Delete { key }]).await?;
+            fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
         }
         let state = Arc::clone(self);
         let name = name.to_owned();
@@ -145,7 +147,9 @@ impl ServingState {
     }
 }
 
-/// Writes record `name` of `table` (`value` as JSON), fenced by this replica's membership.
+/// Writes record `name` of `table` (`value` as JSON), fenced by this replica's membership; a
+/// record that does not depend on who owns what (a workload, an event), so tried again with the
+/// next view ([`fenced_any_view`]).
 pub(super) async fn put_record(
     coordinator: &dyn Coordinator,
     table: &str,
@@ -155,19 +159,8 @@ pub(super) async fn put_record(
     let value = serde_json::to_vec(value).map_err(|error| AppError::InvalidRequest {
         reason: format!("cannot encode {table} record {name}: {error}"),
     })?;
-    fenced_put(coordinator, table, name, value).await
-}
-
-/// Writes `value` as record `name` of fleet-wide table `table`, fenced by this replica's
-/// membership.
-pub(super) async fn fenced_put(
-    coordinator: &dyn Coordinator,
-    table: &str,
-    name: &str,
-    value: Vec<u8>,
-) -> Result<(), AppError> {
     let key = coordinator.record_key(table, name);
-    fenced(
+    fenced_any_view(
         coordinator,
         &[Op::Put {
             key,
@@ -178,13 +171,58 @@ pub(super) async fn fenced_put(
     .await
 }
 
-/// Runs `ops` fenced by this replica's membership.
-pub(super) async fn fenced(coordinator: &dyn Coordinator, ops: &[Op]) -> Result<(), AppError> {
-    match coordinator.fenced_write(ops).await {
+/// Writes `value` as record `name` of fleet-wide table `table`, fenced by this replica's
+/// membership in the view it decided on: a write that depends on ownership (a model pointer) is
+/// never retried with a later view.
+pub(super) async fn fenced_put(
+    coordinator: &dyn Coordinator,
+    table: &str,
+    name: &str,
+    value: Vec<u8>,
+) -> Result<(), AppError> {
+    let key = coordinator.record_key(table, name);
+    match coordinator
+        .fenced_write(&[Op::Put {
+            key,
+            value,
+            lease: 0,
+        }])
+        .await
+    {
         Ok(true) => Ok(()),
-        Ok(false) => Err(AppError::Fleet {
-            reason: "the write was refused: this replica is no longer the fleet member it was (its lease was lost, or members changed); retry".to_owned(),
-        }),
+        Ok(false) => Err(refused()),
         Err(error) => Err(fleet_error(error)),
+    }
+}
+
+/// How many times a fenced write refused for a stale view is tried with the next view.
+const FENCED_ATTEMPTS: usize = 3;
+
+/// Runs `ops` fenced by this replica's membership. For writes that do not depend on who owns
+/// what: one refused because a member changed after this replica's view (one turning active, most
+/// often) is tried again with the next view, while this replica still holds its lease.
+pub(super) async fn fenced_any_view(
+    coordinator: &dyn Coordinator,
+    ops: &[Op],
+) -> Result<(), AppError> {
+    let mut view = coordinator.view();
+    for _ in 0..FENCED_ATTEMPTS {
+        view.borrow_and_update();
+        match coordinator.fenced_write(ops).await {
+            Ok(true) => return Ok(()),
+            Ok(false) if view.borrow().incarnation.is_some() => {
+                // The next view, or the same one again after a while.
+                let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
+            }
+            Ok(false) => break,
+            Err(error) => return Err(fleet_error(error)),
+        }
+    }
+    Err(refused())
+}
+
+fn refused() -> AppError {
+    AppError::Fleet {
+        reason: "the write was refused: this replica is no longer the fleet member it was (its lease was lost, or members changed); retry".to_owned(),
     }
 }

@@ -22,6 +22,7 @@ mod fleet;
 mod fleet_models;
 mod fleet_events;
 mod fleet_push;
+mod fleet_handover;
 mod fleet_workloads;
 mod forecasts;
 mod ingest;

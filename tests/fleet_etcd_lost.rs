@@ -1,0 +1,167 @@
+//! etcd lost while a fleet runs: three `prescale serve` replicas, a real etcd and a real Prometheus
+//! on 127.0.0.1. Once etcd is killed, every replica steps down and keeps answering every
+//! workload's plan through every replica (forwarding is peer to peer) from the plans it holds,
+//! marked read-only and not replanned; gRPC health keeps the server `SERVING` for the probes and
+//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert is refused.
+//! etcd restarted on the same port and data directory, the replicas register again and all is
+//! as before: plans are fresh again, writes are accepted, health and `/metrics` are back.
+
+mod etcd_support;
+mod fleet_support;
+mod prometheus_support;
+
+use std::time::{Duration, Instant};
+
+use fleet_support::{
+    LEASE_TTL, Replica, answered_alike, get_plan, identity, upsert, workload_name,
+};
+use prescale::service::FLEET_HEALTH_SERVICE;
+use prescale::service::proto::{GetWorkloadRequest, plan_service_client::PlanServiceClient};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Workloads, each on its own Prometheus series.
+const WORKLOADS: usize = 6;
+
+/// Waits (up to 30 s) until every replica's `/metrics` shows `read_only` and `connected`.
+async fn wait_for_gauges(replicas: &[Replica], read_only: f64, connected: f64) {
+    let started = Instant::now();
+    for replica in replicas {
+        loop {
+            let now = (
+                replica.gauge("prescale_fleet_read_only"),
+                replica.gauge("prescale_fleet_etcd_connected"),
+            );
+            if now == (Some(read_only), Some(connected)) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{}: read-only and connected are {now:?}, not ({read_only}, {connected})",
+                replica.id
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let mut etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(WORKLOADS);
+    let replicas: Vec<Replica> = ["r0", "r1", "r2"]
+        .iter()
+        .map(|id| Replica::start(id, &etcd.url))
+        .collect();
+    let all: Vec<&Replica> = replicas.iter().collect();
+    let names = fleet_support::upsert_all(&replicas[0], WORKLOADS, &prometheus.url).await;
+    let before = answered_alike(&all, &names, Duration::from_secs(300)).await;
+    assert!(before.iter().all(|plan| !plan.read_only));
+    wait_for_gauges(&replicas, 0.0, 1.0).await;
+    for replica in &replicas {
+        assert_eq!(
+            replica.health(FLEET_HEALTH_SERVICE).await,
+            ServingStatus::Serving
+        );
+    }
+
+    // etcd goes away: every replica steps down within its lease and says so.
+    etcd.kill();
+    let lost = Instant::now();
+    wait_for_gauges(&replicas, 1.0, 0.0).await;
+    eprintln!("read-only {:?} after etcd was killed", lost.elapsed());
+    for replica in &replicas {
+        assert_eq!(
+            replica.health("").await,
+            ServingStatus::Serving,
+            "{}",
+            replica.id
+        );
+        assert_eq!(
+            replica.health(FLEET_HEALTH_SERVICE).await,
+            ServingStatus::NotServing,
+            "{}",
+            replica.id
+        );
+    }
+
+    // Every plan answers through every replica, read-only, and past the lease nothing replans.
+    let held = answered_alike(&all, &names, Duration::from_secs(10)).await;
+    assert!(held.iter().all(|plan| plan.read_only), "{held:?}");
+    tokio::time::sleep(LEASE_TTL * 2).await;
+    for (name, plan) in names.iter().zip(&held) {
+        for replica in &replicas {
+            let answer = get_plan(replica.channel().await, name)
+                .await
+                .unwrap_or_else(|status| panic!("{name} through {}: {status}", replica.id));
+            assert_eq!(identity(&answer), identity(plan), "{name} was replanned");
+            assert!(answer.read_only);
+        }
+    }
+
+    // A fleet-wide write is refused, and says why.
+    let refused = PlanServiceClient::new(replicas[1].channel().await)
+        .upsert_workload(upsert(WORKLOADS, None))
+        .await
+        .expect_err("an upsert while etcd is lost");
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+    assert!(refused.message().contains("read-only"), "{refused}");
+
+    // etcd returns: the replicas register again and leave read-only.
+    etcd.restart();
+    let back = Instant::now();
+    wait_for_gauges(&replicas, 0.0, 1.0).await;
+    eprintln!("normal {:?} after etcd returned", back.elapsed());
+    let after = answered_alike(&all, &names, Duration::from_secs(60)).await;
+    assert!(after.iter().all(|plan| !plan.read_only), "{after:?}");
+    // Their owners plan them again.
+    for (name, plan) in names.iter().zip(&held) {
+        let replanned = Instant::now();
+        while get_plan(replicas[0].channel().await, name)
+            .await
+            .is_ok_and(|now| now.generated_at_ms <= plan.generated_at_ms)
+        {
+            assert!(
+                replanned.elapsed() < Duration::from_secs(60),
+                "{name} not planned again after etcd returned"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    for replica in &replicas {
+        assert_eq!(
+            replica.health(FLEET_HEALTH_SERVICE).await,
+            ServingStatus::Serving
+        );
+    }
+    let accepted = Instant::now();
+    loop {
+        let upserted = PlanServiceClient::new(replicas[1].channel().await)
+            .upsert_workload(upsert(WORKLOADS, None))
+            .await;
+        if upserted.is_ok() {
+            break;
+        }
+        assert!(
+            accepted.elapsed() < Duration::from_secs(30),
+            "upserts still refused: {upserted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = Instant::now();
+    while PlanServiceClient::new(replicas[2].channel().await)
+        .get_workload(GetWorkloadRequest {
+            name: workload_name(WORKLOADS),
+        })
+        .await
+        .is_err()
+    {
+        assert!(
+            seen.elapsed() < Duration::from_secs(10),
+            "the new workload never reached another replica"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
