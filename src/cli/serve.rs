@@ -51,7 +51,9 @@ impl Override for ServeArgs {
         overrides.scaler_listen.clone_from(&self.scaler_listen);
         overrides.member_id.clone_from(&self.member_id);
         overrides.advertise.clone_from(&self.advertise);
-        overrides.scaler_advertise.clone_from(&self.scaler_advertise);
+        overrides
+            .scaler_advertise
+            .clone_from(&self.scaler_advertise);
     }
 }
 

@@ -318,11 +318,17 @@ mod tests {
         };
         assert!(matches!(
             load(FLEET, &bad),
-            Err(ConfigError::Invalid { key: "fleet.member_id", .. })
+            Err(ConfigError::Invalid {
+                key: "fleet.member_id",
+                ..
+            })
         ));
         assert!(matches!(
             load("", &pod),
-            Err(ConfigError::Invalid { key: "fleet.member_id", .. })
+            Err(ConfigError::Invalid {
+                key: "fleet.member_id",
+                ..
+            })
         ));
     }
 }
