@@ -32,6 +32,15 @@ pub(super) struct ServeArgs {
     /// Address of the KEDA external scaler, or `off` [default: `[scaler] listen`, else off].
     #[arg(long, env = "PRESCALE_SCALER_LISTEN")]
     scaler_listen: Option<String>,
+    /// This replica's `[fleet] member_id` (in a StatefulSet, the pod's name).
+    #[arg(long, env = "PRESCALE_MEMBER_ID")]
+    member_id: Option<String>,
+    /// `[fleet] advertise`: the host:port the other replicas dial for this one's gRPC API.
+    #[arg(long, env = "PRESCALE_ADVERTISE")]
+    advertise: Option<String>,
+    /// `[fleet] scaler_advertise`: the host:port of this replica's KEDA scaler for the others.
+    #[arg(long, env = "PRESCALE_SCALER_ADVERTISE")]
+    scaler_advertise: Option<String>,
 }
 
 impl Override for ServeArgs {
@@ -40,6 +49,11 @@ impl Override for ServeArgs {
         overrides.listen.clone_from(&self.listen);
         overrides.metrics_listen.clone_from(&self.metrics_listen);
         overrides.scaler_listen.clone_from(&self.scaler_listen);
+        overrides.member_id.clone_from(&self.member_id);
+        overrides.advertise.clone_from(&self.advertise);
+        overrides
+            .scaler_advertise
+            .clone_from(&self.scaler_advertise);
     }
 }
 

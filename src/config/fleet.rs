@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::fleet_tsdb::{FileTsdbKeys, FleetTsdb, fleet_tsdb};
 use super::validate::{check_range, parse_duration};
-use super::{ConfigError, ScalerConfig, ServerConfig};
+use super::{ConfigError, Overrides, ScalerConfig, ServerConfig};
 use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
 use crate::registry::ModelStoreLocation;
 
@@ -95,6 +95,39 @@ fn advertised(key: &'static str, text: &str) -> Result<String, ConfigError> {
         return Err(invalid(key, format!("{text:?} is not a host:port")));
     }
     Ok(text.to_owned())
+}
+
+/// The `[fleet]` table with the per-replica keys replaced by flags or environment variables
+/// (`--member-id`, `--advertise`, `--scaler-advertise`), so one file serves every pod of a
+/// StatefulSet. An override without a `[fleet]` table is refused rather than ignored.
+pub(super) fn with_overrides(
+    raw: Option<FileFleetConfig>,
+    overrides: &Overrides,
+) -> Result<Option<FileFleetConfig>, ConfigError> {
+    let replaced = [
+        ("fleet.member_id", &overrides.member_id),
+        ("fleet.advertise", &overrides.advertise),
+        ("fleet.scaler_advertise", &overrides.scaler_advertise),
+    ];
+    let Some(mut raw) = raw else {
+        return match replaced.iter().find(|(_, value)| value.is_some()) {
+            Some((key, _)) => Err(invalid(
+                key,
+                "set by a flag or environment variable, but the configuration has no [fleet] table",
+            )),
+            None => Ok(None),
+        };
+    };
+    for (field, value) in [
+        (&mut raw.member_id, &overrides.member_id),
+        (&mut raw.advertise, &overrides.advertise),
+        (&mut raw.scaler_advertise, &overrides.scaler_advertise),
+    ] {
+        if value.is_some() {
+            field.clone_from(value);
+        }
+    }
+    Ok(Some(raw))
 }
 
 /// The `[fleet]` section, `None` when the file has none. Forwarded calls travel in plaintext, so
@@ -317,5 +350,47 @@ mod tests {
         );
         let tls = "[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
         assert_eq!(refused_key(&format!("{FLEET}{tls}")), "fleet");
+    }
+
+    #[test]
+    fn flags_replace_the_per_replica_keys_and_are_checked_alike() {
+        let load = |text: &str, overrides: &Overrides| {
+            Config::from_toml(text, Path::new("test.toml"), overrides)
+        };
+        let pod = Overrides {
+            member_id: Some("prescale-2".to_owned()),
+            advertise: Some("prescale-2.prescale-peers.prescale.svc:50051".to_owned()),
+            ..Overrides::default()
+        };
+        let fleet = load(FLEET, &pod).unwrap().fleet.expect("fleet mode");
+        assert_eq!(fleet.member_id, "prescale-2");
+        assert_eq!(
+            fleet.advertise,
+            "prescale-2.prescale-peers.prescale.svc:50051"
+        );
+        // A table without the per-replica keys takes them from the flags alone.
+        let shared = "[fleet]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n";
+        assert_eq!(
+            load(shared, &pod).unwrap().fleet.unwrap().member_id,
+            "prescale-2"
+        );
+        let bad = Overrides {
+            member_id: Some("prescale 2".to_owned()),
+            ..pod.clone()
+        };
+        assert!(matches!(
+            load(FLEET, &bad),
+            Err(ConfigError::Invalid {
+                key: "fleet.member_id",
+                ..
+            })
+        ));
+        assert!(matches!(
+            load("", &pod),
+            Err(ConfigError::Invalid {
+                key: "fleet.member_id",
+                ..
+            })
+        ));
     }
 }

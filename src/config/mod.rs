@@ -68,6 +68,12 @@ pub struct Overrides {
     pub metrics_listen: Option<String>,
     /// Replaces `scaler.listen` (`off` disables the KEDA external scaler).
     pub scaler_listen: Option<String>,
+    /// Replaces `fleet.member_id` (a StatefulSet pod's name, from the pod's environment).
+    pub member_id: Option<String>,
+    /// Replaces `fleet.advertise`.
+    pub advertise: Option<String>,
+    /// Replaces `fleet.scaler_advertise`.
+    pub scaler_advertise: Option<String>,
 }
 
 /// Validated configuration: each key in one place, from which the store, the server, the demo
@@ -195,7 +201,11 @@ impl Config {
         let retention = validate::retention(&raw.store, overrides)?;
         let server = validate::server_config(raw.server, origin, overrides)?;
         let scaler = validate::scaler_config(raw.scaler, overrides)?;
-        let fleet = fleet::fleet_config(raw.fleet, &server, scaler.as_ref())?;
+        let fleet = fleet::fleet_config(
+            fleet::with_overrides(raw.fleet, overrides)?,
+            &server,
+            scaler.as_ref(),
+        )?;
         let settings = Settings {
             sources: validate::source_timing(&raw.sources)?,
             ..validate::settings(raw.planning, &raw.registry, retention)?

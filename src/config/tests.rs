@@ -57,6 +57,7 @@ fn overrides_beat_the_file() {
         listen: Some("127.0.0.1:7000".to_owned()),
         metrics_listen: Some("off".to_owned()),
         scaler_listen: None,
+        ..Overrides::default()
     };
     let config = Config::from_toml(
         "data_dir = \"here\"\n[store]\nfsync = false\nretention = \"7d\"\n",
