@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// The fleet's file with what only a cluster has replaced: the token Secret's path by a file here,
-/// the listeners by free loopback ports, the etcd Service by `etcd`.
+/// the shared model volume by a directory here, the listeners by free loopback ports, the etcd
+/// Service by `etcd`, and Prometheus by a loopback address nothing listens on (the TSDB is used only
+/// by pushes and refills, which this test makes none of).
 fn local_copy(directory: &Path, etcd: &str) -> std::path::PathBuf {
     let text = include_str!("../deploy/kubernetes-fleet/prescale.toml");
     let replacements = [
@@ -22,16 +24,23 @@ fn local_copy(directory: &Path, etcd: &str) -> std::path::PathBuf {
         ("0.0.0.0:50051", "127.0.0.1:0"),
         ("0.0.0.0:9464", "127.0.0.1:0"),
         ("0.0.0.0:50052", "127.0.0.1:0"),
+        ("/var/lib/prescale-models", "MODELS"),
+        (
+            "http://prometheus.monitoring.svc.cluster.local:9090",
+            "http://127.0.0.1:9",
+        ),
     ];
     let tokens = directory.join("tokens.txt");
     std::fs::write(&tokens, "kubernetes-token-0123456789abcdef\n").unwrap();
+    let models = directory.join("models");
+    std::fs::create_dir(&models).unwrap();
     let mut text = text.to_owned();
     for (from, to) in replacements {
         assert!(text.contains(from), "{from} moved: update this test");
-        let to = if to == "TOKENS" {
-            tokens.to_str().unwrap()
-        } else {
-            to
+        let to = match to {
+            "TOKENS" => tokens.to_str().unwrap(),
+            "MODELS" => models.to_str().unwrap(),
+            to => to,
         };
         text = text.replace(from, to);
     }
