@@ -8,7 +8,9 @@ interpolated (the peers cannot take gaps); only observed test buckets are scored
 in-sample MAE of the one-day seasonal naive forecast over the training window, counting only pairs
 where both values were observed: the same definition prescale uses.
 
-Prints one CSV row per (series, model): series,model,mase,smape,coverage_80,coverage_95,seconds
+Prints one CSV row per (series, model):
+series,model,mase,smape,coverage_80,coverage_95,seconds,width_80,width_95 (mean band widths over the
+scored buckets, in the series' units)
 """
 
 import csv
@@ -70,7 +72,9 @@ def scores(actual, point, lo80, hi80, lo95, hi95, mase_scale):
     smape = float(np.mean(np.where(denominator > 0, 200 * np.abs(a - p) / np.where(denominator > 0, denominator, 1), 0)))
     cov80 = float(np.mean((lo80[mask] <= a) & (a <= hi80[mask])))
     cov95 = float(np.mean((lo95[mask] <= a) & (a <= hi95[mask])))
-    return mae / mase_scale, smape, cov80, cov95
+    width80 = float(np.mean(hi80[mask] - lo80[mask]))
+    width95 = float(np.mean(hi95[mask] - lo95[mask]))
+    return mae / mase_scale, smape, cov80, cov95, width80, width95
 
 
 def main(paths):
@@ -83,7 +87,9 @@ def main(paths):
     logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
     logging.getLogger("prophet").setLevel(logging.WARNING)
     writer = csv.writer(sys.stdout)
-    writer.writerow(["series", "model", "mase", "smape", "coverage_80", "coverage_95", "seconds"])
+    writer.writerow(
+        ["series", "model", "mase", "smape", "coverage_80", "coverage_95", "seconds", "width_80", "width_95"]
+    )
     for path in paths:
         name = path.rsplit("/", 1)[-1].removesuffix(".csv")
         start, step, series = load(path)
@@ -120,7 +126,7 @@ def main(paths):
                 out[f"{column}-hi-95"].to_numpy(),
                 mase_scale,
             )
-            writer.writerow([name, label, *[f"{value:.4f}" for value in row], f"{seconds:.3f}"])
+            writer.writerow([name, label, *[f"{value:.4f}" for value in row[:4]], f"{seconds:.3f}", *[f"{value:.6g}" for value in row[4:]]])
             sys.stdout.flush()
         began = time.perf_counter()
         future_times = pd.to_datetime(start + step * np.arange(origin, origin + horizon), unit="ms")
@@ -142,7 +148,7 @@ def main(paths):
             bands[0.95]["yhat_upper"].to_numpy(),
             mase_scale,
         )
-        writer.writerow([name, "prophet", *[f"{value:.4f}" for value in row], f"{seconds:.3f}"])
+        writer.writerow([name, "prophet", *[f"{value:.4f}" for value in row[:4]], f"{seconds:.3f}", *[f"{value:.6g}" for value in row[4:]]])
         sys.stdout.flush()
 
 

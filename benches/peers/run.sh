@@ -17,14 +17,14 @@ fi
 cargo build --release --quiet
 out=target/peers
 mkdir -p "$out"
-echo "series,model,mase,smape,coverage_80,coverage_95,seconds" > "$out/prescale.csv"
+echo "series,model,mase,smape,coverage_80,coverage_95,seconds,width_80,width_95" > "$out/prescale.csv"
 for file in "${files[@]}"; do
   name=$(basename "$file" .csv)
   target/release/prescale backtest --input "$file" --horizon 1d --folds 1 --model ensemble \
     --output "$out/$name.prescale.csv" > /dev/null
   # model,mase,smape,coverage_80,width_80,coverage_95,width_95,fit_predict_ms,folds,failure
   tail -n +2 "$out/$name.prescale.csv" | awk -F, -v s="$name" \
-    '{ printf "%s,prescale_ensemble,%.4f,%.4f,%.4f,%.4f,%.3f\n", s, $2, $3, $4, $6, $8/1000 }' >> "$out/prescale.csv"
+    '{ printf "%s,prescale_ensemble,%.4f,%.4f,%.4f,%.4f,%.3f,%.6g,%.6g\n", s, $2, $3, $4, $6, $8/1000, $5, $7 }' >> "$out/prescale.csv"
 done
 "$venv/bin/python" benches/peers/peers.py "${files[@]}" > "$out/peers.csv"
 "$venv/bin/python" benches/peers/compare.py "$out/prescale.csv" "$out/peers.csv"

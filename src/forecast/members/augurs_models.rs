@@ -16,9 +16,10 @@ use augurs::mstl::{FittedTrendModel, MSTLModel, TrendModel};
 use augurs::{Fit as _, Forecast as AugursForecast, Predict as _};
 
 use crate::forecast::ForecastError;
-use crate::forecast::seasonality::Seasonality;
+use crate::forecast::seasonality::{CalendarPeriod, Seasonality};
 
 use super::learned_state::{FROZEN_STEPS, FrozenPath};
+use super::yearly::YearlyTerms;
 use super::{FitInput, MemberKind, MemberState, PointForecaster};
 
 /// Parameters of the MSTL member.
@@ -118,18 +119,44 @@ impl MstlParams {
         }
         periods.sort_unstable();
         let cycle = periods.last().copied().unwrap_or(1);
+        let yearly = yearly_beside_shorter(input.seasonality, &periods)
+            .and_then(|period| YearlyTerms::fit(window, period).map(|terms| (period, terms)));
+        let (stl_periods, series) = match &yearly {
+            Some((period, terms)) => (
+                periods.iter().copied().filter(|p| p != period).collect(),
+                window
+                    .iter()
+                    .enumerate()
+                    .map(|(index, value)| value - terms.at(index))
+                    .collect(),
+            ),
+            None => (periods, window.to_vec()),
+        };
         let trend = TailEts {
             window: self.ets_window,
         };
-        let fitted = MSTLModel::new(periods, trend)
-            .fit(window)
+        let fitted = MSTLModel::new(stl_periods, trend)
+            .fit(&series)
             .map_err(|error| failed(MemberKind::Mstl, error))?;
         Ok(Box::new(AugursForecaster {
             model: AugursModel::Mstl(fitted),
             cycle,
             anchor_points: super::anchor_window(input.horizon),
+            yearly: yearly.map(|(_, terms)| (terms, window_len)),
         }))
     }
+}
+
+/// The detected yearly cycle among MSTL's `periods`, when a shorter one is decomposed beside it:
+/// then the year is fitted as Fourier terms ([`YearlyTerms`]) and STL decomposes the shorter
+/// cycles only. A yearly cycle alone stays with STL (MSTL needs one cycle to decompose).
+fn yearly_beside_shorter(seasonality: &Seasonality, periods: &[usize]) -> Option<usize> {
+    let year = seasonality
+        .periods()
+        .iter()
+        .find(|period| period.calendar == Some(CalendarPeriod::Year))?
+        .steps;
+    (periods.contains(&year) && periods.iter().any(|period| *period < year)).then_some(year)
 }
 
 /// Parameters of the ETS member.
@@ -137,19 +164,14 @@ impl MstlParams {
 /// | Name | Default | Purpose | Range |
 /// |---|---|---|---|
 /// | `ets_window` | 288 | most recent points fitted | `>= 16` |
-/// | `max_season_length` | 24 | longest period ETS models as a seasonal state (longer ones are left out) | `>= 2` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct EtsParams {
     ets_window: usize,
-    max_season_length: usize,
 }
 
 impl Default for EtsParams {
     fn default() -> Self {
-        Self {
-            ets_window: 288,
-            max_season_length: 24,
-        }
+        Self { ets_window: 288 }
     }
 }
 
@@ -161,23 +183,10 @@ impl EtsParams {
         self
     }
 
-    /// Longest period modelled as a seasonal state.
-    #[must_use]
-    pub fn max_season_length(mut self, steps: usize) -> Self {
-        self.max_season_length = steps;
-        self
-    }
-
     /// Validates the parameters.
     pub fn check(self) -> Result<Self, ForecastError> {
         if self.ets_window < 16 {
             return Err(ForecastError::invalid("ets_window", "must be at least 16"));
-        }
-        if self.max_season_length < 2 {
-            return Err(ForecastError::invalid(
-                "max_season_length",
-                "must be at least 2",
-            ));
         }
         Ok(self)
     }
@@ -186,37 +195,23 @@ impl EtsParams {
         16
     }
 
-    /// The season ETS would hold as a state on `len` points: the strongest detected period with
-    /// three cycles in its window and no longer than `max_season_length`. augurs 0.10 fits no
-    /// seasonal ETS (see [`Self::fit_window`]); the season still decides whether ETS is tried
-    /// beside MSTL (`redundant_beside`).
-    pub(crate) fn season(&self, seasonality: &Seasonality, len: usize) -> Option<usize> {
-        seasonality
-            .steps_fitting(len.min(self.ets_window), 3.0)
-            .into_iter()
-            .find(|period| (2..=self.max_season_length).contains(period))
-    }
-
     /// Why this member adds nothing to an ensemble beside `mstl` on `len` points, if it does not:
-    /// it would ignore every detected cycle (none is short enough to be a seasonal state) while
-    /// MSTL decomposes one and fits the same AutoETS to what is left. A non-seasonal ETS then
-    /// forecasts the cycle's mean and cannot beat the baseline at any lead the cycle matters for;
-    /// backtesting it only costs time.
+    /// MSTL decomposes a detected cycle and fits the same AutoETS to what is left, while this
+    /// member, which holds no season (augurs-ets 0.10 fits no seasonal model, see
+    /// [`Self::fit_window`]), forecasts the cycle's mean. It cannot beat the baseline at any lead
+    /// the cycle matters for, and on the evaluation series it never carried weight beside a
+    /// decomposed cycle; backtesting it only costs time (see `docs/decisions.md`, "ETS only where
+    /// MSTL decomposes no cycle").
     pub(crate) fn redundant_beside(
         &self,
         mstl: &MstlParams,
         seasonality: &Seasonality,
         len: usize,
     ) -> Option<String> {
-        if self.season(seasonality, len).is_some() {
-            return None;
-        }
         let decomposed = mstl.periods(seasonality, len);
         let longest = decomposed.iter().max()?;
         Some(format!(
-            "no detected cycle fits a seasonal state of at most {} steps; mstl fits AutoETS after \
-             removing the {longest}-step cycle",
-            self.max_season_length
+            "ets holds no season; mstl fits AutoETS after removing the {longest}-step cycle"
         ))
     }
 
@@ -238,6 +233,7 @@ impl EtsParams {
             model: AugursModel::Ets(fitted),
             cycle: 1,
             anchor_points: super::anchor_window(input.horizon),
+            yearly: None,
         }))
     }
 }
@@ -288,6 +284,9 @@ struct AugursForecaster {
     cycle: usize,
     /// Points a re-anchored forecast's intercept correction averages over.
     anchor_points: usize,
+    /// The yearly terms MSTL's decomposition was fitted without, and the length of the window
+    /// they are indexed on (the first forecast step's index).
+    yearly: Option<(YearlyTerms, usize)>,
 }
 
 impl PointForecaster for AugursForecaster {
@@ -297,7 +296,12 @@ impl PointForecaster for AugursForecaster {
             AugursModel::Ets(model) => model.predict(horizon, None).map_err(|e| e.to_string()),
         };
         match result {
-            Ok(forecast) if forecast.point.len() == horizon => forecast.point,
+            Ok(forecast) if forecast.point.len() == horizon => match &self.yearly {
+                Some((terms, end)) => (forecast.point.iter().enumerate())
+                    .map(|(step, value)| value + terms.at(end + step))
+                    .collect(),
+                None => forecast.point,
+            },
             // A fitted augurs model only fails to predict on internal inconsistency. NaN marks the
             // failure: the backtest then skips the member, and a final forecast is sanitised.
             _ => vec![f64::NAN; horizon],
@@ -340,18 +344,15 @@ mod tests {
     }
 
     #[test]
-    fn ets_is_redundant_beside_mstl_only_when_every_cycle_is_too_long_for_it() {
+    fn ets_is_redundant_beside_mstl_whenever_mstl_decomposes_a_cycle() {
         let ets = EtsParams::default();
         let mstl = MstlParams::default();
-        // A 48-step day: too long for a seasonal state, and MSTL decomposes it.
+        // A 48-step day: MSTL decomposes it (and the week).
         let reason = ets.redundant_beside(&mstl, &seasonality(&[48, 336]), 1344);
         assert!(reason.is_some_and(|reason| reason.contains("336-step")));
-        // A 12-step cycle is a seasonal state ETS holds itself.
-        assert_eq!(ets.season(&seasonality(&[12, 288]), 3000), Some(12));
-        assert_eq!(
-            ets.redundant_beside(&mstl, &seasonality(&[12, 288]), 3000),
-            None
-        );
+        // A short cycle too: ETS holds no season, so MSTL covers it (a weekly cycle of daily data).
+        let reason = ets.redundant_beside(&mstl, &seasonality(&[7, 365]), 2920);
+        assert!(reason.is_some_and(|reason| reason.contains("365-step")));
         // With no cycle, non-seasonal ETS is the right model and MSTL has nothing to remove.
         assert_eq!(ets.redundant_beside(&mstl, &seasonality(&[]), 3000), None);
         // A cycle MSTL cannot decompose (under two cycles of it in the window) leaves ETS in.

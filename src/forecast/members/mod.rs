@@ -12,6 +12,7 @@ pub mod regression_forest;
 mod scryer;
 mod seasonal_ar;
 mod trend;
+mod yearly;
 
 use std::fmt;
 
