@@ -4,8 +4,8 @@ use tonic::{Code, Status};
 
 use crate::app::AppError;
 use crate::forecast::ForecastError;
-use crate::registry::RegistryError;
 use crate::ingest::prometheus::RemoteWriteError;
+use crate::registry::RegistryError;
 use crate::store::StoreError;
 
 /// Maps a use-case error to the status a client sees. Client mistakes are `InvalidArgument`, missing

@@ -19,10 +19,10 @@
 
 mod events;
 mod fleet;
-mod fleet_models;
 mod fleet_events;
-mod fleet_push;
 mod fleet_handover;
+mod fleet_models;
+mod fleet_push;
 mod fleet_workloads;
 mod forecasts;
 mod ingest;
