@@ -13,7 +13,7 @@ mod prometheus_support;
 use std::time::{Duration, Instant};
 
 use fleet_support::{
-    LEASE_TTL, Replica, answered_alike, get_plan, identity, upsert, workload_name,
+    LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, upsert, workload_name,
 };
 use prescale::service::FLEET_HEALTH_SERVICE;
 use prescale::service::proto::{GetWorkloadRequest, plan_service_client::PlanServiceClient};
@@ -53,7 +53,13 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
     let prometheus = fleet_support::prometheus_with(WORKLOADS);
     let replicas: Vec<Replica> = ["r0", "r1", "r2"]
         .iter()
-        .map(|id| Replica::start(id, &etcd.url))
+        .map(|id| {
+            ReplicaConfig::new(id, &etcd.url)
+                .metrics()
+                .scaler()
+                .etcd_timeout(Duration::from_secs(1))
+                .start()
+        })
         .collect();
     let all: Vec<&Replica> = replicas.iter().collect();
     let names = fleet_support::upsert_all(&replicas[0], WORKLOADS, &prometheus.url).await;

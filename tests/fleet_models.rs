@@ -6,191 +6,44 @@
 //! that refuses writes fails the retrain, and the live model and its pointer stay.
 
 mod etcd_support;
+mod fleet_support;
 mod prometheus_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fleet_support::{Replica, ReplicaConfig, series_name, series_ref, upsert};
 use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
-    self, GetJobRequest, GetPlanRequest, GetWorkloadRequest, JobState, RetrainRequest,
-    UpsertWorkloadRequest, admin_service_client::AdminServiceClient,
-    plan_service_client::PlanServiceClient,
+    self, GetJobRequest, GetPlanRequest, JobState, RetrainRequest,
+    admin_service_client::AdminServiceClient, plan_service_client::PlanServiceClient,
 };
-use prometheus_support::{LocalPrometheus, Seed, free_port, http_get};
 use tonic::transport::Channel;
 
-/// Days of 30-minute history each series has.
-const HISTORY_DAYS: usize = 10;
-
-/// A `prescale serve` replica sharing models through `store`; killed on drop.
-struct Member {
-    /// Its member id.
-    id: String,
-    /// Its gRPC address.
-    address: String,
-    /// Its `/metrics` base URL.
-    metrics: String,
-    /// Its config file.
-    config: PathBuf,
-    child: Child,
-    /// Its data directory and config file.
-    _directory: tempfile::TempDir,
+/// Replica `id` of the fleet on `etcd`, with `/metrics`, sharing models through `store`.
+fn start(id: &str, etcd: &str, store: &Path) -> Replica {
+    ReplicaConfig::new(id, etcd)
+        .metrics()
+        .model_store(store)
+        .start()
 }
 
-impl Member {
-    fn start(id: &str, etcd: &str, store: &Path) -> Self {
-        let directory = tempfile::tempdir().unwrap();
-        let address = format!("127.0.0.1:{}", free_port());
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let config = directory.path().join("prescale.toml");
-        let text = format!(
-            r#"data_dir = "{data}"
-[server]
-listen = "{address}"
-metrics_listen = "{metrics}"
-[registry]
-schedule = "off"
-[sources]
-poll_interval = "1s"
-retry_initial = "200ms"
-retry_max = "1s"
-[fleet]
-etcd_endpoints = ["{etcd}"]
-member_id = "{id}"
-advertise = "{address}"
-lease_ttl = "3s"
-etcd_timeout = "2s"
-model_store = "file://{store}"
-"#,
-            data = directory.path().display(),
-            store = store.display(),
-        );
-        std::fs::write(&config, text).unwrap();
-        let child = etcd_support::start_member(id, &config);
-        Self {
-            id: id.to_owned(),
-            address,
-            metrics: format!("http://{metrics}"),
-            config,
-            child,
-            _directory: directory,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    /// The value of counter `name` on its `/metrics`.
-    fn counter(&self, name: &str) -> f64 {
-        let (status, body) = http_get(&self.metrics, "/metrics").expect("/metrics answers");
-        assert_eq!(status, 200);
-        body.lines()
-            .find_map(|line| line.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-            .trim()
-            .parse()
-            .unwrap()
-    }
-
-    /// `prescale models rollback load_0 [version]` with its config; what it prints.
-    fn rollback(&self, version: Option<u64>) -> String {
-        let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(["models", "rollback", "load_0"])
-            .args(version.map(|version| version.to_string()))
-            .env_remove("PRESCALE_CONFIG")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{stdout}{stderr}");
-        stdout
-    }
-
-    /// Whether it follows workload `name`'s source (it owns the workload).
-    async fn follows(&self, name: &str) -> bool {
-        PlanServiceClient::new(self.channel().await)
-            .get_workload(GetWorkloadRequest {
-                name: name.to_owned(),
-            })
-            .await
-            .is_ok_and(|workload| {
-                workload
-                    .into_inner()
-                    .source_status
-                    .is_some_and(|status| status.last_success_ms > 0)
-            })
-    }
-}
-
-impl Drop for Member {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A Prometheus holding `count` 10-day series `load{w="<i>"}`, and workloads `w<i>` on them.
-fn prometheus(count: usize) -> LocalPrometheus {
-    let now = prescale::domain::Timestamp::now().as_millis();
-    let last = now.div_euclid(30 * 60_000) * 30 * 60_000;
-    let taxi = prometheus_support::nyc_taxi_ending_at(last, HISTORY_DAYS);
-    let series: Vec<(String, Vec<(i64, f64)>)> = (0..count)
-        .map(|index| {
-            let scale = 1.0 + index as f64 / 4.0;
-            let samples = taxi.iter().map(|(at, v)| (*at, v * scale)).collect();
-            (format!("load{{w=\"{index}\"}}"), samples)
-        })
-        .collect();
-    LocalPrometheus::start(
-        &series
-            .iter()
-            .map(|(name, samples)| Seed {
-                name: name.clone(),
-                samples,
-            })
-            .collect::<Vec<_>>(),
-    )
-}
-
-fn upsert(index: usize, prometheus: &str) -> UpsertWorkloadRequest {
-    UpsertWorkloadRequest {
-        workload: Some(proto::Workload {
-            name: format!("w{index}"),
-            series: Some(series(index)),
-            capacity_per_replica: 100.0,
-            max_replicas: 100,
-            // The plan starts at the step after the newest point; the warm-up makes it cover now.
-            warm_up: "30m".to_owned(),
-            mode: "forecast-and-scale".to_owned(),
-            source: Some(proto::Source {
-                kind: Some(proto::source::Kind::Prometheus(proto::PrometheusSource {
-                    url: prometheus.to_owned(),
-                    query: format!("load{{w=\"{index}\"}}"),
-                    step: "30m".to_owned(),
-                    timeout: "5s".to_owned(),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-fn series(index: usize) -> proto::SeriesRef {
-    proto::SeriesRef {
-        name: format!("load_{index}"),
-        labels: Default::default(),
-    }
+/// `prescale models rollback load_0 [version]` with `replica`'s config; what it prints.
+fn rollback(replica: &Replica, version: Option<u64>) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(&replica.config)
+        .args(["models", "rollback", "load_0"])
+        .args(version.map(|version| version.to_string()))
+        .env_remove("PRESCALE_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    stdout
 }
 
 /// The registry version of the model behind workload `name`'s plan through `channel` (its
@@ -262,20 +115,13 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     }
     const WORKLOADS: usize = 4;
     let etcd = etcd_support::LocalEtcd::start();
-    let prometheus = prometheus(WORKLOADS);
+    let prometheus = fleet_support::prometheus_with(WORKLOADS);
     let store = tempfile::tempdir().unwrap();
-    let mut members: Vec<Member> = ["m0", "m1"]
+    let mut members: Vec<Replica> = ["m0", "m1"]
         .iter()
-        .map(|id| Member::start(id, &etcd.url, store.path()))
+        .map(|id| start(id, &etcd.url, store.path()))
         .collect();
-    let mut plans = PlanServiceClient::new(members[0].channel().await);
-    for index in 0..WORKLOADS {
-        plans
-            .upsert_workload(upsert(index, &prometheus.url))
-            .await
-            .unwrap();
-    }
-    let names: Vec<String> = (0..WORKLOADS).map(|index| format!("w{index}")).collect();
+    let names = fleet_support::upsert_all(&members[0], WORKLOADS, &prometheus.url).await;
     let mut versions = BTreeMap::new();
     for name in &names {
         let channel = members[0].channel().await;
@@ -293,7 +139,7 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     let live = pointers(&client).await;
     assert_eq!(live.len(), WORKLOADS, "{live:?}");
     for (index, name) in names.iter().enumerate() {
-        assert_eq!(live[&format!("load_{index}")], versions[name], "{name}");
+        assert_eq!(live[&series_name(index)], versions[name], "{name}");
     }
     assert_eq!(version_files(store.path()).len(), WORKLOADS);
 
@@ -303,7 +149,7 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     for name in &names {
         let mut owner = None;
         for (index, member) in members.iter().enumerate() {
-            if member.follows(name).await {
+            if member.follows(name).await.unwrap_or(false) {
                 owner = Some(index);
             }
         }
@@ -319,8 +165,7 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
         .collect();
     let fits_before = members[survivor].counter("prescale_model_fits_total");
     let loaded_before = members[survivor].counter("prescale_models_loaded_total");
-    members[victim].child.kill().unwrap();
-    members[victim].child.wait().unwrap();
+    members[victim].kill();
     let killed = Instant::now();
     let channel = members[survivor].channel().await;
     for name in &orphans {
@@ -335,7 +180,10 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
         killed.elapsed()
     );
     for name in &orphans {
-        assert!(members[survivor].follows(name).await, "{name} not re-owned");
+        assert!(
+            members[survivor].follows(name).await.unwrap_or(false),
+            "{name} not re-owned"
+        );
     }
     assert_eq!(
         members[survivor].counter("prescale_model_fits_total"),
@@ -355,7 +203,7 @@ async fn retrain(channel: &Channel) -> proto::Job {
     let mut admin = AdminServiceClient::new(channel.clone());
     let job = admin
         .retrain(RetrainRequest {
-            series: vec![series(0)],
+            series: vec![series_ref(0)],
             all: false,
         })
         .await
@@ -426,12 +274,12 @@ async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrai
         return;
     }
     let etcd = etcd_support::LocalEtcd::start();
-    let prometheus = prometheus(1);
+    let prometheus = fleet_support::prometheus_with(1);
     let store = tempfile::tempdir().unwrap();
-    let member = Member::start("alone", &etcd.url, store.path());
+    let member = start("alone", &etcd.url, store.path());
     let channel = member.channel().await;
     PlanServiceClient::new(channel.clone())
-        .upsert_workload(upsert(0, &prometheus.url))
+        .upsert_workload(upsert(0, Some(&prometheus.url)))
         .await
         .unwrap();
     let version = wait_for_plan(&channel, "w0", Duration::from_secs(300)).await;
@@ -450,14 +298,14 @@ async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrai
 
     // `prescale models rollback` moves the pointer, to the retrained version and back to the
     // previous live one; the owner plans with each.
-    let stdout = member.rollback(Some(version + 1));
+    let stdout = rollback(&member, Some(version + 1));
     assert!(
         stdout.contains(&format!("v{} is live", version + 1)),
         "{stdout}"
     );
     assert_eq!(pointers(&client).await["load_0"], version + 1);
     wait_for_version(&channel, "w0", version + 1).await;
-    member.rollback(None);
+    rollback(&member, None);
     assert_eq!(pointers(&client).await["load_0"], version);
     wait_for_version(&channel, "w0", version).await;
 

@@ -16,12 +16,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fleet_support::{Replica, answered_alike, get_plan, identity, series_name};
+use fleet_support::{Replica, ReplicaConfig, answered_alike, get_plan, identity, series_name};
 use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
 use prescale::service::FLEET_HEALTH_SERVICE;
-use prescale::service::proto::{
-    GetPlanRequest, GetWorkloadRequest, plan_service_client::PlanServiceClient,
-};
+use prescale::service::proto::{GetPlanRequest, plan_service_client::PlanServiceClient};
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -53,6 +51,15 @@ fn share_of(ids: &[&str], id: &str) -> BTreeSet<usize> {
         .collect()
 }
 
+/// Replica `id` of the fleet on `etcd`, with `/metrics` and a KEDA scaler.
+fn start(id: &str, etcd: &str) -> Replica {
+    ReplicaConfig::new(id, etcd)
+        .metrics()
+        .scaler()
+        .etcd_timeout(Duration::from_secs(1))
+        .start()
+}
+
 /// Stops the asking loops when dropped, also when the test fails.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -71,19 +78,6 @@ fn marked(name: &str) -> tonic::Request<GetPlanRequest> {
         .metadata_mut()
         .insert("x-prescale-forwarded", "1".parse().unwrap());
     request
-}
-
-/// Whether `replica` follows workload `name`'s source (only its owner does).
-async fn follows(replica: &Replica, name: &str) -> bool {
-    PlanServiceClient::new(replica.channel().await)
-        .get_workload(GetWorkloadRequest {
-            name: name.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .source_status
-        .is_some_and(|status| status.last_success_ms > 0)
 }
 
 /// Asks every workload's plan through `channels` in a loop until `stop`; counts the calls and
@@ -128,10 +122,7 @@ async fn a_fourth_replica_takes_its_quarter_with_no_failed_get_plan() {
     );
     let etcd = etcd_support::LocalEtcd::start();
     let prometheus = fleet_support::prometheus_with(WORKLOADS);
-    let mut replicas: Vec<Replica> = ids[..3]
-        .iter()
-        .map(|id| Replica::start(id, &etcd.url))
-        .collect();
+    let mut replicas: Vec<Replica> = ids[..3].iter().map(|id| start(id, &etcd.url)).collect();
     let names = fleet_support::upsert_all(&replicas[0], WORKLOADS, &prometheus.url).await;
     answered_alike(
         &replicas.iter().collect::<Vec<_>>(),
@@ -158,7 +149,7 @@ async fn a_fourth_replica_takes_its_quarter_with_no_failed_get_plan() {
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     let joined = Instant::now();
-    replicas.push(Replica::start("r3", &etcd.url));
+    replicas.push(start("r3", &etcd.url));
     // Joining, it is not ready: a Service sends it nothing until it has warmed its share.
     assert_eq!(replicas[3].health("").await, ServingStatus::NotServing);
     while replicas[3].health("").await != ServingStatus::Serving {
@@ -188,7 +179,7 @@ async fn a_fourth_replica_takes_its_quarter_with_no_failed_get_plan() {
         loop {
             let mut followers = Vec::new();
             for replica in &replicas {
-                if follows(replica, name).await {
+                if replica.follows(name).await.unwrap() {
                     followers.push(replica.id.as_str());
                 }
             }

@@ -20,6 +20,8 @@
 
 #[path = "../../tests/etcd_support/mod.rs"]
 mod etcd_support;
+#[path = "../../tests/fleet_support/mod.rs"]
+mod fleet_support;
 #[path = "../../tests/prometheus_support/mod.rs"]
 mod prometheus_support;
 mod replica;

@@ -1,18 +1,16 @@
-//! The fleet benchmark's replicas: release `prescale serve` processes of one fleet on 127.0.0.1,
-//! each with its own data directory, which a restart after `kill -9` keeps (as a StatefulSet pod
-//! keeps its volume); and the fleet's member list read from etcd, from which the benchmark computes
-//! each series' owner with the same rendezvous hashing the replicas use.
+//! The fleet benchmark's replicas: release `prescale serve` processes of one fleet on 127.0.0.1
+//! (the fleet tests' replicas, `tests/fleet_support`, tuned for load), each with its own data
+//! directory, which a restart after `kill -9` keeps; and the fleet's member list read from etcd,
+//! from which the benchmark computes each series' owner with the same rendezvous hashing the
+//! replicas use.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use prescale::fleet::etcd::Etcd;
 use prescale::fleet::{FleetView, Member, MemberInfo};
 use tonic::transport::Channel;
 
-use crate::prometheus_support::free_port;
+use crate::fleet_support::{Replica, ReplicaConfig};
 
 /// The fleet's etcd key prefix (the default of `[fleet] prefix`).
 const PREFIX: &str = "/prescale/";
@@ -28,131 +26,28 @@ pub(crate) struct FleetSettings {
     pub(crate) fits: usize,
 }
 
-/// A `prescale serve` replica; killed on drop.
-pub(crate) struct Replica {
-    /// Its member id.
-    pub(crate) id: String,
-    /// Its gRPC address.
-    pub(crate) address: String,
-    /// The running process, `None` after a kill.
-    child: Option<Child>,
-    /// Its config file (in `directory`).
-    config: PathBuf,
-    /// Its data directory and config file; kept across restarts.
-    directory: tempfile::TempDir,
+/// Starts replica `id` and waits until it has joined the fleet: no fsync, 64 MiB messages,
+/// `settings.fits` fit threads, logging errors only.
+pub(crate) fn start(id: &str, settings: &FleetSettings) -> Replica {
+    let lease_ttl = humantime::parse_duration(&settings.lease_ttl).expect("--lease is a duration");
+    ReplicaConfig::new(id, &settings.etcd)
+        .lease_ttl(lease_ttl)
+        .no_fsync()
+        .max_message_mib(64)
+        .max_concurrent_fits(settings.fits)
+        .log("error")
+        .start()
 }
 
-impl Replica {
-    /// Starts replica `id` and waits until it has joined the fleet.
-    pub(crate) fn start(id: &str, settings: &FleetSettings) -> Self {
-        let directory = tempfile::tempdir().expect("a temporary directory");
-        let address = format!("127.0.0.1:{}", free_port());
-        let config = directory.path().join("prescale.toml");
-        std::fs::write(
-            &config,
-            config_text(directory.path(), id, &address, settings),
-        )
-        .expect("the config file");
-        let mut replica = Self {
-            id: id.to_owned(),
-            address,
-            child: None,
-            config,
-            directory,
-        };
-        replica.restart();
-        replica
-    }
-
-    /// Starts the process again on the same data directory and waits until it has joined.
-    pub(crate) fn restart(&mut self) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .env_remove("PRESCALE_CONFIG")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prescale serve starts");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        // The fleet line comes once the member key is in etcd.
-        let joined = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.starts_with("fleet member"));
-        assert!(joined, "replica {} did not join the fleet", self.id);
-        // The rest is read, so the server never writes to a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        self.child = Some(child);
-    }
-
-    /// `kill -9`, and the process reaped.
-    pub(crate) fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill().expect("kill -9");
-            child.wait().expect("reaped");
-        }
-    }
-
-    /// Its process id while it runs.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
-    }
-
-    /// Its data directory.
-    pub(crate) fn data_dir(&self) -> &Path {
-        self.directory.path()
-    }
-
-    /// A new connection to its gRPC API.
-    pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .expect("a valid URI")
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("the replica accepts a connection")
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn config_text(data: &Path, id: &str, address: &str, settings: &FleetSettings) -> String {
-    format!(
-        r#"data_dir = "{data}"
-[store]
-fsync = false
-[server]
-listen = "{address}"
-metrics_listen = "off"
-max_message_mib = 64
-[planning]
-max_concurrent_fits = {fits}
-[registry]
-schedule = "off"
-[sources]
-poll_interval = "1s"
-retry_initial = "200ms"
-retry_max = "1s"
-[fleet]
-etcd_endpoints = ["{etcd}"]
-member_id = "{id}"
-advertise = "{address}"
-lease_ttl = "{ttl}"
-etcd_timeout = "2s"
-"#,
-        data = data.display(),
-        fits = settings.fits,
-        etcd = settings.etcd,
-        ttl = settings.lease_ttl,
-    )
+/// A new connection to `replica`'s gRPC API, with connect and call timeouts.
+pub(crate) async fn channel(replica: &Replica) -> Channel {
+    Channel::from_shared(format!("http://{}", replica.address))
+        .expect("a valid URI")
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .expect("the replica accepts a connection")
 }
 
 /// The fleet's members as etcd holds them now.

@@ -16,7 +16,8 @@ use prescale::service::proto::{
 };
 use tonic::transport::Channel;
 
-use crate::replica::{FleetSettings, Replica, cpu_seconds, fleet_view, rss_mib};
+use crate::fleet_support::Replica;
+use crate::replica::{self, FleetSettings, cpu_seconds, fleet_view, rss_mib};
 
 /// 28 days of 5-minute points.
 const POINTS: usize = 28 * 288;
@@ -89,18 +90,13 @@ pub(crate) async fn run(
     series: usize,
 ) -> RetrainRun {
     let mut replicas: Vec<Replica> = (0..replica_count)
-        .map(|index| Replica::start(&format!("t{replica_count}-{index}"), settings))
+        .map(|index| replica::start(&format!("t{replica_count}-{index}"), settings))
         .collect();
     // No per-call deadline: a Write that crosses the store's checkpoint threshold writes the
     // checkpoint inside its call, which takes long on a loaded machine.
     let mut channels = Vec::new();
     for replica in &replicas {
-        let channel = Channel::from_shared(format!("http://{}", replica.address))
-            .expect("a valid URI")
-            .connect()
-            .await
-            .expect("the replica accepts a connection");
-        channels.push(channel);
+        channels.push(replica.channel().await);
     }
     let etcd = Etcd::connect(std::slice::from_ref(&settings.etcd), Duration::from_secs(5))
         .await

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use prescale::domain::SeriesId;
 use prescale::fleet::etcd::Etcd;
-use prescale::service::proto::{self, GetPlanRequest, plan_service_client::PlanServiceClient};
+use prescale::service::proto::{self, plan_service_client::PlanServiceClient};
 use tonic::transport::Channel;
 
+use crate::fleet_support::{self, Replica, get_plan, series_name, workload_name};
 use crate::prometheus_support::{self, LocalPrometheus, Seed};
-use crate::replica::{FleetSettings, Replica, cpu_seconds, fleet_view};
+use crate::replica::{self, FleetSettings, cpu_seconds, fleet_view};
 use crate::{Summary, summary};
 
 /// Days of 30-minute history of each workload's series.
@@ -31,14 +32,6 @@ pub(crate) struct ServingFleet {
     /// A client of the fleet's etcd.
     etcd: Etcd,
     _prometheus: LocalPrometheus,
-}
-
-fn workload_name(index: usize) -> String {
-    format!("w{index}")
-}
-
-fn series_name(index: usize) -> String {
-    format!("load_{index}")
 }
 
 impl ServingFleet {
@@ -68,11 +61,11 @@ impl ServingFleet {
         let prometheus = LocalPrometheus::start(&seeds);
         let replicas: Vec<Replica> = ["r0", "r1", "r2"]
             .iter()
-            .map(|id| Replica::start(id, settings))
+            .map(|id| replica::start(id, settings))
             .collect();
         let mut channels = Vec::new();
-        for replica in &replicas {
-            channels.push(replica.channel().await);
+        for member in &replicas {
+            channels.push(replica::channel(member).await);
         }
         let mut plans = PlanServiceClient::new(channels[0].clone());
         for index in 0..workloads {
@@ -145,7 +138,7 @@ impl ServingFleet {
             for name in pending {
                 let mut answered = true;
                 for index in through {
-                    answered &= get_plan(&self.channels[*index], name).await.is_ok();
+                    answered &= get_plan(self.channels[*index].clone(), name).await.is_ok();
                 }
                 if !answered {
                     still.push(name);
@@ -176,7 +169,7 @@ impl ServingFleet {
                         (owner + 1 + call % 2) % self.replicas.len()
                     };
                     let started = Instant::now();
-                    get_plan(&self.channels[target], &self.names[workload])
+                    get_plan(self.channels[target].clone(), &self.names[workload])
                         .await
                         .unwrap_or_else(|status| panic!("GetPlan through {target}: {status}"));
                     latencies.push(started.elapsed());
@@ -232,7 +225,7 @@ impl ServingFleet {
                 elapsed,
             });
             self.replicas[victim].restart();
-            self.channels[victim] = self.replicas[victim].channel().await;
+            self.channels[victim] = replica::channel(&self.replicas[victim]).await;
             self.wait_until_answered(&[0, 1, 2], &self.names).await;
         }
         results
@@ -257,39 +250,15 @@ pub(crate) struct Reowned {
     pub(crate) elapsed: Duration,
 }
 
-async fn get_plan(channel: &Channel, name: &str) -> Result<proto::Plan, tonic::Status> {
-    PlanServiceClient::new(channel.clone())
-        .get_plan(GetPlanRequest {
-            workload: name.to_owned(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-/// Workload `w<index>` on series `load_<index>`, its history pulled from `prometheus`.
+/// Workload `w<index>` on series `load_<index>`, its history pulled from `prometheus`: the fleet
+/// tests' workload, but in the default mode (forecast-only), as the benchmark plans and serves
+/// without scaling.
 fn upsert(index: usize, prometheus: &str) -> proto::UpsertWorkloadRequest {
-    proto::UpsertWorkloadRequest {
-        workload: Some(proto::Workload {
-            name: workload_name(index),
-            series: Some(proto::SeriesRef {
-                name: series_name(index),
-                labels: Default::default(),
-            }),
-            capacity_per_replica: 100.0,
-            max_replicas: 100,
-            warm_up: "30m".to_owned(),
-            source: Some(proto::Source {
-                kind: Some(proto::source::Kind::Prometheus(proto::PrometheusSource {
-                    url: prometheus.to_owned(),
-                    query: format!("load{{w=\"{index}\"}}"),
-                    step: "30m".to_owned(),
-                    timeout: "5s".to_owned(),
-                    ..Default::default()
-                })),
-            }),
-            ..Default::default()
-        }),
+    let mut request = fleet_support::upsert(index, Some(prometheus));
+    if let Some(workload) = &mut request.workload {
+        workload.mode = String::new();
     }
+    request
 }
 
 impl ServingFleet {

@@ -27,15 +27,24 @@ pub(crate) fn missing() -> bool {
 /// (its "fleet member" line comes once its member key is in etcd); the rest of its output is read,
 /// so the server never writes to a closed pipe.
 pub(crate) fn start_member(id: &str, config: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+    start_member_logging(id, config, None)
+}
+
+/// [`start_member`] with `RUST_LOG` set to `log` when given (a benchmark keeps the logging out of
+/// its figures).
+pub(crate) fn start_member_logging(id: &str, config: &Path, log: Option<&str>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prescale"));
+    command
         .arg("--config")
         .arg(config)
         .arg("serve")
         .env_remove("PRESCALE_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prescale serve starts");
+        .stderr(Stdio::null());
+    if let Some(log) = log {
+        command.env("RUST_LOG", log);
+    }
+    let mut child = command.spawn().expect("prescale serve starts");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let joined = lines
         .by_ref()

@@ -1,17 +1,18 @@
 //! `prescale serve` replicas of one fleet on 127.0.0.1 for the fleet tests: each with its own data
-//! directory, gRPC, KEDA scaler and `/metrics` listeners, joined through a real etcd, killed on
-//! drop; and the workloads they share, each on its own series of a real Prometheus. A test that
-//! uses it also declares `mod etcd_support;` and `mod prometheus_support;`.
+//! directory and gRPC listener (and, as its test asks, a KEDA scaler and `/metrics` listener, a
+//! shared model store, a TSDB), joined through a real etcd, killed on drop; and the workloads they
+//! share, each on its own series of a real Prometheus. A test that uses it also declares
+//! `mod etcd_support;` and `mod prometheus_support;`.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::time::Duration;
 
 use prescale::service::proto::{
-    self, GetPlanRequest, UpsertWorkloadRequest, plan_service_client::PlanServiceClient,
+    self, GetPlanRequest, GetWorkloadRequest, UpsertWorkloadRequest,
+    plan_service_client::PlanServiceClient,
 };
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -19,11 +20,234 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
 use crate::prometheus_support::{free_port, http_get};
 
-/// The membership lease of the replicas.
+/// The membership lease of the replicas (`[fleet] lease_ttl` unless a test sets another).
 pub(crate) const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// Days of 30-minute history each workload's series has.
 pub(crate) const HISTORY_DAYS: usize = 10;
+
+/// A replica's config: what every fleet test's replica has (gRPC on a free port, no registry
+/// schedule, fast source polling, `[fleet]` on one etcd) and the extras a test asks for.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaConfig {
+    id: String,
+    etcd: String,
+    lease_ttl: Duration,
+    etcd_timeout: Duration,
+    join_timeout: Option<Duration>,
+    metrics: bool,
+    scaler: bool,
+    model_store: Option<PathBuf>,
+    tsdb: Option<String>,
+    max_concurrent_fits: Option<usize>,
+    max_message_mib: Option<usize>,
+    fsync: bool,
+    log: Option<String>,
+}
+
+/// A replica's config file and the listeners it names.
+#[derive(Debug, Clone)]
+pub(crate) struct Written {
+    /// The config file.
+    pub(crate) config: PathBuf,
+    /// The gRPC address.
+    pub(crate) address: String,
+    /// The KEDA scaler's address, when it has one.
+    pub(crate) scaler: Option<String>,
+    /// The `/metrics` address, when it has one.
+    pub(crate) metrics: Option<String>,
+}
+
+impl ReplicaConfig {
+    /// Member `id` of the fleet on etcd `etcd`: lease [`LEASE_TTL`], etcd timeout 2 s, no
+    /// `/metrics`, no KEDA scaler, no model store, no TSDB.
+    pub(crate) fn new(id: &str, etcd: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            etcd: etcd.to_owned(),
+            lease_ttl: LEASE_TTL,
+            etcd_timeout: Duration::from_secs(2),
+            join_timeout: None,
+            metrics: false,
+            scaler: false,
+            model_store: None,
+            tsdb: None,
+            max_concurrent_fits: None,
+            max_message_mib: None,
+            fsync: true,
+            log: None,
+        }
+    }
+
+    /// `[fleet] lease_ttl`.
+    #[must_use]
+    pub(crate) fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// `[fleet] etcd_timeout`.
+    #[must_use]
+    pub(crate) fn etcd_timeout(mut self, timeout: Duration) -> Self {
+        self.etcd_timeout = timeout;
+        self
+    }
+
+    /// `[fleet] join_timeout` (the default when not set).
+    #[must_use]
+    pub(crate) fn join_timeout(mut self, timeout: Duration) -> Self {
+        self.join_timeout = Some(timeout);
+        self
+    }
+
+    /// A `/metrics` listener on a free port.
+    #[must_use]
+    pub(crate) fn metrics(mut self) -> Self {
+        self.metrics = true;
+        self
+    }
+
+    /// A KEDA scaler listener on a free port, advertised to the fleet.
+    #[must_use]
+    pub(crate) fn scaler(mut self) -> Self {
+        self.scaler = true;
+        self
+    }
+
+    /// `[fleet] model_store` in directory `store`.
+    #[must_use]
+    pub(crate) fn model_store(mut self, store: &Path) -> Self {
+        self.model_store = Some(store.to_owned());
+        self
+    }
+
+    /// The Prometheus at `url` as the fleet's TSDB (queries and remote write, 2 s timeout).
+    #[must_use]
+    pub(crate) fn tsdb(mut self, url: &str) -> Self {
+        self.tsdb = Some(url.to_owned());
+        self
+    }
+
+    /// `[planning] max_concurrent_fits`.
+    #[must_use]
+    pub(crate) fn max_concurrent_fits(mut self, fits: usize) -> Self {
+        self.max_concurrent_fits = Some(fits);
+        self
+    }
+
+    /// `[server] max_message_mib`.
+    #[must_use]
+    pub(crate) fn max_message_mib(mut self, mib: usize) -> Self {
+        self.max_message_mib = Some(mib);
+        self
+    }
+
+    /// `[store] fsync = false`.
+    #[must_use]
+    pub(crate) fn no_fsync(mut self) -> Self {
+        self.fsync = false;
+        self
+    }
+
+    /// `RUST_LOG` of the process.
+    #[must_use]
+    pub(crate) fn log(mut self, filter: &str) -> Self {
+        self.log = Some(filter.to_owned());
+        self
+    }
+
+    /// Writes `prescale.toml` into `directory` (also its data directory), on free ports.
+    pub(crate) fn write(&self, directory: &Path) -> Written {
+        let written = Written {
+            config: directory.join("prescale.toml"),
+            address: format!("127.0.0.1:{}", free_port()),
+            scaler: self.scaler.then(|| format!("127.0.0.1:{}", free_port())),
+            metrics: self.metrics.then(|| format!("127.0.0.1:{}", free_port())),
+        };
+        std::fs::write(&written.config, self.text(directory, &written)).unwrap();
+        written
+    }
+
+    fn text(&self, data: &Path, written: &Written) -> String {
+        let address = &written.address;
+        let metrics = written.metrics.as_deref().unwrap_or("off");
+        // Sections before `[server]`; keys under `[server]` and the sections after it, before
+        // `[registry]`; keys under `[fleet]` after those every replica has.
+        let mut sections = String::new();
+        let mut server = String::new();
+        let mut extras = String::new();
+        if !self.fsync {
+            sections += "[store]\nfsync = false\n";
+        }
+        if let Some(mib) = self.max_message_mib {
+            server += &format!("max_message_mib = {mib}\n");
+        }
+        if let Some(fits) = self.max_concurrent_fits {
+            server += &format!("[planning]\nmax_concurrent_fits = {fits}\n");
+        }
+        if let Some(scaler) = &written.scaler {
+            server += &format!("[scaler]\nlisten = \"{scaler}\"\n");
+            extras += &format!("scaler_advertise = \"{scaler}\"\n");
+        }
+        if let Some(store) = &self.model_store {
+            extras += &format!("model_store = \"file://{}\"\n", store.display());
+        }
+        if let Some(url) = &self.tsdb {
+            extras += &format!(
+                "tsdb_url = \"{url}\"\ntsdb_remote_write_url = \"{url}/api/v1/write\"\n\
+                 tsdb_timeout = \"2s\"\n"
+            );
+        }
+        if let Some(timeout) = self.join_timeout {
+            extras += &format!(
+                "join_timeout = \"{}\"\n",
+                humantime::format_duration(timeout)
+            );
+        }
+        format!(
+            r#"data_dir = "{data}"
+{sections}[server]
+listen = "{address}"
+metrics_listen = "{metrics}"
+{server}[registry]
+schedule = "off"
+[sources]
+poll_interval = "1s"
+retry_initial = "200ms"
+retry_max = "1s"
+[fleet]
+etcd_endpoints = ["{etcd}"]
+member_id = "{id}"
+advertise = "{address}"
+lease_ttl = "{ttl}"
+etcd_timeout = "{timeout}"
+{extras}"#,
+            data = data.display(),
+            etcd = self.etcd,
+            id = self.id,
+            ttl = humantime::format_duration(self.lease_ttl),
+            timeout = humantime::format_duration(self.etcd_timeout),
+        )
+    }
+
+    /// Starts the replica and waits until its member key is in etcd.
+    pub(crate) fn start(self) -> Replica {
+        let directory = tempfile::tempdir().unwrap();
+        let written = self.write(directory.path());
+        let mut replica = Replica {
+            id: self.id,
+            address: written.address,
+            scaler: written.scaler,
+            metrics: written.metrics.map(|metrics| format!("http://{metrics}")),
+            config: written.config,
+            log: self.log,
+            child: None,
+            directory,
+        };
+        replica.restart();
+        replica
+    }
+}
 
 /// A `prescale serve` replica; killed on drop.
 pub(crate) struct Replica {
@@ -31,64 +255,60 @@ pub(crate) struct Replica {
     pub(crate) id: String,
     /// Its gRPC address.
     pub(crate) address: String,
-    /// Its `/metrics` base URL.
-    pub(crate) metrics: String,
-    child: Child,
-    /// Its data directory and config file.
-    _directory: tempfile::TempDir,
+    /// Its KEDA scaler's address, when it has one.
+    pub(crate) scaler: Option<String>,
+    /// Its `/metrics` base URL, when it has one.
+    pub(crate) metrics: Option<String>,
+    /// Its config file.
+    pub(crate) config: PathBuf,
+    /// Its `RUST_LOG`, when set.
+    log: Option<String>,
+    /// The running process, `None` after a kill.
+    child: Option<Child>,
+    /// Its data directory and config file; kept across restarts.
+    directory: tempfile::TempDir,
 }
 
 impl Replica {
-    /// Starts replica `id` against etcd at `etcd` and waits until its member key is in etcd.
-    pub(crate) fn start(id: &str, etcd: &str) -> Self {
-        let directory = tempfile::tempdir().unwrap();
-        let address = format!("127.0.0.1:{}", free_port());
-        let scaler = format!("127.0.0.1:{}", free_port());
-        let metrics = format!("127.0.0.1:{}", free_port());
-        let config = directory.path().join("prescale.toml");
-        std::fs::write(
-            &config,
-            config_text(directory.path(), id, &address, &scaler, &metrics, etcd),
-        )
-        .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-            .arg("--config")
-            .arg(&config)
-            .arg("serve")
-            .env_remove("PRESCALE_CONFIG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let joined = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .any(|line| line.starts_with("fleet member"));
-        assert!(joined, "replica {id} did not join the fleet");
-        // The rest is read, so the server never writes to a closed pipe.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self {
-            id: id.to_owned(),
-            address,
-            metrics: format!("http://{metrics}"),
-            child,
-            _directory: directory,
-        }
+    /// Starts the process (again, after a kill: on the same data directory, as a StatefulSet pod
+    /// keeps its volume) and waits until its member key is in etcd.
+    pub(crate) fn restart(&mut self) {
+        self.child = Some(crate::etcd_support::start_member_logging(
+            &self.id,
+            &self.config,
+            self.log.as_deref(),
+        ));
+    }
+
+    /// Its process id while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Its data directory.
+    pub(crate) fn data_dir(&self) -> &Path {
+        self.directory.path()
     }
 
     /// A channel to its gRPC API.
     pub(crate) async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
+        connect(&self.address).await
+    }
+
+    /// A channel to its KEDA scaler.
+    pub(crate) async fn scaler_channel(&self) -> Channel {
+        connect(
+            self.scaler
+                .as_deref()
+                .expect("a replica with a KEDA scaler"),
+        )
+        .await
     }
 
     /// The value of gauge `name` on its `/metrics`, when it shows it.
     pub(crate) fn gauge(&self, name: &str) -> Option<f64> {
-        let (status, body) = http_get(&self.metrics, "/metrics")?;
+        let metrics = self.metrics.as_deref().expect("a replica with /metrics");
+        let (status, body) = http_get(metrics, "/metrics")?;
         assert_eq!(status, 200, "{body}");
         body.lines().find_map(|line| {
             line.strip_prefix(name)?
@@ -97,6 +317,12 @@ impl Replica {
                 .parse()
                 .ok()
         })
+    }
+
+    /// The value of counter `name` on its `/metrics`, which must show it.
+    pub(crate) fn counter(&self, name: &str) -> f64 {
+        self.gauge(name)
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
     }
 
     /// Its gRPC health of `service` (`""`: the server as a whole, as Kubernetes probes ask).
@@ -111,47 +337,51 @@ impl Replica {
             .status;
         ServingStatus::try_from(status).unwrap()
     }
+
+    /// Whether it follows workload `name`'s source (only its owner does).
+    pub(crate) async fn follows(&self, name: &str) -> Result<bool, tonic::Status> {
+        let workload = PlanServiceClient::new(self.channel().await)
+            .get_workload(GetWorkloadRequest {
+                name: name.to_owned(),
+            })
+            .await?
+            .into_inner();
+        Ok(workload
+            .source_status
+            .is_some_and(|status| status.last_success_ms > 0))
+    }
+
+    /// `kill -9`, and the process reaped.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT) to the running process.
+    pub(crate) fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid().expect("a running replica")).unwrap();
+        // SAFETY: kill(2) on a child this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
-fn config_text(
-    data: &Path,
-    id: &str,
-    address: &str,
-    scaler: &str,
-    metrics: &str,
-    etcd: &str,
-) -> String {
-    format!(
-        r#"data_dir = "{data}"
-[server]
-listen = "{address}"
-metrics_listen = "{metrics}"
-[scaler]
-listen = "{scaler}"
-[registry]
-schedule = "off"
-[sources]
-poll_interval = "1s"
-retry_initial = "200ms"
-retry_max = "1s"
-[fleet]
-etcd_endpoints = ["{etcd}"]
-member_id = "{id}"
-advertise = "{address}"
-scaler_advertise = "{scaler}"
-lease_ttl = "{ttl}s"
-etcd_timeout = "1s"
-"#,
-        data = data.display(),
-        ttl = LEASE_TTL.as_secs(),
-    )
+async fn connect(address: &str) -> Channel {
+    Channel::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// The name of workload `index`.
@@ -164,17 +394,24 @@ pub(crate) fn series_name(index: usize) -> String {
     format!("load_{index}")
 }
 
+/// A reference to the series of workload `index`.
+pub(crate) fn series_ref(index: usize) -> proto::SeriesRef {
+    proto::SeriesRef {
+        name: series_name(index),
+        labels: Default::default(),
+    }
+}
+
 /// Workload `w<index>` on series `load_<index>`, pulled from `prometheus` when given.
 pub(crate) fn upsert(index: usize, prometheus: Option<&str>) -> UpsertWorkloadRequest {
     UpsertWorkloadRequest {
         workload: Some(proto::Workload {
             name: workload_name(index),
-            series: Some(proto::SeriesRef {
-                name: series_name(index),
-                labels: Default::default(),
-            }),
+            series: Some(series_ref(index)),
             capacity_per_replica: 100.0,
             max_replicas: 100,
+            // The plan starts at the step after the newest point (the last half hour); a 30-minute
+            // warm-up makes it cover now, which the scaler answers for.
             warm_up: "30m".to_owned(),
             mode: "forecast-and-scale".to_owned(),
             source: prometheus.map(|url| proto::Source {
