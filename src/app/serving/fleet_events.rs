@@ -7,14 +7,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::app::AppError;
 use crate::events::{Event, EventCalendar, EventSpec};
 use crate::fleet::etcd::Op;
 use crate::fleet::{Coordinator, RecordChange};
 
-use super::fleet_workloads::{fenced_any_view, fleet_error, put_record};
+use super::fleet_workloads::{fenced_any_view, fleet_error, put_record, read_and_watch};
 use super::{ServingState, blocking};
 
 /// The fleet-wide table of events.
@@ -84,15 +83,8 @@ impl ServingState {
     /// Follows the fleet's events into this replica's events file until shutdown; reads the table
     /// again after a failure.
     pub(super) async fn sync_events(self: Arc<Self>, coordinator: Arc<dyn Coordinator>) {
-        loop {
-            if let Err(error) = self.follow_events(coordinator.as_ref()).await {
-                tracing::warn!(%error, "following the fleet's events failed; reading them again");
-            }
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
+        self.until_shutdown(EVENTS_TABLE, || self.follow_events(coordinator.as_ref()))
+            .await;
     }
 
     /// Reads the table (the events file becomes exactly it), then applies each change.
@@ -100,20 +92,12 @@ impl ServingState {
         self: &Arc<Self>,
         coordinator: &dyn Coordinator,
     ) -> Result<(), AppError> {
-        let (records, revision) = coordinator
-            .records(EVENTS_TABLE)
-            .await
-            .map_err(fleet_error)?;
-        let mut watch = coordinator
-            .watch_records(EVENTS_TABLE, revision)
-            .await
-            .map_err(fleet_error)?;
+        let (records, mut watch) = read_and_watch(coordinator, EVENTS_TABLE).await?;
         let mut table: BTreeMap<String, Vec<u8>> = records.into_iter().collect();
         self.apply_event_table(&table).await;
         loop {
-            let changes = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                changes = watch.next() => changes.map_err(fleet_error)?,
+            let Some(changes) = self.next_changes(&mut watch).await? else {
+                return Ok(());
             };
             for change in changes {
                 match change {

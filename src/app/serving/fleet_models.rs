@@ -22,7 +22,7 @@ use crate::forecast::FittedModel;
 use crate::registry::{EncodedVersion, LivePointer, MODELS_TABLE, ModelStore, StoredVersion};
 
 use super::ServingState;
-use super::fleet_workloads::{fenced_put, fleet_error};
+use super::fleet_workloads::{fenced_put, read_and_watch};
 use super::live_models::LiveModel;
 
 /// The fleet's models as this replica follows them.
@@ -270,14 +270,7 @@ impl ServingState {
 
     async fn follow_pointers(&self, coordinator: &dyn Coordinator) -> Result<(), AppError> {
         let (shared, _) = self.shared_or_error()?;
-        let (records, revision) = coordinator
-            .records(MODELS_TABLE)
-            .await
-            .map_err(fleet_error)?;
-        let mut watch = coordinator
-            .watch_records(MODELS_TABLE, revision)
-            .await
-            .map_err(fleet_error)?;
+        let (records, mut watch) = read_and_watch(coordinator, MODELS_TABLE).await?;
         let pointers: HashMap<SeriesId, LivePointer> = records
             .iter()
             .filter_map(|(name, value)| decode_pointer(name, Some(value)))
@@ -290,9 +283,8 @@ impl ServingState {
             self.serve_pointed_version(&series).await;
         }
         loop {
-            let changes = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                changes = watch.next() => changes.map_err(fleet_error)?,
+            let Some(changes) = self.next_changes(&mut watch).await? else {
+                return Ok(());
             };
             for change in changes {
                 let (name, value) = match &change {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::app::AppError;
 use crate::fleet::etcd::Op;
-use crate::fleet::{Coordinator, FleetError, RecordChange};
+use crate::fleet::{Coordinator, FleetError, RecordChange, RecordWatch};
 use crate::plan::{Workload, WorkloadParams};
 
 use super::{ServingState, blocking};
@@ -87,18 +87,22 @@ impl ServingState {
         }
     }
 
+    /// The next changes `watch` reports, or `None` at shutdown.
+    pub(super) async fn next_changes(
+        &self,
+        watch: &mut RecordWatch,
+    ) -> Result<Option<Vec<RecordChange>>, AppError> {
+        tokio::select! {
+            () = self.shutdown.cancelled() => Ok(None),
+            changes = watch.next() => changes.map(Some).map_err(fleet_error),
+        }
+    }
+
     async fn follow_workloads(
         self: &Arc<Self>,
         coordinator: &dyn Coordinator,
     ) -> Result<(), AppError> {
-        let (records, revision) = coordinator
-            .records(WORKLOADS_TABLE)
-            .await
-            .map_err(fleet_error)?;
-        let mut watch = coordinator
-            .watch_records(WORKLOADS_TABLE, revision)
-            .await
-            .map_err(fleet_error)?;
+        let (records, mut watch) = read_and_watch(coordinator, WORKLOADS_TABLE).await?;
         let names: HashSet<&str> = records.iter().map(|(name, _)| name.as_str()).collect();
         for name in self.workload_names() {
             if !names.contains(name.as_str()) {
@@ -109,9 +113,8 @@ impl ServingState {
             self.apply_workload_record(name, Some(value)).await;
         }
         loop {
-            let changes = tokio::select! {
-                () = self.shutdown.cancelled() => return Ok(()),
-                changes = watch.next() => changes.map_err(fleet_error)?,
+            let Some(changes) = self.next_changes(&mut watch).await? else {
+                return Ok(());
             };
             for change in changes {
                 match change {
@@ -145,6 +148,19 @@ impl ServingState {
             tracing::warn!(workload = %name, %error, "applying the fleet's workload failed");
         }
     }
+}
+
+/// Reads fleet-wide `table` whole, and watches its changes from that read on.
+pub(super) async fn read_and_watch(
+    coordinator: &dyn Coordinator,
+    table: &str,
+) -> Result<(Vec<(String, Vec<u8>)>, RecordWatch), AppError> {
+    let (records, revision) = coordinator.records(table).await.map_err(fleet_error)?;
+    let watch = coordinator
+        .watch_records(table, revision)
+        .await
+        .map_err(fleet_error)?;
+    Ok((records, watch))
 }
 
 /// Writes record `name` of `table` (`value` as JSON), fenced by this replica's membership; a
