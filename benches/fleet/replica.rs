@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use prescale::fleet::etcd::Etcd;
-use prescale::fleet::{FleetView, Member, MemberInfo};
+use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
 use tonic::transport::Channel;
 
 use crate::fleet_support::{Replica, ReplicaConfig};
@@ -50,22 +50,38 @@ pub(crate) async fn channel(replica: &Replica) -> Channel {
         .expect("the replica accepts a connection")
 }
 
-/// The fleet's members as etcd holds them now.
-pub(crate) async fn fleet_view(etcd: &Etcd) -> FleetView {
+/// The fleet's members as etcd holds them once `expected` members are there and all are active
+/// (a replica registers as joining and turns active after it has planned its share, so ownership
+/// read earlier would change under the benchmark).
+pub(crate) async fn fleet_view(etcd: &Etcd, expected: usize) -> FleetView {
     let prefix = format!("{PREFIX}members/");
-    let (entries, revision) = etcd.get_prefix(&prefix).await.expect("etcd answers");
-    let members = entries
-        .into_iter()
-        .map(|entry| Member {
-            id: entry.key[prefix.len()..].to_owned(),
-            info: serde_json::from_slice::<MemberInfo>(&entry.value).expect("a member record"),
-            create_revision: entry.create_revision,
-        })
-        .collect();
-    FleetView {
-        members,
-        revision,
-        ..FleetView::default()
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (entries, revision) = etcd.get_prefix(&prefix).await.expect("etcd answers");
+        let members: Vec<Member> = entries
+            .into_iter()
+            .map(|entry| Member {
+                id: entry.key[prefix.len()..].to_owned(),
+                info: serde_json::from_slice::<MemberInfo>(&entry.value).expect("a member record"),
+                create_revision: entry.create_revision,
+            })
+            .collect();
+        let active = members
+            .iter()
+            .filter(|member| member.info.state == MemberState::Active)
+            .count();
+        if members.len() == expected && active == expected {
+            return FleetView {
+                members,
+                revision,
+                ..FleetView::default()
+            };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{active} of {expected} members active after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

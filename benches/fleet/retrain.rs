@@ -101,7 +101,7 @@ pub(crate) async fn run(
     let etcd = Etcd::connect(std::slice::from_ref(&settings.etcd), Duration::from_secs(5))
         .await
         .expect("etcd answers");
-    let view = fleet_view(&etcd).await;
+    let view = fleet_view(&etcd, replica_count).await;
     let owner_of = |index: usize| -> usize {
         let owner = view.owner_of(&series_id(index)).expect("an active member");
         replicas

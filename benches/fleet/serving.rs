@@ -109,7 +109,7 @@ impl ServingFleet {
 
     /// Owner (replica index) of each workload, from the members in etcd.
     async fn owners(&self) -> Vec<usize> {
-        let view = fleet_view(&self.etcd).await;
+        let view = fleet_view(&self.etcd, self.replicas.len()).await;
         (0..self.names.len())
             .map(|index| {
                 let series = SeriesId::new(&series_name(index)).expect("a valid series name");
