@@ -220,6 +220,32 @@ async fn forecast_mean(replica: &Replica, index: usize) -> Vec<f64> {
         .mean
 }
 
+/// How long a first write may meet a fleet whose members are still turning active.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Sends `messages` as one `Push` through `channel`, again while the answer is `UNAVAILABLE`
+/// because the members are changing (replicas register as joining and turn active a moment after
+/// they start, and two replicas may see that a moment apart): what the API asks a client to do.
+/// Resending rewrites the same values, which the stores and Prometheus take as they are.
+async fn push_settled(channel: Channel, messages: Vec<WriteRequest>) -> proto::WriteResponse {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let pushed = IngestServiceClient::new(channel.clone())
+            .push(tokio_stream::iter(messages.clone()))
+            .await;
+        match pushed {
+            Err(status)
+                if status.code() == tonic::Code::Unavailable
+                    && status.message().contains("members are changing")
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            pushed => return pushed.unwrap().into_inner(),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
     if etcd_support::missing() || prometheus_support::missing() {
@@ -246,11 +272,7 @@ async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
         message(&indexes, |index| history(index)[..half].to_vec()),
         message(&indexes, |index| history(index)[half..].to_vec()),
     ];
-    let pushed = IngestServiceClient::new(through.clone())
-        .push(tokio_stream::iter(messages))
-        .await
-        .unwrap()
-        .into_inner();
+    let pushed = push_settled(through.clone(), messages).await;
     assert_eq!(
         (pushed.accepted, pushed.batches),
         (SERIES as u64 * SAMPLES, 2)
@@ -353,10 +375,11 @@ async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
         .collect();
     let day = 48;
     let samples = history(0);
-    IngestServiceClient::new(replicas[0].channel().await)
-        .write(message(&[0], |_| samples[..day].to_vec()))
-        .await
-        .unwrap();
+    push_settled(
+        replicas[0].channel().await,
+        vec![message(&[0], |_| samples[..day].to_vec())],
+    )
+    .await;
     let name = series_name(0);
     assert_eq!(tsdb_samples(&prometheus.url, &name), day as u64);
     let owner = if replicas[0].stored(&name).await > 0 {
@@ -409,10 +432,7 @@ async fn an_event_added_through_one_replica_is_applied_by_the_owner_on_another()
         .upsert_workload(upsert(0))
         .await
         .unwrap();
-    IngestServiceClient::new(channel)
-        .write(message(&[0], history))
-        .await
-        .unwrap();
+    push_settled(channel, vec![message(&[0], history)]).await;
     let owner = if replicas[0].stored(&series_name(0)).await > 0 {
         0
     } else {
