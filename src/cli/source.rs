@@ -49,14 +49,12 @@ impl PrometheusImportArgs {
         let (Some(url), Some(query)) = (&self.prometheus, &self.query) else {
             bail!("--prometheus needs --query");
         };
-        let auth = match (&self.bearer_token_file, &self.basic_auth_user) {
-            (Some(file), _) => SourceAuth::BearerTokenFile(file.clone()),
-            (None, Some(username)) => SourceAuth::Basic {
-                username: username.clone(),
-                password_file: self.basic_auth_password_file.clone().unwrap_or_default(),
-            },
-            (None, None) => SourceAuth::None,
-        };
+        let auth = SourceAuth::from_parts(
+            "--basic-auth-user",
+            self.bearer_token_file.clone(),
+            self.basic_auth_user.clone(),
+            self.basic_auth_password_file.clone(),
+        )?;
         Ok(PrometheusSource::new(url, query, self.step)?
             .with_auth(auth)
             .with_ca_file(self.ca_file.clone())

@@ -71,24 +71,13 @@ pub(super) fn fleet_tsdb(keys: FileTsdbKeys) -> Result<Option<FleetTsdb>, Config
         "fleet.tsdb_timeout",
         keys.tsdb_timeout.as_deref().unwrap_or("10s"),
     )?;
-    let auth = match (
+    let auth = SourceAuth::from_parts(
+        "credentials",
         keys.tsdb_bearer_token_file,
         keys.tsdb_basic_auth_username,
         keys.tsdb_basic_auth_password_file,
-    ) {
-        (None, None, None) => SourceAuth::None,
-        (Some(file), None, None) => SourceAuth::BearerTokenFile(file),
-        (None, Some(username), Some(password_file)) => SourceAuth::Basic {
-            username,
-            password_file,
-        },
-        _ => {
-            return Err(invalid(
-                "fleet.tsdb_bearer_token_file",
-                "give tsdb_bearer_token_file, or tsdb_basic_auth_username with tsdb_basic_auth_password_file, not both",
-            ));
-        }
-    };
+    )
+    .map_err(|error| invalid("fleet.tsdb_bearer_token_file", error.to_string()))?;
     let query = PrometheusSource::new(url.trim(), "up", Step::FIVE_MINUTES)
         .and_then(|source| source.with_timeout(timeout))
         .map_err(|error| invalid("fleet.tsdb_url", error.to_string()))?
@@ -146,6 +135,12 @@ mod tests {
         assert_eq!(
             refused(&format!(
                 "{both}tsdb_bearer_token_file = \"t\"\ntsdb_basic_auth_username = \"u\"\n"
+            )),
+            "fleet.tsdb_bearer_token_file"
+        );
+        assert_eq!(
+            refused(&format!(
+                "{both}tsdb_basic_auth_username = \" \"\ntsdb_basic_auth_password_file = \"p\"\n"
             )),
             "fleet.tsdb_bearer_token_file"
         );

@@ -33,6 +33,43 @@ pub enum SourceAuth {
     },
 }
 
+impl SourceAuth {
+    /// Credentials from the keys a user writes: a bearer token file, or a user name with a password
+    /// file, or neither. Blank values count as unset, so an empty user name is refused rather than
+    /// sent. `field` names the keys in the error.
+    pub fn from_parts(
+        field: &'static str,
+        bearer_token_file: Option<PathBuf>,
+        username: Option<String>,
+        password_file: Option<PathBuf>,
+    ) -> Result<Self, DomainError> {
+        let path = |path: Option<PathBuf>| path.filter(|path| !path.as_os_str().is_empty());
+        let username = username
+            .map(|name| name.trim().to_owned())
+            .filter(|name| !name.is_empty());
+        match (path(bearer_token_file), username, path(password_file)) {
+            (None, None, None) => Ok(Self::None),
+            (Some(file), None, None) => Ok(Self::BearerTokenFile(file)),
+            (None, Some(username), Some(password_file)) => Ok(Self::Basic {
+                username,
+                password_file,
+            }),
+            (Some(_), _, _) => Err(invalid(
+                field,
+                "set a bearer token file or basic auth, not both",
+            )),
+            (None, None, Some(_)) => Err(invalid(
+                field,
+                "a basic auth password file needs a non-empty user name",
+            )),
+            (None, Some(_), None) => Err(invalid(
+                field,
+                "a basic auth user name needs a password file",
+            )),
+        }
+    }
+}
+
 /// A PromQL query whose single series is a workload's load, pulled every `step` from a
 /// Prometheus-compatible HTTP API. Built from `source.prometheus` (see `PrometheusSourceParams` for the keys and ranges), so every value is in
 /// range; files (credentials, CA) are read when used, with an error naming the file.
@@ -209,26 +246,16 @@ impl TryFrom<PrometheusSourceParams> for PrometheusSource {
         let step = Step::try_from(params.step)
             .map_err(|error| invalid("source.prometheus.step", error.to_string()))?;
         check_timeout(params.timeout)?;
-        let auth = match (params.bearer_token_file, params.basic_auth) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "source.prometheus.basic_auth",
-                    "set either bearer_token_file or basic_auth, not both",
-                ));
-            }
-            (Some(file), None) => SourceAuth::BearerTokenFile(file),
-            (None, Some(basic)) if basic.username.is_empty() => {
-                return Err(invalid(
-                    "source.prometheus.basic_auth.username",
-                    "must not be empty",
-                ));
-            }
-            (None, Some(basic)) => SourceAuth::Basic {
-                username: basic.username,
-                password_file: basic.password_file,
-            },
-            (None, None) => SourceAuth::None,
-        };
+        let (username, password_file) = params
+            .basic_auth
+            .map(|basic| (basic.username, basic.password_file))
+            .unzip();
+        let auth = SourceAuth::from_parts(
+            "source.prometheus.basic_auth",
+            params.bearer_token_file,
+            username,
+            password_file,
+        )?;
         Ok(Self {
             url,
             query: params.query.trim().to_owned(),
@@ -274,6 +301,38 @@ mod tests {
 
     fn parse(text: &str) -> Result<PrometheusSource, String> {
         toml::from_str::<PrometheusSource>(text).map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn credentials_are_a_token_or_a_named_user_with_a_password_never_both() {
+        let file = |path: &str| Some(PathBuf::from(path));
+        let auth = |token, user: Option<&str>, password| {
+            SourceAuth::from_parts("k", token, user.map(str::to_owned), password)
+        };
+        assert_eq!(auth(None, None, None).unwrap(), SourceAuth::None);
+        assert_eq!(
+            auth(file("/t"), None, None).unwrap(),
+            SourceAuth::BearerTokenFile("/t".into())
+        );
+        assert_eq!(
+            auth(None, Some(" u "), file("/p")).unwrap(),
+            SourceAuth::Basic {
+                username: "u".into(),
+                password_file: "/p".into()
+            }
+        );
+        // Blank values are unset: an empty token path is no token, an empty user is refused.
+        assert_eq!(auth(file(""), None, None).unwrap(), SourceAuth::None);
+        for (token, user, password, reason) in [
+            (file("/t"), Some("u"), file("/p"), "not both"),
+            (file("/t"), None, file("/p"), "not both"),
+            (None, Some("  "), file("/p"), "non-empty user name"),
+            (None, None, file("/p"), "non-empty user name"),
+            (None, Some("u"), None, "needs a password file"),
+        ] {
+            let error = auth(token, user, password).unwrap_err().to_string();
+            assert!(error.contains(reason) && error.contains("k"), "{error}");
+        }
     }
 
     #[test]

@@ -269,24 +269,13 @@ fn prometheus_source(message: proto::Source) -> Result<Option<PrometheusSource>,
         .parse()
         .map_err(|error: DomainError| invalid(format!("source.prometheus.step: {error}")))?;
     let file = |text: &str| (!text.trim().is_empty()).then(|| PathBuf::from(text.trim()));
-    let auth = match (
+    let auth = SourceAuth::from_parts(
+        "source.prometheus",
         file(&prometheus.bearer_token_file),
-        prometheus.basic_auth_username.trim(),
+        Some(prometheus.basic_auth_username),
         file(&prometheus.basic_auth_password_file),
-    ) {
-        (None, "", None) => SourceAuth::None,
-        (Some(token), "", None) => SourceAuth::BearerTokenFile(token),
-        (None, username, Some(password_file)) if !username.is_empty() => SourceAuth::Basic {
-            username: username.to_owned(),
-            password_file,
-        },
-        _ => {
-            return Err(invalid(
-                "source.prometheus: set bearer_token_file, or basic_auth_username with \
-                 basic_auth_password_file, not both",
-            ));
-        }
-    };
+    )
+    .map_err(|error| invalid(error.to_string()))?;
     let mut source = PrometheusSource::new(&prometheus.url, &prometheus.query, step)
         .map_err(|error| invalid(error.to_string()))?
         .with_auth(auth)
