@@ -1,8 +1,9 @@
 //! The first stage of a fit: every member's rolling-origin backtest, scored per bucket of lead
 //! times and gated against the seasonal naive baseline.
 //!
-//! A member that beats the baseline in no bucket is dropped; in a bucket no member beats, the
-//! baseline leads and every eligible member may join it (the held-out choice of the blend size
+//! A member that beats the baseline in no bucket is dropped; one that beats it in some bucket may
+//! carry weight in every bucket; in a bucket no member beats, the baseline leads and every
+//! eligible member may join it (the held-out choice of the blend size
 //! in `selection` then keeps it alone when blending did not help on the backtest). See
 //! `docs/decisions.md`, "Gating and weights per lead-time bucket".
 
@@ -95,29 +96,21 @@ impl ModelParams {
         let beats = beats_baseline(candidates, &bucket_mae(candidates, folds));
         let (reports, mut eligible, baseline_index) =
             self.member_reports(folds, candidates, &beats, naive_scale);
-        // allowed[bucket][slot]: members that beat the baseline in the bucket. Where none does,
-        // the baseline leads and every eligible member may join it: the inverse-error weights
-        // favour the baseline, and the held-out choice of how many to blend keeps it alone when
-        // blending did not help on the backtest.
-        let mut allowed: Vec<Vec<bool>> = (0..folds.ranges.len())
-            .map(|bucket| {
-                eligible
-                    .iter()
-                    .map(|index| self.single || beats[*index][bucket])
-                    .collect()
-            })
-            .collect();
+        // allowed[bucket][slot]: every eligible member may carry weight in every bucket; the
+        // baseline joins them in the buckets no member beats it in (see `admit`).
+        let eligible_beats: Vec<&[bool]> =
+            eligible.iter().map(|index| &beats[*index][..]).collect();
+        let mut allowed = admit(
+            &eligible_beats,
+            folds.ranges.len(),
+            baseline_index.is_some(),
+        );
         if let Some(baseline) = baseline_index
-            && allowed.iter().any(|slots| !slots.contains(&true))
+            && allowed
+                .first()
+                .is_some_and(|slots| slots.len() > eligible.len())
         {
             eligible.push(baseline);
-            for slots in &mut allowed {
-                let alone = !slots.contains(&true);
-                if alone {
-                    slots.iter_mut().for_each(|slot| *slot = true);
-                }
-                slots.push(alone);
-            }
         }
         if eligible.is_empty() {
             // Only possible for a single member that could not be backtested: fit it anyway and
@@ -222,6 +215,29 @@ fn bucket_mae(candidates: &[Candidate], folds: &Folds<'_>) -> Vec<Vec<Option<f64
         .collect()
 }
 
+/// `allowed[bucket][slot]` for the members eligible for weight, `beats[slot][bucket]` telling where
+/// each beat the baseline: every eligible member may carry weight in every one of the `buckets`,
+/// and which of them to blend where is left to the per-bucket weights and the held-out choice of
+/// the blend size. When `with_baseline` and some bucket has no member beating the baseline, the
+/// baseline joins as the last slot, allowed in those buckets only: there it leads, and the
+/// held-out choice of how many to blend keeps it alone when blending did not help on the backtest.
+/// A member that beat the baseline somewhere is not shut out of the other buckets: a bucket's
+/// comparison rests on few points (a fraction of each fold), too few to exclude a member that
+/// the whole backtest admitted (see `docs/decisions.md`, "Gating and weights per lead-time
+/// bucket").
+fn admit(beats: &[&[bool]], buckets: usize, with_baseline: bool) -> Vec<Vec<bool>> {
+    let mut allowed = vec![vec![true; beats.len()]; buckets];
+    let unbeaten: Vec<bool> = (0..buckets)
+        .map(|bucket| !beats.iter().any(|member| member[bucket]))
+        .collect();
+    if with_baseline && unbeaten.contains(&true) {
+        for (slots, alone) in allowed.iter_mut().zip(unbeaten) {
+            slots.push(alone);
+        }
+    }
+    allowed
+}
+
 /// `beats[candidate][bucket]`: below the baseline's error in that bucket (or nothing to compare:
 /// trust the member over the baseline).
 fn beats_baseline(candidates: &[Candidate], bucket_mae: &[Vec<Option<f64>>]) -> Vec<Vec<bool>> {
@@ -243,4 +259,30 @@ fn beats_baseline(candidates: &[Candidate], bucket_mae: &[Vec<Option<f64>>]) -> 
                 .collect()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_that_beat_the_baseline_somewhere_may_carry_weight_in_every_bucket() {
+        // `early` beat the baseline in the first bucket only, `late` in the second only.
+        let early = [true, false, false];
+        let late = [false, true, false];
+        let allowed = admit(&[&early, &late], 3, true);
+        // Both may carry weight in both buckets; the baseline, beaten there, is left out.
+        assert_eq!(allowed[0], vec![true, true, false]);
+        assert_eq!(allowed[1], vec![true, true, false]);
+        // No member beat it in the last bucket: it leads there, and the members may join it.
+        assert_eq!(allowed[2], vec![true, true, true]);
+        // Beaten everywhere, the baseline takes no slot.
+        let everywhere = [true, true, true];
+        assert_eq!(
+            admit(&[&everywhere, &late], 3, true),
+            vec![vec![true; 2]; 3]
+        );
+        // With no member eligible, the baseline forecasts alone.
+        assert_eq!(admit(&[], 2, true), vec![vec![true]; 2]);
+    }
 }

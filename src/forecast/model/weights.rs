@@ -13,8 +13,8 @@ use super::{Combination, Folds, ModelParams};
 /// Which eligible members may carry weight in one bucket of lead times, and how many at most.
 #[derive(Debug, Clone, Copy)]
 struct Admission<'a> {
-    /// Per eligible member: whether it beat the baseline in the bucket (or may join the baseline
-    /// where none did).
+    /// Per eligible member (the baseline last, where it joins): whether it may carry weight in the
+    /// bucket (see `gating::admit`).
     allowed: &'a [bool],
     /// Most members the inverse-error rule keeps.
     top_k: usize,
