@@ -163,7 +163,7 @@ pub fn build_plan(
     let rule = choose_rule(&model, &masked, workload);
     let planned = rule.as_ref().map_or_else(
         || workload.clone(),
-        |rule| workload.with_planning_level(rule.level()),
+        |rule| workload.with_planning_rule(rule.rule()),
     );
     let levels = rule_levels(&planned);
     let fitted = forecaster(choice, levels.clone());

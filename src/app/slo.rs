@@ -10,10 +10,10 @@ use std::time::Duration;
 use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{BaseForecaster, EventCalendar};
 use crate::forecast::{Fit, FittedModel, ForecastError, Predict};
-use crate::plan::Workload;
+use crate::plan::{PlanningRule, Workload};
 use crate::simulate::{
-    LevelChooser, ReplayFold, RuleChoice, Score, Simulation, SimulationParams, SimulationReport,
-    Strategy, candidate_levels,
+    ReplayFold, RuleChoice, RuleChooser, Score, Simulation, SimulationParams, SimulationReport,
+    Strategy, candidate_levels, candidate_rules,
 };
 
 use super::planning::plan_levels;
@@ -94,12 +94,12 @@ pub struct HpaMatch {
     pub score: Score,
 }
 
-/// One point of the cost/shortfall curve: the predictive strategy planning on one level at every
+/// One point of the cost/shortfall curve: the predictive strategy planning on one rule at every
 /// replan, and the HPA at the same cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LevelPoint {
-    /// The level planned on.
-    pub level: Level,
+    /// The rule planned on.
+    pub rule: PlanningRule,
     /// How the predictive strategy did.
     pub predictive: Score,
     /// The HPA spending the same replica-hours.
@@ -116,13 +116,13 @@ pub struct SloReplay {
     pub choices: Vec<RuleChoice>,
     /// The HPA spending the replay's predictive replica-hours.
     pub hpa_equal_cost: HpaMatch,
-    /// One replay per candidate level.
+    /// One replay per candidate rule.
     pub curve: Vec<LevelPoint>,
 }
 
 /// Replays the last `days` of `history` for `workload` as [`super::replay`] does, choosing the
 /// planning rule at each replan from the model fitted there when the workload has an SLO, then
-/// replays every candidate level from the same forecasts and searches the HPA target utilisation
+/// replays every candidate rule from the same forecasts and searches the HPA target utilisation
 /// that costs the same as each. Fits once per replan; everything after reuses those fits.
 pub fn replay_with_slo(
     history: &TimeSeries,
@@ -151,10 +151,10 @@ pub fn replay_with_slo(
     let choices = models.chosen.take();
     let cost = report.run(Strategy::Predictive).score.replica_hours;
     let hpa_equal_cost = hpa_at_cost(&simulation, history, workload, &as_planned, cost)?;
-    let curve = candidate_levels()
+    let curve = candidate_rules()
         .into_iter()
-        .map(|level| {
-            let planned = workload.with_planning_level(level);
+        .map(|rule| {
+            let planned = workload.with_planning_rule(rule);
             let predictive = simulation
                 .run(history, &planned, &every_candidate)?
                 .run(Strategy::Predictive)
@@ -167,7 +167,7 @@ pub fn replay_with_slo(
                 predictive.replica_hours,
             )?;
             Ok(LevelPoint {
-                level,
+                rule,
                 predictive,
                 hpa,
             })
@@ -285,13 +285,13 @@ impl BaseForecaster for ModelView<'_> {
     }
 }
 
-impl LevelChooser for ModelView<'_> {
-    fn level_after(&self, seen: &TimeSeries) -> Option<Level> {
+impl RuleChooser for ModelView<'_> {
+    fn rule_after(&self, seen: &TimeSeries) -> Option<PlanningRule> {
         let key = (seen.start().as_millis(), seen.end().as_millis());
-        let rule = self.models.rules.borrow().get(&key).cloned()?;
-        let level = rule.level();
-        self.models.chosen.borrow_mut().push(rule);
-        Some(level)
+        let choice = self.models.rules.borrow().get(&key).cloned()?;
+        let rule = choice.rule();
+        self.models.chosen.borrow_mut().push(choice);
+        Some(rule)
     }
 }
 
@@ -324,36 +324,40 @@ impl fmt::Display for SloReplay {
             hpa.target_utilisation * 100.0
         )?;
         if let Some(first) = self.choices.first() {
-            let mut counts: Vec<(f64, usize)> = Vec::new();
+            let mut counts: Vec<(PlanningRule, usize)> = Vec::new();
             for choice in &self.choices {
-                let percent = choice.level().percent();
-                match counts.iter_mut().find(|(level, _)| *level == percent) {
+                let rule = choice.rule();
+                match counts.iter_mut().find(|(counted, _)| *counted == rule) {
                     Some((_, count)) => *count += 1,
-                    None => counts.push((percent, 1)),
+                    None => counts.push((rule, 1)),
                 }
             }
-            counts.sort_by(|left, right| left.0.total_cmp(&right.0));
-            let levels: Vec<String> = counts
+            counts.sort_by(|left, right| {
+                (left.0.headroom, left.0.level.fraction())
+                    .partial_cmp(&(right.0.headroom, right.0.level.fraction()))
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            });
+            let rules: Vec<String> = counts
                 .iter()
-                .map(|(level, count)| format!("{level}% x{count}"))
+                .map(|(rule, count)| format!("{} x{count}", rule.label()))
                 .collect();
             let met = self.choices.iter().filter(|choice| choice.met()).count();
             writeln!(
                 f,
-                "slo {} short steps: levels chosen at {} replans: {}; met in the backtest replay at {met}",
+                "slo {} short steps: rules chosen at {} replans: {}; met in the backtest replay at {met}",
                 first.slo.text(),
                 self.choices.len(),
-                levels.join(", ")
+                rules.join(", ")
             )?;
         }
         writeln!(
             f,
-            "every replan on one level, beside the hpa spending the same replica-hours:"
+            "every replan on one rule (level%, or level%*headroom), beside the hpa spending the same replica-hours:"
         )?;
         writeln!(
             f,
-            "{:>6} {:>18} {:>14} {:>10} {:>12} {:>18}",
-            "level",
+            "{:>9} {:>18} {:>14} {:>10} {:>12} {:>18}",
+            "rule",
             "under-provisioned",
             "replica-hours",
             "vs oracle",
@@ -364,8 +368,8 @@ impl fmt::Display for SloReplay {
             let (predictive, hpa) = (&point.predictive, &point.hpa.score);
             writeln!(
                 f,
-                "{:>5}% {:>9} ({:>5.1}%) {:>14.1} {:>9.3}x {:>11.1}% {:>9} ({:>5.1}%)",
-                point.level.percent(),
+                "{:>9} {:>9} ({:>5.1}%) {:>14.1} {:>9.3}x {:>11.1}% {:>9} ({:>5.1}%)",
+                point.rule.label(),
                 predictive.underprovisioned_steps,
                 predictive.underprovisioned_share * 100.0,
                 predictive.replica_hours,
@@ -382,7 +386,8 @@ impl fmt::Display for SloReplay {
 impl SloReplay {
     /// Writes the replay as planned and the curve as CSV, one row each: `rule,short_steps,
     /// scored_steps,replica_hours,vs_oracle,hpa_target_utilisation,hpa_short_steps,
-    /// hpa_replica_hours`, where `rule` is `as-planned` or a level in percent.
+    /// hpa_replica_hours`, where `rule` is `as-planned` or a rule: a level in percent (`95`), or
+    /// `level*headroom` (`10*1.5`).
     pub fn write_levels_csv(&self, mut out: impl std::io::Write) -> std::io::Result<()> {
         writeln!(
             out,
@@ -392,7 +397,7 @@ impl SloReplay {
         let rows = std::iter::once(("as-planned".to_owned(), &planned, &self.hpa_equal_cost))
             .chain(self.curve.iter().map(|point| {
                 (
-                    point.level.percent().to_string(),
+                    point.rule.label().replace('%', ""),
                     &point.predictive,
                     &point.hpa,
                 )
@@ -464,7 +469,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(replay.choices.len(), replay.report.replans());
-        assert_eq!(replay.curve.len(), candidate_levels().len());
+        assert_eq!(replay.curve.len(), candidate_rules().len());
         let planned = replay.report.run(Strategy::Predictive).score.replica_hours;
         let hpa = replay.hpa_equal_cost;
         assert!(
@@ -475,7 +480,10 @@ mod tests {
             hpa.target_utilisation < workload.target_utilisation(),
             "{hpa:?}"
         );
-        let (lowest, highest) = (&replay.curve[0], &replay.curve[replay.curve.len() - 1]);
+        let (lowest, highest) = (
+            &replay.curve[0],
+            &replay.curve[candidate_levels().len() - 1],
+        );
         assert!(lowest.predictive.replica_hours < highest.predictive.replica_hours);
         assert!(lowest.hpa.target_utilisation > highest.hpa.target_utilisation);
     }

@@ -57,7 +57,7 @@ pub struct PlanStep {
     pub ceiling: u32,
     /// Point forecast of the load.
     pub expected_load: f64,
-    /// The load planned for: the upper bound at the planning level.
+    /// The load planned for: the upper bound at the planning level, times the rule's headroom.
     pub planned_load: f64,
     /// Why `desired` differs from the previous step; `None` when it does not.
     pub reason: Option<Reason>,
@@ -80,6 +80,8 @@ pub struct Plan {
     pub(super) warm_up: Duration,
     /// The interval level planned on.
     pub(super) level: Level,
+    /// Factor on that level's upper bound (1: the bound itself).
+    pub(super) headroom: f64,
     /// One per forecast step, never empty.
     pub(super) steps: Vec<PlanStep>,
     /// HPA recommendation from the latest observation, when one was given.
@@ -110,6 +112,11 @@ impl Plan {
     /// Interval level whose upper bound was planned on.
     pub fn level(&self) -> Level {
         self.level
+    }
+
+    /// Factor the planning level's upper bound was multiplied by (1: the bound itself).
+    pub fn headroom(&self) -> f64 {
+        self.headroom
     }
 
     /// The steps, one per forecast step; never empty.
@@ -155,28 +162,38 @@ impl Plan {
     }
 
     /// Replicas an executor asks for at `time` from the plan alone: enough for the step being served
-    /// and for the step that replicas requested now would serve once warm.
+    /// and for every step up to the one that replicas requested now would serve once warm.
     ///
     /// `None` outside `[start - warm_up, end)`.
     pub fn target_at(&self, time: Timestamp) -> Option<u32> {
         self.now_or_warm(time, |step| step.desired)
     }
 
-    /// Effective maximum at `time` (the later of the two steps [`Plan::target_at`] looks at).
+    /// Effective maximum at `time` (the largest over the steps [`Plan::target_at`] looks at).
     pub fn ceiling_at(&self, time: Timestamp) -> Option<u32> {
         self.now_or_warm(time, |step| step.ceiling)
     }
 
-    /// The larger of `pick` of the step holding `time` and of the step holding `time + warm_up`
-    /// (where replicas requested at `time` start serving); either alone when the other is outside.
+    /// The largest `pick` over the steps from the one holding `time` to the one holding
+    /// `time + warm_up` (where replicas requested at `time` start serving), those inside the plan.
+    /// Every step in between counts: when the warm-up spans more than one step, replicas asked for
+    /// a step are still warming at the step before it, and a lower need there must not cancel them.
     fn now_or_warm(&self, time: Timestamp, pick: impl Fn(&PlanStep) -> u32) -> Option<u32> {
         let warm_up = i64::try_from(self.warm_up.as_millis()).unwrap_or(i64::MAX);
-        let now = self.step_at(time).map(&pick);
-        let ahead = self.step_at(time.saturating_add_millis(warm_up)).map(&pick);
-        match (now, ahead) {
-            (Some(now), Some(ahead)) => Some(now.max(ahead)),
-            (only, None) | (None, only) => only,
+        let step = self.step.as_millis();
+        let start = self.start().as_millis();
+        let index = |at: i64| at.saturating_sub(start).div_euclid(step);
+        let last_index = i64::try_from(self.steps.len()).unwrap_or(i64::MAX) - 1;
+        let first = index(time.as_millis()).max(0);
+        let last = index(time.as_millis().saturating_add(warm_up)).min(last_index);
+        if first > last {
+            return None;
         }
+        (first..=last)
+            .filter_map(|index| usize::try_from(index).ok())
+            .filter_map(|index| self.steps.get(index))
+            .map(pick)
+            .max()
     }
 
     /// The documented executor rule: `min(ceiling, max(planned, reactive))` at `time`.

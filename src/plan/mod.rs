@@ -19,7 +19,9 @@ pub use capacity_plan::{Annotation, Plan, PlanStep, Reason};
 pub use hpa_metric::{REPLICA_METRIC_TARGET, hpa_keeps_current, hpa_replicas, metric_value};
 pub use planner::Planner;
 pub use reactive::{HPA_TOLERANCE, Observation, Reactive, reactive_replicas};
-pub use workload::{MaxCapacityBreach, Mode, ScaleInPolicy, Slo, Workload, WorkloadParams};
+pub use workload::{
+    MaxCapacityBreach, Mode, PlanningRule, ScaleInPolicy, Slo, Workload, WorkloadParams,
+};
 
 /// Errors reading a workload or building a plan.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

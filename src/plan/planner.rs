@@ -71,8 +71,9 @@ impl<'a> Planner<'a> {
         }
         let workload = self.workload;
         let level = workload.planning_level();
-        let bands = Bands::of(forecast, level)?;
-        let needs = Needs::new(workload, &bands.planning.upper);
+        let headroom = workload.planning_headroom();
+        let bands = Bands::of(forecast, level, headroom)?;
+        let needs = Needs::new(workload, &bands.planned_load);
         let mut previous = self.latest.map(|observation| {
             observation
                 .replicas
@@ -100,6 +101,7 @@ impl<'a> Planner<'a> {
             step: forecast.step(),
             warm_up: workload.warm_up(),
             level,
+            headroom,
             steps,
             reactive: self.reactive(needs.ceilings[0]),
         })
@@ -187,7 +189,7 @@ impl<'a> Planner<'a> {
             high,
             ceiling,
             expected_load: forecast.point()[index],
-            planned_load: bands.planning.upper[index],
+            planned_load: bands.planned_load[index],
             reason,
         }
     }
@@ -275,12 +277,15 @@ struct Bands<'f> {
     planning: &'f Interval,
     /// The widest interval: its upper bound gives `high`.
     widest: &'f Interval,
+    /// The load each step is sized on: the planning interval's upper bound times the headroom.
+    planned_load: Vec<f64>,
 }
 
 impl<'f> Bands<'f> {
-    /// The planning level's interval and the widest one; an error names the levels on offer when
-    /// the planning level is missing.
-    fn of(forecast: &'f Forecast, level: Level) -> Result<Self, PlanError> {
+    /// The planning level's interval, the widest one and the load planned on (`headroom` times
+    /// the planning upper bound); an error names the levels on offer when the planning level is
+    /// missing.
+    fn of(forecast: &'f Forecast, level: Level, headroom: f64) -> Result<Self, PlanError> {
         let planning = forecast
             .interval(level)
             .ok_or_else(|| PlanError::MissingLevel {
@@ -293,7 +298,16 @@ impl<'f> Bands<'f> {
             })?;
         // Intervals are sorted and nested, so the last one is the widest.
         let widest = forecast.intervals().last().unwrap_or(planning);
-        Ok(Self { planning, widest })
+        let planned_load = planning
+            .upper
+            .iter()
+            .map(|upper| upper * headroom)
+            .collect();
+        Ok(Self {
+            planning,
+            widest,
+            planned_load,
+        })
     }
 }
 

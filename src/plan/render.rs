@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::{Plan, Reason};
+use super::{Plan, PlanningRule, Reason};
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -23,12 +23,15 @@ impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "plan for {} ({}, {} steps of {}, planned on the {} upper bound, warm-up {})",
+            "plan for {} ({}, {} steps of {}, planned on the {}, warm-up {})",
             self.workload,
             self.mode,
             self.steps.len(),
             self.step,
-            self.level,
+            PlanningRule {
+                level: self.level,
+                headroom: self.headroom,
+            },
             humantime::format_duration(self.warm_up)
         )?;
         if let Some(reactive) = &self.reactive {

@@ -107,6 +107,58 @@ impl Slo {
     }
 }
 
+/// What a plan is sized on: the upper bound of the forecast's interval at `level`, times
+/// `headroom`. A headroom of 1 plans on the bound itself (every rule without an SLO); above 1 on a
+/// narrow band it is the HPA's own rule, a target utilisation, applied to the forecast instead of
+/// the last load. See `docs/decisions.md`, "Planning for a service level".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PlanningRule {
+    /// The interval level whose upper bound is planned on.
+    pub level: Level,
+    /// Factor on that bound, at least 1.
+    pub headroom: f64,
+}
+
+impl PlanningRule {
+    /// Planning on `level`'s upper bound itself.
+    pub fn upper_bound(level: Level) -> Self {
+        Self {
+            level,
+            headroom: 1.0,
+        }
+    }
+
+    /// Whether the rule adds headroom to its bound.
+    pub fn has_headroom(&self) -> bool {
+        self.headroom > 1.0
+    }
+
+    /// The rule in a table cell: the level (`95%`), times the headroom when it has one
+    /// (`10%*1.5`).
+    pub fn label(&self) -> String {
+        if self.has_headroom() {
+            format!("{}%*{}", self.level.percent(), self.headroom)
+        } else {
+            format!("{}%", self.level.percent())
+        }
+    }
+}
+
+impl fmt::Display for PlanningRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.has_headroom() {
+            write!(
+                f,
+                "{}% upper bound x{}",
+                self.level.percent(),
+                self.headroom
+            )
+        } else {
+            write!(f, "{}% upper bound", self.level.percent())
+        }
+    }
+}
+
 /// A validated workload: built by [`WorkloadParams::check`], so every value is in range.
 ///
 /// It also deserialises directly (through [`WorkloadParams`] and its check), so a larger config file
@@ -122,6 +174,8 @@ pub struct Workload {
     max_replicas: u32,
     warm_up: Duration,
     planning_level: Level,
+    /// Factor on the planning level's upper bound (1 unless an SLO chose a headroom rule).
+    planning_headroom: f64,
     /// Whether `planning_level` was written (it then wins over `slo`).
     planning_level_explicit: bool,
     slo: Option<Slo>,
@@ -177,6 +231,20 @@ impl Workload {
         self.planning_level
     }
 
+    /// Factor the planning level's upper bound is multiplied by before sizing: 1, unless the SLO
+    /// chose a headroom rule (see [`PlanningRule`]).
+    pub fn planning_headroom(&self) -> f64 {
+        self.planning_headroom
+    }
+
+    /// The rule plans are made on: the planning level and its headroom.
+    pub fn planning_rule(&self) -> PlanningRule {
+        PlanningRule {
+            level: self.planning_level,
+            headroom: self.planning_headroom,
+        }
+    }
+
     /// Whether `planning_level` was set explicitly: it then wins over the SLO.
     pub fn planning_level_is_explicit(&self) -> bool {
         self.planning_level_explicit
@@ -187,10 +255,16 @@ impl Workload {
         self.slo
     }
 
-    /// The same workload planning on `level` (the rule an SLO chose).
+    /// The same workload planning on `level`'s upper bound itself.
     pub fn with_planning_level(&self, level: Level) -> Self {
+        self.with_planning_rule(PlanningRule::upper_bound(level))
+    }
+
+    /// The same workload planning on `rule` (the rule an SLO chose).
+    pub fn with_planning_rule(&self, rule: PlanningRule) -> Self {
         Self {
-            planning_level: level,
+            planning_level: rule.level,
+            planning_headroom: rule.headroom,
             ..self.clone()
         }
     }
@@ -261,9 +335,11 @@ impl Workload {
         }
     }
 
-    /// The same workload with scale-in unrestricted: what an oracle that knows the demand would run.
-    pub(crate) fn without_scale_in_limits(&self) -> Self {
+    /// What an oracle that knows the demand would run: the same workload with scale-in
+    /// unrestricted, planned on the demand itself (no headroom).
+    pub(crate) fn as_oracle(&self) -> Self {
         Self {
+            planning_headroom: 1.0,
             scale_in: ScaleInPolicy {
                 max_step_down: None,
                 stabilisation_window: Duration::ZERO,

@@ -374,7 +374,8 @@ pub(crate) fn slo_status_message(rule: &RuleChoice) -> proto::SloStatus {
     proto::SloStatus {
         source: rule.source.as_str().to_owned(),
         met: rule.met(),
-        level: chosen.level.percent(),
+        level: chosen.rule.level.percent(),
+        headroom: chosen.rule.headroom,
         replayed_short_steps: u32::try_from(chosen.short_steps).unwrap_or(u32::MAX),
         replayed_short_share: chosen.short_share(),
         replayed_steps: u32::try_from(chosen.scored_steps).unwrap_or(u32::MAX),
@@ -396,6 +397,7 @@ pub(crate) fn plan_message(published: &PublishedPlan) -> proto::Plan {
         step_ms: plan.step().as_millis(),
         warm_up_ms: i64::try_from(plan.warm_up().as_millis()).unwrap_or(i64::MAX),
         planning_level: plan.level().percent(),
+        planning_headroom: plan.headroom(),
         steps: Some(plan_steps(plan.steps())),
         reactive: plan.reactive().map(|reactive| proto::Reactive {
             replicas: reactive.replicas,

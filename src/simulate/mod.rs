@@ -21,9 +21,12 @@ use std::error::Error;
 use std::time::Duration;
 
 pub use params::{Simulation, SimulationParams};
-pub use replanner::{LevelChooser, WorkloadLevel};
+pub use replanner::{RuleChooser, WorkloadRule};
 pub use report::{Score, SimulationReport, StepRecord, Strategy, StrategyRun};
-pub use slo::{CANDIDATE_LEVELS, ReplayFold, RuleChoice, RuleScore, RuleSource, candidate_levels};
+pub use slo::{
+    CANDIDATE_HEADROOMS, CANDIDATE_LEVELS, ReplayFold, RuleChoice, RuleScore, RuleSource,
+    candidate_levels, candidate_rules,
+};
 
 use crate::domain::{TimeSeries, Timestamp};
 use crate::events::{BaseForecaster, EventError};

@@ -2,9 +2,9 @@
 //! events with uplift learned from past ones, and plan.
 
 use super::SimulateError;
-use crate::domain::{Horizon, Level, TimeSeries};
+use crate::domain::{Horizon, TimeSeries};
 use crate::events::{AppliedEvent, BaseForecaster, EventCalendar, LearnedUplifts};
-use crate::plan::{Annotation, Observation, Plan, Planner, Workload};
+use crate::plan::{Annotation, Observation, Plan, Planner, PlanningRule, Workload};
 
 /// An applied event names the reason for plan changes over the span its uplift (pre-warm
 /// included) covers.
@@ -20,20 +20,20 @@ impl From<&AppliedEvent> for Annotation {
     }
 }
 
-/// Picks the planning level at each replan, e.g. the rule a workload's SLO chose from the model
+/// Picks the planning rule at each replan, e.g. the rule a workload's SLO chose from the model
 /// fitted at that replan (the simulator's forecaster is the retrain).
-pub trait LevelChooser {
-    /// The level to plan on after `seen` (the history known at the replan, events masked);
+pub trait RuleChooser {
+    /// The rule to plan on after `seen` (the history known at the replan, events masked);
     /// `None`: the workload's own.
-    fn level_after(&self, seen: &TimeSeries) -> Option<Level>;
+    fn rule_after(&self, seen: &TimeSeries) -> Option<PlanningRule>;
 }
 
-/// Plans every replan on the workload's own level.
+/// Plans every replan on the workload's own rule.
 #[derive(Debug, Clone, Copy)]
-pub struct WorkloadLevel;
+pub struct WorkloadRule;
 
-impl LevelChooser for WorkloadLevel {
-    fn level_after(&self, _seen: &TimeSeries) -> Option<Level> {
+impl RuleChooser for WorkloadRule {
+    fn rule_after(&self, _seen: &TimeSeries) -> Option<PlanningRule> {
         None
     }
 }
@@ -60,7 +60,7 @@ pub(super) struct Replanner<'a, F, C> {
     pub(super) learned: Option<(usize, LearnedUplifts)>,
 }
 
-impl<F: BaseForecaster, C: LevelChooser> Replanner<'_, F, C> {
+impl<F: BaseForecaster, C: RuleChooser> Replanner<'_, F, C> {
     /// Forecasts from the first `known` buckets only (the newest `window_steps` of them) and plans
     /// from there.
     pub(super) fn plan(&mut self, known: usize, running: u32) -> Result<Plan, SimulateError> {
@@ -115,8 +115,8 @@ impl<F: BaseForecaster, C: LevelChooser> Replanner<'_, F, C> {
             load: seen.values()[last],
             replicas: running,
         };
-        let workload = match self.chooser.level_after(&masked) {
-            Some(level) => self.workload.with_planning_level(level),
+        let workload = match self.chooser.rule_after(&masked) {
+            Some(rule) => self.workload.with_planning_rule(rule),
             None => self.workload.clone(),
         };
         Planner::new(&workload)

@@ -2,7 +2,7 @@
 //! predictive one on schedule, and each scored step is tallied into a [`StepRecord`].
 
 use super::hpa::{Fleet, HpaController};
-use super::replanner::{LevelChooser, Replanner, WorkloadLevel};
+use super::replanner::{Replanner, RuleChooser, WorkloadRule};
 use super::{SimulateError, Simulation, SimulationReport, StepRecord};
 use crate::domain::{Forecast, Horizon, Interval, Step, TimeSeries, Timestamp};
 use crate::events::BaseForecaster;
@@ -34,12 +34,12 @@ impl Simulation {
         workload: &Workload,
         forecaster: &F,
     ) -> Result<SimulationReport, SimulateError> {
-        self.run_choosing(history, workload, forecaster, &WorkloadLevel)
+        self.run_choosing(history, workload, forecaster, &WorkloadRule)
     }
 
     /// [`Simulation::run`] with the planning level of each replan picked by `chooser`; the
     /// forecaster must offer every level it picks.
-    pub fn run_choosing<F: BaseForecaster, C: LevelChooser>(
+    pub fn run_choosing<F: BaseForecaster, C: RuleChooser>(
         &self,
         history: &TimeSeries,
         workload: &Workload,
@@ -202,7 +202,7 @@ fn oracle_plan(
             upper: demand.to_vec(),
         }],
     );
-    Planner::new(&workload.without_scale_in_limits())
+    Planner::new(&workload.as_oracle())
         .plan(&forecast)
         .map_err(|source| SimulateError::Plan { at, source })
 }

@@ -1,7 +1,9 @@
 //! Choosing a workload's planning rule for its service-level objective, by replaying what its model
 //! already holds: the out-of-sample forecasts its backtest made at each fold origin.
 //!
-//! For each candidate level, each fold's forecast is planned as the service would plan it (the
+//! The candidates are rules a user would otherwise pick: the upper bound of each candidate level,
+//! and the lowest level's (about the median) times a headroom factor, the HPA's target utilisation
+//! applied to the forecast. For each candidate, each fold's forecast is planned as the service would plan it (the
 //! workload's sizing, min/max, scale-in policy and warm-up) and served against the demand that
 //! followed by the executor rule `max(planned, HPA)`, tick by tick as in the full replay. The rule
 //! kept is the cheapest in replica-hours whose short steps stay within the objective; when none
@@ -15,12 +17,16 @@ use super::Simulation;
 use super::hpa::{Fleet, HpaController};
 use super::replay::StepAccumulator;
 use crate::domain::{Forecast, Level, Timestamp};
-use crate::plan::{Observation, Planner, Slo, Workload};
+use crate::plan::{Observation, Planner, PlanningRule, Slo, Workload};
 
 /// Planning levels, in percent, a choice replays.
 pub const CANDIDATE_LEVELS: [f64; 14] = [
     10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 85.0, 90.0, 95.0, 97.5, 99.0, 99.5,
 ];
+
+/// Headroom factors a choice replays on the upper bound of the lowest candidate level: planning
+/// there at `h` is planning the forecast's median at a target utilisation `h` times lower.
+pub const CANDIDATE_HEADROOMS: [f64; 6] = [1.1, 1.25, 1.5, 2.0, 3.0, 4.0];
 
 /// The candidate levels as [`Level`]s, lowest first.
 pub fn candidate_levels() -> Vec<Level> {
@@ -29,6 +35,21 @@ pub fn candidate_levels() -> Vec<Level> {
         .map(|percent| {
             Level::from_percent(*percent).expect("invariant: candidates lie in (0, 100)")
         })
+        .collect()
+}
+
+/// Every rule a choice replays: each candidate level's upper bound, then the lowest level's times
+/// each candidate headroom.
+pub fn candidate_rules() -> Vec<PlanningRule> {
+    let levels = candidate_levels();
+    let lowest = levels[0];
+    levels
+        .into_iter()
+        .map(PlanningRule::upper_bound)
+        .chain(CANDIDATE_HEADROOMS.iter().map(|&headroom| PlanningRule {
+            level: lowest,
+            headroom,
+        }))
         .collect()
 }
 
@@ -43,11 +64,11 @@ pub struct ReplayFold {
     pub latest: Option<f64>,
 }
 
-/// How one planning level did over the replayed folds.
+/// How one planning rule did over the replayed folds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RuleScore {
-    /// The level whose upper bound is planned on.
-    pub level: Level,
+    /// The rule planned on.
+    pub rule: PlanningRule,
     /// Observed steps with demand above serving capacity at some moment.
     pub short_steps: usize,
     /// Observed steps.
@@ -78,12 +99,12 @@ impl RuleScore {
     }
 }
 
-/// Why a workload plans on the level it plans on.
+/// Why a workload plans on the rule it plans on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuleSource {
-    /// The cheapest level that met the objective in the replay.
+    /// The cheapest rule that met the objective in the replay.
     SloMet,
-    /// No level met the objective; the one with the fewest short steps.
+    /// No rule met the objective; the one with the fewest short steps.
     SloNotMet,
     /// `planning_level` was set explicitly; the replay only reports how it did.
     Explicit,
@@ -105,23 +126,28 @@ impl RuleSource {
 pub struct RuleChoice {
     /// The objective.
     pub slo: Slo,
-    /// How the level was chosen.
+    /// How the rule was chosen.
     pub source: RuleSource,
-    /// The chosen level's replayed score.
+    /// The chosen rule's replayed score.
     pub chosen: RuleScore,
-    /// Every level replayed, lowest first.
+    /// Every rule replayed, in the order of [`candidate_rules`].
     pub candidates: Vec<RuleScore>,
     /// Backtest folds replayed.
     pub folds: usize,
 }
 
 impl RuleChoice {
-    /// The level to plan on.
-    pub fn level(&self) -> Level {
-        self.chosen.level
+    /// The rule to plan on.
+    pub fn rule(&self) -> PlanningRule {
+        self.chosen.rule
     }
 
-    /// Whether the chosen level met the objective in the replay.
+    /// The level whose upper bound the rule plans on.
+    pub fn level(&self) -> Level {
+        self.chosen.rule.level
+    }
+
+    /// Whether the chosen rule met the objective in the replay.
     pub fn met(&self) -> bool {
         self.chosen.short_share() <= self.slo.max_short_share
     }
@@ -139,22 +165,22 @@ impl fmt::Display for RuleChoice {
             chosen.replica_hours,
             chosen.vs_oracle()
         );
-        let level = chosen.level.percent();
+        let rule = chosen.rule;
         let slo = self.slo.text();
         match self.source {
             RuleSource::SloMet => write!(
                 f,
-                "slo {slo} met: planning on the {level}% upper bound, the cheapest level that met \
-                 it: {figures}"
+                "slo {slo} met: planning on the {rule}, the cheapest rule that met it: {figures}"
             ),
             RuleSource::SloNotMet => write!(
                 f,
-                "slo {slo} not met by any level: planning on the {level}% upper bound, the fewest \
-                 short steps: {figures}"
+                "slo {slo} not met by any rule: planning on the {rule}, the fewest short steps: \
+                 {figures}"
             ),
             RuleSource::Explicit => write!(
                 f,
-                "planning_level {level}% is set explicitly and wins over slo {slo} ({}): {figures}",
+                "planning_level {}% is set explicitly and wins over slo {slo} ({}): {figures}",
+                rule.level.percent(),
                 if self.met() { "met" } else { "not met" }
             ),
         }
@@ -162,31 +188,30 @@ impl fmt::Display for RuleChoice {
 }
 
 impl Simulation {
-    /// Chooses `workload`'s planning level for `slo` by replaying `folds` at every candidate level
-    /// (and at the workload's own level when it is set explicitly, which then wins). `None` when
-    /// no fold has an observed step.
+    /// Chooses `workload`'s planning rule for `slo` by replaying `folds` with every candidate rule
+    /// (and the workload's own level when it is set explicitly, which then wins). `None` when no
+    /// fold has an observed step.
     pub fn choose_rule(
         &self,
         workload: &Workload,
         slo: Slo,
         folds: &[ReplayFold],
     ) -> Option<RuleChoice> {
-        let mut levels = candidate_levels();
-        if workload.planning_level_is_explicit() {
-            levels.push(workload.planning_level());
-            levels.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
-            levels.dedup();
+        let mut rules = candidate_rules();
+        let own = workload.planning_rule();
+        if workload.planning_level_is_explicit() && !rules.contains(&own) {
+            rules.push(own);
         }
         let oracle_replica_hours: f64 = folds
             .iter()
             .map(|fold| self.replay_oracle(workload, fold))
             .sum();
-        let candidates: Vec<RuleScore> = levels
+        let candidates: Vec<RuleScore> = rules
             .into_iter()
-            .filter_map(|level| {
-                let planned = workload.with_planning_level(level);
+            .filter_map(|rule| {
+                let planned = workload.with_planning_rule(rule);
                 let mut total = RuleScore {
-                    level,
+                    rule,
                     short_steps: 0,
                     scored_steps: 0,
                     replica_hours: 0.0,
@@ -205,9 +230,7 @@ impl Simulation {
             return None;
         }
         let (source, chosen) = if workload.planning_level_is_explicit() {
-            let own = candidates
-                .iter()
-                .find(|score| score.level == workload.planning_level())?;
+            let own = candidates.iter().find(|score| score.rule == own)?;
             (RuleSource::Explicit, *own)
         } else if let Some(cheapest) = candidates
             .iter()
@@ -271,7 +294,7 @@ impl Simulation {
                 upper: demand,
             }],
         );
-        let Ok(plan) = Planner::new(&workload.without_scale_in_limits()).plan(&forecast) else {
+        let Ok(plan) = Planner::new(&workload.as_oracle()).plan(&forecast) else {
             return 0.0;
         };
         let start_replicas = plan.target_at(forecast.start()).unwrap_or(0);
@@ -360,6 +383,11 @@ mod tests {
     /// 4.9%), forecast at 100 with the upper bound of level `l`% at `100 + max(0, l - 45)`: 140
     /// at 85%, 145 at 90%.
     fn fold(day: i64, spike: f64) -> ReplayFold {
+        fold_with_bounds(day, spike, |percent| 100.0 + (percent - 45.0).max(0.0))
+    }
+
+    /// [`fold`] with the upper bound of level `l`% at `upper(l)`.
+    fn fold_with_bounds(day: i64, spike: f64, upper: impl Fn(f64) -> f64) -> ReplayFold {
         let start = Timestamp::from_millis(day * 86_400_000);
         let demand: Vec<f64> = (0..STEPS)
             .map(|index| if index % 20 == 10 { spike } else { 100.0 })
@@ -369,7 +397,7 @@ mod tests {
             .map(|level| Interval {
                 level,
                 lower: vec![90.0; STEPS],
-                upper: vec![100.0 + (level.percent() - 45.0).max(0.0); STEPS],
+                upper: vec![upper(level.percent()); STEPS],
             })
             .collect();
         ReplayFold {
@@ -400,19 +428,64 @@ mod tests {
         let below = choice
             .candidates
             .iter()
-            .find(|score| score.level.percent() == 85.0)
+            .find(|score| score.rule == PlanningRule::upper_bound(level(85.0)))
             .unwrap();
         assert_eq!(below.short_steps, 3 * 14, "every spike is short at 85%");
         let above = choice
             .candidates
             .iter()
-            .find(|score| score.level.percent() == 97.5)
+            .find(|score| score.rule == PlanningRule::upper_bound(level(97.5)))
             .unwrap();
         assert!(above.replica_hours > choice.chosen.replica_hours);
         assert!(choice.chosen.vs_oracle() > 1.0);
         // A looser objective (6% > 14 of 288) takes the cheapest level of all.
         let loose = choose(&self::workload("6%"), &folds);
         assert_eq!(loose.level(), candidate_levels()[0], "{loose}");
+    }
+
+    fn level(percent: f64) -> Level {
+        Level::from_percent(percent).unwrap()
+    }
+
+    /// Bands far wider than the errors: every level from 50% up has its upper bound at
+    /// `100 + 4 l` (300 at 50%), those below at 100. The levels that serve the spikes of 145 cost
+    /// at least 30 replicas; the median's bound (100) with a headroom of 1.5 serves them with 15,
+    /// so that rule is chosen, at the same (zero) short steps and half the replica-hours.
+    #[test]
+    fn a_headroom_rule_wins_where_the_bands_are_wider_than_the_errors() {
+        let workload = workload("1%");
+        let wide = |percent: f64| {
+            if percent < 50.0 {
+                100.0
+            } else {
+                100.0 + 4.0 * percent
+            }
+        };
+        let folds: Vec<ReplayFold> = (1..=3)
+            .map(|day| fold_with_bounds(day, 145.0, wide))
+            .collect();
+        let choice = choose(&workload, &folds);
+        assert_eq!(choice.source, RuleSource::SloMet, "{choice}");
+        let rule = choice.rule();
+        assert_eq!(rule.level, candidate_levels()[0], "{choice}");
+        assert_eq!(rule.headroom, 1.5, "{choice}");
+        assert_eq!(choice.chosen.short_steps, 0, "{choice}");
+        let cheapest_level = choice
+            .candidates
+            .iter()
+            .filter(|score| !score.rule.has_headroom() && score.short_steps == 0)
+            .map(|score| score.replica_hours)
+            .min_by(f64::total_cmp)
+            .unwrap();
+        assert!(
+            choice.chosen.replica_hours < 0.6 * cheapest_level,
+            "{} against {cheapest_level}: {choice}",
+            choice.chosen.replica_hours
+        );
+        assert!(
+            choice.to_string().contains("10% upper bound x1.5"),
+            "{choice}"
+        );
     }
 
     /// No candidate's upper bound covers a spike of 500: the choice says the objective is not met

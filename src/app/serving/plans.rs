@@ -104,7 +104,7 @@ impl ServingState {
         let rule = choose_rule(&live.model, &history, workload);
         let planned = rule.as_ref().map_or_else(
             || workload.clone(),
-            |rule| workload.with_planning_level(rule.level()),
+            |rule| workload.with_planning_rule(rule.rule()),
         );
         let workload = &planned;
         let levels = rule_levels(workload);

@@ -1,9 +1,9 @@
 //! Each workload's latest plan as gauges: the replicas it asks for now, the reactive
-//! recommendation, the interval level planned on, how its SLO's rule did in the replay (met or
-//! not, short steps, replica-hours, cost against the oracle), the plan's revision and age, and the backtest
-//! error of the model behind it. Evaluated at every scrape (a plan's target moves with time
-//! between refreshes), set when a plan is published and removed when its workload is deleted, so
-//! there is one series per workload and gauge.
+//! recommendation, the interval level and headroom planned on, how its SLO's rule did in the
+//! replay (met or not, short steps, replica-hours, cost against the oracle), the plan's revision
+//! and age, and the backtest error of the model behind it. Evaluated at every scrape (a plan's
+//! target moves with time between refreshes), set when a plan is published and removed when its
+//! workload is deleted, so there is one series per workload and gauge.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -80,7 +80,7 @@ type GaugeSpec = (
 );
 
 /// The per-workload plan gauges.
-const PLAN_GAUGES: [GaugeSpec; 9] = [
+const PLAN_GAUGES: [GaugeSpec; 10] = [
     (
         "prescale_plan_desired_replicas",
         "Replicas the workload's plan asks for now (warm-up included), before the reactive floor.",
@@ -101,6 +101,11 @@ const PLAN_GAUGES: [GaugeSpec; 9] = [
         "prescale_plan_level_ratio",
         "Interval level the workload's plan is sized on (0.95: the upper bound of the 95% interval).",
         |entry, _| Some(entry.plan.plan.level().fraction()),
+    ),
+    (
+        "prescale_plan_headroom_ratio",
+        "Factor on the planning level's upper bound the workload's plan is sized on (1: the bound itself; above 1: a headroom rule its SLO chose).",
+        |entry, _| Some(entry.plan.plan.headroom()),
     ),
     (
         "prescale_plan_slo_met",

@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::domain::{Interval, Level, Step, TimeRange};
-use crate::plan::{MaxCapacityBreach, WorkloadParams};
+use crate::plan::{MaxCapacityBreach, PlanningRule, WorkloadParams};
 
 const STEP_MILLIS: i64 = 5 * 60 * 1000;
 
@@ -69,6 +69,40 @@ fn plans_on_the_upper_bound_and_requests_ahead_by_warm_up() {
     assert_eq!(plan.target_at(Timestamp::from_millis(-600_001)), None);
     assert_eq!(plan.steps()[0].low, 2);
     assert_eq!(plan.steps()[0].high, 4);
+}
+
+/// A warm-up of two steps: replicas asked for a one-step peak are still warming at the step
+/// before it, and the lower need there does not cancel them.
+#[test]
+fn replicas_warming_for_a_later_step_are_kept() {
+    let workload = workload().as_oracle();
+    let forecast = forecast(&[30.0, 30.0, 80.0, 30.0, 30.0, 30.0], 5.0, 10.0);
+    let plan = Planner::new(&workload).plan(&forecast).unwrap();
+    let desired: Vec<u32> = plan.steps().iter().map(|step| step.desired).collect();
+    assert_eq!(desired, [4, 4, 9, 4, 4, 4]);
+    // Requested at 0 for the peak at 10 minutes: asked for at 0 and still at 5 minutes.
+    assert_eq!(plan.target_at(Timestamp::from_millis(0)), Some(9));
+    assert_eq!(plan.target_at(Timestamp::from_millis(STEP_MILLIS)), Some(9));
+    assert_eq!(
+        plan.target_at(Timestamp::from_millis(3 * STEP_MILLIS)),
+        Some(4)
+    );
+}
+
+/// A headroom rule sizes each step on the planning level's upper bound times the headroom.
+#[test]
+fn a_headroom_rule_sizes_on_the_bound_times_the_headroom() {
+    let workload = workload().with_planning_rule(PlanningRule {
+        level: level(80.0),
+        headroom: 1.5,
+    });
+    let forecast = forecast(&[30.0, 30.0, 30.0], 5.0, 10.0);
+    let plan = Planner::new(&workload).plan(&forecast).unwrap();
+    // The 80% upper bound is 35 load units; 52.5 need 6 replicas of 10.
+    assert!(plan.steps().iter().all(|step| step.desired == 6));
+    assert_eq!(plan.steps()[0].planned_load, 52.5);
+    assert_eq!((plan.level(), plan.headroom()), (level(80.0), 1.5));
+    assert!(plan.to_string().contains("80% upper bound x1.5"), "{plan}");
 }
 
 #[test]

@@ -321,6 +321,7 @@ impl WorkloadParams {
             max_replicas: self.max_replicas,
             warm_up: self.warm_up,
             planning_level,
+            planning_headroom: 1.0,
             planning_level_explicit: self.planning_level.is_some(),
             slo,
             mode: self.mode,
