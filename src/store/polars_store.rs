@@ -12,12 +12,12 @@ use polars::prelude::DataFrame;
 
 use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 
-use super::checkpoint::{self, Manifest};
+use super::checkpoint::{self, Manifest, forget_checkpointed};
 use super::checkpointer::Checkpointer;
-use super::history::SeriesHistory;
+use super::history::{SeriesHistory, spacing};
 use super::validate::validate;
 use super::wal::{self, Record, Wal};
-use super::{Gap, MetricStore, SeriesSamples, SeriesSummary, StoreError};
+use super::{MetricStore, SeriesSamples, SeriesSummary, StoreError};
 
 /// The most buckets one window call builds (80 MB of values).
 const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
@@ -392,30 +392,6 @@ impl StoreCore {
     }
 }
 
-/// Takes `series` out of the manifest and deletes their checkpoint files, so a restart does not
-/// bring them back. The manifest is stored first: a crash before the deletions leaves unreferenced
-/// files, never a manifest naming a missing one.
-fn forget_checkpointed(
-    manifest: &mut Manifest,
-    series_dir: &Path,
-    series: &[SeriesId],
-) -> Result<(), StoreError> {
-    let files: Vec<String> = series.iter().filter_map(|id| manifest.remove(id)).collect();
-    if files.is_empty() {
-        return Ok(());
-    }
-    manifest.store(series_dir)?;
-    for file in files {
-        let path = series_dir.join(file);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(StoreError::Io { path, source }),
-        }
-    }
-    Ok(())
-}
-
 /// Writes each series of `snapshot` to its Parquet file; `false` when `stop` was set before all were.
 fn write_snapshot(
     manifest: &mut Manifest,
@@ -430,29 +406,6 @@ fn write_snapshot(
         checkpoint::write_series(series_dir, &manifest.file_for(id), frame)?;
     }
     Ok(true)
-}
-
-/// Median of the positive spacings, and the gaps longer than twice it.
-fn spacing(timestamps: &[i64]) -> (Option<Step>, Vec<Gap>) {
-    let mut diffs: Vec<i64> = timestamps
-        .windows(2)
-        .map(|pair| pair[1] - pair[0])
-        .collect();
-    if diffs.is_empty() {
-        return (None, Vec::new());
-    }
-    let middle = diffs.len() / 2;
-    let (_, median, _) = diffs.select_nth_unstable(middle);
-    let median = *median;
-    let gaps = timestamps
-        .windows(2)
-        .filter(|pair| pair[1] - pair[0] > 2 * median)
-        .map(|pair| Gap {
-            after: Timestamp::from_millis(pair[0]),
-            before: Timestamp::from_millis(pair[1]),
-        })
-        .collect();
-    (Step::try_from(median).ok(), gaps)
 }
 
 /// The operations behind [`MetricStore`], as the public handle and its checkpoint thread call them.
