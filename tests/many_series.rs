@@ -484,6 +484,7 @@ fn the_log_replayed_at_open_counts_towards_the_next_checkpoint() {
     let store = PolarsStore::open(dir.path(), options).unwrap();
     // Another 6 KiB: under the threshold alone, over it with what the first process logged.
     store.append(&series, &samples[..384]).unwrap();
+    store.wait_for_background_checkpoint();
     assert!(manifest.exists(), "the checkpoint was written");
     drop(store);
 }

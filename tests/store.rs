@@ -394,18 +394,7 @@ fn checkpoint_compacts_the_log_into_parquet() {
         store.checkpoint().unwrap();
         store.append(&id, &samples(&[(2, 5.0)])).unwrap();
     }
-    let parquet_files = std::fs::read_dir(dir.path().join("series"))
-        .unwrap()
-        .filter(|entry| {
-            entry
-                .as_ref()
-                .unwrap()
-                .path()
-                .extension()
-                .is_some_and(|ext| ext == "parquet")
-        })
-        .count();
-    assert_eq!(parquet_files, 1);
+    assert_eq!(parquet_files(dir.path()), 1);
     let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
     let window = store
         .window(
@@ -464,4 +453,81 @@ fn summary_reports_median_step_and_gaps() {
     assert_eq!(summary.median_step, Some(Step::FIVE_MINUTES));
     assert_eq!(summary.gaps.len(), 1);
     assert_eq!(summary.gaps[0].after, Timestamp::from_millis(9 * 300_000));
+}
+
+/// Parquet checkpoint files in the store in `dir`.
+fn parquet_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("series"))
+        .unwrap()
+        .filter(|entry| {
+            let path = entry.as_ref().unwrap().path();
+            path.extension().is_some_and(|ext| ext == "parquet")
+        })
+        .count()
+}
+
+/// Options under which every append asks for a checkpoint.
+fn checkpoint_each_append() -> StoreOptions {
+    StoreOptions {
+        checkpoint_after_bytes: 1,
+        ..StoreOptions::default()
+    }
+}
+
+#[test]
+fn the_background_checkpoint_compacts_the_log_and_a_restart_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let id = series("cpu");
+    let pairs: Vec<(i64, f64)> = (0..1_000).map(|time| (time, time as f64)).collect();
+    {
+        let store = PolarsStore::open(dir.path(), checkpoint_each_append()).unwrap();
+        store.append(&id, &samples(&pairs)).unwrap();
+        store.wait_for_background_checkpoint();
+        // One segment is left, as short as the segment of a store that never logged anything.
+        let segments = std::fs::read_dir(dir.path().join("wal")).unwrap().count();
+        assert_eq!(segments, 1);
+        let _empty = PolarsStore::open(fresh.path(), StoreOptions::default()).unwrap();
+        let length = |dir: &std::path::Path| newest_segment(dir).metadata().unwrap().len();
+        assert_eq!(length(dir.path()), length(fresh.path()));
+        assert_eq!(parquet_files(dir.path()), 1);
+    }
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    let window = store
+        .window(
+            &id,
+            range(0, 1_000),
+            Step::try_from(1).unwrap(),
+            Aggregation::Last,
+        )
+        .unwrap();
+    let expected: Vec<f64> = pairs.iter().map(|(_, value)| *value).collect();
+    assert!(same_values(window.values(), &expected));
+}
+
+#[test]
+fn a_failed_background_checkpoint_leaves_the_append_acknowledged_and_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = PolarsStore::open(dir.path(), checkpoint_each_append()).unwrap();
+    // A file where the checkpoint directory was: every Parquet write fails.
+    let series_dir = dir.path().join("series");
+    std::fs::remove_dir_all(&series_dir).unwrap();
+    std::fs::write(&series_dir, b"not a directory").unwrap();
+    store
+        .append(&series("first"), &samples(&[(1, 1.0)]))
+        .unwrap();
+    store.wait_for_background_checkpoint();
+    std::fs::remove_file(&series_dir).unwrap();
+    std::fs::create_dir(&series_dir).unwrap();
+    assert_eq!(parquet_files(dir.path()), 0);
+
+    // The next trigger writes the series the failed checkpoint left dirty, with the new one.
+    store
+        .append(&series("second"), &samples(&[(1, 2.0)]))
+        .unwrap();
+    store.wait_for_background_checkpoint();
+    assert_eq!(parquet_files(dir.path()), 2);
+    drop(store);
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.series(), vec![series("first"), series("second")]);
 }

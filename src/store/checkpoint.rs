@@ -144,3 +144,27 @@ pub(super) fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+/// Takes `series` out of the manifest and deletes their checkpoint files, so a restart does not
+/// bring them back. The manifest is stored first: a crash before the deletions leaves unreferenced
+/// files, never a manifest naming a missing one.
+pub(super) fn forget_checkpointed(
+    manifest: &mut Manifest,
+    series_dir: &Path,
+    series: &[SeriesId],
+) -> Result<(), StoreError> {
+    let files: Vec<String> = series.iter().filter_map(|id| manifest.remove(id)).collect();
+    if files.is_empty() {
+        return Ok(());
+    }
+    manifest.store(series_dir)?;
+    for file in files {
+        let path = series_dir.join(file);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(StoreError::Io { path, source }),
+        }
+    }
+    Ok(())
+}

@@ -4,6 +4,8 @@ use polars::prelude::{DataFrame, Float64Chunked, Int64Chunked, IntoColumn, PlSma
 
 use crate::domain::{Aggregation, Sample, Step, TimeRange, Timestamp};
 
+use super::Gap;
+
 /// Column of the frame holding epoch milliseconds.
 pub(super) const TIMESTAMP_COLUMN: &str = "timestamp_ms";
 /// Column of the frame holding the values.
@@ -244,6 +246,29 @@ impl SeriesHistory {
         self.dirty = true;
         keep_from
     }
+}
+
+/// Median of the positive spacings, and the gaps longer than twice it.
+pub(super) fn spacing(timestamps: &[i64]) -> (Option<Step>, Vec<Gap>) {
+    let mut diffs: Vec<i64> = timestamps
+        .windows(2)
+        .map(|pair| pair[1] - pair[0])
+        .collect();
+    if diffs.is_empty() {
+        return (None, Vec::new());
+    }
+    let middle = diffs.len() / 2;
+    let (_, median, _) = diffs.select_nth_unstable(middle);
+    let median = *median;
+    let gaps = timestamps
+        .windows(2)
+        .filter(|pair| pair[1] - pair[0] > 2 * median)
+        .map(|pair| Gap {
+            after: Timestamp::from_millis(pair[0]),
+            before: Timestamp::from_millis(pair[1]),
+        })
+        .collect();
+    (Step::try_from(median).ok(), gaps)
 }
 
 #[cfg(test)]

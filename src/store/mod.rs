@@ -5,8 +5,10 @@
 //! Data leaves a store through one door only: [`MetricStore::window`], as plain slices.
 
 mod checkpoint;
+mod checkpointer;
 mod history;
 mod polars_store;
+mod validate;
 mod wal;
 
 use std::path::PathBuf;
@@ -15,7 +17,8 @@ use std::time::Duration;
 use crate::atomic_file::{self, AtomicWriteError};
 use crate::domain::{Aggregation, Sample, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 
-pub use polars_store::{PolarsStore, StoreOptions, validate as validate_batch};
+pub use polars_store::{PolarsStore, StoreOptions};
+pub use validate::validate as validate_batch;
 
 /// How far ahead of the store's clock a sample may lie: room for clocks out of step, while a sample
 /// from the far future, which would never age out under retention, is refused.

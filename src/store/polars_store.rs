@@ -4,19 +4,20 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
+use polars::prelude::DataFrame;
 
 use crate::domain::{Aggregation, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 
-use super::checkpoint::{self, Manifest};
-use super::history::SeriesHistory;
+use super::checkpoint::{self, Manifest, forget_checkpointed};
+use super::checkpointer::Checkpointer;
+use super::history::{SeriesHistory, spacing};
+use super::validate::validate;
 use super::wal::{self, Record, Wal};
-use super::{
-    Gap, MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MetricStore, SeriesSamples, SeriesSummary,
-    StoreError,
-};
+use super::{MetricStore, SeriesSamples, SeriesSummary, StoreError};
 
 /// The most buckets one window call builds (80 MB of values).
 const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
@@ -49,11 +50,30 @@ impl Default for StoreOptions {
 /// Shared handle to one series' history.
 type SharedHistory = Arc<Mutex<SeriesHistory>>;
 
-/// Metric history in Polars frames, made durable by a write-ahead log compacted into Parquet files.
+/// A series a checkpoint writes: its id, its history (to mark it dirty again if the write does not
+/// complete) and the frame as it was when the log rotated.
+type Snapshot = (SeriesId, SharedHistory, DataFrame);
+
+/// How a checkpoint ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checkpointed {
+    /// Nothing changed since the last one.
+    NothingToDo,
+    /// These many series were written and the log before them removed.
+    Written {
+        /// Series written.
+        series: usize,
+    },
+    /// The store began closing first; the log keeps the data, and the series stay dirty.
+    Abandoned,
+}
+
+/// The data of a [`PolarsStore`], shared with its background checkpoint thread.
 ///
 /// Lock order: `log`, then `series`, then a series' own lock; `checkpointing` is taken before `log`.
+/// The checkpoint worker's own lock is taken alone (see `checkpointer`).
 #[derive(Debug)]
-pub struct PolarsStore {
+struct StoreCore {
     /// Root directory: `wal/`, `series/` and the `LOCK` file.
     dir: PathBuf,
     /// Held open and locked so a second process cannot open the same directory.
@@ -67,12 +87,117 @@ pub struct PolarsStore {
     checkpointing: Mutex<Manifest>,
     /// Settings fixed at open.
     options: StoreOptions,
+    /// Code a test runs inside each checkpoint, after the snapshot, to hold it there.
+    #[cfg(test)]
+    pause: super::checkpointer::PauseHook,
+}
+
+/// Metric history in Polars frames, made durable by a write-ahead log compacted into Parquet files.
+///
+/// The append that takes the log past [`StoreOptions::checkpoint_after_bytes`] asks the store's
+/// background thread for a checkpoint and returns; [`MetricStore::checkpoint`] writes one in the
+/// caller's thread. Dropping the store stops a running background checkpoint at its next series
+/// and joins the thread; the log keeps what it had not written.
+#[derive(Debug)]
+pub struct PolarsStore {
+    /// The background checkpoint thread; dropped first, so it ends before the handle lets go of
+    /// the data.
+    checkpointer: Checkpointer,
+    /// The data, shared with the checkpoint thread.
+    core: Arc<StoreCore>,
 }
 
 impl PolarsStore {
     /// Opens (creating if needed) the store in `dir`: loads the last checkpoint, replays the log after it
-    /// and truncates a torn final record.
+    /// and truncates a torn final record; starts the background checkpoint thread.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
+        let core = Arc::new(StoreCore::open(dir, options)?);
+        let worker = Arc::clone(&core);
+        let checkpointer = Checkpointer::spawn(move |stop| match worker.checkpoint(Some(stop)) {
+            Ok(Checkpointed::Abandoned) => {
+                tracing::info!("background checkpoint stopped: the store is closing");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(%error, "background checkpoint failed; retried at the next trigger");
+            }
+        })
+        .map_err(|source| StoreError::Io {
+            path: core.dir.clone(),
+            source,
+        })?;
+        Ok(Self { checkpointer, core })
+    }
+
+    /// The root directory of the store.
+    pub fn dir(&self) -> &Path {
+        &self.core.dir
+    }
+
+    /// Allocated heap bytes of the in-memory frames (Polars' own estimate), for memory reports.
+    pub fn estimated_frame_bytes(&self) -> usize {
+        self.core.estimated_frame_bytes()
+    }
+
+    /// Blocks until the background checkpoints asked for so far have finished, whether they
+    /// succeeded or not (failures are logged); for a command about to exit and for tests.
+    pub fn wait_for_background_checkpoint(&self) {
+        self.checkpointer.wait_idle();
+    }
+}
+
+impl MetricStore for PolarsStore {
+    fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError> {
+        let (accepted, checkpoint_due) = self.core.append_batch(batch)?;
+        if checkpoint_due {
+            self.checkpointer.request();
+        }
+        Ok(accepted)
+    }
+
+    fn window(
+        &self,
+        series: &SeriesId,
+        range: TimeRange,
+        step: Step,
+        agg: Aggregation,
+    ) -> Result<TimeSeries, StoreError> {
+        self.core.window(series, range, step, agg)
+    }
+
+    fn series(&self) -> Vec<SeriesId> {
+        self.core.series()
+    }
+
+    fn series_page(&self, after: Option<&SeriesId>, limit: usize) -> Vec<SeriesId> {
+        self.core.series_page(after, limit)
+    }
+
+    fn delete_series(&self, series: &SeriesId) -> Result<usize, StoreError> {
+        self.core.delete_series(series)
+    }
+
+    fn summary(&self, series: &SeriesId) -> Result<SeriesSummary, StoreError> {
+        self.core.summary(series)
+    }
+
+    fn enforce_retention(&self, now: Timestamp, max_age: Duration) -> Result<usize, StoreError> {
+        self.core.enforce_retention(now, max_age)
+    }
+
+    fn checkpoint(&self) -> Result<(), StoreError> {
+        self.core.checkpoint(None).map(|_| ())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.core.sync()
+    }
+}
+
+impl StoreCore {
+    /// Opens (creating if needed) the store in `dir`: loads the last checkpoint, replays the log after it
+    /// and truncates a torn final record.
+    fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_owned();
         let wal_dir = dir.join("wal");
         let series_dir = dir.join("series");
@@ -160,16 +285,13 @@ impl PolarsStore {
             series: RwLock::new(series),
             checkpointing: Mutex::new(manifest),
             options,
+            #[cfg(test)]
+            pause: Default::default(),
         };
         if let Some(retention) = store.options.retention {
             store.enforce_retention(Timestamp::now(), retention)?;
         }
         Ok(store)
-    }
-
-    /// The root directory of the store.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Applies a logged batch to the in-memory histories.
@@ -260,8 +382,8 @@ impl PolarsStore {
         forget_checkpointed(manifest, &self.dir.join("series"), &removed)
     }
 
-    /// Allocated heap bytes of the in-memory frames (Polars' own estimate), for memory reports.
-    pub fn estimated_frame_bytes(&self) -> usize {
+    /// Allocated heap bytes of the in-memory frames (Polars' own estimate).
+    fn estimated_frame_bytes(&self) -> usize {
         self.series
             .read()
             .values()
@@ -270,139 +392,37 @@ impl PolarsStore {
     }
 }
 
-/// Takes `series` out of the manifest and deletes their checkpoint files, so a restart does not
-/// bring them back. The manifest is stored first: a crash before the deletions leaves unreferenced
-/// files, never a manifest naming a missing one.
-fn forget_checkpointed(
+/// Writes each series of `snapshot` to its Parquet file; `false` when `stop` was set before all were.
+fn write_snapshot(
     manifest: &mut Manifest,
     series_dir: &Path,
-    series: &[SeriesId],
-) -> Result<(), StoreError> {
-    let files: Vec<String> = series.iter().filter_map(|id| manifest.remove(id)).collect();
-    if files.is_empty() {
-        return Ok(());
-    }
-    manifest.store(series_dir)?;
-    for file in files {
-        let path = series_dir.join(file);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(StoreError::Io { path, source }),
+    snapshot: &[Snapshot],
+    stop: Option<&AtomicBool>,
+) -> Result<bool, StoreError> {
+    for (id, _, frame) in snapshot {
+        if stop.is_some_and(|stop| stop.load(Ordering::Acquire)) {
+            return Ok(false);
         }
+        checkpoint::write_series(series_dir, &manifest.file_for(id), frame)?;
     }
-    Ok(())
+    Ok(true)
 }
 
-/// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
-/// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`]. Returns the
-/// samples it holds.
-pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
-    let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
-    let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
-    let mut accepted = 0;
-    for entry in batch {
-        check_labels(&entry.series)?;
-        for (index, sample) in entry.samples.iter().enumerate() {
-            if !sample.value.is_finite() {
-                return Err(StoreError::NonFiniteValue {
-                    series: entry.series.clone(),
-                    index,
-                    timestamp: sample.timestamp,
-                    value: sample.value,
-                });
-            }
-            let out_of_range = |reason: String| StoreError::TimestampOutOfRange {
-                series: entry.series.clone(),
-                index,
-                timestamp: sample.timestamp,
-                reason,
-            };
-            if sample.timestamp < Timestamp::EARLIEST {
-                return Err(out_of_range(format!(
-                    "before the earliest accepted, {}",
-                    Timestamp::EARLIEST
-                )));
-            }
-            if sample.timestamp > latest {
-                return Err(out_of_range(format!(
-                    "more than {} ahead of the store's clock (accepted up to {latest})",
-                    humantime::format_duration(MAX_FUTURE)
-                )));
-            }
-        }
-        accepted += entry.samples.len();
-    }
-    Ok(accepted)
-}
-
-/// Refuses a series with more than [`MAX_LABELS`] labels or a label value over
-/// [`MAX_LABEL_VALUE_BYTES`].
-fn check_labels(series: &SeriesId) -> Result<(), StoreError> {
-    let labels = series.labels();
-    let reason = if labels.len() > MAX_LABELS {
-        format!(
-            "{} labels, more than the {MAX_LABELS} allowed",
-            labels.len()
-        )
-    } else if let Some((name, value)) = labels
-        .iter()
-        .find(|(_, value)| value.len() > MAX_LABEL_VALUE_BYTES)
-    {
-        format!(
-            "label {name} has a value of {} bytes, more than the {MAX_LABEL_VALUE_BYTES} allowed",
-            value.len()
-        )
-    } else {
-        return Ok(());
-    };
-    Err(StoreError::LabelLimit {
-        series: series.abbreviated(),
-        reason,
-    })
-}
-
-/// Median of the positive spacings, and the gaps longer than twice it.
-fn spacing(timestamps: &[i64]) -> (Option<Step>, Vec<Gap>) {
-    let mut diffs: Vec<i64> = timestamps
-        .windows(2)
-        .map(|pair| pair[1] - pair[0])
-        .collect();
-    if diffs.is_empty() {
-        return (None, Vec::new());
-    }
-    let middle = diffs.len() / 2;
-    let (_, median, _) = diffs.select_nth_unstable(middle);
-    let median = *median;
-    let gaps = timestamps
-        .windows(2)
-        .filter(|pair| pair[1] - pair[0] > 2 * median)
-        .map(|pair| Gap {
-            after: Timestamp::from_millis(pair[0]),
-            before: Timestamp::from_millis(pair[1]),
-        })
-        .collect();
-    (Step::try_from(median).ok(), gaps)
-}
-
-impl MetricStore for PolarsStore {
-    fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError> {
+/// The operations behind [`MetricStore`], as the public handle and its checkpoint thread call them.
+impl StoreCore {
+    /// [`MetricStore::append_batch`]; also says whether the log has crossed the checkpoint threshold.
+    fn append_batch(&self, batch: &[SeriesSamples]) -> Result<(usize, bool), StoreError> {
         let accepted = validate(batch, Timestamp::now())?;
         if accepted == 0 {
-            return Ok(0);
+            return Ok((0, false));
         }
-        let checkpoint_due = {
-            let mut log = self.log.lock();
-            // Under the log's lock, which every append takes: no other batch adds series meanwhile.
-            self.check_series_limit(batch)?;
-            log.append(batch)?;
-            self.apply_logged(batch);
-            log.bytes_since_checkpoint() >= self.options.checkpoint_after_bytes
-        };
-        if checkpoint_due {
-            self.checkpoint()?;
-        }
-        Ok(accepted)
+        let mut log = self.log.lock();
+        // Under the log's lock, which every append takes: no other batch adds series meanwhile.
+        self.check_series_limit(batch)?;
+        log.append(batch)?;
+        self.apply_logged(batch);
+        let checkpoint_due = log.bytes_since_checkpoint() >= self.options.checkpoint_after_bytes;
+        Ok((accepted, checkpoint_due))
     }
 
     fn window(
@@ -502,7 +522,9 @@ impl MetricStore for PolarsStore {
         Ok(dropped)
     }
 
-    fn checkpoint(&self) -> Result<(), StoreError> {
+    /// [`MetricStore::checkpoint`]; with `stop`, abandoned before the next series' write once it
+    /// is set (the store is closing), leaving what it had not yet recorded in the manifest dirty.
+    fn checkpoint(&self, stop: Option<&AtomicBool>) -> Result<Checkpointed, StoreError> {
         let mut manifest = self.checkpointing.lock();
         let series_dir = self.dir.join("series");
         // Rotate and snapshot under the log lock, so the snapshot holds exactly the closed segments.
@@ -511,7 +533,7 @@ impl MetricStore for PolarsStore {
             let series = self.series.read();
             let nothing_dirty = series.values().all(|history| !history.lock().is_dirty());
             if nothing_dirty && log.bytes_since_checkpoint() == 0 {
-                return Ok(());
+                return Ok(Checkpointed::NothingToDo);
             }
             let closed = log.rotate()?;
             let mut snapshot = Vec::new();
@@ -524,16 +546,16 @@ impl MetricStore for PolarsStore {
             }
             (closed, snapshot)
         };
-        let written = snapshot.iter().try_for_each(|(id, _, frame)| {
-            let file = manifest.file_for(id);
-            checkpoint::write_series(&series_dir, &file, frame)
-        });
-        if let Err(error) = written {
-            // These series are not on disk yet: keep them dirty so the next checkpoint retries them.
+        #[cfg(test)]
+        self.pause.run();
+        let written = write_snapshot(&mut manifest, &series_dir, &snapshot, stop);
+        if !matches!(written, Ok(true)) {
+            // No manifest covers these series yet: keep them dirty so the next checkpoint writes them.
             for (_, history, _) in &snapshot {
                 history.lock().mark_dirty();
             }
-            return Err(error);
+            written?;
+            return Ok(Checkpointed::Abandoned);
         }
         manifest.wal_checkpoint = closed;
         manifest.store(&series_dir)?;
@@ -543,10 +565,15 @@ impl MetricStore for PolarsStore {
             wal_checkpoint = closed,
             "checkpoint written"
         );
-        Ok(())
+        Ok(Checkpointed::Written {
+            series: snapshot.len(),
+        })
     }
 
     fn sync(&self) -> Result<(), StoreError> {
         self.log.lock().sync()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,73 @@
+//! Checks of an append batch, made before anything is logged so a bad sample rejects all of it.
+
+use crate::domain::{SeriesId, Timestamp};
+
+use super::{MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, SeriesSamples, StoreError};
+
+/// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
+/// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`]. Returns the
+/// samples it holds.
+pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
+    let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
+    let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
+    let mut accepted = 0;
+    for entry in batch {
+        check_labels(&entry.series)?;
+        for (index, sample) in entry.samples.iter().enumerate() {
+            if !sample.value.is_finite() {
+                return Err(StoreError::NonFiniteValue {
+                    series: entry.series.clone(),
+                    index,
+                    timestamp: sample.timestamp,
+                    value: sample.value,
+                });
+            }
+            let out_of_range = |reason: String| StoreError::TimestampOutOfRange {
+                series: entry.series.clone(),
+                index,
+                timestamp: sample.timestamp,
+                reason,
+            };
+            if sample.timestamp < Timestamp::EARLIEST {
+                return Err(out_of_range(format!(
+                    "before the earliest accepted, {}",
+                    Timestamp::EARLIEST
+                )));
+            }
+            if sample.timestamp > latest {
+                return Err(out_of_range(format!(
+                    "more than {} ahead of the store's clock (accepted up to {latest})",
+                    humantime::format_duration(MAX_FUTURE)
+                )));
+            }
+        }
+        accepted += entry.samples.len();
+    }
+    Ok(accepted)
+}
+
+/// Refuses a series with more than [`MAX_LABELS`] labels or a label value over
+/// [`MAX_LABEL_VALUE_BYTES`].
+fn check_labels(series: &SeriesId) -> Result<(), StoreError> {
+    let labels = series.labels();
+    let reason = if labels.len() > MAX_LABELS {
+        format!(
+            "{} labels, more than the {MAX_LABELS} allowed",
+            labels.len()
+        )
+    } else if let Some((name, value)) = labels
+        .iter()
+        .find(|(_, value)| value.len() > MAX_LABEL_VALUE_BYTES)
+    {
+        format!(
+            "label {name} has a value of {} bytes, more than the {MAX_LABEL_VALUE_BYTES} allowed",
+            value.len()
+        )
+    } else {
+        return Ok(());
+    };
+    Err(StoreError::LabelLimit {
+        series: series.abbreviated(),
+        reason,
+    })
+}
