@@ -121,6 +121,12 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
         .iter()
         .map(|id| start(id, &etcd.url, store.path()))
         .collect();
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Both members active before any workload: a series that changed owner while its first fit
+    // ran would leave the refused owner's version file beside the new owner's.
+    fleet_support::fleet_view(&client, members.len()).await;
     let names = fleet_support::upsert_all(&members[0], WORKLOADS, &prometheus.url).await;
     let mut versions = BTreeMap::new();
     for name in &names {
@@ -133,9 +139,6 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
 
     // Each owner wrote its series' version file to the shared store and moved the pointer in etcd
     // to it; every plan is made with the version its pointer names.
-    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
-        .await
-        .unwrap();
     let live = pointers(&client).await;
     assert_eq!(live.len(), WORKLOADS, "{live:?}");
     for (index, name) in names.iter().enumerate() {

@@ -6,14 +6,9 @@
 
 use std::time::Duration;
 
-use prescale::fleet::etcd::Etcd;
-use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
 use tonic::transport::Channel;
 
 use crate::fleet_support::{Replica, ReplicaConfig};
-
-/// The fleet's etcd key prefix (the default of `[fleet] prefix`).
-const PREFIX: &str = "/prescale/";
 
 /// Settings every replica of a run shares.
 #[derive(Debug, Clone)]
@@ -48,41 +43,6 @@ pub(crate) async fn channel(replica: &Replica) -> Channel {
         .connect()
         .await
         .expect("the replica accepts a connection")
-}
-
-/// The fleet's members as etcd holds them once `expected` members are there and all are active
-/// (a replica registers as joining and turns active after it has planned its share, so ownership
-/// read earlier would change under the benchmark).
-pub(crate) async fn fleet_view(etcd: &Etcd, expected: usize) -> FleetView {
-    let prefix = format!("{PREFIX}members/");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let (entries, revision) = etcd.get_prefix(&prefix).await.expect("etcd answers");
-        let members: Vec<Member> = entries
-            .into_iter()
-            .map(|entry| Member {
-                id: entry.key[prefix.len()..].to_owned(),
-                info: serde_json::from_slice::<MemberInfo>(&entry.value).expect("a member record"),
-                create_revision: entry.create_revision,
-            })
-            .collect();
-        let active = members
-            .iter()
-            .filter(|member| member.info.state == MemberState::Active)
-            .count();
-        if members.len() == expected && active == expected {
-            return FleetView {
-                members,
-                revision,
-                ..FleetView::default()
-            };
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{active} of {expected} members active after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// CPU seconds (user + system) process `pid` has used, from `/proc/<pid>/stat`.

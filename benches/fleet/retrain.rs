@@ -17,7 +17,8 @@ use prescale::service::proto::{
 use tonic::transport::Channel;
 
 use crate::fleet_support::Replica;
-use crate::replica::{self, FleetSettings, cpu_seconds, fleet_view, rss_mib};
+use crate::fleet_support::fleet_view;
+use crate::replica::{self, FleetSettings, cpu_seconds, rss_mib};
 
 /// 28 days of 5-minute points.
 const POINTS: usize = 28 * 288;

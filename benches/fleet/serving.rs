@@ -11,9 +11,10 @@ use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{self, plan_service_client::PlanServiceClient};
 use tonic::transport::Channel;
 
+use crate::fleet_support::fleet_view;
 use crate::fleet_support::{self, Replica, get_plan, series_name, workload_name};
 use crate::prometheus_support::{self, LocalPrometheus, Seed};
-use crate::replica::{self, FleetSettings, cpu_seconds, fleet_view};
+use crate::replica::{self, FleetSettings, cpu_seconds};
 use crate::{Summary, summary};
 
 /// Days of 30-minute history of each workload's series.

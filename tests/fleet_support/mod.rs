@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
 
+use prescale::fleet::etcd::Etcd;
+use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
 use prescale::service::proto::{
     self, GetPlanRequest, GetWorkloadRequest, UpsertWorkloadRequest,
     plan_service_client::PlanServiceClient,
@@ -524,4 +526,39 @@ pub(crate) async fn answered_alike(
         }
     }
     plans
+}
+
+/// The fleet's members as etcd holds them once `expected` members are there and all are active
+/// (a replica registers as joining and turns active after it has planned its share, so ownership
+/// read earlier would change under the caller).
+pub(crate) async fn fleet_view(etcd: &Etcd, expected: usize) -> FleetView {
+    let prefix = "/prescale/members/";
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let (entries, revision) = etcd.get_prefix(prefix).await.expect("etcd answers");
+        let members: Vec<Member> = entries
+            .into_iter()
+            .map(|entry| Member {
+                id: entry.key[prefix.len()..].to_owned(),
+                info: serde_json::from_slice::<MemberInfo>(&entry.value).expect("a member record"),
+                create_revision: entry.create_revision,
+            })
+            .collect();
+        let active = members
+            .iter()
+            .filter(|member| member.info.state == MemberState::Active)
+            .count();
+        if members.len() == expected && active == expected {
+            return FleetView {
+                members,
+                revision,
+                ..FleetView::default()
+            };
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{active} of {expected} members active after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
