@@ -3,8 +3,8 @@
 //! STL smooths each phase of a cycle across cycles and the trend across about one and a half
 //! cycles; for a 365-step year on eight years of daily data that made MSTL the costliest member,
 //! fitted eleven times per ensemble fit (ten backtest folds and the final fit). A year's shape is
-//! smooth, and Prophet models it with Fourier harmonics, ten by default (Taylor & Letham,
-//! "Forecasting at scale", The American Statistician 72(1), 2018, section 3.2). Here the harmonics are fitted to
+//! smooth, and Prophet models it with ten Fourier harmonics (Taylor & Letham, "Forecasting at
+//! scale", The American Statistician 72(1), 2018, section 3.2). Here the harmonics are fitted to
 //! the whole cycles of the window beside a line, where discrete sinusoids of the period are
 //! orthogonal, so each coefficient is a projection and no system is solved. MSTL then decomposes
 //! the shorter cycles of what is left (see `docs/decisions.md`, "MSTL: the yearly cycle as
@@ -14,10 +14,8 @@ use std::f64::consts::TAU;
 
 use crate::forecast::stats;
 
-/// Harmonics of the yearly cycle: twice Prophet's default yearly order, so that a dip of about
-/// ten days (wp_log_R's Christmas) is not smoothed away (see `docs/decisions.md`, "MSTL: the
-/// yearly cycle as Fourier terms").
-const ORDER: usize = 20;
+/// Harmonics of the yearly cycle (Prophet's default yearly order).
+const ORDER: usize = 10;
 
 /// Alternations between the line and the harmonics: over a few cycles a line absorbs part of the
 /// first harmonic (their correlation is about 0.8 / cycles), so each is refitted to what the

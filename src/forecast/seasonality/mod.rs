@@ -14,7 +14,6 @@
 //! test and the choice of periods are here. See `docs/decisions.md`, "Seasonality detection:
 //! periodogram candidates, ACF and the stable-seasonality test".
 
-mod long_cycle;
 mod spectrum;
 
 use crate::domain::Step;
@@ -218,16 +217,49 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
     let Some(spectrum) = Spectrum::new(&ranks) else {
         return Seasonality::default();
     };
-    let candidates = Candidates {
-        params,
-        max_lag,
-        len,
-    };
     let mut found: Vec<SeasonalPeriod> = Vec::new();
-    let year = CalendarPeriod::Year.steps(step);
-    for calendar in [CalendarPeriod::Day, CalendarPeriod::Week] {
+    let mut consider = |lag: usize, calendar: Option<CalendarPeriod>| {
+        if lag < params.min_period || lag > max_lag {
+            return;
+        }
+        let Some(strength) = spectrum.hill_top(lag) else {
+            return;
+        };
+        // Three standard errors of a white-noise autocorrelation over the overlapping pairs,
+        // so short series do not report chance correlations.
+        let noise_level = 3.0 / ((len - lag) as f64).sqrt();
+        if strength < params.min_strength.max(noise_level) {
+            return;
+        }
+        // The ACF also peaks where the series merely persists or wiggles quasi-periodically;
+        // a cycle worth forecasting has a stable shape: its phases differ in mean.
+        // Fewer than three cycles are too few to test; the ACF decides alone.
+        if stable_seasonality(&ranks, lag).is_some_and(|z| z < STABLE_Z) {
+            return;
+        }
+        let duplicate = found
+            .iter_mut()
+            .find(|existing| existing.steps.abs_diff(lag) * 50 <= lag);
+        match duplicate {
+            // A calendar match wins over a spectral estimate of the same period.
+            Some(existing) if calendar.is_some() && existing.calendar.is_none() => {
+                *existing = SeasonalPeriod {
+                    steps: lag,
+                    strength,
+                    calendar,
+                };
+            }
+            Some(_) => {}
+            None => found.push(SeasonalPeriod {
+                steps: lag,
+                strength,
+                calendar,
+            }),
+        }
+    };
+    for calendar in CalendarPeriod::ALL {
         if let Some(lag) = calendar.steps(step) {
-            candidates.consider(&mut found, &spectrum, &ranks, lag, Some(calendar));
+            consider(lag, Some(calendar));
         }
     }
     for (low, high) in spectrum.peak_ranges(params.spectral_candidates, params.min_period, max_lag)
@@ -240,47 +272,15 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
                     .steps(step)
                     .is_some_and(|steps| steps.abs_diff(lag) * 50 <= steps)
             });
-            // A peak near the year is tested as the year, below.
-            if calendar != Some(CalendarPeriod::Year) {
-                let snapped = calendar.and_then(|c| c.steps(step)).unwrap_or(lag);
-                candidates.consider(&mut found, &spectrum, &ranks, snapped, calendar);
-            }
+            let snapped = calendar.and_then(|c| c.steps(step)).unwrap_or(lag);
+            consider(snapped, calendar);
         }
     }
-    drop_echoes(&mut found);
-    if let Some(lag) = year {
-        // The year is tested on what the shorter cycles and a trend following the series' curve
-        // leave (see `long_cycle`); it is reported with its strength there.
-        let shorter: Vec<usize> = found
-            .iter()
-            .map(|period| period.steps)
-            .filter(|steps| *steps < lag)
-            .collect();
-        let residual = detrended_ranks(&long_cycle::residual(&ranks, &shorter, lag));
-        if let Some(residual_spectrum) = Spectrum::new(&residual) {
-            candidates.consider(
-                &mut found,
-                &residual_spectrum,
-                &residual,
-                lag,
-                Some(CalendarPeriod::Year),
-            );
-            drop_echoes(&mut found);
-        }
-    }
-    found.sort_by(|left, right| right.strength.total_cmp(&left.strength));
-    found.truncate(params.max_periods);
-    Seasonality { periods: found }
-}
-
-/// Drops the periods of `found` that merely echo a shorter one.
-///
-/// A multiple of a shorter period repeats it trivially; it is kept only when it is clearly
-/// stronger (a weekly pattern on top of a daily one). A year is no echo of the week although 52
-/// weeks come within a day of it: its lag is not a whole number of weeks, so a weekly cycle
-/// alone fails its stability test (each phase of the year meets every weekday in turn), and it
-/// is tested without the week.
-fn drop_echoes(found: &mut Vec<SeasonalPeriod>) {
+    // A multiple of a shorter period repeats it trivially; keep it only when it is clearly
+    // stronger (a weekly pattern on top of a daily one), not when it merely echoes it. A year
+    // is no echo of the week although 52 weeks come within a day of it: its lag is not a whole
+    // number of weeks, so a weekly cycle alone fails its stability test (each phase of the
+    // year meets every weekday in turn), and its ACF takes the week's peak at 364 days.
     let echoes: Vec<usize> = found
         .iter()
         .filter(|long| long.calendar != Some(CalendarPeriod::Year))
@@ -294,62 +294,9 @@ fn drop_echoes(found: &mut Vec<SeasonalPeriod>) {
         .map(|period| period.steps)
         .collect();
     found.retain(|period| !echoes.contains(&period.steps));
-}
-
-/// The tests a candidate period passes to be reported, over a series of `len` points.
-struct Candidates<'a> {
-    params: &'a SeasonalityParams,
-    /// Longest lag with `min_cycles` cycles in the series.
-    max_lag: usize,
-    len: usize,
-}
-
-impl Candidates<'_> {
-    /// Adds `lag` to `found` when it sits on a hill of `spectrum`'s ACF, strongly enough, and
-    /// `ranks` (the series the spectrum is of) repeat with a stable shape at that lag.
-    fn consider(
-        &self,
-        found: &mut Vec<SeasonalPeriod>,
-        spectrum: &Spectrum,
-        ranks: &[f64],
-        lag: usize,
-        calendar: Option<CalendarPeriod>,
-    ) {
-        if lag < self.params.min_period || lag > self.max_lag {
-            return;
-        }
-        let Some(strength) = spectrum.hill_top(lag) else {
-            return;
-        };
-        // Three standard errors of a white-noise autocorrelation over the overlapping pairs,
-        // so short series do not report chance correlations.
-        let noise_level = 3.0 / ((self.len - lag) as f64).sqrt();
-        if strength < self.params.min_strength.max(noise_level) {
-            return;
-        }
-        // The ACF also peaks where the series merely persists or wiggles quasi-periodically;
-        // a cycle worth forecasting has a stable shape: its phases differ in mean.
-        // Fewer than three cycles are too few to test; the ACF decides alone.
-        if stable_seasonality(ranks, lag).is_some_and(|z| z < STABLE_Z) {
-            return;
-        }
-        let duplicate = found
-            .iter_mut()
-            .find(|existing| existing.steps.abs_diff(lag) * 50 <= lag);
-        let period = SeasonalPeriod {
-            steps: lag,
-            strength,
-            calendar,
-        };
-        match duplicate {
-            // A calendar match wins over a spectral estimate of the same period.
-            Some(existing) if calendar.is_some() && existing.calendar.is_none() => {
-                *existing = period;
-            }
-            Some(_) => {}
-            None => found.push(period),
-        }
-    }
+    found.sort_by(|left, right| right.strength.total_cmp(&left.strength));
+    found.truncate(params.max_periods);
+    Seasonality { periods: found }
 }
 
 /// Least standard normal deviate of a candidate period's phase-mean F statistic for its cycle to
@@ -510,59 +457,6 @@ mod tests {
             "{found:?}"
         );
         assert!(found.steps().contains(&7), "{found:?}");
-    }
-
-    #[test]
-    fn finds_the_year_beside_a_week_and_a_curved_trend_and_none_where_there_is_none() {
-        // Eight years of daily data shaped like wp_log_R: a trend that rises and falls again, a
-        // weekend dip, a yearly swing smaller than either, noise. Detrended by a line, the curve
-        // and the week leave the year's phases too little apart for the stability test.
-        let day = Step::try_from(86_400_000).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(12);
-        let base: Vec<f64> = (0..8 * 365)
-            .map(|t| {
-                let trend = 5.0 * (std::f64::consts::PI * t as f64 / (8.0 * 365.0)).sin();
-                let weekend = if t % 7 >= 5 { -2.0 } else { 0.0 };
-                trend + weekend + rng.random_range(-1.2..1.2)
-            })
-            .collect();
-        let yearly = |t: usize| {
-            let angle = std::f64::consts::TAU * t as f64 / 365.2425;
-            0.8 * angle.sin() + 0.4 * (2.0 * angle).cos()
-        };
-        let with_year: Vec<f64> = base
-            .iter()
-            .enumerate()
-            .map(|(t, value)| value + yearly(t))
-            .collect();
-        let found = detect(&with_year, day, &SeasonalityParams::default());
-        let year = found.periods().iter().find(|p| p.steps == 365);
-        assert_eq!(
-            year.map(|p| p.calendar),
-            Some(Some(CalendarPeriod::Year)),
-            "{found:?}"
-        );
-        assert_eq!(
-            found.primary(),
-            Some(7),
-            "the week stays the strongest: {found:?}"
-        );
-        let found = detect(&base, day, &SeasonalityParams::default());
-        assert_eq!(found.steps(), vec![7], "{found:?}");
-        let noise: Vec<f64> = (0..8 * 365).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let found = detect(&noise, day, &SeasonalityParams::default());
-        assert!(found.periods().is_empty(), "{found:?}");
-        // A wander that persists for months is no yearly cycle either.
-        let mut level = 0.0;
-        let wander: Vec<f64> = base
-            .iter()
-            .map(|value| {
-                level = 0.99 * level + rng.random_range(-0.5..0.5);
-                value + 3.0 * level
-            })
-            .collect();
-        let found = detect(&wander, day, &SeasonalityParams::default());
-        assert!(!found.steps().contains(&365), "{found:?}");
     }
 
     #[test]
