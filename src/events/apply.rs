@@ -16,7 +16,7 @@ pub struct AppliedEvent {
     pub range: TimeRange,
     /// When the uplift starts, pre-warm included.
     pub pre_warm_from: Timestamp,
-    /// Largest mean multiplier applied.
+    /// Largest mean multiplier applied (below 1 for an event that lowers the load).
     pub peak_multiplier: f64,
     /// Past occurrences the profile came from (0 for a fixed multiplier).
     pub occurrences: usize,
@@ -47,7 +47,9 @@ impl EventCalendar {
     /// bound by its lowest and each upper bound by its highest ratio, so intervals widen by the spread
     /// across past occurrences. From `pre_warm` before the start (the workload's warm-up, so capacity
     /// is serving when the event begins even if it starts a little early) the first step's ratio
-    /// applies. Overlapping events take the larger uplift.
+    /// applies where it raises the load. Overlapping events take the larger uplift. An event whose
+    /// load falls (a holiday) lowers the forecast over its window only; steps outside every event
+    /// keep the base.
     pub fn apply(
         &self,
         base: &Forecast,
@@ -56,7 +58,8 @@ impl EventCalendar {
     ) -> EventForecast {
         let step = base.step().as_millis();
         let pre_warm_millis = i64::try_from(pre_warm.as_millis()).unwrap_or(i64::MAX);
-        let mut factors = vec![Factors::NONE; base.len()];
+        // Per step, the factors of the events over it (`None` where none is).
+        let mut factors: Vec<Option<Factors>> = vec![None; base.len()];
         let mut applied = Vec::new();
         let mut skipped = Vec::new();
         for event in self.events() {
@@ -85,7 +88,7 @@ impl EventCalendar {
             let grid_from = base.start().as_millis()
                 + (range.from().as_millis() - base.start().as_millis()).div_euclid(step) * step;
             let event_steps = (range.to().as_millis() - grid_from + step - 1).div_euclid(step);
-            let mut peak = 1.0_f64;
+            let mut peak = f64::NEG_INFINITY;
             for (index, slot) in factors.iter_mut().enumerate() {
                 let at = base.time_at(index).as_millis();
                 let in_event = at < range.to().as_millis() && at + step > range.from().as_millis();
@@ -96,21 +99,26 @@ impl EventCalendar {
                     let position = ((at - grid_from) / step) as f64 / event_steps as f64;
                     profile.factors_at(position)
                 } else if in_pre_warm {
-                    profile.factors_at(0.0)
+                    // Pre-warm readies capacity early; a fall waits for the event itself.
+                    profile.factors_at(0.0).max(Factors::NONE)
                 } else {
                     continue;
                 };
                 peak = peak.max(here.mean);
-                *slot = slot.max(here);
+                *slot = Some(slot.map_or(here, |other| other.max(here)));
             }
             applied.push(AppliedEvent {
                 name: event.name().to_owned(),
                 range,
                 pre_warm_from,
-                peak_multiplier: peak,
+                peak_multiplier: if peak.is_finite() { peak } else { 1.0 },
                 occurrences: profile.occurrences(),
             });
         }
+        let factors: Vec<Factors> = factors
+            .into_iter()
+            .map(|factor| factor.unwrap_or(Factors::NONE))
+            .collect();
         let point = base
             .point()
             .iter()

@@ -294,6 +294,7 @@ impl EventCalendar {
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
     use std::time::Duration;
 
     use super::*;
@@ -309,6 +310,69 @@ mod tests {
             Timestamp::from_millis(to * HOUR),
         )
         .unwrap()
+    }
+
+    /// A base model that repeats the last observed value.
+    fn last_value(history: &TimeSeries, horizon: Horizon) -> Result<Forecast, Infallible> {
+        let last = history
+            .values()
+            .iter()
+            .rev()
+            .copied()
+            .find(|value| value.is_finite())
+            .unwrap_or(0.0);
+        Ok(Forecast::new(
+            history.end(),
+            history.step(),
+            vec![last; horizon.steps()],
+            Vec::new(),
+        ))
+    }
+
+    #[test]
+    fn a_holiday_that_halves_the_load_halves_the_forecast_over_its_window() {
+        // A flat hourly load of 100 that halves for a four-hour "holiday", twice; the third
+        // holiday is 5 hours after the end of the history.
+        let mut values = vec![100.0; 240];
+        for from in [100, 200] {
+            values[from..from + 4].fill(50.0);
+        }
+        let history = TimeSeries::new(
+            Timestamp::from_millis(0),
+            Step::try_from(HOUR).unwrap(),
+            values,
+        );
+        let calendar = EventCalendar::new(
+            [100, 200, 245]
+                .into_iter()
+                .map(|from| Event::new("holiday", hours(from, from + 4), Uplift::Learned).unwrap())
+                .collect(),
+        );
+        let learned = calendar.learn(&history, &last_value).unwrap();
+        let profile = learned.profile("holiday").unwrap();
+        assert!(
+            profile
+                .mean()
+                .iter()
+                .all(|ratio| (ratio - 0.5).abs() < 1e-9)
+        );
+        // Lowered over the holiday only: an uplift below 1 is applied as it is, not as none.
+        let base = last_value(&history, Horizon::try_from(12).unwrap()).unwrap();
+        let applied = calendar.apply(&base, &learned, Duration::ZERO);
+        let expected: Vec<f64> = (240..252)
+            .map(|hour| {
+                if (245..249).contains(&hour) {
+                    50.0
+                } else {
+                    100.0
+                }
+            })
+            .collect();
+        assert_eq!(applied.forecast.point(), expected);
+        assert_eq!(applied.applied[0].peak_multiplier, 0.5);
+        // A pre-warm readies capacity ahead of an uplift; a fall starts with the holiday.
+        let pre_warmed = calendar.apply(&base, &learned, Duration::from_secs(2 * 3600));
+        assert_eq!(pre_warmed.forecast.point(), expected);
     }
 
     /// Ten days of a flat hourly load of 100, with "promo" at 2x then 3x on days 5 and 8 for two hours.

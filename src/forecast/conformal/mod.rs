@@ -379,6 +379,10 @@ struct Quantiles {
 
 #[cfg(test)]
 mod tests {
+    use rand::SeedableRng;
+    use rand::seq::SliceRandom;
+    use rand_chacha::ChaCha8Rng;
+
     use super::*;
 
     /// The ensemble's default recency decay.
@@ -386,11 +390,14 @@ mod tests {
 
     #[test]
     fn quantiles_come_from_the_right_bucket() {
-        // Steps 0-1 have small residuals, steps 2-3 large ones.
-        // 101 folds; steps 0-1 have small residuals, steps 2-3 large ones.
-        let residuals: Vec<Vec<f64>> = (-50..=50)
+        // 1001 folds in a random order of their size (exchangeable, as the widening check
+        // assumes of calm days); steps 0-1 have small residuals, steps 2-3 large ones.
+        let mut order: Vec<i32> = (-500..=500).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(3));
+        let residuals: Vec<Vec<f64>> = order
+            .into_iter()
             .map(|r| {
-                let small = r as f64 / 100.0;
+                let small = r as f64 / 1000.0;
                 vec![small, small, small * 10.0, small * 10.0]
             })
             .collect();

@@ -7,17 +7,36 @@ use crate::domain::Level;
 use super::Calibration;
 use super::quantiles::{conformal_offsets, fold_weight, sorted_weighted};
 
-/// Widening factors tried by [`Calibration::inflations`], from none up to [`MAX_INFLATION`].
+/// Widening factors tried by [`Calibration::inflations`] for each bound, from none up to its cap.
 const INFLATION_STEPS: usize = 40;
 
-/// Largest widening: beyond this a fold is a regime change (a level shift inside the backtest),
-/// and bands wide enough to cover it would be useless for every other day. On a log scale a
-/// factor of 2 already squares the multiplicative width.
-const MAX_INFLATION: f64 = 2.0;
+/// Largest widening of the upper bound, the one capacity plans are sized on: beyond this a fold
+/// is a regime change (a level shift inside the backtest), and bands wide enough to cover it would
+/// be useless for every other day. On a log scale a factor of 2 already squares the multiplicative
+/// width.
+const MAX_UPPER_INFLATION: f64 = 2.0;
+
+/// Largest widening of the lower bound, which sizes no replica: drops (an outage, a holiday, a
+/// misconfigured autoscaling group) are the surprises load series hold most often, and covering
+/// them costs no replica-hours. See `docs/decisions.md`, "Per-bound widening".
+const MAX_LOWER_INFLATION: f64 = 3.0;
+
+/// Which folds calibrate a held-out fold in the widening check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Every other fold, each weighted by its own recency (leave one fold out).
+    OthersOut,
+    /// Only the folds older than it, weighted by their age relative to it: each day judged the
+    /// way the service will be, calibrated on what came before.
+    Forward,
+}
+
+/// A held-out fold's scores, the scores of the folds that calibrate it (sorted) and their weights.
+type HeldOut<'a> = (&'a [f64], Vec<f64>, Vec<f64>);
 
 impl Calibration {
     /// Factors (at least 1) by which the lower and the upper offsets at `level` must grow for
-    /// each bound, calibrated on the other folds only, to miss no more than its tail
+    /// each bound, calibrated without the held-out fold, to miss no more than its tail
     /// (`(1 - level) / 2`) of the held-out folds' residuals.
     ///
     /// Split-conformal coverage assumes exchangeable residuals; backtest folds of a drifting
@@ -25,8 +44,13 @@ impl Calibration {
     /// cross-validated check (in the spirit of CV+, Barber et al., "Predictive inference with the
     /// jackknife+", Annals of Statistics 49(1), 2021) widens the band just enough to cover. Each
     /// bound is a quantile of its own and is checked on its own tail: a series whose surprises
-    /// are drops (an outage, a holiday) widens its lower bound, not the upper one a capacity
-    /// plan is built on, and the two-sided coverage still reaches `level`.
+    /// are drops widens its lower bound, not the upper one a capacity plan is built on, and the
+    /// two-sided coverage still reaches `level`.
+    ///
+    /// The upper bound is checked with every other fold out ([`Check::OthersOut`]) and widens up
+    /// to [`MAX_UPPER_INFLATION`]; the lower bound, which costs no replica, is checked forward
+    /// ([`Check::Forward`]: each fold calibrated on the older ones, so a first drop is judged
+    /// against the calm days before it, not also against itself) up to [`MAX_LOWER_INFLATION`].
     ///
     /// One widening per level of `levels`. The held-out folds' calibration sets do not depend on
     /// the level, so they are sorted once for all of them.
@@ -34,73 +58,91 @@ impl Calibration {
         if self.by_fold.len() < 2 {
             return vec![Widening::NONE; levels.len()];
         }
-        // (scores of the held-out fold, the other folds' scores sorted, their weights) per fold.
-        let mut held_out: Vec<(&[f64], Vec<f64>, Vec<f64>)> = Vec::new();
+        let forward = self.held_out(Check::Forward);
+        let others_out = self.held_out(Check::OthersOut);
+        levels
+            .iter()
+            .map(|level| Widening {
+                lower: factor(
+                    &forward,
+                    *level,
+                    MAX_LOWER_INFLATION,
+                    &|r, (lower, _), f| r < widen_down(lower, f),
+                ),
+                upper: factor(
+                    &others_out,
+                    *level,
+                    MAX_UPPER_INFLATION,
+                    &|r, (_, upper), f| r > widen_up(upper, f),
+                ),
+            })
+            .collect()
+    }
+
+    /// Each fold with scores, held out against the folds `check` calibrates it on (folds with
+    /// none to calibrate on are left out).
+    fn held_out(&self, check: Check) -> Vec<HeldOut<'_>> {
+        let mut held_out = Vec::new();
         for (fold, scores) in self.by_fold.iter().enumerate() {
             if scores.is_empty() {
                 continue;
             }
+            // Folds are newest first: the k-th newest has index k.
             let (others, weights) = sorted_weighted(
                 self.by_fold
                     .iter()
                     .enumerate()
-                    .filter(|(other, _)| *other != fold)
-                    .flat_map(|(other, r)| {
-                        let weight = fold_weight(self.recency_decay, other);
+                    .filter_map(|(other, r)| match check {
+                        Check::OthersOut => (other != fold).then_some((other, r)),
+                        Check::Forward => (other > fold).then(|| (other - fold - 1, r)),
+                    })
+                    .flat_map(|(age, r)| {
+                        let weight = fold_weight(self.recency_decay, age);
                         r.iter().map(move |score| (*score, weight))
                     }),
             );
             if !others.is_empty() {
-                held_out.push((scores, others, weights));
+                held_out.push((scores.as_slice(), others, weights));
             }
         }
-        let total: usize = held_out.iter().map(|(r, _, _)| r.len()).sum();
-        if total == 0 {
-            return vec![Widening::NONE; levels.len()];
-        }
-        levels
-            .iter()
-            .map(|level| {
-                // (scores of the held-out fold, offsets calibrated without it) per fold.
-                let offsets: Vec<(&[f64], (f64, f64))> = held_out
-                    .iter()
-                    .map(|(scores, others, weights)| {
-                        (*scores, conformal_offsets(others, weights, *level))
-                    })
-                    .collect();
-                widening(&offsets, total, *level)
-            })
-            .collect()
+        held_out
     }
 }
 
-/// The widening at `level` from each held-out fold's scores and the offsets calibrated without it
-/// (`total` scores in all): for each bound, the smallest factor at which the held-out scores beyond
-/// it are within its tail.
-fn widening(held_out: &[(&[f64], (f64, f64))], total: usize, level: Level) -> Widening {
-    let tail = (1.0 - level.fraction()) / 2.0;
-    let factor_for = |beyond: &dyn Fn(f64, (f64, f64), f64) -> bool| -> f64 {
-        for step in 0..=INFLATION_STEPS {
-            let factor = 1.0 + (MAX_INFLATION - 1.0) * step as f64 / INFLATION_STEPS as f64;
-            let missed: usize = held_out
-                .iter()
-                .map(|(scores, offsets)| {
-                    scores
-                        .iter()
-                        .filter(|r| beyond(**r, *offsets, factor))
-                        .count()
-                })
-                .sum();
-            if missed as f64 / total as f64 <= tail {
-                return factor;
-            }
-        }
-        MAX_INFLATION
-    };
-    Widening {
-        lower: factor_for(&|r, (lower, _), factor| r < widen_down(lower, factor)),
-        upper: factor_for(&|r, (_, upper), factor| r > widen_up(upper, factor)),
+/// The smallest factor up to `cap` at which the scores of the held-out folds that `missed` a bound
+/// widened by it (given the offsets calibrated without the fold) are within the bound's tail at
+/// `level`; `cap` when none is, 1 when there is nothing to check.
+fn factor(
+    held_out: &[HeldOut<'_>],
+    level: Level,
+    cap: f64,
+    missed: &dyn Fn(f64, (f64, f64), f64) -> bool,
+) -> f64 {
+    let total: usize = held_out.iter().map(|(scores, _, _)| scores.len()).sum();
+    if total == 0 {
+        return 1.0;
     }
+    let tail = (1.0 - level.fraction()) / 2.0;
+    let offsets: Vec<(&[f64], (f64, f64))> = held_out
+        .iter()
+        .map(|(scores, others, weights)| (*scores, conformal_offsets(others, weights, level)))
+        .collect();
+    for step in 0..=INFLATION_STEPS {
+        let factor = 1.0 + (cap - 1.0) * step as f64 / INFLATION_STEPS as f64;
+        let count: usize = offsets
+            .iter()
+            .map(|(scores, offsets)| {
+                scores
+                    .iter()
+                    .filter(|r| missed(**r, *offsets, factor))
+                    .count()
+            })
+            .sum();
+        if count as f64 / total as f64 <= tail {
+            return factor;
+        }
+    }
+    cap
 }
 
 /// A lower offset moved down by `factor` times its size: `offset * factor` for the usual negative
@@ -141,34 +183,54 @@ mod tests {
     /// The ensemble's default recency decay.
     const DECAY: f64 = 0.9;
 
+    /// A fold of residuals spread evenly over [-down, up].
+    fn fold(down: f64, up: f64) -> Vec<f64> {
+        (-50..=50)
+            .map(|r| {
+                let unit = r as f64 / 50.0;
+                unit * if unit < 0.0 { down } else { up }
+            })
+            .collect()
+    }
+
+    /// The widening at 90% of `folds` (newest first).
+    fn widening_of(folds: Vec<Vec<f64>>) -> Widening {
+        Calibration::new(&folds, &ConformalParams::default().buckets(1), DECAY, &[])
+            .inflations(&[Level::try_from(0.9).unwrap()])[0]
+    }
+
     #[test]
     fn a_fold_unlike_the_others_widens_the_bounds_it_crosses() {
-        // Two calm folds and one whose drops (negative residuals) are `down` times larger and
-        // whose rises are `up` times larger.
-        let widening = |down: f64, up: f64| {
-            let fold = |down: f64, up: f64| -> Vec<f64> {
-                (-50..=50)
-                    .map(|r| {
-                        let unit = r as f64 / 50.0;
-                        unit * if unit < 0.0 { down } else { up }
-                    })
-                    .collect()
-            };
-            let residuals = vec![fold(1.0, 1.0), fold(1.0, 1.0), fold(down, up)];
-            Calibration::new(
-                &residuals,
-                &ConformalParams::default().buckets(1),
-                DECAY,
-                &[],
-            )
-            .inflations(&[Level::try_from(0.9).unwrap()])[0]
-        };
+        // The newest fold's drops (negative residuals) are `down` times larger than two calm
+        // folds' and its rises `up` times larger.
+        let widening =
+            |down: f64, up: f64| widening_of(vec![fold(down, up), fold(1.0, 1.0), fold(1.0, 1.0)]);
         let both = widening(3.0, 3.0);
         assert!(both.lower > 1.2 && both.upper > 1.2, "{both:?}");
         // The upper bound, which the drops never cross, does not widen.
         let drops = widening(3.0, 1.0);
         assert!(drops.lower > 1.2, "{drops:?}");
         assert_eq!(drops.upper, 1.0, "{drops:?}");
+    }
+
+    #[test]
+    fn the_lower_bound_is_checked_forward_and_may_widen_past_the_upper_cap() {
+        let unlike = fold(3.0, 3.0);
+        let calm = || fold(1.0, 1.0);
+        let newest = widening_of(vec![unlike.clone(), calm(), calm()]);
+        let oldest = widening_of(vec![calm(), calm(), unlike]);
+        // Drops three times the calm days' need a factor of about 2.7: past the upper bound's
+        // cap, within the lower one's. Rises as large stop at the upper cap.
+        assert!(
+            newest.lower > MAX_UPPER_INFLATION && newest.lower <= MAX_LOWER_INFLATION,
+            "{newest:?}"
+        );
+        assert_eq!(newest.upper, MAX_UPPER_INFLATION, "{newest:?}");
+        // Calm days after the drops are calibrated on them and miss nothing below, so the lower
+        // bound does not widen; the upper bound, checked with every other fold out, widens
+        // wherever the unlike fold sits.
+        assert_eq!(oldest.lower, 1.0, "{oldest:?}");
+        assert!(oldest.upper > 1.2, "{oldest:?}");
     }
 
     #[test]
