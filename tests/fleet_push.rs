@@ -6,19 +6,19 @@
 //! stored; an event added through one replica is applied by the owner's plans on another.
 
 mod etcd_support;
+mod fleet_support;
 mod prometheus_support;
 
-use std::process::Child;
 use std::time::{Duration, Instant};
 
+use fleet_support::{Replica, ReplicaConfig, series_name, series_ref, upsert};
+use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
-    self, ForecastRequest, GetPlanRequest, ListEventsRequest, ListSeriesRequest,
-    RemoveEventRequest, UpsertWorkloadRequest, WriteRequest,
-    admin_service_client::AdminServiceClient, event_service_client::EventServiceClient,
-    forecast_service_client::ForecastServiceClient, ingest_service_client::IngestServiceClient,
-    plan_service_client::PlanServiceClient,
+    self, ForecastRequest, GetPlanRequest, ListEventsRequest, RemoveEventRequest, WriteRequest,
+    event_service_client::EventServiceClient, forecast_service_client::ForecastServiceClient,
+    ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
 };
-use prometheus_support::{LocalPrometheus, free_port, http_get};
+use prometheus_support::{LocalPrometheus, http_get};
 use tonic::transport::Channel;
 
 /// Series pushed, one workload on each.
@@ -27,117 +27,6 @@ const SERIES: usize = 6;
 const DAYS: usize = 10;
 /// Samples pushed per series.
 const SAMPLES: u64 = (DAYS * 48) as u64;
-
-/// A `prescale serve` replica; killed on drop.
-struct Replica {
-    /// Its member id.
-    id: String,
-    /// Its gRPC address.
-    address: String,
-    child: Child,
-    /// Its data directory and config file.
-    _directory: tempfile::TempDir,
-}
-
-impl Replica {
-    /// Starts replica `id` of the fleet on `etcd`, writing pushed samples through to the
-    /// Prometheus at `tsdb` when given; returns once it has joined.
-    fn start(id: &str, etcd: &str, tsdb: Option<&str>) -> Self {
-        let directory = tempfile::tempdir().unwrap();
-        let address = format!("127.0.0.1:{}", free_port());
-        let tsdb_keys = tsdb
-            .map(|url| {
-                format!(
-                    "tsdb_url = \"{url}\"\ntsdb_remote_write_url = \"{url}/api/v1/write\"\ntsdb_timeout = \"2s\"\n"
-                )
-            })
-            .unwrap_or_default();
-        let config = directory.path().join("prescale.toml");
-        let text = format!(
-            "data_dir = \"{data}\"\n[server]\nlisten = \"{address}\"\nmetrics_listen = \"off\"\n\
-             [registry]\nschedule = \"off\"\n[fleet]\netcd_endpoints = [\"{etcd}\"]\n\
-             member_id = \"{id}\"\nadvertise = \"{address}\"\nlease_ttl = \"3s\"\n\
-             etcd_timeout = \"2s\"\n{tsdb_keys}",
-            data = directory.path().display()
-        );
-        std::fs::write(&config, text).unwrap();
-        let child = etcd_support::start_member(id, &config);
-        Self {
-            id: id.to_owned(),
-            address,
-            child,
-            _directory: directory,
-        }
-    }
-
-    async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.address))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    /// Samples of series `name` in this replica's own store (0 when it holds none).
-    async fn stored(&self, name: &str) -> u64 {
-        let listed = AdminServiceClient::new(self.channel().await)
-            .list_series(ListSeriesRequest {
-                page_size: 1000,
-                page_token: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        listed
-            .series
-            .iter()
-            .find(|info| {
-                info.series
-                    .as_ref()
-                    .is_some_and(|series| series.name == name)
-            })
-            .map_or(0, |info| info.samples)
-    }
-
-    /// `kill -9`.
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn series_name(index: usize) -> String {
-    format!("load_{index}")
-}
-
-fn series_ref(index: usize) -> Option<proto::SeriesRef> {
-    Some(proto::SeriesRef {
-        name: series_name(index),
-        labels: Default::default(),
-    })
-}
-
-/// Workload `w<index>` on series `load_<index>`, fed by pushes.
-fn upsert(index: usize) -> UpsertWorkloadRequest {
-    UpsertWorkloadRequest {
-        workload: Some(proto::Workload {
-            name: format!("w{index}"),
-            series: series_ref(index),
-            capacity_per_replica: 100.0,
-            max_replicas: 100,
-            warm_up: "30m".to_owned(),
-            mode: "forecast-and-scale".to_owned(),
-            ..Default::default()
-        }),
-    }
-}
 
 /// `DAYS` of 30-minute taxi demand ending at the last half hour, scaled per series.
 fn history(index: usize) -> Vec<(i64, f64)> {
@@ -158,24 +47,13 @@ fn message(indexes: &[usize], samples: impl Fn(usize) -> Vec<(i64, f64)>) -> Wri
             .map(|index| {
                 let (timestamps_ms, values) = samples(*index).into_iter().unzip();
                 proto::SeriesSamples {
-                    series: series_ref(*index),
+                    series: Some(series_ref(*index)),
                     timestamps_ms,
                     values,
                 }
             })
             .collect(),
     }
-}
-
-/// Samples Prometheus holds of `name` over the last 30 days.
-fn tsdb_samples(prometheus: &str, name: &str) -> u64 {
-    let path = format!("/api/v1/query?query=count_over_time%28{name}%5B30d%5D%29");
-    let (status, body) = http_get(prometheus, &path).expect("prometheus answers");
-    assert_eq!(status, 200, "{body}");
-    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
-    answer["data"]["result"][0]["value"][1]
-        .as_str()
-        .map_or(0, |count| count.parse().unwrap())
 }
 
 /// Waits until workload `name` answers GetPlan through every one of `replicas`.
@@ -209,7 +87,7 @@ async fn wait_planned(replicas: &[&Replica], name: &str, within: Duration) {
 async fn forecast_mean(replica: &Replica, index: usize) -> Vec<f64> {
     ForecastServiceClient::new(replica.channel().await)
         .forecast(ForecastRequest {
-            series: series_ref(index),
+            series: Some(series_ref(index)),
             horizon: "6h".to_owned(),
             model: "seasonal_naive".to_owned(),
             ..Default::default()
@@ -255,12 +133,16 @@ async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
     let prometheus = LocalPrometheus::start_accepting_history();
     let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
         .iter()
-        .map(|id| Replica::start(id, &etcd.url, Some(&prometheus.url)))
+        .map(|id| {
+            ReplicaConfig::new(id, &etcd.url)
+                .tsdb(&prometheus.url)
+                .start()
+        })
         .collect();
     let through = replicas[0].channel().await;
     for index in 0..SERIES {
         PlanServiceClient::new(through.clone())
-            .upsert_workload(upsert(index))
+            .upsert_workload(upsert(index, None))
             .await
             .unwrap();
     }
@@ -283,7 +165,11 @@ async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
     let mut owners = Vec::new();
     for index in 0..SERIES {
         let name = series_name(index);
-        assert_eq!(tsdb_samples(&prometheus.url, &name), SAMPLES, "{name}");
+        assert_eq!(
+            prometheus_support::samples_over(&prometheus.url, &name, "30d"),
+            SAMPLES,
+            "{name}"
+        );
         let mut holders = Vec::new();
         for (position, replica) in replicas.iter().enumerate() {
             match replica.stored(&name).await {
@@ -371,7 +257,11 @@ async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
     let prometheus = LocalPrometheus::start_accepting_history();
     let replicas: Vec<Replica> = ["a", "b"]
         .iter()
-        .map(|id| Replica::start(id, &etcd.url, Some(&prometheus.url)))
+        .map(|id| {
+            ReplicaConfig::new(id, &etcd.url)
+                .tsdb(&prometheus.url)
+                .start()
+        })
         .collect();
     let day = 48;
     let samples = history(0);
@@ -381,7 +271,10 @@ async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
     )
     .await;
     let name = series_name(0);
-    assert_eq!(tsdb_samples(&prometheus.url, &name), day as u64);
+    assert_eq!(
+        prometheus_support::samples_over(&prometheus.url, &name, "30d"),
+        day as u64
+    );
     let owner = if replicas[0].stored(&name).await > 0 {
         0
     } else {
@@ -399,7 +292,10 @@ async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
         .await
         .expect_err("a NaN sample");
     assert_eq!(invalid.code(), tonic::Code::InvalidArgument, "{invalid}");
-    assert_eq!(tsdb_samples(&prometheus.url, &name), day as u64);
+    assert_eq!(
+        prometheus_support::samples_over(&prometheus.url, &name, "30d"),
+        day as u64
+    );
 
     // Prometheus goes away: a push through the other replica is refused, and not stored.
     let url = prometheus.url.clone();
@@ -425,11 +321,17 @@ async fn an_event_added_through_one_replica_is_applied_by_the_owner_on_another()
     let etcd = etcd_support::LocalEtcd::start();
     let replicas: Vec<Replica> = ["e0", "e1"]
         .iter()
-        .map(|id| Replica::start(id, &etcd.url, None))
+        .map(|id| ReplicaConfig::new(id, &etcd.url).start())
         .collect();
+    // Both active before the push: without a TSDB, a series whose owner changed after it was
+    // pushed would have no history at its new owner.
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    fleet_support::fleet_view(&client, replicas.len()).await;
     let channel = replicas[0].channel().await;
     PlanServiceClient::new(channel.clone())
-        .upsert_workload(upsert(0))
+        .upsert_workload(upsert(0, None))
         .await
         .unwrap();
     push_settled(channel, vec![message(&[0], history)]).await;

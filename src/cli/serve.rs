@@ -92,9 +92,10 @@ pub(super) fn serve(config: &Config) -> Result<()> {
             join_fleet(fleet, &state).await?;
         }
         let stop_metrics = CancellationToken::new();
-        let remote_write = config.server.remote_write.map(|limits| {
-            RemoteWrite::new(Arc::clone(&state), &config.server.options.tokens, limits)
-        });
+        let remote_write = config
+            .server
+            .remote_write
+            .map(|limits| RemoteWrite::new(Arc::clone(&state), &config.server.options, limits));
         let metrics_task = match config.server.metrics_listen {
             Some(address) => {
                 Some(serve_metrics(address, metrics, remote_write, &stop_metrics).await?)

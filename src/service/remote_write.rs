@@ -6,6 +6,10 @@
 //! the protobuf and every series (400, nothing written), and the write through the same use case
 //! as gRPC `Push` (a store failure is 5xx, so Prometheus retries). Stale markers and other
 //! non-finite values are dropped and counted; a request with no samples (metadata) gets 204.
+//!
+//! In a fleet the samples are routed as a `Push` is (`forward_push`): each series' share goes to
+//! its owner as a forwarded gRPC `Write` carrying the sender's bearer token, the share owned here is
+//! written through to the fleet's TSDB and stored, and the 204 waits for every part.
 
 mod decode;
 mod encode;
@@ -18,7 +22,10 @@ use axum::response::{IntoResponse, Response};
 use http_body::Body as _;
 
 use super::auth::BearerAuth;
+use super::forward::Forwarder;
+use super::{ServerOptions, convert, forward_push, proto};
 use crate::app::ServingState;
+use crate::store::SeriesSamples;
 
 pub use decode::{DecodeError, DecodedWrite, STALE_MARKER_BITS, decode};
 pub(crate) use encode::encode;
@@ -52,15 +59,26 @@ pub struct RemoteWrite {
     auth: BearerAuth,
     /// Body size limits.
     limits: RemoteWriteLimits,
+    /// Channels to the fleet's other members, for the series they own.
+    forwarder: Forwarder,
+    /// Largest gRPC message a forwarded share may be (the API's own limit, `options`'s).
+    max_message_bytes: usize,
 }
 
 impl RemoteWrite {
-    /// Receives into `state`, requiring one of `tokens` when there are any.
-    pub fn new(state: Arc<ServingState>, tokens: &[String], limits: RemoteWriteLimits) -> Self {
+    /// Receives into `state`, requiring one of `options`' tokens when there are any, and
+    /// forwarding other members' shares within its message size.
+    pub fn new(
+        state: Arc<ServingState>,
+        options: &ServerOptions,
+        limits: RemoteWriteLimits,
+    ) -> Self {
         Self {
             state,
-            auth: BearerAuth::new(tokens),
+            auth: BearerAuth::new(&options.tokens),
             limits,
+            forwarder: Forwarder::default(),
+            max_message_bytes: options.max_message_bytes,
         }
     }
 
@@ -97,13 +115,9 @@ impl RemoteWrite {
     /// Checks, decodes and stores one request; the samples stored and dropped, or why not.
     async fn receive(&self, request: Request) -> Result<DecodedWrite, Refusal> {
         let (parts, body) = request.into_parts();
+        let authorization = parts.headers.get(header::AUTHORIZATION);
         self.auth
-            .check(
-                parts
-                    .headers
-                    .get(header::AUTHORIZATION)
-                    .map(|value| value.as_bytes()),
-            )
+            .check(authorization.map(|value| value.as_bytes()))
             .map_err(|reason| Refusal::new(StatusCode::UNAUTHORIZED, "unauthorized", reason))?;
         check_headers(&parts.headers)?;
         let limit = self.limits.max_body_bytes;
@@ -117,16 +131,89 @@ impl RemoteWrite {
         let compressed = read_body(body, limit).await?;
         let state = Arc::clone(&self.state);
         let max_decoded = self.limits.max_decoded_bytes;
-        tokio::task::spawn_blocking(move || store(&state, &compressed, max_decoded))
+        if self.state.fleet_view().is_none() {
+            return on_blocking_pool(move || store(&state, &compressed, max_decoded)).await;
+        }
+        let mut decoded =
+            on_blocking_pool(move || decode(&compressed, max_decoded).map_err(undecodable)).await?;
+        if !decoded.batch.is_empty() {
+            // The sender's token goes with the shares forwarded to their owners.
+            let mut original = tonic::Request::new(());
+            if let Some(value) = authorization
+                .and_then(|value| tonic::metadata::MetadataValue::try_from(value.as_bytes()).ok())
+            {
+                original.metadata_mut().insert("authorization", value);
+            }
+            let message = write_request(std::mem::take(&mut decoded.batch));
+            forward_push::write_routed(
+                &self.state,
+                &self.forwarder,
+                &original,
+                message,
+                self.max_message_bytes,
+            )
             .await
-            .map_err(|error| {
-                Refusal::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store_failure",
-                    format!("worker failed: {error}"),
-                )
-            })?
+            .map_err(|status| unstored(&status))?;
+        }
+        Ok(decoded)
     }
+}
+
+/// Runs `work` on the blocking pool.
+async fn on_blocking_pool<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Refusal> + Send + 'static,
+) -> Result<T, Refusal> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_failure",
+            format!("worker failed: {error}"),
+        )
+    })?
+}
+
+/// `batch` as a gRPC `Write` message.
+fn write_request(batch: Vec<SeriesSamples>) -> proto::WriteRequest {
+    proto::WriteRequest {
+        series: batch
+            .into_iter()
+            .map(|part| {
+                let (timestamps_ms, values) = part
+                    .samples
+                    .iter()
+                    .map(|sample| (sample.timestamp.as_millis(), sample.value))
+                    .unzip();
+                proto::SeriesSamples {
+                    series: Some(convert::series_ref(&part.series)),
+                    timestamps_ms,
+                    values,
+                }
+            })
+            .collect(),
+    }
+}
+
+/// Why a body could not be decoded, as the sender is told.
+fn undecodable(error: DecodeError) -> Refusal {
+    let (status, outcome) = match error {
+        DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        DecodeError::NotSnappy { .. } => (StatusCode::BAD_REQUEST, "not_snappy"),
+        DecodeError::BadProtobuf { .. } => (StatusCode::BAD_REQUEST, "bad_protobuf"),
+        DecodeError::InvalidSeries { .. } => (StatusCode::BAD_REQUEST, "invalid_series"),
+    };
+    Refusal::new(status, outcome, error.to_string())
+}
+
+/// A write that failed with `status` (the one mapping of use-case errors to gRPC codes, or an
+/// owner's answer), as an HTTP status: 400 for a sample the store refuses, 503 when it may
+/// succeed later, 500 otherwise, so Prometheus retries the last two.
+fn unstored(status: &tonic::Status) -> Refusal {
+    let (code, outcome) = match status.code() {
+        tonic::Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_sample"),
+        tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_failure"),
+    };
+    Refusal::new(code, outcome, status.message().to_owned())
 }
 
 /// Decodes `compressed` and stores its samples (all or nothing). Blocking.
@@ -135,25 +222,11 @@ fn store(
     compressed: &[u8],
     max_decoded_bytes: usize,
 ) -> Result<DecodedWrite, Refusal> {
-    let decoded = decode(compressed, max_decoded_bytes).map_err(|error| {
-        let (status, outcome) = match error {
-            DecodeError::TooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            DecodeError::NotSnappy { .. } => (StatusCode::BAD_REQUEST, "not_snappy"),
-            DecodeError::BadProtobuf { .. } => (StatusCode::BAD_REQUEST, "bad_protobuf"),
-            DecodeError::InvalidSeries { .. } => (StatusCode::BAD_REQUEST, "invalid_series"),
-        };
-        Refusal::new(status, outcome, error.to_string())
-    })?;
+    let decoded = decode(compressed, max_decoded_bytes).map_err(undecodable)?;
     if !decoded.batch.is_empty() {
-        state.ingest(&decoded.batch).map_err(|error| {
-            // The one mapping of use-case errors (to gRPC codes), turned into HTTP statuses.
-            let (status, outcome) = match super::error::status(&error).code() {
-                tonic::Code::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_sample"),
-                tonic::Code::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_failure"),
-            };
-            Refusal::new(status, outcome, error.to_string())
-        })?;
+        state
+            .ingest(&decoded.batch)
+            .map_err(|error| unstored(&super::error::status(&error)))?;
     }
     Ok(decoded)
 }

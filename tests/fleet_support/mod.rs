@@ -13,8 +13,8 @@ use std::time::Duration;
 use prescale::fleet::etcd::Etcd;
 use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
 use prescale::service::proto::{
-    self, GetPlanRequest, GetWorkloadRequest, UpsertWorkloadRequest,
-    plan_service_client::PlanServiceClient,
+    self, GetPlanRequest, GetWorkloadRequest, ListSeriesRequest, UpsertWorkloadRequest,
+    admin_service_client::AdminServiceClient, plan_service_client::PlanServiceClient,
 };
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -351,6 +351,27 @@ impl Replica {
         Ok(workload
             .source_status
             .is_some_and(|status| status.last_success_ms > 0))
+    }
+
+    /// Samples of series `name` in its own store (0 when it holds none).
+    pub(crate) async fn stored(&self, name: &str) -> u64 {
+        let listed = AdminServiceClient::new(self.channel().await)
+            .list_series(ListSeriesRequest {
+                page_size: 1000,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        listed
+            .series
+            .iter()
+            .find(|info| {
+                info.series
+                    .as_ref()
+                    .is_some_and(|series| series.name == name)
+            })
+            .map_or(0, |info| info.samples)
     }
 
     /// `kill -9`, and the process reaped.

@@ -234,3 +234,14 @@ pub(crate) fn http_get(base: &str, path: &str) -> Option<(u16, String)> {
     let body = response.split_once("\r\n\r\n")?.1.to_owned();
     Some((status, body))
 }
+
+/// Samples the Prometheus at `url` holds of series `name` over the last `range` (e.g. `30d`).
+pub(crate) fn samples_over(url: &str, name: &str, range: &str) -> u64 {
+    let path = format!("/api/v1/query?query=count_over_time%28{name}%5B{range}%5D%29");
+    let (status, body) = http_get(url, &path).expect("prometheus answers");
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    answer["data"]["result"][0]["value"][1]
+        .as_str()
+        .map_or(0, |count| count.parse().unwrap())
+}

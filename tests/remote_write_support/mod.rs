@@ -34,19 +34,22 @@ pub(crate) struct Receiver {
 impl Receiver {
     /// A server requiring `tokens` (none: no auth) with the given limits.
     pub(crate) async fn start(tokens: &[&str], limits: RemoteWriteLimits) -> Self {
-        let tokens: Vec<String> = tokens.iter().map(|token| (*token).to_owned()).collect();
         let options = ServerOptions {
-            tokens: tokens.clone(),
+            tokens: tokens.iter().map(|token| (*token).to_owned()).collect(),
             ..ServerOptions::default()
         };
-        let server = TestServer::start(settings(), options).await;
+        let server = TestServer::start(settings(), options.clone()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let task = tokio::spawn(prescale::service::serve_http(
             listener,
             Arc::clone(&server.metrics),
-            Some(RemoteWrite::new(Arc::clone(&server.state), &tokens, limits)),
+            Some(RemoteWrite::new(
+                Arc::clone(&server.state),
+                &options,
+                limits,
+            )),
             stop.clone().cancelled_owned(),
         ));
         Self {
