@@ -97,7 +97,7 @@ pub struct HpaMatch {
 /// One point of the cost/shortfall curve: the predictive strategy planning on one rule at every
 /// replan, and the HPA at the same cost.
 #[derive(Debug, Clone, PartialEq)]
-pub struct LevelPoint {
+pub struct RulePoint {
     /// The rule planned on.
     pub rule: PlanningRule,
     /// How the predictive strategy did.
@@ -117,7 +117,7 @@ pub struct SloReplay {
     /// The HPA spending the replay's predictive replica-hours.
     pub hpa_equal_cost: HpaMatch,
     /// One replay per candidate rule.
-    pub curve: Vec<LevelPoint>,
+    pub curve: Vec<RulePoint>,
 }
 
 /// Replays the last `days` of `history` for `workload` as [`super::replay`] does, choosing the
@@ -166,7 +166,7 @@ pub fn replay_with_slo(
                 &every_candidate,
                 predictive.replica_hours,
             )?;
-            Ok(LevelPoint {
+            Ok(RulePoint {
                 rule,
                 predictive,
                 hpa,
