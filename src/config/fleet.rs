@@ -31,6 +31,7 @@ pub(super) struct FileFleetConfig {
     tsdb_basic_auth_username: Option<String>,
     tsdb_basic_auth_password_file: Option<std::path::PathBuf>,
     tsdb_ca_file: Option<std::path::PathBuf>,
+    peer_ca_file: Option<std::path::PathBuf>,
     join_timeout: Option<String>,
 }
 
@@ -59,6 +60,9 @@ pub struct FleetConfig {
     /// How long a joining replica warms its future share (plans it) before it turns active
     /// anyway.
     pub join_timeout: Duration,
+    /// With `[server.tls]`: the CA (PEM, `peer_ca_file`) that signed every replica's certificate,
+    /// which calls forwarded between replicas verify.
+    pub peer_ca: Option<Vec<u8>>,
 }
 
 impl FleetConfig {
@@ -130,8 +134,9 @@ pub(super) fn with_overrides(
     Ok(Some(raw))
 }
 
-/// The `[fleet]` section, `None` when the file has none. Forwarded calls travel in plaintext, so
-/// fleet mode refuses `[server.tls]` and `[scaler.tls]` for now.
+/// The `[fleet]` section, `None` when the file has none. With `[server.tls]` the replicas call
+/// each other over TLS too, verifying certificates with `peer_ca_file`; KEDA calls are forwarded
+/// in plaintext, so fleet mode refuses `[scaler.tls]` for now.
 pub(super) fn fleet_config(
     raw: Option<FileFleetConfig>,
     server: &ServerConfig,
@@ -192,12 +197,13 @@ pub(super) fn fleet_config(
         }
         (None, None) => None,
     };
-    if server.options.tls.is_some() || scaler.is_some_and(|scaler| scaler.options.tls.is_some()) {
+    if scaler.is_some_and(|scaler| scaler.options.tls.is_some()) {
         return Err(invalid(
             "fleet",
-            "replicas forward calls to each other in plaintext; [server.tls] and [scaler.tls] are not supported in fleet mode yet",
+            "replicas forward KEDA calls to each other in plaintext; [scaler.tls] is not supported in fleet mode yet",
         ));
     }
+    let peer_ca = peer_ca(raw.peer_ca_file.as_deref(), server.options.tls.is_some())?;
     let lease_ttl = parse_duration("fleet.lease_ttl", raw.lease_ttl.as_deref().unwrap_or("10s"))?;
     if lease_ttl.subsec_nanos() != 0 {
         return Err(invalid("fleet.lease_ttl", "etcd leases are whole seconds"));
@@ -245,8 +251,44 @@ pub(super) fn fleet_config(
         prefix,
         model_store,
         join_timeout,
+        peer_ca,
     }))
 }
+
+/// The PEM of `peer_ca_file`: required when the API serves TLS (`tls`), refused when it does not.
+fn peer_ca(file: Option<&std::path::Path>, tls: bool) -> Result<Option<Vec<u8>>, ConfigError> {
+    match (file, tls) {
+        (None, false) => Ok(None),
+        (None, true) => Err(invalid(
+            "fleet.peer_ca_file",
+            "required with [server.tls]: the CA (PEM) that signed every replica's certificate, \
+             which the replicas verify when they forward calls to each other",
+        )),
+        (Some(_), false) => Err(invalid(
+            "fleet.peer_ca_file",
+            "set, but [server.tls] is not: the replicas call each other in plaintext",
+        )),
+        (Some(path), true) => {
+            let pem = std::fs::read(path).map_err(|source| ConfigError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+            if !pem
+                .windows(CERTIFICATE_PEM.len())
+                .any(|window| window == CERTIFICATE_PEM)
+            {
+                return Err(invalid(
+                    "fleet.peer_ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            Ok(Some(pem))
+        }
+    }
+}
+
+/// The header of a PEM certificate.
+const CERTIFICATE_PEM: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 #[cfg(test)]
 mod tests {
@@ -348,8 +390,37 @@ mod tests {
                 .as_deref(),
             Some("a:9")
         );
+        let scaler_tls = format!(
+            "{FLEET}scaler_advertise = \"a:9\"\n{scaler}[scaler.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
+        );
+        assert_eq!(refused_key(&scaler_tls), "fleet");
+    }
+
+    #[test]
+    fn tls_between_replicas_needs_the_fleets_ca_and_only_with_tls() {
+        let directory = tempfile::tempdir().unwrap();
+        let ca = directory.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let not_pem = directory.path().join("ca.txt");
+        std::fs::write(&not_pem, "a CA").unwrap();
         let tls = "[server.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
-        assert_eq!(refused_key(&format!("{FLEET}{tls}")), "fleet");
+        let with_ca = |path: &Path| format!("{FLEET}peer_ca_file = \"{}\"\n", path.display());
+        assert_eq!(refused_key(&format!("{FLEET}{tls}")), "fleet.peer_ca_file");
+        assert_eq!(refused_key(&with_ca(&ca)), "fleet.peer_ca_file");
+        assert_eq!(
+            refused_key(&format!("{}{tls}", with_ca(&not_pem))),
+            "fleet.peer_ca_file"
+        );
+        let config = parse(&format!("{}{tls}", with_ca(&ca))).unwrap();
+        let pem = std::fs::read(&ca).unwrap();
+        assert_eq!(config.fleet.unwrap().peer_ca.as_deref(), Some(&pem[..]));
+        assert_eq!(config.server.options.peer_ca, Some(pem));
+        // Alone, a server with TLS needs no peer CA.
+        assert_eq!(parse(tls).unwrap().server.options.peer_ca, None);
     }
 
     #[test]

@@ -199,13 +199,14 @@ impl Config {
         }
         let store = validate::store_config(&raw.store, overrides)?;
         let retention = validate::retention(&raw.store, overrides)?;
-        let server = validate::server_config(raw.server, origin, overrides)?;
+        let mut server = validate::server_config(raw.server, origin, overrides)?;
         let scaler = validate::scaler_config(raw.scaler, overrides)?;
         let fleet = fleet::fleet_config(
             fleet::with_overrides(raw.fleet, overrides)?,
             &server,
             scaler.as_ref(),
         )?;
+        server.options.peer_ca = fleet.as_ref().and_then(|fleet| fleet.peer_ca.clone());
         let settings = Settings {
             sources: validate::source_timing(&raw.sources)?,
             ..validate::settings(raw.planning, &raw.registry, retention)?

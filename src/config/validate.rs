@@ -174,6 +174,8 @@ pub(super) fn server_config(
             request_timeout,
             tls,
             tokens,
+            // Set with `[fleet] peer_ca_file` (see `fleet::fleet_config`).
+            peer_ca: None,
         },
     })
 }

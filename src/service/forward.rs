@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use super::handlers::PlanStream;
@@ -45,9 +45,22 @@ pub(crate) enum Listener {
 pub(crate) struct Forwarder {
     /// Channels by `host:port`; a channel reconnects by itself after its peer restarts.
     channels: Arc<parking_lot::Mutex<HashMap<String, Channel>>>,
+    /// TLS to the members' gRPC APIs (`[server.tls]` with `[fleet] peer_ca_file`), verifying
+    /// their certificates with the fleet's CA; plaintext when `None`.
+    api_tls: Option<ClientTlsConfig>,
 }
 
 impl Forwarder {
+    /// Forwards to the members' APIs over TLS, trusting the certificates `peer_ca` (PEM) signed,
+    /// when it is given (see [`ServerOptions::peer_ca`](super::ServerOptions::peer_ca)).
+    pub(crate) fn new(peer_ca: Option<&[u8]>) -> Self {
+        Self {
+            channels: Arc::default(),
+            api_tls: peer_ca
+                .map(|pem| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))),
+        }
+    }
+
     /// Where a call placed at `placement` goes: `None` to answer it here, or the owner's channel.
     pub(crate) fn target<T>(
         &self,
@@ -67,32 +80,41 @@ impl Forwarder {
                         member.id
                     )));
                 }
-                let address = match listener {
-                    Listener::Api => member.info.addr,
-                    Listener::Scaler => member.info.scaler_addr.ok_or_else(|| {
-                        Status::unavailable(format!(
-                            "member {} owns it but serves no KEDA scaler",
-                            member.id
-                        ))
-                    })?,
+                let (address, tls) = match listener {
+                    Listener::Api => (member.info.addr, self.api_tls.as_ref()),
+                    // `[scaler.tls]` is refused in fleet mode: KEDA calls travel in plaintext.
+                    Listener::Scaler => (
+                        member.info.scaler_addr.ok_or_else(|| {
+                            Status::unavailable(format!(
+                                "member {} owns it but serves no KEDA scaler",
+                                member.id
+                            ))
+                        })?,
+                        None,
+                    ),
                 };
-                self.channel(&address).map(Some)
+                self.channel(&address, tls).map(Some)
             }
         }
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, Status> {
+    fn channel(&self, address: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, Status> {
         let mut channels = self.channels.lock();
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| {
-                Status::internal(format!("member address {address:?} is invalid: {error}"))
-            })?
+        let invalid = |error: tonic::transport::Error| {
+            Status::internal(format!("member address {address:?} is invalid: {error}"))
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(invalid)?
             .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+        }
+        let channel = endpoint.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -94,6 +94,10 @@ pub struct ServerOptions {
     pub tls: Option<TlsFiles>,
     /// Accepted bearer tokens; empty accepts every call. Health checks never need one.
     pub tokens: Vec<String>,
+    /// In a fleet serving TLS: the CA (PEM) that signed every replica's certificate. Calls
+    /// forwarded to the other replicas' APIs then use TLS and verify their certificates with it;
+    /// `None` forwards in plaintext.
+    pub peer_ca: Option<Vec<u8>>,
 }
 
 impl Default for ServerOptions {
@@ -106,6 +110,7 @@ impl Default for ServerOptions {
             request_timeout: Duration::from_secs(60),
             tls: None,
             tokens: Vec::new(),
+            peer_ca: None,
         }
     }
 }

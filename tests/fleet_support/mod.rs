@@ -16,7 +16,7 @@ use prescale::service::proto::{
     self, GetPlanRequest, GetWorkloadRequest, ListSeriesRequest, UpsertWorkloadRequest,
     admin_service_client::AdminServiceClient, plan_service_client::PlanServiceClient,
 };
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -45,6 +45,15 @@ pub(crate) struct ReplicaConfig {
     max_message_mib: Option<usize>,
     fsync: bool,
     log: Option<String>,
+    tls: Option<PeerTls>,
+}
+
+/// A replica's TLS files: its certificate and key, and the fleet's CA that signed them.
+#[derive(Debug, Clone)]
+pub(crate) struct PeerTls {
+    pub(crate) cert: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) ca: PathBuf,
 }
 
 /// A replica's config file and the listeners it names.
@@ -78,7 +87,15 @@ impl ReplicaConfig {
             max_message_mib: None,
             fsync: true,
             log: None,
+            tls: None,
         }
+    }
+
+    /// `[server.tls]` with `tls`'s certificate and key, and `[fleet] peer_ca_file` its CA.
+    #[must_use]
+    pub(crate) fn tls(mut self, tls: &PeerTls) -> Self {
+        self.tls = Some(tls.clone());
+        self
     }
 
     /// `[fleet] lease_ttl`.
@@ -200,6 +217,14 @@ impl ReplicaConfig {
                  tsdb_timeout = \"2s\"\n"
             );
         }
+        if let Some(tls) = &self.tls {
+            server += &format!(
+                "[server.tls]\ncert = \"{}\"\nkey = \"{}\"\n",
+                tls.cert.display(),
+                tls.key.display()
+            );
+            extras += &format!("peer_ca_file = \"{}\"\n", tls.ca.display());
+        }
         if let Some(timeout) = self.join_timeout {
             extras += &format!(
                 "join_timeout = \"{}\"\n",
@@ -243,6 +268,7 @@ etcd_timeout = "{timeout}"
             metrics: written.metrics.map(|metrics| format!("http://{metrics}")),
             config: written.config,
             log: self.log,
+            ca: self.tls.map(|tls| std::fs::read(tls.ca).unwrap()),
             child: None,
             directory,
         };
@@ -265,6 +291,8 @@ pub(crate) struct Replica {
     pub(crate) config: PathBuf,
     /// Its `RUST_LOG`, when set.
     log: Option<String>,
+    /// The fleet's CA (PEM) when its API serves TLS.
+    ca: Option<Vec<u8>>,
     /// The running process, `None` after a kill.
     child: Option<Child>,
     /// Its data directory and config file; kept across restarts.
@@ -292,9 +320,18 @@ impl Replica {
         self.directory.path()
     }
 
-    /// A channel to its gRPC API.
+    /// A channel to its gRPC API (over TLS, trusting the fleet's CA, when it serves TLS).
     pub(crate) async fn channel(&self) -> Channel {
-        connect(&self.address).await
+        match &self.ca {
+            None => connect(&self.address).await,
+            Some(ca) => Endpoint::from_shared(format!("https://{}", self.address))
+                .unwrap()
+                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        }
     }
 
     /// A channel to its KEDA scaler.

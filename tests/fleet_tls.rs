@@ -1,0 +1,77 @@
+//! A fleet of `prescale serve` processes on 127.0.0.1 whose gRPC APIs serve TLS
+//! (`[server.tls]`, certificates signed by one CA, `[fleet] peer_ca_file`), coordinated through a
+//! real etcd, each workload pulled from a real Prometheus: calls about another replica's work are
+//! forwarded to it over TLS, so every workload answers the same plan through either replica.
+
+mod etcd_support;
+mod fleet_support;
+mod prometheus_support;
+
+use std::time::Duration;
+
+use fleet_support::{PeerTls, Replica, ReplicaConfig};
+use prescale::fleet::etcd::Etcd;
+
+/// Workloads, enough that both replicas own some.
+const WORKLOADS: usize = 8;
+
+/// A CA and a certificate it signed for 127.0.0.1 (where every replica listens), written into
+/// `directory`.
+fn pki(directory: &std::path::Path) -> PeerTls {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let write = |name: &str, text: &str| {
+        let path = directory.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    PeerTls {
+        cert: write("replica.pem", &cert.pem()),
+        key: write("replica.key", &key.serialize_pem()),
+        ca: write("ca.pem", &ca.pem()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_serving_tls_forward_to_each_other_over_tls() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(WORKLOADS);
+    let directory = tempfile::tempdir().unwrap();
+    let tls = pki(directory.path());
+    let replicas: Vec<Replica> = ["t0", "t1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd.url).tls(&tls).start())
+        .collect();
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    fleet_support::fleet_view(&client, replicas.len()).await;
+    let names = fleet_support::upsert_all(&replicas[0], WORKLOADS, &prometheus.url).await;
+
+    // Every workload answers its owner's plan through both replicas: the other one forwarded the
+    // call over TLS.
+    let both: Vec<&Replica> = replicas.iter().collect();
+    fleet_support::answered_alike(&both, &names, Duration::from_secs(180)).await;
+    let mut owned = [0; 2];
+    for name in &names {
+        for (position, replica) in replicas.iter().enumerate() {
+            if replica.follows(name).await.unwrap() {
+                owned[position] += 1;
+            }
+        }
+    }
+    assert_eq!(owned.iter().sum::<usize>(), WORKLOADS, "{owned:?}");
+    assert!(owned.iter().all(|count| *count > 0), "{owned:?}");
+
+    drop(etcd);
+}
