@@ -1,7 +1,8 @@
-//! A fleet of `prescale serve` processes on 127.0.0.1 whose gRPC APIs serve TLS
-//! (`[server.tls]`, certificates signed by one CA, `[fleet] peer_ca_file`), coordinated through a
-//! real etcd, each workload pulled from a real Prometheus: calls about another replica's work are
-//! forwarded to it over TLS, so every workload answers the same plan through either replica.
+//! A fleet of `prescale serve` processes on 127.0.0.1 whose gRPC APIs and KEDA scalers serve TLS
+//! (`[server.tls]`, `[scaler.tls]` asking for client certificates, all signed by one CA, `[fleet]
+//! peer_ca_file`), coordinated through a real etcd, each workload pulled from a real Prometheus:
+//! calls about another replica's work are forwarded to it over TLS, so every workload answers the
+//! same plan and the same KEDA metric through either replica.
 
 mod etcd_support;
 mod fleet_support;
@@ -11,6 +12,9 @@ use std::time::Duration;
 
 use fleet_support::{PeerTls, Replica, ReplicaConfig};
 use prescale::fleet::etcd::Etcd;
+use prescale::service::externalscaler::{
+    GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
+};
 
 /// Workloads, enough that both replicas own some.
 const WORKLOADS: usize = 8;
@@ -50,7 +54,7 @@ async fn replicas_serving_tls_forward_to_each_other_over_tls() {
     let tls = pki(directory.path());
     let replicas: Vec<Replica> = ["t0", "t1"]
         .iter()
-        .map(|id| ReplicaConfig::new(id, &etcd.url).tls(&tls).start())
+        .map(|id| ReplicaConfig::new(id, &etcd.url).scaler().tls(&tls).start())
         .collect();
     let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
         .await
@@ -72,6 +76,31 @@ async fn replicas_serving_tls_forward_to_each_other_over_tls() {
     }
     assert_eq!(owned.iter().sum::<usize>(), WORKLOADS, "{owned:?}");
     assert!(owned.iter().all(|count| *count > 0), "{owned:?}");
+
+    // KEDA (with a client certificate, as the scalers ask) gets every workload's metric through
+    // either scaler: the other one forwarded the call over TLS with its own certificate.
+    for name in &names {
+        let mut values = Vec::new();
+        for replica in &replicas {
+            let answer = ExternalScalerClient::new(replica.scaler_channel().await)
+                .get_metrics(GetMetricsRequest {
+                    scaled_object_ref: Some(ScaledObjectRef {
+                        name: "checkout".to_owned(),
+                        namespace: "shop".to_owned(),
+                        scaler_metadata: [("workload".to_owned(), name.clone())].into(),
+                    }),
+                    metric_name: String::new(),
+                })
+                .await
+                .unwrap_or_else(|status| panic!("GetMetrics through {}: {status}", replica.id))
+                .into_inner();
+            values.push(answer.metric_values[0].metric_value);
+        }
+        assert!(
+            values[0] > 0 && values[1] == values[0],
+            "{name}: {values:?}"
+        );
+    }
 
     drop(etcd);
 }

@@ -60,8 +60,8 @@ pub struct FleetConfig {
     /// How long a joining replica warms its future share (plans it) before it turns active
     /// anyway.
     pub join_timeout: Duration,
-    /// With `[server.tls]`: the CA (PEM, `peer_ca_file`) that signed every replica's certificate,
-    /// which calls forwarded between replicas verify.
+    /// With `[server.tls]` or `[scaler.tls]`: the CA (PEM, `peer_ca_file`) that signed every
+    /// replica's certificate, which calls forwarded between replicas verify.
     pub peer_ca: Option<Vec<u8>>,
 }
 
@@ -134,9 +134,9 @@ pub(super) fn with_overrides(
     Ok(Some(raw))
 }
 
-/// The `[fleet]` section, `None` when the file has none. With `[server.tls]` the replicas call
-/// each other over TLS too, verifying certificates with `peer_ca_file`; KEDA calls are forwarded
-/// in plaintext, so fleet mode refuses `[scaler.tls]` for now.
+/// The `[fleet]` section, `None` when the file has none. With `[server.tls]` or `[scaler.tls]`
+/// the replicas forward calls to each other's listeners over TLS too, verifying certificates
+/// with `peer_ca_file`.
 pub(super) fn fleet_config(
     raw: Option<FileFleetConfig>,
     server: &ServerConfig,
@@ -197,13 +197,9 @@ pub(super) fn fleet_config(
         }
         (None, None) => None,
     };
-    if scaler.is_some_and(|scaler| scaler.options.tls.is_some()) {
-        return Err(invalid(
-            "fleet",
-            "replicas forward KEDA calls to each other in plaintext; [scaler.tls] is not supported in fleet mode yet",
-        ));
-    }
-    let peer_ca = peer_ca(raw.peer_ca_file.as_deref(), server.options.tls.is_some())?;
+    let tls =
+        server.options.tls.is_some() || scaler.is_some_and(|scaler| scaler.options.tls.is_some());
+    let peer_ca = peer_ca(raw.peer_ca_file.as_deref(), tls)?;
     let lease_ttl = parse_duration("fleet.lease_ttl", raw.lease_ttl.as_deref().unwrap_or("10s"))?;
     if lease_ttl.subsec_nanos() != 0 {
         return Err(invalid("fleet.lease_ttl", "etcd leases are whole seconds"));
@@ -255,18 +251,19 @@ pub(super) fn fleet_config(
     }))
 }
 
-/// The PEM of `peer_ca_file`: required when the API serves TLS (`tls`), refused when it does not.
+/// The PEM of `peer_ca_file`: required when a listener serves TLS (`tls`), refused when none
+/// does.
 fn peer_ca(file: Option<&std::path::Path>, tls: bool) -> Result<Option<Vec<u8>>, ConfigError> {
     match (file, tls) {
         (None, false) => Ok(None),
         (None, true) => Err(invalid(
             "fleet.peer_ca_file",
-            "required with [server.tls]: the CA (PEM) that signed every replica's certificate, \
-             which the replicas verify when they forward calls to each other",
+            "required with [server.tls] or [scaler.tls]: the CA (PEM) that signed every \
+             replica's certificate, which the replicas verify when they forward calls to each other",
         )),
         (Some(_), false) => Err(invalid(
             "fleet.peer_ca_file",
-            "set, but [server.tls] is not: the replicas call each other in plaintext",
+            "set, but neither [server.tls] nor [scaler.tls] is: the replicas call each other in plaintext",
         )),
         (Some(path), true) => {
             let pem = std::fs::read(path).map_err(|source| ConfigError::Io {
@@ -393,7 +390,7 @@ mod tests {
         let scaler_tls = format!(
             "{FLEET}scaler_advertise = \"a:9\"\n{scaler}[scaler.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
         );
-        assert_eq!(refused_key(&scaler_tls), "fleet");
+        assert_eq!(refused_key(&scaler_tls), "fleet.peer_ca_file");
     }
 
     #[test]
@@ -418,9 +415,18 @@ mod tests {
         let config = parse(&format!("{}{tls}", with_ca(&ca))).unwrap();
         let pem = std::fs::read(&ca).unwrap();
         assert_eq!(config.fleet.unwrap().peer_ca.as_deref(), Some(&pem[..]));
-        assert_eq!(config.server.options.peer_ca, Some(pem));
+        assert_eq!(config.server.options.peer_ca, Some(pem.clone()));
         // Alone, a server with TLS needs no peer CA.
         assert_eq!(parse(tls).unwrap().server.options.peer_ca, None);
+        // A scaler with TLS gets it, and the API only when it serves TLS as well.
+        let scaler = "scaler_advertise = \"a:9\"\n[scaler]\nlisten = \"127.0.0.1:0\"\n\
+                      [scaler.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let config = parse(&format!("{}{scaler}", with_ca(&ca))).unwrap();
+        assert_eq!(
+            config.scaler.unwrap().options.peer_ca.as_deref(),
+            Some(&pem[..])
+        );
+        assert_eq!(config.server.options.peer_ca, None);
     }
 
     #[test]

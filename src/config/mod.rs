@@ -200,13 +200,23 @@ impl Config {
         let store = validate::store_config(&raw.store, overrides)?;
         let retention = validate::retention(&raw.store, overrides)?;
         let mut server = validate::server_config(raw.server, origin, overrides)?;
-        let scaler = validate::scaler_config(raw.scaler, overrides)?;
+        let mut scaler = validate::scaler_config(raw.scaler, overrides)?;
         let fleet = fleet::fleet_config(
             fleet::with_overrides(raw.fleet, overrides)?,
             &server,
             scaler.as_ref(),
         )?;
-        server.options.peer_ca = fleet.as_ref().and_then(|fleet| fleet.peer_ca.clone());
+        // In a fleet, each TLS listener's forwarded calls verify with the fleet's CA.
+        let peer_ca = fleet.as_ref().and_then(|fleet| fleet.peer_ca.clone());
+        if server.options.tls.is_some() {
+            server.options.peer_ca.clone_from(&peer_ca);
+        }
+        if let Some(scaler) = scaler
+            .as_mut()
+            .filter(|scaler| scaler.options.tls.is_some())
+        {
+            scaler.options.peer_ca = peer_ca;
+        }
         let settings = Settings {
             sources: validate::source_timing(&raw.sources)?,
             ..validate::settings(raw.planning, &raw.registry, retention)?

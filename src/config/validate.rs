@@ -217,6 +217,8 @@ pub(super) fn scaler_config(
             tls,
             hpa_tolerance,
             max_streams,
+            // Set with `[fleet] peer_ca_file` (see `fleet::fleet_config`).
+            peer_ca: None,
         },
     }))
 }

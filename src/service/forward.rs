@@ -45,20 +45,25 @@ pub(crate) enum Listener {
 pub(crate) struct Forwarder {
     /// Channels by `host:port`; a channel reconnects by itself after its peer restarts.
     channels: Arc<parking_lot::Mutex<HashMap<String, Channel>>>,
-    /// TLS to the members' gRPC APIs (`[server.tls]` with `[fleet] peer_ca_file`), verifying
-    /// their certificates with the fleet's CA; plaintext when `None`.
-    api_tls: Option<ClientTlsConfig>,
+    /// TLS to the listeners this forwarder dials (the members' APIs, or their KEDA scalers),
+    /// verifying their certificates with the fleet's CA (`[fleet] peer_ca_file`); plaintext when
+    /// `None`.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Forwarder {
-    /// Forwards to the members' APIs over TLS, trusting the certificates `peer_ca` (PEM) signed,
-    /// when it is given (see [`ServerOptions::peer_ca`](super::ServerOptions::peer_ca)).
-    pub(crate) fn new(peer_ca: Option<&[u8]>) -> Self {
+    /// Forwards over `tls` when given, else in plaintext.
+    pub(crate) fn new(tls: Option<ClientTlsConfig>) -> Self {
         Self {
             channels: Arc::default(),
-            api_tls: peer_ca
-                .map(|pem| ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))),
+            tls,
         }
+    }
+
+    /// Forwards to the members' APIs, over TLS trusting the certificates `peer_ca` (PEM) signed
+    /// when it is given (see [`ServerOptions::peer_ca`](super::ServerOptions::peer_ca)).
+    pub(crate) fn to_apis(peer_ca: Option<&[u8]>) -> Self {
+        Self::new(peer_ca.map(verifying))
     }
 
     /// Where a call placed at `placement` goes: `None` to answer it here, or the owner's channel.
@@ -80,25 +85,22 @@ impl Forwarder {
                         member.id
                     )));
                 }
-                let (address, tls) = match listener {
-                    Listener::Api => (member.info.addr, self.api_tls.as_ref()),
-                    // `[scaler.tls]` is refused in fleet mode: KEDA calls travel in plaintext.
-                    Listener::Scaler => (
-                        member.info.scaler_addr.ok_or_else(|| {
-                            Status::unavailable(format!(
-                                "member {} owns it but serves no KEDA scaler",
-                                member.id
-                            ))
-                        })?,
-                        None,
-                    ),
+                let address = match listener {
+                    Listener::Api => member.info.addr,
+                    Listener::Scaler => member.info.scaler_addr.ok_or_else(|| {
+                        Status::unavailable(format!(
+                            "member {} owns it but serves no KEDA scaler",
+                            member.id
+                        ))
+                    })?,
                 };
-                self.channel(&address, tls).map(Some)
+                self.channel(&address).map(Some)
             }
         }
     }
 
-    fn channel(&self, address: &str, tls: Option<&ClientTlsConfig>) -> Result<Channel, Status> {
+    fn channel(&self, address: &str) -> Result<Channel, Status> {
+        let tls = self.tls.as_ref();
         let mut channels = self.channels.lock();
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
@@ -118,6 +120,11 @@ impl Forwarder {
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }
+}
+
+/// TLS that trusts the certificates the fleet's CA `peer_ca` (PEM) signed.
+pub(crate) fn verifying(peer_ca: &[u8]) -> ClientTlsConfig {
+    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(peer_ca))
 }
 
 /// Whether `request` was forwarded here by another replica.

@@ -61,7 +61,7 @@ impl Handlers {
             encoded: Arc::default(),
             streams: StreamSlots::new(options.max_streams, options.max_streams_per_client),
             stream_idle_timeout: options.stream_idle_timeout,
-            forwarder: Forwarder::new(options.peer_ca.as_deref()),
+            forwarder: Forwarder::to_apis(options.peer_ca.as_deref()),
             max_message_bytes: options.max_message_bytes,
         }
     }

@@ -14,6 +14,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use super::externalscaler::{self, external_scaler_server::ExternalScalerServer};
+use super::forward::{self, Forwarder};
 use super::scaler_handlers::ScalerHandlers;
 use super::{ServiceError, TlsFiles, observe_layer, read_tls, reflection, server_builder};
 use crate::app::ServingState;
@@ -42,6 +43,11 @@ pub struct ScalerOptions {
     pub hpa_tolerance: f64,
     /// `StreamIsActive` and `StreamMetricSpec` streams open at once; more get `ResourceExhausted`.
     pub max_streams: usize,
+    /// In a fleet whose scalers serve TLS: the CA (PEM) that signed every replica's certificate.
+    /// KEDA calls forwarded to the other replicas' scalers then use TLS and verify their
+    /// certificates with it, presenting this scaler's own certificate where `client_ca` asks for
+    /// one; `None` forwards in plaintext.
+    pub peer_ca: Option<Vec<u8>>,
 }
 
 impl Default for ScalerOptions {
@@ -50,6 +56,7 @@ impl Default for ScalerOptions {
             tls: None,
             hpa_tolerance: HPA_TOLERANCE,
             max_streams: 1024,
+            peer_ca: None,
         }
     }
 }
@@ -78,6 +85,7 @@ pub async fn serve_scaler(
         Arc::clone(&state),
         options.hpa_tolerance,
         options.max_streams,
+        forwarder(&options)?,
     );
 
     let mut builder = server_builder();
@@ -103,6 +111,23 @@ pub async fn serve_scaler(
         .serve_with_incoming_shutdown(incoming, signal)
         .await?;
     Ok(())
+}
+
+/// What forwards KEDA calls to the other replicas' scalers: over TLS verifying with the fleet's CA
+/// when `options` has one, with this scaler's identity as the client certificate when the
+/// scalers ask for client certificates.
+fn forwarder(options: &ScalerOptions) -> Result<Forwarder, ServiceError> {
+    let Some(peer_ca) = &options.peer_ca else {
+        return Ok(Forwarder::new(None));
+    };
+    let mut tls = forward::verifying(peer_ca);
+    if let Some(own) = options.tls.as_ref().filter(|tls| tls.client_ca.is_some()) {
+        tls = tls.identity(Identity::from_pem(
+            read_tls(&own.identity.cert)?,
+            read_tls(&own.identity.key)?,
+        ));
+    }
+    Ok(Forwarder::new(Some(tls)))
 }
 
 /// The server's identity and, when a client CA is given, mandatory client certificates.

@@ -138,13 +138,18 @@ struct Trigger {
 }
 
 impl ScalerHandlers {
-    pub(crate) fn new(state: Arc<ServingState>, hpa_tolerance: f64, max_streams: usize) -> Self {
+    pub(crate) fn new(
+        state: Arc<ServingState>,
+        hpa_tolerance: f64,
+        max_streams: usize,
+        forwarder: Forwarder,
+    ) -> Self {
         Self {
             state,
             hpa_tolerance,
             served: Arc::default(),
             streams: StreamSlots::new(max_streams, max_streams),
-            forwarder: Forwarder::default(),
+            forwarder,
         }
     }
 

@@ -16,7 +16,7 @@ use prescale::service::proto::{
     self, GetPlanRequest, GetWorkloadRequest, ListSeriesRequest, UpsertWorkloadRequest,
     admin_service_client::AdminServiceClient, plan_service_client::PlanServiceClient,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
@@ -91,7 +91,9 @@ impl ReplicaConfig {
         }
     }
 
-    /// `[server.tls]` with `tls`'s certificate and key, and `[fleet] peer_ca_file` its CA.
+    /// `[server.tls]` with `tls`'s certificate and key (and `[scaler.tls]`, asking clients for a
+    /// certificate its CA signed, when the replica has a scaler), and `[fleet] peer_ca_file` its
+    /// CA.
     #[must_use]
     pub(crate) fn tls(mut self, tls: &PeerTls) -> Self {
         self.tls = Some(tls.clone());
@@ -207,6 +209,15 @@ impl ReplicaConfig {
         if let Some(scaler) = &written.scaler {
             server += &format!("[scaler]\nlisten = \"{scaler}\"\n");
             extras += &format!("scaler_advertise = \"{scaler}\"\n");
+            if let Some(tls) = &self.tls {
+                // KEDA must present a certificate the fleet's CA signed, as replicas do.
+                server += &format!(
+                    "[scaler.tls]\ncert = \"{}\"\nkey = \"{}\"\nclient_ca = \"{}\"\n",
+                    tls.cert.display(),
+                    tls.key.display(),
+                    tls.ca.display()
+                );
+            }
         }
         if let Some(store) = &self.model_store {
             extras += &format!("model_store = \"file://{}\"\n", store.display());
@@ -268,7 +279,11 @@ etcd_timeout = "{timeout}"
             metrics: written.metrics.map(|metrics| format!("http://{metrics}")),
             config: written.config,
             log: self.log,
-            ca: self.tls.map(|tls| std::fs::read(tls.ca).unwrap()),
+            tls: self.tls.map(|tls| ClientPems {
+                ca: std::fs::read(tls.ca).unwrap(),
+                cert: std::fs::read(tls.cert).unwrap(),
+                key: std::fs::read(tls.key).unwrap(),
+            }),
             child: None,
             directory,
         };
@@ -291,8 +306,8 @@ pub(crate) struct Replica {
     pub(crate) config: PathBuf,
     /// Its `RUST_LOG`, when set.
     log: Option<String>,
-    /// The fleet's CA (PEM) when its API serves TLS.
-    ca: Option<Vec<u8>>,
+    /// The fleet's CA and this replica's certificate and key (PEM) when it serves TLS.
+    tls: Option<ClientPems>,
     /// The running process, `None` after a kill.
     child: Option<Child>,
     /// Its data directory and config file; kept across restarts.
@@ -322,26 +337,37 @@ impl Replica {
 
     /// A channel to its gRPC API (over TLS, trusting the fleet's CA, when it serves TLS).
     pub(crate) async fn channel(&self) -> Channel {
-        match &self.ca {
+        match &self.tls {
             None => connect(&self.address).await,
-            Some(ca) => Endpoint::from_shared(format!("https://{}", self.address))
-                .unwrap()
-                .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
-                .unwrap()
-                .connect()
+            Some(pems) => {
+                connect_tls(
+                    &self.address,
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&pems.ca)),
+                )
                 .await
-                .unwrap(),
+            }
         }
     }
 
-    /// A channel to its KEDA scaler.
+    /// A channel to its KEDA scaler (over TLS with a client certificate the fleet's CA signed,
+    /// when it serves TLS).
     pub(crate) async fn scaler_channel(&self) -> Channel {
-        connect(
-            self.scaler
-                .as_deref()
-                .expect("a replica with a KEDA scaler"),
-        )
-        .await
+        let address = self
+            .scaler
+            .as_deref()
+            .expect("a replica with a KEDA scaler");
+        match &self.tls {
+            None => connect(address).await,
+            Some(pems) => {
+                connect_tls(
+                    address,
+                    ClientTlsConfig::new()
+                        .ca_certificate(Certificate::from_pem(&pems.ca))
+                        .identity(Identity::from_pem(&pems.cert, &pems.key)),
+                )
+                .await
+            }
+        }
     }
 
     /// The value of gauge `name` on its `/metrics`, when it shows it.
@@ -434,6 +460,24 @@ impl Drop for Replica {
             let _ = child.wait();
         }
     }
+}
+
+async fn connect_tls(address: &str, tls: ClientTlsConfig) -> Channel {
+    Endpoint::from_shared(format!("https://{address}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The PEM files a client of a TLS replica uses: the fleet's CA, and a certificate it signed.
+#[derive(Debug)]
+struct ClientPems {
+    ca: Vec<u8>,
+    cert: Vec<u8>,
+    key: Vec<u8>,
 }
 
 async fn connect(address: &str) -> Channel {
