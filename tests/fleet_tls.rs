@@ -2,7 +2,9 @@
 //! (`[server.tls]`, `[scaler.tls]` asking for client certificates, all signed by one CA, `[fleet]
 //! peer_ca_file`), coordinated through a real etcd, each workload pulled from a real Prometheus:
 //! calls about another replica's work are forwarded to it over TLS, so every workload answers the
-//! same plan and the same KEDA metric through either replica.
+//! same plan and the same KEDA metric through either replica. And a fleet on an etcd that serves
+//! TLS and asks for client certificates (`https://` endpoints, `[fleet] etcd_ca_file`,
+//! `etcd_cert_file`, `etcd_key_file`).
 
 mod etcd_support;
 mod fleet_support;
@@ -11,7 +13,7 @@ mod prometheus_support;
 use std::time::Duration;
 
 use fleet_support::{PeerTls, Replica, ReplicaConfig};
-use prescale::fleet::etcd::Etcd;
+use prescale::fleet::etcd::{Etcd, EtcdTls};
 use prescale::service::externalscaler::{
     GetMetricsRequest, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
 };
@@ -103,4 +105,44 @@ async fn replicas_serving_tls_forward_to_each_other_over_tls() {
     }
 
     drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_join_through_an_etcd_that_serves_tls_and_asks_for_client_certificates() {
+    if etcd_support::missing() {
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let tls = pki(directory.path());
+    let etcd = etcd_support::LocalEtcd::start_tls(&tls.cert, &tls.key, &tls.ca);
+    let replicas: Vec<Replica> = ["e0", "e1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd.url).etcd_tls(&tls).start())
+        .collect();
+    let ca = std::fs::read(&tls.ca).unwrap();
+    let identity = (
+        std::fs::read(&tls.cert).unwrap(),
+        std::fs::read(&tls.key).unwrap(),
+    );
+    let endpoints = std::slice::from_ref(&etcd.url);
+    let client = Etcd::connect_with(
+        endpoints,
+        Duration::from_secs(2),
+        Some(&EtcdTls {
+            ca: ca.clone(),
+            identity: Some(identity),
+        }),
+    )
+    .await
+    .unwrap();
+    let view = fleet_support::fleet_view(&client, replicas.len()).await;
+    assert_eq!(view.members.len(), 2);
+    // Without a client certificate etcd answers nothing.
+    let refused = Etcd::connect_with(
+        endpoints,
+        Duration::from_secs(2),
+        Some(&EtcdTls { ca, identity: None }),
+    )
+    .await;
+    assert!(refused.is_err(), "etcd took a client without a certificate");
 }

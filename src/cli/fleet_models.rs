@@ -7,7 +7,7 @@
 use anyhow::{Context, Result, bail};
 use prescale::config::FleetConfig;
 use prescale::domain::SeriesId;
-use prescale::fleet::etcd::{Compare, Etcd, Op};
+use prescale::fleet::etcd::{Compare, Op};
 use prescale::fleet::record_key;
 use prescale::registry::{LivePointer, MODELS_TABLE, ModelStore, ModelStoreLocation};
 
@@ -35,9 +35,7 @@ async fn move_pointer(
     series: &SeriesId,
     version: Option<u64>,
 ) -> Result<u64> {
-    let etcd = Etcd::connect(&fleet.etcd_endpoints, fleet.etcd_timeout)
-        .await
-        .context("fleet mode ([fleet] in the config) needs etcd")?;
+    let etcd = super::connect_etcd(fleet).await?;
     let key = record_key(&fleet.prefix, MODELS_TABLE, &series.to_string());
     let entry = etcd
         .get(&key)

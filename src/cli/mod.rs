@@ -154,6 +154,19 @@ impl Override for DemoArgs {
 }
 
 /// Entry point: runs the command and maps failure to exit code 1 with the error chain on stderr.
+/// Connects to the fleet's etcd (over TLS when its endpoints are `https://`).
+async fn connect_etcd(
+    fleet: &prescale::config::FleetConfig,
+) -> Result<prescale::fleet::etcd::Etcd> {
+    prescale::fleet::etcd::Etcd::connect_with(
+        &fleet.etcd_endpoints,
+        fleet.etcd_timeout,
+        fleet.etcd_tls.as_ref(),
+    )
+    .await
+    .context("fleet mode ([fleet] in the config) needs etcd")
+}
+
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose);

@@ -9,7 +9,6 @@ use clap::Args;
 use prescale::app::telemetry::Telemetry;
 use prescale::config::{Config, FleetConfig, Overrides, ScalerConfig};
 use prescale::fleet::EtcdCoordinator;
-use prescale::fleet::etcd::Etcd;
 use prescale::service::LocalServer;
 use prescale::service::remote_write::RemoteWrite;
 use prescale::store::MetricStore;
@@ -128,9 +127,7 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
             .await?
             .context("the fleet's tsdb ([fleet] tsdb_*)")?;
     }
-    let etcd = Etcd::connect(&fleet.etcd_endpoints, fleet.etcd_timeout)
-        .await
-        .context("fleet mode ([fleet] in the config) needs etcd")?;
+    let etcd = super::connect_etcd(fleet).await?;
     let (coordinator, _membership) = EtcdCoordinator::join(
         etcd,
         fleet.membership(),

@@ -1,6 +1,7 @@
 //! The `[fleet]` section: how `prescale serve` joins a fleet of replicas through etcd. Absent, the
 //! server runs alone, exactly as without fleet mode.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -8,6 +9,7 @@ use serde::Deserialize;
 use super::fleet_tsdb::{FileTsdbKeys, FleetTsdb, fleet_tsdb};
 use super::validate::{check_range, parse_duration};
 use super::{ConfigError, Overrides, ScalerConfig, ServerConfig};
+use crate::fleet::etcd::EtcdTls;
 use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
 use crate::registry::ModelStoreLocation;
 
@@ -32,14 +34,21 @@ pub(super) struct FileFleetConfig {
     tsdb_basic_auth_password_file: Option<std::path::PathBuf>,
     tsdb_ca_file: Option<std::path::PathBuf>,
     peer_ca_file: Option<std::path::PathBuf>,
+    etcd_ca_file: Option<std::path::PathBuf>,
+    etcd_cert_file: Option<std::path::PathBuf>,
+    etcd_key_file: Option<std::path::PathBuf>,
     join_timeout: Option<String>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FleetConfig {
-    /// etcd client URLs (`http://host:2379`); calls are balanced over them.
+    /// etcd client URLs (`http://host:2379`, or all `https://` with `etcd_tls`); calls are
+    /// balanced over them.
     pub etcd_endpoints: Vec<String>,
+    /// TLS to etcd (`etcd_ca_file`, and `etcd_cert_file` + `etcd_key_file` for client
+    /// certificates) when the endpoints are `https://`.
+    pub etcd_tls: Option<EtcdTls>,
     /// This replica's id, unique among the live replicas (a StatefulSet pod's name).
     pub member_id: String,
     /// `host:port` where the other replicas reach this one's gRPC API, for forwarded calls.
@@ -151,16 +160,12 @@ pub(super) fn fleet_config(
             "name at least one etcd endpoint",
         ));
     }
-    for endpoint in &raw.etcd_endpoints {
-        if !endpoint.starts_with("http://") || endpoint.len() <= "http://".len() {
-            return Err(invalid(
-                "fleet.etcd_endpoints",
-                format!(
-                    "{endpoint:?} is not an http://host:port URL (etcd over TLS is not supported yet)"
-                ),
-            ));
-        }
-    }
+    let etcd_tls = etcd_tls(
+        &raw.etcd_endpoints,
+        raw.etcd_ca_file.as_deref(),
+        raw.etcd_cert_file.as_deref(),
+        raw.etcd_key_file.as_deref(),
+    )?;
     let member_id = raw.member_id.unwrap_or_default();
     let id_ok = (1..=63).contains(&member_id.len())
         && member_id
@@ -239,6 +244,7 @@ pub(super) fn fleet_config(
     Ok(Some(FleetConfig {
         tsdb,
         etcd_endpoints: raw.etcd_endpoints,
+        etcd_tls,
         member_id,
         advertise,
         scaler_advertise,
@@ -253,7 +259,7 @@ pub(super) fn fleet_config(
 
 /// The PEM of `peer_ca_file`: required when a listener serves TLS (`tls`), refused when none
 /// does.
-fn peer_ca(file: Option<&std::path::Path>, tls: bool) -> Result<Option<Vec<u8>>, ConfigError> {
+fn peer_ca(file: Option<&Path>, tls: bool) -> Result<Option<Vec<u8>>, ConfigError> {
     match (file, tls) {
         (None, false) => Ok(None),
         (None, true) => Err(invalid(
@@ -265,23 +271,94 @@ fn peer_ca(file: Option<&std::path::Path>, tls: bool) -> Result<Option<Vec<u8>>,
             "fleet.peer_ca_file",
             "set, but neither [server.tls] nor [scaler.tls] is: the replicas call each other in plaintext",
         )),
-        (Some(path), true) => {
-            let pem = std::fs::read(path).map_err(|source| ConfigError::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-            if !pem
-                .windows(CERTIFICATE_PEM.len())
-                .any(|window| window == CERTIFICATE_PEM)
-            {
-                return Err(invalid(
-                    "fleet.peer_ca_file",
-                    format!("{} holds no PEM certificate", path.display()),
-                ));
-            }
-            Ok(Some(pem))
-        }
+        (Some(path), true) => Ok(Some(certificate_pem("fleet.peer_ca_file", path)?)),
     }
+}
+
+/// TLS to etcd: `None` when every endpoint is `http://`; with every endpoint `https://`, the CA
+/// of `ca_file` (required) and the client certificate of `cert_file` and `key_file` (both or
+/// neither). A mix of schemes is refused.
+fn etcd_tls(
+    endpoints: &[String],
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Option<EtcdTls>, ConfigError> {
+    let key = "fleet.etcd_endpoints";
+    let host = |endpoint: &str, scheme: &str| {
+        endpoint
+            .strip_prefix(scheme)
+            .is_some_and(|rest| !rest.is_empty())
+    };
+    let tls = if endpoints.iter().all(|endpoint| host(endpoint, "http://")) {
+        false
+    } else if endpoints.iter().all(|endpoint| host(endpoint, "https://")) {
+        true
+    } else {
+        return Err(invalid(
+            key,
+            format!(
+                "{endpoints:?}: every endpoint must be an http://host:port URL, or every one an \
+                 https://host:port URL"
+            ),
+        ));
+    };
+    if !tls {
+        if let Some((name, _)) = [
+            ("fleet.etcd_ca_file", ca_file),
+            ("fleet.etcd_cert_file", cert_file),
+            ("fleet.etcd_key_file", key_file),
+        ]
+        .into_iter()
+        .find(|(_, file)| file.is_some())
+        {
+            return Err(invalid(name, "set, but the etcd endpoints are http://"));
+        }
+        return Ok(None);
+    }
+    let ca_file = ca_file.ok_or_else(|| {
+        invalid(
+            "fleet.etcd_ca_file",
+            "required with https:// etcd endpoints: the CA (PEM) that signed etcd's certificates",
+        )
+    })?;
+    let identity = match (cert_file, key_file) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => Some((read_pem(cert)?, read_pem(key)?)),
+        _ => {
+            return Err(invalid(
+                "fleet.etcd_cert_file",
+                "etcd_cert_file and etcd_key_file go together",
+            ));
+        }
+    };
+    Ok(Some(EtcdTls {
+        ca: certificate_pem("fleet.etcd_ca_file", ca_file)?,
+        identity,
+    }))
+}
+
+/// The bytes of `path`.
+fn read_pem(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The bytes of `path`, which must hold a PEM certificate (`key` names the setting).
+fn certificate_pem(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let pem = read_pem(path)?;
+    if !pem
+        .windows(CERTIFICATE_PEM.len())
+        .any(|window| window == CERTIFICATE_PEM)
+    {
+        return Err(invalid(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(pem)
 }
 
 /// The header of a PEM certificate.
@@ -391,6 +468,60 @@ mod tests {
             "{FLEET}scaler_advertise = \"a:9\"\n{scaler}[scaler.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
         );
         assert_eq!(refused_key(&scaler_tls), "fleet.peer_ca_file");
+    }
+
+    #[test]
+    fn etcd_over_tls_needs_https_everywhere_and_its_ca() {
+        let directory = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let path = directory.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let ca = file(
+            "ca.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        let (cert, key) = (file("c.pem", "cert"), file("c.key", "key"));
+        let https = FLEET.replace("http://127.0.0.1:2379", "https://127.0.0.1:2379");
+        let keys = |keys: &[(&str, &str)]| -> String {
+            keys.iter()
+                .map(|(name, value)| format!("{name} = \"{value}\"\n"))
+                .collect()
+        };
+        assert_eq!(refused_key(&https), "fleet.etcd_ca_file");
+        let mixed = FLEET.replace(
+            "\"http://127.0.0.1:2379\"",
+            "\"http://127.0.0.1:2379\", \"https://127.0.0.1:2380\"",
+        );
+        assert_eq!(refused_key(&mixed), "fleet.etcd_endpoints");
+        assert_eq!(
+            refused_key(&format!("{FLEET}{}", keys(&[("etcd_ca_file", &ca)]))),
+            "fleet.etcd_ca_file"
+        );
+        assert_eq!(
+            refused_key(&format!(
+                "{https}{}",
+                keys(&[("etcd_ca_file", &ca), ("etcd_cert_file", &cert)])
+            )),
+            "fleet.etcd_cert_file"
+        );
+        let tls = |extra: &[(&str, &str)]| {
+            let mut all = vec![("etcd_ca_file", ca.as_str())];
+            all.extend_from_slice(extra);
+            parse(&format!("{https}{}", keys(&all)))
+                .unwrap()
+                .fleet
+                .unwrap()
+                .etcd_tls
+                .unwrap()
+        };
+        assert_eq!(tls(&[]).identity, None);
+        assert_eq!(
+            tls(&[("etcd_cert_file", &cert), ("etcd_key_file", &key)]).identity,
+            Some((b"cert".to_vec(), b"key".to_vec()))
+        );
+        assert_eq!(parse(FLEET).unwrap().fleet.unwrap().etcd_tls, None);
     }
 
     #[test]

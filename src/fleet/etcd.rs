@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::FleetError;
 
@@ -144,22 +144,51 @@ pub struct Etcd {
     timeout: Duration,
 }
 
+/// TLS to etcd (`https://` endpoints): the CA (PEM) that signed etcd's server certificates, and
+/// the client certificate and key (PEM) to present when etcd asks for one
+/// (`--client-cert-auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM of the CA etcd's certificates are verified with.
+    pub ca: Vec<u8>,
+    /// PEM of the client certificate and of its key, when etcd wants client certificates.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 impl Etcd {
     /// Connects to `endpoints` (`http://host:port`), balancing calls over them, and checks that the
     /// cluster answers a read within `timeout`: an unreachable cluster is an error here, at start,
     /// not on the first real call.
     pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Self, FleetError> {
+        Self::connect_with(endpoints, timeout, None).await
+    }
+
+    /// [`Etcd::connect`], over TLS when `tls` is given (the endpoints are then `https://`).
+    pub async fn connect_with(
+        endpoints: &[String],
+        timeout: Duration,
+        tls: Option<&EtcdTls>,
+    ) -> Result<Self, FleetError> {
         let mut parsed = Vec::with_capacity(endpoints.len());
         for endpoint in endpoints {
-            let parsed_endpoint = Endpoint::from_shared(endpoint.clone())
-                .map_err(|error| FleetError::Endpoint {
-                    endpoint: endpoint.clone(),
-                    reason: error.to_string(),
-                })?
+            let invalid = |error: tonic::transport::Error| FleetError::Endpoint {
+                endpoint: endpoint.clone(),
+                reason: error.to_string(),
+            };
+            let mut parsed_endpoint = Endpoint::from_shared(endpoint.clone())
+                .map_err(invalid)?
                 .connect_timeout(timeout)
                 .http2_keep_alive_interval(Duration::from_secs(5))
                 .keep_alive_timeout(timeout)
                 .keep_alive_while_idle(true);
+            if let Some(tls) = tls {
+                let mut config =
+                    ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca));
+                if let Some((cert, key)) = &tls.identity {
+                    config = config.identity(Identity::from_pem(cert, key));
+                }
+                parsed_endpoint = parsed_endpoint.tls_config(config).map_err(invalid)?;
+            }
             parsed.push(parsed_endpoint);
         }
         let channel = Channel::balance_list(parsed.into_iter());

@@ -61,6 +61,8 @@ pub(crate) struct LocalEtcd {
     pub(crate) url: String,
     /// Its peer URL.
     peer_url: String,
+    /// Its TLS flags (none: plaintext).
+    tls: Vec<String>,
     /// The process.
     child: Child,
     /// Its data directory.
@@ -73,15 +75,48 @@ impl LocalEtcd {
         let directory = tempfile::tempdir().expect("a temporary directory");
         let url = format!("http://127.0.0.1:{}", free_port());
         let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let child = spawn(directory.path(), &url, &peer_url);
+        let child = spawn(directory.path(), &url, &peer_url, &[]);
         let etcd = Self {
             url,
             peer_url,
+            tls: Vec::new(),
             child,
             _directory: directory,
         };
         etcd.wait_healthy();
         etcd
+    }
+
+    /// Starts etcd serving clients over TLS with the certificate `cert` and key `key`, and asking
+    /// them for a certificate `ca` signed (`--client-cert-auth`); waits until it accepts
+    /// connections.
+    pub(crate) fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Self {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let tls = vec![
+            format!("--cert-file={}", cert.display()),
+            format!("--key-file={}", key.display()),
+            format!("--trusted-ca-file={}", ca.display()),
+            "--client-cert-auth".to_owned(),
+        ];
+        let child = spawn(directory.path(), &url, &peer_url, &tls);
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "etcd at {url} not listening within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self {
+            url,
+            peer_url,
+            tls,
+            child,
+            _directory: directory,
+        }
     }
 
     /// Kills etcd (`kill -9`), keeping its data directory for [`LocalEtcd::restart`].
@@ -92,7 +127,7 @@ impl LocalEtcd {
 
     /// Starts etcd again on the same ports and data directory, and waits until it is healthy.
     pub(crate) fn restart(&mut self) {
-        self.child = spawn(self._directory.path(), &self.url, &self.peer_url);
+        self.child = spawn(self._directory.path(), &self.url, &self.peer_url, &self.tls);
         self.wait_healthy();
     }
 
@@ -117,9 +152,10 @@ impl Drop for LocalEtcd {
     }
 }
 
-/// Starts one etcd member with its data in `directory`.
-fn spawn(directory: &Path, url: &str, peer_url: &str) -> Child {
+/// Starts one etcd member with its data in `directory`, with the flags `tls`.
+fn spawn(directory: &Path, url: &str, peer_url: &str, tls: &[String]) -> Child {
     Command::new(ETCD)
+        .args(tls)
         .arg("--name=test")
         .arg(format!("--data-dir={}", directory.join("data").display()))
         .arg(format!("--listen-client-urls={url}"))

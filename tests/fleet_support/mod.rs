@@ -46,6 +46,7 @@ pub(crate) struct ReplicaConfig {
     fsync: bool,
     log: Option<String>,
     tls: Option<PeerTls>,
+    etcd_tls: Option<PeerTls>,
 }
 
 /// A replica's TLS files: its certificate and key, and the fleet's CA that signed them.
@@ -88,7 +89,16 @@ impl ReplicaConfig {
             fsync: true,
             log: None,
             tls: None,
+            etcd_tls: None,
         }
+    }
+
+    /// `[fleet] etcd_ca_file`, `etcd_cert_file` and `etcd_key_file` from `tls` (for `https://`
+    /// etcd endpoints).
+    #[must_use]
+    pub(crate) fn etcd_tls(mut self, tls: &PeerTls) -> Self {
+        self.etcd_tls = Some(tls.clone());
+        self
     }
 
     /// `[server.tls]` with `tls`'s certificate and key (and `[scaler.tls]`, asking clients for a
@@ -235,6 +245,14 @@ impl ReplicaConfig {
                 tls.key.display()
             );
             extras += &format!("peer_ca_file = \"{}\"\n", tls.ca.display());
+        }
+        if let Some(tls) = &self.etcd_tls {
+            extras += &format!(
+                "etcd_ca_file = \"{}\"\netcd_cert_file = \"{}\"\netcd_key_file = \"{}\"\n",
+                tls.ca.display(),
+                tls.cert.display(),
+                tls.key.display()
+            );
         }
         if let Some(timeout) = self.join_timeout {
             extras += &format!(
