@@ -1,7 +1,8 @@
 //! Prometheus remote-write into a fleet of `prescale serve` processes on 127.0.0.1, coordinated
 //! through a real etcd, with a real Prometheus (remote-write receiver on) as the fleet's TSDB: a
 //! request posted to one replica's `/api/v1/write` is answered 204 only once each series is
-//! stored at its owner, and only there, and written through to Prometheus.
+//! stored at its owner, and only there, and written through to Prometheus; with bearer tokens, the
+//! sender's token goes with the shares forwarded to the other owners.
 
 mod common;
 mod etcd_support;
@@ -21,6 +22,62 @@ use remote_write_support::{body, post, series};
 const SERIES: usize = 8;
 /// Samples written per series: the last day at 30 minutes.
 const SAMPLES: usize = 48;
+
+/// The remote-write series `load_<index>`: the last day at 30 minutes, each value telling the
+/// series and the step apart.
+fn last_day(count: usize) -> Vec<prescale::ingest::remote_write_proto::TimeSeries> {
+    let now = prescale::domain::Timestamp::now().as_millis();
+    let last = now.div_euclid(30 * 60_000) * 30 * 60_000;
+    (0..count)
+        .map(|index| {
+            let samples: Vec<(i64, f64)> = (0..SAMPLES)
+                .map(|step| {
+                    let at = last - (SAMPLES - 1 - step) as i64 * 30 * 60_000;
+                    (at, (100 * index + step) as f64)
+                })
+                .collect();
+            series(&[("__name__", &series_name(index))], &samples)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_senders_token_reaches_the_other_owners() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    const TOKEN: &str = "fleet-remote-write-token-0123";
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = LocalPrometheus::start_accepting_history();
+    let replicas: Vec<Replica> = ["k0", "k1"]
+        .iter()
+        .map(|id| {
+            ReplicaConfig::new(id, &etcd.url)
+                .metrics()
+                .tsdb(&prometheus.url)
+                .tokens(&[TOKEN])
+                .start()
+        })
+        .collect();
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    fleet_support::fleet_view(&client, replicas.len()).await;
+    let url = format!("{}/api/v1/write", replicas[0].metrics.as_deref().unwrap());
+    assert_eq!(post(&url, body(last_day(SERIES)), None).await, 401);
+    // Every series in the TSDB, those the receiver does not own too: their owner took the
+    // forwarded share with the sender's token.
+    assert_eq!(post(&url, body(last_day(SERIES)), Some(TOKEN)).await, 204);
+    for index in 0..SERIES {
+        let name = series_name(index);
+        assert_eq!(
+            prometheus_support::samples_over(&prometheus.url, &name, "2d"),
+            SAMPLES as u64,
+            "{name}"
+        );
+    }
+    drop(etcd);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_write_to_one_replica_lands_at_each_series_owner_and_in_the_tsdb() {
@@ -43,21 +100,13 @@ async fn a_remote_write_to_one_replica_lands_at_each_series_owner_and_in_the_tsd
         .unwrap();
     fleet_support::fleet_view(&client, replicas.len()).await;
 
-    let now = prescale::domain::Timestamp::now().as_millis();
-    let last = now.div_euclid(30 * 60_000) * 30 * 60_000;
-    let timeseries = (0..SERIES)
-        .map(|index| {
-            let samples: Vec<(i64, f64)> = (0..SAMPLES)
-                .map(|step| {
-                    let at = last - (SAMPLES - 1 - step) as i64 * 30 * 60_000;
-                    (at, (100 * index + step) as f64)
-                })
-                .collect();
-            series(&[("__name__", &series_name(index))], &samples)
-        })
-        .collect();
     let receiver = replicas[0].metrics.as_deref().unwrap();
-    let status = post(&format!("{receiver}/api/v1/write"), body(timeseries), None).await;
+    let status = post(
+        &format!("{receiver}/api/v1/write"),
+        body(last_day(SERIES)),
+        None,
+    )
+    .await;
     assert_eq!(status, 204);
 
     // Answered means stored at the owner, and only there, and written through to the TSDB.

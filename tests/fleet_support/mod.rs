@@ -47,6 +47,7 @@ pub(crate) struct ReplicaConfig {
     log: Option<String>,
     tls: Option<PeerTls>,
     etcd_tls: Option<PeerTls>,
+    tokens: Vec<String>,
 }
 
 /// A replica's TLS files: its certificate and key, and the fleet's CA that signed them.
@@ -90,7 +91,15 @@ impl ReplicaConfig {
             log: None,
             tls: None,
             etcd_tls: None,
+            tokens: Vec::new(),
         }
+    }
+
+    /// `[server.auth] tokens`: its API (and remote-write) accept only calls carrying one of them.
+    #[must_use]
+    pub(crate) fn tokens(mut self, tokens: &[&str]) -> Self {
+        self.tokens = tokens.iter().map(|token| (*token).to_owned()).collect();
+        self
     }
 
     /// `[fleet] etcd_ca_file`, `etcd_cert_file` and `etcd_key_file` from `tls` (for `https://`
@@ -245,6 +254,9 @@ impl ReplicaConfig {
                 tls.key.display()
             );
             extras += &format!("peer_ca_file = \"{}\"\n", tls.ca.display());
+        }
+        if !self.tokens.is_empty() {
+            server += &format!("[server.auth]\ntokens = {:?}\n", self.tokens);
         }
         if let Some(tls) = &self.etcd_tls {
             extras += &format!(
