@@ -41,21 +41,19 @@ fn last_day(count: usize) -> Vec<prescale::ingest::remote_write_proto::TimeSerie
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_tokens_the_senders_token_reaches_the_other_owners() {
-    if etcd_support::missing() || prometheus_support::missing() {
-        return;
-    }
-    const TOKEN: &str = "fleet-remote-write-token-0123";
+/// An etcd, a Prometheus taking remote-write, and two replicas with `/metrics` (remote-write on)
+/// and that Prometheus as their TSDB, requiring one of `tokens` when there are any; returned once
+/// both are active.
+async fn fleet(tokens: &[&str]) -> (etcd_support::LocalEtcd, LocalPrometheus, Vec<Replica>) {
     let etcd = etcd_support::LocalEtcd::start();
     let prometheus = LocalPrometheus::start_accepting_history();
-    let replicas: Vec<Replica> = ["k0", "k1"]
+    let replicas: Vec<Replica> = ["r0", "r1"]
         .iter()
         .map(|id| {
             ReplicaConfig::new(id, &etcd.url)
                 .metrics()
                 .tsdb(&prometheus.url)
-                .tokens(&[TOKEN])
+                .tokens(tokens)
                 .start()
         })
         .collect();
@@ -63,6 +61,16 @@ async fn with_tokens_the_senders_token_reaches_the_other_owners() {
         .await
         .unwrap();
     fleet_support::fleet_view(&client, replicas.len()).await;
+    (etcd, prometheus, replicas)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_tokens_the_senders_token_reaches_the_other_owners() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    const TOKEN: &str = "fleet-remote-write-token-0123";
+    let (etcd, prometheus, replicas) = fleet(&[TOKEN]).await;
     let url = format!("{}/api/v1/write", replicas[0].metrics.as_deref().unwrap());
     assert_eq!(post(&url, body(last_day(SERIES)), None).await, 401);
     // Every series in the TSDB, those the receiver does not own too: their owner took the
@@ -84,21 +92,7 @@ async fn a_remote_write_to_one_replica_lands_at_each_series_owner_and_in_the_tsd
     if etcd_support::missing() || prometheus_support::missing() {
         return;
     }
-    let etcd = etcd_support::LocalEtcd::start();
-    let prometheus = LocalPrometheus::start_accepting_history();
-    let replicas: Vec<Replica> = ["w0", "w1"]
-        .iter()
-        .map(|id| {
-            ReplicaConfig::new(id, &etcd.url)
-                .metrics()
-                .tsdb(&prometheus.url)
-                .start()
-        })
-        .collect();
-    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
-        .await
-        .unwrap();
-    fleet_support::fleet_view(&client, replicas.len()).await;
+    let (etcd, prometheus, replicas) = fleet(&[]).await;
 
     let receiver = replicas[0].metrics.as_deref().unwrap();
     let status = post(
