@@ -73,6 +73,8 @@ pub struct Telemetry {
     pub plan_refreshes: Counter,
     /// Plan computations that failed.
     pub plan_failures: Counter,
+    /// Planning rules chosen by workloads' SLOs: once per live model and workload definition.
+    pub slo_rule_choices: Counter,
     /// Models fitted (forecast requests and retraining).
     pub model_fits: Counter,
     /// Fits or forecasts that failed.
@@ -125,6 +127,10 @@ impl Default for Telemetry {
         let plan_failures = counter(
             "prescale_plan_refresh_failures",
             "Plan computations that failed",
+        );
+        let slo_rule_choices = counter(
+            "prescale_slo_rule_choices",
+            "Planning rules chosen by workload SLOs, once per live model version and workload",
         );
         let model_fits = counter(
             "prescale_model_fits",
@@ -197,6 +203,7 @@ impl Default for Telemetry {
             samples_ingested,
             plan_refreshes,
             plan_failures,
+            slo_rule_choices,
             model_fits,
             model_errors,
             models_loaded,

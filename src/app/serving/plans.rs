@@ -4,18 +4,20 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use parking_lot::Mutex;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::app::planning::plan_with;
 use crate::app::slo::rule_levels;
 use crate::app::{AppError, PlanOutcome, choose_rule};
-use crate::domain::Timestamp;
+use crate::domain::{TimeSeries, Timestamp};
 use crate::plan::{Plan, Workload};
 use crate::simulate::RuleChoice;
 
 use super::forecasts::live_version;
-use super::workloads::WorkloadEntry;
+use super::live_models::LiveModel;
+use super::workloads::{ChosenRule, WorkloadEntry};
 use super::{ServingState, blocking};
 
 /// A plan as published to executors, with where it came from.
@@ -89,19 +91,18 @@ impl ServingState {
     }
 
     /// Computes a plan for `workload` from the newest history and the stored events, with the live
-    /// model re-anchored on that history. Blocking.
+    /// model re-anchored on that history; `chosen` keeps the SLO's rule between plans. Blocking.
     fn compute_plan(
         self: &Arc<Self>,
         workload: &Workload,
         running: Option<u32>,
+        chosen: &Mutex<Option<ChosenRule>>,
     ) -> Result<ComputedPlan, AppError> {
         let history = self.recent_history(workload.series())?;
         let horizon = self.horizon("", history.step())?;
         let calendar = self.events.load()?;
         let live = self.live_model(workload.series())?;
-        // The SLO's rule is re-chosen from the live model's stored backtest forecasts: a new
-        // choice with each retrain that promotes a model, and no fit.
-        let rule = choose_rule(&live.model, &history, workload);
+        let rule = self.slo_rule(&live, &history, workload, chosen);
         let planned = rule.as_ref().map_or_else(
             || workload.clone(),
             |rule| workload.with_planning_rule(rule.rule()),
@@ -131,13 +132,43 @@ impl ServingState {
         })
     }
 
+    /// The rule `workload`'s SLO chooses from the live model's stored backtest forecasts: chosen
+    /// once per promoted model (each retrain that promotes one chooses again, with no fit) and
+    /// kept in `chosen` until the model or the workload changes, so every plan of a model version
+    /// is made on the same rule even as newer history slides its oldest folds out of the window.
+    fn slo_rule(
+        &self,
+        live: &LiveModel,
+        history: &TimeSeries,
+        workload: &Workload,
+        chosen: &Mutex<Option<ChosenRule>>,
+    ) -> Option<RuleChoice> {
+        workload.slo()?;
+        let mut chosen = chosen.lock();
+        if let Some(kept) = chosen.as_ref()
+            && kept.model_version == live.version
+            && kept.workload == *workload
+        {
+            return kept.choice.clone();
+        }
+        let choice = choose_rule(&live.model, history, workload);
+        self.metrics.slo_rule_choices.inc();
+        *chosen = Some(ChosenRule {
+            model_version: live.version,
+            workload: workload.clone(),
+            choice: choice.clone(),
+        });
+        choice
+    }
+
     /// Recomputes the plan of `entry` on the blocking pool and publishes it.
     async fn refresh_plan(self: &Arc<Self>, entry: Arc<WorkloadEntry>) {
         let workload = entry.workload.read().clone();
         let running = entry.applied.lock().map(|applied| applied.replicas);
         let state = Arc::clone(self);
         let name = workload.name().to_owned();
-        let computed = blocking(move || state.compute_plan(&workload, running)).await;
+        let cache = Arc::clone(&entry);
+        let computed = blocking(move || state.compute_plan(&workload, running, &cache.rule)).await;
         match computed {
             Ok(ComputedPlan {
                 model_version,
@@ -252,6 +283,7 @@ mod tests {
     use super::super::sample_state;
     use super::*;
     use crate::app::{Settings, TokioClock};
+    use crate::domain::SeriesId;
 
     /// The plan `plans` holds now.
     fn published(plans: &watch::Receiver<PlanState>) -> Arc<PublishedPlan> {
@@ -259,6 +291,21 @@ mod tests {
             PlanState::Ready(plan) => Arc::clone(plan),
             other => panic!("no plan: {other:?}"),
         }
+    }
+
+    /// The workload `taxi` on the sample series `nyc_taxi`, with the line `extra` added.
+    fn taxi(extra: &str) -> Workload {
+        Workload::from_toml(&format!(
+            r#"
+                name = "taxi"
+                series = "nyc_taxi"
+                capacity_per_replica = 500
+                max_replicas = 100
+                warm_up = "10m"
+                {extra}
+            "#
+        ))
+        .unwrap()
     }
 
     /// Under tokio's paused time: with no new data, the planner recomputes a plan once
@@ -270,18 +317,9 @@ mod tests {
         let interval = Settings::default().replan_interval;
         let start = Timestamp::parse("2025-03-10T00:00:00Z").unwrap();
         let state = sample_state(directory.path(), Arc::new(TokioClock::starting_at(start)));
-        let workload = Workload::from_toml(
-            r#"
-                name = "taxi"
-                series = "nyc_taxi"
-                capacity_per_replica = 500
-                max_replicas = 100
-                warm_up = "10m"
-                mode = "forecast-and-scale"
-            "#,
-        )
-        .unwrap();
-        state.upsert_workload(workload).unwrap();
+        state
+            .upsert_workload(taxi(r#"mode = "forecast-and-scale""#))
+            .unwrap();
         let mut plans = state.watch_plan("taxi").unwrap();
         let planner = tokio::spawn(Arc::clone(&state).run_planner());
 
@@ -311,5 +349,45 @@ mod tests {
         );
         state.shutdown_token().cancel();
         planner.await.unwrap();
+    }
+
+    /// The SLO's rule is chosen once per live model and workload definition: a replan on the same
+    /// model reuses it, and an upsert that changes the workload or a newly promoted model chooses
+    /// again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_slo_rule_is_chosen_once_per_model_version_and_workload() {
+        let directory = tempfile::tempdir().unwrap();
+        let start = Timestamp::parse("2025-03-10T00:00:00Z").unwrap();
+        let state = sample_state(directory.path(), Arc::new(TokioClock::starting_at(start)));
+        let with_slo = |share: &str| taxi(&format!(r#"slo = {{ max_short_steps = "{share}" }}"#));
+        let choices = || state.metrics.slo_rule_choices.get();
+        let plan_now = async || {
+            state.refresh_plan(state.entry("taxi").unwrap()).await;
+            match state.plan("taxi").unwrap() {
+                PlanState::Ready(plan) => plan,
+                other => panic!("no plan: {other:?}"),
+            }
+        };
+
+        state.upsert_workload(with_slo("1%")).unwrap();
+        let first = plan_now().await;
+        let rule = first.rule.clone().expect("a rule chosen from the backtest");
+        assert_eq!(choices(), 1);
+        let second = plan_now().await;
+        assert_eq!(second.revision, first.revision + 1);
+        assert_eq!(choices(), 1, "the same model and workload: no new choice");
+        assert_eq!(second.rule.as_ref(), Some(&rule));
+
+        state.upsert_workload(with_slo("5%")).unwrap();
+        plan_now().await;
+        assert_eq!(choices(), 2, "a changed SLO chooses again");
+
+        let series = SeriesId::new("nyc_taxi").unwrap();
+        let live = state.live_model(&series).unwrap();
+        state.promote(&series, live.version + 1, live.model.clone());
+        plan_now().await;
+        assert_eq!(choices(), 3, "a promoted model chooses again");
+        plan_now().await;
+        assert_eq!(choices(), 3);
     }
 }

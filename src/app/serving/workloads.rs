@@ -12,6 +12,7 @@ use tokio::sync::watch;
 use crate::app::AppError;
 use crate::domain::{SeriesId, Timestamp};
 use crate::plan::{Workload, WorkloadParams};
+use crate::simulate::RuleChoice;
 use crate::store::write_file_atomically;
 
 use super::{PlanState, ServingState};
@@ -46,6 +47,20 @@ pub(super) struct WorkloadEntry {
     pub(super) in_flight: AtomicBool,
     /// Revision of the newest published plan (0 before the first).
     pub(super) revision: AtomicU64,
+    /// The rule the workload's SLO chose from a live model's backtest, kept until the model or
+    /// the workload changes.
+    pub(super) rule: Mutex<Option<ChosenRule>>,
+}
+
+/// A rule chosen by a workload's SLO, with what it was chosen for.
+#[derive(Debug)]
+pub(super) struct ChosenRule {
+    /// Registry version of the live model whose backtest it was chosen from.
+    pub(super) model_version: u64,
+    /// The workload as it was when chosen: an upsert that changes it chooses again.
+    pub(super) workload: Workload,
+    /// The choice (`None` without an SLO or without backtest folds).
+    pub(super) choice: Option<RuleChoice>,
 }
 
 impl WorkloadEntry {
@@ -59,6 +74,7 @@ impl WorkloadEntry {
             due: AtomicBool::new(true),
             in_flight: AtomicBool::new(false),
             revision: AtomicU64::new(0),
+            rule: Mutex::new(None),
         })
     }
 }
