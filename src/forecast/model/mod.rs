@@ -65,7 +65,7 @@ pub enum Combination {
 /// | `members` | all eight | members tried (the seasonal naive baseline is always evaluated) | non-empty |
 /// | `combination` | `InverseError` | how weights are found | see [`Combination`] |
 /// | `min_weight` | 0.02 | weights below this are dropped and the rest renormalised | `[0, 0.5)` |
-/// | `top_k` | 3 | most members kept by `InverseError` per bucket; the backtest picks 1..=top_k (fewer, better members dilute less) | `>= 1` |
+/// | `top_k` | eight (every member) | most members kept by `InverseError` per bucket; the backtest picks 1..=top_k per bucket | `>= 1` |
 /// | `recency_decay` | 0.9 | weight of each older backtest fold relative to the next newer one, when finding weights, choosing how many to blend and calibrating the intervals | `(0, 1]` |
 /// | `preprocess` | default | gap filling, outliers, transform, seasonality | see [`PreprocessParams`] |
 /// | `backtest` | default | folds and calibrated horizon | see [`BacktestParams`] |
@@ -86,12 +86,15 @@ pub struct ModelParams {
 impl ModelParams {
     /// The ensemble of every member with default settings.
     pub fn ensemble() -> Self {
+        let members = MemberSpec::all();
         Self {
-            members: MemberSpec::all(),
+            // No cap below the member count: the held-out blend-size choice decides how many to
+            // blend in each bucket (`docs/decisions.md`, "Blend size: one-standard-error rule").
+            top_k: members.len(),
+            members,
             single: false,
             combination: Combination::default(),
             min_weight: 0.02,
-            top_k: 3,
             recency_decay: 0.9,
             preprocess: PreprocessParams::default(),
             backtest: BacktestParams::default(),
