@@ -2,6 +2,7 @@
 # The SLO replay benchmark: `prescale simulate` over the last 7 days of every 5-minute and hourly
 # series of the evaluation sets, hourly replans, 10-minute warm-up, an SLO of 1% short steps.
 #   bash benches/slo_replay.sh [DATA_DIR...]    (default: ../shared/data ../shared/data/dev)
+#   SIMULATE_ARGS="--retrain-every 1d" bash benches/slo_replay.sh    (extra `prescale simulate` options)
 # Each series gets a workload whose 7-day peak needs 50 replicas at the 70% target (min 1, max 200).
 # Prints the per-series table of docs/BENCHMARKS.md ("Planning for an SLO") with medians; the
 # outputs of every run stay in target/slo-replay/.
@@ -55,7 +56,8 @@ warm_up = "10m"
 slo = { max_short_steps = "1%" }
 TOML
     echo "== $name ($step_minutes min)" >&2
-    if ! "$binary" simulate --input "$work/$name.input.csv" --workload "$work/$name.workload.toml" --days 7 \
+    # shellcheck disable=SC2086
+    if ! "$binary" simulate ${SIMULATE_ARGS:-} --input "$work/$name.input.csv" --workload "$work/$name.workload.toml" --days 7 \
       --replan-every 1h --output "$work/$name.csv" > "$work/$name.txt" 2> "$work/$name.err"; then
       echo "   failed: $(tail -n 1 "$work/$name.err")" >&2
       echo "failed" > "$work/$name.failed"

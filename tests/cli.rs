@@ -532,6 +532,8 @@ fn events_plan_and_simulate_from_the_command_line() {
             "6h",
             "--model",
             "seasonal_naive",
+            "--retrain-every",
+            "1d",
             "--output",
             summary.to_str().unwrap(),
             "--chart",
@@ -540,6 +542,10 @@ fn events_plan_and_simulate_from_the_command_line() {
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
+    assert!(
+        text.contains("models: retrained every 1day, re-anchored on the newest history"),
+        "{text}"
+    );
     for strategy in ["predictive", "hpa", "oracle"] {
         assert!(text.contains(strategy), "{strategy} missing:\n{text}");
     }

@@ -41,7 +41,8 @@ pub use serving::{
     ServingState, Settings, SourceStatus, SourceTiming, model_version,
 };
 pub use slo::{
-    HpaMatch, RulePoint, SloReplay, choose_rule, replay_folds, replay_with_slo, simulate_params,
+    HpaMatch, ReplayFits, RulePoint, SloReplay, choose_rule, replay_folds, replay_with_slo,
+    simulate_params,
 };
 
 /// Errors of the use cases.

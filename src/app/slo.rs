@@ -120,19 +120,49 @@ pub struct SloReplay {
     pub curve: Vec<RulePoint>,
 }
 
+/// How a replay's forecasts are made at each replan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReplayFits {
+    /// A fresh fit at every replan.
+    #[default]
+    EveryReplan,
+    /// As the service serves between retrains: a model fitted at most this long before the replan
+    /// (a retrain), re-anchored on the newest history without refitting, its SLO rule chosen once
+    /// when it was fitted; a replan this long after the last fit, or one the model cannot be
+    /// re-anchored for, fits anew.
+    RetrainEvery(Duration),
+}
+
+impl fmt::Display for ReplayFits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::EveryReplan => f.write_str("fitted at every replan"),
+            Self::RetrainEvery(every) => write!(
+                f,
+                "retrained every {}, re-anchored on the newest history between retrains",
+                humantime::format_duration(*every)
+            ),
+        }
+    }
+}
+
 /// Replays the last `days` of `history` for `workload` as [`super::replay`] does, choosing the
-/// planning rule at each replan from the model fitted there when the workload has an SLO, then
-/// replays every candidate rule from the same forecasts and searches the HPA target utilisation
-/// that costs the same as each. Fits once per replan; everything after reuses those fits.
+/// planning rule at each replan from the model `fits` gives there when the workload has an SLO,
+/// then replays every candidate rule from the same forecasts and searches the HPA target
+/// utilisation that costs the same as each. Fits at most once per replan; everything after reuses
+/// those forecasts.
 pub fn replay_with_slo(
     history: &TimeSeries,
     workload: &Workload,
     simulation: SimulationParams,
     choice: ModelChoice,
+    fits: ReplayFits,
 ) -> Result<SloReplay, AppError> {
     let simulation = simulation.check(history.step())?;
     let models = ReplayModels {
         choice,
+        fits,
+        fitted: RefCell::default(),
         workload,
         planned_levels: rule_levels(workload),
         forecasts: RefCell::default(),
@@ -231,6 +261,11 @@ fn hpa_at_cost(
 struct ReplayModels<'a> {
     /// The model fitted at each replan.
     choice: ModelChoice,
+    /// When a replan fits and when it re-anchors.
+    fits: ReplayFits,
+    /// Under [`ReplayFits::RetrainEvery`], each fit with the end of its history (milliseconds)
+    /// and the rule its SLO chose, in the order they were made.
+    fitted: RefCell<Vec<(i64, FittedModel, Option<RuleChoice>)>>,
     /// The workload whose SLO picks the rule.
     workload: &'a Workload,
     /// Levels the service's forecasts carry for the workload.
@@ -267,7 +302,7 @@ impl BaseForecaster for ModelView<'_> {
         if let Some(forecasts) = models.forecasts.borrow().get(&key) {
             return Ok(forecasts[which].clone());
         }
-        let model = models.choice.params()?.fit(history)?;
+        let (model, rule) = models.model_for(history)?;
         let mut every_level = models.planned_levels.clone();
         every_level.extend(candidate_levels());
         every_level.sort_by(|left, right| left.fraction().total_cmp(&right.fraction()));
@@ -276,12 +311,47 @@ impl BaseForecaster for ModelView<'_> {
             model.predict(horizon, &models.planned_levels)?,
             model.predict(horizon, &every_level)?,
         ];
-        if let Some(rule) = choose_rule(&model, history, models.workload) {
+        if let Some(rule) = rule {
             models.rules.borrow_mut().insert((key.0, key.1), rule);
         }
         let forecast = forecasts[which].clone();
         models.forecasts.borrow_mut().insert(key, forecasts);
         Ok(forecast)
+    }
+}
+
+impl ReplayModels<'_> {
+    /// The model that forecasts from the end of `history`, with the rule its SLO chose: a fresh fit,
+    /// or under [`ReplayFits::RetrainEvery`] the newest fit made less than that long before it,
+    /// re-anchored on `history`.
+    fn model_for(
+        &self,
+        history: &TimeSeries,
+    ) -> Result<(FittedModel, Option<RuleChoice>), ForecastError> {
+        let end = history.end().as_millis();
+        let ReplayFits::RetrainEvery(every) = self.fits else {
+            let model = self.choice.params()?.fit(history)?;
+            let rule = choose_rule(&model, history, self.workload);
+            return Ok((model, rule));
+        };
+        let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        let live = self
+            .fitted
+            .borrow()
+            .iter()
+            .rev()
+            .find(|(fitted_end, _, _)| *fitted_end <= end && end - fitted_end < every)
+            .map(|(_, model, rule)| (model.reanchor(history), rule.clone()));
+        // A model that cannot be re-anchored is refitted, as the service does.
+        if let Some((Ok(model), rule)) = live {
+            return Ok((model, rule));
+        }
+        let model = self.choice.params()?.fit(history)?;
+        let rule = choose_rule(&model, history, self.workload);
+        self.fitted
+            .borrow_mut()
+            .push((end, model.clone(), rule.clone()));
+        Ok((model, rule))
     }
 }
 
@@ -451,21 +521,34 @@ mod tests {
         TimeSeries::new(Timestamp::from_millis(0), Step::FIVE_MINUTES, values)
     }
 
+    /// A workload of `requests` at 10 per replica, with a 10-minute warm-up and an SLO of 1% short
+    /// steps.
+    fn api_with_slo(max_replicas: u32) -> Workload {
+        WorkloadParams::new(
+            "api",
+            "requests",
+            10.0,
+            max_replicas,
+            Duration::from_secs(600),
+        )
+        .slo_max_short_steps(Some("1%"))
+        .check()
+        .unwrap()
+    }
+
     /// `prescale simulate`'s replay: the rule chosen at every replan, one point of the curve per
     /// candidate level from the same fits, and an HPA whose target utilisation spends what the plan
     /// spent.
     #[test]
     fn the_hpa_at_equal_cost_spends_what_the_plan_spends() {
         let history = bursty_series();
-        let workload = WorkloadParams::new("api", "requests", 10.0, 1000, Duration::from_secs(600))
-            .slo_max_short_steps(Some("1%"))
-            .check()
-            .unwrap();
+        let workload = api_with_slo(1000);
         let replay = replay_with_slo(
             &history,
             &workload,
             SimulationParams::new(0.25, Duration::from_secs(3600)),
             ModelChoice::Ensemble,
+            ReplayFits::EveryReplan,
         )
         .unwrap();
         assert_eq!(replay.choices.len(), replay.report.replans());
@@ -488,16 +571,58 @@ mod tests {
         assert!(lowest.hpa.target_utilisation > highest.hpa.target_utilisation);
     }
 
+    /// Replayed as the service serves between retrains: a replan an hour after a fit re-anchors
+    /// that fit (the forecast of re-anchoring it by hand, and the rule chosen when it was fitted),
+    /// and one a retrain period later fits anew.
+    #[test]
+    fn a_replay_retrained_daily_reanchors_its_fit_until_the_next_retrain() {
+        let history = bursty_series();
+        let workload = api_with_slo(1000);
+        let models = ReplayModels {
+            choice: ModelChoice::Ensemble,
+            fits: ReplayFits::RetrainEvery(Duration::from_secs(86_400)),
+            fitted: RefCell::default(),
+            workload: &workload,
+            planned_levels: rule_levels(&workload),
+            forecasts: RefCell::default(),
+            rules: RefCell::default(),
+            chosen: RefCell::default(),
+        };
+        let view = ModelView {
+            models: &models,
+            every_candidate: false,
+        };
+        let day = 288;
+        let window = |end: usize| history.slice(end - 7 * day..end);
+        let rule_at = |end: usize| {
+            let seen = window(end);
+            models.rules.borrow()[&(seen.start().as_millis(), seen.end().as_millis())].clone()
+        };
+        let horizon = Horizon::try_from(24).unwrap();
+
+        view.forecast(&window(10 * day), horizon).unwrap();
+        let fitted = models.fitted.borrow()[0].1.clone();
+        let hour_later = view.forecast(&window(10 * day + 12), horizon).unwrap();
+        assert_eq!(models.fitted.borrow().len(), 1, "re-anchored, not refitted");
+        let by_hand = fitted
+            .reanchor(&window(10 * day + 12))
+            .unwrap()
+            .predict(horizon, &models.planned_levels)
+            .unwrap();
+        assert_eq!(hour_later, by_hand);
+        assert_eq!(rule_at(10 * day + 12), rule_at(10 * day));
+
+        view.forecast(&window(11 * day), horizon).unwrap();
+        assert_eq!(models.fitted.borrow().len(), 2, "a day later: retrained");
+    }
+
     /// Bursts on 5% of the steps, most of them above what `max_replicas` can serve: no level
     /// keeps short steps within 1%. The plan says so, and is made on the level the replay found
     /// fewest short steps with, the one it reports.
     #[test]
     fn a_workload_whose_slo_cannot_be_met_says_so() {
         let history = bursty_series();
-        let workload = WorkloadParams::new("api", "requests", 10.0, 20, Duration::from_secs(600))
-            .slo_max_short_steps(Some("1%"))
-            .check()
-            .unwrap();
+        let workload = api_with_slo(20);
         let horizon = Horizon::try_from(24).unwrap();
         let outcome = build_plan(
             &history,

@@ -93,6 +93,11 @@ pub(super) struct SimulateArgs {
     /// Forecasting model.
     #[arg(long, default_value = "ensemble")]
     model: String,
+    /// Replay as the service serves between retrains (e.g. `1d` for the nightly retrain): each fit
+    /// is re-anchored on the newest history at the replans until this long after it, then
+    /// refitted. Without it, every replan fits anew.
+    #[arg(long)]
+    retrain_every: Option<humantime::Duration>,
     /// Write the per-strategy summary as CSV (and the timeline beside it as *.timeline.csv).
     #[arg(long)]
     output: Option<PathBuf>,
@@ -217,6 +222,11 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
     let history = args.input.load(config)?;
     let workload = app::load_workload(&args.workload)?;
     let calendar = EventStore::new(&config.data_dir).load()?;
+    let fits = args
+        .retrain_every
+        .map_or(app::ReplayFits::EveryReplan, |every| {
+            app::ReplayFits::RetrainEvery(every.into())
+        });
     let replay = app::replay_with_slo(
         &history,
         &workload,
@@ -227,7 +237,9 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
             calendar,
         ),
         args.model.parse()?,
+        fits,
     )?;
+    println!("models: {fits}");
     print!("{replay}");
     write_simulation_outputs(
         &replay.report,
