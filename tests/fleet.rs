@@ -198,11 +198,9 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
         "{} workloads of the killed replica answered again after {recovered:?}",
         orphans.len()
     );
+    // How fast is a benchmark's question (BENCHMARKS.md, "Fleet"); a test under load only
+    // checks that the workloads are re-owned.
     assert!(pending.is_empty(), "{pending:?} not answered after 60 s");
-    assert!(
-        recovered <= Duration::from_secs(10),
-        "re-owned after {recovered:?}"
-    );
     // The proxied watch ended when its workload's owner went; it says why.
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
