@@ -9,7 +9,7 @@ use std::time::Instant;
 use crate::domain::{Forecast, Horizon, Level, Step, TimeSeries};
 use crate::forecast::accuracy;
 use crate::forecast::{
-    Fit, FittedModel, ForecastError, MemberKind, MemberSpec, ModelParams, Predict,
+    BacktestParams, Fit, FittedModel, ForecastError, MemberKind, MemberSpec, ModelParams, Predict,
 };
 
 use super::AppError;
@@ -40,11 +40,24 @@ impl ModelChoice {
 
     /// The validated model parameters for this choice.
     pub fn params(self) -> Result<ModelParams, ForecastError> {
+        self.unchecked().check()
+    }
+
+    /// The parameters of a model fitted to be served, re-anchored on newer data, until its next
+    /// retrain: backtested from origins spread over the day (`BacktestParams::spread_origins`),
+    /// since it will forecast from every time of day, not only from the one it was fitted at.
+    pub fn served_params(self) -> Result<ModelParams, ForecastError> {
+        self.unchecked()
+            .backtest(BacktestParams::default().spread_origins())
+            .check()
+    }
+
+    /// The parameters before their check.
+    fn unchecked(self) -> ModelParams {
         match self {
             Self::Ensemble => ModelParams::ensemble(),
             Self::Member(kind) => ModelParams::single(MemberSpec::default_for(kind)),
         }
-        .check()
     }
 }
 
@@ -121,6 +134,12 @@ pub fn parse_levels(text: &str) -> Result<Vec<Level>, AppError> {
 /// Fits `choice` to `series`.
 pub fn fit(series: &TimeSeries, choice: ModelChoice) -> Result<FittedModel, AppError> {
     Ok(choice.params()?.fit(series)?)
+}
+
+/// Fits `choice` to `series` to be served until the next retrain (see
+/// [`ModelChoice::served_params`]): the live models of the service and the registry's.
+pub fn fit_served(series: &TimeSeries, choice: ModelChoice) -> Result<FittedModel, AppError> {
+    Ok(choice.served_params()?.fit(series)?)
 }
 
 /// Fits and predicts in one call: the base forecaster the planner and the simulator use.

@@ -8,7 +8,7 @@ use crate::events::EventCalendar;
 use crate::forecast::{FittedModel, HistoryWindow, Horizon, Predict};
 use crate::registry::Registry;
 
-use super::{AppError, History, ModelChoice, fit};
+use super::{AppError, History, ModelChoice, fit_served};
 
 /// How a retraining run decides and how much it runs at once.
 #[derive(Debug, Clone, PartialEq)]
@@ -97,7 +97,7 @@ pub fn fit_candidate(
     let history = settings
         .events
         .mask(&app.recent_window(series, settings.history_window)?);
-    let model = fit(&history, ModelChoice::Ensemble)?;
+    let model = fit_served(&history, ModelChoice::Ensemble)?;
     let comparison = compare(&model, live, &history, settings.promotion_margin);
     Ok((model, comparison))
 }

@@ -126,10 +126,11 @@ pub enum ReplayFits {
     /// A fresh fit at every replan.
     #[default]
     EveryReplan,
-    /// As the service serves between retrains: a model fitted at most this long before the replan
-    /// (a retrain), re-anchored on the newest history without refitting, its SLO rule chosen once
-    /// when it was fitted; a replan this long after the last fit, or one the model cannot be
-    /// re-anchored for, fits anew.
+    /// As the service serves between retrains: a model fitted as the service fits its live models
+    /// ([`ModelChoice::served_params`]) at most this long before the replan (a retrain),
+    /// re-anchored on the newest history without refitting, its SLO rule chosen once when it was
+    /// fitted; a replan this long after the last fit, or one the model cannot be re-anchored for,
+    /// fits anew.
     RetrainEvery(Duration),
 }
 
@@ -346,7 +347,7 @@ impl ReplayModels<'_> {
         if let Some((Ok(model), rule)) = live {
             return Ok((model, rule));
         }
-        let model = self.choice.params()?.fit(history)?;
+        let model = self.choice.served_params()?.fit(history)?;
         let rule = choose_rule(&model, history, self.workload);
         self.fitted
             .borrow_mut()

@@ -26,6 +26,7 @@ const MIN_DEFAULT_FOLDS: usize = 5;
 /// | `min_scored_points` | 800 | points the default fold count aims to score (more folds for short horizons) | `>= 1` |
 /// | `horizon` | one day of steps, within 8..=288 | steps scored after each origin; also the horizon intervals are calibrated for | `>= 1` |
 /// | `stride` | `horizon` | steps between consecutive origins | `>= 1` |
+/// | `spread_origins` | off | without a `stride`, origins one horizon and one fold's share of it apart, so the folds start at times spread over the horizon (a day) | |
 /// | `max_backtest_fraction` | 0.5 | most of the history the test windows may cover | `(0, 0.9]` |
 #[derive(Debug, Clone, PartialEq)]
 pub struct BacktestParams {
@@ -33,6 +34,7 @@ pub struct BacktestParams {
     min_scored_points: usize,
     horizon: Option<usize>,
     stride: Option<usize>,
+    spread_origins: bool,
     max_backtest_fraction: f64,
 }
 
@@ -43,6 +45,7 @@ impl Default for BacktestParams {
             min_scored_points: 800,
             horizon: None,
             stride: None,
+            spread_origins: false,
             max_backtest_fraction: 0.5,
         }
     }
@@ -74,6 +77,16 @@ impl BacktestParams {
     #[must_use]
     pub fn stride(mut self, steps: usize) -> Self {
         self.stride = Some(steps);
+        self
+    }
+
+    /// Without a `stride`, spaces origins `horizon + horizon / folds` apart, so each fold starts
+    /// at another time of the horizon (of the day, by default) instead of the same one: the
+    /// weights and bands then hold for forecasts made at any time of day, as a model served
+    /// re-anchored until its next retrain is (see `docs/decisions.md`, "Backtest folds").
+    #[must_use]
+    pub fn spread_origins(mut self) -> Self {
+        self.spread_origins = true;
         self
     }
 
@@ -122,13 +135,18 @@ impl BacktestParams {
 
     /// Fold origins, latest first: each is the length of the training prefix.
     pub(crate) fn origins(&self, len: usize, horizon: usize) -> Vec<usize> {
-        let stride = self.stride.unwrap_or(horizon).max(1);
         let earliest_allowed = len - ((len as f64 * self.max_backtest_fraction) as usize).min(len);
         let folds = self.folds.unwrap_or_else(|| {
             self.min_scored_points
                 .div_ceil(horizon.max(1))
                 .clamp(MIN_DEFAULT_FOLDS, 10)
         });
+        let stride = match self.stride {
+            Some(stride) => stride,
+            None if self.spread_origins => horizon + horizon / folds.max(1),
+            None => horizon,
+        }
+        .max(1);
         (0..folds)
             .map_while(|fold| {
                 let origin = len.checked_sub(horizon + fold * stride)?;
@@ -361,5 +379,24 @@ mod tests {
         let hourly = Step::try_from(3_600_000).unwrap();
         assert_eq!(params.resolve_horizon(hourly, 1000), 24);
         assert!(BacktestParams::default().folds(0).check().is_err());
+    }
+
+    /// Spread origins step one horizon and a fold's share of it: ten folds of a 48-step day start
+    /// 52 steps apart, 4 steps (2 hours of 30 minutes) later in the day each time.
+    #[test]
+    fn spread_origins_start_at_other_times_of_the_horizon() {
+        let spread = BacktestParams::default().spread_origins();
+        let origins = spread.origins(10_000, 48);
+        assert_eq!(origins.len(), 10);
+        assert!(origins.windows(2).all(|pair| pair[0] - pair[1] == 52));
+        let phases: std::collections::BTreeSet<usize> =
+            origins.iter().map(|origin| origin % 48).collect();
+        assert_eq!(phases.len(), 10, "{origins:?}");
+        assert_eq!(
+            BacktestParams::default().origins(10_000, 48)[..2],
+            [9952, 9904],
+            "aligned by default"
+        );
+        assert_eq!(spread.stride(48).origins(10_000, 48)[..2], [9952, 9904]);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::app::telemetry::Telemetry;
-use crate::app::{AppError, ModelChoice, fit};
+use crate::app::{AppError, ModelChoice, fit_served};
 use crate::domain::{SeriesId, TimeSeries};
 use crate::forecast::FittedModel;
 use crate::registry::Registry;
@@ -52,7 +52,7 @@ impl ServingState {
         let live = self.fit_live(
             series,
             "first use: the series had no live model",
-            |history| self.fit_blocking(move || fit(&history, ModelChoice::Ensemble)),
+            |history| self.fit_blocking(move || fit_served(&history, ModelChoice::Ensemble)),
         )?;
         tracing::info!(series = %series, version = live.version, "trained the first model on first use");
         Ok(live)
@@ -115,7 +115,7 @@ impl ServingState {
             // model store and etcd through the runtime.
             let refitted = blocking(move || {
                 worker.fit_live(&target, &note, |history| {
-                    worker.fit_blocking(move || fit(&history, ModelChoice::Ensemble))
+                    worker.fit_blocking(move || fit_served(&history, ModelChoice::Ensemble))
                 })
             })
             .await;
