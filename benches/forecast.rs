@@ -2,6 +2,9 @@
 //! one-day (288-step) horizon and 80/95% intervals; and the ensemble on eight years of daily points
 //! (2,920, the sized history window of a daily series) with weekly and yearly cycles, a week ahead.
 //!
+//! Also the service's level-shift check of a live model's newest history (the fit's preprocessing
+//! without the fit) on the same 8,064 points.
+//!
 //! Run: `cargo bench --bench forecast`. Results are recorded in `docs/BENCHMARKS.md`.
 
 use std::hint::black_box;
@@ -97,5 +100,23 @@ fn bench_fit_predict(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_fit_predict, bench_daily);
+/// The level-shift check the service runs on each new sample of a served series
+/// (`ModelParams::level_shift`, the served parameters).
+fn bench_level_shift(c: &mut Criterion) {
+    let series = load_like_series();
+    let params = ModelChoice::Ensemble
+        .served_params()
+        .expect("default parameters are valid");
+    let mut group = c.benchmark_group("level_shift_check");
+    group.bench_function(BenchmarkId::new("served", POINTS), |b| {
+        b.iter(|| {
+            params
+                .level_shift(black_box(&series))
+                .expect("the synthetic series is long enough")
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_fit_predict, bench_daily, bench_level_shift);
 criterion_main!(benches);

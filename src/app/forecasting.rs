@@ -9,7 +9,8 @@ use std::time::Instant;
 use crate::domain::{Forecast, Horizon, Level, Step, TimeSeries};
 use crate::forecast::accuracy;
 use crate::forecast::{
-    BacktestParams, Fit, FittedModel, ForecastError, MemberKind, MemberSpec, ModelParams, Predict,
+    BacktestParams, Fit, FittedModel, ForecastError, LevelShift, MemberKind, MemberSpec,
+    ModelParams, Predict,
 };
 
 use super::AppError;
@@ -140,6 +141,28 @@ pub fn fit(series: &TimeSeries, choice: ModelChoice) -> Result<FittedModel, AppE
 /// [`ModelChoice::served_params`]): the live models of the service and the registry's.
 pub fn fit_served(series: &TimeSeries, choice: ModelChoice) -> Result<FittedModel, AppError> {
     Ok(choice.served_params()?.fit(series)?)
+}
+
+/// A level shift in `history`, the newest data a served model `model` is re-anchored on, that a
+/// fit of `history` would find and adjust for but `model` was not fitted with, and that is not
+/// `refitting_for` (the shift a refit was already started for): a reason to refit before the next
+/// retrain. A re-anchored model follows the newest points with its lags but keeps the level and
+/// bands it learned, so after a lasting jump its bounds sit on the old level until it is refitted.
+/// Preprocessing only, no fit (see `docs/decisions.md`, "Refitting on a level shift").
+pub(super) fn unfitted_level_shift(
+    model: &FittedModel,
+    history: &TimeSeries,
+    refitting_for: Option<&LevelShift>,
+) -> Result<Option<LevelShift>, ForecastError> {
+    let Some(shift) = ModelChoice::Ensemble
+        .served_params()?
+        .level_shift(history)?
+    else {
+        return Ok(None);
+    };
+    let known = model.fitted_with(&shift)
+        || refitting_for.is_some_and(|started| started.same_as(&shift, history.step()));
+    Ok((!known).then_some(shift))
 }
 
 /// Fits and predicts in one call: the base forecaster the planner and the simulator use.

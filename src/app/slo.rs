@@ -2,20 +2,21 @@
 //! forecasts its model stores, and the replay of `prescale simulate` under that rule beside the
 //! cost/shortfall curve over levels and the HPA that spends the same replica-hours.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{BaseForecaster, EventCalendar};
-use crate::forecast::{Fit, FittedModel, ForecastError, Predict};
+use crate::forecast::{Fit, FittedModel, ForecastError, LevelShift, Predict};
 use crate::plan::{PlanningRule, Workload};
 use crate::simulate::{
     ReplayFold, RuleChoice, RuleChooser, Score, Simulation, SimulationParams, SimulationReport,
     Strategy, candidate_levels, candidate_rules,
 };
 
+use super::forecasting::unfitted_level_shift;
 use super::planning::plan_levels;
 use super::{AppError, ModelChoice};
 
@@ -129,8 +130,8 @@ pub enum ReplayFits {
     /// As the service serves between retrains: a model fitted as the service fits its live models
     /// ([`ModelChoice::served_params`]) at most this long before the replan (a retrain),
     /// re-anchored on the newest history without refitting, its SLO rule chosen once when it was
-    /// fitted; a replan this long after the last fit, or one the model cannot be re-anchored for,
-    /// fits anew.
+    /// fitted; a replan this long after the last retrain retrains. In between, a model that cannot
+    /// be re-anchored, or that a level shift since its fit left on the old level, is refitted.
     RetrainEvery(Duration),
 }
 
@@ -160,16 +161,7 @@ pub fn replay_with_slo(
     fits: ReplayFits,
 ) -> Result<SloReplay, AppError> {
     let simulation = simulation.check(history.step())?;
-    let models = ReplayModels {
-        choice,
-        fits,
-        fitted: RefCell::default(),
-        workload,
-        planned_levels: rule_levels(workload),
-        forecasts: RefCell::default(),
-        rules: RefCell::default(),
-        chosen: RefCell::default(),
-    };
+    let models = ReplayModels::new(choice, fits, workload);
     let as_planned = ModelView {
         models: &models,
         every_candidate: false,
@@ -264,9 +256,11 @@ struct ReplayModels<'a> {
     choice: ModelChoice,
     /// When a replan fits and when it re-anchors.
     fits: ReplayFits,
-    /// Under [`ReplayFits::RetrainEvery`], each fit with the end of its history (milliseconds)
-    /// and the rule its SLO chose, in the order they were made.
-    fitted: RefCell<Vec<(i64, FittedModel, Option<RuleChoice>)>>,
+    /// Under [`ReplayFits::RetrainEvery`], the fits in the order they were made.
+    fitted: RefCell<Vec<ReplayFit>>,
+    /// Under [`ReplayFits::RetrainEvery`], the level shift the last refit between retrains was
+    /// made for.
+    shift_refit: Cell<Option<LevelShift>>,
     /// The workload whose SLO picks the rule.
     workload: &'a Workload,
     /// Levels the service's forecasts carry for the workload.
@@ -321,10 +315,40 @@ impl BaseForecaster for ModelView<'_> {
     }
 }
 
-impl ReplayModels<'_> {
+/// A fit of a replay under [`ReplayFits::RetrainEvery`].
+#[derive(Debug)]
+struct ReplayFit {
+    /// End of the history it was fitted on, in milliseconds.
+    end: i64,
+    /// The model.
+    model: FittedModel,
+    /// The rule its SLO chose.
+    rule: Option<RuleChoice>,
+    /// A scheduled retrain; else a refit between two (see [`ReplayModels::model_for`]).
+    retrain: bool,
+}
+
+impl<'a> ReplayModels<'a> {
+    /// No fit yet, for `workload`.
+    fn new(choice: ModelChoice, fits: ReplayFits, workload: &'a Workload) -> Self {
+        Self {
+            choice,
+            fits,
+            fitted: RefCell::default(),
+            shift_refit: Cell::default(),
+            workload,
+            planned_levels: rule_levels(workload),
+            forecasts: RefCell::default(),
+            rules: RefCell::default(),
+            chosen: RefCell::default(),
+        }
+    }
+
     /// The model that forecasts from the end of `history`, with the rule its SLO chose: a fresh fit,
-    /// or under [`ReplayFits::RetrainEvery`] the newest fit made less than that long before it,
-    /// re-anchored on `history`.
+    /// or under [`ReplayFits::RetrainEvery`] the newest fit since the last retrain, made less than
+    /// that long before, re-anchored on `history`. As the service does between retrains, a model
+    /// that cannot be re-anchored, or that was not fitted with a level shift a fit would now find
+    /// ([`unfitted_level_shift`]), is refitted.
     fn model_for(
         &self,
         history: &TimeSeries,
@@ -336,22 +360,41 @@ impl ReplayModels<'_> {
             return Ok((model, rule));
         };
         let every = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
-        let live = self
-            .fitted
-            .borrow()
-            .iter()
-            .rev()
-            .find(|(fitted_end, _, _)| *fitted_end <= end && end - fitted_end < every)
-            .map(|(_, model, rule)| (model.reanchor(history), rule.clone()));
-        // A model that cannot be re-anchored is refitted, as the service does.
+        let (retrained, live) = {
+            let fits = self.fitted.borrow();
+            let retrained = fits
+                .iter()
+                .rev()
+                .find(|fit| fit.retrain && fit.end <= end && end - fit.end < every);
+            // The newest fit since that retrain: the retrain, or a refit after it.
+            let live = retrained.and_then(|retrained| {
+                fits.iter()
+                    .rev()
+                    .find(|fit| fit.end <= end && fit.end >= retrained.end)
+                    .map(|fit| (fit.model.reanchor(history), fit.rule.clone()))
+            });
+            (retrained.is_some(), live)
+        };
+        // A model that cannot be re-anchored, or that a level shift since its fit left on the old
+        // level, is refitted, as the service does; the retrains keep their schedule.
         if let Some((Ok(model), rule)) = live {
-            return Ok((model, rule));
+            let refitting_for = self.shift_refit.get();
+            match unfitted_level_shift(&model, history, refitting_for.as_ref())? {
+                None => return Ok((model, rule)),
+                Some(shift) => {
+                    tracing::debug!(at = %shift.at, before = shift.before, after = shift.after, refit_at = %history.end(), "replay: refitting on a level shift the model was not fitted with");
+                    self.shift_refit.set(Some(shift));
+                }
+            }
         }
         let model = self.choice.served_params()?.fit(history)?;
         let rule = choose_rule(&model, history, self.workload);
-        self.fitted
-            .borrow_mut()
-            .push((end, model.clone(), rule.clone()));
+        self.fitted.borrow_mut().push(ReplayFit {
+            end,
+            model: model.clone(),
+            rule: rule.clone(),
+            retrain: !retrained,
+        });
         Ok((model, rule))
     }
 }
@@ -579,16 +622,11 @@ mod tests {
     fn a_replay_retrained_daily_reanchors_its_fit_until_the_next_retrain() {
         let history = bursty_series();
         let workload = api_with_slo(1000);
-        let models = ReplayModels {
-            choice: ModelChoice::Ensemble,
-            fits: ReplayFits::RetrainEvery(Duration::from_secs(86_400)),
-            fitted: RefCell::default(),
-            workload: &workload,
-            planned_levels: rule_levels(&workload),
-            forecasts: RefCell::default(),
-            rules: RefCell::default(),
-            chosen: RefCell::default(),
-        };
+        let models = ReplayModels::new(
+            ModelChoice::Ensemble,
+            ReplayFits::RetrainEvery(Duration::from_secs(86_400)),
+            &workload,
+        );
         let view = ModelView {
             models: &models,
             every_candidate: false,
@@ -602,7 +640,7 @@ mod tests {
         let horizon = Horizon::try_from(24).unwrap();
 
         view.forecast(&window(10 * day), horizon).unwrap();
-        let fitted = models.fitted.borrow()[0].1.clone();
+        let fitted = models.fitted.borrow()[0].model.clone();
         let hour_later = view.forecast(&window(10 * day + 12), horizon).unwrap();
         assert_eq!(models.fitted.borrow().len(), 1, "re-anchored, not refitted");
         let by_hand = fitted

@@ -88,6 +88,8 @@ pub struct Telemetry {
     pub models_promoted: Counter,
     /// Background refits of a series whose live model could not be re-anchored on its newest data.
     pub model_refits: Counter,
+    /// Background refits started for a level shift the live model was not fitted with.
+    pub level_shift_refits: Counter,
     /// Registry manifests that did not decode at start and were moved aside (the server started
     /// with an empty registry; see `ServingState::open`).
     pub manifest_resets: Counter,
@@ -154,7 +156,11 @@ impl Default for Telemetry {
         );
         let model_refits = counter(
             "prescale_model_refits",
-            "Background refits of a series whose live model could not be re-anchored on its newest data",
+            "Background refits of a series whose live model could not be re-anchored on its newest data or was not fitted with a level shift it shows",
+        );
+        let level_shift_refits = counter(
+            "prescale_level_shift_refits",
+            "Background refits started because a series' newest data shows a level shift its live model was not fitted with",
         );
         let manifest_resets = counter(
             "prescale_registry_manifest_resets",
@@ -210,6 +216,7 @@ impl Default for Telemetry {
             model_load_failures,
             models_promoted,
             model_refits,
+            level_shift_refits,
             manifest_resets,
             model_store_failures,
             requests,

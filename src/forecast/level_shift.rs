@@ -20,6 +20,8 @@
 //! days old, which the last season's differences no longer show, is found while it still holds.
 //! See `docs/decisions.md`, "Level-shift detection" and "Level-shift adjustment and damping".
 
+use std::time::Duration;
+
 use crate::domain::{Step, Timestamp};
 
 use super::seasonality::Seasonality;
@@ -41,6 +43,24 @@ pub struct LevelShift {
     /// before it was introduced read `None`.
     #[serde(default)]
     pub damping: Option<f64>,
+}
+
+/// How far apart two detections of one level shift may place its start (see
+/// [`LevelShift::same_as`]).
+const SAME_SHIFT_WITHIN: Duration = Duration::from_secs(6 * 3600);
+
+impl LevelShift {
+    /// Whether `other` is this shift found again, from history with another end (on steps of
+    /// `step`): the same direction, its first point at the new level within six hours (or a step)
+    /// of this one's. Detections of one shift from different ends may place its start a few
+    /// steps apart.
+    pub fn same_as(&self, other: &LevelShift, step: Step) -> bool {
+        let rises = |shift: &LevelShift| shift.after > shift.before;
+        let within = i64::try_from(SAME_SHIFT_WITHIN.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(step.as_millis());
+        rises(self) == rises(other) && (self.at.as_millis() - other.at.as_millis()).abs() <= within
+    }
 }
 
 /// A level shift found in the newest season of a series.
@@ -177,7 +197,7 @@ fn holds(values: &[f64], detected: Detected, season: usize, end: usize) -> bool 
 }
 
 /// How the history before a shift is moved to the new level.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Adjustment {
     /// Add the shift: the cycle keeps its amplitude.
     Add(f64),
@@ -277,7 +297,8 @@ pub(crate) fn adjust(values: &mut [f64], index: usize, adjustment: Adjustment) {
 /// Finds the newest level shift of `clean` still in force (see [`find_level_shift`]) and moves
 /// the history before it to the new level, in `clean` and in `raw` alike, so that models fit, and
 /// backtests score, the history at the new level. `time_at(index)` is the time of `clean[index]`.
-/// Returns the shift in the series' units for the preprocessing summary.
+/// Returns the shift in the series' units for the preprocessing summary, and the adjustment made
+/// (which a re-anchored model applies to the newer data's points before the shift).
 pub(crate) fn remove_recent(
     clean: &mut [f64],
     raw: &mut [f64],
@@ -285,8 +306,8 @@ pub(crate) fn remove_recent(
     seasonality: &Seasonality,
     threshold: f64,
     time_at: impl Fn(usize) -> Timestamp,
-) -> Option<LevelShift> {
-    let (detected, season) = find_level_shift(clean, step, seasonality, threshold)?;
+) -> Option<(LevelShift, Adjustment)> {
+    let (detected, season) = find_level_shift(clean, raw, step, seasonality, threshold)?;
     let adjustment = adjustment(clean, detected, season);
     let season_before = detected.index.saturating_sub(season);
     let summary = LevelShift {
@@ -301,7 +322,7 @@ pub(crate) fn remove_recent(
     };
     adjust(clean, detected.index, adjustment);
     adjust(raw, detected.index, adjustment);
-    Some(summary)
+    Some((summary, adjustment))
 }
 
 /// Steps in a day (at least 1).
@@ -311,12 +332,16 @@ fn values_per_day(step: Step) -> usize {
         .max(1)
 }
 
-/// The newest level shift of `values` still in force, at most a week (or a season, if longer)
-/// old, and the season it was tested on: the longest detected period with three cycles in the
-/// history, repeated to span at least a day when three such spans fit, else one day. A rise must
-/// have lasted a sixteenth of the season (at least 6 steps), a drop more than a day.
+/// The newest level shift of `values` (gap-free; `raw` the same points with `NaN` where none was
+/// observed) still in force, at most a week (or a season, if longer) old, and the season it was
+/// tested on: the longest detected period with three cycles in the history, repeated to span at
+/// least a day when three such spans fit, else one day. A rise must have lasted a sixteenth of the
+/// season (at least 6 steps), a drop more than a day, and as many points at the new level must
+/// have been observed: a series that stops reporting has its last value held over the gap, which
+/// is no evidence that it stayed there.
 fn find_level_shift(
     values: &[f64],
+    raw: &[f64],
     step: Step,
     seasonality: &Seasonality,
     threshold: f64,
@@ -336,10 +361,13 @@ fn find_level_shift(
         None => Some(day).filter(fits)?,
     };
     let max_age = (7 * day).max(season);
-    detect_recent(values, season, (season / 16).max(6), threshold, max_age)
+    let min_after = (season / 16).max(6);
+    let observed_after = |index: usize| raw[index..].iter().filter(|v| v.is_finite()).count();
+    detect_recent(values, season, min_after, threshold, max_age)
         // A drop moves the history down, so forecasts and plans with it: it must outlast a day
         // (a holiday, an outage) first. A rise is taken as soon as it has lasted.
         .filter(|detected| detected.shift > 0.0 || values.len() - detected.index > day)
+        .filter(|detected| observed_after(detected.index) >= min_after)
         .map(|detected| (detected, season))
 }
 
@@ -396,6 +424,32 @@ mod tests {
         for index in 0..at - 1 {
             assert!((values[index] - clean[index] - 6.0).abs() < 0.3);
         }
+    }
+
+    #[test]
+    fn a_last_value_held_over_a_gap_is_not_a_shift() {
+        // 5-minute points with a daily cycle; the series jumps 40 points before the end. When it
+        // was observed there, the jump is a shift; when the last 37 points are a gap, filled by
+        // holding the value observed at the jump, it is not.
+        let season = 288;
+        let (values, at) = jumped(season, 10, 40);
+        let daily = Seasonality::from_periods(vec![SeasonalPeriod {
+            steps: season,
+            strength: 0.5,
+            calendar: None,
+        }]);
+        let (detected, _) = find_level_shift(&values, &values, Step::FIVE_MINUTES, &daily, 8.0)
+            .expect("an observed jump is a shift");
+        assert_is_the_jump(detected, at);
+        let mut raw = values.clone();
+        raw[at + 3..].fill(f64::NAN);
+        let mut held = values;
+        let last_seen = held[at + 2];
+        held[at + 3..].fill(last_seen);
+        assert_eq!(
+            find_level_shift(&held, &raw, Step::FIVE_MINUTES, &daily, 8.0),
+            None
+        );
     }
 
     #[test]
@@ -507,7 +561,7 @@ mod tests {
             calendar: None,
         }]);
         let (detected, season) =
-            find_level_shift(&values, Step::FIVE_MINUTES, &hourly, 8.0).expect("a shift");
+            find_level_shift(&values, &values, Step::FIVE_MINUTES, &hourly, 8.0).expect("a shift");
         assert_eq!(season, 288, "whole hours spanning a day");
         assert!(detected.index.abs_diff(at) <= 12, "at {}", detected.index);
         assert!(

@@ -244,7 +244,7 @@ impl ServingState {
 
     /// Makes `model` (version `version`) the live model of `series` here, whatever was live.
     fn serve_version(&self, series: &SeriesId, version: u64, model: FittedModel) -> Arc<LiveModel> {
-        let live = Arc::new(LiveModel { version, model });
+        let live = Arc::new(LiveModel::new(version, model));
         self.live.write().insert(series.clone(), Arc::clone(&live));
         live
     }
@@ -254,6 +254,9 @@ impl ServingState {
     pub(super) fn forget_unowned_models(&self) {
         if self.shares_models() {
             self.live.write().retain(|series, _| self.owns(series));
+            self.shift_refits
+                .lock()
+                .retain(|series, _| self.owns(series));
         }
     }
 

@@ -115,6 +115,7 @@ impl ServingState {
                 // Here, on the blocking pool inside the runtime, so that a model that cannot be
                 // re-anchored can start its background refit.
                 let anchored = state.reanchor_live(&series, &live, &history)?;
+                state.refit_on_level_shift(&series, &live, &history);
                 Ok((history, horizon, live, anchored))
             })
             .await?;

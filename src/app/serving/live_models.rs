@@ -6,8 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::app::telemetry::Telemetry;
+use parking_lot::Mutex;
+
+use crate::app::forecasting::unfitted_level_shift;
 use crate::app::{AppError, ModelChoice, fit_served};
-use crate::domain::{SeriesId, TimeSeries};
+use crate::domain::{SeriesId, TimeSeries, Timestamp};
 use crate::forecast::FittedModel;
 use crate::registry::Registry;
 
@@ -20,6 +23,20 @@ pub(super) struct LiveModel {
     pub(super) version: u64,
     /// The model as trained (forecasting from its training end until re-anchored).
     pub(super) model: FittedModel,
+    /// The end of the newest history checked for a level shift the model was not fitted with
+    /// (see [`ServingState::refit_on_level_shift`]): each new sample is checked once.
+    shift_checked: Mutex<Option<Timestamp>>,
+}
+
+impl LiveModel {
+    /// Version `version` of a series' model, `model`, as served.
+    pub(super) fn new(version: u64, model: FittedModel) -> Self {
+        Self {
+            version,
+            model,
+            shift_checked: Mutex::new(None),
+        }
+    }
 }
 
 impl ServingState {
@@ -90,7 +107,10 @@ impl ServingState {
         live.model.reanchor(history).map_err(|error| {
             self.metrics.model_errors.inc();
             let reason = error.to_string();
-            self.refit_in_background(series, &reason);
+            self.refit_in_background(
+                series,
+                &format!("the live model could not be re-anchored on the newest data: {reason}"),
+            );
             AppError::Refitting {
                 series: series.clone(),
                 reason,
@@ -98,16 +118,56 @@ impl ServingState {
         })
     }
 
+    /// Starts a background refit of `series` when `history`, its newest data with event windows
+    /// masked, holds a level shift that a fit would now find but `live` was not fitted with
+    /// ([`unfitted_level_shift`]): re-anchored, `live` follows the newest points with its lags
+    /// but keeps the level and bands it learned, so its upper bounds stay on the old level until
+    /// the next retrain. `live` serves meanwhile. Each new sample is checked once per live model
+    /// (preprocessing only, no fit), and each shift starts one refit. Blocking.
+    pub(super) fn refit_on_level_shift(
+        self: &Arc<Self>,
+        series: &SeriesId,
+        live: &LiveModel,
+        history: &TimeSeries,
+    ) {
+        {
+            let mut checked = live.shift_checked.lock();
+            if checked.is_some_and(|end| end >= history.end()) {
+                return;
+            }
+            *checked = Some(history.end());
+        }
+        let refitting_for = self.shift_refits.lock().get(series).copied();
+        let shift = match unfitted_level_shift(&live.model, history, refitting_for.as_ref()) {
+            Ok(Some(shift)) => shift,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::debug!(series = %series, %error, "no level-shift check on this history");
+                return;
+            }
+        };
+        self.shift_refits.lock().insert(series.clone(), shift);
+        self.metrics.level_shift_refits.inc();
+        self.refit_in_background(
+            series,
+            &format!(
+                "the newest data shows a level shift the live model (version {}) was not fitted \
+                 with: from {:.4} to {:.4} at {}",
+                live.version, shift.before, shift.after, shift.at
+            ),
+        );
+    }
+
     /// Refits `series` on the fit threads, unless a refit of it is under way, registers the new
-    /// model as a promoted version (as a first-use fit does) and replans its workloads. `reason`
-    /// says why the live model could not serve. Must run inside the runtime.
-    fn refit_in_background(self: &Arc<Self>, series: &SeriesId, reason: &str) {
+    /// model as a promoted version (as a first-use fit does) and replans its workloads. `why` says
+    /// why the live model should not serve on. Must run inside the runtime.
+    fn refit_in_background(self: &Arc<Self>, series: &SeriesId, why: &str) {
         if !self.refits.lock().insert(series.clone()) {
             return;
         }
         self.metrics.model_refits.inc();
-        tracing::warn!(series = %series, %reason, "the live model cannot be re-anchored on the newest data: refitting it in the background; plans stay as they were until then");
-        let note = format!("refit: the live model could not be re-anchored: {reason}");
+        tracing::warn!(series = %series, reason = %why, "refitting the live model in the background; plans stay as they were until then");
+        let note = format!("refit: {why}");
         let (state, series) = (Arc::clone(self), series.clone());
         tokio::runtime::Handle::current().spawn(async move {
             let (worker, target) = (Arc::clone(&state), series.clone());
@@ -149,7 +209,7 @@ impl ServingState {
             return Arc::clone(current);
         }
         self.metrics.models_promoted.inc();
-        let promoted = Arc::new(LiveModel { version, model });
+        let promoted = Arc::new(LiveModel::new(version, model));
         live.insert(series.clone(), Arc::clone(&promoted));
         promoted
     }
@@ -244,10 +304,7 @@ fn read_live(registry: &Registry, metrics: &Telemetry, series: &SeriesId) -> Opt
                 metrics.model_load_failures.inc();
                 tracing::error!(series = %series, version, %reason, serving = loaded.version, "live model file is corrupt; serving an earlier version");
             }
-            Some(LiveModel {
-                version: loaded.version,
-                model: loaded.model,
-            })
+            Some(LiveModel::new(loaded.version, loaded.model))
         }
         Ok(None) => None,
         Err(error) => {

@@ -45,6 +45,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::domain::{SeriesId, Timestamp};
 use crate::fleet::Coordinator;
+use crate::forecast::LevelShift;
 use crate::registry::Registry;
 
 use super::telemetry::Telemetry;
@@ -90,6 +91,9 @@ pub struct ServingState {
     /// Series whose live model could not be re-anchored and is being refitted in the background,
     /// so each is refitted once however many plans and forecasts find it stale.
     refits: Mutex<HashSet<SeriesId>>,
+    /// The level shift the last background refit of each series was started for (see
+    /// `refit_on_level_shift`), so a shift starts one refit however often it is seen.
+    shift_refits: Mutex<HashMap<SeriesId, LevelShift>>,
     /// Single-member fits for forecast requests (the ensemble is served from `live`).
     models: Mutex<HashMap<(SeriesId, ModelChoice), Arc<CachedModel>>>,
     /// Use counter of `models`: each lookup takes the next mark, and the entry with the lowest
@@ -180,6 +184,7 @@ impl ServingState {
             live: RwLock::new(live),
             first_use: Mutex::new(HashMap::new()),
             refits: Mutex::new(HashSet::new()),
+            shift_refits: Mutex::new(HashMap::new()),
             events: EventStore::new(&data_dir),
             fits: FitPool::new(settings.max_concurrent_fits.max(1), FitPriority::Background)
                 .map_err(|error| AppError::Worker {

@@ -102,6 +102,7 @@ impl ServingState {
         let horizon = self.horizon("", history.step())?;
         let calendar = self.events.load()?;
         let live = self.live_model(workload.series())?;
+        self.refit_on_level_shift(workload.series(), &live, &calendar.mask(&history));
         let rule = self.slo_rule(&live, &history, workload, chosen);
         let planned = rule.as_ref().map_or_else(
             || workload.clone(),
@@ -283,12 +284,23 @@ mod tests {
     use super::super::sample_state;
     use super::*;
     use crate::app::{Settings, TokioClock};
-    use crate::domain::SeriesId;
+    use crate::domain::{Forecast, Horizon, Sample, SeriesId};
+    use crate::forecast::Predict;
+    use crate::store::SeriesSamples;
 
     /// The plan `plans` holds now.
     fn published(plans: &watch::Receiver<PlanState>) -> Arc<PublishedPlan> {
         match &*plans.borrow() {
             PlanState::Ready(plan) => Arc::clone(plan),
+            other => panic!("no plan: {other:?}"),
+        }
+    }
+
+    /// The plan of workload `name` refreshed now.
+    async fn refreshed(state: &Arc<ServingState>, name: &str) -> Arc<PublishedPlan> {
+        state.refresh_plan(state.entry(name).unwrap()).await;
+        match state.plan(name).unwrap() {
+            PlanState::Ready(plan) => plan,
             other => panic!("no plan: {other:?}"),
         }
     }
@@ -361,13 +373,7 @@ mod tests {
         let state = sample_state(directory.path(), Arc::new(TokioClock::starting_at(start)));
         let with_slo = |share: &str| taxi(&format!(r#"slo = {{ max_short_steps = "{share}" }}"#));
         let choices = || state.metrics.slo_rule_choices.get();
-        let plan_now = async || {
-            state.refresh_plan(state.entry("taxi").unwrap()).await;
-            match state.plan("taxi").unwrap() {
-                PlanState::Ready(plan) => plan,
-                other => panic!("no plan: {other:?}"),
-            }
-        };
+        let plan_now = async || refreshed(&state, "taxi").await;
 
         state.upsert_workload(with_slo("1%")).unwrap();
         let first = plan_now().await;
@@ -389,5 +395,112 @@ mod tests {
         assert_eq!(choices(), 3, "a promoted model chooses again");
         plan_now().await;
         assert_eq!(choices(), 3);
+    }
+
+    /// A level shift after the live model's fit starts one background refit. The series: 28 days
+    /// of 5-minute CPU with a daily cycle, then 3 hours 20 points above it (a rise must last a
+    /// sixteenth of its daily season, 90 minutes). The refitted model is fitted with the shift and
+    /// forecasts the new level, where the re-anchored one stayed below it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_level_shift_after_the_fit_refits_the_live_model_once() {
+        const RISE: f64 = 20.0;
+        let directory = tempfile::tempdir().unwrap();
+        let start = Timestamp::parse("2025-03-10T00:00:00Z").unwrap();
+        let state = sample_state(directory.path(), Arc::new(TokioClock::starting_at(start)));
+        let series = SeriesId::new("api_cpu").unwrap();
+        let (day, days, hours) = (288, 28, 36);
+        let first_time = start.saturating_add_millis(-(days as i64) * 86_400_000);
+        let cpu = |index: usize| {
+            let phase = (index % day) as f64 / day as f64 * std::f64::consts::TAU;
+            40.0 + 15.0 * phase.sin() + ((index * 7919) % 17) as f64 / 8.0
+        };
+        let samples = |from: usize, to: usize, rise: f64| SeriesSamples {
+            series: series.clone(),
+            samples: (from..to)
+                .map(|index| Sample {
+                    timestamp: first_time.saturating_add_millis(index as i64 * 300_000),
+                    value: cpu(index) + rise,
+                })
+                .collect(),
+        };
+        state.ingest(&[samples(0, days * day, 0.0)]).unwrap();
+        state
+            .upsert_workload(
+                Workload::from_toml(
+                    r#"
+                        name = "api"
+                        series = "api_cpu"
+                        capacity_per_replica = 10
+                        max_replicas = 100
+                        warm_up = "10m"
+                    "#,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let shift_refits = || state.metrics.level_shift_refits.get();
+        let plan_now = async || refreshed(&state, "api").await;
+        plan_now().await;
+        let first = state.live_model(&series).unwrap();
+        assert_eq!(shift_refits(), 0, "no shift since the fit");
+
+        let end = days * day;
+        state.ingest(&[samples(end, end + hours, RISE)]).unwrap();
+        let newest = state.recent_history(&series).unwrap();
+        let horizon = Horizon::try_from(36).unwrap();
+        let stale = state
+            .reanchor_live(&series, &first, &newest)
+            .unwrap()
+            .predict(horizon, &[])
+            .unwrap();
+        plan_now().await;
+        assert_eq!(shift_refits(), 1, "the shift starts a refit");
+        let refitted = tokio::time::timeout(Duration::from_secs(120), async {
+            loop {
+                match state.live_model(&series).unwrap() {
+                    live if live.version > first.version => return live,
+                    _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        })
+        .await
+        .expect("the refitted model goes live");
+        let shift = refitted
+            .model
+            .preprocessing()
+            .level_shift
+            .expect("the refit is fitted with the shift");
+        assert!(shift.after - shift.before > RISE / 2.0, "{shift:?}");
+        let first_raised = first_time.saturating_add_millis(end as i64 * 300_000);
+        assert!(
+            (shift.at.as_millis() - first_raised.as_millis()).abs() <= 3 * 300_000,
+            "the shift starts with the raised samples, not at {}",
+            shift.at
+        );
+        plan_now().await;
+        plan_now().await;
+        assert_eq!(shift_refits(), 1, "the refitted model knows the shift");
+
+        // The next 3 hours, where the level holds.
+        let fresh = state
+            .reanchor_live(&series, &refitted, &newest)
+            .unwrap()
+            .predict(horizon, &[])
+            .unwrap();
+        let next = end + hours;
+        let error = |forecast: &Forecast| {
+            forecast
+                .point()
+                .iter()
+                .enumerate()
+                .map(|(offset, value)| (value - cpu(next + offset) - RISE).abs())
+                .sum::<f64>()
+                / forecast.len() as f64
+        };
+        let (stale, fresh) = (error(&stale), error(&fresh));
+        assert!(
+            fresh < stale / 2.0,
+            "mean error over the next 3 hours: refitted {fresh:.2}, re-anchored {stale:.2}"
+        );
     }
 }

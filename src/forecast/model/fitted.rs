@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Forecast, Horizon, Interval, Level, Step, TimeSeries, Timestamp};
 use crate::forecast::backtest::BacktestReport;
 use crate::forecast::conformal::Calibration;
+use crate::forecast::level_shift::{Adjustment, LevelShift};
 use crate::forecast::members::{self, Anchor, MemberKind, MemberState};
 use crate::forecast::preprocess::{self, Cleaning, Prepared, PreprocessSummary, Scaler};
 use crate::forecast::{ForecastError, Predict};
@@ -71,6 +72,12 @@ pub(super) struct CalibratedEnsemble {
     /// stored before they were kept.
     #[serde(default)]
     pub(super) fold_forecasts: Vec<Vec<f64>>,
+    /// How the history before `summary.level_shift` was moved to the new level: a re-anchored
+    /// forecast moves the newer data's points before the shift the same way, so that members
+    /// reading lags from before it read them at the level they were fitted on. `None` without a
+    /// shift, and in models stored before it was kept.
+    #[serde(default)]
+    pub(super) shift_adjustment: Option<Adjustment>,
 }
 
 impl CalibratedEnsemble {
@@ -162,6 +169,15 @@ impl FittedModel {
         &self.ensemble.summary
     }
 
+    /// Whether `shift`, found in history newer than this model's, is the level shift it was fitted
+    /// with (see [`LevelShift::same_as`]).
+    pub fn fitted_with(&self, shift: &LevelShift) -> bool {
+        self.ensemble
+            .summary
+            .level_shift
+            .is_some_and(|known| known.same_as(shift, self.ensemble.step))
+    }
+
     /// Members in the combined forecast with their weights, averaged over the calibrated
     /// horizon (weights are found per bucket of lead times).
     pub fn weights(&self) -> Vec<(MemberKind, f64)> {
@@ -224,11 +240,18 @@ impl FittedModel {
             ));
         }
         let needed = self.ensemble.recent_needed();
+        let shift = self
+            .ensemble
+            .summary
+            .level_shift
+            .zip(self.ensemble.shift_adjustment)
+            .map(|(shift, adjustment)| (shift.at, adjustment));
         let (recent_start, recent) = preprocess::prepare_recent(
             series,
             needed,
             &self.ensemble.scaler,
             self.ensemble.cleaning,
+            shift,
         )?;
         Ok(FittedModel {
             ensemble: Arc::clone(&self.ensemble),

@@ -34,6 +34,7 @@ use crate::domain::TimeSeries;
 use super::accuracy;
 use super::backtest::{BacktestParams, BacktestReport};
 use super::conformal::{self, ConformalParams};
+use super::level_shift::LevelShift;
 use super::members::{MemberKind, MemberSpec};
 use super::preprocess::{self, Prepared, PreprocessParams, PreprocessSummary};
 use super::{Fit, ForecastError};
@@ -205,6 +206,12 @@ impl ModelParams {
         })
     }
 
+    /// The level shift still in force that a fit of `series` would find and move the older history
+    /// to (`PreprocessSummary::level_shift`), found without fitting: preprocessing only.
+    pub fn level_shift(&self, series: &TimeSeries) -> Result<Option<LevelShift>, ForecastError> {
+        Ok(preprocess::prepare(series, &self.preprocess)?.level_shift)
+    }
+
     /// The members tried, with the baseline first when it was not configured explicitly.
     fn tried_members(&self) -> Vec<MemberSpec> {
         let mut tried = self.members.clone();
@@ -271,6 +278,7 @@ impl Fit for ModelParams {
             summary: PreprocessSummary::from(&prepared),
             cleaning: self.preprocess.cleaning(),
             fold_forecasts: blend.combined_folds,
+            shift_adjustment: prepared.shift_adjustment,
         };
         Ok(FittedModel::new(ensemble, &prepared))
     }

@@ -12,7 +12,7 @@ mod transform;
 use crate::domain::{Step, TimeSeries, Timestamp};
 
 use super::ForecastError;
-use super::level_shift::{self, LevelShift};
+use super::level_shift::{self, Adjustment, LevelShift};
 use super::seasonality::{self, Seasonality, SeasonalityParams};
 use super::stats;
 
@@ -173,6 +173,8 @@ pub(crate) struct Prepared {
     pub(crate) imputed: usize,
     /// A recent level shift the older history was moved by.
     pub(crate) level_shift: Option<LevelShift>,
+    /// How the history before `level_shift` was moved.
+    pub(crate) shift_adjustment: Option<Adjustment>,
 }
 
 impl Prepared {
@@ -242,7 +244,7 @@ pub(crate) fn prepare(
         .map(|v| v * raw_scale + raw_center)
         .collect();
     let mut raw = raw;
-    let level_shift = level_shift::remove_recent(
+    let shifted = level_shift::remove_recent(
         &mut original_clean,
         &mut raw,
         step,
@@ -267,7 +269,8 @@ pub(crate) fn prepare(
         seasonality: cleaned.seasonality,
         outliers: cleaned.outliers,
         imputed: cleaned.imputed,
-        level_shift,
+        level_shift: shifted.map(|(shift, _)| shift),
+        shift_adjustment: shifted.map(|(_, adjustment)| adjustment),
     })
 }
 
@@ -348,7 +351,8 @@ fn clean(unit: &[f64], step: Step, params: &PreprocessParams) -> Cleaned {
     }
 }
 
-/// The newest `points` of `series` ready for a stored model: on the model scale of `scaler`, gaps
+/// The newest `points` of `series` ready for a stored model: those before the time of `shift`
+/// moved by its adjustment as the fit moved its history, on the model scale of `scaler`, gaps
 /// interpolated and spikes replaced by the short Hampel filter the fit used. The seasonal outlier
 /// pass of [`prepare`] is left out: it needs whole seasons and a fresh seasonality detection,
 /// which is the refit a stored model avoids. Returns the time of the first value and the values.
@@ -357,6 +361,7 @@ pub(crate) fn prepare_recent(
     points: usize,
     scaler: &Scaler,
     cleaning: Cleaning,
+    shift: Option<(Timestamp, Adjustment)>,
 ) -> Result<(Timestamp, Vec<f64>), ForecastError> {
     let len = series.len();
     if len < points {
@@ -369,11 +374,16 @@ pub(crate) fn prepare_recent(
     let from = len - (points + cleaning.hampel_half_window).min(len);
     let scaled: Vec<f64> = series.values()[from..]
         .iter()
-        .map(|v| {
-            if v.is_finite() {
-                scaler.forward(*v)
-            } else {
-                f64::NAN
+        .enumerate()
+        .map(|(offset, v)| {
+            if !v.is_finite() {
+                return f64::NAN;
+            }
+            match shift {
+                Some((at, adjustment)) if series.time_at(from + offset) < at => {
+                    scaler.forward(adjustment.apply(*v))
+                }
+                _ => scaler.forward(*v),
             }
         })
         .collect();
