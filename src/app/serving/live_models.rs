@@ -24,7 +24,7 @@ pub(super) struct LiveModel {
     /// The model as trained (forecasting from its training end until re-anchored).
     pub(super) model: FittedModel,
     /// The end of the newest history checked for a level shift the model was not fitted with
-    /// (see [`ServingState::refit_on_level_shift`]): each new sample is checked once.
+    /// (see [`ServingState::refit_on_level_shift`]): only newer history is checked again.
     shift_checked: Mutex<Option<Timestamp>>,
 }
 
@@ -122,8 +122,8 @@ impl ServingState {
     /// masked, holds a level shift that a fit would now find but `live` was not fitted with
     /// ([`unfitted_level_shift`]): re-anchored, `live` follows the newest points with its lags
     /// but keeps the level and bands it learned, so its upper bounds stay on the old level until
-    /// the next retrain. `live` serves meanwhile. Each new sample is checked once per live model
-    /// (preprocessing only, no fit), and each shift starts one refit. Blocking.
+    /// the next retrain. `live` serves meanwhile. Only history newer than `live`'s last check is
+    /// checked (preprocessing only, no fit), and each shift starts one refit. Blocking.
     pub(super) fn refit_on_level_shift(
         self: &Arc<Self>,
         series: &SeriesId,
