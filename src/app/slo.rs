@@ -162,10 +162,7 @@ pub fn replay_with_slo(
 ) -> Result<SloReplay, AppError> {
     let simulation = simulation.check(history.step())?;
     let models = ReplayModels::new(choice, fits, workload);
-    let as_planned = ModelView {
-        models: &models,
-        every_candidate: false,
-    };
+    let as_planned = models.as_planned();
     let every_candidate = ModelView {
         models: &models,
         every_candidate: true,
@@ -341,6 +338,14 @@ impl<'a> ReplayModels<'a> {
             forecasts: RefCell::default(),
             rules: RefCell::default(),
             chosen: RefCell::default(),
+        }
+    }
+
+    /// The fits as the forecaster and rule chooser of the service's levels.
+    fn as_planned(&self) -> ModelView<'_> {
+        ModelView {
+            models: self,
+            every_candidate: false,
         }
     }
 
@@ -615,6 +620,15 @@ mod tests {
         assert!(lowest.hpa.target_utilisation > highest.hpa.target_utilisation);
     }
 
+    /// The fits of a replay of `workload` retrained daily, as the service serves.
+    fn retrained_daily(workload: &Workload) -> ReplayModels<'_> {
+        ReplayModels::new(
+            ModelChoice::Ensemble,
+            ReplayFits::RetrainEvery(Duration::from_secs(86_400)),
+            workload,
+        )
+    }
+
     /// Replayed as the service serves between retrains: a replan an hour after a fit re-anchors
     /// that fit (the forecast of re-anchoring it by hand, and the rule chosen when it was fitted),
     /// and one a retrain period later fits anew.
@@ -622,15 +636,8 @@ mod tests {
     fn a_replay_retrained_daily_reanchors_its_fit_until_the_next_retrain() {
         let history = bursty_series();
         let workload = api_with_slo(1000);
-        let models = ReplayModels::new(
-            ModelChoice::Ensemble,
-            ReplayFits::RetrainEvery(Duration::from_secs(86_400)),
-            &workload,
-        );
-        let view = ModelView {
-            models: &models,
-            every_candidate: false,
-        };
+        let models = retrained_daily(&workload);
+        let view = models.as_planned();
         let day = 288;
         let window = |end: usize| history.slice(end - 7 * day..end);
         let rule_at = |end: usize| {
@@ -653,6 +660,60 @@ mod tests {
 
         view.forecast(&window(11 * day), horizon).unwrap();
         assert_eq!(models.fitted.borrow().len(), 2, "a day later: retrained");
+    }
+
+    /// Between retrains, a level shift the fit did not see refits once it has lasted (a rise of 20
+    /// on a daily cycle, 90 minutes at 5 minutes), once; the retrains keep their schedule, a day
+    /// after the last retrain, not after the refit.
+    #[test]
+    fn a_replay_refits_on_a_level_shift_and_keeps_its_retrain_schedule() {
+        let day = 288;
+        let rise_at = 10 * day + 24;
+        let values: Vec<f64> = (0..12 * day)
+            .map(|index| {
+                let phase = (index % day) as f64 / day as f64 * std::f64::consts::TAU;
+                let level = if index >= rise_at { 60.0 } else { 40.0 };
+                level + 15.0 * phase.sin() + ((index * 7919) % 17) as f64 / 8.0
+            })
+            .collect();
+        let history = TimeSeries::new(Timestamp::from_millis(0), Step::FIVE_MINUTES, values);
+        let workload = api_with_slo(1000);
+        let models = retrained_daily(&workload);
+        let view = models.as_planned();
+        let window = |end: usize| history.slice(end - 7 * day..end);
+        let horizon = Horizon::try_from(24).unwrap();
+        let fits = || {
+            models
+                .fitted
+                .borrow()
+                .iter()
+                .map(|fit| fit.retrain)
+                .collect::<Vec<_>>()
+        };
+
+        view.forecast(&window(10 * day), horizon).unwrap();
+        view.forecast(&window(rise_at + 12), horizon).unwrap();
+        assert_eq!(fits(), [true], "an hour into the rise: re-anchored");
+        view.forecast(&window(rise_at + 24), horizon).unwrap();
+        assert_eq!(fits(), [true, false], "two hours into the rise: refitted");
+        let refit = models.fitted.borrow()[1].model.clone();
+        let shift = refit
+            .preprocessing()
+            .level_shift
+            .expect("the refit sees the shift");
+        assert!(
+            (shift.at.as_millis() - history.time_at(rise_at).as_millis()).abs() <= 3 * 300_000,
+            "{shift:?}"
+        );
+        view.forecast(&window(rise_at + 36), horizon).unwrap();
+        view.forecast(&window(11 * day - 1), horizon).unwrap();
+        assert_eq!(fits(), [true, false], "the refit knows the shift");
+        view.forecast(&window(11 * day), horizon).unwrap();
+        assert_eq!(
+            fits(),
+            [true, false, true],
+            "a day after the retrain: retrained"
+        );
     }
 
     /// Bursts on 5% of the steps, most of them above what `max_replicas` can serve: no level
