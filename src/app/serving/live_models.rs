@@ -5,10 +5,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::app::telemetry::Telemetry;
 use parking_lot::Mutex;
 
 use crate::app::forecasting::unfitted_level_shift;
+use crate::app::telemetry::Telemetry;
 use crate::app::{AppError, ModelChoice, fit_served};
 use crate::domain::{SeriesId, TimeSeries, Timestamp};
 use crate::forecast::FittedModel;
@@ -146,9 +146,7 @@ impl ServingState {
                 return;
             }
         };
-        self.shift_refits.lock().insert(series.clone(), shift);
-        self.metrics.level_shift_refits.inc();
-        self.refit_in_background(
+        let started = self.refit_in_background(
             series,
             &format!(
                 "the newest data shows a level shift the live model (version {}) was not fitted \
@@ -156,14 +154,20 @@ impl ServingState {
                 live.version, shift.before, shift.after, shift.at
             ),
         );
+        // With a refit already under way, newer data is checked again against what it makes live.
+        if started {
+            self.shift_refits.lock().insert(series.clone(), shift);
+            self.metrics.level_shift_refits.inc();
+        }
     }
 
     /// Refits `series` on the fit threads, unless a refit of it is under way, registers the new
     /// model as a promoted version (as a first-use fit does) and replans its workloads. `why` says
-    /// why the live model should not serve on. Must run inside the runtime.
-    fn refit_in_background(self: &Arc<Self>, series: &SeriesId, why: &str) {
+    /// why the live model should not serve on. Returns whether it started one. Must run inside the
+    /// runtime.
+    fn refit_in_background(self: &Arc<Self>, series: &SeriesId, why: &str) -> bool {
         if !self.refits.lock().insert(series.clone()) {
-            return;
+            return false;
         }
         self.metrics.model_refits.inc();
         tracing::warn!(series = %series, reason = %why, "refitting the live model in the background; plans stay as they were until then");
@@ -192,6 +196,7 @@ impl ServingState {
                 }
             }
         });
+        true
     }
 
     /// Makes `model` (registry version `version`) the live model of `series`, unless a newer
