@@ -13,7 +13,7 @@
 
 use std::path::Path;
 
-use prescale::app::{ModelChoice, load_input_file};
+use prescale::app::{ModelChoice, load_input_file, unfitted_level_shift};
 use prescale::domain::{Horizon, Level};
 use prescale::forecast::{Fit, LevelShift, Predict};
 
@@ -43,9 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for origin in (retrain_at..retrain_at + per_day).step_by(per_hour) {
             let history = series.slice(0..origin);
             if refit_on_shift
-                && let Some(shift) = params.level_shift(&history)?
-                && !model.fitted_with(&shift)
-                && !refitted_for.is_some_and(|known| known.same_as(&shift, series.step()))
+                && let Some(shift) = unfitted_level_shift(&model, &history, refitted_for.as_ref())?
             {
                 model = params.fit(&history)?;
                 refitted_for = Some(shift);

@@ -149,7 +149,7 @@ pub fn fit_served(series: &TimeSeries, choice: ModelChoice) -> Result<FittedMode
 /// retrain. A re-anchored model follows the newest points with its lags but keeps the level and
 /// bands it learned, so after a lasting jump its bounds sit on the old level until it is refitted.
 /// Preprocessing only, no fit (see `docs/decisions.md`, "Refitting on a level shift").
-pub(super) fn unfitted_level_shift(
+pub fn unfitted_level_shift(
     model: &FittedModel,
     history: &TimeSeries,
     refitting_for: Option<&LevelShift>,

@@ -28,7 +28,7 @@ pub use event_forecasts::forecast_with_events;
 pub use fit_pool::{FitPool, FitPriority};
 pub use forecasting::{
     Backtest, ModelChoice, ModelScore, fit, fit_served, forecaster, format_scores, parse_horizon,
-    parse_levels, write_forecast_csv, write_scores_csv,
+    parse_levels, unfitted_level_shift, write_forecast_csv, write_scores_csv,
 };
 pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, replay, write_plan_csv};
 pub use retrain::{

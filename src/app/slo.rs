@@ -16,9 +16,8 @@ use crate::simulate::{
     Strategy, candidate_levels, candidate_rules,
 };
 
-use super::forecasting::unfitted_level_shift;
 use super::planning::plan_levels;
-use super::{AppError, ModelChoice};
+use super::{AppError, ModelChoice, unfitted_level_shift};
 
 /// Lowest and highest HPA target utilisation the equal-cost search tries, as fractions.
 const HPA_TARGET_RANGE: (f64, f64) = (0.01, 1.0);

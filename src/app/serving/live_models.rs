@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::app::forecasting::unfitted_level_shift;
 use crate::app::telemetry::Telemetry;
-use crate::app::{AppError, ModelChoice, fit_served};
+use crate::app::{AppError, ModelChoice, fit_served, unfitted_level_shift};
 use crate::domain::{SeriesId, TimeSeries, Timestamp};
 use crate::forecast::FittedModel;
 use crate::registry::Registry;
