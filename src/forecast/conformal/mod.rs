@@ -6,11 +6,12 @@
 //! times, each with its own scale, and the quantiles come from the scaled residuals of all
 //! buckets together (normalised scores, see [`Calibration`]), so a 95% bound rests on the whole
 //! backtest rather than on a bucket's two largest residuals. The lower and upper bounds use
-//! separate quantiles of the signed scores, so a skewed error distribution gives a skewed band.
-//! Residuals live on the model scale; the bounds are inverted with the point forecast. Each
-//! fold's residuals weigh `recency_decay` times the next newer fold's in the quantiles
-//! (non-exchangeable conformal prediction, see [`Calibration::new`]), so the bands follow the
-//! recent errors of a drifting series.
+//! separate quantiles of the signed scores, so errors skewed downwards give a band skewed
+//! downwards; the lower bound reaches at least as far below the forecast as the upper one above
+//! it (see `widening::mirrored_at_least`). Residuals live on the model scale; the bounds are
+//! inverted with the point forecast. Each fold's residuals weigh `recency_decay` times the next
+//! newer fold's in the quantiles (non-exchangeable conformal prediction, see
+//! [`Calibration::new`]), so the bands follow the recent errors of a drifting series.
 //!
 //! The calibration itself is here; the buckets of lead times are in `buckets`, the per-step
 //! scales in `scales`, the weighted quantiles in `quantiles`, and the cross-validated widening of
@@ -33,7 +34,7 @@ pub(crate) use widening::Widening;
 use buckets::finite_in;
 use quantiles::{conformal_offsets, sorted_weighted};
 use scales::step_scales;
-use widening::{widen_down, widen_up};
+use widening::{mirrored_at_least, widen_down, widen_up};
 
 /// Parameters of the interval calibration.
 ///
@@ -239,7 +240,9 @@ impl Calibration {
 
     /// Offsets `(lower, upper)` to add to the point forecast at `step` (0-based) for `level`,
     /// widened by `inflation` (from [`Calibration::inflations`]): the step's scale times the
-    /// quantiles of the pooled scores, or of its bucket's scores where those reach further.
+    /// quantiles of the pooled scores, or of its bucket's scores where those reach further. The
+    /// lower offset reaches at least as far below the forecast as the upper one above it
+    /// ([`mirrored_at_least`]).
     ///
     /// Beyond the calibrated horizon the last bucket's offsets grow like a random walk's,
     /// with the square root of the step.
@@ -295,10 +298,9 @@ impl Calibration {
             None => self.scales[bucket],
         };
         let scale = base * growth;
-        (
-            widen_down(lower * scale, inflation.lower),
-            widen_up(upper * scale, inflation.upper),
-        )
+        let upper = widen_up(upper * scale, inflation.upper);
+        let lower = widen_down(lower * scale, inflation.lower);
+        (mirrored_at_least(lower, upper), upper)
     }
 }
 
@@ -515,6 +517,38 @@ mod tests {
             pooled_upper * scale < 10.0,
             "{pooled_lower} {pooled_upper} {scale}"
         );
+    }
+
+    #[test]
+    fn the_lower_bound_reaches_at_least_as_far_as_the_upper_one() {
+        // Errors skewed upwards (spikes above the forecast, small dips below it): the lower bound
+        // mirrors the upper one. Skewed downwards, the lower bound keeps its own tail and the
+        // upper one is not widened to match it.
+        let skewed = |sign: f64| -> Vec<Vec<f64>> {
+            (0..40)
+                .map(|fold| {
+                    let spike = if fold % 8 == 0 { 3.0 } else { 0.0 };
+                    let dip = -0.1 * f64::from(fold % 4);
+                    vec![sign * (spike + 0.2 * f64::from(fold % 5)), sign * dip]
+                })
+                .collect()
+        };
+        let level = Level::try_from(0.95).unwrap();
+        let params = ConformalParams::default().buckets(1).min_per_bucket(10);
+        let up = Calibration::new(&skewed(1.0), &params, 1.0, &[]);
+        let (lower, upper) = up.offsets(0, level, Widening::NONE);
+        assert!(upper > 1.0, "{upper}");
+        assert_eq!(lower, -upper);
+        // Without the mirror the lower quantile would stop short of it.
+        let (pooled_lower, pooled_upper) = conformal_offsets(&up.pooled, &up.pooled_weights, level);
+        assert!(
+            pooled_lower > -pooled_upper,
+            "{pooled_lower} {pooled_upper}"
+        );
+
+        let down = Calibration::new(&skewed(-1.0), &params, 1.0, &[]);
+        let (lower, upper) = down.offsets(0, level, Widening::NONE);
+        assert!(lower < -1.0 && upper < -lower / 2.0, "{lower} {upper}");
     }
 
     #[test]
