@@ -103,6 +103,43 @@ fn bands_cover_gaussian_noise_at_their_stated_level() {
 }
 
 #[test]
+fn a_series_never_negative_is_not_forecast_below_zero() {
+    // Hourly counts near zero with a daily cycle and N(0, 1) noise clipped at zero, left
+    // untransformed: the band around a forecast near zero reaches below it unless clamped.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let cycle = |t: usize| 1.5 + 1.5 * (std::f64::consts::TAU * t as f64 / 24.0).sin();
+    let counts: Vec<f64> = (0..24 * 28)
+        .map(|t| (cycle(t) + standard_normal(&mut rng)).max(0.0))
+        .collect();
+    let params = ModelParams::ensemble()
+        .preprocess(PreprocessParams::default().transform(super::TransformChoice::Identity))
+        .check()
+        .unwrap();
+    let horizon = Horizon::try_from(24).unwrap();
+    let lowest = |values: Vec<f64>| {
+        let forecast = params
+            .fit(&hourly_series(values))
+            .unwrap()
+            .predict(horizon, &Level::DEFAULTS)
+            .unwrap();
+        let lowest = forecast
+            .intervals()
+            .iter()
+            .flat_map(|interval| interval.lower.iter())
+            .chain(forecast.point())
+            .fold(f64::INFINITY, |low, v| low.min(*v));
+        (forecast, lowest)
+    };
+    let (clamped, low) = lowest(counts.clone());
+    assert_eq!(low, 0.0, "the lowest bound of a count is zero");
+    assert!(clamped.point().iter().all(|v| *v > 0.0));
+    // The same series moved down by 1 holds negative values: its bounds are not clamped, and
+    // its lowest one is the count's moved by as much.
+    let (_, shifted_low) = lowest(counts.iter().map(|v| v - 1.0).collect());
+    assert!(shifted_low < -1.5, "{shifted_low}");
+}
+
+#[test]
 fn too_little_history_is_not_enough_history() {
     let params = ModelParams::ensemble().check().unwrap();
     let all_gaps = hourly_series(vec![f64::NAN; 500]);

@@ -295,7 +295,15 @@ impl CalibratedEnsemble {
         levels: &[Level],
     ) -> Forecast {
         let scaler = &self.scaler;
-        let point: Vec<f64> = model_point.iter().map(|v| scaler.inverse(*v)).collect();
+        // A series never negative in the history fitted (a CPU share, a request rate) is not
+        // forecast below zero, nor are its bounds.
+        let floor = if self.summary.non_negative {
+            0.0
+        } else {
+            f64::NEG_INFINITY
+        };
+        let in_units = |value: f64| scaler.inverse(value).max(floor);
+        let point: Vec<f64> = model_point.iter().map(|v| in_units(*v)).collect();
         let inflations = self.calibration.inflations(levels);
         let intervals = levels
             .iter()
@@ -305,9 +313,7 @@ impl CalibratedEnsemble {
                 let (lower, upper): (Vec<f64>, Vec<f64>) = model_point
                     .iter()
                     .zip(band)
-                    .map(|(value, (low, high))| {
-                        (scaler.inverse(value + low), scaler.inverse(value + high))
-                    })
+                    .map(|(value, (low, high))| (in_units(value + low), in_units(value + high)))
                     .unzip();
                 Interval {
                     level: *level,

@@ -175,6 +175,8 @@ pub(crate) struct Prepared {
     pub(crate) level_shift: Option<LevelShift>,
     /// How the history before `level_shift` was moved.
     pub(crate) shift_adjustment: Option<Adjustment>,
+    /// No observed value of the history fitted is negative.
+    pub(crate) non_negative: bool,
 }
 
 impl Prepared {
@@ -208,6 +210,10 @@ pub struct PreprocessSummary {
     /// it moved to the new level.
     #[serde(default)]
     pub level_shift: Option<LevelShift>,
+    /// No observed value of the history fitted was negative: forecasts and their bounds are
+    /// kept at or above zero. False in models stored before it was kept, which are not clamped.
+    #[serde(default)]
+    pub non_negative: bool,
 }
 
 impl From<&Prepared> for PreprocessSummary {
@@ -219,6 +225,7 @@ impl From<&Prepared> for PreprocessSummary {
             transform: prepared.scaler.transform,
             seasonality: prepared.seasonality.clone(),
             level_shift: prepared.level_shift,
+            non_negative: prepared.non_negative,
         }
     }
 }
@@ -229,6 +236,7 @@ pub(crate) fn prepare(
     params: &PreprocessParams,
 ) -> Result<Prepared, ForecastError> {
     let (first, raw) = newest_observed(series, params)?;
+    let non_negative = raw.iter().all(|v| v.is_nan() || *v >= 0.0);
     let start = series.time_at(first);
     let step = series.step();
 
@@ -271,6 +279,7 @@ pub(crate) fn prepare(
         imputed: cleaned.imputed,
         level_shift: shifted.map(|(shift, _)| shift),
         shift_adjustment: shifted.map(|(_, adjustment)| adjustment),
+        non_negative,
     })
 }
 
