@@ -233,9 +233,12 @@ pub fn detect(values: &[f64], step: Step, params: &SeasonalityParams) -> Seasona
         }
         // The ACF also peaks where the series merely persists or wiggles quasi-periodically;
         // a cycle worth forecasting has a stable shape: its phases differ in mean.
-        // Fewer than three cycles are too few to test; the ACF decides alone.
-        if stable_seasonality(&ranks, lag).is_some_and(|z| z < STABLE_Z) {
-            return;
+        // Fewer than three cycles are too few to test: a calendar period (a day, a week, a
+        // year) is then kept on its ACF alone, a period found only in the spectrum is not.
+        match stable_seasonality(&ranks, lag) {
+            Some(z) if z < STABLE_Z => return,
+            None if calendar.is_none() => return,
+            _ => {}
         }
         let duplicate = found
             .iter_mut()
@@ -412,6 +415,42 @@ mod tests {
         let found = detect(&values, seconds(), &SeasonalityParams::default());
         assert_eq!(found.primary(), Some(37), "{found:?}");
         assert!(found.periods()[0].strength > 0.9);
+    }
+
+    #[test]
+    fn a_period_not_on_the_calendar_needs_three_cycles_a_day_does_not() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let wave = |period: f64, len: usize, rng: &mut ChaCha8Rng| -> Vec<f64> {
+            (0..len)
+                .map(|t| {
+                    (std::f64::consts::TAU * t as f64 / period).sin() + rng.random_range(-0.2..0.2)
+                })
+                .collect()
+        };
+        // 370 steps of one second is no calendar period: found over four cycles, not over two
+        // and a half, which the stability test cannot judge.
+        let four = detect(
+            &wave(370.0, 1480, &mut rng),
+            seconds(),
+            &SeasonalityParams::default(),
+        );
+        assert!(
+            four.primary().is_some_and(|steps| steps.abs_diff(370) <= 4),
+            "{four:?}"
+        );
+        let fewer = detect(
+            &wave(370.0, 925, &mut rng),
+            seconds(),
+            &SeasonalityParams::default(),
+        );
+        assert!(fewer.periods().is_empty(), "{fewer:?}");
+        // A day of 5-minute steps is kept over two and a half days on its autocorrelation.
+        let days = detect(
+            &wave(288.0, 720, &mut rng),
+            Step::FIVE_MINUTES,
+            &SeasonalityParams::default(),
+        );
+        assert_eq!(days.primary(), Some(288), "{days:?}");
     }
 
     #[test]
