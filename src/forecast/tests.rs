@@ -137,6 +137,26 @@ fn a_series_never_negative_is_not_forecast_below_zero() {
     // its lowest one is the count's moved by as much.
     let (_, shifted_low) = lowest(counts.iter().map(|v| v - 1.0).collect());
     assert!(shifted_low < -1.5, "{shifted_low}");
+    // Re-anchored on newer data that goes below zero, the same model stops clamping; on newer
+    // data that stays at or above zero, it keeps clamping.
+    let model = params.fit(&hourly_series(counts.clone())).unwrap();
+    let reanchored_low = |newer: &dyn Fn(usize) -> f64| {
+        let extended: Vec<f64> = counts.iter().copied().chain((0..48).map(newer)).collect();
+        let forecast = model
+            .reanchor(&hourly_series(extended))
+            .unwrap()
+            .predict(horizon, &Level::DEFAULTS)
+            .unwrap();
+        forecast
+            .intervals()
+            .iter()
+            .flat_map(|interval| interval.lower.iter())
+            .fold(f64::INFINITY, |low, v| low.min(*v))
+    };
+    let stays = reanchored_low(&|t| cycle(t).max(0.0));
+    assert_eq!(stays, 0.0);
+    let turns_negative = reanchored_low(&|t| cycle(t) - 2.0);
+    assert!(turns_negative < 0.0, "{turns_negative}");
 }
 
 #[test]

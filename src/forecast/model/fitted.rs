@@ -122,6 +122,9 @@ pub struct FittedModel {
     pub(super) recent_start: Timestamp,
     /// Time just after the last of `recent`: where forecasts start.
     pub(super) end: Timestamp,
+    /// Whether forecasts stop at zero: no negative value in the history fitted nor in the
+    /// newer data the model was re-anchored on.
+    pub(super) non_negative: bool,
 }
 
 impl FittedModel {
@@ -133,6 +136,7 @@ impl FittedModel {
             recent: prepared.values[len - needed..].to_vec(),
             recent_start: prepared.time_at(len - needed),
             end: prepared.end(),
+            non_negative: ensemble.summary.non_negative,
             ensemble: Arc::new(ensemble),
         }
     }
@@ -159,7 +163,12 @@ impl FittedModel {
                 let start = ensemble
                     .trained_end
                     .saturating_add_millis(-before_end.saturating_mul(ensemble.step.as_millis()));
-                ensemble.forecast_in_units(start, model_point, levels)
+                ensemble.forecast_in_units(
+                    start,
+                    model_point,
+                    levels,
+                    ensemble.summary.non_negative,
+                )
             })
             .collect()
     }
@@ -258,6 +267,11 @@ impl FittedModel {
             recent,
             recent_start,
             end: series.end(),
+            non_negative: self.ensemble.summary.non_negative
+                && series
+                    .values()
+                    .iter()
+                    .all(|value| value.is_nan() || *value >= 0.0),
         })
     }
 
@@ -281,27 +295,24 @@ impl Predict for FittedModel {
         let MemberForecasts { forecasts, weights } = member_forecasts(ensemble, &anchor, steps)?;
         let slices: Vec<Option<&[f64]>> = forecasts.iter().map(|f| Some(f.as_slice())).collect();
         let model_point = members::sanitize(combine(&slices, &weights, &ensemble.ends, steps));
-        Ok(ensemble.forecast_in_units(self.end, &model_point, levels))
+        Ok(ensemble.forecast_in_units(self.end, &model_point, levels, self.non_negative))
     }
 }
 
 impl CalibratedEnsemble {
     /// A forecast from `start` of the model-scale `model_point`, in the series' units, with an
-    /// interval per level from the calibration.
+    /// interval per level from the calibration; with `non_negative`, nothing below zero.
     fn forecast_in_units(
         &self,
         start: Timestamp,
         model_point: &[f64],
         levels: &[Level],
+        non_negative: bool,
     ) -> Forecast {
         let scaler = &self.scaler;
         // A series never negative in the history fitted (a CPU share, a request rate) is not
         // forecast below zero, nor are its bounds.
-        let floor = if self.summary.non_negative {
-            0.0
-        } else {
-            f64::NEG_INFINITY
-        };
+        let floor = if non_negative { 0.0 } else { f64::NEG_INFINITY };
         let in_units = |value: f64| scaler.inverse(value).max(floor);
         let point: Vec<f64> = model_point.iter().map(|v| in_units(*v)).collect();
         let inflations = self.calibration.inflations(levels);

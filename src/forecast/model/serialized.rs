@@ -56,6 +56,7 @@ impl<'de> Deserialize<'de> for FittedModel {
             .recent_start
             .saturating_add_millis(points.saturating_mul(stored.learned.step.as_millis()));
         Ok(FittedModel {
+            non_negative: stored.learned.summary.non_negative,
             ensemble: Arc::new(stored.learned),
             recent: stored.recent,
             recent_start: stored.recent_start,
