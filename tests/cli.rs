@@ -262,6 +262,11 @@ fn demo_imports_the_samples_and_prints_them() {
         "ForecastService.Forecast",
         "PlanService.UpsertWorkload",
         "PlanService.WatchPlans",
+        // The workload plans under its SLO: the rule chosen, then the replay's curve beside the
+        // HPA at equal cost.
+        "slo 1% met: planning on the",
+        "hpa@cost",
+        "every replan on one rule",
         "server shut down",
     ] {
         assert!(text.contains(step), "{step} missing from\n{text}");
@@ -270,6 +275,7 @@ fn demo_imports_the_samples_and_prints_them() {
         "nyc_taxi_forecast.csv",
         "nyc_taxi_plan.csv",
         "nyc_taxi_simulation.csv",
+        "nyc_taxi_simulation.levels.csv",
         "nyc_taxi_simulation.png",
     ] {
         let path = root.path().join("demo-output").join(file);

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use parking_lot::Mutex;
 
@@ -10,10 +9,10 @@ use crate::domain::{Forecast, Horizon, Level, TimeSeries};
 use crate::events::{Event, EventCalendar, EventError, EventSpec};
 use crate::forecast::Predict;
 use crate::plan::{Annotation, Observation, Plan, PlanError, Planner, Workload};
-use crate::simulate::{RuleChoice, SimulateError, SimulationReport};
+use crate::simulate::{RuleChoice, SimulateError};
 use crate::store::write_file_atomically;
 
-use super::slo::{choose_rule, rule_levels, simulate_params};
+use super::slo::{choose_rule, rule_levels};
 use super::{AppError, ModelChoice, fit, forecast_with_events, forecaster};
 
 /// Name of the events file in the data directory.
@@ -266,27 +265,6 @@ pub fn write_plan_csv(plan: &Plan, path: &Path) -> Result<(), AppError> {
         .map_err(output_error)?;
     }
     out.flush().map_err(output_error)
-}
-
-/// Replays the last `days` of `history` for `workload`, replanning every `replan_every` with `choice`
-/// and the stored events, beside the HPA baseline and the oracle. Each replan forecasts from the
-/// newest `history_window` before it (the service's `planning.history_window`).
-pub fn replay(
-    history: &TimeSeries,
-    workload: &Workload,
-    days: f64,
-    replan_every: Duration,
-    history_window: Duration,
-    calendar: EventCalendar,
-    choice: ModelChoice,
-) -> Result<SimulationReport, AppError> {
-    let simulation =
-        simulate_params(days, replan_every, history_window, calendar).check(history.step())?;
-    Ok(simulation.run(
-        history,
-        workload,
-        &forecaster(choice, plan_levels(workload)),
-    )?)
 }
 
 impl From<EventError> for AppError {

@@ -147,7 +147,8 @@ impl fmt::Display for ReplayFits {
     }
 }
 
-/// Replays the last `days` of `history` for `workload` as [`super::replay`] does, choosing the
+/// Replays the last `days` of `history` for `workload` (replanning every `simulation`'s interval
+/// from the newest history window before it, beside the HPA and the oracle), choosing the
 /// planning rule at each replan from the model `fits` gives there when the workload has an SLO,
 /// then replays every candidate rule from the same forecasts and searches the HPA target
 /// utilisation that costs the same as each. Fits at most once per replan; everything after reuses

@@ -25,7 +25,8 @@ use crate::output::{print_series_table, write_simulation_outputs};
 
 mod prometheus;
 
-/// The demo workload: NYC taxi demand scaled so the weekly peak needs about 50 replicas at 70%.
+/// The demo workload: NYC taxi demand scaled so the weekly peak needs about 50 replicas at 70%,
+/// planned for at most 1% of steps short.
 const DEMO_WORKLOAD: &str = include_str!("workload.toml");
 
 /// Samples per pushed message.
@@ -104,21 +105,30 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     let taxi = app.regular_series(&SAMPLE_SERIES[0].series_id(), None)?;
     let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
     println!("\n== replay of the last 7 days, replanning every hour");
-    let report = app::replay(
+    // Planned under the workload's SLO, with the curve over every candidate rule and the HPA
+    // spending the same replica-hours beside each, as `prescale simulate` prints them.
+    let replay = app::replay_with_slo(
         &taxi,
         &workload,
-        7.0,
-        Duration::from_secs(3600),
-        config.settings.history_window.span(taxi.step()),
-        prescale::events::EventCalendar::default(),
+        app::simulate_params(
+            7.0,
+            Duration::from_secs(3600),
+            config.settings.history_window.span(taxi.step()),
+            prescale::events::EventCalendar::default(),
+        ),
         ModelChoice::Ensemble,
+        app::ReplayFits::EveryReplan,
     )?;
-    print!("{report}");
+    print!("{replay}");
+    let simulation_csv = output_dir.join("nyc_taxi_simulation.csv");
     write_simulation_outputs(
-        &report,
-        Some(&output_dir.join("nyc_taxi_simulation.csv")),
+        &replay.report,
+        Some(&simulation_csv),
         Some(&output_dir.join("nyc_taxi_simulation.png")),
     )?;
+    let levels = simulation_csv.with_extension("levels.csv");
+    replay.write_levels_csv(std::fs::File::create(&levels)?)?;
+    println!("wrote {}", levels.display());
 
     server.shutdown().await.context("server task")??;
     println!("\nserver shut down; outputs in {}", output_dir.display());
@@ -281,16 +291,24 @@ async fn upsert_workload(
 fn print_plan(plan: &proto::Plan) {
     let steps = plan.steps.clone().unwrap_or_default();
     println!(
-        "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}% upper bound, warm-up {} s, model {})",
+        "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}% upper bound{}, warm-up {} s, model {})",
         plan.revision,
         plan.workload,
         plan.mode,
         steps.at_ms.len(),
         plan.step_ms / 1000,
         plan.planning_level,
+        if plan.planning_headroom > 1.0 {
+            format!(" times {}", plan.planning_headroom)
+        } else {
+            String::new()
+        },
         plan.warm_up_ms / 1000,
         plan.model_version
     );
+    if let Some(slo) = &plan.slo {
+        println!("{}", slo.reason);
+    }
     if let Some(reactive) = &plan.reactive {
         println!(
             "reactive now: {} replicas (load {:.1} at {}); executors apply max(planned, reactive)",
