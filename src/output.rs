@@ -5,10 +5,9 @@
 use std::path::Path;
 
 use anyhow::Result;
-use prescale::app::ImportReport;
+use prescale::app::{ImportReport, SloReplay};
 use prescale::domain::{Step, Timestamp};
 use prescale::forecast::FittedModel;
-use prescale::simulate::SimulationReport;
 use prescale::store::SeriesSummary;
 
 /// The import's counts, and the skipped rows by kind with the first of each.
@@ -149,17 +148,21 @@ pub(crate) fn print_model(model: &FittedModel) {
     }
 }
 
-/// The summary and timeline CSV, and the chart, of a replay, where asked for.
+/// The summary, timeline and curve CSV, and the chart, of a replay, where asked for.
 pub(crate) fn write_simulation_outputs(
-    report: &SimulationReport,
+    replay: &SloReplay,
     output: Option<&Path>,
     chart: Option<&Path>,
 ) -> Result<()> {
+    let report = &replay.report;
     if let Some(path) = output {
         report.write_summary_csv(std::fs::File::create(path)?)?;
         let timeline = path.with_extension("timeline.csv");
         report.write_timeline_csv(std::fs::File::create(&timeline)?)?;
         println!("wrote {} and {}", path.display(), timeline.display());
+        let levels = path.with_extension("levels.csv");
+        replay.write_levels_csv(std::fs::File::create(&levels)?)?;
+        println!("wrote {}", levels.display());
     }
     if let Some(path) = chart {
         report.write_png(path, (1600, 700))?;

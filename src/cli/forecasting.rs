@@ -241,15 +241,6 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
     )?;
     println!("models: {fits}");
     print!("{replay}");
-    write_simulation_outputs(
-        &replay.report,
-        args.output.as_deref(),
-        args.chart.as_deref(),
-    )?;
-    if let Some(path) = &args.output {
-        let levels = path.with_extension("levels.csv");
-        replay.write_levels_csv(std::fs::File::create(&levels)?)?;
-        println!("wrote {}", levels.display());
-    }
+    write_simulation_outputs(&replay, args.output.as_deref(), args.chart.as_deref())?;
     Ok(())
 }

@@ -120,15 +120,11 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         app::ReplayFits::EveryReplan,
     )?;
     print!("{replay}");
-    let simulation_csv = output_dir.join("nyc_taxi_simulation.csv");
     write_simulation_outputs(
-        &replay.report,
-        Some(&simulation_csv),
+        &replay,
+        Some(&output_dir.join("nyc_taxi_simulation.csv")),
         Some(&output_dir.join("nyc_taxi_simulation.png")),
     )?;
-    let levels = simulation_csv.with_extension("levels.csv");
-    replay.write_levels_csv(std::fs::File::create(&levels)?)?;
-    println!("wrote {}", levels.display());
 
     server.shutdown().await.context("server task")??;
     println!("\nserver shut down; outputs in {}", output_dir.display());
