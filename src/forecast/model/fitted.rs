@@ -268,10 +268,7 @@ impl FittedModel {
             recent_start,
             end: series.end(),
             non_negative: self.ensemble.summary.non_negative
-                && series
-                    .values()
-                    .iter()
-                    .all(|value| value.is_nan() || *value >= 0.0),
+                && preprocess::never_negative(series.values()),
         })
     }
 

@@ -230,13 +230,19 @@ impl From<&Prepared> for PreprocessSummary {
     }
 }
 
+/// Whether no observed value (NaN marks a gap) is negative: what keeps a series' forecasts at or
+/// above zero, at the fit and on every re-anchor.
+pub(crate) fn never_negative(values: &[f64]) -> bool {
+    values.iter().all(|value| value.is_nan() || *value >= 0.0)
+}
+
 /// Runs the whole pipeline; fails with `NotEnoughHistory` below [`MIN_OBSERVED`] observations.
 pub(crate) fn prepare(
     series: &TimeSeries,
     params: &PreprocessParams,
 ) -> Result<Prepared, ForecastError> {
     let (first, raw) = newest_observed(series, params)?;
-    let non_negative = raw.iter().all(|v| v.is_nan() || *v >= 0.0);
+    let non_negative = never_negative(&raw);
     let start = series.time_at(first);
     let step = series.step();
 
