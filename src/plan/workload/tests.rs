@@ -23,6 +23,8 @@ fn example_file_validates() {
         }
     );
     assert!((workload.load_per_replica() - 84.0).abs() < 1e-9);
+    assert_eq!(workload.slo().unwrap().text(), "1%");
+    assert!(!workload.planning_level_is_explicit());
 }
 
 #[test]
@@ -79,9 +81,14 @@ fn unknown_keys_and_bad_values_are_named() {
             "target_utilisation",
         ),
         (
-            "planning_level = 95",
+            "# planning_level = 95",
             "planning_level = 100",
             "planning_level",
+        ),
+        (
+            "max_short_steps = \"1%\"",
+            "max_short_steps = \"60%\"",
+            "slo.max_short_steps",
         ),
         (
             "buffer_percent = 10",
