@@ -143,6 +143,17 @@ fn skip_bad_rows_imports_the_rest_and_reports() {
 }
 
 #[test]
+fn a_file_without_samples_is_refused_rather_than_reported_imported() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let csv = write(root.path(), "empty.csv", "timestamp,value\n");
+    let output = prescale(&data, &["import", "--series", "api", csv.to_str().unwrap()]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let message = stderr(&output);
+    assert!(message.contains("holds no sample to import"), "{message}");
+}
+
+#[test]
 fn parquet_files_import_like_csv() {
     use polars::prelude::{Column, DataFrame, ParquetWriter};
     let root = tempfile::tempdir().unwrap();
@@ -391,7 +402,10 @@ fn bad_forecast_requests_are_clear_errors() {
     for (args, expected) in [
         (vec!["--horizon", "0"], "invalid horizon"),
         (vec!["--horizon", "7m"], "not a whole number"),
-        (vec!["--levels", "120"], "invalid interval level"),
+        (
+            vec!["--levels", "120"],
+            "invalid interval level 120%: must lie strictly between 0% and 100%",
+        ),
         (vec!["--model", "prophet"], "unknown model"),
     ] {
         let mut all = vec![
@@ -410,6 +424,33 @@ fn bad_forecast_requests_are_clear_errors() {
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn a_missing_workload_file_is_named_as_read_once() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let missing = root.path().join("missing.toml");
+    let input = sample("ec2_cpu_utilization_5f5533.csv");
+    let output = prescale(
+        &data,
+        &[
+            "plan",
+            "--input",
+            input.as_str(),
+            "--workload",
+            missing.to_str().unwrap(),
+            "--output",
+            root.path().join("plan.csv").to_str().unwrap(),
+        ],
+    );
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains(&format!("cannot read {}", missing.display())),
+        "{message}"
+    );
+    assert_eq!(message.matches("os error 2").count(), 1, "{message}");
 }
 
 #[test]

@@ -242,10 +242,15 @@ impl Backtest {
         choices: &[ModelChoice],
     ) -> Result<Vec<ModelScore>, AppError> {
         let horizon = self.horizon.steps();
-        let needed = self.folds * horizon;
-        if self.folds == 0 || series.len() <= needed {
+        if self.folds == 0 {
+            return Err(AppError::InvalidRequest {
+                reason: "a backtest needs at least one fold".to_owned(),
+            });
+        }
+        let needed = self.folds.saturating_mul(horizon);
+        if series.len() <= needed {
             return Err(AppError::from(ForecastError::NotEnoughHistory {
-                needed: needed + 1,
+                needed: needed.saturating_add(1),
                 got: series.len(),
             }));
         }

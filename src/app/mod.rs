@@ -130,6 +130,14 @@ pub enum AppError {
         /// What happened.
         reason: String,
     },
+    /// Reading a file (a workload, the stored events or workloads) failed.
+    #[error("cannot read {path}: {source}")]
+    Input {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Writing an output file failed.
     #[error("cannot write {path}: {source}")]
     Output {
@@ -214,6 +222,18 @@ impl History {
         policy: BadRowPolicy,
     ) -> Result<ImportReport, AppError> {
         let parsed = ingest::read_file(path, policy)?;
+        if parsed.samples.is_empty() {
+            // Nothing would be stored, not even the series' name: say so rather than report an
+            // import that `series show` then does not know.
+            return Err(AppError::InvalidRequest {
+                reason: format!(
+                    "{} holds no sample to import ({} rows skipped, {} with an empty value)",
+                    path.display(),
+                    parsed.skipped.len(),
+                    parsed.missing
+                ),
+            });
+        }
         let accepted = self.store.append(series, &parsed.samples)?;
         Ok(ImportReport {
             series: series.clone(),

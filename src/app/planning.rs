@@ -46,7 +46,7 @@ impl EventStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 Ok(EventCalendar::default())
             }
-            Err(source) => Err(AppError::Output { path, source }),
+            Err(source) => Err(AppError::Input { path, source }),
         }
     }
 
@@ -114,7 +114,7 @@ impl EventStore {
 
 /// Reads and validates a workload file.
 pub fn load_workload(path: &Path) -> Result<Workload, AppError> {
-    let text = std::fs::read_to_string(path).map_err(|source| AppError::Output {
+    let text = std::fs::read_to_string(path).map_err(|source| AppError::Input {
         path: path.to_owned(),
         source,
     })?;
@@ -221,7 +221,7 @@ where
     let latest = history.last_observed().map(|(at, load)| Observation {
         at,
         load,
-        replicas: running.unwrap_or_else(|| workload.replicas_for(load)),
+        replicas: running.unwrap_or_else(|| workload.presumed_running(load)),
     });
     let mut planner = Planner::new(workload)
         .history(history)

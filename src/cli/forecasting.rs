@@ -23,7 +23,7 @@ pub(super) struct ForecastArgs {
     /// Interval levels in percent.
     #[arg(long, default_value = "80,95")]
     levels: String,
-    /// ensemble, or one member: seasonal_naive, fft, trend, forest, scryer, mstl, ets.
+    /// ensemble, or one member: seasonal_naive, fft, trend, forest, scryer, mstl, ets, seasonal_ar.
     #[arg(long, default_value = "ensemble")]
     model: String,
     /// Output CSV: timestamp,mean,lower_L,upper_L... per level.
@@ -66,7 +66,8 @@ pub(super) struct PlanArgs {
     /// How far ahead to plan.
     #[arg(long, default_value = "1d")]
     horizon: String,
-    /// Replicas running now [default: what the latest load needs].
+    /// Replicas running now [default: what the latest load needs, within min_replicas and the
+    /// maximum].
     #[arg(long)]
     current_replicas: Option<u32>,
     /// Forecasting model.

@@ -173,10 +173,24 @@ pub(crate) fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_text(&error));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes joined by `: `, leaving out a cause whose text the message already
+/// holds (an error that names its source in its own message, as `cannot read {path}: {source}`).
+fn error_text(error: &anyhow::Error) -> String {
+    let mut text = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 fn init_logging(verbose: u8) {
@@ -226,4 +240,29 @@ fn open(config: &Config) -> Result<(History, Arc<PolarsStore>)> {
             .with_context(|| format!("opening store in {}", config.data_dir.display()))?,
     );
     Ok((History::new(store.clone()), store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn an_error_naming_its_source_prints_the_source_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        let error = anyhow::Error::new(prescale::app::AppError::Input {
+            path: "w.toml".into(),
+            source: io,
+        })
+        .context("plan");
+        assert_eq!(error_text(&error), "plan: cannot read w.toml: no such file");
+    }
+
+    #[test]
+    fn causes_the_message_leaves_out_are_appended() {
+        let error = anyhow::anyhow!("connection refused").context("fleet mode needs etcd");
+        assert_eq!(
+            error_text(&error),
+            "fleet mode needs etcd: connection refused"
+        );
+    }
 }

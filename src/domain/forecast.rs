@@ -55,14 +55,15 @@ impl Level {
         self.0
     }
 
-    /// The level in percent, e.g. `95.0`.
+    /// The level in percent, e.g. `95.0`, rounded to 9 decimals so that a level given in percent
+    /// reads back as given (`7`, not `7.000000000000001`).
     pub fn percent(self) -> f64 {
-        self.0 * 100.0
+        (self.0 * 100.0 * 1e9).round() / 1e9
     }
 
     /// A level given in percent, e.g. `Level::from_percent(95.0)`.
     pub fn from_percent(percent: f64) -> Result<Self, DomainError> {
-        Self::try_from(percent / 100.0).map_err(|_| DomainError::InvalidLevel { level: percent })
+        Self::try_from(percent / 100.0).map_err(|_| DomainError::InvalidLevelPercent { percent })
     }
 }
 
@@ -214,6 +215,18 @@ mod tests {
         assert!(Level::try_from(1.0).is_err());
         assert!(Level::try_from(f64::NAN).is_err());
         assert_eq!(Level::from_percent(95.0).unwrap(), Level::DEFAULTS[1]);
+        assert_eq!(
+            Level::from_percent(100.0).unwrap_err().to_string(),
+            "invalid interval level 100%: must lie strictly between 0% and 100%"
+        );
+    }
+
+    #[test]
+    fn a_level_given_in_percent_reads_back_as_given() {
+        for percent in [7.0, 14.0, 97.5, 99.5, 10.0] {
+            assert_eq!(Level::from_percent(percent).unwrap().percent(), percent);
+        }
+        assert_eq!(Level::from_percent(7.0).unwrap().to_string(), "7%");
     }
 
     #[test]

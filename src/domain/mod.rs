@@ -105,11 +105,17 @@ pub enum DomainError {
         /// The largest accepted horizon.
         max: usize,
     },
-    /// An interval level outside `(0, 1)` (or outside `(0, 100)` when given in percent).
+    /// An interval level outside `(0, 1)`.
     #[error("invalid interval level {level}: must lie strictly between 0 and 1")]
     InvalidLevel {
         /// The level as given.
         level: f64,
+    },
+    /// An interval level in percent outside `(0, 100)`.
+    #[error("invalid interval level {percent}%: must lie strictly between 0% and 100%")]
+    InvalidLevelPercent {
+        /// The level as given, in percent.
+        percent: f64,
     },
     /// An aggregation name other than `mean`, `max`, `sum` or `last`.
     #[error("unknown aggregation {}: expected mean, max, sum or last", quoted(.text))]

@@ -320,6 +320,13 @@ impl Workload {
         }
     }
 
+    /// Replicas presumed running when only the load is known: what `load` needs, within
+    /// `min_replicas` and the effective ceiling (a fleet the HPA scaled is never outside them).
+    pub fn presumed_running(&self, load: f64) -> u32 {
+        let need = self.replicas_for(load);
+        need.clamp(self.min_replicas(), self.ceiling_for(need))
+    }
+
     /// Effective ceiling for a step whose unclamped need is `need`, per [`MaxCapacityBreach`].
     pub fn ceiling_for(&self, need: u32) -> u32 {
         match self.max_capacity {

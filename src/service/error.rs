@@ -56,6 +56,7 @@ pub(crate) fn status(error: &AppError) -> Status {
         | AppError::Registry(_)
         | AppError::TemporaryStore { .. }
         | AppError::Worker { .. }
+        | AppError::Input { .. }
         | AppError::Output { .. } => Code::Internal,
     };
     if code == Code::Internal {

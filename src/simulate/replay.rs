@@ -105,7 +105,10 @@ impl Simulation {
         let lead_steps = usize::try_from((warm_up_millis + step_millis - 1) / step_millis)
             .unwrap_or(usize::MAX)
             + 1;
-        let needed = self.scored_steps + lead_steps + 1;
+        let needed = self
+            .scored_steps
+            .saturating_add(lead_steps)
+            .saturating_add(1);
         if history.len() < needed {
             return Err(SimulateError::NotEnoughHistory {
                 needed,

@@ -267,7 +267,7 @@ impl Simulation {
             planner = planner.latest(Observation {
                 at,
                 load,
-                replicas: workload.replicas_for(load),
+                replicas: workload.presumed_running(load),
             });
         }
         let plan = planner.plan(forecast).ok()?;

@@ -208,7 +208,7 @@ pub(super) fn read_workloads(dir: &std::path::Path) -> Result<Vec<Workload>, App
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(AppError::Output { path, source }),
+        Err(source) => return Err(AppError::Input { path, source }),
     };
     let file: WorkloadsFile = toml::from_str(&text).map_err(|error| AppError::InvalidRequest {
         reason: format!("{}: {error}", path.display()),

@@ -165,6 +165,16 @@ fn replicas_follow_target_utilisation_and_breach_policy() {
     // The AWS documentation's example: need 50, max 40, buffer 10% -> effective max 55.
     assert_eq!(increasing.ceiling_for(50), 55);
     assert_eq!(increasing.ceiling_for(30), 40);
+    // A fleet presumed from the load alone stays within min and the effective ceiling.
+    assert_eq!(workload.presumed_running(5_000.0), 40);
+    assert_eq!(workload.presumed_running(1e300), 40);
+    assert_eq!(workload.presumed_running(0.0), workload.min_replicas());
+    // Above `max_replicas` where the workload raises its maximum.
+    assert!(increasing.replicas_for(5_000.0) > 40);
+    assert_eq!(
+        increasing.presumed_running(5_000.0),
+        increasing.replicas_for(5_000.0)
+    );
 }
 
 #[test]
