@@ -125,6 +125,57 @@ fn planned(plan: &PublishedPlan, time: Timestamp) -> u32 {
     plan.plan.executor_target(time, reactive).unwrap()
 }
 
+/// A warm-up shorter than the step: a plan made just after the newest sample starts at the next
+/// step, and its first replicas are not due for most of this one. KEDA asking meanwhile gets the
+/// plan's first step (with the reactive count), not an error calling a fresh plan stale.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_made_after_the_newest_sample_is_served_before_its_first_request() {
+    let clock = ManualClock::default();
+    let quick = Workload::from_toml(
+        r#"
+            name = "quick"
+            series = "shop_rps"
+            capacity_per_replica = 400
+            min_replicas = 2
+            max_replicas = 200
+            warm_up = "2m"
+            mode = "forecast-and-scale"
+        "#,
+    )
+    .unwrap();
+    let server = serve(&clock, vec![quick]).await;
+    let plan = ready_plan(&server, "quick", 0).await;
+    assert_eq!(plan.plan.start().as_millis(), HISTORY_END_MS + STEP_MS);
+    // A minute after the newest sample: the first step's replicas are asked for seven minutes on.
+    let now = Timestamp::from_millis(HISTORY_END_MS + 60_000);
+    clock.set(now);
+    let mut scaler = ExternalScalerClient::new(
+        connect(server.scaler_address.expect("the scaler listens")).await,
+    );
+    let quick = scaled_object("quick", &[("workload", "quick")]);
+    let spec = scaler
+        .get_metric_spec(quick.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let metrics = scaler
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(quick.clone()),
+            metric_name: spec.metric_specs[0].metric_name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = plan.plan.steps()[0].desired;
+    let reactive = plan.plan.reactive().map_or(0, |reactive| reactive.replicas);
+    assert_eq!(
+        metrics.metric_values[0].metric_value,
+        i64::from(first.max(reactive))
+    );
+    assert!(scaler.is_active(quick).await.unwrap().into_inner().result);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
     let clock = ManualClock::default();

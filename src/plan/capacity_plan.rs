@@ -164,7 +164,10 @@ impl Plan {
     /// Replicas an executor asks for at `time` from the plan alone: enough for the step being served
     /// and for every step up to the one that replicas requested now would serve once warm.
     ///
-    /// `None` outside `[start - warm_up, end)`.
+    /// A plan starts at the step after the newest sample, and is made while that sample's step is
+    /// being served: from one step before its first request time (`start - step - warm_up`) to
+    /// that time, the first step's replicas are asked for, a little early rather than not at all.
+    /// `None` outside `[start - step - warm_up, end)`.
     pub fn target_at(&self, time: Timestamp) -> Option<u32> {
         self.now_or_warm(time, |step| step.desired)
     }
@@ -185,7 +188,11 @@ impl Plan {
         let index = |at: i64| at.saturating_sub(start).div_euclid(step);
         let last_index = i64::try_from(self.steps.len()).unwrap_or(i64::MAX) - 1;
         let first = index(time.as_millis()).max(0);
-        let last = index(time.as_millis().saturating_add(warm_up)).min(last_index);
+        let mut last = index(time.as_millis().saturating_add(warm_up)).min(last_index);
+        if last == -1 {
+            // The step before the plan's: the one whose newest sample the plan was made after.
+            last = 0;
+        }
         if first > last {
             return None;
         }

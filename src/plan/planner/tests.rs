@@ -66,7 +66,20 @@ fn plans_on_the_upper_bound_and_requests_ahead_by_warm_up() {
         Some(4)
     );
     assert_eq!(plan.target_at(Timestamp::from_millis(-600_000)), Some(4));
-    assert_eq!(plan.target_at(Timestamp::from_millis(-600_001)), None);
+    // Made while the step before it is served, the plan asks for its first step until then.
+    assert_eq!(plan.target_at(Timestamp::from_millis(-600_001)), Some(4));
+    assert_eq!(
+        plan.target_at(Timestamp::from_millis(-STEP_MILLIS - 600_000)),
+        Some(4)
+    );
+    assert_eq!(
+        plan.target_at(Timestamp::from_millis(-STEP_MILLIS - 600_001)),
+        None
+    );
+    assert_eq!(
+        plan.ceiling_at(Timestamp::from_millis(-STEP_MILLIS - 600_000)),
+        plan.ceiling_at(Timestamp::from_millis(0))
+    );
     assert_eq!(plan.steps()[0].low, 2);
     assert_eq!(plan.steps()[0].high, 4);
 }
