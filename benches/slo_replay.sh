@@ -112,6 +112,29 @@ if rows:
         name = "SLO 1% (as planned)" if rule == "as-planned" else f"{rule.replace('*', '% x')}{'' if '*' in rule else '%'} at every replan"
         print(f"| {name} | {statistics.median(float(p['vs_oracle']) for p in points):.3f}x | {100*statistics.median(share):.2f}% "
               f"| {sum(x > 0.01 for x in share)} | {sum(int(p['short_steps']) > int(p['hpa_short_steps']) for p in points)} |")
+if rows:
+    # Could a rule that plans higher only where the forecast ramps have caught them? The demand at
+    # each of prescale's short steps against the least in the steps starting up to 15 minutes
+    # before it (at least one step): how sudden the loads were that got past plan and HPA.
+    import datetime
+    print("\n| series | prescale's short steps | demand against the least in the 15 minutes before: min, median, max |")
+    print("|---|---|---|")
+    for r in rows:
+        timeline = list(csv.DictReader(open(os.path.join(work, r["name"] + ".timeline.csv"))))
+        times = [datetime.datetime.fromisoformat(t["timestamp"].replace("Z", "+00:00")) for t in timeline[:2]]
+        step_minutes = (times[1] - times[0]).total_seconds() / 60
+        before = max(1, int(15 // step_minutes))
+        demand = [float(t["demand"]) if t["demand"] else float("nan") for t in timeline]
+        rises = []
+        for index, t in enumerate(timeline):
+            if t["predictive_underprovisioned"] in ("0", ""):
+                continue
+            earlier = [d for d in demand[max(0, index - before):index] if d == d]
+            if earlier and min(earlier) > 0:
+                rises.append(demand[index] / min(earlier))
+        if rises:
+            note = "" if len(rises) == r["short"] else f" ({r['short'] - len(rises)} more after a gap or a zero)"
+            print(f"| {r['name']} | {r['short']} | {min(rises):.2f}x, {statistics.median(rises):.2f}x, {max(rises):.2f}x{note} |")
 for name, error in failed:
     print(f"\n{name}: failed: {error}")
 PY
