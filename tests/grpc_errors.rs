@@ -197,13 +197,19 @@ async fn too_little_history_fails_its_precondition_saying_needed_and_got() {
 /// Upserts workload `tiny` on the ten samples of `short` and waits for its first plan attempt, which
 /// fails: `GetPlan` answers `Unavailable` until then.
 async fn plan_on_short(plans: &mut PlanServiceClient<Channel>) -> tonic::Status {
-    plans
-        .upsert_workload(workload("tiny", "short"))
-        .await
-        .unwrap();
+    first_plan_failure(plans, "tiny", "short").await
+}
+
+/// Upserts workload `name` on `series` and waits for its first plan attempt, which fails.
+async fn first_plan_failure(
+    plans: &mut PlanServiceClient<Channel>,
+    name: &str,
+    series: &str,
+) -> tonic::Status {
+    plans.upsert_workload(workload(name, series)).await.unwrap();
     let failed = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            match plans.get_plan(get("tiny")).await {
+            match plans.get_plan(get(name)).await {
                 Err(status) if status.code() == Code::Unavailable => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -221,6 +227,18 @@ async fn get_plan_reports_a_first_plan_on_too_short_a_series_as_a_failed_precond
     let (server, channel) = serve_load_and_short().await;
     let status = plan_on_short(&mut PlanServiceClient::new(channel)).await;
     assert_eq!(status.code(), Code::FailedPrecondition);
+    server.shutdown().await;
+}
+
+/// `NotFound` would say the workload is unknown; it exists, and its series does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_plan_reports_a_workload_on_a_missing_series_as_a_failed_precondition() {
+    let (server, channel) = serve_load_and_short().await;
+    let status =
+        first_plan_failure(&mut PlanServiceClient::new(channel), "orphan", "nowhere").await;
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(status.message().contains("orphan"), "{status:?}");
+    assert!(status.message().contains("nowhere"), "{status:?}");
     server.shutdown().await;
 }
 

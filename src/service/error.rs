@@ -65,6 +65,22 @@ pub(crate) fn status(error: &AppError) -> Status {
     Status::new(code, error.to_string())
 }
 
+/// A workload that exists but has no plan, because making its plan failed with `error`: the
+/// failure's own code, but `FailedPrecondition` where it would read as a missing or malformed
+/// request (`NotFound`, `InvalidArgument`: an unknown series, a failing source), since those codes
+/// name the workload asked for, which exists.
+pub(crate) fn plan_failure_status(workload: &str, error: &AppError) -> Status {
+    let failure = status(error);
+    let code = match failure.code() {
+        Code::NotFound | Code::InvalidArgument => Code::FailedPrecondition,
+        code => code,
+    };
+    Status::new(
+        code,
+        format!("workload {workload:?} has no plan: {}", failure.message()),
+    )
+}
+
 impl From<AppError> for Status {
     fn from(error: AppError) -> Self {
         status(&error)

@@ -195,7 +195,9 @@ pub(super) fn servable_plan(
             workload: name.to_owned(),
         }
         .into()),
-        PlanState::Failed { error, last: None } => Err(super::error::status(&error)),
+        PlanState::Failed { error, last: None } => {
+            Err(super::error::plan_failure_status(name, &error))
+        }
     }
 }
 
