@@ -172,7 +172,24 @@ async fn a_plan_made_after_the_newest_sample_is_served_before_its_first_request(
         metrics.metric_values[0].metric_value,
         i64::from(first.max(reactive))
     );
-    assert!(scaler.is_active(quick).await.unwrap().into_inner().result);
+    assert!(
+        scaler
+            .is_active(quick.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .result
+    );
+
+    // Before the newest sample's step the plan covers nothing: a stream opened then ends with
+    // UNAVAILABLE after its headers, and is counted with that code, not as OK.
+    clock.set(Timestamp::from_millis(HISTORY_END_MS - STEP_MS));
+    let mut activity = scaler.stream_is_active(quick).await.unwrap().into_inner();
+    let ended = activity.message().await.unwrap_err();
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    let method = "/externalscaler.ExternalScaler/StreamIsActive";
+    assert_eq!(server.metrics.requests(method, "UNAVAILABLE"), 1);
+    assert_eq!(server.metrics.requests(method, "OK"), 0);
     server.shutdown().await;
 }
 

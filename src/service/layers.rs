@@ -129,10 +129,22 @@ where
         let response = self.inner.call(request);
         Box::pin(async move {
             let mut response = response.await?;
-            // A status in the headers is a trailers-only answer: the call failed before any message.
-            let code = keep_promise(response.headers_mut()).unwrap_or(Code::Ok);
-            metrics.record_request(&method, code_name(code), started.elapsed());
-            Ok(response.map(|inner| ExhaustedBody { inner }))
+            let outcome = Outcome {
+                metrics,
+                method,
+                latency: started.elapsed(),
+            };
+            // A status in the headers is a trailers-only answer: the call failed before any
+            // message. Otherwise the status comes in the trailers, after the last message (a
+            // stream may fail long after its headers).
+            let pending = match keep_promise(response.headers_mut()) {
+                Some(code) => {
+                    outcome.record(code);
+                    None
+                }
+                None => Some(outcome),
+            };
+            Ok(response.map(|inner| ExhaustedBody { inner, pending }))
         })
     }
 }
@@ -152,12 +164,50 @@ fn keep_promise(headers: &mut http::HeaderMap) -> Option<Code> {
     Some(promised)
 }
 
-/// A response body whose trailers carry the status code the API promises: a response message over
-/// the size limit fails after the headers went out, so its `OutOfRange` is in the trailers.
+/// A call to record once its status is known: its method and the latency to its response headers.
+struct Outcome {
+    /// Where the call is recorded.
+    metrics: Arc<Telemetry>,
+    /// The method's path, or [`UNKNOWN_METHOD`].
+    method: String,
+    /// Time from the request to the response headers.
+    latency: std::time::Duration,
+}
+
+impl Outcome {
+    fn record(self, code: Code) {
+        self.metrics
+            .record_request(&self.method, code_name(code), self.latency);
+    }
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outcome")
+            .field("method", &self.method)
+            .field("latency", &self.latency)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A response body whose trailers carry the status code the API promises (a response message over
+/// the size limit fails after the headers went out, so its `OutOfRange` is in the trailers), and
+/// record the call with that code; a body dropped before its trailers (the client went away) is
+/// recorded as `CANCELLED`.
 #[derive(Debug)]
 pub(crate) struct ExhaustedBody<B> {
     /// The body as the service wrote it.
     inner: B,
+    /// The call, until its trailers are seen.
+    pending: Option<Outcome>,
+}
+
+impl<B> Drop for ExhaustedBody<B> {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.pending.take() {
+            outcome.record(Code::Cancelled);
+        }
+    }
 }
 
 impl<B: Body + Unpin> Body for ExhaustedBody<B> {
@@ -168,11 +218,15 @@ impl<B: Body + Unpin> Body for ExhaustedBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx).map(|polled| {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_frame(cx).map(|polled| {
             polled.map(|frame| {
                 frame.map(|mut frame| {
                     if let Some(trailers) = frame.trailers_mut() {
-                        keep_promise(trailers);
+                        let code = keep_promise(trailers).unwrap_or(Code::Ok);
+                        if let Some(outcome) = this.pending.take() {
+                            outcome.record(code);
+                        }
                     }
                     frame
                 })
