@@ -290,6 +290,69 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
     server.shutdown().await;
 }
 
+/// A workload whose query changes has its series pulled again from the new query, not continued
+/// from the old one's points; a second workload pulling the same series from another query is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_query_replaces_the_series_and_a_second_source_on_it_is_refused() {
+    if prometheus_support::missing() {
+        return;
+    }
+    let now = half_hour_now();
+    let two_days: Vec<(i64, f64)> = (0..96)
+        .map(|index| (now - (95 - index) * 30 * MINUTE_MS, 10.0 + index as f64))
+        .collect();
+    let prometheus = LocalPrometheus::start(&[Seed {
+        name: "load".to_owned(),
+        samples: &two_days,
+    }]);
+    let server = TestServer::start(
+        settings(Duration::from_secs(24 * 3600)),
+        ServerOptions::default(),
+    )
+    .await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .upsert_workload(sourced("chg", "chg", &prometheus.url, "load", "30m"))
+        .await
+        .unwrap();
+    status_when(&mut plans, "chg", |status| status.last_success_ms > 0).await;
+    let step = Step::try_from(30 * MINUTE_MS).unwrap();
+    let store = server.state.history().store();
+    let first = stored_points(store.as_ref(), "chg", step);
+    assert!(first.len() >= 40, "{} points", first.len());
+
+    plans
+        .upsert_workload(sourced("chg", "chg", &prometheus.url, "load * 2", "30m"))
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let doubled = loop {
+        let points = stored_points(store.as_ref(), "chg", step);
+        if points.len() >= first.len()
+            && points
+                .iter()
+                .all(|(at, value)| Some(*value) == value_at(&two_days, *at).map(|v| 2.0 * v))
+        {
+            break points;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the series still holds the old query's points: {points:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(doubled[0].0, first[0].0, "the whole window pulled again");
+
+    let refused = plans
+        .upsert_workload(sourced("other", "chg", &prometheus.url, "load * 3", "30m"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+    assert!(refused.message().contains("\"chg\""), "{refused:?}");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
     if prometheus_support::missing() {

@@ -136,10 +136,20 @@ impl ServingState {
             .map(|(name, _)| name.clone())
             .collect();
         let mut stopped = Vec::new();
+        // Followers replaced because their workload's source changed, its series kept: the new
+        // follower replaces what they stored once they have stopped.
+        let mut replaced: HashMap<String, JoinHandle<()>> = HashMap::new();
         for name in stale {
             if let Some(follower) = followers.remove(&name) {
                 follower.stop.cancel();
-                stopped.push(follower.task);
+                match wanted.get(&name) {
+                    Some((source, series))
+                        if *series == follower.series && *source != follower.source =>
+                    {
+                        replaced.insert(name, follower.task);
+                    }
+                    _ => stopped.push(follower.task),
+                }
             }
         }
         for (name, (source, series)) in wanted {
@@ -156,6 +166,7 @@ impl ServingState {
                 },
                 stop.clone(),
                 Arc::clone(&status),
+                replaced.remove(&name),
             ));
             followers.insert(
                 name,
@@ -172,14 +183,45 @@ impl ServingState {
     }
 
     /// One follower: pulls what the store lacks, then waits a poll interval (or, after a failure, a
-    /// backoff that doubles up to `retry_max`), until `stop`.
+    /// backoff that doubles up to `retry_max`), until `stop`. With `replacing`, the follower of the
+    /// workload's previous source: once that has stopped, the series' samples (the other source's)
+    /// are deleted, so the first pull backfills the whole window from this source.
     async fn follow(
         self: Arc<Self>,
         name: String,
         spec: PrometheusClientSpec,
         stop: CancellationToken,
         status: Arc<Mutex<SourceStatus>>,
+        replacing: Option<JoinHandle<()>>,
     ) {
+        if let Some(previous) = replacing {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                finished = previous => if let Err(error) = finished {
+                    tracing::error!(%error, "a source follower failed");
+                },
+            }
+            let state = Arc::clone(&self);
+            let series = spec.series.clone();
+            let deleted = blocking(move || match state.delete_series(&series) {
+                Err(AppError::Store(StoreError::UnknownSeries { .. })) => Ok(0),
+                other => other,
+            })
+            .await;
+            match deleted {
+                Ok(samples) => tracing::info!(
+                    workload = %name,
+                    series = %spec.series,
+                    samples,
+                    "the workload's source changed: its series is pulled again from the new one"
+                ),
+                Err(error) => tracing::warn!(
+                    workload = %name,
+                    %error,
+                    "the workload's source changed, but its series could not be cleared"
+                ),
+            }
+        }
         let timing = self.settings.sources;
         let mut backoff = timing.retry_initial;
         let mut client: Option<PrometheusClient> = None;

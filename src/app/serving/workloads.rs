@@ -89,11 +89,28 @@ struct WorkloadsFile {
 }
 
 impl ServingState {
-    /// Validates and stores a workload (replacing one of the same name) and schedules its plan.
+    /// Validates and stores a workload (replacing one of the same name) and schedules its plan; a
+    /// workload with a source is refused while another pulls its series from another source.
     /// Blocking: writes the workloads file.
     pub fn upsert_workload(&self, workload: Workload) -> Result<Workload, AppError> {
         let mut workloads = self.workloads.write();
         let mut stored = others(&workloads, workload.name());
+        if let Some(source) = workload.source()
+            && let Some(other) = stored.iter().find(|other| {
+                other.series() == workload.series()
+                    && other.source().is_some_and(|theirs| theirs != source)
+            })
+        {
+            // Two sources filling one series would interleave two queries' points.
+            return Err(AppError::InvalidRequest {
+                reason: format!(
+                    "source: series {} is already pulled by workload {:?} from another source; \
+                     give this workload its own series",
+                    workload.series(),
+                    other.name()
+                ),
+            });
+        }
         stored.push(workload.clone());
         write_workloads(&self.data_dir, &stored)?;
         match workloads.get(workload.name()) {
