@@ -290,6 +290,13 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
     server.shutdown().await;
 }
 
+/// Two days of half-hourly points ending at `now`, rising from 10 by one a point.
+fn two_days_to(now: i64) -> Vec<(i64, f64)> {
+    (0..96)
+        .map(|index| (now - (95 - index) * 30 * MINUTE_MS, 10.0 + index as f64))
+        .collect()
+}
+
 /// A workload whose query changes has its series pulled again from the new query, not continued
 /// from the old one's points; a second workload pulling the same series from another query is
 /// refused.
@@ -299,9 +306,7 @@ async fn a_changed_query_replaces_the_series_and_a_second_source_on_it_is_refuse
         return;
     }
     let now = half_hour_now();
-    let two_days: Vec<(i64, f64)> = (0..96)
-        .map(|index| (now - (95 - index) * 30 * MINUTE_MS, 10.0 + index as f64))
-        .collect();
+    let two_days = two_days_to(now);
     let prometheus = LocalPrometheus::start(&[Seed {
         name: "load".to_owned(),
         samples: &two_days,
@@ -359,9 +364,7 @@ async fn bad_sources_fail_clearly_write_nothing_and_leave_the_rest_working() {
         return;
     }
     let now = half_hour_now();
-    let two_days: Vec<(i64, f64)> = (0..96)
-        .map(|index| (now - (95 - index) * 30 * MINUTE_MS, 10.0 + index as f64))
-        .collect();
+    let two_days = two_days_to(now);
     let recent: Vec<(i64, f64)> = two_days[two_days.len() - 12..].to_vec();
     let one = [(now - 10 * MINUTE_MS, 1.0)];
     let mut seeds = vec![
