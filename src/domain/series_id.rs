@@ -30,7 +30,11 @@ fn check_identifier(text: &str, extra_allowed: &[u8]) -> Result<(), &'static str
         .bytes()
         .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || extra_allowed.contains(&byte));
     if !valid {
-        return Err("may hold only ASCII letters, digits and the characters _ : . -");
+        return Err(if extra_allowed.is_empty() {
+            "may hold only ASCII letters, digits and _"
+        } else {
+            "may hold only ASCII letters, digits and the characters _ : . -"
+        });
     }
     Ok(())
 }
@@ -195,7 +199,15 @@ mod tests {
         assert!(SeriesId::new("").is_err());
         assert!(SeriesId::new("9lives").is_err());
         assert!(SeriesId::new("has space").is_err());
-        assert!(SeriesId::with_labels("ok", [("bad-label", "x")]).is_err());
+        let label = SeriesId::with_labels("ok", [("bad-label", "x")]).unwrap_err();
+        // A label name's message lists what a label name may hold, not a series name's extras.
+        assert!(
+            label
+                .to_string()
+                .ends_with("may hold only ASCII letters, digits and _"),
+            "{label}"
+        );
+        assert!(SeriesId::new("ok-name.v1:rate").is_ok());
         assert!("cpu{host=a}".parse::<SeriesId>().is_err());
         assert!("cpu{host=\"a\"".parse::<SeriesId>().is_err());
     }
