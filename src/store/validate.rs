@@ -28,17 +28,16 @@ pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreE
                 timestamp: sample.timestamp,
                 reason,
             };
-            if sample.timestamp < Timestamp::EARLIEST {
-                return Err(out_of_range(format!(
-                    "before the earliest accepted, {}",
-                    Timestamp::EARLIEST
-                )));
-            }
             if sample.timestamp > latest {
                 return Err(out_of_range(format!(
                     "more than {} ahead of the store's clock (accepted up to {latest})",
                     humantime::format_duration(MAX_FUTURE)
                 )));
+            }
+            // `latest` is at most `Timestamp::LATEST`: of the accepted years, only the earliest
+            // bound can still refuse the sample here.
+            if let Some(reason) = sample.timestamp.outside_accepted_years() {
+                return Err(out_of_range(reason));
             }
         }
         accepted += entry.samples.len();

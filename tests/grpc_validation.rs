@@ -1,0 +1,55 @@
+//! Requests whose fields the server could not store, log or act on are refused with
+//! `INVALID_ARGUMENT` naming the field, and leave the server as it was: a real server on
+//! 127.0.0.1:0 and tonic clients over a real socket.
+
+mod common;
+mod grpc_support;
+
+use common::TestServer;
+use grpc_support::{DAY_MS, START_MS, code_of, settings};
+use prescale::service::ServerOptions;
+use prescale::service::proto::{self, event_service_client::EventServiceClient};
+use tonic::Code;
+
+fn event(name: &str, start_ms: i64, end_ms: i64) -> proto::Event {
+    proto::Event {
+        name: name.to_owned(),
+        start_ms,
+        end_ms,
+        multiplier: Some(2.0),
+        like: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_beyond_the_year_9999_is_refused_and_the_calendar_still_reads() {
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let kept = events
+        .add_event(event("launch", START_MS, START_MS + DAY_MS))
+        .await
+        .unwrap()
+        .into_inner();
+    for (start_ms, end_ms, field) in [
+        (1 << 62, i64::MAX, "start"),
+        (START_MS, i64::MAX, "end"),
+        (i64::MIN, START_MS, "start"),
+        // Microseconds given by mistake: milliseconds in the year 58900.
+        (
+            1_796_540_759_393_000,
+            1_796_540_759_393_000 + DAY_MS,
+            "start",
+        ),
+    ] {
+        let (code, message) = code_of(events.add_event(event("poison", start_ms, end_ms)).await);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains(field), "{message}");
+    }
+    let listed = events
+        .list_events(proto::ListEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.events, vec![kept]);
+    server.shutdown().await;
+}
