@@ -6,9 +6,11 @@ mod common;
 mod grpc_support;
 
 use common::TestServer;
-use grpc_support::{DAY_MS, START_MS, code_of, settings};
+use grpc_support::{DAY_MS, START_MS, code_of, settings, workload};
 use prescale::service::ServerOptions;
-use prescale::service::proto::{self, event_service_client::EventServiceClient};
+use prescale::service::proto::{
+    self, event_service_client::EventServiceClient, plan_service_client::PlanServiceClient,
+};
 use tonic::Code;
 
 fn event(name: &str, start_ms: i64, end_ms: i64) -> proto::Event {
@@ -51,5 +53,29 @@ async fn an_event_beyond_the_year_9999_is_refused_and_the_calendar_still_reads()
         .unwrap()
         .into_inner();
     assert_eq!(listed.events, vec![kept]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_name_too_long_or_with_a_line_break_is_refused_naming_the_field() {
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .upsert_workload(workload("api", "load"))
+        .await
+        .unwrap();
+    for name in ["a".repeat(10_000), "a\nb".to_owned()] {
+        let (code, message) = code_of(plans.upsert_workload(workload(&name, "load")).await);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains("`name`"), "{message}");
+        assert!(message.len() < 200, "{message}");
+    }
+    let listed = plans
+        .list_workloads(proto::ListWorkloadsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed.workloads.iter().map(|stored| &stored.name).collect();
+    assert_eq!(names, ["api"]);
     server.shutdown().await;
 }
