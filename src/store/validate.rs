@@ -2,14 +2,15 @@
 
 use crate::domain::{SeriesId, Timestamp};
 
-use super::{MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, SeriesSamples, StoreError};
+use super::{
+    MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, SeriesSamples, StoreError, latest_accepted,
+};
 
 /// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
 /// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`]. Returns the
 /// samples it holds.
 pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
-    let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
-    let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
+    let latest = latest_accepted(now);
     let mut accepted = 0;
     for entry in batch {
         check_labels(&entry.series)?;
