@@ -14,6 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::output::outln;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use prescale::app::telemetry::Telemetry;
@@ -67,7 +68,7 @@ pub(crate) fn run(config: &Config, args: &BenchArgs) -> Result<()> {
 
 async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
     let target = Target::start(config, args).await?;
-    println!(
+    outln!(
         "bench-grpc against {} ({})",
         target.address,
         if target.local.is_some() {
@@ -75,7 +76,7 @@ async fn bench(config: &Config, args: &BenchArgs) -> Result<()> {
         } else {
             "external server"
         }
-    );
+    )?;
     let channel = connect(&target.address).await?;
     let name = format!("bench-{}", std::process::id());
     let retrained = store_history(&channel, &name, args.retrain_series).await?;
@@ -214,12 +215,12 @@ async fn wait_for_first_plan(channel: &Channel, name: &str) -> Result<()> {
             Err(status) => return Err(status.into()),
         }
     };
-    println!(
+    outln!(
         "setup: 8064 samples stored, first plan ({} steps, {} bytes encoded) after {:.2} s",
         plan.steps.as_ref().map_or(0, |steps| steps.at_ms.len()),
         prost::Message::encoded_len(&plan),
         waited.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(())
 }
 
@@ -244,7 +245,7 @@ async fn get_plan_phases(
         calls,
         elapsed,
         &latencies,
-    );
+    )?;
     if args.rate == 0 {
         return Ok(());
     }
@@ -256,7 +257,7 @@ async fn get_plan_phases(
         calls,
         elapsed,
         &latencies,
-    );
+    )?;
     if !retrained.is_empty() {
         let idle_p99 = percentile(&latencies, 0.99);
         retrain_phase(
@@ -289,12 +290,12 @@ async fn push_phase(address: &str, name: &str, args: &BenchArgs) -> Result<()> {
         accepted += result??;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "Push: {} streams of {}-sample messages, {accepted} samples in {elapsed:.1} s = {:.0} samples/s",
         args.push_clients,
         args.batch,
         accepted as f64 / elapsed
-    );
+    )?;
     Ok(())
 }
 
@@ -353,7 +354,7 @@ async fn retrain_phase(
         calls,
         elapsed,
         &latencies,
-    );
+    )?;
     let p99 = percentile(&latencies, 0.99);
     let coverage = if progress.finished_at_ms == 0 {
         "still running when the phase ended: it covered the whole phase".to_owned()
@@ -363,7 +364,7 @@ async fn retrain_phase(
             (progress.finished_at_ms - job.started_at_ms) as f64 / 1000.0
         )
     };
-    println!(
+    outln!(
         "retrain job {}: {}/{total} series done, {} failed, {coverage}; GetPlan p99 {:.3} ms vs {:.3} ms idle = {:.2}x",
         job.id,
         progress.done,
@@ -371,7 +372,7 @@ async fn retrain_phase(
         p99.as_secs_f64() * 1e3,
         idle_p99.as_secs_f64() * 1e3,
         p99.as_secs_f64() / idle_p99.as_secs_f64().max(1e-9),
-    );
+    )?;
     // Let the job finish so the next phase runs on an idle server.
     loop {
         let progress = admin
@@ -379,12 +380,12 @@ async fn retrain_phase(
             .await?
             .into_inner();
         if progress.finished_at_ms != 0 {
-            println!(
+            outln!(
                 "retrain job {} finished: {}/{total} series in {:.1} s",
                 job.id,
                 progress.done,
                 started.elapsed().as_secs_f64()
-            );
+            )?;
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -451,13 +452,19 @@ async fn get_plan_phase(
     Ok((latencies.len(), elapsed, latencies))
 }
 
-fn report(phase: &str, clients: usize, calls: usize, elapsed: f64, latencies: &[Duration]) {
+fn report(
+    phase: &str,
+    clients: usize,
+    calls: usize,
+    elapsed: f64,
+    latencies: &[Duration],
+) -> Result<()> {
     if latencies.is_empty() {
-        println!("{phase}: no calls completed");
-        return;
+        outln!("{phase}: no calls completed")?;
+        return Ok(());
     }
     let percentile = |p: f64| percentile(latencies, p).as_secs_f64() * 1000.0;
-    println!(
+    outln!(
         "{phase}: {clients} clients, {calls} calls in {elapsed:.1} s = {:.0} calls/s; latency p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, max {:.3} ms",
         calls as f64 / elapsed,
         percentile(0.50),
@@ -466,7 +473,8 @@ fn report(phase: &str, clients: usize, calls: usize, elapsed: f64, latencies: &[
         latencies
             .last()
             .map_or(0.0, |max| max.as_secs_f64() * 1000.0),
-    );
+    )?;
+    Ok(())
 }
 
 /// The `p` quantile of sorted `latencies` (nearest rank); zero when there are none.

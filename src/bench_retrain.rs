@@ -13,6 +13,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::output::outln;
 use anyhow::{Result, bail};
 use clap::Args;
 use prescale::app::{self, History, RetrainSettings};
@@ -111,23 +112,24 @@ pub(crate) fn run(config: &Config, args: &BenchRetrainArgs) -> Result<()> {
     let built = Instant::now();
     store_points(&store, &series, args.seed, 0, args.points)?;
     store.checkpoint()?;
-    println!(
+    outln!(
         "stored {} series x {} points in {:.1}s (not timed below)",
         series.len(),
         args.points,
         built.elapsed().as_secs_f64()
-    );
+    )?;
     let app = History::new(store.clone());
     let registry = Registry::open(directory.join("models"))?;
     let settings = config.retrain_settings(args.concurrency);
-    println!(
+    outln!(
         "retraining on {} threads, history window {}",
-        settings.concurrency, settings.history_window
-    );
-    let mut failed = time_run("cold", &app, &registry, &series, &settings);
+        settings.concurrency,
+        settings.history_window
+    )?;
+    let mut failed = time_run("cold", &app, &registry, &series, &settings)?;
     if !args.cold_only {
         store_points(&store, &series, args.seed, args.points, args.points + DAY)?;
-        failed += time_run("nightly (+1 day)", &app, &registry, &series, &settings);
+        failed += time_run("nightly (+1 day)", &app, &registry, &series, &settings)?;
     }
     store.checkpoint()?;
     if failed > 0 {
@@ -143,27 +145,27 @@ fn time_run(
     registry: &Registry,
     series: &[SeriesId],
     settings: &RetrainSettings,
-) -> usize {
+) -> Result<usize> {
     let started = Instant::now();
     let results = app::retrain_many(app, registry, series, settings, &|_, _| {});
     let seconds = started.elapsed().as_secs_f64();
     let counts = app::RetrainCounts::of(&results);
-    println!(
+    outln!(
         "{label}: {} series in {seconds:.1}s ({:.2} series/s): {} promoted, {} kept, {} failed",
         results.len(),
         results.len() as f64 / seconds,
         counts.promoted,
         counts.kept,
         counts.failed
-    );
+    )?;
     if let Some((one, Ok(outcome))) = results.first() {
-        println!("  e.g. {one}: {}", outcome.reason);
+        outln!("  e.g. {one}: {}", outcome.reason)?;
     }
     let failures = results
         .iter()
         .filter_map(|(one, result)| result.as_ref().err().map(|error| (one, error)));
     for (one, error) in failures.take(5) {
-        println!("  {one}: {error}");
+        outln!("  {one}: {error}")?;
     }
-    counts.failed
+    Ok(counts.failed)
 }

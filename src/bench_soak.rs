@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 use crate::bench_grpc::{connect, daily_series, percentile};
+use crate::output::outln;
 
 const STEP_MS: i64 = 300_000;
 /// 2026-01-01T00:00:00Z, as `daily_series` starts.
@@ -89,7 +90,7 @@ async fn soak(args: &SoakArgs) -> Result<()> {
     let directory = tempfile::tempdir()?;
     let (mut server, address) = start_server(directory.path())?;
     let pid = server.id();
-    println!("bench-soak: prescale serve pid {pid} on {address}");
+    outln!("bench-soak: prescale serve pid {pid} on {address}")?;
     let channel = connect(&address).await?;
     let names = setup(&channel, args.workloads).await?;
     let counts = Arc::new(Counts::default());
@@ -235,10 +236,10 @@ async fn setup(channel: &Channel, workloads: usize) -> Result<Vec<String>> {
             }
         }
     }
-    println!(
+    outln!(
         "setup: {workloads} workloads on 28 days of 5-minute history, planned after {:.1} s",
         started.elapsed().as_secs_f64()
-    );
+    )?;
     Ok(names)
 }
 
@@ -383,7 +384,8 @@ async fn retrain(channel: Channel, at: Duration, counts: Arc<Counts>, stop: Canc
         match admin.get_job(proto::GetJobRequest { id: id.clone() }).await {
             Ok(job) if job.get_ref().finished_at_ms != 0 => {
                 let job = job.into_inner();
-                println!(
+                // A closed standard output ends the command through the report loop.
+                let _ = outln!(
                     "retrain: {} series ({} failed) in {:.1} s",
                     job.total,
                     job.failed,
@@ -415,10 +417,10 @@ fn rss_mib(pid: u32) -> Result<f64> {
 
 /// Prints one row per `every` until `duration` is over, then the run's summary.
 async fn report(pid: u32, duration: Duration, every: Duration, counts: &Counts) -> Result<()> {
-    println!(
+    outln!(
         "| minute | RSS MiB | GetPlan calls | p50 ms | p99 ms | max ms | pushed | plans watched | forecasts | errors | retrain |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    )?;
+    outln!("|---|---|---|---|---|---|---|---|---|---|---|")?;
     let started = Instant::now();
     let mut rows = Vec::new();
     let mut next = started + every;
@@ -430,7 +432,7 @@ async fn report(pid: u32, duration: Duration, every: Duration, counts: &Counts) 
         let ms = |latency: Duration| latency.as_secs_f64() * 1000.0;
         let rss = rss_mib(pid)?;
         let p99 = ms(percentile(&latencies, 0.99));
-        println!(
+        outln!(
             "| {:.1} | {rss:.0} | {} | {:.2} | {p99:.2} | {:.1} | {} | {} | {} | {} | {} |",
             started.elapsed().as_secs_f64() / 60.0,
             latencies.len(),
@@ -445,13 +447,13 @@ async fn report(pid: u32, duration: Duration, every: Duration, counts: &Counts) 
             } else {
                 ""
             },
-        );
+        )?;
         rows.push((rss, p99));
     }
     let warm = rows.len() / 6;
     if let (Some(first), Some(last)) = (rows.get(warm), rows.last()) {
         let p99s = rows[warm..].iter().map(|row| row.1);
-        println!(
+        outln!(
             "after warm-up (row {}): RSS {:.0} -> {:.0} MiB (max {:.0}); GetPlan p99 {:.2}..{:.2} ms",
             warm + 1,
             first.0,
@@ -459,7 +461,7 @@ async fn report(pid: u32, duration: Duration, every: Duration, counts: &Counts) 
             rows[warm..].iter().map(|row| row.0).fold(0.0, f64::max),
             p99s.clone().fold(f64::INFINITY, f64::min),
             p99s.fold(0.0, f64::max),
-        );
+        )?;
     }
     Ok(())
 }

@@ -6,16 +6,21 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn prescale(data_dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_prescale"))
+/// `prescale ARGS --data-dir DATA_DIR`, without the caller's configuration or log settings.
+fn command(data_dir: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_prescale"));
+    command
         .args(args)
         .arg("--data-dir")
         .arg(data_dir)
         .env_remove("PRESCALE_CONFIG")
         .env_remove("RUST_LOG")
-        .current_dir(data_dir.parent().unwrap())
-        .output()
-        .unwrap()
+        .current_dir(data_dir.parent().unwrap());
+    command
+}
+
+fn prescale(data_dir: &Path, args: &[&str]) -> Output {
+    command(data_dir, args).output().unwrap()
 }
 
 fn stdout(output: &Output) -> String {
@@ -89,6 +94,27 @@ fn import_list_show_export_round_trip() {
         std::fs::read_to_string(&out).unwrap(),
         "timestamp,value\n2024-01-01T00:00:00Z,3\n2024-01-01T00:10:00Z,\n2024-01-01T00:20:00Z,7\n"
     );
+}
+
+#[test]
+fn output_to_a_closed_pipe_ends_the_command_quietly() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let csv = write(
+        root.path(),
+        "in.csv",
+        "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:05:00Z,3\n",
+    );
+    let imported = prescale(&data, &["import", "--series", "api", csv.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    for args in [&["series", "list"][..], &["series", "show", "api"]] {
+        // As `prescale series show api | head` once `head` has read what it wanted and exited.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = command(&data, args).stdout(writer).output().unwrap();
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert_eq!(stderr(&output), "", "{args:?}");
+    }
 }
 
 #[test]

@@ -327,13 +327,18 @@ async fn shutdown_ends_open_streams_and_keeps_every_acknowledged_write() {
     let directory = server.shutdown().await;
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(item) = watch.next().await {
-            if item.is_err() {
-                break;
+            if let Err(status) = item {
+                return Some(status);
             }
         }
+        None
     })
-    .await;
-    assert!(ended.is_ok(), "the watch stream ends when the server stops");
+    .await
+    .expect("the watch stream ends when the server stops");
+    // Not OK, which would read as a normal end: the executor is to reconnect.
+    let status = ended.expect("the watch stream ends with a status");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("shutting down"), "{status:?}");
 
     // A new server over the same directory has every acknowledged sample and the workload.
     let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();

@@ -7,6 +7,7 @@ use prescale::config::Config;
 use prescale::events::{EventSpec, Uplift};
 
 use super::args::DataDirArg;
+use crate::output::outln;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum EventsCommand {
@@ -74,12 +75,12 @@ pub(super) fn events(config: &Config, command: EventsCommand) -> Result<()> {
                 multiplier,
                 like,
             })?;
-            println!("stored event {name}");
+            outln!("stored event {name}")?;
         }
         EventsCommand::List { .. } => {
             let calendar = store.load()?;
             if calendar.events().is_empty() {
-                println!("no events stored");
+                outln!("no events stored")?;
             }
             for event in calendar.events() {
                 let uplift = match event.uplift() {
@@ -87,17 +88,17 @@ pub(super) fn events(config: &Config, command: EventsCommand) -> Result<()> {
                     Uplift::Like(past) => format!("learned from {past}"),
                     Uplift::Multiplier(multiplier) => format!("x{multiplier}"),
                 };
-                println!(
+                outln!(
                     "{:<24} {} .. {}  {uplift}",
                     event.name(),
                     event.range().from(),
                     event.range().to()
-                );
+                )?;
             }
         }
         EventsCommand::Remove { name, .. } => {
             let removed = store.remove(&name)?;
-            println!("removed {removed} event(s) named {name}");
+            outln!("removed {removed} event(s) named {name}")?;
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use prescale::domain::{Forecast, Horizon, TimeSeries};
 use prescale::forecast::{HistoryWindow, Predict};
 
 use super::args::InputArgs;
-use crate::output::{print_model, write_simulation_outputs};
+use crate::output::{out, outln, print_model, write_simulation_outputs};
 
 #[derive(Debug, Args)]
 pub(super) struct ForecastArgs {
@@ -130,26 +130,26 @@ pub(super) fn forecast(config: &Config, args: &ForecastArgs) -> Result<()> {
     let forecast = with_events.forecast;
     app::write_forecast_csv(&forecast, &args.output)?;
     for applied in &with_events.applied {
-        println!(
+        outln!(
             "event {} applied from {} to {}: up to x{:.2}, learned from {} past occurrences",
             applied.name,
             applied.pre_warm_from,
             applied.range.to(),
             applied.peak_multiplier,
             applied.occurrences
-        );
+        )?;
     }
     for skipped in &with_events.skipped {
-        println!("warning: event {skipped} has no past occurrence to learn from; not applied");
+        outln!("warning: event {skipped} has no past occurrence to learn from; not applied")?;
     }
-    println!(
+    outln!(
         "forecast {} steps of {} from {} with {choice} to {}",
         forecast.len(),
         forecast.step(),
         forecast.start(),
         args.output.display()
-    );
-    print_model(&model);
+    )?;
+    print_model(&model)?;
     Ok(())
 }
 
@@ -173,14 +173,14 @@ pub(super) fn backtest(config: &Config, args: &BacktestArgs) -> Result<()> {
         None => ModelChoice::all(),
     };
     let scores = backtest.run(&history, &choices)?;
-    println!(
+    outln!(
         "backtest: {} folds of {} steps ({}) on {} points; MASE scaled by the in-sample one-day seasonal naive error",
         backtest.folds,
         backtest.horizon.steps(),
         history.step(),
         history.len()
-    );
-    print!("{}", app::format_scores(&scores, &levels));
+    )?;
+    out!("{}", app::format_scores(&scores, &levels))?;
     if let Some(path) = &args.output {
         app::write_scores_csv(&scores, &levels, path)?;
     }
@@ -203,18 +203,18 @@ pub(super) fn plan(config: &Config, args: &PlanArgs) -> Result<()> {
         args.current_replicas,
     )?;
     app::write_plan_csv(&outcome.plan, &args.output)?;
-    print!("{}", outcome.plan);
+    out!("{}", outcome.plan)?;
     if let Some(rule) = &outcome.rule {
-        println!("{rule}");
+        outln!("{rule}")?;
     }
     for skipped in &outcome.skipped_events {
-        println!("warning: event {skipped} has no past occurrence to learn from; not applied");
+        outln!("warning: event {skipped} has no past occurrence to learn from; not applied")?;
     }
-    println!(
+    outln!(
         "wrote {} plan steps to {}",
         outcome.plan.steps().len(),
         args.output.display()
-    );
+    )?;
     Ok(())
 }
 
@@ -240,8 +240,8 @@ pub(super) fn simulate(config: &Config, args: &SimulateArgs) -> Result<()> {
         args.model.parse()?,
         fits,
     )?;
-    println!("models: {fits}");
-    print!("{replay}");
+    outln!("models: {fits}")?;
+    out!("{replay}")?;
     write_simulation_outputs(&replay, args.output.as_deref(), args.chart.as_deref())?;
     Ok(())
 }

@@ -26,6 +26,8 @@ use prescale::config::{Config, Overrides};
 use prescale::store::PolarsStore;
 use tracing_subscriber::EnvFilter;
 
+use crate::output::StdoutClosed;
+
 use args::{FsyncArg, Override, RetentionArg};
 
 /// Predictive scaling: forecast each workload's load and pre-scale ahead of demand.
@@ -172,6 +174,8 @@ pub(crate) fn main() -> ExitCode {
     init_logging(cli.verbose);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of the output went away (`| head`): it has what it wanted.
+        Err(error) if error.downcast_ref::<StdoutClosed>().is_some() => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {}", error_text(&error));
             ExitCode::FAILURE

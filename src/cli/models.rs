@@ -9,6 +9,7 @@ use prescale::registry::{Registry, VersionInfo};
 use super::args::{DataDirArg, StoreArgs};
 use super::server_client::ServerArgs;
 use super::{open, retrain_client};
+use crate::output::outln;
 
 #[derive(Debug, Args)]
 pub(super) struct RetrainArgs {
@@ -126,7 +127,11 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
                 bar.println(text);
                 bar.inc(1);
             }
-            None => println!("{text}"),
+            // A closed standard output does not stop the retraining: the summary after it ends
+            // the command.
+            None => {
+                let _ = outln!("{text}");
+            }
         }
     };
     let results = app::retrain_many(&app, &registry, &series, &settings, &line);
@@ -135,7 +140,7 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
     }
     let counts = app::RetrainCounts::of(&results);
     let failed = counts.failed;
-    println!(
+    outln!(
         "retrained {} series in {:.1}s: {} promoted, {} kept, {failed} failed{}",
         results.len(),
         started.elapsed().as_secs_f64(),
@@ -146,7 +151,7 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
         } else {
             ""
         }
-    );
+    )?;
     if failed > 0 {
         bail!("{failed} of {} series failed", results.len());
     }
@@ -161,7 +166,7 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
     {
         let series: SeriesId = name.parse()?;
         let live = super::fleet_models::rollback(fleet, location, &series, *version)?;
-        println!("{series}: v{live} is live in the fleet");
+        outln!("{series}: v{live} is live in the fleet")?;
         return Ok(());
     }
     let registry = Registry::open(config.models_dir())?;
@@ -178,12 +183,12 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
         ModelsCommand::List { .. } => {
             for (name, entry) in registry.list() {
                 let live = entry.live.and_then(|version| entry.version(version));
-                println!(
+                outln!(
                     "{name}  live {}  {} versions  {}",
                     entry.live.map_or("-".to_owned(), |v| format!("v{v}")),
                     entry.versions.len(),
                     live.map_or(String::new(), figures)
-                );
+                )?;
             }
         }
         ModelsCommand::Show { name, .. } => {
@@ -191,10 +196,10 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
             let entry = registry
                 .entry(&series)
                 .with_context(|| format!("no models of {series}"))?;
-            println!("{series} ({})", registry.dir().join(&entry.dir).display());
+            outln!("{series} ({})", registry.dir().join(&entry.dir).display())?;
             for info in &entry.versions {
                 let trained = |millis| Timestamp::from_millis(millis);
-                println!(
+                outln!(
                     "{} v{}  trained {}..{} ({} points) at {}  prescale {}  {}  crc32 {:08x}  {}",
                     if entry.live == Some(info.version) {
                         "*"
@@ -210,13 +215,13 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
                     figures(info),
                     info.crc32,
                     info.decision
-                );
+                )?;
             }
         }
         ModelsCommand::Rollback { name, version, .. } => {
             let series: SeriesId = name.parse()?;
             let live = registry.rollback(&series, version)?;
-            println!("{series}: v{live} is live");
+            outln!("{series}: v{live} is live")?;
         }
     }
     Ok(())

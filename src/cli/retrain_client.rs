@@ -13,6 +13,7 @@ use prescale::domain::SeriesId;
 use prescale::service::proto::{self, JobState, admin_service_client::AdminServiceClient};
 
 use super::server_client::{ServerTarget, connect, read_token, series_ref, with_token};
+use crate::output::outln;
 
 /// How often the job's progress is asked for.
 const POLL_INTERVAL: Duration = Duration::from_secs(2);
@@ -33,7 +34,7 @@ pub(super) fn retrain_on_server(target: &ServerTarget<'_>, series: &[SeriesId]) 
             .await
             .context("starting the retrain job")?
             .into_inner();
-        println!("retrain job {} started: {} series", job.id, job.total);
+        outln!("retrain job {} started: {} series", job.id, job.total)?;
         let mut reported = job.done;
         while job.state == JobState::Running as i32 {
             tokio::time::sleep(POLL_INTERVAL).await;
@@ -45,7 +46,7 @@ pub(super) fn retrain_on_server(target: &ServerTarget<'_>, series: &[SeriesId]) 
                 .into_inner();
             if job.done != reported {
                 reported = job.done;
-                println!("{}/{} series, {} failed", job.done, job.total, job.failed);
+                outln!("{}/{} series, {} failed", job.done, job.total, job.failed)?;
             }
         }
         report(&job)
@@ -56,18 +57,18 @@ pub(super) fn retrain_on_server(target: &ServerTarget<'_>, series: &[SeriesId]) 
 fn report(job: &proto::Job) -> Result<()> {
     for failure in &job.failures {
         let name = failure.series.as_ref().map_or("?", |series| &series.name);
-        println!("{name}: failed: {}", failure.error);
+        outln!("{name}: failed: {}", failure.error)?;
     }
     let state = JobState::try_from(job.state).unwrap_or(JobState::Unspecified);
     let seconds = (job.finished_at_ms - job.started_at_ms).max(0) as f64 / 1000.0;
-    println!(
+    outln!(
         "retrain job {} {}: {} of {} series done in {seconds:.1}s, {} failed",
         job.id,
         state.as_str_name(),
         job.done,
         job.total,
         job.failed
-    );
+    )?;
     if state != JobState::Succeeded {
         bail!("retrain job {} ended {}", job.id, state.as_str_name());
     }

@@ -6,6 +6,7 @@ use prescale::domain::{SeriesId, Step, Timestamp};
 use prescale::service::proto::{self, admin_service_client::AdminServiceClient};
 
 use super::server_client::{ServerTarget, connect, read_token, series_ref, with_token};
+use crate::output::outln;
 
 /// Prints every series the server stores, one line each, asking for one page at a time.
 pub(super) fn list_on_server(target: &ServerTarget<'_>) -> Result<()> {
@@ -26,12 +27,16 @@ pub(super) fn list_on_server(target: &ServerTarget<'_>) -> Result<()> {
                 .into_inner();
             for info in &page.series {
                 if listed == 0 {
-                    println!(
+                    outln!(
                         "{:<40}  {:>8}  {:<24}  {:<24}  {:>8}",
-                        "SERIES", "SAMPLES", "FIRST", "LAST", "STEP"
-                    );
+                        "SERIES",
+                        "SAMPLES",
+                        "FIRST",
+                        "LAST",
+                        "STEP"
+                    )?;
                 }
-                print_row(info);
+                print_row(info)?;
                 listed += 1;
             }
             if page.next_page_token.is_empty() {
@@ -40,7 +45,7 @@ pub(super) fn list_on_server(target: &ServerTarget<'_>) -> Result<()> {
             page_token = page.next_page_token;
         }
         if listed == 0 {
-            println!("no series stored");
+            outln!("no series stored")?;
         }
         Ok(())
     })
@@ -59,13 +64,13 @@ pub(super) fn delete_on_server(target: &ServerTarget<'_>, series: &SeriesId) -> 
             .await
             .with_context(|| format!("deleting {series}"))?
             .into_inner();
-        println!("deleted {series} ({} samples)", deleted.samples);
+        outln!("deleted {series} ({} samples)", deleted.samples)?;
         Ok(())
     })
 }
 
 /// One line of the listing: series, samples, first and last sample, median step.
-fn print_row(info: &proto::SeriesInfo) {
+fn print_row(info: &proto::SeriesInfo) -> Result<()> {
     let name = info.series.as_ref().map_or_else(String::new, |series| {
         SeriesId::with_labels(&series.name, series.labels.iter())
             .map_or_else(|_| series.name.clone(), |id| id.to_string())
@@ -79,10 +84,11 @@ fn print_row(info: &proto::SeriesInfo) {
     };
     let step = Step::try_from(info.median_step_ms)
         .map_or_else(|_| "-".to_owned(), |step| step.to_string());
-    println!(
+    outln!(
         "{name:<40}  {:>8}  {:<24}  {:<24}  {step:>8}",
         info.samples,
         time(info.first_ms),
         time(info.last_ms),
-    );
+    )?;
+    Ok(())
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{Override, StoreArgs};
 use super::open;
+use crate::output::outln;
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
@@ -73,7 +74,7 @@ pub(super) fn serve(config: &Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
-        println!(
+        outln!(
             "prescale serving gRPC on {} ({}, {})",
             listener.local_addr()?,
             if config.server.options.tls.is_some() {
@@ -86,7 +87,7 @@ pub(super) fn serve(config: &Config) -> Result<()> {
             } else {
                 "bearer tokens"
             },
-        );
+        )?;
         if let Some(fleet) = &config.fleet {
             join_fleet(fleet, &state).await?;
         }
@@ -112,7 +113,7 @@ pub(super) fn serve(config: &Config) -> Result<()> {
         if let Some(task) = metrics_task {
             task.await??;
         }
-        println!("prescale stopped; store flushed");
+        outln!("prescale stopped; store flushed")?;
         Ok(())
     })
 }
@@ -139,23 +140,23 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
         let store = prescale::registry::ModelStore::open(location)
             .with_context(|| format!("opening the fleet's model store {location}"))?;
         state.share_models(store);
-        println!("models shared through {location}, live pointers in etcd");
+        outln!("models shared through {location}, live pointers in etcd")?;
     }
     state.join_fleet(Arc::clone(&coordinator) as Arc<dyn prescale::fleet::Coordinator>);
     // Registered as joining: it turns active once it has planned its share.
     tokio::spawn(Arc::clone(state).warm_then_activate(coordinator, fleet.join_timeout));
-    println!(
+    outln!(
         "fleet member {} (advertised as {}) through etcd at {}",
         fleet.member_id,
         fleet.advertise,
         fleet.etcd_endpoints.join(",")
-    );
+    )?;
     if let Some(tsdb) = &fleet.tsdb {
-        println!(
+        outln!(
             "pushed samples are written through to {} and refilled from {}",
             tsdb.remote_write_url,
             tsdb.query.url()
-        );
+        )?;
     }
     Ok(())
 }
@@ -172,9 +173,9 @@ async fn serve_metrics(
         .await
         .with_context(|| format!("binding the metrics endpoint {address}"))?;
     let local = listener.local_addr()?;
-    println!("metrics on http://{local}/metrics");
+    outln!("metrics on http://{local}/metrics")?;
     if remote_write.is_some() {
-        println!("Prometheus remote-write on http://{local}/api/v1/write");
+        outln!("Prometheus remote-write on http://{local}/api/v1/write")?;
     }
     Ok(tokio::spawn(prescale::service::serve_http(
         listener,
@@ -191,7 +192,7 @@ async fn bind_scaler(
     let listener = tokio::net::TcpListener::bind(scaler.listen)
         .await
         .with_context(|| format!("binding the KEDA scaler {}", scaler.listen))?;
-    println!(
+    outln!(
         "KEDA external scaler on {} ({}, no token asked, no write served)",
         listener.local_addr()?,
         match &scaler.options.tls {
@@ -199,7 +200,7 @@ async fn bind_scaler(
             Some(_) => "TLS",
             None => "plaintext",
         },
-    );
+    )?;
     Ok((listener, scaler.options.clone()))
 }
 

@@ -13,7 +13,7 @@ use super::args::{SeriesArgs, StoreArgs};
 use super::server_client::ServerArgs;
 use super::source::{PrometheusImportArgs, import_prometheus};
 use super::{open, series_client};
-use crate::output::{print_import, print_series_details, print_series_table};
+use crate::output::{outln, print_import, print_series_details, print_series_table};
 
 #[derive(Debug, Args)]
 pub(super) struct ImportArgs {
@@ -105,7 +105,7 @@ pub(super) fn import(config: &Config, args: &ImportArgs) -> Result<()> {
         let stored = import_prometheus(store.as_ref(), &series, &args.prometheus)
             .context("importing from Prometheus")?;
         store.checkpoint()?;
-        println!("imported {stored} samples from Prometheus into {series}");
+        outln!("imported {stored} samples from Prometheus into {series}")?;
         return Ok(());
     };
     let policy = if args.skip_bad_rows {
@@ -117,7 +117,7 @@ pub(super) fn import(config: &Config, args: &ImportArgs) -> Result<()> {
         .import_file(&series, file, policy)
         .with_context(|| format!("importing {}", file.display()))?;
     store.checkpoint()?;
-    print_import(&report, file);
+    print_import(&report, file)?;
     Ok(())
 }
 
@@ -128,11 +128,11 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
             if let Some(target) = server.target() {
                 return series_client::list_on_server(&target);
             }
-            print_series_table(&open(config)?.0.list_series()?);
+            print_series_table(&open(config)?.0.list_series()?)?;
         }
         SeriesCommand::Show { name, labels, .. } => {
             let series = labels.resolve(name)?;
-            print_series_details(&open(config)?.0.store().summary(&series)?);
+            print_series_details(&open(config)?.0.store().summary(&series)?)?;
         }
         SeriesCommand::Delete {
             name,
@@ -145,7 +145,7 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
                 return series_client::delete_on_server(&target, &series);
             }
             let samples = open(config)?.1.delete_series(&series)?;
-            println!("deleted {series} ({samples} samples)");
+            outln!("deleted {series} ({samples} samples)")?;
         }
     }
     Ok(())
@@ -156,11 +156,11 @@ pub(super) fn export(config: &Config, args: &ExportArgs) -> Result<()> {
     let (app, _) = open(config)?;
     let series = args.labels.resolve(&args.name)?;
     let rows = app.export_csv(&series, args.step, args.agg, &args.file)?;
-    println!(
+    outln!(
         "wrote {rows} rows of {series} ({} {}) to {}",
         args.step,
         args.agg,
         args.file.display()
-    );
+    )?;
     Ok(())
 }

@@ -21,7 +21,7 @@ use prescale::store::PolarsStore;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::output::{print_series_table, write_simulation_outputs};
+use crate::output::{out, outln, print_series_table, write_simulation_outputs};
 
 mod prometheus;
 
@@ -78,10 +78,10 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     )?;
     let server = service::spawn_local(state, ServerOptions::default()).await?;
     let address = server.addr;
-    println!(
+    outln!(
         "prescale demo: gRPC server in-process on {address}, temporary store at {}",
         directory.path().display()
-    );
+    )?;
     let channel = Endpoint::from_shared(format!("http://{address}"))?
         .connect()
         .await
@@ -92,11 +92,11 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         .list_series(proto::ListSeriesRequest::default())
         .await?
         .into_inner();
-    println!(
+    outln!(
         "\n== AdminService.ListSeries: {} series",
         listed.series.len()
-    );
-    print_series_table(&app.list_series()?);
+    )?;
+    print_series_table(&app.list_series()?)?;
 
     backtest_samples(&app)?;
     forecast_taxi(&channel, output_dir).await?;
@@ -104,7 +104,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
 
     let taxi = app.regular_series(&SAMPLE_SERIES[0].series_id(), None)?;
     let workload = prescale::plan::Workload::from_toml(DEMO_WORKLOAD)?;
-    println!("\n== replay of the last 7 days, replanning every hour");
+    outln!("\n== replay of the last 7 days, replanning every hour")?;
     // Planned under the workload's SLO, with the curve over every candidate rule and the HPA
     // spending the same replica-hours beside each, as `prescale simulate` prints them.
     let replay = app::replay_with_slo(
@@ -119,7 +119,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
         ModelChoice::Ensemble,
         app::ReplayFits::EveryReplan,
     )?;
-    print!("{replay}");
+    out!("{replay}")?;
     write_simulation_outputs(
         &replay,
         Some(&output_dir.join("nyc_taxi_simulation.csv")),
@@ -127,7 +127,7 @@ async fn walk(config: &Config, output_dir: &Path) -> Result<()> {
     )?;
 
     server.shutdown().await.context("server task")??;
-    println!("\nserver shut down; outputs in {}", output_dir.display());
+    outln!("\nserver shut down; outputs in {}", output_dir.display())?;
     Ok(())
 }
 
@@ -153,16 +153,17 @@ async fn push_samples(channel: &Channel) -> Result<()> {
                 }],
             });
         }
-        println!("  {:<24} {}", sample.name, sample.description);
+        outln!("  {:<24} {}", sample.name, sample.description)?;
     }
     let reply = IngestServiceClient::new(channel.clone())
         .push(tokio_stream::iter(requests))
         .await?
         .into_inner();
-    println!(
+    outln!(
         "== IngestService.Push: {} samples accepted in {} messages",
-        reply.accepted, reply.batches
-    );
+        reply.accepted,
+        reply.batches
+    )?;
     Ok(())
 }
 
@@ -177,15 +178,15 @@ fn backtest_samples(app: &History) -> Result<()> {
             levels: levels.clone(),
             max_history: (28 * 86_400_000 / history.step().as_millis()) as usize,
         };
-        println!(
+        outln!(
             "\n== {} ({}): last day held out, fit on up to 28 days before it",
             sample.name,
             history.step()
-        );
-        print!(
+        )?;
+        out!(
             "{}",
             app::format_scores(&backtest.run(&history, &ModelChoice::all())?, &levels)
-        );
+        )?;
     }
     Ok(())
 }
@@ -205,21 +206,23 @@ async fn forecast_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
         .await?
         .into_inner();
     let model = response.model.clone().unwrap_or_default();
-    println!(
+    outln!(
         "\n== ForecastService.Forecast nyc_taxi: {} steps from {}, model {} (backtest MASE {:.3})",
         response.mean.len(),
         Timestamp::from_millis(response.start_ms),
         model.version,
         model.backtest_mase
-    );
+    )?;
     for member in &response.members {
-        println!(
+        outln!(
             "  {:<16} weight {:.3}  backtest MASE {:.3}",
-            member.name, member.weight, member.backtest_mase
-        );
+            member.name,
+            member.weight,
+            member.backtest_mase
+        )?;
     }
     for skipped in &response.skipped_members {
-        println!("  skipped {skipped}");
+        outln!("  skipped {skipped}")?;
     }
     let step = Step::try_from(response.step_ms)?;
     let intervals = response
@@ -241,7 +244,7 @@ async fn forecast_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
     );
     let path = output_dir.join("nyc_taxi_forecast.csv");
     app::write_forecast_csv(&forecast, &path)?;
-    println!("  written to {}", path.display());
+    outln!("  written to {}", path.display())?;
     Ok(())
 }
 
@@ -249,7 +252,7 @@ async fn forecast_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
 async fn plan_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
     let mut plans = PlanServiceClient::new(channel.clone());
     let stored = upsert_workload(&mut plans, DEMO_WORKLOAD).await?;
-    println!("\n== PlanService.UpsertWorkload {}", stored.name);
+    outln!("\n== PlanService.UpsertWorkload {}", stored.name)?;
     let mut watch = plans
         .watch_plans(proto::WatchPlansRequest {
             workloads: vec![stored.name.clone()],
@@ -263,10 +266,10 @@ async fn plan_taxi(channel: &Channel, output_dir: &Path) -> Result<()> {
         bail!("the plan stream ended before the first plan");
     };
     let plan = plan?;
-    print_plan(&plan);
+    print_plan(&plan)?;
     let path = output_dir.join("nyc_taxi_plan.csv");
     write_plan_csv(&plan, &path)?;
-    println!("  written to {}", path.display());
+    outln!("  written to {}", path.display())?;
     Ok(())
 }
 
@@ -284,9 +287,9 @@ async fn upsert_workload(
         .into_inner())
 }
 
-fn print_plan(plan: &proto::Plan) {
+fn print_plan(plan: &proto::Plan) -> Result<()> {
     let steps = plan.steps.clone().unwrap_or_default();
-    println!(
+    outln!(
         "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}% upper bound{}, warm-up {} s, model {})",
         plan.revision,
         plan.workload,
@@ -301,25 +304,30 @@ fn print_plan(plan: &proto::Plan) {
         },
         plan.warm_up_ms / 1000,
         plan.model_version
-    );
+    )?;
     if let Some(slo) = &plan.slo {
-        println!("{}", slo.reason);
+        outln!("{}", slo.reason)?;
     }
     if let Some(reactive) = &plan.reactive {
-        println!(
+        outln!(
             "reactive now: {} replicas (load {:.1} at {}); executors apply max(planned, reactive)",
             reactive.replicas,
             reactive.observed_load,
             Timestamp::from_millis(reactive.observed_at_ms)
-        );
+        )?;
     }
-    println!(
+    outln!(
         "{:<22} {:<22} {:>8} {:>6} {:>6} {:>12}  reason",
-        "request at", "serve from", "desired", "low", "high", "planned load"
-    );
+        "request at",
+        "serve from",
+        "desired",
+        "low",
+        "high",
+        "planned load"
+    )?;
     for reason in &steps.reasons {
         let index = reason.step as usize;
-        println!(
+        outln!(
             "{:<22} {:<22} {:>8} {:>6} {:>6} {:>12.1}  {}",
             Timestamp::from_millis(steps.request_at_ms[index]).to_string(),
             Timestamp::from_millis(steps.at_ms[index]).to_string(),
@@ -328,8 +336,9 @@ fn print_plan(plan: &proto::Plan) {
             steps.high[index],
             steps.planned_load[index],
             reason.reason
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// `timestamp,desired,low,high,reason`, as `prescale plan --output` writes it.

@@ -17,6 +17,7 @@ use prescale::store::PolarsStore;
 use tonic::transport::{Channel, Endpoint};
 
 use super::{DEMO_WORKLOAD, print_plan, upsert_workload, write_plan_csv};
+use crate::output::outln;
 
 /// How long the demo waits for the source's first pull and for the first plan.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -32,11 +33,11 @@ pub(crate) async fn walk(config: &Config, url: &str, query: &str, output_dir: &P
         std::sync::Arc::new(Telemetry::default()),
     )?;
     let server = service::spawn_local(state, ServerOptions::default()).await?;
-    println!(
+    outln!(
         "prescale demo: gRPC server in-process on {}, temporary store at {}",
         server.addr,
         directory.path().display()
-    );
+    )?;
     let channel = Endpoint::from_shared(format!("http://{}", server.addr))?
         .connect()
         .await
@@ -48,12 +49,12 @@ pub(crate) async fn walk(config: &Config, url: &str, query: &str, output_dir: &P
     );
     let mut plans = PlanServiceClient::new(channel.clone());
     let stored = upsert_workload(&mut plans, &text).await?;
-    println!(
+    outln!(
         "\n== PlanService.UpsertWorkload {} on {query:?} from {url}, 5-minute steps",
         stored.name
-    );
+    )?;
     let status = first_pull(&mut plans, &stored.name).await?;
-    println!(
+    outln!(
         "== source: {} points pulled, history from {}{}",
         status.points_pulled,
         Timestamp::from_millis(status.history_available_from_ms),
@@ -62,14 +63,14 @@ pub(crate) async fn walk(config: &Config, url: &str, query: &str, output_dir: &P
         } else {
             ""
         }
-    );
+    )?;
     let plan = first_plan(&channel, &stored.name).await?;
-    print_plan(&plan);
+    print_plan(&plan)?;
     let path = output_dir.join("prometheus_plan.csv");
     write_plan_csv(&plan, &path)?;
-    println!("  written to {}", path.display());
+    outln!("  written to {}", path.display())?;
     server.shutdown().await.context("server task")??;
-    println!("\nserver shut down; outputs in {}", output_dir.display());
+    outln!("\nserver shut down; outputs in {}", output_dir.display())?;
     Ok(())
 }
 

@@ -16,6 +16,13 @@ pub struct SeriesId {
     labels: BTreeMap<String, String>,
 }
 
+/// Checks a name a client gives for a series or a workload: 1 to 200 bytes of ASCII letters, digits
+/// and `_ : . -`, not starting with a digit (Prometheus' metric names), so it fits a file, a log
+/// line and a `/metrics` label as it is. Returns why it is refused.
+pub fn check_name(text: &str) -> Result<(), &'static str> {
+    check_identifier(text, b":.-")
+}
+
 fn check_identifier(text: &str, extra_allowed: &[u8]) -> Result<(), &'static str> {
     let Some(first) = text.bytes().next() else {
         return Err("must not be empty");
@@ -54,7 +61,7 @@ impl SeriesId {
         K: Into<String>,
         V: Into<String>,
     {
-        check_identifier(name, b":.-").map_err(|reason| DomainError::InvalidSeriesName {
+        check_name(name).map_err(|reason| DomainError::InvalidSeriesName {
             name: name.to_owned(),
             reason,
         })?;

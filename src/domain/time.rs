@@ -27,6 +27,18 @@ impl Timestamp {
     /// The latest instant a sample may carry: `9999-12-31T23:59:59.999Z`, the last RFC 3339 can write.
     pub const LATEST: Timestamp = Timestamp(253_402_300_799_999);
 
+    /// Why this instant lies outside [`Timestamp::EARLIEST`]..=[`Timestamp::LATEST`], the instants
+    /// RFC 3339 can write and so the ones stored text can hold; `None` when it lies within.
+    pub fn outside_accepted_years(self) -> Option<String> {
+        if self < Self::EARLIEST {
+            Some(format!("before the earliest accepted, {}", Self::EARLIEST))
+        } else if self > Self::LATEST {
+            Some(format!("after the latest accepted, {}", Self::LATEST))
+        } else {
+            None
+        }
+    }
+
     /// The instant `millis` milliseconds after the Unix epoch.
     pub const fn from_millis(millis: i64) -> Self {
         Self(millis)
@@ -353,6 +365,25 @@ mod tests {
     fn earliest_and_latest_are_the_ends_of_rfc3339() {
         assert_eq!(Timestamp::EARLIEST.to_rfc3339(), "0000-01-01T00:00:00Z");
         assert_eq!(Timestamp::LATEST.to_rfc3339(), "9999-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn only_instants_rfc3339_can_write_are_accepted() {
+        for inside in [
+            Timestamp::EARLIEST,
+            Timestamp::from_millis(0),
+            Timestamp::LATEST,
+        ] {
+            assert_eq!(inside.outside_accepted_years(), None, "{inside}");
+        }
+        let early = Timestamp::EARLIEST.saturating_add_millis(-1);
+        assert!(early.outside_accepted_years().unwrap().contains("earliest"));
+        for late in [
+            Timestamp::LATEST.saturating_add_millis(1),
+            Timestamp::from_millis(i64::MAX),
+        ] {
+            assert!(late.outside_accepted_years().unwrap().contains("latest"));
+        }
     }
 
     #[test]

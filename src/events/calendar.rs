@@ -25,8 +25,9 @@ pub struct Event {
 }
 
 impl Event {
-    /// An event over `range`; the name must be non-empty, the range non-empty, a multiplier finite and
-    /// positive and a `like` name non-empty.
+    /// An event over `range`; the name must be non-empty, the range non-empty and within the years
+    /// the store accepts for samples (so the events file can write it and read it back), a
+    /// multiplier finite and positive and a `like` name non-empty.
     pub fn new(name: &str, range: TimeRange, uplift: Uplift) -> Result<Self, EventError> {
         let invalid = |reason: String| EventError::InvalidEvent {
             name: name.to_owned(),
@@ -34,6 +35,11 @@ impl Event {
         };
         if name.trim().is_empty() {
             return Err(invalid("name must not be empty".to_owned()));
+        }
+        for (field, time) in [("start", range.from()), ("end", range.to())] {
+            if let Some(reason) = time.outside_accepted_years() {
+                return Err(invalid(format!("{field} {time} is {reason}")));
+            }
         }
         if range.from() >= range.to() {
             return Err(invalid(format!(
@@ -360,5 +366,40 @@ mod tests {
         assert!(Event::new("x", range(0, 10), Uplift::Multiplier(0.0)).is_err());
         assert!(Event::new("x", range(10, 10), Uplift::Learned).is_err());
         assert!(Event::new(" ", range(0, 10), Uplift::Learned).is_err());
+    }
+
+    #[test]
+    fn rejects_times_the_events_file_cannot_hold() {
+        let latest = Timestamp::LATEST.as_millis();
+        let earliest = Timestamp::EARLIEST.as_millis();
+        for (start, end, field) in [
+            (1 << 62, i64::MAX, "start"),
+            (0, latest + 1, "end"),
+            (earliest - 1, 0, "start"),
+            (i64::MIN, i64::MIN + 1, "start"),
+        ] {
+            let error = Event::new("x", range(start, end), Uplift::Learned).unwrap_err();
+            let message = error.to_string();
+            assert!(
+                matches!(error, EventError::InvalidEvent { .. }),
+                "{message}"
+            );
+            assert!(message.contains(field), "{message}");
+        }
+        // Microseconds given by mistake read as milliseconds in the year 58900.
+        let spec = EventSpec {
+            name: "x".to_owned(),
+            start: "1796540759393000".to_owned(),
+            end: "1796540759393001".to_owned(),
+            multiplier: None,
+            like: None,
+        };
+        assert!(spec.check().unwrap_err().to_string().contains("start"));
+        let widest = Event::new("x", range(earliest, latest), Uplift::Learned).unwrap();
+        let calendar = EventCalendar::new(vec![widest]);
+        assert_eq!(
+            EventCalendar::from_toml(&calendar.to_toml()).unwrap(),
+            calendar
+        );
     }
 }

@@ -388,7 +388,12 @@ impl proto::plan_service_server::PlanService for Handlers {
             let _permit = permit;
             loop {
                 let next = tokio::select! {
-                    () = shutdown.cancelled() => break,
+                    () = shutdown.cancelled() => {
+                        // UNAVAILABLE rather than OK, which reads as a normal end: the executor
+                        // watches again once a server is back.
+                        let _ = sender.send(Err(AppError::ShuttingDown.into())).await;
+                        break;
+                    }
                     () = sender.closed() => break,
                     () = forward::fleet_changed(&mut fleet) => {
                         // Closed when a watched workload's owner changed: the caller watches again

@@ -24,6 +24,13 @@ pub use validate::validate as validate_batch;
 /// from the far future, which would never age out under retention, is refused.
 pub const MAX_FUTURE: Duration = Duration::from_secs(86_400);
 
+/// The latest time accepted from a client when the clock reads `now`: [`MAX_FUTURE`] ahead of it,
+/// and never past [`Timestamp::LATEST`].
+pub fn latest_accepted(now: Timestamp) -> Timestamp {
+    let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
+    now.saturating_add_millis(future).min(Timestamp::LATEST)
+}
+
 /// Most labels a stored series may have (Mimir's default is 30).
 pub const MAX_LABELS: usize = 32;
 

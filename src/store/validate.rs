@@ -2,14 +2,15 @@
 
 use crate::domain::{SeriesId, Timestamp};
 
-use super::{MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, SeriesSamples, StoreError};
+use super::{
+    MAX_FUTURE, MAX_LABEL_VALUE_BYTES, MAX_LABELS, SeriesSamples, StoreError, latest_accepted,
+};
 
 /// Checks a whole batch before anything is logged, so a bad sample rejects all of it: values must be
 /// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`]. Returns the
 /// samples it holds.
 pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
-    let future = i64::try_from(MAX_FUTURE.as_millis()).expect("invariant: a day fits in i64");
-    let latest = now.saturating_add_millis(future).min(Timestamp::LATEST);
+    let latest = latest_accepted(now);
     let mut accepted = 0;
     for entry in batch {
         check_labels(&entry.series)?;
@@ -28,17 +29,16 @@ pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreE
                 timestamp: sample.timestamp,
                 reason,
             };
-            if sample.timestamp < Timestamp::EARLIEST {
-                return Err(out_of_range(format!(
-                    "before the earliest accepted, {}",
-                    Timestamp::EARLIEST
-                )));
-            }
             if sample.timestamp > latest {
                 return Err(out_of_range(format!(
                     "more than {} ahead of the store's clock (accepted up to {latest})",
                     humantime::format_duration(MAX_FUTURE)
                 )));
+            }
+            // `latest` is at most `Timestamp::LATEST`: of the accepted years, only the earliest
+            // bound can still refuse the sample here.
+            if let Some(reason) = sample.timestamp.outside_accepted_years() {
+                return Err(out_of_range(reason));
             }
         }
         accepted += entry.samples.len();

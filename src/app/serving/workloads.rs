@@ -13,7 +13,7 @@ use crate::app::AppError;
 use crate::domain::{SeriesId, Timestamp};
 use crate::plan::{Workload, WorkloadParams};
 use crate::simulate::RuleChoice;
-use crate::store::write_file_atomically;
+use crate::store::{MAX_FUTURE, latest_accepted, write_file_atomically};
 
 use super::{PlanState, ServingState};
 
@@ -172,8 +172,12 @@ impl ServingState {
         self.workloads.read().keys().cloned().collect()
     }
 
-    /// Records what the executor of `name` runs; later plans start from it.
+    /// Records what the executor of `name` runs; later plans start from it. A report time before
+    /// the epoch, or ahead of the clock by more than the store allows a sample ([`MAX_FUTURE`]), is
+    /// refused: the scaler takes a report newer than the value it served as what runs now, so a
+    /// report from the future would stand until the clock passed it.
     pub fn report_applied(&self, name: &str, applied: Applied) -> Result<(), AppError> {
+        check_applied_time(applied.at, self.now())?;
         let entry = self.entry(name)?;
         *entry.applied.lock() = Some(applied);
         Ok(())
@@ -209,6 +213,22 @@ fn others(workloads: &BTreeMap<String, Arc<WorkloadEntry>>, name: &str) -> Vec<W
         .filter(|(key, _)| key.as_str() != name)
         .map(|(_, entry)| entry.workload.read().clone())
         .collect()
+}
+
+/// Refuses a report time `at` before the epoch or more than [`MAX_FUTURE`] ahead of `now`.
+fn check_applied_time(at: Timestamp, now: Timestamp) -> Result<(), AppError> {
+    let latest = latest_accepted(now);
+    let reason = if at < Timestamp::from_millis(0) {
+        format!("applied time {at} is before the epoch, 1970-01-01T00:00:00Z")
+    } else if at > latest {
+        format!(
+            "applied time {at} is more than {} ahead of the server's clock (accepted up to {latest})",
+            humantime::format_duration(MAX_FUTURE)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(AppError::InvalidRequest { reason })
 }
 
 /// The error for a workload that does not exist.

@@ -120,6 +120,38 @@ fn unknown_keys_and_bad_values_are_named() {
 }
 
 #[test]
+fn names_follow_the_rule_of_series_names() {
+    let named = |name: &str| WorkloadParams::new(name, "requests", 10.0, 5, Duration::ZERO).check();
+    let longest = "a".repeat(200);
+    for good in ["api", "checkout-v2", "team_a.web:eu", longest.as_str()] {
+        assert_eq!(named(good).unwrap().name(), good);
+    }
+    assert_eq!(named(" api ").unwrap().name(), "api", "trimmed, as before");
+    let too_long = "a".repeat(10_000);
+    for bad in [
+        "",
+        " ",
+        "a\nb",
+        "a b",
+        "caf\u{e9}",
+        "9lives",
+        too_long.as_str(),
+    ] {
+        let error = named(bad).unwrap_err();
+        assert!(
+            matches!(error, PlanError::InvalidWorkload { field: "name", .. }),
+            "{bad:?}: {error}"
+        );
+        assert!(error.to_string().len() < 200, "{error}");
+    }
+    let from_file = EXAMPLE.replace("name = \"checkout\"", "name = \"check\\nout\"");
+    assert!(matches!(
+        Workload::from_toml(&from_file),
+        Err(PlanError::InvalidWorkload { field: "name", .. })
+    ));
+}
+
+#[test]
 fn deserialises_inside_a_larger_file() {
     #[derive(Debug, Deserialize)]
     struct File {

@@ -1,0 +1,117 @@
+//! Requests whose fields the server could not store, log or act on are refused with
+//! `INVALID_ARGUMENT` naming the field, and leave the server as it was: a real server on
+//! 127.0.0.1:0 and tonic clients over a real socket.
+
+mod common;
+mod grpc_support;
+
+use common::TestServer;
+use grpc_support::{DAY_MS, START_MS, code_of, settings, workload};
+use prescale::domain::Timestamp;
+use prescale::service::ServerOptions;
+use prescale::service::proto::{
+    self, event_service_client::EventServiceClient, plan_service_client::PlanServiceClient,
+};
+use tonic::Code;
+use tonic::transport::Channel;
+
+fn event(name: &str, start_ms: i64, end_ms: i64) -> proto::Event {
+    proto::Event {
+        name: name.to_owned(),
+        start_ms,
+        end_ms,
+        multiplier: Some(2.0),
+        like: String::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_beyond_the_year_9999_is_refused_and_the_calendar_still_reads() {
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let kept = events
+        .add_event(event("launch", START_MS, START_MS + DAY_MS))
+        .await
+        .unwrap()
+        .into_inner();
+    for (start_ms, end_ms, field) in [
+        (1 << 62, i64::MAX, "start"),
+        (START_MS, i64::MAX, "end"),
+        (i64::MIN, START_MS, "start"),
+        // Microseconds given by mistake: milliseconds in the year 58900.
+        (
+            1_796_540_759_393_000,
+            1_796_540_759_393_000 + DAY_MS,
+            "start",
+        ),
+    ] {
+        let (code, message) = code_of(events.add_event(event("poison", start_ms, end_ms)).await);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains(field), "{message}");
+    }
+    let listed = events
+        .list_events(proto::ListEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.events, vec![kept]);
+    server.shutdown().await;
+}
+
+/// A server holding workload `api` (on series `load`, which has no samples), and a client of it.
+async fn serve_workload_api() -> (TestServer, PlanServiceClient<Channel>) {
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .upsert_workload(workload("api", "load"))
+        .await
+        .unwrap();
+    (server, plans)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_name_too_long_or_with_a_line_break_is_refused_naming_the_field() {
+    let (server, mut plans) = serve_workload_api().await;
+    for name in ["a".repeat(10_000), "a\nb".to_owned()] {
+        let (code, message) = code_of(plans.upsert_workload(workload(&name, "load")).await);
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains("`name`"), "{message}");
+        assert!(message.len() < 200, "{message}");
+    }
+    let listed = plans
+        .list_workloads(proto::ListWorkloadsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<_> = listed.workloads.iter().map(|stored| &stored.name).collect();
+    assert_eq!(names, ["api"]);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_applied_replicas_from_before_1970_or_the_far_future_is_refused() {
+    let (server, mut plans) = serve_workload_api().await;
+    let report = |time_ms: i64| proto::ReportAppliedRequest {
+        workload: "api".to_owned(),
+        replicas: 3,
+        time_ms,
+    };
+    let now_ms = Timestamp::now().as_millis();
+    let ten_days_ms = 10 * DAY_MS;
+    for time_ms in [
+        now_ms + ten_days_ms,
+        now_ms + 2 * DAY_MS,
+        -1,
+        i64::MIN,
+        i64::MAX,
+    ] {
+        let (code, message) = code_of(plans.report_applied(report(time_ms)).await);
+        assert_eq!(code, Code::InvalidArgument, "{time_ms}: {message}");
+        assert!(message.contains("time"), "{message}");
+    }
+    // 0 means now; a time in the past or a little ahead (clocks out of step) is taken.
+    for time_ms in [0, START_MS, now_ms + 3_600_000] {
+        plans.report_applied(report(time_ms)).await.unwrap();
+    }
+    server.shutdown().await;
+}
