@@ -12,7 +12,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub use forecast::{Forecast, Horizon, Interval, Level};
-pub use series_id::{SeriesId, check_name};
+pub use series_id::{SeriesId, check_workload_name};
 pub use source::{PrometheusSource, SourceAuth};
 pub(crate) use time::duration_text;
 pub use time::{Step, TimeRange, Timestamp};

@@ -16,19 +16,36 @@ pub struct SeriesId {
     labels: BTreeMap<String, String>,
 }
 
-/// Checks a name a client gives for a series or a workload: 1 to 200 bytes of ASCII letters, digits
-/// and `_ : . -`, not starting with a digit (Prometheus' metric names), so it fits a file, a log
-/// line and a `/metrics` label as it is. Returns why it is refused.
-pub fn check_name(text: &str) -> Result<(), &'static str> {
+/// Checks a series name: 1 to 200 bytes of ASCII letters, digits and `_ : . -`, not starting with
+/// a digit (Prometheus' metric names), so it fits a file, a log line and a `/metrics` label as it
+/// is. Returns why it is refused.
+fn check_name(text: &str) -> Result<(), &'static str> {
+    no_leading_digit(text)?;
     check_identifier(text, b":.-")
 }
 
-fn check_identifier(text: &str, extra_allowed: &[u8]) -> Result<(), &'static str> {
-    let Some(first) = text.bytes().next() else {
-        return Err("must not be empty");
-    };
-    if first.is_ascii_digit() {
+/// Prometheus' metric and label names do not start with a digit.
+fn no_leading_digit(text: &str) -> Result<(), &'static str> {
+    if text
+        .bytes()
+        .next()
+        .is_some_and(|first| first.is_ascii_digit())
+    {
         return Err("must not start with a digit");
+    }
+    Ok(())
+}
+
+/// Checks a workload name: as a series name, but it may start with a digit, as Kubernetes object
+/// names may (`2fa-api`).
+pub fn check_workload_name(text: &str) -> Result<(), &'static str> {
+    check_identifier(text, b":.-")
+}
+
+/// 1 to 200 bytes of ASCII letters, digits, `_` and `extra_allowed`.
+fn check_identifier(text: &str, extra_allowed: &[u8]) -> Result<(), &'static str> {
+    if text.is_empty() {
+        return Err("must not be empty");
     }
     if text.len() > 200 {
         return Err("must be at most 200 bytes");
@@ -68,10 +85,12 @@ impl SeriesId {
         let mut checked = BTreeMap::new();
         for (key, value) in labels {
             let key = key.into();
-            check_identifier(&key, b"").map_err(|reason| DomainError::InvalidLabelName {
-                name: key.clone(),
-                reason,
-            })?;
+            no_leading_digit(&key)
+                .and_then(|()| check_identifier(&key, b""))
+                .map_err(|reason| DomainError::InvalidLabelName {
+                    name: key.clone(),
+                    reason,
+                })?;
             checked.insert(key, value.into());
         }
         Ok(Self {
@@ -215,6 +234,7 @@ mod tests {
             "{label}"
         );
         assert!(SeriesId::new("ok-name.v1:rate").is_ok());
+        assert!(SeriesId::with_labels("ok", [("9x", "v")]).is_err());
         assert!("cpu{host=a}".parse::<SeriesId>().is_err());
         assert!("cpu{host=\"a\"".parse::<SeriesId>().is_err());
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{MaxCapacityBreach, Mode, ScaleInPolicy, Slo, Workload};
-use crate::domain::{Level, PrometheusSource, SeriesId, check_name, duration_text};
+use crate::domain::{Level, PrometheusSource, SeriesId, check_workload_name, duration_text};
 use crate::plan::PlanError;
 
 /// Longest accepted warm-up or stabilisation window: beyond a day the plan's horizon would have to be
@@ -18,7 +18,7 @@ const LONGEST_DURATION: Duration = Duration::from_secs(24 * 3600);
 ///
 /// | Name | Default | Purpose | Range |
 /// |---|---|---|---|
-/// | `name` | required | Name shown in plans and logs | as a series name: 1 to 200 bytes of ASCII letters, digits and `_ : . -`, not starting with a digit (see [`check_name`]) |
+/// | `name` | required | Name shown in plans and logs | 1 to 200 bytes of ASCII letters, digits and `_ : . -` (see [`check_workload_name`]) |
 /// | `series` | required | Series selector holding the load, e.g. `http_requests{svc="api"}` | a valid selector |
 /// | `capacity_per_replica` | required | Load units one replica serves at 100% | finite, > 0 |
 /// | `target_utilisation` | `70` | Percent of a replica's capacity to plan for | (0, 100] |
@@ -236,7 +236,8 @@ impl WorkloadParams {
     pub fn check(&self) -> Result<Workload, PlanError> {
         let invalid =
             |field: &'static str, reason: String| PlanError::InvalidWorkload { field, reason };
-        check_name(self.name.trim()).map_err(|reason| invalid("name", reason.to_owned()))?;
+        check_workload_name(self.name.trim())
+            .map_err(|reason| invalid("name", reason.to_owned()))?;
         let series = SeriesId::from_str(&self.series)
             .map_err(|error| invalid("series", error.to_string()))?;
         if !(self.capacity_per_replica.is_finite() && self.capacity_per_replica > 0.0) {

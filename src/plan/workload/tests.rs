@@ -120,23 +120,21 @@ fn unknown_keys_and_bad_values_are_named() {
 }
 
 #[test]
-fn names_follow_the_rule_of_series_names() {
+fn names_are_ascii_words_of_at_most_200_bytes() {
     let named = |name: &str| WorkloadParams::new(name, "requests", 10.0, 5, Duration::ZERO).check();
     let longest = "a".repeat(200);
-    for good in ["api", "checkout-v2", "team_a.web:eu", longest.as_str()] {
+    for good in [
+        "api",
+        "checkout-v2",
+        "team_a.web:eu",
+        "2fa-api",
+        longest.as_str(),
+    ] {
         assert_eq!(named(good).unwrap().name(), good);
     }
     assert_eq!(named(" api ").unwrap().name(), "api", "trimmed, as before");
     let too_long = "a".repeat(10_000);
-    for bad in [
-        "",
-        " ",
-        "a\nb",
-        "a b",
-        "caf\u{e9}",
-        "9lives",
-        too_long.as_str(),
-    ] {
+    for bad in ["", " ", "a\nb", "a b", "caf\u{e9}", too_long.as_str()] {
         let error = named(bad).unwrap_err();
         assert!(
             matches!(error, PlanError::InvalidWorkload { field: "name", .. }),
