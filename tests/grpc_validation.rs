@@ -115,3 +115,37 @@ async fn a_report_of_applied_replicas_from_before_1970_or_the_far_future_is_refu
     }
     server.shutdown().await;
 }
+
+/// An events file holding an event it cannot read back (written before event times were checked)
+/// fails every read, but `RemoveEvent` of that name repairs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_event_is_removed_by_name_and_the_calendar_reads_again() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(
+        directory.path().join("events.toml"),
+        "[[event]]\nname = \"launch\"\nstart = \"2025-01-01T00:00:00Z\"\n\
+         end = \"2025-01-02T00:00:00Z\"\nmultiplier = 2.0\n\n\
+         [[event]]\nname = \"m3\"\nstart = \"4611686018427387904ms\"\n\
+         end = \"9223372036854775807ms\"\n",
+    )
+    .unwrap();
+    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    let mut events = EventServiceClient::new(server.channel().await);
+    let (code, message) = code_of(events.list_events(proto::ListEventsRequest {}).await);
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(message.contains("m3"), "{message}");
+    events
+        .remove_event(proto::RemoveEventRequest {
+            name: "m3".to_owned(),
+        })
+        .await
+        .unwrap();
+    let listed = events
+        .list_events(proto::ListEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = listed.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["launch"]);
+    server.shutdown().await;
+}

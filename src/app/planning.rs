@@ -89,25 +89,24 @@ impl EventStore {
         Ok(true)
     }
 
-    /// Removes every event called `name`; returns how many went.
+    /// Removes every event called `name`; returns how many went. The other events are kept as
+    /// written, unchecked, so an event the file cannot hold can be removed by name.
     pub fn remove(&self, name: &str) -> Result<usize, AppError> {
         let _writing = self.writes.lock();
-        let calendar = self.load()?;
-        let before = calendar.events().len();
-        let kept: Vec<_> = calendar
-            .events()
-            .iter()
-            .filter(|event| event.name() != name)
-            .cloned()
-            .collect();
-        let removed = before - kept.len();
+        let path = self.dir.join(EVENTS_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(AppError::Input { path, source }),
+        };
+        let (kept, removed) = EventCalendar::remove_from_toml(&text, name)?;
         if removed == 0 {
             return Err(AppError::NotFound {
                 kind: "event",
                 name: name.to_owned(),
             });
         }
-        self.save(&EventCalendar::new(kept))?;
+        write_file_atomically(&self.dir, EVENTS_FILE, kept.as_bytes())?;
         Ok(removed)
     }
 }

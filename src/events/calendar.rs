@@ -193,6 +193,22 @@ impl EventCalendar {
         Ok(Self::new(events))
     }
 
+    /// `text` in the `[[event]]` form with every event called `name` left out, and how many were.
+    /// The events kept are not checked, so an event the file cannot hold (one written before its
+    /// times were checked) can still be removed by name.
+    pub fn remove_from_toml(text: &str, name: &str) -> Result<(String, usize), EventError> {
+        let mut file: EventsFile =
+            toml::from_str(text).map_err(|error| EventError::ParseEvents {
+                message: error.to_string(),
+            })?;
+        let before = file.event.len();
+        file.event.retain(|spec| spec.name != name);
+        let removed = before - file.event.len();
+        let text =
+            toml::to_string(&file).expect("invariant: event specs are plain strings and numbers");
+        Ok((text, removed))
+    }
+
     /// The calendar in the `[[event]]` TOML form [`EventCalendar::from_toml`] reads.
     pub fn to_toml(&self) -> String {
         let file = EventsFile {
@@ -366,6 +382,23 @@ mod tests {
         assert!(Event::new("x", range(0, 10), Uplift::Multiplier(0.0)).is_err());
         assert!(Event::new("x", range(10, 10), Uplift::Learned).is_err());
         assert!(Event::new(" ", range(0, 10), Uplift::Learned).is_err());
+    }
+
+    #[test]
+    fn an_event_the_file_cannot_hold_is_removed_by_name() {
+        let good = EventCalendar::new(vec![
+            Event::new("sale", range(0, 10), Uplift::Multiplier(1.5)).unwrap(),
+        ]);
+        let poisoned = format!(
+            "{}\n[[event]]\nname = \"m3\"\nstart = \"4611686018427387904ms\"\nend = \"9223372036854775807ms\"\n",
+            good.to_toml()
+        );
+        assert!(EventCalendar::from_toml(&poisoned).is_err());
+        let (kept, removed) = EventCalendar::remove_from_toml(&poisoned, "m3").unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(EventCalendar::from_toml(&kept).unwrap(), good);
+        let (_, none) = EventCalendar::remove_from_toml(&kept, "m3").unwrap();
+        assert_eq!(none, 0);
     }
 
     #[test]
