@@ -222,16 +222,12 @@ fn hpa_at_cost(
     oracle_hours: f64,
 ) -> Result<HpaMatch, AppError> {
     let hpa_at = |target: f64| -> Result<HpaMatch, AppError> {
-        let mut score = simulation
+        // That run's oracle sizes for the probe's target; the comparison is with the workload's.
+        let score = simulation
             .run(history, &workload.with_target_utilisation(target), models)?
             .run(Strategy::Hpa)
-            .score;
-        // That run's oracle sizes for the probe's target; the comparison is with the workload's.
-        score.vs_oracle = if oracle_hours > 0.0 {
-            score.replica_hours / oracle_hours
-        } else {
-            f64::NAN
-        };
+            .score
+            .against_oracle(oracle_hours);
         Ok(HpaMatch {
             target_utilisation: target,
             score,

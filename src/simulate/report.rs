@@ -72,6 +72,15 @@ pub struct Score {
     pub vs_oracle: f64,
 }
 
+impl Score {
+    /// The score with `vs_oracle` taken against an oracle that spent `oracle_hours`.
+    #[must_use]
+    pub fn against_oracle(mut self, oracle_hours: f64) -> Self {
+        self.vs_oracle = ratio(self.replica_hours, oracle_hours);
+        self
+    }
+}
+
 /// One strategy's timeline and score.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StrategyRun {
@@ -142,7 +151,7 @@ impl SimulationReport {
             .find(|run| run.strategy == Strategy::Oracle)
             .map_or(f64::NAN, |run| run.score.replica_hours);
         for run in &mut runs {
-            run.score.vs_oracle = ratio(run.score.replica_hours, oracle_hours);
+            run.score = run.score.against_oracle(oracle_hours);
         }
         Self {
             start,
