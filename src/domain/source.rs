@@ -120,6 +120,12 @@ impl PrometheusSource {
         Ok(Self { timeout, ..self })
     }
 
+    /// Whether `other` reads the same series: the same query on the same server. The step, the
+    /// timeout and the credentials change only how it is read.
+    pub fn reads_same_series(&self, other: &Self) -> bool {
+        self.url == other.url && self.query == other.query
+    }
+
     /// Base URL of the API, without a trailing slash.
     pub fn url(&self) -> &str {
         &self.url
@@ -332,6 +338,24 @@ mod tests {
         ] {
             let error = auth(token, user, password).unwrap_err().to_string();
             assert!(error.contains(reason) && error.contains("k"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_same_query_on_the_same_server_reads_the_same_series() {
+        let minute = Step::try_from(60_000).unwrap();
+        let source = PrometheusSource::new("http://p:9090", "up", minute).unwrap();
+        let slower = PrometheusSource::new("http://p:9090", "up", Step::try_from(300_000).unwrap())
+            .unwrap()
+            .with_timeout(Duration::from_secs(30))
+            .unwrap()
+            .with_auth(SourceAuth::BearerTokenFile("/t".into()));
+        assert!(source.reads_same_series(&slower));
+        for other in [
+            PrometheusSource::new("http://p:9090", "up * 2", minute).unwrap(),
+            PrometheusSource::new("http://q:9090", "up", minute).unwrap(),
+        ] {
+            assert!(!source.reads_same_series(&other));
         }
     }
 

@@ -136,15 +136,17 @@ impl ServingState {
             .map(|(name, _)| name.clone())
             .collect();
         let mut stopped = Vec::new();
-        // Followers replaced because their workload's source changed, its series kept: the new
-        // follower replaces what they stored once they have stopped.
+        // Followers replaced because their workload's source reads another series now (another
+        // query or server), its series kept: the new follower replaces what they stored once they
+        // have stopped. A new step, timeout or credentials keep what is stored.
         let mut replaced: HashMap<String, JoinHandle<()>> = HashMap::new();
         for name in stale {
             if let Some(follower) = followers.remove(&name) {
                 follower.stop.cancel();
                 match wanted.get(&name) {
                     Some((source, series))
-                        if *series == follower.series && *source != follower.source =>
+                        if *series == follower.series
+                            && !source.reads_same_series(&follower.source) =>
                     {
                         replaced.insert(name, follower.task);
                     }

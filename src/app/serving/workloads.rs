@@ -98,7 +98,9 @@ impl ServingState {
         if let Some(source) = workload.source()
             && let Some(other) = stored.iter().find(|other| {
                 other.series() == workload.series()
-                    && other.source().is_some_and(|theirs| theirs != source)
+                    && other
+                        .source()
+                        .is_some_and(|theirs| !theirs.reads_same_series(source))
             })
         {
             // Two sources filling one series would interleave two queries' points.
