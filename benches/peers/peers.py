@@ -8,6 +8,9 @@ interpolated (the peers cannot take gaps); only observed test buckets are scored
 in-sample MAE of the one-day seasonal naive forecast over the training window, counting only pairs
 where both values were observed: the same definition prescale uses.
 
+With `--origins N` (first argument), the last N days are each held out in turn and forecast from the
+history before them, as `prescale backtest --folds N` does; each figure is then the mean over the N days.
+
 Prints one CSV row per (series, model):
 series,model,mase,smape,coverage_80,coverage_95,seconds,width_80,width_95 (mean band widths over the
 scored buckets, in the series' units)
@@ -77,79 +80,93 @@ def scores(actual, point, lo80, hi80, lo95, hi95, mase_scale):
     return mae / mase_scale, smape, cov80, cov95, width80, width95
 
 
-def main(paths):
+def forecast_peers(name, start, step, series, origin):
+    """The peers' scores for the day after `origin`: {model: (mase, smape, cov80, cov95, seconds, width80, width95)}."""
     from prophet import Prophet
     from statsforecast import StatsForecast
     from statsforecast.models import MSTL, AutoETS
 
+    horizon = DAY_MS // step
+    # The calendar cycles the step resolves (at least two steps long): day, week, year.
+    cycles = [p for p in (DAY_MS // step, 7 * DAY_MS // step, round(YEAR_MS / step)) if p >= 2]
+    season = max(1, DAY_MS // step)
+    train_from = max(0, origin - sized_points(step))
+    train = series[train_from:origin]
+    actual = series[origin:origin + horizon]
+    filled = pd.Series(train).interpolate(limit_direction="both").to_numpy()
+    mase_scale = scale(train, season)
+    times = pd.to_datetime(start + step * np.arange(train_from, origin), unit="ms")
+    frame = pd.DataFrame({"unique_id": name, "ds": times, "y": filled})
+    seasons = [period for period in cycles if len(train) >= 2 * period]
+    ets_season = cycles[0] if cycles else 1
+    models = {
+        "statsforecast_autoets": AutoETS(season_length=min(ets_season, 24)),
+        "statsforecast_mstl": MSTL(season_length=seasons),
+    }
+    results = {}
+    for label, model in models.items():
+        began = time.perf_counter()
+        fitted = StatsForecast(models=[model], freq=f"{step // 60000}min", n_jobs=1)
+        out = fitted.forecast(df=frame, h=horizon, level=[80, 95])
+        seconds = time.perf_counter() - began
+        column = [c for c in out.columns if c not in ("unique_id", "ds") and "-lo-" not in c and "-hi-" not in c][0]
+        mase, smape, cov80, cov95, width80, width95 = scores(
+            actual,
+            out[column].to_numpy(),
+            out[f"{column}-lo-80"].to_numpy(),
+            out[f"{column}-hi-80"].to_numpy(),
+            out[f"{column}-lo-95"].to_numpy(),
+            out[f"{column}-hi-95"].to_numpy(),
+            mase_scale,
+        )
+        results[label] = (mase, smape, cov80, cov95, seconds, width80, width95)
+    began = time.perf_counter()
+    future_times = pd.to_datetime(start + step * np.arange(origin, origin + horizon), unit="ms")
+    bands = {}
+    for width in (0.8, 0.95):
+        prophet = Prophet(interval_width=width, daily_seasonality=step < DAY_MS, weekly_seasonality=True)
+        prophet.fit(frame[["ds", "y"]])
+        bands[width] = prophet.predict(pd.DataFrame({"ds": future_times}))
+    seconds = time.perf_counter() - began
+    mase, smape, cov80, cov95, width80, width95 = scores(
+        actual,
+        bands[0.95]["yhat"].to_numpy(),
+        bands[0.8]["yhat_lower"].to_numpy(),
+        bands[0.8]["yhat_upper"].to_numpy(),
+        bands[0.95]["yhat_lower"].to_numpy(),
+        bands[0.95]["yhat_upper"].to_numpy(),
+        mase_scale,
+    )
+    results["prophet"] = (mase, smape, cov80, cov95, seconds, width80, width95)
+    return results
+
+
+def main(arguments):
     import logging
 
     logging.getLogger("cmdstanpy").setLevel(logging.WARNING)
     logging.getLogger("prophet").setLevel(logging.WARNING)
+    origins = 1
+    if arguments[:1] == ["--origins"]:
+        origins, arguments = int(arguments[1]), arguments[2:]
     writer = csv.writer(sys.stdout)
     writer.writerow(
         ["series", "model", "mase", "smape", "coverage_80", "coverage_95", "seconds", "width_80", "width_95"]
     )
-    for path in paths:
+    for path in arguments:
         name = path.rsplit("/", 1)[-1].removesuffix(".csv")
         start, step, series = load(path)
         horizon = DAY_MS // step
-        # The calendar cycles the step resolves (at least two steps long): day, week, year.
-        cycles = [p for p in (DAY_MS // step, 7 * DAY_MS // step, round(YEAR_MS / step)) if p >= 2]
-        season = max(1, DAY_MS // step)
-        origin = len(series) - horizon
-        train_from = max(0, origin - sized_points(step))
-        train = series[train_from:origin]
-        actual = series[origin:]
-        filled = pd.Series(train).interpolate(limit_direction="both").to_numpy()
-        mase_scale = scale(train, season)
-        times = pd.to_datetime(start + step * np.arange(train_from, origin), unit="ms")
-        frame = pd.DataFrame({"unique_id": name, "ds": times, "y": filled})
-        seasons = [period for period in cycles if len(train) >= 2 * period]
-        ets_season = cycles[0] if cycles else 1
-        models = {
-            "statsforecast_autoets": AutoETS(season_length=min(ets_season, 24)),
-            "statsforecast_mstl": MSTL(season_length=seasons),
-        }
-        for label, model in models.items():
-            began = time.perf_counter()
-            fitted = StatsForecast(models=[model], freq=f"{step // 60000}min", n_jobs=1)
-            out = fitted.forecast(df=frame, h=horizon, level=[80, 95])
-            seconds = time.perf_counter() - began
-            column = [c for c in out.columns if c not in ("unique_id", "ds") and "-lo-" not in c and "-hi-" not in c][0]
-            row = scores(
-                actual,
-                out[column].to_numpy(),
-                out[f"{column}-lo-80"].to_numpy(),
-                out[f"{column}-hi-80"].to_numpy(),
-                out[f"{column}-lo-95"].to_numpy(),
-                out[f"{column}-hi-95"].to_numpy(),
-                mase_scale,
-            )
-            writer.writerow([name, label, *[f"{value:.4f}" for value in row[:4]], f"{seconds:.3f}", *[f"{value:.6g}" for value in row[4:]]])
+        # The last `origins` days, each forecast from the history before it (prescale's
+        # `backtest --folds N`); each figure is the mean over the days, as prescale reports it.
+        per_model = {}
+        for k in range(origins, 0, -1):
+            for label, row in forecast_peers(name, start, step, series, len(series) - k * horizon).items():
+                per_model.setdefault(label, []).append(row)
+        for label, rows in per_model.items():
+            row = [float(np.nanmean(column)) for column in zip(*rows)]
+            writer.writerow([name, label, *[f"{value:.4f}" for value in row[:4]], f"{row[4]:.3f}", *[f"{value:.6g}" for value in row[5:]]])
             sys.stdout.flush()
-        began = time.perf_counter()
-        future_times = pd.to_datetime(start + step * np.arange(origin, origin + horizon), unit="ms")
-        bands = {}
-        for width in (0.8, 0.95):
-            prophet = Prophet(
-                interval_width=width, daily_seasonality=step < DAY_MS, weekly_seasonality=True
-            )
-            prophet.fit(frame[["ds", "y"]])
-            predicted = prophet.predict(pd.DataFrame({"ds": future_times}))
-            bands[width] = predicted
-        seconds = time.perf_counter() - began
-        row = scores(
-            actual,
-            bands[0.95]["yhat"].to_numpy(),
-            bands[0.8]["yhat_lower"].to_numpy(),
-            bands[0.8]["yhat_upper"].to_numpy(),
-            bands[0.95]["yhat_lower"].to_numpy(),
-            bands[0.95]["yhat_upper"].to_numpy(),
-            mase_scale,
-        )
-        writer.writerow([name, "prophet", *[f"{value:.4f}" for value in row[:4]], f"{seconds:.3f}", *[f"{value:.6g}" for value in row[4:]]])
-        sys.stdout.flush()
 
 
 if __name__ == "__main__":
