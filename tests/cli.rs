@@ -168,6 +168,49 @@ fn skip_bad_rows_imports_the_rest_and_reports() {
     assert!(text.contains("bad value (first at row/line 4"), "{text}");
 }
 
+/// A row dated more than a day ahead of the clock, or after the year 9999, parses but the store
+/// refuses it: it is a bad row named by its line, and skipped under `--skip-bad-rows`, rather than
+/// the store refusing the whole batch without a line.
+#[test]
+fn rows_the_store_refuses_are_bad_rows_with_their_line() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let csv = write(
+        root.path(),
+        "future.csv",
+        "timestamp,value\n1700000000,1\n2999-01-01T00:00:00Z,2\n1700000120,3\n-100000000000000000,4\n",
+    );
+    let csv = csv.to_str().unwrap();
+    let output = prescale(&data, &["import", "--series", "api", csv]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "line 3: timestamp out of range: 2999-01-01T00:00:00Z is more than 1day ahead"
+        ),
+        "{message}"
+    );
+    let listing = prescale(&data, &["series", "list"]);
+    assert!(
+        stdout(&listing).contains("no series stored"),
+        "{}",
+        stdout(&listing)
+    );
+
+    let output = prescale(
+        &data,
+        &["import", "--series", "api", "--skip-bad-rows", csv],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("imported 2 samples"), "{text}");
+    assert!(text.contains("skipped 2 bad rows"), "{text}");
+    assert!(
+        text.contains("2 x timestamp out of range (first at row/line 3"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_file_without_samples_is_refused_rather_than_reported_imported() {
     let root = tempfile::tempdir().unwrap();
