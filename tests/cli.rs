@@ -168,6 +168,49 @@ fn skip_bad_rows_imports_the_rest_and_reports() {
     assert!(text.contains("bad value (first at row/line 4"), "{text}");
 }
 
+/// A row dated more than a day ahead of the clock, or after the year 9999, parses but the store
+/// refuses it: it is a bad row named by its line, and skipped under `--skip-bad-rows`, rather than
+/// the store refusing the whole batch without a line.
+#[test]
+fn rows_the_store_refuses_are_bad_rows_with_their_line() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let csv = write(
+        root.path(),
+        "future.csv",
+        "timestamp,value\n1700000000,1\n2999-01-01T00:00:00Z,2\n1700000120,3\n-100000000000000000,4\n",
+    );
+    let csv = csv.to_str().unwrap();
+    let output = prescale(&data, &["import", "--series", "api", csv]);
+    assert!(!output.status.success(), "{}", stdout(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains(
+            "line 3: timestamp out of range: 2999-01-01T00:00:00Z is more than 1day ahead"
+        ),
+        "{message}"
+    );
+    let listing = prescale(&data, &["series", "list"]);
+    assert!(
+        stdout(&listing).contains("no series stored"),
+        "{}",
+        stdout(&listing)
+    );
+
+    let output = prescale(
+        &data,
+        &["import", "--series", "api", "--skip-bad-rows", csv],
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    assert!(text.contains("imported 2 samples"), "{text}");
+    assert!(text.contains("skipped 2 bad rows"), "{text}");
+    assert!(
+        text.contains("2 x timestamp out of range (first at row/line 3"),
+        "{text}"
+    );
+}
+
 #[test]
 fn a_file_without_samples_is_refused_rather_than_reported_imported() {
     let root = tempfile::tempdir().unwrap();
@@ -208,6 +251,7 @@ fn parquet_files_import_like_csv() {
 fn unknown_series_is_a_clear_error() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
+    std::fs::create_dir(&data).unwrap();
     let output = prescale(&data, &["series", "show", "nothing"]);
     assert!(!output.status.success());
     assert!(
@@ -222,6 +266,83 @@ fn unknown_series_is_a_clear_error() {
         "{}",
         stderr(&export)
     );
+}
+
+/// Every command that only reads what the data directory holds (or changes or removes it) refuses
+/// one that does not exist, a mistyped `--data-dir`, naming it, rather than create it and report an
+/// empty store; the commands that store data still create it.
+#[test]
+fn read_only_commands_refuse_a_data_directory_that_does_not_exist() {
+    let root = tempfile::tempdir().unwrap();
+    let typo = root.path().join("dtaa");
+    let out = root.path().join("out.csv");
+    let out = out.to_str().unwrap();
+    let workload = write(
+        root.path(),
+        "workload.toml",
+        "name = \"api\"\nseries = \"api\"\ncapacity_per_replica = 10.0\nmin_replicas = 1\nmax_replicas = 10\nwarm_up = \"10m\"\n",
+    );
+    let workload = workload.to_str().unwrap();
+    for args in [
+        &["series", "list"][..],
+        &["series", "show", "api"],
+        &["series", "delete", "api"],
+        &["export", "api", out],
+        &["forecast", "--series", "api", "--output", out],
+        &["backtest", "--series", "api"],
+        &[
+            "plan",
+            "--series",
+            "api",
+            "--workload",
+            workload,
+            "--output",
+            out,
+        ],
+        &["simulate", "--series", "api", "--workload", workload],
+        &["models", "list"],
+        &["models", "show", "api"],
+        &["models", "rollback", "api"],
+        &["events", "list"],
+        &["events", "remove", "launch"],
+    ] {
+        let output = prescale(&typo, args);
+        assert!(!output.status.success(), "{args:?}: {}", stdout(&output));
+        let message = stderr(&output);
+        let expected = format!("data directory {} does not exist", typo.display());
+        assert!(message.contains(&expected), "{args:?}: {message}");
+        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+    }
+
+    // A registry configured outside the data directory is checked itself.
+    let data = root.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let models = root.path().join("modles");
+    let config = write(
+        root.path(),
+        "registry.toml",
+        &format!("[registry]\ndir = {:?}\n", models.to_str().unwrap()),
+    );
+    let listed = prescale(
+        &data,
+        &["--config", config.to_str().unwrap(), "models", "list"],
+    );
+    assert!(!listed.status.success(), "{}", stdout(&listed));
+    let message = stderr(&listed);
+    let expected = format!("registry directory {} does not exist", models.display());
+    assert!(message.contains(&expected), "{message}");
+    assert!(!models.exists());
+
+    let csv = write(
+        root.path(),
+        "in.csv",
+        "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:05:00Z,3\n",
+    );
+    let imported = prescale(&typo, &["import", "--series", "api", csv.to_str().unwrap()]);
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let listing = prescale(&typo, &["series", "list"]);
+    assert!(listing.status.success(), "{}", stderr(&listing));
+    assert!(stdout(&listing).contains("api"), "{}", stdout(&listing));
 }
 
 #[test]
@@ -264,6 +385,7 @@ fn the_kubernetes_configuration_is_accepted() {
     let text = text.replace(secret, tokens.to_str().unwrap());
     assert!(text.contains("\n[scaler]\nlisten = \"0.0.0.0:50052\""));
     let config = write(root.path(), "prescale.toml", &text);
+    std::fs::create_dir(&data).unwrap();
 
     let loaded = prescale(
         &data,

@@ -201,8 +201,8 @@ fn fuzz_csv_importer() {
     use prescale::ingest::{BadRowPolicy, parse_csv};
     let path = Path::new("fuzz.csv");
     fuzz("csv", |bytes| {
-        let strict = parse_csv(bytes, path, BadRowPolicy::Reject);
-        let lenient = parse_csv(bytes, path, BadRowPolicy::Skip);
+        let strict = parse_csv(bytes, path, BadRowPolicy::Reject, &|_| None);
+        let lenient = parse_csv(bytes, path, BadRowPolicy::Skip, &|_| None);
         if let Ok(parsed) = &lenient {
             prop_assert!(parsed.samples.iter().all(|sample| sample.value.is_finite()));
         }

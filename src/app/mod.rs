@@ -18,10 +18,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::domain::{Aggregation, DomainError, SeriesId, Step, TimeRange, TimeSeries};
+use crate::domain::{Aggregation, DomainError, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 use crate::forecast::{ForecastError, HistoryWindow};
 use crate::ingest::{self, BadRowPolicy, IngestError, SkippedRow};
-use crate::store::{MetricStore, SeriesSummary, StoreError};
+use crate::store::{MetricStore, SeriesSummary, StoreError, timestamp_refusal};
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use event_forecasts::forecast_with_events;
@@ -182,6 +182,15 @@ pub fn load_input_file(path: &Path, step: Option<Step>) -> Result<TimeSeries, Ap
     app.regular_series(&series, step)
 }
 
+/// The store's rule for a sample's timestamp at the clock's reading now, for a parser to check
+/// rows against ([`ingest::TimestampRule`]): a row the store would refuse is then named by its line,
+/// or skipped, rather than refusing the whole batch. The store checks again when the samples are
+/// appended, later, and so accepts every timestamp this accepted.
+pub fn store_timestamp_rule() -> impl Fn(Timestamp) -> Option<String> {
+    let now = Timestamp::now();
+    move |timestamp| timestamp_refusal(timestamp, now)
+}
+
 /// What an import stored and skipped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ImportReport {
@@ -221,7 +230,7 @@ impl History {
         path: &Path,
         policy: BadRowPolicy,
     ) -> Result<ImportReport, AppError> {
-        let parsed = ingest::read_file(path, policy)?;
+        let parsed = ingest::read_file(path, policy, &store_timestamp_rule())?;
         if parsed.samples.is_empty() {
             // Nothing would be stored, not even the series' name: say so rather than report an
             // import that `series show` then does not know.
@@ -382,6 +391,7 @@ impl History {
                     sample.csv.as_bytes(),
                     Path::new(sample.file_name),
                     BadRowPolicy::Reject,
+                    &store_timestamp_rule(),
                 )?;
                 let accepted = self.store.append(&series, &parsed.samples)?;
                 Ok(ImportReport {

@@ -6,6 +6,7 @@ use prescale::app::EventStore;
 use prescale::config::Config;
 use prescale::events::{EventSpec, Uplift};
 
+use super::DataDirUse;
 use super::args::DataDirArg;
 use crate::output::outln;
 
@@ -58,7 +59,11 @@ impl EventsCommand {
 
 /// `prescale events add|list|remove`, on `DATA_DIR/events.toml`.
 pub(super) fn events(config: &Config, command: EventsCommand) -> Result<()> {
-    let store = EventStore::new(&config.data_dir);
+    let access = match command {
+        EventsCommand::Add { .. } => DataDirUse::Create,
+        EventsCommand::List { .. } | EventsCommand::Remove { .. } => DataDirUse::Existing,
+    };
+    let store = EventStore::new(access.data_dir(config)?);
     match command {
         EventsCommand::Add {
             name,

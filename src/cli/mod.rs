@@ -15,14 +15,15 @@ mod server_client;
 mod source;
 mod store;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use prescale::app::History;
 use prescale::config::{Config, Overrides};
+use prescale::registry::Registry;
 use prescale::store::PolarsStore;
 use tracing_subscriber::EnvFilter;
 
@@ -237,13 +238,76 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Opens the configured store and an app over it.
-fn open(config: &Config) -> Result<(History, Arc<PolarsStore>)> {
+/// What a command does with the data directory, which decides whether a missing one is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataDirUse {
+    /// Reads what is stored, or changes or removes it: a directory that does not exist is refused
+    /// rather than created, so a mistyped `--data-dir` is an error, not an empty store reported
+    /// as such.
+    Existing,
+    /// Stores new data (import, retrain, serve, events add): a missing directory is created.
+    Create,
+}
+
+impl DataDirUse {
+    /// The configured data directory, once a missing one is refused where the command may not
+    /// create it.
+    fn data_dir(self, config: &Config) -> Result<&Path> {
+        self.check(
+            "data directory",
+            &config.data_dir,
+            "--data-dir, PRESCALE_DATA_DIR or data_dir in the configuration",
+        )?;
+        Ok(&config.data_dir)
+    }
+
+    /// Refuses a missing `dir` where the command may not create it; `what` and `setting` (where its
+    /// path was set) are for the error.
+    fn check(self, what: &str, dir: &Path, setting: &str) -> Result<()> {
+        if self == Self::Create {
+            return Ok(());
+        }
+        match std::fs::metadata(dir) {
+            Ok(metadata) if metadata.is_dir() => Ok(()),
+            Ok(_) => bail!(
+                "{what} {} is not a directory (check {setting})",
+                dir.display()
+            ),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                bail!("{what} {} does not exist (check {setting})", dir.display())
+            }
+            Err(error) => {
+                Err(error).with_context(|| format!("cannot read {what} {}", dir.display()))
+            }
+        }
+    }
+}
+
+/// Opens the configured store and an app over it; `access` says whether a missing data directory
+/// is created or refused.
+fn open(config: &Config, access: DataDirUse) -> Result<(History, Arc<PolarsStore>)> {
+    let dir = access.data_dir(config)?;
     let store = Arc::new(
-        PolarsStore::open(&config.data_dir, config.store_options())
-            .with_context(|| format!("opening store in {}", config.data_dir.display()))?,
+        PolarsStore::open(dir, config.store_options())
+            .with_context(|| format!("opening store in {}", dir.display()))?,
     );
     Ok((History::new(store.clone()), store))
+}
+
+/// Opens the configured model registry; `access` as for [`open`], checked on `registry.dir` when
+/// that is set and otherwise on the data directory, which the registry then lives in.
+fn open_registry(config: &Config, access: DataDirUse) -> Result<Registry> {
+    match &config.settings.models_dir {
+        Some(dir) => access.check(
+            "registry directory",
+            dir,
+            "registry.dir in the configuration",
+        )?,
+        None => {
+            access.data_dir(config)?;
+        }
+    }
+    Ok(Registry::open(config.models_dir())?)
 }
 
 #[cfg(test)]

@@ -4,11 +4,11 @@ use clap::{Args, Subcommand};
 use prescale::app::{self, EventStore};
 use prescale::config::Config;
 use prescale::domain::{SeriesId, Timestamp};
-use prescale::registry::{Registry, VersionInfo};
+use prescale::registry::VersionInfo;
 
 use super::args::{DataDirArg, StoreArgs};
 use super::server_client::ServerArgs;
-use super::{open, retrain_client};
+use super::{DataDirUse, open, open_registry, retrain_client};
 use crate::output::outln;
 
 #[derive(Debug, Args)]
@@ -82,8 +82,8 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
     if let Some(target) = args.server.target() {
         return retrain_client::retrain_on_server(&target, &named);
     }
-    let (app, _) = open(config)?;
-    let registry = Registry::open(config.models_dir())?;
+    let (app, _) = open(config, DataDirUse::Create)?;
+    let registry = open_registry(config, DataDirUse::Create)?;
     let series = if args.all {
         app.store().series()
     } else {
@@ -169,7 +169,7 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
         outln!("{series}: v{live} is live in the fleet")?;
         return Ok(());
     }
-    let registry = Registry::open(config.models_dir())?;
+    let registry = open_registry(config, DataDirUse::Existing)?;
     let figures = |info: &VersionInfo| {
         format!(
             "mae {} mase {}",

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::args::{Override, StoreArgs};
-use super::open;
+use super::{DataDirUse, open};
 use crate::output::outln;
 
 #[derive(Debug, Args)]
@@ -59,7 +59,7 @@ impl Override for ServeArgs {
 
 /// Runs the server until SIGINT or SIGTERM, then drains it and flushes the store.
 pub(super) fn serve(config: &Config) -> Result<()> {
-    let (app, store) = open(config)?;
+    let (app, store) = open(config, DataDirUse::Create)?;
     if let Some(retention) = config.settings.retention {
         store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
     }

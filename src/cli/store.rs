@@ -12,7 +12,7 @@ use prescale::store::MetricStore;
 use super::args::{SeriesArgs, StoreArgs};
 use super::server_client::ServerArgs;
 use super::source::{PrometheusImportArgs, import_prometheus};
-use super::{open, series_client};
+use super::{DataDirUse, open, series_client};
 use crate::output::{outln, print_import, print_series_details, print_series_table};
 
 #[derive(Debug, Args)]
@@ -99,7 +99,7 @@ pub(super) struct ExportArgs {
 /// `prescale import`: all rows or none, unless `--skip-bad-rows`; checkpointed before it returns.
 /// With `--prometheus`, the series is pulled from there instead of a file.
 pub(super) fn import(config: &Config, args: &ImportArgs) -> Result<()> {
-    let (app, store) = open(config)?;
+    let (app, store) = open(config, DataDirUse::Create)?;
     let series = args.labels.resolve(&args.series)?;
     let Some(file) = &args.file else {
         let stored = import_prometheus(store.as_ref(), &series, &args.prometheus)
@@ -128,11 +128,12 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
             if let Some(target) = server.target() {
                 return series_client::list_on_server(&target);
             }
-            print_series_table(&open(config)?.0.list_series()?)?;
+            print_series_table(&open(config, DataDirUse::Existing)?.0.list_series()?)?;
         }
         SeriesCommand::Show { name, labels, .. } => {
             let series = labels.resolve(name)?;
-            print_series_details(&open(config)?.0.store().summary(&series)?)?;
+            let (app, _) = open(config, DataDirUse::Existing)?;
+            print_series_details(&app.store().summary(&series)?)?;
         }
         SeriesCommand::Delete {
             name,
@@ -144,7 +145,8 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
             if let Some(target) = server.target() {
                 return series_client::delete_on_server(&target, &series);
             }
-            let samples = open(config)?.1.delete_series(&series)?;
+            let (_, store) = open(config, DataDirUse::Existing)?;
+            let samples = store.delete_series(&series)?;
             outln!("deleted {series} ({samples} samples)")?;
         }
     }
@@ -153,7 +155,7 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
 
 /// `prescale export`: the series resampled to `--step`, as CSV.
 pub(super) fn export(config: &Config, args: &ExportArgs) -> Result<()> {
-    let (app, _) = open(config)?;
+    let (app, _) = open(config, DataDirUse::Existing)?;
     let series = args.labels.resolve(&args.name)?;
     let rows = app.export_csv(&series, args.step, args.agg, &args.file)?;
     outln!(

@@ -139,6 +139,7 @@ async fn push_samples(channel: &Channel) -> Result<()> {
             sample.csv.as_bytes(),
             Path::new(sample.file_name),
             BadRowPolicy::Reject,
+            &app::store_timestamp_rule(),
         )?;
         let series = Some(proto::SeriesRef {
             name: sample.series_id().name().to_owned(),

@@ -5,6 +5,11 @@
 //! not a bad row: it is left out and counted, and the store's resampling leaves its bucket as a gap
 //! (NaN) that fitting regularises over, exactly as for a sample that never arrived. This is also
 //! what `prescale export` writes for an empty bucket, so an export imports back.
+//!
+//! A row whose timestamp the destination refuses (the store's rule, [`TimestampRule`]: more than a
+//! day ahead of its clock, or outside the years 0000 to 9999) is a bad row like one whose timestamp
+//! does not parse, so it is named by its line, or skipped, rather than refusing the whole batch
+//! when it reaches the store.
 
 use std::fmt;
 use std::fs::File;
@@ -89,6 +94,8 @@ pub enum BadRowKind {
     Value,
     /// The value is infinite.
     NonFinite,
+    /// The timestamp parses but the destination refuses it ([`TimestampRule`]).
+    TimestampOutOfRange,
 }
 
 impl fmt::Display for BadRowKind {
@@ -98,9 +105,15 @@ impl fmt::Display for BadRowKind {
             Self::Timestamp => "bad timestamp",
             Self::Value => "bad value",
             Self::NonFinite => "non-finite value",
+            Self::TimestampOutOfRange => "timestamp out of range",
         })
     }
 }
+
+/// Which parsed timestamps the samples' destination accepts: `Some(reason)` refuses the row. For an
+/// import, the store's own rule (`store::timestamp_refusal` at the clock's reading), so that what
+/// the parser passes the store takes.
+pub type TimestampRule<'rule> = &'rule dyn Fn(Timestamp) -> Option<String>;
 
 /// What to do with a malformed row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -162,31 +175,55 @@ impl FileFormat {
 }
 
 /// Reads a CSV or Parquet file (told apart by content, not by name).
-pub fn read_file(path: &Path, policy: BadRowPolicy) -> Result<ParsedSamples, IngestError> {
+pub fn read_file(
+    path: &Path,
+    policy: BadRowPolicy,
+    rule: TimestampRule<'_>,
+) -> Result<ParsedSamples, IngestError> {
     let io_error = |source| IngestError::Io {
         path: path.to_owned(),
         source,
     };
     match FileFormat::sniff(path)? {
-        FileFormat::Csv => parse_csv(File::open(path).map_err(io_error)?, path, policy),
-        FileFormat::Parquet => parse_parquet(File::open(path).map_err(io_error)?, path, policy),
+        FileFormat::Csv => parse_csv(File::open(path).map_err(io_error)?, path, policy, rule),
+        FileFormat::Parquet => {
+            parse_parquet(File::open(path).map_err(io_error)?, path, policy, rule)
+        }
     }
 }
 
 /// Collects rows, failing or skipping bad ones per the policy.
-#[derive(Debug)]
-struct RowSink {
+struct RowSink<'rule> {
     /// What to do with a bad row.
     policy: BadRowPolicy,
+    /// Which timestamps the destination accepts.
+    rule: TimestampRule<'rule>,
     /// What has been read so far.
     parsed: ParsedSamples,
 }
 
-impl RowSink {
-    fn new(policy: BadRowPolicy) -> Self {
+impl<'rule> RowSink<'rule> {
+    fn new(policy: BadRowPolicy, rule: TimestampRule<'rule>) -> Self {
         Self {
             policy,
+            rule,
             parsed: ParsedSamples::default(),
+        }
+    }
+
+    /// A row's timestamp as parsed, or why the row is bad: it did not parse (the parser's reason),
+    /// or the destination refuses it.
+    fn timestamp(
+        &self,
+        parsed: Result<Timestamp, String>,
+    ) -> Result<Timestamp, (BadRowKind, String)> {
+        let timestamp = parsed.map_err(|detail| (BadRowKind::Timestamp, detail))?;
+        match (self.rule)(timestamp) {
+            Some(reason) => Err((
+                BadRowKind::TimestampOutOfRange,
+                format!("{timestamp} is {reason}"),
+            )),
+            None => Ok(timestamp),
         }
     }
 
@@ -232,6 +269,7 @@ pub fn parse_csv(
     input: impl Read,
     path: &Path,
     policy: BadRowPolicy,
+    rule: TimestampRule<'_>,
 ) -> Result<ParsedSamples, IngestError> {
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
@@ -254,7 +292,7 @@ pub fn parse_csv(
             found: header.iter().collect::<Vec<_>>().join(","),
         });
     };
-    let mut sink = RowSink::new(policy);
+    let mut sink = RowSink::new(policy, rule);
     let mut record = csv::StringRecord::new();
     while reader.read_record(&mut record).map_err(malformed)? {
         let line = record.position().map_or(0, |position| position.line());
@@ -264,12 +302,13 @@ pub fn parse_csv(
                 format!("expected {} fields, found {}", header.len(), record.len()),
             ))
         } else {
-            Timestamp::parse(&record[time_column])
-                .map_err(|error| (BadRowKind::Timestamp, error.to_string()))
-                .and_then(|timestamp| {
-                    parse_value(&record[value_column])
-                        .map(|value| value.map(|value| Sample { timestamp, value }))
-                })
+            sink.timestamp(
+                Timestamp::parse(&record[time_column]).map_err(|error| error.to_string()),
+            )
+            .and_then(|timestamp| {
+                parse_value(&record[value_column])
+                    .map(|value| value.map(|value| Sample { timestamp, value }))
+            })
         };
         match row {
             Ok(Some(sample)) => sink.parsed.samples.push(sample),
@@ -290,6 +329,7 @@ pub fn parse_parquet(
     input: File,
     path: &Path,
     policy: BadRowPolicy,
+    rule: TimestampRule<'_>,
 ) -> Result<ParsedSamples, IngestError> {
     let parquet_error = |reason: String| IngestError::Parquet {
         path: path.to_owned(),
@@ -370,19 +410,17 @@ pub fn parse_parquet(
         .f64()
         .map_err(|error| parquet_error(error.to_string()))?;
 
-    let mut sink = RowSink::new(policy);
+    let mut sink = RowSink::new(policy, rule);
     for (index, (timestamp, value)) in timestamps.into_iter().zip(values.iter()).enumerate() {
         let row = index as u64 + 1;
-        let parsed = timestamp
-            .map_err(|detail| (BadRowKind::Timestamp, detail))
-            .and_then(|timestamp| match value {
-                None => Ok(None),
-                Some(value) if value.is_nan() => Ok(None),
-                Some(value) if !value.is_finite() => {
-                    Err((BadRowKind::NonFinite, format!("{value} is not finite")))
-                }
-                Some(value) => Ok(Some(Sample { timestamp, value })),
-            });
+        let parsed = sink.timestamp(timestamp).and_then(|timestamp| match value {
+            None => Ok(None),
+            Some(value) if value.is_nan() => Ok(None),
+            Some(value) if !value.is_finite() => {
+                Err((BadRowKind::NonFinite, format!("{value} is not finite")))
+            }
+            Some(value) => Ok(Some(Sample { timestamp, value })),
+        });
         match parsed {
             Ok(Some(sample)) => sink.parsed.samples.push(sample),
             Ok(None) => sink.parsed.missing += 1,
@@ -401,7 +439,15 @@ mod tests {
     use super::*;
 
     fn parse(text: &str, policy: BadRowPolicy) -> Result<ParsedSamples, IngestError> {
-        parse_csv(text.as_bytes(), Path::new("test.csv"), policy)
+        parse_under(text, policy, &|_| None)
+    }
+
+    fn parse_under(
+        text: &str,
+        policy: BadRowPolicy,
+        rule: TimestampRule<'_>,
+    ) -> Result<ParsedSamples, IngestError> {
+        parse_csv(text.as_bytes(), Path::new("test.csv"), policy, rule)
     }
 
     #[test]
@@ -486,6 +532,45 @@ mod tests {
         );
         assert_eq!(parsed.missing, 3);
         assert!(parsed.skipped.is_empty());
+    }
+
+    #[test]
+    fn rows_the_timestamp_rule_refuses_are_bad_rows_with_their_line() {
+        let latest = Timestamp::from_millis(1_404_172_860_000);
+        let rule = |timestamp: Timestamp| (timestamp > latest).then(|| "too late".to_owned());
+        let text = "timestamp,value\n1404172800,1\n1404172920,2\n1404172860,3\n";
+        let error = parse_under(text, BadRowPolicy::Reject, &rule).unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                IngestError::BadRow {
+                    line: 3,
+                    kind: BadRowKind::TimestampOutOfRange,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("line 3: timestamp out of range: 2014-07-01T00:02:00Z is too late"),
+            "{error}"
+        );
+        let parsed = parse_under(text, BadRowPolicy::Skip, &rule).unwrap();
+        assert_eq!(
+            parsed.samples,
+            vec![
+                Sample::new(1_404_172_800_000, 1.0),
+                Sample::new(1_404_172_860_000, 3.0)
+            ]
+        );
+        let skipped: Vec<(u64, BadRowKind)> = parsed
+            .skipped
+            .iter()
+            .map(|row| (row.position, row.kind))
+            .collect();
+        assert_eq!(skipped, vec![(3, BadRowKind::TimestampOutOfRange)]);
     }
 
     #[test]

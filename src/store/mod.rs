@@ -18,7 +18,7 @@ use crate::atomic_file::{self, AtomicWriteError};
 use crate::domain::{Aggregation, Sample, SeriesId, Step, TimeRange, TimeSeries, Timestamp};
 
 pub use polars_store::{PolarsStore, StoreOptions};
-pub use validate::validate as validate_batch;
+pub use validate::{timestamp_refusal, validate as validate_batch};
 
 /// How far ahead of the store's clock a sample may lie: room for clocks out of step, while a sample
 /// from the far future, which would never age out under retention, is refused.

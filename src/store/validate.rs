@@ -10,7 +10,6 @@ use super::{
 /// finite, timestamps between [`Timestamp::EARLIEST`] and `now` + [`MAX_FUTURE`]. Returns the
 /// samples it holds.
 pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreError> {
-    let latest = latest_accepted(now);
     let mut accepted = 0;
     for entry in batch {
         check_labels(&entry.series)?;
@@ -23,27 +22,34 @@ pub fn validate(batch: &[SeriesSamples], now: Timestamp) -> Result<usize, StoreE
                     value: sample.value,
                 });
             }
-            let out_of_range = |reason: String| StoreError::TimestampOutOfRange {
-                series: entry.series.clone(),
-                index,
-                timestamp: sample.timestamp,
-                reason,
-            };
-            if sample.timestamp > latest {
-                return Err(out_of_range(format!(
-                    "more than {} ahead of the store's clock (accepted up to {latest})",
-                    humantime::format_duration(MAX_FUTURE)
-                )));
-            }
-            // `latest` is at most `Timestamp::LATEST`: of the accepted years, only the earliest
-            // bound can still refuse the sample here.
-            if let Some(reason) = sample.timestamp.outside_accepted_years() {
-                return Err(out_of_range(reason));
+            if let Some(reason) = timestamp_refusal(sample.timestamp, now) {
+                return Err(StoreError::TimestampOutOfRange {
+                    series: entry.series.clone(),
+                    index,
+                    timestamp: sample.timestamp,
+                    reason,
+                });
             }
         }
         accepted += entry.samples.len();
     }
     Ok(accepted)
+}
+
+/// Why the store refuses a sample at `timestamp` when its clock reads `now`: more than
+/// [`MAX_FUTURE`] ahead of it, or outside the years [`Timestamp::outside_accepted_years`] allows;
+/// `None` when it accepts it. Importers check rows against it, to name a refused row.
+pub fn timestamp_refusal(timestamp: Timestamp, now: Timestamp) -> Option<String> {
+    let latest = latest_accepted(now);
+    if timestamp > latest {
+        return Some(format!(
+            "more than {} ahead of the store's clock (accepted up to {latest})",
+            humantime::format_duration(MAX_FUTURE)
+        ));
+    }
+    // `latest` is at most `Timestamp::LATEST`: of the accepted years, only the earliest bound can
+    // still refuse the sample here.
+    timestamp.outside_accepted_years()
 }
 
 /// Refuses a series with more than [`MAX_LABELS`] labels or a label value over
