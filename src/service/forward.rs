@@ -22,6 +22,7 @@ use super::handlers::PlanStream;
 use super::proto;
 use super::proto::forecast_service_client::ForecastServiceClient;
 use super::proto::plan_service_client::PlanServiceClient;
+use super::streams;
 use crate::app::{Placement, ServingState};
 use crate::fleet::FleetView;
 
@@ -229,7 +230,8 @@ pub(crate) fn moved(state: &ServingState, placements: &[(Placement, String)]) ->
 }
 
 /// A forwarded stream about workload `name`, passed through until it ends or the workload's owner
-/// changes (then it ends with `UNAVAILABLE`, and the caller opens it again on the new owner).
+/// changes (then it ends with `UNAVAILABLE`, and the caller opens it again on the new owner); on
+/// this replica's shutdown it ends with `UNAVAILABLE` too.
 pub(crate) fn until_moved<T: Send + 'static>(
     state: Arc<ServingState>,
     name: String,
@@ -242,8 +244,7 @@ pub(crate) fn until_moved<T: Send + 'static>(
     tokio::spawn(async move {
         loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = sender.closed() => break,
+                () = streams::ended(&shutdown, &sender) => break,
                 () = fleet_changed(&mut fleet) => match moved(&state, &placements) {
                     Some(moved) => Err(moved),
                     None => continue,

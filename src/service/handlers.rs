@@ -21,7 +21,7 @@ use super::fleet_status;
 use super::forward::{self, Forwarder, Listener};
 use super::forward_push;
 use super::proto;
-use super::streams::{StreamSlot, StreamSlots};
+use super::streams::{self, StreamSlot, StreamSlots};
 use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
 use crate::domain::{SeriesId, Timestamp};
 
@@ -388,13 +388,7 @@ impl proto::plan_service_server::PlanService for Handlers {
             let _permit = permit;
             loop {
                 let next = tokio::select! {
-                    () = shutdown.cancelled() => {
-                        // UNAVAILABLE rather than OK, which reads as a normal end: the executor
-                        // watches again once a server is back.
-                        let _ = sender.send(Err(AppError::ShuttingDown.into())).await;
-                        break;
-                    }
-                    () = sender.closed() => break,
+                    () = streams::ended(&shutdown, &sender) => break,
                     () = forward::fleet_changed(&mut fleet) => {
                         // Closed when a watched workload's owner changed: the caller watches again
                         // and reaches the new owner.
