@@ -72,7 +72,7 @@ impl Handlers {
         &self,
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Bytes, Status> {
-        let name = &request.get_ref().workload;
+        let name = convert::workload_name("workload", &request.get_ref().workload)?;
         let placement = self
             .state
             .answering_placement(name, forward::is_forwarded(&request))?;
@@ -311,7 +311,9 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::GetWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
-        let workload = self.state.workload(&request.into_inner().name)?;
+        let workload = self
+            .state
+            .workload(convert::workload_name("name", &request.get_ref().name)?)?;
         let mut message = convert::workload_message(&workload);
         message.source_status = self
             .state
@@ -343,6 +345,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::DeleteWorkloadRequest>,
     ) -> Result<Response<proto::DeleteWorkloadResponse>, Status> {
         let name = request.into_inner().name;
+        convert::workload_name("name", &name)?;
         self.state.remove_workload(&name).await?;
         self.encoded.lock().remove(&name);
         Ok(Response::new(proto::DeleteWorkloadResponse {}))
@@ -366,6 +369,9 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::WatchPlansRequest>,
     ) -> Result<Response<Self::WatchPlansStream>, Status> {
+        for (index, name) in request.get_ref().workloads.iter().enumerate() {
+            convert::workload_name(&format!("workloads[{index}]"), name)?;
+        }
         let permit = self.stream_slot(&request)?;
         let mut names = request.get_ref().workloads.clone();
         if names.is_empty() {
@@ -416,6 +422,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::ReportAppliedRequest>,
     ) -> Result<Response<proto::ReportAppliedResponse>, Status> {
         let request = request.into_inner();
+        convert::workload_name("workload", &request.workload)?;
         let at = if request.time_ms == 0 {
             self.state.now()
         } else {
