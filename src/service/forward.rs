@@ -1,9 +1,9 @@
 //! Fleet mode: any replica answers anything. A call about work another replica owns (`GetPlan`,
-//! `Forecast`, `WatchPlans`, the KEDA scaler's `IsActive`, `StreamIsActive` and `GetMetrics`) is
-//! forwarded to the owner over a pooled channel, marked with [`FORWARDED_HEADER`] and carrying the
-//! caller's bearer token. A marked call that reaches a replica which does not own the work (the
-//! members changed while it travelled) is answered `UNAVAILABLE`, never forwarded again, so no call
-//! loops. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
+//! `Forecast`, `WatchPlans`, `ReportApplied`, the KEDA scaler's `IsActive`, `StreamIsActive` and
+//! `GetMetrics`) is forwarded to the owner over a pooled channel, marked with [`FORWARDED_HEADER`]
+//! and carrying the caller's bearer token. A marked call that reaches a replica which does not own
+//! the work (the members changed while it travelled) is answered `UNAVAILABLE`, never forwarded
+//! again, so no call loops. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -171,6 +171,17 @@ pub(crate) async fn forecast(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
         .forecast(forwarded(original, original.get_ref().clone()))
+        .await?
+        .into_inner())
+}
+
+/// `ReportApplied` on the owner, which plans the workload and serves KEDA from the report.
+pub(crate) async fn report_applied(
+    channel: Channel,
+    original: &Request<proto::ReportAppliedRequest>,
+) -> Result<proto::ReportAppliedResponse, Status> {
+    Ok(PlanServiceClient::new(channel)
+        .report_applied(forwarded(original, original.get_ref().clone()))
         .await?
         .into_inner())
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::ServerOptions;
@@ -73,10 +74,7 @@ impl Handlers {
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Bytes, Status> {
         let name = convert::workload_name("workload", &request.get_ref().workload)?;
-        let placement = self
-            .state
-            .answering_placement(name, forward::is_forwarded(&request))?;
-        match self.forwarder.target(placement, &request, Listener::Api)? {
+        match self.owner(name, &request)? {
             None if self.state.fleet_read_only() => {
                 Ok(fleet_status::marked_read_only(self.encoded_plan(name)?))
             }
@@ -88,10 +86,7 @@ impl Handlers {
     /// A stream of workload `name`'s plans: from this replica's planner, or in a fleet from its
     /// owner's (forwarded).
     async fn plan_stream<T>(&self, name: &str, request: &Request<T>) -> Result<PlanStream, Status> {
-        let placement = self
-            .state
-            .answering_placement(name, forward::is_forwarded(request))?;
-        if let Some(channel) = self.forwarder.target(placement, request, Listener::Api)? {
+        if let Some(channel) = self.owner(name, request)? {
             return forward::watch_plan(channel, request, name, self.max_message_bytes).await;
         }
         let state = Arc::clone(&self.state);
@@ -105,6 +100,15 @@ impl Handlers {
                 PlanState::Pending | PlanState::Failed { .. } => None,
             });
         Ok(Box::pin(plans))
+    }
+
+    /// In a fleet, a channel to the API of the replica that owns workload `name`, when that is not
+    /// this one; `None` to answer here.
+    fn owner<T>(&self, name: &str, request: &Request<T>) -> Result<Option<Channel>, Status> {
+        let placement = self
+            .state
+            .answering_placement(name, forward::is_forwarded(request))?;
+        self.forwarder.target(placement, request, Listener::Api)
     }
 
     /// The latest plan of workload `name` that can be served (see [`servable_plan`]).
@@ -421,8 +425,15 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::ReportAppliedRequest>,
     ) -> Result<Response<proto::ReportAppliedResponse>, Status> {
+        let name = convert::workload_name("workload", &request.get_ref().workload)?;
+        // The owner plans the workload and serves KEDA its metric, which both start from the
+        // report: it is recorded there.
+        if let Some(channel) = self.owner(name, &request)? {
+            return forward::report_applied(channel, &request)
+                .await
+                .map(Response::new);
+        }
         let request = request.into_inner();
-        convert::workload_name("workload", &request.workload)?;
         let at = if request.time_ms == 0 {
             self.state.now()
         } else {
