@@ -2,8 +2,9 @@
 //! real Prometheus as every workload's history: each workload is planned by exactly one replica
 //! (the one following its source), and answered through every replica (GetPlan, Forecast and the
 //! KEDA scaler's GetMetrics are forwarded to the owner; a forwarded call that reaches a non-owner
-//! is refused, so nothing loops). After `kill -9` of a replica, its workloads answer again through
-//! the other two within 10 s. Workloads given to one replica are held in etcd and followed by all.
+//! is refused, so nothing loops), and a report of applied replicas to any replica reaches the
+//! owner. After `kill -9` of a replica, its workloads answer again through the other two within
+//! 10 s. Workloads given to one replica are held in etcd and followed by all.
 //! A replica frozen (SIGSTOP) past its lease makes no accepted write once resumed. And `prescale
 //! serve` with `[fleet]` and no etcd fails at start, clearly.
 
@@ -22,7 +23,7 @@ use fleet_support::{
 use prescale::service::externalscaler::external_scaler_client::ExternalScalerClient;
 use prescale::service::externalscaler::{GetMetricsRequest, ScaledObjectRef};
 use prescale::service::proto::{
-    ForecastRequest, GetPlanRequest, GetWorkloadRequest, WatchPlansRequest,
+    ForecastRequest, GetPlanRequest, GetWorkloadRequest, ReportAppliedRequest, WatchPlansRequest,
     forecast_service_client::ForecastServiceClient, plan_service_client::PlanServiceClient,
 };
 use prometheus_support::free_port;
@@ -218,6 +219,76 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
         let owner = owner_of(&replicas, &survivors, name).await;
         assert!(owner.is_some(), "{name}: followed by no survivor");
     }
+    drop(etcd);
+}
+
+/// `ReportApplied` sent to a replica that does not own the workload is recorded by the owner,
+/// which serves the workload's KEDA metric from it: reported one replica short of the plan, under
+/// a `scaleUpTolerance` of 0.5 the owner serves a value past the tolerance band, where without a
+/// report it serves the plan itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_applied_replicas_to_any_replica_reaches_the_owner() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(2);
+    let replicas: Vec<Replica> = ["r0", "r1"].iter().map(|id| start(id, &etcd.url)).collect();
+    let names = fleet_support::upsert_all(&replicas[0], 2, &prometheus.url).await;
+    answered_alike(
+        &replicas.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(300),
+    )
+    .await;
+    let name = &names[0];
+    let owner = owner_of(&replicas, &[0, 1], name)
+        .await
+        .unwrap_or_else(|| panic!("nobody follows {name}"));
+    let bystander = 1 - owner;
+
+    let trigger = ScaledObjectRef {
+        name: "reported".to_owned(),
+        namespace: "shop".to_owned(),
+        scaler_metadata: [
+            ("workload".to_owned(), name.clone()),
+            ("scaleUpTolerance".to_owned(), "0.5".to_owned()),
+        ]
+        .into(),
+    };
+    let mut scaler = ExternalScalerClient::new(replicas[owner].scaler_channel().await);
+    let mut served = async || {
+        scaler
+            .get_metrics(GetMetricsRequest {
+                scaled_object_ref: Some(trigger.clone()),
+                metric_name: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .metric_values[0]
+            .metric_value
+    };
+    let planned = served().await;
+    assert!(planned >= 3, "a plan of {planned} replicas");
+    // The report is newer than the value served (the owner takes a time of 0 as its now).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let running = u32::try_from(planned - 1).unwrap();
+    PlanServiceClient::new(replicas[bystander].channel().await)
+        .report_applied(ReportAppliedRequest {
+            workload: name.clone(),
+            replicas: running,
+            time_ms: 0,
+        })
+        .await
+        .unwrap();
+    // The owner knows `running` replicas run: `planned` of them is inside the HPA's tolerance of
+    // `running`, so it serves the smallest count past it.
+    let compensated = served().await;
+    assert!(
+        compensated > planned,
+        "{compensated} served after a report of {running} with {planned} planned"
+    );
     drop(etcd);
 }
 

@@ -138,6 +138,51 @@ async fn forecasts_of_the_same_data_share_a_model_named_or_selected_by_labels() 
     server.shutdown().await;
 }
 
+/// Prometheus treats a label with an empty value as absent, and so does the API: samples written
+/// to `load{service="api",zone=""}` are `load{service="api"}`'s, and a selector's `zone=""`
+/// selects a series without a `zone` label.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_label_with_an_empty_value_is_no_label() {
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let channel = server.channel().await;
+    let with_empty_zone = |mut request: proto::WriteRequest| {
+        let series = request.series[0].series.as_mut().unwrap();
+        series.labels.insert("zone".to_owned(), String::new());
+        request
+    };
+    let mut ingest = IngestServiceClient::new(channel.clone());
+    ingest.write(daily("load", 0, 2 * 288)).await.unwrap();
+    ingest
+        .write(with_empty_zone(daily("load", 2 * 288, 288)))
+        .await
+        .unwrap();
+
+    let listed = AdminServiceClient::new(channel.clone())
+        .list_series(proto::ListSeriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let stored: Vec<_> = listed
+        .series
+        .iter()
+        .map(|info| (info.series.clone().unwrap(), info.samples))
+        .collect();
+    assert_eq!(stored, [(grpc_support::series("load").unwrap(), 3 * 288)]);
+
+    // The name and `zone=""` alone select the one `load` series, which has no zone.
+    let mut selector = forecast_request("load", "1h");
+    let labels = &mut selector.series.as_mut().unwrap().labels;
+    labels.clear();
+    labels.insert("zone".to_owned(), String::new());
+    let forecast = ForecastServiceClient::new(channel.clone())
+        .forecast(selector)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(forecast.mean.len(), 12);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upserted_workload_is_stored_with_its_defaults_and_listed() {
     let server = TestServer::start(settings(), ServerOptions::default()).await;

@@ -81,14 +81,16 @@ async fn bad_samples_are_invalid_arguments_and_the_batch_stores_nothing() {
 async fn malformed_forecast_requests_and_workloads_are_invalid_arguments() {
     let (server, channel) = serve_load_and_short().await;
     let mut forecasts = ForecastServiceClient::new(channel.clone());
-    for (horizon, why) in [
-        ("0", "zero"),
-        ("30d", "beyond the maximum"),
-        ("soon", "malformed"),
-        ("7m", "not a whole number of steps"),
+    for (horizon, why, says) in [
+        ("0", "zero", "at least one step"),
+        ("0s", "zero", "at least one step"),
+        ("30d", "beyond the maximum", "at most"),
+        ("soon", "malformed", "neither a step count nor a duration"),
+        ("7m", "not a whole number of steps", "not a whole number"),
     ] {
         let (code, message) = code_of(forecasts.forecast(forecast_request("load", horizon)).await);
         assert_eq!(code, Code::InvalidArgument, "{why}: {message}");
+        assert!(message.contains(says), "{why}: {message}");
     }
     let mut level = forecast_request("load", "1h");
     level.levels = vec![150.0];

@@ -5,13 +5,18 @@
 mod common;
 mod grpc_support;
 
-use common::TestServer;
-use grpc_support::{DAY_MS, START_MS, code_of, settings, workload};
+use std::sync::Arc;
+
+use common::{TestServer, connect, scaled_object};
+use grpc_support::{DAY_MS, START_MS, code_of, settings, workload, workload_names};
+use prescale::app::SystemClock;
 use prescale::domain::Timestamp;
-use prescale::service::ServerOptions;
+use prescale::service::externalscaler::GetMetricsRequest;
+use prescale::service::externalscaler::external_scaler_client::ExternalScalerClient;
 use prescale::service::proto::{
     self, event_service_client::EventServiceClient, plan_service_client::PlanServiceClient,
 };
+use prescale::service::{ScalerOptions, ServerOptions};
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -78,13 +83,7 @@ async fn a_workload_name_too_long_or_with_a_line_break_is_refused_naming_the_fie
         assert!(message.contains("`name`"), "{message}");
         assert!(message.len() < 200, "{message}");
     }
-    let listed = plans
-        .list_workloads(proto::ListWorkloadsRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    let names: Vec<_> = listed.workloads.iter().map(|stored| &stored.name).collect();
-    assert_eq!(names, ["api"]);
+    assert_eq!(workload_names(&mut plans).await, ["api"]);
     server.shutdown().await;
 }
 
@@ -113,6 +112,96 @@ async fn a_report_of_applied_replicas_from_before_1970_or_the_far_future_is_refu
     for time_ms in [0, START_MS, now_ms + 3_600_000] {
         plans.report_applied(report(time_ms)).await.unwrap();
     }
+    server.shutdown().await;
+}
+
+/// A call naming a workload with an empty name is the caller's mistake, not an unknown workload:
+/// `INVALID_ARGUMENT` naming the field (or, for KEDA, the trigger's `workload` key), through every
+/// call that names one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_workload_name_is_an_invalid_argument_naming_the_field() {
+    let server = TestServer::start_with_scaler(
+        tempfile::tempdir().unwrap(),
+        settings(),
+        ServerOptions::default(),
+        Arc::new(SystemClock),
+        Some(ScalerOptions::default()),
+    )
+    .await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .upsert_workload(workload("api", "load"))
+        .await
+        .unwrap();
+    let refusals = [
+        (
+            "workload",
+            code_of(plans.get_plan(proto::GetPlanRequest::default()).await),
+        ),
+        (
+            "name",
+            code_of(
+                plans
+                    .get_workload(proto::GetWorkloadRequest::default())
+                    .await,
+            ),
+        ),
+        (
+            "name",
+            code_of(
+                plans
+                    .delete_workload(proto::DeleteWorkloadRequest::default())
+                    .await,
+            ),
+        ),
+        (
+            "workloads[1]",
+            code_of(
+                plans
+                    .watch_plans(proto::WatchPlansRequest {
+                        workloads: vec!["api".to_owned(), String::new()],
+                    })
+                    .await,
+            ),
+        ),
+        (
+            "workload",
+            code_of(
+                plans
+                    .report_applied(proto::ReportAppliedRequest {
+                        replicas: 3,
+                        ..Default::default()
+                    })
+                    .await,
+            ),
+        ),
+    ];
+    for (field, (code, message)) in refusals {
+        assert_eq!(code, Code::InvalidArgument, "{field}: {message}");
+        assert!(message.contains(&format!("`{field}`")), "{message}");
+    }
+    let mut scaler = ExternalScalerClient::new(connect(server.scaler_address.unwrap()).await);
+    let unnamed = scaled_object("checkout", &[("workload", "")]);
+    let keda = [
+        code_of(scaler.is_active(unnamed.clone()).await),
+        code_of(scaler.get_metric_spec(unnamed.clone()).await),
+        code_of(
+            scaler
+                .get_metrics(GetMetricsRequest {
+                    scaled_object_ref: Some(unnamed.clone()),
+                    metric_name: String::new(),
+                })
+                .await,
+        ),
+        code_of(scaler.stream_is_active(unnamed.clone()).await),
+        code_of(scaler.stream_metric_spec(unnamed).await),
+    ];
+    for (code, message) in keda {
+        assert_eq!(code, Code::InvalidArgument, "{message}");
+        assert!(message.contains("`workload`"), "{message}");
+    }
+    // Nothing was deleted.
+    assert_eq!(workload_names(&mut plans).await, ["api"]);
     server.shutdown().await;
 }
 

@@ -362,12 +362,22 @@ async fn the_scaler_serves_the_plan_for_now_without_a_token_and_nothing_else() {
         "scaler calls are counted like every call"
     );
     server.shutdown().await;
-    // Shutdown ends the streams (after any message already on its way).
+    // Shutdown ends both streams (after any message already on its way) with UNAVAILABLE, not
+    // OK, which would read as a normal end: KEDA is to open them again.
+    for status in [ending(&mut activity).await, ending(&mut specs).await] {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("shutting down"), "{status:?}");
+    }
+}
+
+/// The status a server stream ends with, within 10 s; panics when it ends OK.
+async fn ending<T>(stream: &mut tonic::Streaming<T>) -> tonic::Status {
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), activity.message()).await {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
             Ok(Ok(Some(_))) => {}
-            Ok(Ok(None) | Err(_)) => break,
-            Err(_) => panic!("the activity stream did not end at shutdown"),
+            Ok(Ok(None)) => panic!("the stream ended OK"),
+            Ok(Err(status)) => return status,
+            Err(_) => panic!("the stream did not end at shutdown"),
         }
     }
 }

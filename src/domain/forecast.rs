@@ -26,13 +26,14 @@ impl TryFrom<usize> for Horizon {
     type Error = DomainError;
 
     fn try_from(steps: usize) -> Result<Self, Self::Error> {
-        if steps == 0 || steps > Self::MAX {
-            return Err(DomainError::InvalidHorizon {
+        match steps {
+            0 => Err(DomainError::EmptyHorizon),
+            steps if steps > Self::MAX => Err(DomainError::HorizonTooLong {
                 steps,
                 max: Self::MAX,
-            });
+            }),
+            steps => Ok(Self(steps)),
         }
-        Ok(Self(steps))
     }
 }
 
@@ -208,8 +209,11 @@ mod tests {
 
     #[test]
     fn scalars_reject_out_of_range_values() {
-        assert!(Horizon::try_from(0).is_err());
-        assert!(Horizon::try_from(Horizon::MAX + 1).is_err());
+        assert_eq!(Horizon::try_from(0), Err(DomainError::EmptyHorizon));
+        assert!(matches!(
+            Horizon::try_from(Horizon::MAX + 1),
+            Err(DomainError::HorizonTooLong { .. })
+        ));
         assert_eq!(Horizon::try_from(288).unwrap().steps(), 288);
         assert!(Level::try_from(0.0).is_err());
         assert!(Level::try_from(1.0).is_err());

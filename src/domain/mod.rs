@@ -97,9 +97,12 @@ pub enum DomainError {
         /// End of the range (exclusive).
         to: Timestamp,
     },
-    /// A forecast horizon of zero steps or beyond [`Horizon::MAX`].
-    #[error("invalid horizon {steps}: must be between 1 and {max} steps")]
-    InvalidHorizon {
+    /// A forecast horizon of zero steps: nothing to forecast.
+    #[error("invalid horizon 0: a horizon must be at least one step")]
+    EmptyHorizon,
+    /// A forecast horizon beyond [`Horizon::MAX`].
+    #[error("invalid horizon {steps}: must be at most {max} steps")]
+    HorizonTooLong {
         /// The horizon as given.
         steps: usize,
         /// The largest accepted horizon.

@@ -9,7 +9,9 @@ use super::DomainError;
 /// Identifies one series: a name such as `http_requests` plus labels such as `{region="eu"}`.
 ///
 /// Labels are kept sorted, so two ids with the same labels in another order are equal, and the
-/// canonical text form (`Display`) is stable enough to key files and logs.
+/// canonical text form (`Display`) is stable enough to key files and logs. A label with an empty
+/// value is no label, as in Prometheus: `x{a=""}` is `x`, however it is built (the API, a selector's
+/// text, remote write), so one series cannot be stored under two ids.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesId {
     name: String,
@@ -69,7 +71,8 @@ impl SeriesId {
         Self::with_labels(name, std::iter::empty::<(String, String)>())
     }
 
-    /// A series with the given labels; a repeated label name keeps its last value.
+    /// A series with the given labels; a repeated label name keeps its last value, and a label
+    /// with an empty value is left out (whatever its name: it is absent).
     pub fn with_labels<K, V>(
         name: &str,
         labels: impl IntoIterator<Item = (K, V)>,
@@ -84,6 +87,10 @@ impl SeriesId {
         })?;
         let mut checked = BTreeMap::new();
         for (key, value) in labels {
+            let value = value.into();
+            if value.is_empty() {
+                continue;
+            }
             let key = key.into();
             no_leading_digit(&key)
                 .and_then(|()| check_identifier(&key, b""))
@@ -91,7 +98,7 @@ impl SeriesId {
                     name: key.clone(),
                     reason,
                 })?;
-            checked.insert(key, value.into());
+            checked.insert(key, value);
         }
         Ok(Self {
             name: name.to_owned(),
@@ -116,11 +123,12 @@ impl SeriesId {
         super::abbreviated(&text, text.len())
     }
 
-    /// True when every label in `selector` is present here with the same value.
+    /// True when every label in `selector` has the same value here; as in PromQL, an empty value
+    /// selects a series without that label.
     pub fn matches_labels(&self, selector: &BTreeMap<String, String>) -> bool {
         selector
             .iter()
-            .all(|(key, value)| self.labels.get(key) == Some(value))
+            .all(|(key, value)| self.labels.get(key).map_or("", String::as_str) == value)
     }
 }
 
@@ -240,11 +248,27 @@ mod tests {
     }
 
     #[test]
+    fn a_label_with_an_empty_value_is_no_label() {
+        let plain = SeriesId::new("x").unwrap();
+        assert_eq!(SeriesId::with_labels("x", [("a", "")]).unwrap(), plain);
+        assert_eq!("x{a=\"\"}".parse::<SeriesId>().unwrap(), plain);
+        assert_eq!(
+            "x{a=\"\",b=\"1\"}".parse::<SeriesId>().unwrap().to_string(),
+            "x{b=\"1\"}"
+        );
+    }
+
+    #[test]
     fn label_selector_matches_subsets() {
         let id = SeriesId::with_labels("cpu", [("host", "a"), ("dc", "x")]).unwrap();
         let mut selector = BTreeMap::new();
         selector.insert("host".to_owned(), "a".to_owned());
         assert!(id.matches_labels(&selector));
+        selector.insert("zone".to_owned(), String::new());
+        assert!(
+            id.matches_labels(&selector),
+            "no zone label: zone=\"\" selects it"
+        );
         selector.insert("dc".to_owned(), "y".to_owned());
         assert!(!id.matches_labels(&selector));
     }

@@ -25,6 +25,15 @@ pub(crate) fn series_id(series: Option<&proto::SeriesRef>) -> Result<SeriesId, S
         .map_err(|error| invalid(format!("series: {error}")))
 }
 
+/// The workload a request names in `field`. An empty name is the caller's mistake, not an
+/// unknown workload: `InvalidArgument` naming the field, where a lookup would answer `NotFound`.
+pub(crate) fn workload_name<'a>(field: &str, name: &'a str) -> Result<&'a str, Status> {
+    if name.is_empty() {
+        return Err(invalid(format!("`{field}` is empty: name a workload")));
+    }
+    Ok(name)
+}
+
 /// A series selector for the wire.
 pub(crate) fn series_ref(series: &SeriesId) -> proto::SeriesRef {
     proto::SeriesRef {

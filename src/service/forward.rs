@@ -1,9 +1,9 @@
 //! Fleet mode: any replica answers anything. A call about work another replica owns (`GetPlan`,
-//! `Forecast`, `WatchPlans`, the KEDA scaler's `IsActive`, `StreamIsActive` and `GetMetrics`) is
-//! forwarded to the owner over a pooled channel, marked with [`FORWARDED_HEADER`] and carrying the
-//! caller's bearer token. A marked call that reaches a replica which does not own the work (the
-//! members changed while it travelled) is answered `UNAVAILABLE`, never forwarded again, so no call
-//! loops. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
+//! `Forecast`, `WatchPlans`, `ReportApplied`, the KEDA scaler's `IsActive`, `StreamIsActive` and
+//! `GetMetrics`) is forwarded to the owner over a pooled channel, marked with [`FORWARDED_HEADER`]
+//! and carrying the caller's bearer token. A marked call that reaches a replica which does not own
+//! the work (the members changed while it travelled) is answered `UNAVAILABLE`, never forwarded
+//! again, so no call loops. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -22,6 +22,7 @@ use super::handlers::PlanStream;
 use super::proto;
 use super::proto::forecast_service_client::ForecastServiceClient;
 use super::proto::plan_service_client::PlanServiceClient;
+use super::streams;
 use crate::app::{Placement, ServingState};
 use crate::fleet::FleetView;
 
@@ -174,6 +175,17 @@ pub(crate) async fn forecast(
         .into_inner())
 }
 
+/// `ReportApplied` on the owner, which plans the workload and serves KEDA from the report.
+pub(crate) async fn report_applied(
+    channel: Channel,
+    original: &Request<proto::ReportAppliedRequest>,
+) -> Result<proto::ReportAppliedResponse, Status> {
+    Ok(PlanServiceClient::new(channel)
+        .report_applied(forwarded(original, original.get_ref().clone()))
+        .await?
+        .into_inner())
+}
+
 /// `WatchPlans` of one workload on its owner.
 pub(crate) async fn watch_plan<T>(
     channel: Channel,
@@ -229,7 +241,8 @@ pub(crate) fn moved(state: &ServingState, placements: &[(Placement, String)]) ->
 }
 
 /// A forwarded stream about workload `name`, passed through until it ends or the workload's owner
-/// changes (then it ends with `UNAVAILABLE`, and the caller opens it again on the new owner).
+/// changes (then it ends with `UNAVAILABLE`, and the caller opens it again on the new owner); on
+/// this replica's shutdown it ends with `UNAVAILABLE` too.
 pub(crate) fn until_moved<T: Send + 'static>(
     state: Arc<ServingState>,
     name: String,
@@ -242,8 +255,7 @@ pub(crate) fn until_moved<T: Send + 'static>(
     tokio::spawn(async move {
         loop {
             let message = tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = sender.closed() => break,
+                () = streams::ended(&shutdown, &sender) => break,
                 () = fleet_changed(&mut fleet) => match moved(&state, &placements) {
                     Some(moved) => Err(moved),
                     None => continue,

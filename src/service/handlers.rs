@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, WatchStream};
 use tokio_stream::{Stream, StreamExt, StreamMap};
+use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::ServerOptions;
@@ -21,7 +22,7 @@ use super::fleet_status;
 use super::forward::{self, Forwarder, Listener};
 use super::forward_push;
 use super::proto;
-use super::streams::{StreamSlot, StreamSlots};
+use super::streams::{self, StreamSlot, StreamSlots};
 use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
 use crate::domain::{SeriesId, Timestamp};
 
@@ -72,11 +73,8 @@ impl Handlers {
         &self,
         request: Request<proto::GetPlanRequest>,
     ) -> Result<Bytes, Status> {
-        let name = &request.get_ref().workload;
-        let placement = self
-            .state
-            .answering_placement(name, forward::is_forwarded(&request))?;
-        match self.forwarder.target(placement, &request, Listener::Api)? {
+        let name = convert::workload_name("workload", &request.get_ref().workload)?;
+        match self.owner(name, &request)? {
             None if self.state.fleet_read_only() => {
                 Ok(fleet_status::marked_read_only(self.encoded_plan(name)?))
             }
@@ -88,10 +86,7 @@ impl Handlers {
     /// A stream of workload `name`'s plans: from this replica's planner, or in a fleet from its
     /// owner's (forwarded).
     async fn plan_stream<T>(&self, name: &str, request: &Request<T>) -> Result<PlanStream, Status> {
-        let placement = self
-            .state
-            .answering_placement(name, forward::is_forwarded(request))?;
-        if let Some(channel) = self.forwarder.target(placement, request, Listener::Api)? {
+        if let Some(channel) = self.owner(name, request)? {
             return forward::watch_plan(channel, request, name, self.max_message_bytes).await;
         }
         let state = Arc::clone(&self.state);
@@ -105,6 +100,15 @@ impl Handlers {
                 PlanState::Pending | PlanState::Failed { .. } => None,
             });
         Ok(Box::pin(plans))
+    }
+
+    /// In a fleet, a channel to the API of the replica that owns workload `name`, when that is not
+    /// this one; `None` to answer here.
+    fn owner<T>(&self, name: &str, request: &Request<T>) -> Result<Option<Channel>, Status> {
+        let placement = self
+            .state
+            .answering_placement(name, forward::is_forwarded(request))?;
+        self.forwarder.target(placement, request, Listener::Api)
     }
 
     /// The latest plan of workload `name` that can be served (see [`servable_plan`]).
@@ -311,7 +315,9 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::GetWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
-        let workload = self.state.workload(&request.into_inner().name)?;
+        let workload = self
+            .state
+            .workload(convert::workload_name("name", &request.get_ref().name)?)?;
         let mut message = convert::workload_message(&workload);
         message.source_status = self
             .state
@@ -343,6 +349,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::DeleteWorkloadRequest>,
     ) -> Result<Response<proto::DeleteWorkloadResponse>, Status> {
         let name = request.into_inner().name;
+        convert::workload_name("name", &name)?;
         self.state.remove_workload(&name).await?;
         self.encoded.lock().remove(&name);
         Ok(Response::new(proto::DeleteWorkloadResponse {}))
@@ -366,6 +373,9 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::WatchPlansRequest>,
     ) -> Result<Response<Self::WatchPlansStream>, Status> {
+        for (index, name) in request.get_ref().workloads.iter().enumerate() {
+            convert::workload_name(&format!("workloads[{index}]"), name)?;
+        }
         let permit = self.stream_slot(&request)?;
         let mut names = request.get_ref().workloads.clone();
         if names.is_empty() {
@@ -388,13 +398,7 @@ impl proto::plan_service_server::PlanService for Handlers {
             let _permit = permit;
             loop {
                 let next = tokio::select! {
-                    () = shutdown.cancelled() => {
-                        // UNAVAILABLE rather than OK, which reads as a normal end: the executor
-                        // watches again once a server is back.
-                        let _ = sender.send(Err(AppError::ShuttingDown.into())).await;
-                        break;
-                    }
-                    () = sender.closed() => break,
+                    () = streams::ended(&shutdown, &sender) => break,
                     () = forward::fleet_changed(&mut fleet) => {
                         // Closed when a watched workload's owner changed: the caller watches again
                         // and reaches the new owner.
@@ -421,6 +425,14 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::ReportAppliedRequest>,
     ) -> Result<Response<proto::ReportAppliedResponse>, Status> {
+        let name = convert::workload_name("workload", &request.get_ref().workload)?;
+        // The owner plans the workload and serves KEDA its metric, which both start from the
+        // report: it is recorded there.
+        if let Some(channel) = self.owner(name, &request)? {
+            return forward::report_applied(channel, &request)
+                .await
+                .map(Response::new);
+        }
         let request = request.into_inner();
         let at = if request.time_ms == 0 {
             self.state.now()

@@ -153,8 +153,9 @@ fn read_tls(path: &PathBuf) -> Result<Vec<u8>, ServiceError> {
 /// planner running beside it.
 ///
 /// On shutdown: health turns `NOT_SERVING`, no new connection is accepted, watch streams end
-/// (`WatchPlans` with `UNAVAILABLE`, so executors watch again), calls in flight finish, plan
-/// refreshes in flight finish, and the store's log is flushed to the device.
+/// (`WatchPlans` and the scaler's streams with `UNAVAILABLE`, so clients open them again), calls
+/// in flight finish, plan refreshes in flight finish, and the store's log is flushed to the
+/// device.
 /// Every acknowledged write was already in the store's log before it was acknowledged; the next
 /// start replays the log written since the last checkpoint.
 pub async fn serve(

@@ -27,7 +27,7 @@ use super::externalscaler::{
 };
 use super::forward::{self, Forwarder, Listener};
 use super::handlers::servable_plan;
-use super::streams::{StreamSlot, StreamSlots};
+use super::streams::{self, StreamSlot, StreamSlots};
 use crate::app::{PlanState, ServingState};
 use crate::domain::Timestamp;
 use crate::plan::{Mode, REPLICA_METRIC_TARGET, hpa_replicas, metric_value};
@@ -360,8 +360,8 @@ impl ExternalScaler for ScalerHandlers {
     type StreamIsActiveStream = BoxStream<IsActiveResponse>;
 
     /// Sends the activity at once (once the first plan is ready), again on every new plan, and
-    /// when the clock moves the plan for now across zero; ends on shutdown or when the workload is
-    /// deleted.
+    /// when the clock moves the plan for now across zero; ends with `UNAVAILABLE` on shutdown (KEDA
+    /// opens it again), and when the workload is deleted.
     async fn stream_is_active(
         &self,
         request: Request<ScaledObjectRef>,
@@ -390,8 +390,7 @@ impl ExternalScaler for ScalerHandlers {
             plans.mark_changed();
             loop {
                 let plan_changed = tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = sender.closed() => break,
+                    () = streams::ended(&shutdown, &sender) => break,
                     changed = plans.changed() => match changed {
                         Ok(()) => true,
                         Err(_deleted) => break,
@@ -462,8 +461,8 @@ impl ExternalScaler for ScalerHandlers {
     type StreamMetricSpecStream = BoxStream<GetMetricSpecResponse>;
 
     /// The spec never changes (a target of one per replica): it is sent once, as the protocol
-    /// asks, and the stream stays open until shutdown or the workload's deletion, so KEDA keeps
-    /// its cached spec.
+    /// asks, and the stream stays open until the workload's deletion, or until shutdown, when it
+    /// ends with `UNAVAILABLE` (KEDA opens it again), so KEDA keeps its cached spec.
     async fn stream_metric_spec(
         &self,
         request: Request<ScaledObjectRef>,
@@ -483,8 +482,7 @@ impl ExternalScaler for ScalerHandlers {
             let _permit = permit;
             loop {
                 tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = sender.closed() => break,
+                    () = streams::ended(&shutdown, &sender) => break,
                     changed = plans.changed() => if changed.is_err() { break },
                 }
             }

@@ -1,17 +1,26 @@
-//! Slots for long-lived streams (`Push`, `WatchPlans`): at most `server.max_streams` open at once
-//! in all, and at most `server.max_streams_per_client` from one client address, so that one client
-//! cannot take every slot and lock the others out.
+//! Long-lived streams (`Push`, `WatchPlans`, the KEDA scaler's `StreamIsActive` and
+//! `StreamMetricSpec`): their slots, and how a server stream ends.
 //!
-//! A client is its IP address: clients behind one proxy or load balancer share a quota, and such a
-//! deployment raises `max_streams_per_client` toward `max_streams`.
+//! Slots: at most `server.max_streams` open at once in all, and at most
+//! `server.max_streams_per_client` from one client address, so that one client cannot take every
+//! slot and lock the others out. A client is its IP address: clients behind one proxy or load
+//! balancer share a quota, and such a deployment raises `max_streams_per_client` toward
+//! `max_streams`.
+//!
+//! Endings: a server stream ends when its client goes away, and on shutdown with `UNAVAILABLE`
+//! ("shutting down") rather than OK, which reads as a normal end, so that an executor or KEDA opens
+//! it again once a server is back ([`ended`]).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tonic::Status;
+
+use crate::app::AppError;
 
 /// The stream slots of one server.
 #[derive(Debug, Clone)]
@@ -87,6 +96,23 @@ impl Drop for StreamSlot {
                 per_client.remove(&address);
             }
         }
+    }
+}
+
+/// Completes when the server stream fed by `sender` is to end without a message of its own: its
+/// client went away, or the server shuts down (`shutdown` cancelled), and then only once the client
+/// was sent `UNAVAILABLE` ("shutting down"). Meant as a `select!` branch beside the stream's own
+/// messages: dropped while that status waits for room, it is sent again on the next pass.
+pub(crate) async fn ended<T>(
+    shutdown: &CancellationToken,
+    sender: &mpsc::Sender<Result<T, Status>>,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => {
+            // A send fails only when the client went away: the stream ends all the same.
+            let _ = sender.send(Err(AppError::ShuttingDown.into())).await;
+        }
+        () = sender.closed() => {}
     }
 }
 

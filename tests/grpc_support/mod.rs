@@ -90,6 +90,21 @@ pub(crate) fn forecast_request(series_name: &str, horizon: &str) -> proto::Forec
     }
 }
 
+/// The names of the workloads the server lists.
+pub(crate) async fn workload_names(
+    plans: &mut proto::plan_service_client::PlanServiceClient<tonic::transport::Channel>,
+) -> Vec<String> {
+    plans
+        .list_workloads(proto::ListWorkloadsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workloads
+        .into_iter()
+        .map(|workload| workload.name)
+        .collect()
+}
+
 #[track_caller]
 pub(crate) fn code_of<T>(result: Result<tonic::Response<T>, tonic::Status>) -> (Code, String) {
     let status = result.err().expect("the call fails");

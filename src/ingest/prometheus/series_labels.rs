@@ -1,15 +1,16 @@
 //! How a prescale series is written to a Prometheus-compatible TSDB, and read back.
 //!
 //! A prescale series is a name (ASCII letters, digits, `_ : . -`) and labels (names of letters,
-//! digits and `_`; any values). Prometheus allows `[a-zA-Z_:][a-zA-Z0-9_:]*` for metric names,
-//! reserves label names starting with `__`, and treats a label with an empty value as absent. So:
+//! digits and `_`; any value but the empty one, which is no label in prescale as in Prometheus: see
+//! [`SeriesId`]). Prometheus allows `[a-zA-Z_:][a-zA-Z0-9_:]*` for metric names and reserves label
+//! names starting with `__`. So:
 //!
 //! - When the series fits Prometheus' rules as it is, it is written as it is: metric name = its
 //!   name, labels = its labels. `load{zone="eu"}` stays `load{zone="eu"}`.
-//! - Otherwise (a `.` or `-` in the name, a label name starting with `__`, an empty label value, or
-//!   a label called [`SERIES_LABEL`]), the name's `.` and `-` become `_`, the labels Prometheus
-//!   cannot hold are left out, and [`SERIES_LABEL`] holds the series' canonical text
-//!   (`api.latency{__tier="",zone="eu"}`), so the mapping stays one-to-one and reversible.
+//! - Otherwise (a `.` or `-` in the name, a label name starting with `__`, or a label called
+//!   [`SERIES_LABEL`]), the name's `.` and `-` become `_`, the labels Prometheus cannot hold are
+//!   left out, and [`SERIES_LABEL`] holds the series' canonical text
+//!   (`api.latency{__tier="a",zone="eu"}`), so the mapping stays one-to-one and reversible.
 //!
 //! [`series_of`] reads a label set back, as the remote-write receiver does for one written by
 //! another system. Design: docs/decisions.md, "Fleet mode: pushed samples and events".
@@ -28,9 +29,8 @@ pub fn prometheus_labels(series: &SeriesId) -> Vec<(String, String)> {
         .name()
         .bytes()
         .all(|byte| byte != b'.' && byte != b'-');
-    let label_fits = |(name, value): (&String, &String)| {
-        !name.starts_with("__") && !value.is_empty() && name != SERIES_LABEL
-    };
+    let label_fits =
+        |(name, _): (&String, &String)| !name.starts_with("__") && name != SERIES_LABEL;
     let mut labels = vec![(
         "__name__".to_owned(),
         series.name().replace(['.', '-'], "_"),
@@ -51,7 +51,8 @@ pub fn prometheus_labels(series: &SeriesId) -> Vec<(String, String)> {
 }
 
 /// The prescale series a Prometheus label set stands for: the one named by [`SERIES_LABEL`] when
-/// present, else `__name__` and the other labels (empty values left out).
+/// present, else `__name__` and the other labels (those with empty values are absent, see
+/// [`SeriesId::with_labels`]).
 pub fn series_of(labels: &BTreeMap<String, String>) -> Result<SeriesId, DomainError> {
     if let Some(text) = labels.get(SERIES_LABEL) {
         return text.parse();
@@ -61,7 +62,7 @@ pub fn series_of(labels: &BTreeMap<String, String>) -> Result<SeriesId, DomainEr
         name,
         labels
             .iter()
-            .filter(|(key, value)| *key != "__name__" && !value.is_empty())
+            .filter(|(key, _)| *key != "__name__")
             .map(|(key, value)| (key.clone(), value.clone())),
     )
 }
@@ -136,7 +137,7 @@ mod tests {
             round_trip("load{__tier=\"a\",empty=\"\"}"),
             pairs(&[
                 ("__name__", "load"),
-                ("prescale_series", "load{__tier=\"a\",empty=\"\"}"),
+                ("prescale_series", "load{__tier=\"a\"}")
             ])
         );
         round_trip("load{prescale_series=\"x\"}");

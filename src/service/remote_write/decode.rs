@@ -115,8 +115,9 @@ fn convert(request: WriteRequest) -> Result<DecodedWrite, DecodeError> {
     Ok(decoded)
 }
 
-/// The series a remote-write label set names: `__name__` and the other labels (a label with an
-/// empty value is absent, as in Prometheus), or the one its `prescale_series` label names.
+/// The series a remote-write label set names: `__name__` and the other labels, or the one its
+/// `prescale_series` label names. A label with an empty value is absent (as [`SeriesId`] has it),
+/// so it neither repeats another nor names a series.
 fn series_id(labels: Vec<crate::ingest::remote_write_proto::Label>) -> Result<SeriesId, String> {
     let mut name = None;
     let mut others = BTreeMap::new();
