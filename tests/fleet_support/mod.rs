@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
@@ -446,6 +447,24 @@ impl Replica {
             .is_some_and(|status| status.last_success_ms > 0))
     }
 
+    /// The workloads its `/metrics` shows plan gauges of (`prescale_plan_*`,
+    /// `prescale_model_backtest_mase`).
+    pub(crate) fn plan_gauges(&self) -> BTreeSet<String> {
+        let metrics = self.metrics.as_deref().expect("a replica with /metrics");
+        let (status, body) = http_get(metrics, "/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .filter(|line| {
+                line.starts_with("prescale_plan_")
+                    || line.starts_with("prescale_model_backtest_mase")
+            })
+            .filter_map(|line| {
+                let (_, labels) = line.split_once("workload=\"")?;
+                Some(labels.split('"').next()?.to_owned())
+            })
+            .collect()
+    }
+
     /// Samples of series `name` in its own store (0 when it holds none).
     pub(crate) async fn stored(&self, name: &str) -> u64 {
         let listed = AdminServiceClient::new(self.channel().await)
@@ -526,6 +545,32 @@ pub(crate) fn workload_name(index: usize) -> String {
 /// The series of workload `index`.
 pub(crate) fn series_name(index: usize) -> String {
     format!("load_{index}")
+}
+
+/// The workloads (indexes below `count`) rendezvous hashing gives member `id` in a fleet of
+/// `ids`, all active.
+pub(crate) fn share_of(ids: &[&str], id: &str, count: usize) -> BTreeSet<usize> {
+    let view = FleetView {
+        members: ids
+            .iter()
+            .enumerate()
+            .map(|(index, member)| Member {
+                id: (*member).to_owned(),
+                info: MemberInfo {
+                    addr: String::new(),
+                    scaler_addr: None,
+                    state: MemberState::Active,
+                },
+                create_revision: index as i64 + 1,
+            })
+            .collect(),
+        revision: ids.len() as i64,
+        self_id: id.to_owned(),
+        incarnation: Some(1),
+    };
+    (0..count)
+        .filter(|index| view.owns(&series_name(*index)))
+        .collect()
 }
 
 /// A reference to the series of workload `index`.

@@ -1,0 +1,102 @@
+//! Workloads across a fleet of `prescale serve` processes on 127.0.0.1, coordinated through a
+//! real etcd, with a real Prometheus as the workloads' history: a workload's plan gauges leave the
+//! `/metrics` of a replica that hands it over to a member joining.
+
+mod etcd_support;
+mod fleet_support;
+mod prometheus_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fleet_support::{Replica, ReplicaConfig, answered_alike, share_of, upsert_all};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Workloads on Prometheus series, in the tests where they are planned.
+const SOURCED: usize = 4;
+
+/// Waits (at most 60 s) until each workload of `names` has its plan gauges on the `/metrics` of
+/// exactly one replica of `replicas`, the one at its index in `expected`.
+async fn until_gauges_shown_by(replicas: &[Replica], names: &[String], expected: &[usize]) {
+    let started = Instant::now();
+    loop {
+        let shown: Vec<_> = replicas.iter().map(Replica::plan_gauges).collect();
+        let by: BTreeMap<&String, Vec<&str>> = names
+            .iter()
+            .map(|name| {
+                let showing = replicas
+                    .iter()
+                    .zip(&shown)
+                    .filter(|(_, gauges)| gauges.contains(name))
+                    .map(|(replica, _)| replica.id.as_str())
+                    .collect();
+                (name, showing)
+            })
+            .collect();
+        let wanted: BTreeMap<&String, Vec<&str>> = names
+            .iter()
+            .zip(expected)
+            .map(|(name, owner)| (name, vec![replicas[*owner].id.as_str()]))
+            .collect();
+        if by == wanted {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "plan gauges shown by {by:?}, not by their owners {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_gauges_leave_a_replica_with_the_workloads_it_hands_over() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(SOURCED);
+    // The joining member's id: the first that rendezvous hashing gives a share of the workloads.
+    let joiner = (2..)
+        .map(|number| format!("r{number}"))
+        .find(|id| !share_of(&["r0", "r1", id], id, SOURCED).is_empty())
+        .unwrap();
+    let first = share_of(&["r0", "r1"], "r0", SOURCED);
+    let moving = share_of(&["r0", "r1", &joiner], &joiner, SOURCED);
+    let mut replicas: Vec<Replica> = ["r0", "r1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd.url).metrics().start())
+        .collect();
+    let names = upsert_all(&replicas[0], SOURCED, &prometheus.url).await;
+    answered_alike(
+        &replicas.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(300),
+    )
+    .await;
+    let before: Vec<usize> = (0..SOURCED)
+        .map(|index| usize::from(!first.contains(&index)))
+        .collect();
+    until_gauges_shown_by(&replicas, &names, &before).await;
+
+    replicas.push(ReplicaConfig::new(&joiner, &etcd.url).metrics().start());
+    let joined = Instant::now();
+    while replicas[2].health("").await != ServingStatus::Serving {
+        assert!(
+            joined.elapsed() < Duration::from_secs(120),
+            "{joiner} not active within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The workloads it took are shown by it alone; the others stay with their owners.
+    let after: Vec<usize> = (0..SOURCED)
+        .map(|index| {
+            if moving.contains(&index) {
+                2
+            } else {
+                before[index]
+            }
+        })
+        .collect();
+    until_gauges_shown_by(&replicas, &names, &after).await;
+}
