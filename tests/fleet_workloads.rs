@@ -1,6 +1,8 @@
 //! Workloads across a fleet of `prescale serve` processes on 127.0.0.1, coordinated through a
-//! real etcd, with a real Prometheus as the workloads' history: a workload's plan gauges leave the
-//! `/metrics` of a replica that hands it over to a member joining.
+//! real etcd, with a real Prometheus as the sourced workloads' history: `DeleteWorkload` through
+//! any replica answers OK for a workload that existed, however its own watch of the fleet's table
+//! and its local delete interleave, and `NOT_FOUND` only for one that did not; and a workload's
+//! plan gauges leave the `/metrics` of a replica that hands it over to a member joining.
 
 mod etcd_support;
 mod fleet_support;
@@ -9,11 +11,100 @@ mod prometheus_support;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fleet_support::{Replica, ReplicaConfig, answered_alike, share_of, upsert_all};
+use fleet_support::{
+    Replica, ReplicaConfig, answered_alike, share_of, upsert, upsert_all, workload_name,
+};
+use prescale::fleet::etcd::Etcd;
+use prescale::service::proto::{
+    DeleteWorkloadRequest, ListWorkloadsRequest, plan_service_client::PlanServiceClient,
+};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Workloads on Prometheus series, in the tests where they are planned.
 const SOURCED: usize = 4;
+
+/// Names of the workloads `replica` holds itself (`ListWorkloads` is answered locally).
+async fn held(replica: &Replica) -> Vec<String> {
+    PlanServiceClient::new(replica.channel().await)
+        .list_workloads(ListWorkloadsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workloads
+        .into_iter()
+        .map(|workload| workload.name)
+        .collect()
+}
+
+/// Waits (at most 10 s) until every replica of `replicas` holds workload `name`, or none does.
+async fn until_held_everywhere(replicas: &[Replica], name: &str, expected: bool) {
+    let started = Instant::now();
+    loop {
+        let mut everywhere = true;
+        for replica in replicas {
+            everywhere &= held(replica).await.iter().any(|held| held == name) == expected;
+        }
+        if everywhere {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} held: expected {expected} on every replica within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workload_answers_ok_through_any_replica() {
+    if etcd_support::missing() {
+        return;
+    }
+    /// Rounds of upsert and delete: the replica's watch applied the deletion before its own
+    /// delete in most of them when that race answered `NOT_FOUND`.
+    const ROUNDS: usize = 12;
+    let etcd_process = etcd_support::LocalEtcd::start();
+    let etcd = Etcd::connect(
+        std::slice::from_ref(&etcd_process.url),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let replicas: Vec<Replica> = ["r0", "r1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd_process.url).start())
+        .collect();
+    let name = workload_name(0);
+    let key = format!("/prescale/workloads/{name}");
+    for round in 0..ROUNDS {
+        let writer = &replicas[round % 2];
+        let deleter = &replicas[(round / 2) % 2];
+        PlanServiceClient::new(writer.channel().await)
+            .upsert_workload(upsert(0, None))
+            .await
+            .unwrap();
+        until_held_everywhere(&replicas, &name, true).await;
+
+        let mut plans = PlanServiceClient::new(deleter.channel().await);
+        let delete = || DeleteWorkloadRequest { name: name.clone() };
+        plans
+            .delete_workload(delete())
+            .await
+            .unwrap_or_else(|status| {
+                panic!(
+                    "round {round}: deleting {name} through {}: {status}",
+                    deleter.id
+                )
+            });
+        assert_eq!(etcd.get(&key).await.unwrap(), None, "round {round}");
+        until_held_everywhere(&replicas, &name, false).await;
+        let missing = plans
+            .delete_workload(delete())
+            .await
+            .expect_err("a workload deleted already");
+        assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    }
+}
 
 /// Waits (at most 60 s) until each workload of `names` has its plan gauges on the `/metrics` of
 /// exactly one replica of `replicas`, the one at its index in `expected`.
