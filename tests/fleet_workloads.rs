@@ -1,8 +1,10 @@
 //! Workloads across a fleet of `prescale serve` processes on 127.0.0.1, coordinated through a
 //! real etcd, with a real Prometheus as the sourced workloads' history: `DeleteWorkload` through
 //! any replica answers OK for a workload that existed, however its own watch of the fleet's table
-//! and its local delete interleave, and `NOT_FOUND` only for one that did not; and a workload's
-//! plan gauges leave the `/metrics` of a replica that hands it over to a member joining.
+//! and its local delete interleave, and `NOT_FOUND` only for one that did not; `GetWorkload`
+//! through any replica answers the owner's status of the workload's source, and `UNAVAILABLE`
+//! while the owner cannot be reached; and a workload's plan gauges leave the `/metrics` of a
+//! replica that hands it over to a member joining.
 
 mod etcd_support;
 mod fleet_support;
@@ -16,12 +18,31 @@ use fleet_support::{
 };
 use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
-    DeleteWorkloadRequest, ListWorkloadsRequest, plan_service_client::PlanServiceClient,
+    DeleteWorkloadRequest, GetWorkloadRequest, ListWorkloadsRequest,
+    plan_service_client::PlanServiceClient,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Workloads on Prometheus series, in the tests where they are planned.
 const SOURCED: usize = 4;
+
+/// Replicas `r0` and `r1` (with `/metrics`) of the fleet on `etcd`, once the [`SOURCED`]
+/// workloads on `prometheus` given through `r0` are planned and answered alike through both; with
+/// the workloads' names.
+async fn planning_pair(etcd: &str, prometheus: &str) -> (Vec<Replica>, Vec<String>) {
+    let replicas: Vec<Replica> = ["r0", "r1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, etcd).metrics().start())
+        .collect();
+    let names = upsert_all(&replicas[0], SOURCED, prometheus).await;
+    answered_alike(
+        &replicas.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(300),
+    )
+    .await;
+    (replicas, names)
+}
 
 /// Names of the workloads `replica` holds itself (`ListWorkloads` is answered locally).
 async fn held(replica: &Replica) -> Vec<String> {
@@ -106,6 +127,73 @@ async fn deleting_a_workload_answers_ok_through_any_replica() {
     }
 }
 
+/// `GetWorkload` of `name` through `replica`.
+async fn get_workload(
+    replica: &Replica,
+    name: &str,
+) -> Result<prescale::service::proto::Workload, tonic::Status> {
+    Ok(PlanServiceClient::new(replica.channel().await)
+        .get_workload(GetWorkloadRequest {
+            name: name.to_owned(),
+        })
+        .await?
+        .into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_workload_through_any_replica_answers_the_owners_source_status() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(SOURCED);
+    let (mut replicas, names) = planning_pair(&etcd.url, &prometheus.url).await;
+
+    let mut owners = BTreeMap::new();
+    for name in &names {
+        let mut owner = None;
+        for (index, replica) in replicas.iter().enumerate() {
+            if replica.follows(name).await.unwrap() {
+                owner = Some(index);
+            }
+        }
+        let owner = owner.unwrap_or_else(|| panic!("nobody follows {name}"));
+        owners.insert(name.clone(), owner);
+        let pulled = get_workload(&replicas[owner], name)
+            .await
+            .unwrap()
+            .source_status
+            .expect("the owner's source status");
+        for replica in &replicas {
+            let status = get_workload(replica, name)
+                .await
+                .unwrap_or_else(|status| panic!("{name} through {}: {status}", replica.id))
+                .source_status
+                .unwrap_or_else(|| panic!("{name} through {}: no source status", replica.id));
+            assert!(
+                status.last_success_ms > 0 && status.points_pulled > 0,
+                "{name} through {}: {status:?}",
+                replica.id
+            );
+            assert_eq!(
+                status.history_available_from_ms, pulled.history_available_from_ms,
+                "{name} through {}",
+                replica.id
+            );
+        }
+    }
+
+    // The owner killed: until its lease expires the other still sends it the call, which cannot
+    // reach it, and says so rather than answer a status that reads as "never pulled".
+    let (name, owner) = owners.iter().next().unwrap();
+    let other = 1 - owner;
+    replicas[*owner].kill();
+    let status = get_workload(&replicas[other], name)
+        .await
+        .expect_err("the owner of the status is gone");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+}
+
 /// Waits (at most 60 s) until each workload of `names` has its plan gauges on the `/metrics` of
 /// exactly one replica of `replicas`, the one at its index in `expected`.
 async fn until_gauges_shown_by(replicas: &[Replica], names: &[String], expected: &[usize]) {
@@ -154,17 +242,7 @@ async fn plan_gauges_leave_a_replica_with_the_workloads_it_hands_over() {
         .unwrap();
     let first = share_of(&["r0", "r1"], "r0", SOURCED);
     let moving = share_of(&["r0", "r1", &joiner], &joiner, SOURCED);
-    let mut replicas: Vec<Replica> = ["r0", "r1"]
-        .iter()
-        .map(|id| ReplicaConfig::new(id, &etcd.url).metrics().start())
-        .collect();
-    let names = upsert_all(&replicas[0], SOURCED, &prometheus.url).await;
-    answered_alike(
-        &replicas.iter().collect::<Vec<_>>(),
-        &names,
-        Duration::from_secs(300),
-    )
-    .await;
+    let (mut replicas, names) = planning_pair(&etcd.url, &prometheus.url).await;
     let before: Vec<usize> = (0..SOURCED)
         .map(|index| usize::from(!first.contains(&index)))
         .collect();

@@ -160,6 +160,21 @@ pub(crate) async fn get_plan(
     Ok(Bytes::from(prost::Message::encode_to_vec(&plan)))
 }
 
+/// `GetWorkload` on the owner, which holds the status of the workload's source and the rule of
+/// its plan. An owner that cannot be reached makes it `UNAVAILABLE` (as tonic reports the
+/// transport's failure), never an answer without the status, which would read as "not pulled".
+pub(crate) async fn get_workload(
+    channel: Channel,
+    original: &Request<proto::GetWorkloadRequest>,
+    limit: usize,
+) -> Result<proto::Workload, Status> {
+    Ok(PlanServiceClient::new(channel)
+        .max_decoding_message_size(limit)
+        .get_workload(forwarded(original, original.get_ref().clone()))
+        .await?
+        .into_inner())
+}
+
 /// `Forecast` on the owner.
 pub(crate) async fn forecast(
     channel: Channel,

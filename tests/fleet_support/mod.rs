@@ -434,17 +434,27 @@ impl Replica {
         ServingStatus::try_from(status).unwrap()
     }
 
-    /// Whether it follows workload `name`'s source (only its owner does).
+    /// Whether it follows workload `name`'s source (only its owner does). Asked with the call
+    /// marked as forwarded, so it answers from its own follower, or refuses (`UNAVAILABLE`) when
+    /// another member owns the workload, rather than forward it to the owner.
     pub(crate) async fn follows(&self, name: &str) -> Result<bool, tonic::Status> {
-        let workload = PlanServiceClient::new(self.channel().await)
-            .get_workload(GetWorkloadRequest {
-                name: name.to_owned(),
-            })
-            .await?
-            .into_inner();
-        Ok(workload
-            .source_status
-            .is_some_and(|status| status.last_success_ms > 0))
+        let mut request = tonic::Request::new(GetWorkloadRequest {
+            name: name.to_owned(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-prescale-forwarded", "1".parse().unwrap());
+        match PlanServiceClient::new(self.channel().await)
+            .get_workload(request)
+            .await
+        {
+            Ok(workload) => Ok(workload
+                .into_inner()
+                .source_status
+                .is_some_and(|status| status.last_success_ms > 0)),
+            Err(status) if status.code() == tonic::Code::Unavailable => Ok(false),
+            Err(status) => Err(status),
+        }
     }
 
     /// The workloads its `/metrics` shows plan gauges of (`prescale_plan_*`,
