@@ -320,7 +320,7 @@ impl Telemetry {
         self.plans.record(workload, series, plan, backtest_mase);
     }
 
-    /// Removes the gauges of a deleted workload.
+    /// Removes the gauges of a workload deleted, or in a fleet planned by another replica now.
     pub fn forget_workload(&self, workload: &str) {
         self.plans.forget(workload);
     }

@@ -1,9 +1,10 @@
 //! Fleet mode: any replica answers anything. A call about work another replica owns (`GetPlan`,
-//! `Forecast`, `WatchPlans`, `ReportApplied`, the KEDA scaler's `IsActive`, `StreamIsActive` and
-//! `GetMetrics`) is forwarded to the owner over a pooled channel, marked with [`FORWARDED_HEADER`]
-//! and carrying the caller's bearer token. A marked call that reaches a replica which does not own
-//! the work (the members changed while it travelled) is answered `UNAVAILABLE`, never forwarded
-//! again, so no call loops. Design: docs/decisions.md, "Fleet mode: replicas coordinated through etcd".
+//! `GetWorkload`, `Forecast`, `WatchPlans`, `ReportApplied`, the KEDA scaler's `IsActive`,
+//! `StreamIsActive` and `GetMetrics`) is forwarded to the owner over a pooled channel, marked with
+//! [`FORWARDED_HEADER`] and carrying the caller's bearer token. A marked call that reaches a
+//! replica which does not own the work (the members changed while it travelled) is answered
+//! `UNAVAILABLE`, never forwarded again, so no call loops. Design: docs/decisions.md, "Fleet mode:
+//! replicas coordinated through etcd".
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -159,6 +160,21 @@ pub(crate) async fn get_plan(
         .await?
         .into_inner();
     Ok(Bytes::from(prost::Message::encode_to_vec(&plan)))
+}
+
+/// `GetWorkload` on the owner, which holds the status of the workload's source and the rule of
+/// its plan. An owner that cannot be reached makes it `UNAVAILABLE` (as tonic reports the
+/// transport's failure), never an answer without the status, which would read as "not pulled".
+pub(crate) async fn get_workload(
+    channel: Channel,
+    original: &Request<proto::GetWorkloadRequest>,
+    limit: usize,
+) -> Result<proto::Workload, Status> {
+    Ok(PlanServiceClient::new(channel)
+        .max_decoding_message_size(limit)
+        .get_workload(forwarded(original, original.get_ref().clone()))
+        .await?
+        .into_inner())
 }
 
 /// `Forecast` on the owner.

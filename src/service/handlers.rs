@@ -318,6 +318,13 @@ impl proto::plan_service_server::PlanService for Handlers {
         let workload = self
             .state
             .workload(convert::workload_name("name", &request.get_ref().name)?)?;
+        // Its source's status and its plan's rule are its owner's: in a fleet, ask the owner.
+        let placement = self.state.write_placement(workload.series());
+        if let Some(channel) = self.forwarder.target(placement, &request, Listener::Api)? {
+            return forward::get_workload(channel, &request, self.max_message_bytes)
+                .await
+                .map(Response::new);
+        }
         let mut message = convert::workload_message(&workload);
         message.source_status = self
             .state

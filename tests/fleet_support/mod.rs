@@ -6,6 +6,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::Duration;
@@ -433,17 +434,45 @@ impl Replica {
         ServingStatus::try_from(status).unwrap()
     }
 
-    /// Whether it follows workload `name`'s source (only its owner does).
+    /// Whether it follows workload `name`'s source (only its owner does). Asked with the call
+    /// marked as forwarded, so it answers from its own follower, or refuses (`UNAVAILABLE`) when
+    /// another member owns the workload, rather than forward it to the owner.
     pub(crate) async fn follows(&self, name: &str) -> Result<bool, tonic::Status> {
-        let workload = PlanServiceClient::new(self.channel().await)
-            .get_workload(GetWorkloadRequest {
-                name: name.to_owned(),
+        let mut request = tonic::Request::new(GetWorkloadRequest {
+            name: name.to_owned(),
+        });
+        request
+            .metadata_mut()
+            .insert("x-prescale-forwarded", "1".parse().unwrap());
+        match PlanServiceClient::new(self.channel().await)
+            .get_workload(request)
+            .await
+        {
+            Ok(workload) => Ok(workload
+                .into_inner()
+                .source_status
+                .is_some_and(|status| status.last_success_ms > 0)),
+            Err(status) if status.code() == tonic::Code::Unavailable => Ok(false),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// The workloads its `/metrics` shows plan gauges of (`prescale_plan_*`,
+    /// `prescale_model_backtest_mase`).
+    pub(crate) fn plan_gauges(&self) -> BTreeSet<String> {
+        let metrics = self.metrics.as_deref().expect("a replica with /metrics");
+        let (status, body) = http_get(metrics, "/metrics").expect("/metrics answers");
+        assert_eq!(status, 200, "{body}");
+        body.lines()
+            .filter(|line| {
+                line.starts_with("prescale_plan_")
+                    || line.starts_with("prescale_model_backtest_mase")
             })
-            .await?
-            .into_inner();
-        Ok(workload
-            .source_status
-            .is_some_and(|status| status.last_success_ms > 0))
+            .filter_map(|line| {
+                let (_, labels) = line.split_once("workload=\"")?;
+                Some(labels.split('"').next()?.to_owned())
+            })
+            .collect()
     }
 
     /// Samples of series `name` in its own store (0 when it holds none).
@@ -526,6 +555,32 @@ pub(crate) fn workload_name(index: usize) -> String {
 /// The series of workload `index`.
 pub(crate) fn series_name(index: usize) -> String {
     format!("load_{index}")
+}
+
+/// The workloads (indexes below `count`) rendezvous hashing gives member `id` in a fleet of
+/// `ids`, all active.
+pub(crate) fn share_of(ids: &[&str], id: &str, count: usize) -> BTreeSet<usize> {
+    let view = FleetView {
+        members: ids
+            .iter()
+            .enumerate()
+            .map(|(index, member)| Member {
+                id: (*member).to_owned(),
+                info: MemberInfo {
+                    addr: String::new(),
+                    scaler_addr: None,
+                    state: MemberState::Active,
+                },
+                create_revision: index as i64 + 1,
+            })
+            .collect(),
+        revision: ids.len() as i64,
+        self_id: id.to_owned(),
+        incarnation: Some(1),
+    };
+    (0..count)
+        .filter(|index| view.owns(&series_name(*index)))
+        .collect()
 }
 
 /// A reference to the series of workload `index`.

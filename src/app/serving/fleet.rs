@@ -115,8 +115,29 @@ impl ServingState {
         coordinator.leave().await;
     }
 
+    /// Whether this replica shows the plan gauges of workloads on `series` on its `/metrics`: it
+    /// plans them (it owns them, or warms them to own them), or answers for them read-only.
+    /// Elsewhere their owner shows them.
+    pub(super) fn shows_plan_gauges(&self, series: &SeriesId) -> bool {
+        self.owns(series) || self.write_placement(series) == Placement::Local
+    }
+
+    /// Removes the plan gauges of the workloads this replica no longer shows (see
+    /// [`ServingState::shows_plan_gauges`]). Under the workloads' write lock: a plan published
+    /// meanwhile is recorded under their read lock after the same check, so its gauges are
+    /// either removed here or never recorded.
+    fn forget_unowned_plan_gauges(&self) {
+        let workloads = self.workloads.write();
+        for (name, entry) in workloads.iter() {
+            if !self.shows_plan_gauges(entry.workload.read().series()) {
+                self.metrics.forget_workload(name);
+            }
+        }
+    }
+
     fn resync_ownership(&self) {
         self.forget_unowned_models();
+        self.forget_unowned_plan_gauges();
         if self.note_gained_series() {
             self.refill_wake.notify_one();
         }

@@ -48,17 +48,26 @@ impl ServingState {
     }
 
     /// Deletes a workload: alone, from the workloads file; in a fleet, first from etcd (fenced as
-    /// [`ServingState::store_workload`]), then here.
+    /// [`ServingState::store_workload`]), then here. [`AppError::NotFound`] only when this replica
+    /// held no such workload when asked.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
-        if let Some(coordinator) = self.fleet.get() {
-            self.refuse_when_read_only("DeleteWorkload")?;
-            self.entry(name)?;
-            let key = coordinator.record_key(WORKLOADS_TABLE, name);
-            fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
-        }
+        let in_fleet = match self.fleet.get() {
+            Some(coordinator) => {
+                self.refuse_when_read_only("DeleteWorkload")?;
+                self.entry(name)?;
+                let key = coordinator.record_key(WORKLOADS_TABLE, name);
+                fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
+                true
+            }
+            None => false,
+        };
         let state = Arc::clone(self);
         let name = name.to_owned();
-        blocking(move || state.delete_workload(&name)).await
+        match blocking(move || state.delete_workload(&name)).await {
+            // This replica's watch of the fleet's table saw the deletion first and applied it.
+            Err(AppError::NotFound { .. }) if in_fleet => Ok(()),
+            deleted => deleted,
+        }
     }
 
     /// Follows the fleet's workloads into this replica's until shutdown: reads the table (a

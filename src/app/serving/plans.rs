@@ -192,13 +192,15 @@ impl ServingState {
                 });
                 self.metrics.plan_refreshes.inc();
                 tracing::debug!(workload = %name, revision, "published plan");
-                // Under the map's lock, so a workload deleted meanwhile gets no gauges back.
+                // Under the map's lock, so a workload deleted meanwhile, or one whose ownership
+                // moved meanwhile, gets no gauges back.
                 let workloads = self.workloads.read();
+                let series = entry.workload.read().series().clone();
                 if workloads
                     .get(&name)
                     .is_some_and(|current| Arc::ptr_eq(current, &entry))
+                    && self.shows_plan_gauges(&series)
                 {
-                    let series = entry.workload.read().series().clone();
                     self.metrics
                         .record_plan(&name, &series, Arc::clone(&published), backtest_mase);
                 }

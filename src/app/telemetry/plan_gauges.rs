@@ -3,7 +3,8 @@
 //! replay (met or not, short steps, replica-hours, cost against the oracle), the plan's revision
 //! and age, and the backtest error of the model behind it. Evaluated at every scrape (a plan's
 //! target moves with time between refreshes), set when a plan is published and removed when its
-//! workload is deleted, so there is one series per workload and gauge.
+//! workload is deleted or, in a fleet, moves to another replica, so there is one series per
+//! workload and gauge, shown by the replica that plans it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

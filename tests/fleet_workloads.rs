@@ -1,0 +1,271 @@
+//! Workloads across a fleet of `prescale serve` processes on 127.0.0.1, coordinated through a
+//! real etcd, with a real Prometheus as the sourced workloads' history: `DeleteWorkload` through
+//! any replica answers OK for a workload that existed, however its own watch of the fleet's table
+//! and its local delete interleave, and `NOT_FOUND` only for one that did not; `GetWorkload`
+//! through any replica answers the owner's status of the workload's source, and `UNAVAILABLE`
+//! while the owner cannot be reached; and a workload's plan gauges leave the `/metrics` of a
+//! replica that hands it over to a member joining.
+
+mod etcd_support;
+mod fleet_support;
+mod prometheus_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fleet_support::{
+    Replica, ReplicaConfig, answered_alike, share_of, upsert, upsert_all, workload_name,
+};
+use prescale::fleet::etcd::Etcd;
+use prescale::service::proto::{
+    DeleteWorkloadRequest, GetWorkloadRequest, ListWorkloadsRequest,
+    plan_service_client::PlanServiceClient,
+};
+use tonic_health::pb::health_check_response::ServingStatus;
+
+/// Workloads on Prometheus series, in the tests where they are planned.
+const SOURCED: usize = 4;
+
+/// Replicas `r0` and `r1` (with `/metrics`) of the fleet on `etcd`, once the [`SOURCED`]
+/// workloads on `prometheus` given through `r0` are planned and answered alike through both; with
+/// the workloads' names.
+async fn planning_pair(etcd: &str, prometheus: &str) -> (Vec<Replica>, Vec<String>) {
+    let replicas: Vec<Replica> = ["r0", "r1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, etcd).metrics().start())
+        .collect();
+    let names = upsert_all(&replicas[0], SOURCED, prometheus).await;
+    answered_alike(
+        &replicas.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(300),
+    )
+    .await;
+    (replicas, names)
+}
+
+/// Names of the workloads `replica` holds itself (`ListWorkloads` is answered locally).
+async fn held(replica: &Replica) -> Vec<String> {
+    PlanServiceClient::new(replica.channel().await)
+        .list_workloads(ListWorkloadsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .workloads
+        .into_iter()
+        .map(|workload| workload.name)
+        .collect()
+}
+
+/// Waits (at most 10 s) until every replica of `replicas` holds workload `name`, or none does.
+async fn until_held_everywhere(replicas: &[Replica], name: &str, expected: bool) {
+    let started = Instant::now();
+    loop {
+        let mut everywhere = true;
+        for replica in replicas {
+            everywhere &= held(replica).await.iter().any(|held| held == name) == expected;
+        }
+        if everywhere {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{name} held: expected {expected} on every replica within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_workload_answers_ok_through_any_replica() {
+    if etcd_support::missing() {
+        return;
+    }
+    /// Rounds of upsert and delete: the replica's watch applied the deletion before its own
+    /// delete in most of them when that race answered `NOT_FOUND`.
+    const ROUNDS: usize = 12;
+    let etcd_process = etcd_support::LocalEtcd::start();
+    let etcd = Etcd::connect(
+        std::slice::from_ref(&etcd_process.url),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let replicas: Vec<Replica> = ["r0", "r1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd_process.url).start())
+        .collect();
+    let name = workload_name(0);
+    let key = format!("/prescale/workloads/{name}");
+    for round in 0..ROUNDS {
+        let writer = &replicas[round % 2];
+        let deleter = &replicas[(round / 2) % 2];
+        PlanServiceClient::new(writer.channel().await)
+            .upsert_workload(upsert(0, None))
+            .await
+            .unwrap();
+        until_held_everywhere(&replicas, &name, true).await;
+
+        let mut plans = PlanServiceClient::new(deleter.channel().await);
+        let delete = || DeleteWorkloadRequest { name: name.clone() };
+        plans
+            .delete_workload(delete())
+            .await
+            .unwrap_or_else(|status| {
+                panic!(
+                    "round {round}: deleting {name} through {}: {status}",
+                    deleter.id
+                )
+            });
+        assert_eq!(etcd.get(&key).await.unwrap(), None, "round {round}");
+        until_held_everywhere(&replicas, &name, false).await;
+        let missing = plans
+            .delete_workload(delete())
+            .await
+            .expect_err("a workload deleted already");
+        assert_eq!(missing.code(), tonic::Code::NotFound, "{missing}");
+    }
+}
+
+/// `GetWorkload` of `name` through `replica`.
+async fn get_workload(
+    replica: &Replica,
+    name: &str,
+) -> Result<prescale::service::proto::Workload, tonic::Status> {
+    Ok(PlanServiceClient::new(replica.channel().await)
+        .get_workload(GetWorkloadRequest {
+            name: name.to_owned(),
+        })
+        .await?
+        .into_inner())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_workload_through_any_replica_answers_the_owners_source_status() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(SOURCED);
+    let (mut replicas, names) = planning_pair(&etcd.url, &prometheus.url).await;
+
+    let mut owners = BTreeMap::new();
+    for name in &names {
+        let mut owner = None;
+        for (index, replica) in replicas.iter().enumerate() {
+            if replica.follows(name).await.unwrap() {
+                owner = Some(index);
+            }
+        }
+        let owner = owner.unwrap_or_else(|| panic!("nobody follows {name}"));
+        owners.insert(name.clone(), owner);
+        let pulled = get_workload(&replicas[owner], name)
+            .await
+            .unwrap()
+            .source_status
+            .expect("the owner's source status");
+        for replica in &replicas {
+            let status = get_workload(replica, name)
+                .await
+                .unwrap_or_else(|status| panic!("{name} through {}: {status}", replica.id))
+                .source_status
+                .unwrap_or_else(|| panic!("{name} through {}: no source status", replica.id));
+            assert!(
+                status.last_success_ms > 0 && status.points_pulled > 0,
+                "{name} through {}: {status:?}",
+                replica.id
+            );
+            assert_eq!(
+                status.history_available_from_ms, pulled.history_available_from_ms,
+                "{name} through {}",
+                replica.id
+            );
+        }
+    }
+
+    // The owner killed: until its lease expires the other still sends it the call, which cannot
+    // reach it, and says so rather than answer a status that reads as "never pulled".
+    let (name, owner) = owners.iter().next().unwrap();
+    let other = 1 - owner;
+    replicas[*owner].kill();
+    let status = get_workload(&replicas[other], name)
+        .await
+        .expect_err("the owner of the status is gone");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+}
+
+/// Waits (at most 60 s) until each workload of `names` has its plan gauges on the `/metrics` of
+/// exactly one replica of `replicas`, the one at its index in `expected`.
+async fn until_gauges_shown_by(replicas: &[Replica], names: &[String], expected: &[usize]) {
+    let started = Instant::now();
+    loop {
+        let shown: Vec<_> = replicas.iter().map(Replica::plan_gauges).collect();
+        let by: BTreeMap<&String, Vec<&str>> = names
+            .iter()
+            .map(|name| {
+                let showing = replicas
+                    .iter()
+                    .zip(&shown)
+                    .filter(|(_, gauges)| gauges.contains(name))
+                    .map(|(replica, _)| replica.id.as_str())
+                    .collect();
+                (name, showing)
+            })
+            .collect();
+        let wanted: BTreeMap<&String, Vec<&str>> = names
+            .iter()
+            .zip(expected)
+            .map(|(name, owner)| (name, vec![replicas[*owner].id.as_str()]))
+            .collect();
+        if by == wanted {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "plan gauges shown by {by:?}, not by their owners {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_gauges_leave_a_replica_with_the_workloads_it_hands_over() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(SOURCED);
+    // The joining member's id: the first that rendezvous hashing gives a share of the workloads.
+    let joiner = (2..)
+        .map(|number| format!("r{number}"))
+        .find(|id| !share_of(&["r0", "r1", id], id, SOURCED).is_empty())
+        .unwrap();
+    let first = share_of(&["r0", "r1"], "r0", SOURCED);
+    let moving = share_of(&["r0", "r1", &joiner], &joiner, SOURCED);
+    let (mut replicas, names) = planning_pair(&etcd.url, &prometheus.url).await;
+    let before: Vec<usize> = (0..SOURCED)
+        .map(|index| usize::from(!first.contains(&index)))
+        .collect();
+    until_gauges_shown_by(&replicas, &names, &before).await;
+
+    replicas.push(ReplicaConfig::new(&joiner, &etcd.url).metrics().start());
+    let joined = Instant::now();
+    while replicas[2].health("").await != ServingStatus::Serving {
+        assert!(
+            joined.elapsed() < Duration::from_secs(120),
+            "{joiner} not active within 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The workloads it took are shown by it alone; the others stay with their owners.
+    let after: Vec<usize> = (0..SOURCED)
+        .map(|index| {
+            if moving.contains(&index) {
+                2
+            } else {
+                before[index]
+            }
+        })
+        .collect();
+    until_gauges_shown_by(&replicas, &names, &after).await;
+}
