@@ -369,7 +369,11 @@ async fn shutdown_ends_open_streams_and_keeps_every_acknowledged_write() {
     next_plan(&mut watch).await;
     ingest.write(daily("load", 3 * 288, 7)).await.unwrap();
 
+    let state = std::sync::Arc::clone(&server.state);
     let directory = server.shutdown().await;
+    // The stream's feeder has ended with the server: nothing else holds the state (and its store).
+    assert_eq!(std::sync::Arc::strong_count(&state), 1);
+    drop(state);
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(item) = watch.next().await {
             if let Err(status) = item {

@@ -268,7 +268,8 @@ pub(crate) fn until_moved<T: Send + 'static>(
     let mut fleet = state.fleet_view();
     let shutdown = state.shutdown_token().clone();
     let (sender, receiver) = mpsc::channel(4);
-    tokio::spawn(async move {
+    let streams = Arc::clone(&state);
+    streams.spawn_stream(async move {
         loop {
             let message = tokio::select! {
                 () = streams::ended(&shutdown, &sender) => break,

@@ -401,7 +401,7 @@ impl proto::plan_service_server::PlanService for Handlers {
         let mut fleet = self.state.fleet_view();
         let state = Arc::clone(&self.state);
         let (sender, receiver) = mpsc::channel(4);
-        tokio::spawn(async move {
+        self.state.spawn_stream(async move {
             let _permit = permit;
             loop {
                 let next = tokio::select! {

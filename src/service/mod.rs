@@ -232,6 +232,9 @@ pub async fn serve(
             tracing::error!(%error, task = name, "background task failed");
         }
     }
+    // The stream feeders hold the state: none may outlive the server (its store stays locked while
+    // one does).
+    state.streams_ended().await;
     let flushed = {
         let state = Arc::clone(&state);
         tokio::task::spawn_blocking(move || state.flush()).await

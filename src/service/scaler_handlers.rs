@@ -381,7 +381,7 @@ impl ExternalScaler for ScalerHandlers {
         } = self.watch(request.get_ref())?;
         let (sender, receiver) = mpsc::channel(4);
         let handlers = self.clone();
-        tokio::spawn(async move {
+        self.state.spawn_stream(async move {
             let _permit = permit;
             let first_recheck = tokio::time::Instant::now() + ACTIVITY_RECHECK;
             let mut recheck = tokio::time::interval_at(first_recheck, ACTIVITY_RECHECK);
@@ -478,7 +478,7 @@ impl ExternalScaler for ScalerHandlers {
             .send(Ok(metric_spec()))
             .await
             .expect("invariant: the receiver is held here and the channel has room");
-        tokio::spawn(async move {
+        self.state.spawn_stream(async move {
             let _permit = permit;
             loop {
                 tokio::select! {

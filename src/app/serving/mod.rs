@@ -42,6 +42,7 @@ use std::sync::{Arc, OnceLock};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::{SeriesId, Timestamp};
 use crate::fleet::Coordinator;
@@ -114,6 +115,10 @@ pub struct ServingState {
     /// Cancelled on shutdown: watch streams end, background loops return, jobs start no new
     /// series.
     shutdown: CancellationToken,
+    /// The tasks feeding server streams (`WatchPlans`, the scaler's streams, streams passed on
+    /// from another replica): each holds this state, and a server's shutdown waits for them, so
+    /// that nothing holds the store once the server has stopped.
+    streams: TaskTracker,
     /// The date the retraining schedule follows and jobs and plans are stamped with: the system's
     /// clock, or in tests one that follows tokio's paused time.
     clock: Arc<dyn Clock>,
@@ -201,6 +206,7 @@ impl ServingState {
             job_ids: AtomicU64::new(0),
             replan: Notify::new(),
             shutdown: CancellationToken::new(),
+            streams: TaskTracker::new(),
             clock,
             followers: Mutex::new(HashMap::new()),
             sources_changed: Notify::new(),
@@ -240,6 +246,19 @@ impl ServingState {
     /// Cancelled when the server shuts down: watch streams end and background work drains.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    /// Runs `task`, the feeder of a server stream, until it ends by itself (on shutdown, when the
+    /// shutdown token is cancelled); [`Self::streams_ended`] waits for it.
+    pub fn spawn_stream(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.streams.spawn(task);
+    }
+
+    /// Completes once every task started by [`Self::spawn_stream`] has ended and dropped what it
+    /// held; for the server's shutdown, after the shutdown token is cancelled.
+    pub async fn streams_ended(&self) {
+        self.streams.close();
+        self.streams.wait().await;
     }
 
     /// Runs CPU-heavy `work` on one of the `max_concurrent_fits` fit threads (queued until one is
