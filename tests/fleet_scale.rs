@@ -11,13 +11,11 @@ mod etcd_support;
 mod fleet_support;
 mod prometheus_support;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use fleet_support::{Replica, ReplicaConfig, answered_alike, get_plan, identity, series_name};
-use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
+use fleet_support::{Replica, ReplicaConfig, answered_alike, get_plan, identity, share_of};
 use prescale::service::FLEET_HEALTH_SERVICE;
 use prescale::service::proto::{GetPlanRequest, plan_service_client::PlanServiceClient};
 use tonic::transport::Channel;
@@ -25,31 +23,6 @@ use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Workloads, each on its own Prometheus series.
 const WORKLOADS: usize = 16;
-
-/// The workloads rendezvous hashing gives replica `id` in a fleet of `ids`, all active.
-fn share_of(ids: &[&str], id: &str) -> BTreeSet<usize> {
-    let view = FleetView {
-        members: ids
-            .iter()
-            .enumerate()
-            .map(|(index, member)| Member {
-                id: (*member).to_owned(),
-                info: MemberInfo {
-                    addr: String::new(),
-                    scaler_addr: None,
-                    state: MemberState::Active,
-                },
-                create_revision: index as i64 + 1,
-            })
-            .collect(),
-        revision: ids.len() as i64,
-        self_id: id.to_owned(),
-        incarnation: Some(1),
-    };
-    (0..WORKLOADS)
-        .filter(|index| view.owns(&series_name(*index)))
-        .collect()
-}
 
 /// Replica `id` of the fleet on `etcd`, with `/metrics` and a KEDA scaler.
 fn start(id: &str, etcd: &str) -> Replica {
@@ -113,7 +86,7 @@ async fn a_fourth_replica_takes_its_quarter_with_no_failed_get_plan() {
         return;
     }
     let ids = ["r0", "r1", "r2", "r3"];
-    let joining = share_of(&ids, "r3");
+    let joining = share_of(&ids, "r3", WORKLOADS);
     eprintln!("r3's share: {joining:?}");
     assert!(
         (2..=8).contains(&joining.len()),
@@ -206,7 +179,7 @@ async fn a_fourth_replica_takes_its_quarter_with_no_failed_get_plan() {
     // replica of a workload it never held is refused, not forwarded again.
     let moved = *joining.first().unwrap();
     let old_owner = (0..3)
-        .find(|replica| share_of(&ids[..3], ids[*replica]).contains(&moved))
+        .find(|replica| share_of(&ids[..3], ids[*replica], WORKLOADS).contains(&moved))
         .unwrap();
     let held = PlanServiceClient::new(replicas[old_owner].channel().await)
         .get_plan(marked(&names[moved]))
