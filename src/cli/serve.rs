@@ -54,6 +54,7 @@ impl Override for ServeArgs {
         overrides
             .scaler_advertise
             .clone_from(&self.scaler_advertise);
+        overrides.joins_fleet = true;
     }
 }
 
@@ -128,10 +129,14 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
             .await?
             .context("the fleet's tsdb ([fleet] tsdb_*)")?;
     }
+    let member = fleet
+        .member
+        .as_ref()
+        .expect("invariant: serve loads its config as a joining member, which names it");
     let etcd = super::connect_etcd(fleet).await?;
     let (coordinator, _membership) = EtcdCoordinator::join(
         etcd,
-        fleet.membership(),
+        fleet.membership(member),
         state.shutdown_token().child_token(),
     )
     .await
@@ -147,8 +152,8 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
     tokio::spawn(Arc::clone(state).warm_then_activate(coordinator, fleet.join_timeout));
     outln!(
         "fleet member {} (advertised as {}) through etcd at {}",
-        fleet.member_id,
-        fleet.advertise,
+        member.member_id,
+        member.advertise,
         fleet.etcd_endpoints.join(",")
     )?;
     if let Some(tsdb) = &fleet.tsdb {
