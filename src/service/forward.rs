@@ -99,7 +99,8 @@ impl Forwarder {
         }
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, Status> {
+    /// The channel to the listener at `address` (connected on first use).
+    pub(crate) fn channel(&self, address: &str) -> Result<Channel, Status> {
         let tls = self.tls.as_ref();
         let mut channels = self.channels.lock();
         if let Some(channel) = channels.get(address) {
