@@ -13,6 +13,7 @@ mod forward_push;
 mod handlers;
 mod layers;
 mod local;
+mod member_connector;
 mod plan_route;
 mod prometheus_endpoint;
 pub mod remote_write;

@@ -36,7 +36,7 @@ pub async fn check_advertised(
         reason,
     };
     let channel = Forwarder::to_apis(peer_ca)
-        .channel(address)
+        .channel(member_id, address)
         .map_err(|status| refused(status.message().to_owned()))?;
     let request = HealthCheckRequest {
         service: member_health_service(member_id),
