@@ -177,6 +177,21 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
     let survivors: Vec<usize> = (0..replicas.len())
         .filter(|index| *index != victim)
         .collect();
+    // Until its lease expires the survivors still forward its workloads' calls to it: those fail
+    // naming the owner and its address (once the pooled connection's reset has been seen).
+    let gone = format!(
+        "member {} at {}",
+        replicas[victim].id, replicas[victim].address
+    );
+    let mut named = None;
+    while named.is_none() && killed.elapsed() < LEASE_TTL {
+        match get_plan(replicas[survivors[0]].channel().await, orphans[0]).await {
+            Err(status) if status.message().contains(&gone) => named = Some(status),
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let named = named.unwrap_or_else(|| panic!("no forwarded call failed naming {gone}"));
+    assert_eq!(named.code(), tonic::Code::Unavailable, "{named}");
     let mut pending: Vec<&String> = orphans.clone();
     while !pending.is_empty() && killed.elapsed() < Duration::from_secs(60) {
         let mut still = Vec::new();
@@ -365,4 +380,75 @@ async fn a_replica_frozen_past_its_lease_makes_no_accepted_write() {
         .await
         .expect_err("w1 was never written");
     assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+/// `prescale serve` of a replica of the fleet on `etcd` advertising `advertise`, with a 3 s
+/// `join_timeout`: it must stop by itself within 60 s; its exit status and standard error.
+fn serve_advertising(etcd: &str, advertise: &str) -> (std::process::ExitStatus, String) {
+    let directory = tempfile::tempdir().unwrap();
+    let written = ReplicaConfig::new("misled", etcd)
+        .join_timeout(Duration::from_secs(3))
+        .write(directory.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(&written.config)
+        .args(["serve", "--advertise", advertise])
+        .env_remove("PRESCALE_CONFIG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("a replica advertising {advertise} still runs after 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_advertised_address_does_not_reach_it_refuses_to_start() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let other = ReplicaConfig::new("r0", &etcd.url).start();
+    // Nothing listens at the first address; the other replica answers at the second.
+    for (advertise, reason) in [
+        (
+            "127.0.0.1:1",
+            "cannot connect to member misled at 127.0.0.1:1",
+        ),
+        (other.address.as_str(), "another server answers there"),
+    ] {
+        let (status, stderr) = serve_advertising(&etcd.url, advertise);
+        assert!(!status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "fleet.advertise {advertise} does not reach this replica (member misled)"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains(reason), "{stderr}");
+    }
+    // It left the fleet: the other replica is its only member.
+    let client = prescale::fleet::etcd::Etcd::connect(
+        std::slice::from_ref(&etcd.url),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let (members, _) = client.get_prefix("/prescale/members/").await.unwrap();
+    assert_eq!(members.len(), 1, "{members:?}");
+    drop(other);
+    drop(etcd);
 }

@@ -30,13 +30,23 @@ fn start(id: &str, etcd: &str, store: &Path) -> Replica {
         .start()
 }
 
-/// `prescale models rollback load_0 [version]` with `replica`'s config; what it prints.
-fn rollback(replica: &Replica, version: Option<u64>) -> String {
+/// `prescale models ARGS` as an operator runs it in a replica's pod (`kubectl exec`): with the
+/// fleet's shared config, which names no member (the per-replica keys of `replica`'s config left
+/// out); what it prints.
+fn models(replica: &Replica, args: &[&str]) -> String {
+    let text = std::fs::read_to_string(&replica.config).unwrap();
+    let shared: String = text
+        .lines()
+        .filter(|line| !line.starts_with("member_id") && !line.starts_with("advertise"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    let config = replica.data_dir().join("shared.toml");
+    std::fs::write(&config, shared).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
         .arg("--config")
-        .arg(&replica.config)
-        .args(["models", "rollback", "load_0"])
-        .args(version.map(|version| version.to_string()))
+        .arg(&config)
+        .arg("models")
+        .args(args)
         .env_remove("PRESCALE_CONFIG")
         .output()
         .unwrap();
@@ -44,6 +54,14 @@ fn rollback(replica: &Replica, version: Option<u64>) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}{stderr}");
     stdout
+}
+
+/// `prescale models rollback load_0 [version]` (see [`models`]); what it prints.
+fn rollback(replica: &Replica, version: Option<u64>) -> String {
+    let version = version.map(|version| version.to_string());
+    let mut args = vec!["rollback", "load_0"];
+    args.extend(version.as_deref());
+    models(replica, &args)
 }
 
 /// The registry version of the model behind workload `name`'s plan through `channel` (its
@@ -299,6 +317,21 @@ async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrai
     assert_eq!(version_files(store.path()).len(), 2);
     assert_eq!(pointers(&client).await["load_0"], version);
 
+    // `prescale models list` and `show` read the fleet's store and pointers, not the local
+    // registry (which holds nothing in a fleet with a model store).
+    let listed = models(&member, &["list"]);
+    assert!(
+        listed.contains(&format!("load_0  live v{version}  2 versions")),
+        "{listed}"
+    );
+    let shown = models(&member, &["show", "load_0"]);
+    assert!(
+        shown.contains(&format!("v{version} is live in the fleet")),
+        "{shown}"
+    );
+    assert!(shown.contains(&format!("* v{version} ")), "{shown}");
+    assert!(shown.contains(&format!("  v{} ", version + 1)), "{shown}");
+
     // `prescale models rollback` moves the pointer, to the retrained version and back to the
     // previous live one; the owner plans with each.
     let stdout = rollback(&member, Some(version + 1));
@@ -307,6 +340,10 @@ async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrai
         "{stdout}"
     );
     assert_eq!(pointers(&client).await["load_0"], version + 1);
+    let shown = models(&member, &["show", "load_0"]);
+    assert!(shown.contains(&format!("* v{} ", version + 1)), "{shown}");
+    assert!(shown.contains(&format!("  v{version} ")), "{shown}");
+    assert!(shown.contains("earlier"), "{shown}");
     wait_for_version(&channel, "w0", version + 1).await;
     rollback(&member, None);
     assert_eq!(pointers(&client).await["load_0"], version);

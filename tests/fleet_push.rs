@@ -408,3 +408,110 @@ async fn an_event_added_through_one_replica_is_applied_by_the_owner_on_another()
     }
     drop(etcd);
 }
+
+/// The join timeout of the replica that joins in
+/// [`a_joining_replica_refills_loads_and_plans_its_share_then_turns_active_before_its_join_timeout`]:
+/// far more than warming its share takes, so turning active before half of it shows it warmed.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Waits until `replica`, just started, is ready (health `SERVING`: active in the fleet), which must
+/// come before half of [`JOIN_TIMEOUT`]; returns how long it took.
+async fn wait_active(replica: &Replica, started: Instant) -> Duration {
+    while replica.health("").await
+        != tonic_health::pb::health_check_response::ServingStatus::Serving
+    {
+        assert!(
+            started.elapsed() < JOIN_TIMEOUT / 2,
+            "{} still joining after {:?} (join_timeout {JOIN_TIMEOUT:?})",
+            replica.id,
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(replica.gauge("prescale_fleet_joining"), Some(0.0));
+    started.elapsed()
+}
+
+/// Asserts that `joined`, active now, holds the pushed samples of every series of `share`,
+/// answers their plans itself and made them with the fleet's stored versions, not with fits.
+async fn assert_warmed(joined: &Replica, share: &[usize]) {
+    for index in share {
+        assert_eq!(
+            joined.stored(&series_name(*index)).await,
+            SAMPLES,
+            "load_{index}"
+        );
+        PlanServiceClient::new(joined.channel().await)
+            .get_plan(GetPlanRequest {
+                workload: format!("w{index}"),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("w{index} through {}: {status}", joined.id));
+    }
+    assert_eq!(joined.counter("prescale_model_fits_total"), 0.0);
+    assert!(joined.counter("prescale_models_loaded_total") >= share.len() as f64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_replica_refills_loads_and_plans_its_share_then_turns_active_before_its_join_timeout()
+ {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = LocalPrometheus::start_accepting_history();
+    let store = tempfile::tempdir().unwrap();
+    let config = |id: &str| {
+        ReplicaConfig::new(id, &etcd.url)
+            .tsdb(&prometheus.url)
+            .model_store(store.path())
+            .metrics()
+            .join_timeout(JOIN_TIMEOUT)
+    };
+    let first = config("j0").start();
+    let channel = first.channel().await;
+    for index in 0..SERIES {
+        PlanServiceClient::new(channel.clone())
+            .upsert_workload(upsert(index, None))
+            .await
+            .unwrap();
+    }
+    let indexes: Vec<usize> = (0..SERIES).collect();
+    push_settled(channel, vec![message(&indexes, history)]).await;
+    for index in 0..SERIES {
+        wait_planned(&[&first], &format!("w{index}"), Duration::from_secs(180)).await;
+    }
+    let share: Vec<usize> = fleet_support::share_of(&["j0", "j1"], "j1", SERIES)
+        .into_iter()
+        .collect();
+    assert!((1..SERIES).contains(&share.len()), "j1's share: {share:?}");
+
+    // A new replica (an empty data directory) refills its future share from Prometheus, loads
+    // the stored versions and plans them while joining, and turns active once it has.
+    let started = Instant::now();
+    let mut second = config("j1").start();
+    eprintln!(
+        "j1 active {:?} after it started",
+        wait_active(&second, started).await
+    );
+    assert_warmed(&second, &share).await;
+
+    // Killed and restarted with the same id and data directory, once j0 has taken its share
+    // back: the same, with the store holding what it had.
+    second.kill();
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    fleet_support::fleet_view(&client, 1).await;
+    for index in &share {
+        wait_planned(&[&first], &format!("w{index}"), Duration::from_secs(60)).await;
+    }
+    let started = Instant::now();
+    second.restart();
+    eprintln!(
+        "j1 active {:?} after its restart",
+        wait_active(&second, started).await
+    );
+    assert_warmed(&second, &share).await;
+    drop(etcd);
+}

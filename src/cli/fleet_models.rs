@@ -1,48 +1,136 @@
-//! `prescale models rollback` in a fleet with a model store (`[fleet] model_store`): the live
-//! version of a series is the pointer in etcd, so the rollback checks the target version file in
-//! the store and moves the pointer, in a transaction that requires the pointer unchanged since it
-//! was read. The series' owner follows the pointer and serves the version at once.
+//! `prescale models list|show|rollback` in a fleet with a model store (`[fleet] model_store`):
+//! the versions are the files in the store and the live version of a series is the pointer in
+//! etcd, so `list` and `show` read those (not this machine's registry), and `rollback` checks the
+//! target version file in the store and moves the pointer, in a transaction that requires the
+//! pointer unchanged since it was read. The series' owner follows the pointer and serves the
+//! version at once. None of them joins the fleet: they need no member id.
 //! Design: docs/decisions.md, "Fleet mode: models in an object store".
 
 use anyhow::{Context, Result, bail};
 use prescale::config::FleetConfig;
 use prescale::domain::SeriesId;
-use prescale::fleet::etcd::{Compare, Op};
+use prescale::fleet::etcd::{Compare, Etcd, Op};
 use prescale::fleet::record_key;
 use prescale::registry::{LivePointer, MODELS_TABLE, ModelStore, ModelStoreLocation};
+
+use super::models::ModelsCommand;
+use crate::output::outln;
 
 /// Who a pointer moved by this command names.
 const MOVED_BY: &str = "prescale models rollback";
 
-/// Makes `version` (by default the previous live version) the fleet's live version of `series`;
-/// returns it.
-pub(super) fn rollback(
+/// Runs `command` on the fleet's model store at `location` and its live pointers in etcd.
+pub(super) fn models(
     fleet: &FleetConfig,
     location: &ModelStoreLocation,
-    series: &SeriesId,
-    version: Option<u64>,
-) -> Result<u64> {
+    command: ModelsCommand,
+) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(move_pointer(fleet, location, series, version))
+    runtime.block_on(async {
+        let etcd = super::connect_etcd(fleet).await?;
+        let store = ModelStore::open(location)?;
+        match command {
+            ModelsCommand::List { .. } => list(fleet, &etcd, &store).await,
+            ModelsCommand::Show { name, .. } => show(fleet, &etcd, &store, &name.parse()?).await,
+            ModelsCommand::Rollback { name, version, .. } => {
+                let series: SeriesId = name.parse()?;
+                let live = move_pointer(fleet, &etcd, &store, &series, version).await?;
+                outln!("{series}: v{live} is live in the fleet")?;
+                Ok(())
+            }
+        }
+    })
 }
 
+/// One line per series with a live pointer: its live version, the versions in the store, and
+/// who moved the pointer why.
+async fn list(fleet: &FleetConfig, etcd: &Etcd, store: &ModelStore) -> Result<()> {
+    let prefix = record_key(&fleet.prefix, MODELS_TABLE, "");
+    let (entries, _) = etcd.get_prefix(&prefix).await?;
+    for entry in entries {
+        let name = entry.key.strip_prefix(&prefix).unwrap_or(&entry.key);
+        let series: SeriesId = name.parse()?;
+        let pointer = LivePointer::decode(name, &entry.value)?;
+        let versions = store.versions(&series).await?;
+        outln!(
+            "{series}  live v{}  {} versions  moved by {}: {}",
+            pointer.live.version,
+            versions.len(),
+            pointer.moved_by,
+            pointer.decision
+        )?;
+    }
+    Ok(())
+}
+
+/// Every version of `series` in the store, the live one (per its pointer in etcd) marked `*`
+/// and those a rollback can return to marked `earlier`.
+async fn show(
+    fleet: &FleetConfig,
+    etcd: &Etcd,
+    store: &ModelStore,
+    series: &SeriesId,
+) -> Result<()> {
+    let key = record_key(&fleet.prefix, MODELS_TABLE, &series.to_string());
+    let pointer = match etcd.get(&key).await? {
+        Some(entry) => Some(LivePointer::decode(&series.to_string(), &entry.value)?),
+        None => None,
+    };
+    let versions = store.versions(series).await?;
+    if versions.is_empty() && pointer.is_none() {
+        bail!(
+            "no models of {series} in the fleet's model store {}",
+            store.location()
+        );
+    }
+    match &pointer {
+        Some(pointer) => outln!(
+            "{series} ({}): v{} is live in the fleet, moved by {}: {}",
+            store.location(),
+            pointer.live.version,
+            pointer.moved_by,
+            pointer.decision
+        )?,
+        None => outln!(
+            "{series} ({}): no live version in the fleet",
+            store.location()
+        )?,
+    }
+    for version in versions {
+        let (stored, _) = store.find(series, version).await?;
+        let live = pointer.as_ref().map(|pointer| pointer.live.version) == Some(version);
+        let earlier = pointer
+            .as_ref()
+            .is_some_and(|pointer| pointer.earlier.iter().any(|e| e.version == version));
+        outln!(
+            "{} v{version}  {} bytes  crc32 {:08x}{}",
+            if live { "*" } else { " " },
+            stored.bytes,
+            stored.crc32,
+            if earlier { "  earlier" } else { "" }
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes `version` (by default the previous live version) the fleet's live version of `series`;
+/// returns it.
 async fn move_pointer(
     fleet: &FleetConfig,
-    location: &ModelStoreLocation,
+    etcd: &Etcd,
+    store: &ModelStore,
     series: &SeriesId,
     version: Option<u64>,
 ) -> Result<u64> {
-    let etcd = super::connect_etcd(fleet).await?;
     let key = record_key(&fleet.prefix, MODELS_TABLE, &series.to_string());
     let entry = etcd
         .get(&key)
         .await?
         .with_context(|| format!("{series} has no live model in the fleet"))?;
     let pointer = LivePointer::decode(&series.to_string(), &entry.value)?;
-    let store = ModelStore::open(location)?;
     let (target, bytes) = match (pointer.remembered(version), version) {
         (Some(stored), _) => (stored.clone(), store.get(stored).await?),
         (None, Some(version)) => store.find(series, version).await?,

@@ -34,12 +34,14 @@ pub(super) struct RetrainArgs {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ModelsCommand {
-    /// One line per series: live version, versions stored, backtest figures of the live one.
+    /// One line per series: live version, versions stored, backtest figures of the live one (in a
+    /// fleet with a model store: the fleet's live pointers and the store's versions).
     List {
         #[command(flatten)]
         data_dir: DataDirArg,
     },
-    /// Every version of a series with its figures and decision; marks the live one.
+    /// Every version of a series with its figures and decision; marks the live one (in a fleet
+    /// with a model store: the store's versions, the live one per its pointer in etcd).
     Show {
         /// Series (`NAME` or `NAME{k="v"}`).
         name: String,
@@ -160,14 +162,10 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
 
 /// `prescale models list|show|rollback`.
 pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
-    if let ModelsCommand::Rollback { name, version, .. } = &command
-        && let Some(fleet) = &config.fleet
+    if let Some(fleet) = &config.fleet
         && let Some(location) = &fleet.model_store
     {
-        let series: SeriesId = name.parse()?;
-        let live = super::fleet_models::rollback(fleet, location, &series, *version)?;
-        outln!("{series}: v{live} is live in the fleet")?;
-        return Ok(());
+        return super::fleet_models::models(fleet, location, command);
     }
     let registry = open_registry(config, DataDirUse::Existing)?;
     let figures = |info: &VersionInfo| {

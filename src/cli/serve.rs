@@ -6,12 +6,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use prescale::app::ServingState;
 use prescale::app::telemetry::Telemetry;
-use prescale::config::{Config, FleetConfig, Overrides, ScalerConfig};
+use prescale::config::{Config, FleetConfig, FleetMember, Overrides, ScalerConfig};
 use prescale::fleet::EtcdCoordinator;
-use prescale::service::LocalServer;
 use prescale::service::remote_write::RemoteWrite;
+use prescale::service::{LocalServer, ServiceError, check_advertised};
 use prescale::store::MetricStore;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -54,6 +56,7 @@ impl Override for ServeArgs {
         overrides
             .scaler_advertise
             .clone_from(&self.scaler_advertise);
+        overrides.joins_fleet = true;
     }
 }
 
@@ -64,7 +67,7 @@ pub(super) fn serve(config: &Config) -> Result<()> {
         store.enforce_retention(prescale::domain::Timestamp::now(), retention)?;
     }
     let metrics = Arc::new(Telemetry::default());
-    let state = prescale::app::ServingState::open(
+    let state = ServingState::open(
         app,
         &config.data_dir,
         config.settings.clone(),
@@ -88,9 +91,10 @@ pub(super) fn serve(config: &Config) -> Result<()> {
                 "bearer tokens"
             },
         )?;
-        if let Some(fleet) = &config.fleet {
-            join_fleet(fleet, &state).await?;
-        }
+        let coordinator = match &config.fleet {
+            Some(fleet) => Some(join_fleet(fleet, &state).await?),
+            None => None,
+        };
         let stop_metrics = CancellationToken::new();
         let remote_write = config
             .server
@@ -106,21 +110,51 @@ pub(super) fn serve(config: &Config) -> Result<()> {
             Some(scaler) => Some(bind_scaler(scaler).await?),
             None => None,
         };
-        LocalServer::start_with_scaler(listener, scaler, state, config.server.options.clone())?
-            .shutdown_on(shutdown_signal())
+        let server = LocalServer::start_with_scaler(
+            listener,
+            scaler,
+            Arc::clone(&state),
+            config.server.options.clone(),
+        )?;
+        // A replica that cannot turn active (its advertised address does not reach it) stops.
+        let (refuse, refused) = oneshot::channel();
+        if let (Some(fleet), Some(coordinator)) = (&config.fleet, coordinator) {
+            tokio::spawn(activate(
+                fleet.clone(),
+                config.server.options.peer_ca.clone(),
+                state,
+                coordinator,
+                refuse,
+            ));
+        }
+        let mut failure = None;
+        server
+            .shutdown_on(async {
+                tokio::select! {
+                    () = shutdown_signal() => {}
+                    Ok(error) = refused => failure = Some(error),
+                }
+            })
             .await??;
         stop_metrics.cancel();
         if let Some(task) = metrics_task {
             task.await??;
+        }
+        if let Some(error) = failure {
+            return Err(error.into());
         }
         outln!("prescale stopped; store flushed")?;
         Ok(())
     })
 }
 
-/// Connects to etcd (an unreachable etcd is an error here, at start) and joins the fleet; the
-/// membership tasks stop with the state's shutdown, which also leaves the fleet.
-async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState>) -> Result<()> {
+/// Connects to etcd (an unreachable etcd is an error here, at start) and joins the fleet as a
+/// joining member; the membership tasks stop with the state's shutdown, which also leaves the
+/// fleet. Returns the membership, which [`activate`] turns active once the server runs.
+async fn join_fleet(
+    fleet: &FleetConfig,
+    state: &Arc<ServingState>,
+) -> Result<Arc<EtcdCoordinator>> {
     if let Some(tsdb) = &fleet.tsdb {
         let (query, remote_write_url) = (tsdb.query.clone(), tsdb.remote_write_url.clone());
         let joined = Arc::clone(state);
@@ -128,10 +162,11 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
             .await?
             .context("the fleet's tsdb ([fleet] tsdb_*)")?;
     }
+    let member = member(fleet);
     let etcd = super::connect_etcd(fleet).await?;
     let (coordinator, _membership) = EtcdCoordinator::join(
         etcd,
-        fleet.membership(),
+        fleet.membership(member),
         state.shutdown_token().child_token(),
     )
     .await
@@ -143,12 +178,10 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
         outln!("models shared through {location}, live pointers in etcd")?;
     }
     state.join_fleet(Arc::clone(&coordinator) as Arc<dyn prescale::fleet::Coordinator>);
-    // Registered as joining: it turns active once it has planned its share.
-    tokio::spawn(Arc::clone(state).warm_then_activate(coordinator, fleet.join_timeout));
     outln!(
         "fleet member {} (advertised as {}) through etcd at {}",
-        fleet.member_id,
-        fleet.advertise,
+        member.member_id,
+        member.advertise,
         fleet.etcd_endpoints.join(",")
     )?;
     if let Some(tsdb) = &fleet.tsdb {
@@ -158,7 +191,46 @@ async fn join_fleet(fleet: &FleetConfig, state: &Arc<prescale::app::ServingState
             tsdb.query.url()
         )?;
     }
-    Ok(())
+    Ok(coordinator)
+}
+
+/// This replica's keys of `[fleet]`.
+fn member(fleet: &FleetConfig) -> &FleetMember {
+    fleet
+        .member
+        .as_ref()
+        .expect("invariant: serve loads its config as a joining member, which names it")
+}
+
+/// Turns this replica, registered as joining and serving, active: once its advertised address is
+/// shown to reach its own API (within `join_timeout`; `peer_ca` verifies it when the API serves
+/// TLS) and it has warmed its share. An address that does not reach it is sent to `refuse`
+/// instead, and the server stops: other replicas could not forward calls to it.
+async fn activate(
+    fleet: FleetConfig,
+    peer_ca: Option<Vec<u8>>,
+    state: Arc<ServingState>,
+    coordinator: Arc<EtcdCoordinator>,
+    refuse: oneshot::Sender<ServiceError>,
+) {
+    let member = member(&fleet);
+    let reached = check_advertised(
+        &member.advertise,
+        &member.member_id,
+        peer_ca.as_deref(),
+        fleet.join_timeout,
+    )
+    .await;
+    match reached {
+        Ok(()) => {
+            state
+                .warm_then_activate(coordinator, fleet.join_timeout)
+                .await
+        }
+        Err(error) => {
+            let _ = refuse.send(error);
+        }
+    }
 }
 
 /// Binds the `/metrics` endpoint (and remote-write, when given) and serves it on a task until

@@ -49,12 +49,9 @@ pub struct FleetConfig {
     /// TLS to etcd (`etcd_ca_file`, and `etcd_cert_file` + `etcd_key_file` for client
     /// certificates) when the endpoints are `https://`.
     pub etcd_tls: Option<EtcdTls>,
-    /// This replica's id, unique among the live replicas (a StatefulSet pod's name).
-    pub member_id: String,
-    /// `host:port` where the other replicas reach this one's gRPC API, for forwarded calls.
-    pub advertise: String,
-    /// `host:port` of this replica's KEDA external scaler, when `[scaler]` listens.
-    pub scaler_advertise: Option<String>,
+    /// This replica as a member: `prescale serve` only ([`Overrides::joins_fleet`]); the other
+    /// commands use the fleet without joining it.
+    pub member: Option<FleetMember>,
     /// The membership lease's TTL: a replica that stops renewing is dropped after it.
     pub lease_ttl: Duration,
     /// Bound on each etcd call, and on reaching etcd at start.
@@ -74,15 +71,26 @@ pub struct FleetConfig {
     pub peer_ca: Option<Vec<u8>>,
 }
 
+/// The per-replica keys of `[fleet]`: who this replica is among the members.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetMember {
+    /// This replica's id, unique among the live replicas (a StatefulSet pod's name).
+    pub member_id: String,
+    /// `host:port` where the other replicas reach this one's gRPC API, for forwarded calls.
+    pub advertise: String,
+    /// `host:port` of this replica's KEDA external scaler, when `[scaler]` listens.
+    pub scaler_advertise: Option<String>,
+}
+
 impl FleetConfig {
-    /// The membership this replica registers.
-    pub fn membership(&self) -> MembershipSettings {
+    /// The membership `member` registers in this fleet.
+    pub fn membership(&self, member: &FleetMember) -> MembershipSettings {
         MembershipSettings {
             prefix: self.prefix.clone(),
-            member_id: self.member_id.clone(),
+            member_id: member.member_id.clone(),
             info: MemberInfo {
-                addr: self.advertise.clone(),
-                scaler_addr: self.scaler_advertise.clone(),
+                addr: member.advertise.clone(),
+                scaler_addr: member.scaler_advertise.clone(),
                 // Active once it has warmed its share (see `ServingState::warm_then_activate`).
                 state: MemberState::Joining,
             },
@@ -150,6 +158,7 @@ pub(super) fn fleet_config(
     raw: Option<FileFleetConfig>,
     server: &ServerConfig,
     scaler: Option<&ScalerConfig>,
+    joins_fleet: bool,
 ) -> Result<Option<FleetConfig>, ConfigError> {
     let Some(raw) = raw else {
         return Ok(None);
@@ -166,41 +175,15 @@ pub(super) fn fleet_config(
         raw.etcd_cert_file.as_deref(),
         raw.etcd_key_file.as_deref(),
     )?;
-    let member_id = raw.member_id.unwrap_or_default();
-    let id_ok = (1..=63).contains(&member_id.len())
-        && member_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !id_ok {
-        return Err(invalid(
-            "fleet.member_id",
-            format!("{member_id:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
-        ));
-    }
-    let advertise = advertised(
-        "fleet.advertise",
-        raw.advertise.as_deref().ok_or_else(|| {
-            invalid(
-                "fleet.advertise",
-                "required: the host:port other replicas dial",
-            )
-        })?,
-    )?;
-    let scaler_advertise = match (raw.scaler_advertise.as_deref(), scaler) {
-        (Some(text), Some(_)) => Some(advertised("fleet.scaler_advertise", text)?),
-        (None, Some(_)) => {
-            return Err(invalid(
-                "fleet.scaler_advertise",
-                "required when [scaler] listens: the host:port other replicas forward KEDA calls to",
-            ));
-        }
-        (Some(_), None) => {
-            return Err(invalid(
-                "fleet.scaler_advertise",
-                "set, but [scaler] does not listen",
-            ));
-        }
-        (None, None) => None,
+    let member = if joins_fleet {
+        Some(fleet_member(
+            raw.member_id,
+            raw.advertise,
+            raw.scaler_advertise,
+            scaler,
+        )?)
+    } else {
+        None
     };
     let tls =
         server.options.tls.is_some() || scaler.is_some_and(|scaler| scaler.options.tls.is_some());
@@ -245,9 +228,7 @@ pub(super) fn fleet_config(
         tsdb,
         etcd_endpoints: raw.etcd_endpoints,
         etcd_tls,
-        member_id,
-        advertise,
-        scaler_advertise,
+        member,
         lease_ttl,
         etcd_timeout,
         prefix,
@@ -255,6 +236,56 @@ pub(super) fn fleet_config(
         join_timeout,
         peer_ca,
     }))
+}
+
+/// The per-replica keys of `[fleet]`, required of `prescale serve`.
+fn fleet_member(
+    member_id: Option<String>,
+    advertise: Option<String>,
+    scaler_advertise: Option<String>,
+    scaler: Option<&ScalerConfig>,
+) -> Result<FleetMember, ConfigError> {
+    let member_id = member_id.unwrap_or_default();
+    let id_ok = (1..=63).contains(&member_id.len())
+        && member_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        return Err(invalid(
+            "fleet.member_id",
+            format!("{member_id:?} must be 1 to 63 letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let advertise = advertised(
+        "fleet.advertise",
+        advertise.as_deref().ok_or_else(|| {
+            invalid(
+                "fleet.advertise",
+                "required: the host:port other replicas dial",
+            )
+        })?,
+    )?;
+    let scaler_advertise = match (scaler_advertise.as_deref(), scaler) {
+        (Some(text), Some(_)) => Some(advertised("fleet.scaler_advertise", text)?),
+        (None, Some(_)) => {
+            return Err(invalid(
+                "fleet.scaler_advertise",
+                "required when [scaler] listens: the host:port other replicas forward KEDA calls to",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "fleet.scaler_advertise",
+                "set, but [scaler] does not listen",
+            ));
+        }
+        (None, None) => None,
+    };
+    Ok(FleetMember {
+        member_id,
+        advertise,
+        scaler_advertise,
+    })
 }
 
 /// The PEM of `peer_ca_file`: required when a listener serves TLS (`tls`), refused when none
@@ -371,8 +402,16 @@ mod tests {
 
     use crate::config::{Config, ConfigError, Overrides};
 
+    /// `text` loaded as `prescale serve` loads it.
     fn parse(text: &str) -> Result<Config, ConfigError> {
-        Config::from_toml(text, Path::new("test.toml"), &Overrides::default())
+        Config::from_toml(text, Path::new("test.toml"), &serving())
+    }
+
+    fn serving() -> Overrides {
+        Overrides {
+            joins_fleet: true,
+            ..Overrides::default()
+        }
     }
 
     const FLEET: &str = "[fleet]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nmember_id = \"prescale-0\"\nadvertise = \"prescale-0.prescale:50051\"\n";
@@ -396,7 +435,7 @@ mod tests {
         assert_eq!(fleet.lease_ttl, Duration::from_secs(10));
         assert_eq!(fleet.etcd_timeout, Duration::from_secs(5));
         assert_eq!(fleet.join_timeout, Duration::from_secs(60));
-        let membership = fleet.membership();
+        let membership = fleet.membership(fleet.member.as_ref().unwrap());
         assert_eq!(membership.members_prefix(), "/prescale/members/");
         assert_eq!(membership.info.addr, "prescale-0.prescale:50051");
         assert_eq!(membership.step_down_after(), Duration::from_secs(8));
@@ -459,6 +498,8 @@ mod tests {
             parse(&both)
                 .unwrap()
                 .fleet
+                .unwrap()
+                .member
                 .unwrap()
                 .scaler_advertise
                 .as_deref(),
@@ -561,6 +602,23 @@ mod tests {
     }
 
     #[test]
+    fn only_serve_needs_the_per_replica_keys() {
+        let shared = "[fleet]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\nmodel_store = \"file:///srv/models\"\n";
+        assert_eq!(refused_key(shared), "fleet.member_id");
+        let scaler = format!("{FLEET}[scaler]\nlisten = \"127.0.0.1:0\"\n");
+        assert_eq!(refused_key(&scaler), "fleet.scaler_advertise");
+        // Another command (`models rollback` in a pod of the fleet) uses the fleet as no member.
+        for text in [shared, &scaler] {
+            let fleet = Config::from_toml(text, Path::new("test.toml"), &Overrides::default())
+                .unwrap()
+                .fleet
+                .expect("fleet mode");
+            assert_eq!(fleet.member, None);
+            assert_eq!(fleet.etcd_endpoints, ["http://127.0.0.1:2379"]);
+        }
+    }
+
+    #[test]
     fn flags_replace_the_per_replica_keys_and_are_checked_alike() {
         let load = |text: &str, overrides: &Overrides| {
             Config::from_toml(text, Path::new("test.toml"), overrides)
@@ -568,9 +626,10 @@ mod tests {
         let pod = Overrides {
             member_id: Some("prescale-2".to_owned()),
             advertise: Some("prescale-2.prescale-peers.prescale.svc:50051".to_owned()),
-            ..Overrides::default()
+            ..serving()
         };
-        let fleet = load(FLEET, &pod).unwrap().fleet.expect("fleet mode");
+        let member = |config: Config| config.fleet.expect("fleet mode").member.unwrap();
+        let fleet = member(load(FLEET, &pod).unwrap());
         assert_eq!(fleet.member_id, "prescale-2");
         assert_eq!(
             fleet.advertise,
@@ -578,10 +637,7 @@ mod tests {
         );
         // A table without the per-replica keys takes them from the flags alone.
         let shared = "[fleet]\netcd_endpoints = [\"http://127.0.0.1:2379\"]\n";
-        assert_eq!(
-            load(shared, &pod).unwrap().fleet.unwrap().member_id,
-            "prescale-2"
-        );
+        assert_eq!(member(load(shared, &pod).unwrap()).member_id, "prescale-2");
         let bad = Overrides {
             member_id: Some("prescale 2".to_owned()),
             ..pod.clone()

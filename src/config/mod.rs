@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use crate::app::{RetrainSettings, Settings};
 use crate::store::StoreOptions;
 
-pub use fleet::FleetConfig;
+pub use fleet::{FleetConfig, FleetMember};
 pub use fleet_tsdb::FleetTsdb;
 pub use sections::{ScalerConfig, ServerConfig, StoreConfig};
 
@@ -74,6 +74,10 @@ pub struct Overrides {
     pub advertise: Option<String>,
     /// Replaces `fleet.scaler_advertise`.
     pub scaler_advertise: Option<String>,
+    /// Set by `prescale serve`, the one command that joins the fleet as a member: only then are
+    /// this replica's keys of `[fleet]` (`member_id`, `advertise`, `scaler_advertise`) required
+    /// and read. Other commands use the fleet's etcd and model store, as no member.
+    pub joins_fleet: bool,
 }
 
 /// Validated configuration: each key in one place, from which the store, the server, the demo
@@ -205,6 +209,7 @@ impl Config {
             fleet::with_overrides(raw.fleet, overrides)?,
             &server,
             scaler.as_ref(),
+            overrides.joins_fleet,
         )?;
         // In a fleet, each TLS listener's forwarded calls verify with the fleet's CA.
         let peer_ca = fleet.as_ref().and_then(|fleet| fleet.peer_ca.clone());

@@ -126,6 +126,11 @@ impl ModelStore {
 
     /// The highest version of `series` in the store, 0 when it has none.
     pub async fn highest_version(&self, series: &SeriesId) -> Result<u64, RegistryError> {
+        Ok(self.versions(series).await?.last().copied().unwrap_or(0))
+    }
+
+    /// Every version number of `series` in the store, lowest first.
+    pub async fn versions(&self, series: &SeriesId) -> Result<Vec<u64>, RegistryError> {
         let dir = series_dir(series);
         let listed = match self
             .store
@@ -133,15 +138,16 @@ impl ModelStore {
             .await
         {
             Ok(listed) => listed,
-            Err(object_store::Error::NotFound { .. }) => return Ok(0),
+            Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
             Err(error) => return Err(self.failed(&dir, error)),
         };
-        Ok(listed
+        let mut versions: Vec<u64> = listed
             .objects
             .iter()
             .filter_map(|object| version_of(object.location.filename()?))
-            .max()
-            .unwrap_or(0))
+            .collect();
+        versions.sort_unstable();
+        Ok(versions)
     }
 
     /// Encodes `model` as version `version` of `series`. CPU work: run it off the async threads.

@@ -23,6 +23,13 @@ use crate::fleet::FleetView;
 /// lost etcd and serves read-only. Set only in fleet mode.
 pub const FLEET_HEALTH_SERVICE: &str = "prescale.v1.Fleet";
 
+/// The health entry naming member `member_id`: `SERVING` on that member's API for as long as it
+/// runs in a fleet, so a replica can tell that an address reaches it and not another server (see
+/// [`check_advertised`](super::check_advertised)).
+pub fn member_health_service(member_id: &str) -> String {
+    format!("{FLEET_HEALTH_SERVICE}/{member_id}")
+}
+
 /// Sets the health of [`FLEET_HEALTH_SERVICE`] and of the server as a whole (`""`) from `view`.
 /// The server is `NOT_SERVING` only while joining: a readiness probe keeps a new replica out of
 /// its Service until it has warmed its share and turned active (it does not even know the
@@ -54,6 +61,12 @@ pub(super) async fn follow_fleet_health(
         return tokio::spawn(async {});
     };
     let current = Arc::clone(&view.borrow_and_update());
+    health
+        .set_service_status(
+            member_health_service(&current.self_id),
+            ServingStatus::Serving,
+        )
+        .await;
     set_fleet_health(&health, &current).await;
     let shutdown = state.shutdown_token().clone();
     tokio::spawn(async move {

@@ -20,6 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Status};
 
 use super::handlers::PlanStream;
+use super::member_connector::MemberConnector;
 use super::proto;
 use super::proto::forecast_service_client::ForecastServiceClient;
 use super::proto::plan_service_client::PlanServiceClient;
@@ -45,8 +46,9 @@ pub(crate) enum Listener {
 /// One lazily connected channel per member address, shared by every handler.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Forwarder {
-    /// Channels by `host:port`; a channel reconnects by itself after its peer restarts.
-    channels: Arc<parking_lot::Mutex<HashMap<String, Channel>>>,
+    /// Channels by member id and `host:port`; a channel reconnects by itself after its peer
+    /// restarts.
+    channels: Arc<parking_lot::Mutex<HashMap<(String, String), Channel>>>,
     /// TLS to the listeners this forwarder dials (the members' APIs, or their KEDA scalers),
     /// verifying their certificates with the fleet's CA (`[fleet] peer_ca_file`); plaintext when
     /// `None`.
@@ -96,15 +98,18 @@ impl Forwarder {
                         ))
                     })?,
                 };
-                self.channel(&address).map(Some)
+                self.channel(&member.id, &address).map(Some)
             }
         }
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, Status> {
+    /// The channel to member `member`'s listener at `address` (connected on first use; a failure
+    /// to connect names both).
+    pub(crate) fn channel(&self, member: &str, address: &str) -> Result<Channel, Status> {
         let tls = self.tls.as_ref();
         let mut channels = self.channels.lock();
-        if let Some(channel) = channels.get(address) {
+        let key = (member.to_owned(), address.to_owned());
+        if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
         let invalid = |error: tonic::transport::Error| {
@@ -113,13 +118,12 @@ impl Forwarder {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(invalid)?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+            .connect_timeout(Duration::from_secs(2));
         if let Some(tls) = tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
         }
-        let channel = endpoint.connect_lazy();
-        channels.insert(address.to_owned(), channel.clone());
+        let channel = endpoint.connect_with_connector_lazy(MemberConnector::new(member, address));
+        channels.insert(key, channel.clone());
         Ok(channel)
     }
 }

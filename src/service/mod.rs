@@ -13,11 +13,13 @@ mod forward_push;
 mod handlers;
 mod layers;
 mod local;
+mod member_connector;
 mod plan_route;
 mod prometheus_endpoint;
 pub mod remote_write;
 mod scaler;
 mod scaler_handlers;
+mod self_check;
 mod streams;
 
 use std::future::Future;
@@ -34,10 +36,11 @@ use tonic_health::ServingStatus;
 use crate::app::ServingState;
 
 pub use convert::workload_message;
-pub use fleet_status::FLEET_HEALTH_SERVICE;
+pub use fleet_status::{FLEET_HEALTH_SERVICE, member_health_service};
 pub use local::{LocalServer, spawn_local, spawn_local_with_scaler};
 pub use prometheus_endpoint::{serve_http, serve_metrics};
 pub use scaler::{SCALER_SERVICE_NAME, ScalerOptions, ScalerTls, serve_scaler};
+pub use self_check::check_advertised;
 
 /// The generated protobuf messages, clients and servers of `proto/prescale/v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -135,6 +138,19 @@ pub enum ServiceError {
         /// Which task.
         task: &'static str,
         /// Its panic or cancellation.
+        reason: String,
+    },
+    /// A replica's advertised address (`[fleet] advertise`) does not reach its own API, so the
+    /// other replicas could not forward calls to it.
+    #[error(
+        "fleet.advertise {address} does not reach this replica (member {member_id}): {reason}; the other replicas could not forward calls to it"
+    )]
+    AdvertiseUnreachable {
+        /// The advertised address.
+        address: String,
+        /// This replica's member id.
+        member_id: String,
+        /// What answered there instead, or why nothing did.
         reason: String,
     },
     /// Flushing the store after shutdown failed.

@@ -281,7 +281,12 @@ impl ServingState {
             .collect();
         let held: Vec<SeriesId> = self.live.read().keys().cloned().collect();
         *shared.pointers.write() = pointers;
-        shared.read.store(true, Ordering::Release);
+        if !shared.read.swap(true, Ordering::AcqRel) {
+            // Plans tried before this first read failed for want of it (a joining replica plans
+            // its future share at once): try them again now rather than at the next tick.
+            self.mark_all_due();
+            self.replan.notify_one();
+        }
         for series in held {
             self.serve_pointed_version(&series).await;
         }

@@ -32,14 +32,20 @@ pub(super) struct FleetTsdb {
     reader: PrometheusClient,
 }
 
-/// Which pushed series this replica owns, and which it is refilling.
+/// Which pushed series this replica works on, and which it is refilling.
 #[derive(Debug, Default)]
 pub(super) struct Refills {
-    /// The series of workloads without a source that this replica owned at the last re-sync: a
-    /// series owned now and not then was gained.
-    owned: HashSet<SeriesId>,
-    /// Gained series not refilled yet: nobody plans or answers for them until they are.
+    /// The series of workloads without a source that this replica owned or warmed (joining, for
+    /// the share it will own) at the last re-sync: a series worked on now and not then was gained.
+    worked: HashSet<SeriesId>,
+    /// Of `worked`, those it only warmed: their current owner still takes their pushes.
+    warming: HashSet<SeriesId>,
+    /// Gained series not refilled yet: nobody plans them here, or answers for them once owned,
+    /// until they are.
     pending: HashSet<SeriesId>,
+    /// Warmed series this replica now owns: read again for what was pushed to their old owner
+    /// after the warm-up's refill, while the warmed plans keep being served.
+    top_ups: HashSet<SeriesId>,
 }
 
 impl ServingState {
@@ -92,13 +98,14 @@ impl ServingState {
     }
 
     /// After a change of members: the pushed series (of workloads without a source) this replica
-    /// owns now and did not before are pending a refill; those it lost are not. Returns whether
-    /// any is pending.
+    /// owns or warms now and did not before are pending a refill, and those it warmed and now owns
+    /// are to be topped up; those it lost are neither. Returns whether any is pending or to be
+    /// topped up.
     pub(super) fn note_gained_series(&self) -> bool {
         if self.tsdb.get().is_none() {
             return false;
         }
-        let pushed: HashSet<SeriesId> = self
+        let pushed: Vec<SeriesId> = self
             .workloads
             .read()
             .values()
@@ -110,40 +117,71 @@ impl ServingState {
                     .then(|| workload.series().clone())
             })
             .collect();
-        let owned: HashSet<SeriesId> = pushed
-            .into_iter()
-            .filter(|series| self.write_placement(series) == Placement::Local)
-            .collect();
+        let mut worked = HashSet::new();
+        let mut warming = HashSet::new();
+        for series in pushed {
+            if self.write_placement(&series) == Placement::Local {
+                worked.insert(series);
+            } else if self.owns(&series) {
+                warming.insert(series.clone());
+                worked.insert(series);
+            }
+        }
         let mut refills = self.refills.lock();
-        let gained: Vec<SeriesId> = owned.difference(&refills.owned).cloned().collect();
-        refills.pending.retain(|series| owned.contains(series));
+        let gained: Vec<SeriesId> = worked.difference(&refills.worked).cloned().collect();
+        let owned_after_warming: Vec<SeriesId> = refills
+            .warming
+            .iter()
+            .filter(|series| worked.contains(*series) && !warming.contains(*series))
+            .cloned()
+            .collect();
+        refills.pending.retain(|series| worked.contains(series));
         refills.pending.extend(gained);
-        refills.owned = owned;
-        !refills.pending.is_empty()
+        refills
+            .top_ups
+            .retain(|series| worked.contains(series) && !warming.contains(series));
+        refills.top_ups.extend(owned_after_warming);
+        refills.worked = worked;
+        refills.warming = warming;
+        !(refills.pending.is_empty() && refills.top_ups.is_empty())
     }
 
-    /// Refills pending series until shutdown: woken by each re-sync, and every
-    /// [`REFILL_RETRY`] to retry failed refills and take in workloads the fleet added since.
+    /// Refills pending series, then tops up warmed ones, until shutdown: woken by each re-sync,
+    /// and every [`REFILL_RETRY`] to retry failed refills and take in workloads the fleet added
+    /// since.
     pub(super) async fn run_refills(self: Arc<Self>) {
         let Some(tsdb) = self.tsdb.get() else {
             return;
         };
         loop {
             self.note_gained_series();
-            let pending: Vec<SeriesId> = self.refills.lock().pending.iter().cloned().collect();
-            for series in pending {
+            let (pending, top_ups): (Vec<SeriesId>, Vec<SeriesId>) = {
+                let refills = self.refills.lock();
+                (
+                    refills.pending.iter().cloned().collect(),
+                    refills.top_ups.iter().cloned().collect(),
+                )
+            };
+            let queued = pending.iter().map(|series| (series, true));
+            for (series, gained) in queued.chain(top_ups.iter().map(|series| (series, false))) {
                 if self.shutdown.is_cancelled() {
                     return;
                 }
-                match self.refill(tsdb, &series).await {
+                match self.refill(tsdb, series).await {
                     Ok(samples) => {
-                        tracing::info!(series = %series, samples, "refilled a gained series from the tsdb");
-                        self.refills.lock().pending.remove(&series);
-                        self.mark_due(&series);
+                        tracing::info!(series = %series, samples, gained, "refilled a series from the tsdb");
+                        let mut refills = self.refills.lock();
+                        if gained {
+                            refills.pending.remove(series);
+                        } else {
+                            refills.top_ups.remove(series);
+                        }
+                        drop(refills);
+                        self.mark_due(series);
                         self.replan.notify_one();
                     }
                     Err(error) => {
-                        tracing::warn!(series = %series, %error, "refilling a gained series from the tsdb failed; retrying");
+                        tracing::warn!(series = %series, %error, gained, "refilling a series from the tsdb failed; retrying");
                     }
                 }
             }

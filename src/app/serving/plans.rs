@@ -251,9 +251,11 @@ impl ServingState {
             let entries: Vec<Arc<WorkloadEntry>> =
                 self.workloads.read().values().cloned().collect();
             for entry in entries {
-                // In a fleet, another replica plans what it owns; `due` stays set, so a workload
-                // this replica gains is planned on the next pass.
-                if !self.owns(entry.workload.read().series()) {
+                // In a fleet, another replica plans what it owns, and a series this replica gained
+                // is planned once refilled from the TSDB; `due` stays set, so it is planned on the
+                // next pass after that.
+                let series = entry.workload.read().series().clone();
+                if !self.owns(&series) || self.refilling(&series) {
                     continue;
                 }
                 let enough =
