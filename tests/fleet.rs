@@ -6,7 +6,8 @@
 //! owner. After `kill -9` of a replica, its workloads answer again through the other two within
 //! 10 s. Workloads given to one replica are held in etcd and followed by all.
 //! A replica frozen (SIGSTOP) past its lease makes no accepted write once resumed. And `prescale
-//! serve` with `[fleet]` and no etcd fails at start, clearly.
+//! serve` with `[fleet]` and no etcd, or as a member id a live member holds, fails at start,
+//! clearly, without having said it serves.
 
 mod etcd_support;
 mod fleet_support;
@@ -297,17 +298,45 @@ fn serve_in_fleet_mode_without_etcd_fails_at_start_and_says_why() {
     let directory = tempfile::tempdir().unwrap();
     let dead = format!("http://127.0.0.1:{}", free_port());
     let written = ReplicaConfig::new("lonely", &dead).write(directory.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .arg("--config")
-        .arg(&written.config)
-        .arg("serve")
-        .env_remove("PRESCALE_CONFIG")
-        .output()
-        .unwrap();
+    let output = serve_until_it_exits(&written.config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("etcd is unreachable"), "{stderr}");
     assert!(stderr.contains("[fleet]"), "{stderr}");
+    assert_never_said_serving(&output.stdout);
+}
+
+#[test]
+fn serve_as_a_member_id_already_live_fails_at_start_without_saying_it_serves() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let _live = ReplicaConfig::new("twin", &etcd.url).start();
+    let directory = tempfile::tempdir().unwrap();
+    let written = ReplicaConfig::new("twin", &etcd.url).write(directory.path());
+    let output = serve_until_it_exits(&written.config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("is taken"), "{stderr}");
+    assert_never_said_serving(&output.stdout);
+}
+
+/// Runs `prescale serve --config <config>` until it exits, and what it said.
+fn serve_until_it_exits(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("PRESCALE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// A server that failed to join the fleet never said it served.
+fn assert_never_said_serving(stdout: &[u8]) {
+    let stdout = String::from_utf8_lossy(stdout);
+    assert!(!stdout.contains("serving gRPC"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,8 @@
 //! on 127.0.0.1. Once etcd is killed, every replica steps down and keeps answering every
 //! workload's plan through every replica (forwarding is peer to peer) from the plans it holds,
 //! marked read-only and not replanned; gRPC health keeps the server `SERVING` for the probes and
-//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert is refused.
+//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert and an event's
+//! addition and removal are refused as read-only.
 //! etcd restarted on the same port and data directory, the replicas register again and all is
 //! as before: plans are fresh again, writes are accepted, health and `/metrics` are back.
 
@@ -10,13 +11,16 @@ mod etcd_support;
 mod fleet_support;
 mod prometheus_support;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleet_support::{
     LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, upsert, workload_name,
 };
 use prescale::service::FLEET_HEALTH_SERVICE;
-use prescale::service::proto::{GetWorkloadRequest, plan_service_client::PlanServiceClient};
+use prescale::service::proto::{
+    Event, GetWorkloadRequest, RemoveEventRequest, event_service_client::EventServiceClient,
+    plan_service_client::PlanServiceClient,
+};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Workloads, each on its own Prometheus series.
@@ -114,6 +118,35 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
         .expect_err("an upsert while etcd is lost");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
     assert!(refused.message().contains("read-only"), "{refused}");
+    let mut events = EventServiceClient::new(replicas[1].channel().await);
+    let now_ms = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let event = Event {
+        name: "launch".to_owned(),
+        start_ms: now_ms + 3_600_000,
+        end_ms: now_ms + 7_200_000,
+        multiplier: Some(2.0),
+        like: String::new(),
+    };
+    let refused_event = events
+        .add_event(event)
+        .await
+        .expect_err("an event while etcd is lost");
+    let refused_removal = events
+        .remove_event(RemoveEventRequest {
+            name: "launch".to_owned(),
+        })
+        .await
+        .expect_err("an event removal while etcd is lost");
+    for refused in [refused_event, refused_removal] {
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+        assert!(refused.message().contains("read-only"), "{refused}");
+    }
 
     // etcd returns: the replicas register again and leave read-only.
     etcd.restart();

@@ -74,6 +74,10 @@ pub(super) fn serve(config: &Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        if let Some(fleet) = &config.fleet {
+            join_fleet(fleet, &state).await?;
+        }
+        // Only now: a replica that cannot join the fleet never said it serves.
         outln!(
             "prescale serving gRPC on {} ({}, {})",
             listener.local_addr()?,
@@ -88,9 +92,6 @@ pub(super) fn serve(config: &Config) -> Result<()> {
                 "bearer tokens"
             },
         )?;
-        if let Some(fleet) = &config.fleet {
-            join_fleet(fleet, &state).await?;
-        }
         let stop_metrics = CancellationToken::new();
         let remote_write = config
             .server
