@@ -14,6 +14,7 @@ mod handlers;
 mod layers;
 mod local;
 mod plan_route;
+mod plan_watch;
 mod prometheus_endpoint;
 pub mod remote_write;
 mod scaler;

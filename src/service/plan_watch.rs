@@ -1,0 +1,147 @@
+//! `WatchPlans`: one stream of the plans of several workloads, each from where it is answered (this
+//! replica's planner, or in a fleet its owner's, forwarded). In a fleet:
+//!
+//! - **Read-only.** When this replica turns read-only (it has lost etcd), and again when it leaves
+//!   read-only, the stream sends the current plan of each workload answered here once more, with
+//!   `read_only` as it now is: an executor knows at once that the plans it follows are no longer
+//!   replanned, and when they are again. (A forwarded workload's owner does the same on its stream.)
+//! - **Owners moving.** The stream ends with `UNAVAILABLE` ("the owner of workload ... changed")
+//!   once a watched workload's owner differs from the one it had at open for [`SETTLE`]: the
+//!   caller watches again and reaches the new owner. A member registering again (a new lease, as
+//!   after an etcd outage) is the same owner, and members missing for a moment while they register
+//!   again move nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{StreamExt, StreamMap};
+use tonic::Status;
+
+use super::convert;
+use super::forward;
+use super::handlers::{PlanStream, servable_plan};
+use super::proto;
+use super::streams::{self, StreamSlot};
+use crate::app::{Placement, PublishedPlan, ServingState};
+
+/// How long a watched workload's owner must differ from the one at open before the stream ends.
+const SETTLE: Duration = Duration::from_secs(2);
+
+type PlanSender = mpsc::Sender<Result<proto::Plan, Status>>;
+
+/// One watched workload.
+#[derive(Debug)]
+pub(super) struct Watched {
+    /// Its name.
+    pub(super) name: String,
+    /// Where it was placed when the stream opened.
+    pub(super) placement: Placement,
+    /// Whether its plans come from this replica's planner (not forwarded from its owner).
+    pub(super) local: bool,
+}
+
+/// `plan` as this replica sends it: marked `read_only` while it serves read-only.
+pub(super) fn plan_message(plan: &PublishedPlan, read_only: bool) -> proto::Plan {
+    let mut message = convert::plan_message(plan);
+    message.read_only = read_only;
+    message
+}
+
+/// The `WatchPlans` stream of `watched`, whose plans `plans` carries by workload name, holding its
+/// stream slot `slot` until it ends.
+pub(super) fn serve(
+    state: Arc<ServingState>,
+    slot: StreamSlot,
+    plans: StreamMap<String, PlanStream>,
+    watched: Vec<Watched>,
+) -> PlanStream {
+    let (sender, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let _slot = slot;
+        run(&state, plans, &watched, &sender).await;
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+async fn run(
+    state: &ServingState,
+    mut plans: StreamMap<String, PlanStream>,
+    watched: &[Watched],
+    sender: &PlanSender,
+) {
+    let shutdown = state.shutdown_token().clone();
+    let mut fleet = state.fleet_view();
+    let placements: Vec<(Placement, String)> = watched
+        .iter()
+        .map(|workload| (workload.placement.clone(), workload.name.clone()))
+        .collect();
+    let mut read_only = state.fleet_read_only();
+    // Since when an owner has differed from the one at open, while one does.
+    let mut moved_since: Option<Instant> = None;
+    loop {
+        let next = tokio::select! {
+            () = streams::ended(&shutdown, sender) => return,
+            () = forward::fleet_changed(&mut fleet) => {
+                if state.fleet_read_only() != read_only {
+                    read_only = !read_only;
+                    if !send_again(state, watched, read_only, sender).await {
+                        return;
+                    }
+                }
+                moved_since = forward::moved(state, &placements)
+                    .map(|_| moved_since.unwrap_or_else(Instant::now));
+                continue;
+            }
+            () = settled(moved_since) => {
+                if let Some(moved) = forward::moved(state, &placements) {
+                    let _ = sender.send(Err(moved)).await;
+                    return;
+                }
+                moved_since = None;
+                continue;
+            }
+            next = plans.next() => next,
+        };
+        // Every watched workload was deleted.
+        let Some((_, message)) = next else { return };
+        let failed = message.is_err();
+        if sender.send(message).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// Completes [`SETTLE`] after `since`; never without one.
+async fn settled(since: Option<Instant>) {
+    match since {
+        Some(since) => tokio::time::sleep_until(since + SETTLE).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends the current plan of each workload answered here again, marked `read_only`; `false` once
+/// the client has gone.
+async fn send_again(
+    state: &ServingState,
+    watched: &[Watched],
+    read_only: bool,
+    sender: &PlanSender,
+) -> bool {
+    for workload in watched.iter().filter(|workload| workload.local) {
+        // One with no plan yet has none to send again; its first comes on its own stream.
+        let Ok(plan) = servable_plan(state, &workload.name) else {
+            continue;
+        };
+        if sender
+            .send(Ok(plan_message(&plan, read_only)))
+            .await
+            .is_err()
+        {
+            return false;
+        }
+    }
+    true
+}
