@@ -394,7 +394,7 @@ impl proto::plan_service_server::PlanService for Handlers {
             let stream = match owner {
                 None => self.local_plans(&name)?,
                 Some(channel) => {
-                    forward::watch_plan(channel, &request, &name, self.max_message_bytes).await?
+                    plan_watch::from_owner(channel, &request, &name, self.max_message_bytes)
                 }
             };
             plans.insert(name.clone(), stream);

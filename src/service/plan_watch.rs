@@ -10,6 +10,12 @@
 //!   caller watches again and reaches the new owner. A member registering again (a new lease, as
 //!   after an etcd outage) is the same owner, and members missing for a moment while they register
 //!   again move nothing.
+//! - **Unreachable owners.** A `Plan` carries no error, so a workload whose owner cannot be reached
+//!   does not fail the whole call: its part is opened again every [`RETRY_EVERY`] (each time the
+//!   owner sends its current plan again) while the other workloads' plans flow, and ends the
+//!   stream with `UNAVAILABLE` only once the owner has not been reached for [`UNREACHABLE_FOR`].
+//!   An owner that died is replaced well before that (its lease expires), and the stream ends as
+//!   for any move.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +24,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{StreamExt, StreamMap};
-use tonic::Status;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
 
 use super::convert;
 use super::forward;
@@ -29,6 +36,12 @@ use crate::app::{Placement, PublishedPlan, ServingState};
 
 /// How long a watched workload's owner must differ from the one at open before the stream ends.
 const SETTLE: Duration = Duration::from_secs(2);
+
+/// How often the part of an unreachable owner is opened again.
+const RETRY_EVERY: Duration = Duration::from_millis(500);
+
+/// How long an owner may stay unreachable before its part ends the stream (three default leases).
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 
 type PlanSender = mpsc::Sender<Result<proto::Plan, Status>>;
 
@@ -144,4 +157,86 @@ async fn send_again(
         }
     }
     true
+}
+
+/// The plans of workload `name` from its owner at `channel` (`WatchPlans` forwarded with
+/// `original`'s metadata), opened again while the owner cannot be reached (see the module's doc).
+pub(super) fn from_owner<T>(
+    channel: Channel,
+    original: &Request<T>,
+    name: &str,
+    limit: usize,
+) -> PlanStream {
+    let mut caller = Request::new(());
+    *caller.metadata_mut() = original.metadata().clone();
+    let name = name.to_owned();
+    let (sender, receiver) = mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut unreachable_since: Option<Instant> = None;
+        loop {
+            let failure = tokio::select! {
+                () = sender.closed() => return,
+                failure = pass_on(channel.clone(), &caller, &name, limit, &sender, &mut unreachable_since) => failure,
+            };
+            let Some(failure) = failure else { return };
+            let since = *unreachable_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= UNREACHABLE_FOR {
+                let _ = sender
+                    .send(Err(Status::unavailable(format!(
+                        "the owner of workload {name} has not been reached for {} ({}); watch again",
+                        humantime::format_duration(UNREACHABLE_FOR),
+                        failure.message()
+                    ))))
+                    .await;
+                return;
+            }
+            tokio::select! {
+                () = sender.closed() => return,
+                () = tokio::time::sleep(RETRY_EVERY) => {}
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+/// Opens the owner's stream of workload `name` and passes its plans on to `sender` (each one
+/// clears `unreachable_since`). Returns the failure to open it again after; `None` when it ended,
+/// the client went away, or the owner refused it for good (that status passed on).
+async fn pass_on(
+    channel: Channel,
+    caller: &Request<()>,
+    name: &str,
+    limit: usize,
+    sender: &PlanSender,
+    unreachable_since: &mut Option<Instant>,
+) -> Option<Status> {
+    let mut plans = match forward::watch_plan(channel, caller, name, limit).await {
+        Ok(plans) => plans,
+        Err(status) if transient(status.code()) => return Some(status),
+        Err(status) => {
+            let _ = sender.send(Err(status)).await;
+            return None;
+        }
+    };
+    while let Some(message) = plans.next().await {
+        // The owner's stream failing mid-way: it went away, most often.
+        let plan = match message {
+            Ok(plan) => plan,
+            Err(status) => return Some(status),
+        };
+        *unreachable_since = None;
+        if sender.send(Ok(plan)).await.is_err() {
+            return None;
+        }
+    }
+    None
+}
+
+/// Whether a failure to open an owner's stream may pass when opened again (the owner is away, or
+/// its members are changing), unlike a refusal of the call itself.
+fn transient(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+    )
 }
