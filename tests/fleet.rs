@@ -5,14 +5,17 @@
 //! is refused, so nothing loops), and a report of applied replicas to any replica reaches the
 //! owner. After `kill -9` of a replica, its workloads answer again through the other two within
 //! 10 s. Workloads given to one replica are held in etcd and followed by all.
+//! A `WatchPlans` of every workload opens and streams the reachable owners' plans while the owner
+//! of some is dead, and ends `UNAVAILABLE` once those have a new owner.
 //! A replica frozen (SIGSTOP) past its lease makes no accepted write once resumed. And `prescale
-//! serve` with `[fleet]` and no etcd fails at start, clearly.
+//! serve` with `[fleet]` and no etcd, or as a member id a live member holds, fails at start,
+//! clearly, without having said it serves.
 
 mod etcd_support;
 mod fleet_support;
 mod prometheus_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,14 @@ fn start(id: &str, etcd: &str) -> Replica {
     ReplicaConfig::new(id, etcd).scaler().start()
 }
 
+/// Replicas r0, r1 and r2 of the fleet on `etcd`.
+fn start_three(etcd: &str) -> Vec<Replica> {
+    ["r0", "r1", "r2"]
+        .iter()
+        .map(|id| start(id, etcd))
+        .collect()
+}
+
 /// The replica (of those at `live` indexes) following workload `name`'s source: the one that
 /// owns it.
 async fn owner_of(replicas: &[Replica], live: &[usize], name: &str) -> Option<usize> {
@@ -56,10 +67,7 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
     }
     let etcd = etcd_support::LocalEtcd::start();
     let prometheus = fleet_support::prometheus_with(WORKLOADS);
-    let mut replicas: Vec<Replica> = ["r0", "r1", "r2"]
-        .iter()
-        .map(|id| start(id, &etcd.url))
-        .collect();
+    let mut replicas = start_three(&etcd.url);
     // The workloads are given to one replica; the fleet holds them in etcd and every replica
     // follows them.
     let names = fleet_support::upsert_all(&replicas[0], WORKLOADS, &prometheus.url).await;
@@ -307,22 +315,135 @@ async fn a_report_of_applied_replicas_to_any_replica_reaches_the_owner() {
     drop(etcd);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_of_many_workloads_outlives_one_unreachable_owner() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(WORKLOADS);
+    let mut replicas = start_three(&etcd.url);
+    let names = fleet_support::upsert_all(&replicas[0], WORKLOADS, &prometheus.url).await;
+    answered_alike(
+        &replicas.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(300),
+    )
+    .await;
+    let victim = owner_of(&replicas, &[0, 1, 2], &names[0]).await.unwrap();
+    let through = (victim + 1) % replicas.len();
+    let mut reachable = Vec::new();
+    for name in &names {
+        if owner_of(&replicas, &[0, 1, 2], name).await != Some(victim) {
+            reachable.push(name.clone());
+        }
+    }
+    assert!(
+        !reachable.is_empty(),
+        "replica {victim} owns every workload"
+    );
+
+    // The owner of some is killed: a watch of all opens at once, and the others' plans flow.
+    replicas[victim].kill();
+    let mut stream = PlanServiceClient::new(replicas[through].channel().await)
+        .watch_plans(WatchPlansRequest {
+            workloads: names.clone(),
+        })
+        .await
+        .expect("a watch opened while one owner is unreachable")
+        .into_inner();
+    let opened = Instant::now();
+    let mut waiting: BTreeSet<String> = reachable.iter().cloned().collect();
+    while !waiting.is_empty() {
+        let plan = tokio::time::timeout(Duration::from_secs(2), stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("no plan of {waiting:?} within 2 s"))
+            .unwrap_or_else(|status| panic!("the stream ended: {status}"))
+            .expect("the stream ended without a status");
+        waiting.remove(&plan.workload);
+    }
+    // Once the dead owner's lease has expired, its workloads have a new owner: the stream ends
+    // `UNAVAILABLE`, and a new watch reaches every plan.
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(30), stream.message()).await {
+            Ok(Ok(Some(_))) => continue,
+            Ok(Ok(None)) => panic!("the stream ended without a status"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the stream never ended after the owner died"),
+        }
+    };
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended}");
+    eprintln!(
+        "the stream ended {:?} after it opened: {ended}",
+        opened.elapsed()
+    );
+    let survivors: Vec<&Replica> = (0..replicas.len())
+        .filter(|index| *index != victim)
+        .map(|index| &replicas[index])
+        .collect();
+    answered_alike(&survivors, &names, Duration::from_secs(120)).await;
+    let mut again = PlanServiceClient::new(replicas[through].channel().await)
+        .watch_plans(WatchPlansRequest {
+            workloads: names.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut waiting: BTreeSet<String> = names.iter().cloned().collect();
+    while !waiting.is_empty() {
+        let plan = tokio::time::timeout(Duration::from_secs(10), again.message())
+            .await
+            .unwrap_or_else(|_| panic!("no plan of {waiting:?} within 10 s"))
+            .unwrap()
+            .unwrap();
+        waiting.remove(&plan.workload);
+    }
+}
+
 #[test]
 fn serve_in_fleet_mode_without_etcd_fails_at_start_and_says_why() {
     let directory = tempfile::tempdir().unwrap();
     let dead = format!("http://127.0.0.1:{}", free_port());
     let written = ReplicaConfig::new("lonely", &dead).write(directory.path());
-    let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .arg("--config")
-        .arg(&written.config)
-        .arg("serve")
-        .env_remove("PRESCALE_CONFIG")
-        .output()
-        .unwrap();
+    let output = serve_until_it_exits(&written.config);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("etcd is unreachable"), "{stderr}");
     assert!(stderr.contains("[fleet]"), "{stderr}");
+    assert_never_said_serving(&output.stdout);
+}
+
+#[test]
+fn serve_as_a_member_id_already_live_fails_at_start_without_saying_it_serves() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let _live = ReplicaConfig::new("twin", &etcd.url).start();
+    let directory = tempfile::tempdir().unwrap();
+    let written = ReplicaConfig::new("twin", &etcd.url).write(directory.path());
+    let output = serve_until_it_exits(&written.config);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("is taken"), "{stderr}");
+    assert_never_said_serving(&output.stdout);
+}
+
+/// Runs `prescale serve --config <config>` until it exits, and what it said.
+fn serve_until_it_exits(config: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("PRESCALE_CONFIG")
+        .output()
+        .unwrap()
+}
+
+/// A server that failed to join the fleet never said it served.
+fn assert_never_said_serving(stdout: &[u8]) {
+    let stdout = String::from_utf8_lossy(stdout);
+    assert!(!stdout.contains("serving gRPC"), "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,25 +2,90 @@
 //! on 127.0.0.1. Once etcd is killed, every replica steps down and keeps answering every
 //! workload's plan through every replica (forwarding is peer to peer) from the plans it holds,
 //! marked read-only and not replanned; gRPC health keeps the server `SERVING` for the probes and
-//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert is refused.
-//! etcd restarted on the same port and data directory, the replicas register again and all is
-//! as before: plans are fresh again, writes are accepted, health and `/metrics` are back.
+//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert and an event's
+//! addition and removal are refused as read-only.
+//! `WatchPlans` streams open through two replicas are sent every plan again, read-only, as the
+//! replicas step down. etcd restarted on the same port and data directory, the replicas register
+//! again and all is as before: the streams carry on (every plan again, not read-only), plans are
+//! fresh again, writes are accepted, health and `/metrics` are back.
 
 mod etcd_support;
 mod fleet_support;
 mod prometheus_support;
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleet_support::{
     LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, upsert, workload_name,
 };
 use prescale::service::FLEET_HEALTH_SERVICE;
-use prescale::service::proto::{GetWorkloadRequest, plan_service_client::PlanServiceClient};
+use prescale::service::proto::{
+    Event, GetWorkloadRequest, Plan, RemoveEventRequest, WatchPlansRequest,
+    event_service_client::EventServiceClient, plan_service_client::PlanServiceClient,
+};
+use tokio::sync::mpsc;
+use tonic::{Code, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Workloads, each on its own Prometheus series.
 const WORKLOADS: usize = 6;
+
+/// What a `WatchPlans` stream has sent so far, read on a task: each plan, and its ending (an error,
+/// or `OK` when it ended without one).
+type Watched = mpsc::UnboundedReceiver<Result<Plan, Status>>;
+
+/// Watches `names` through `replica`.
+async fn watch(replica: &Replica, names: &[String]) -> Watched {
+    let mut stream = PlanServiceClient::new(replica.channel().await)
+        .watch_plans(WatchPlansRequest {
+            workloads: names.to_vec(),
+        })
+        .await
+        .unwrap_or_else(|status| panic!("watching through {}: {status}", replica.id))
+        .into_inner();
+    let (sender, receiver) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(plan)) => Ok(plan),
+                Ok(None) => Err(Status::new(Code::Ok, "the stream ended")),
+                Err(status) => Err(status),
+            };
+            let ended = item.is_err();
+            if sender.send(item).is_err() || ended {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits (up to `within`) until `watched` has sent a plan of each of `names` marked `read_only`;
+/// fails if the stream ends meanwhile.
+async fn each_sent(watched: &mut Watched, names: &[String], read_only: bool, within: Duration) {
+    let mut waiting: BTreeSet<&String> = names.iter().collect();
+    let deadline = tokio::time::Instant::now() + within;
+    while !waiting.is_empty() {
+        let item = tokio::time::timeout_at(deadline, watched.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no plan with read_only {read_only} of {waiting:?}"))
+            .expect("the reading task ended");
+        let plan = item.unwrap_or_else(|status| panic!("the stream ended: {status}"));
+        if plan.read_only == read_only {
+            waiting.remove(&plan.workload);
+        }
+    }
+}
+
+/// Fails if `watched` has ended.
+fn still_open(watched: &mut Watched) {
+    while let Ok(item) = watched.try_recv() {
+        if let Err(status) = item {
+            panic!("the stream ended: {status}");
+        }
+    }
+}
 
 /// Waits (up to 30 s) until every replica's `/metrics` shows `read_only` and `connected`.
 async fn wait_for_gauges(replicas: &[Replica], read_only: f64, connected: f64) {
@@ -73,6 +138,14 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
         );
     }
 
+    // Streams of every workload through two replicas: each owner's plans, forwarded or not.
+    let mut streams = Vec::new();
+    for replica in &replicas[1..] {
+        let mut watched = watch(replica, &names).await;
+        each_sent(&mut watched, &names, false, Duration::from_secs(10)).await;
+        streams.push(watched);
+    }
+
     // etcd goes away: every replica steps down within its lease and says so.
     etcd.kill();
     let lost = Instant::now();
@@ -91,6 +164,11 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
             "{}",
             replica.id
         );
+    }
+
+    // The open streams are told at once: every plan again, read-only.
+    for watched in &mut streams {
+        each_sent(watched, &names, true, Duration::from_secs(5)).await;
     }
 
     // Every plan answers through every replica, read-only, and past the lease nothing replans.
@@ -114,6 +192,35 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
         .expect_err("an upsert while etcd is lost");
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
     assert!(refused.message().contains("read-only"), "{refused}");
+    let mut events = EventServiceClient::new(replicas[1].channel().await);
+    let now_ms = i64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let event = Event {
+        name: "launch".to_owned(),
+        start_ms: now_ms + 3_600_000,
+        end_ms: now_ms + 7_200_000,
+        multiplier: Some(2.0),
+        like: String::new(),
+    };
+    let refused_event = events
+        .add_event(event)
+        .await
+        .expect_err("an event while etcd is lost");
+    let refused_removal = events
+        .remove_event(RemoveEventRequest {
+            name: "launch".to_owned(),
+        })
+        .await
+        .expect_err("an event removal while etcd is lost");
+    for refused in [refused_event, refused_removal] {
+        assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
+        assert!(refused.message().contains("read-only"), "{refused}");
+    }
 
     // etcd returns: the replicas register again and leave read-only.
     etcd.restart();
@@ -122,6 +229,10 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
     eprintln!("normal {:?} after etcd returned", back.elapsed());
     let after = answered_alike(&all, &names, Duration::from_secs(60)).await;
     assert!(after.iter().all(|plan| !plan.read_only), "{after:?}");
+    // The same members own the same workloads: the streams carry on, no longer read-only.
+    for watched in &mut streams {
+        each_sent(watched, &names, false, Duration::from_secs(10)).await;
+    }
     // Their owners plan them again.
     for (name, plan) in names.iter().zip(&held) {
         let replanned = Instant::now();
@@ -141,6 +252,9 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
             replica.health(FLEET_HEALTH_SERVICE).await,
             ServingStatus::Serving
         );
+    }
+    for watched in &mut streams {
+        still_open(watched);
     }
     let accepted = Instant::now();
     loop {

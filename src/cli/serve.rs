@@ -77,6 +77,11 @@ pub(super) fn serve(config: &Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
+        let coordinator = match &config.fleet {
+            Some(fleet) => Some(join_fleet(fleet, &state).await?),
+            None => None,
+        };
+        // Only now: a replica that cannot join the fleet never said it serves.
         outln!(
             "prescale serving gRPC on {} ({}, {})",
             listener.local_addr()?,
@@ -91,10 +96,6 @@ pub(super) fn serve(config: &Config) -> Result<()> {
                 "bearer tokens"
             },
         )?;
-        let coordinator = match &config.fleet {
-            Some(fleet) => Some(join_fleet(fleet, &state).await?),
-            None => None,
-        };
         let stop_metrics = CancellationToken::new();
         let remote_write = config
             .server

@@ -9,8 +9,7 @@ use prost::bytes::Bytes;
 
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, WatchStream};
+use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
@@ -21,8 +20,9 @@ use super::error::invalid;
 use super::fleet_status;
 use super::forward::{self, Forwarder, Listener};
 use super::forward_push;
+use super::plan_watch;
 use super::proto;
-use super::streams::{self, StreamSlot, StreamSlots};
+use super::streams::{StreamSlot, StreamSlots};
 use crate::app::{AppError, Applied, ModelChoice, PlanState, PublishedPlan, ServingState};
 use crate::domain::{SeriesId, Timestamp};
 
@@ -83,19 +83,13 @@ impl Handlers {
         }
     }
 
-    /// A stream of workload `name`'s plans: from this replica's planner, or in a fleet from its
-    /// owner's (forwarded).
-    async fn plan_stream<T>(&self, name: &str, request: &Request<T>) -> Result<PlanStream, Status> {
-        if let Some(channel) = self.owner(name, request)? {
-            return forward::watch_plan(channel, request, name, self.max_message_bytes).await;
-        }
+    /// The stream of workload `name`'s plans from this replica's planner.
+    fn local_plans(&self, name: &str) -> Result<PlanStream, Status> {
         let state = Arc::clone(&self.state);
         let plans =
             WatchStream::new(self.state.watch_plan(name)?).filter_map(move |plan| match plan {
                 PlanState::Ready(plan) => {
-                    let mut message = convert::plan_message(&plan);
-                    message.read_only = state.fleet_read_only();
-                    Some(Ok(message))
+                    Some(Ok(plan_watch::plan_message(&plan, state.fleet_read_only())))
                 }
                 PlanState::Pending | PlanState::Failed { .. } => None,
             });
@@ -392,40 +386,30 @@ impl proto::plan_service_server::PlanService for Handlers {
             return Err(invalid("no workload to watch"));
         }
         let mut plans = StreamMap::new();
-        let mut placements = Vec::with_capacity(names.len());
+        let mut watched = Vec::with_capacity(names.len());
         for name in names {
-            plans.insert(name.clone(), self.plan_stream(&name, &request).await?);
-            placements.push((self.state.workload_placement(&name)?, name));
-        }
-        let shutdown = self.state.shutdown_token().clone();
-        let mut fleet = self.state.fleet_view();
-        let state = Arc::clone(&self.state);
-        let (sender, receiver) = mpsc::channel(4);
-        self.state.spawn_stream(async move {
-            let _permit = permit;
-            loop {
-                let next = tokio::select! {
-                    () = streams::ended(&shutdown, &sender) => break,
-                    () = forward::fleet_changed(&mut fleet) => {
-                        // Closed when a watched workload's owner changed: the caller watches again
-                        // and reaches the new owner.
-                        if let Some(moved) = forward::moved(&state, &placements) {
-                            let _ = sender.send(Err(moved)).await;
-                            break;
-                        }
-                        continue;
-                    }
-                    next = plans.next() => next,
-                };
-                // Every watched workload was deleted.
-                let Some((_, message)) = next else { break };
-                let failed = message.is_err();
-                if sender.send(message).await.is_err() || failed {
-                    break;
+            let placement = self.state.workload_placement(&name)?;
+            let owner = self.owner(&name, &request)?;
+            let local = owner.is_none();
+            let stream = match owner {
+                None => self.local_plans(&name)?,
+                Some(channel) => {
+                    plan_watch::from_owner(channel, &request, &name, self.max_message_bytes)
                 }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(receiver))))
+            };
+            plans.insert(name.clone(), stream);
+            watched.push(plan_watch::Watched {
+                name,
+                placement,
+                local,
+            });
+        }
+        Ok(Response::new(plan_watch::serve(
+            Arc::clone(&self.state),
+            permit,
+            plans,
+            watched,
+        )))
     }
 
     async fn report_applied(

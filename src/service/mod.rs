@@ -15,6 +15,7 @@ mod layers;
 mod local;
 mod member_connector;
 mod plan_route;
+mod plan_watch;
 mod prometheus_endpoint;
 pub mod remote_write;
 mod scaler;

@@ -14,8 +14,10 @@ use crate::fleet::{Coordinator, FleetView, Member, Route};
 use super::ServingState;
 use crate::app::AppError;
 
-/// Where a call about a series (or the workload on it) is answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a call about a series (or the workload on it) is answered. Two placements are equal when
+/// calls go to the same place: a member is the same place across its incarnations (registered
+/// again with a new lease, as after an etcd outage, it keeps its id and addresses).
+#[derive(Debug, Clone)]
 pub enum Placement {
     /// Here: this replica owns it, or runs alone.
     Local,
@@ -25,6 +27,20 @@ pub enum Placement {
     /// owned in its last view itself, read-only: [`Placement::Local`].)
     Unavailable,
 }
+
+impl PartialEq for Placement {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Local, Self::Local) | (Self::Unavailable, Self::Unavailable) => true,
+            (Self::Remote(member), Self::Remote(other)) => {
+                member.id == other.id && member.info == other.info
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Placement {}
 
 impl ServingState {
     /// Joins the fleet `coordinator` runs: from now on this replica plans only what it owns.

@@ -29,7 +29,7 @@ impl ServingState {
     /// write fenced by this replica's membership), then here; the other replicas apply it from
     /// etcd. Every plan is scheduled.
     pub async fn publish_event(self: &Arc<Self>, spec: EventSpec) -> Result<Event, AppError> {
-        if let Some(coordinator) = self.fleet.get() {
+        if let Some(coordinator) = self.fleet_writer("AddEvent")? {
             let event = spec.check()?;
             let name = record_name(&event);
             put_record(
@@ -49,7 +49,7 @@ impl ServingState {
     pub async fn withdraw_event(self: &Arc<Self>, name: &str) -> Result<usize, AppError> {
         let state = Arc::clone(self);
         let owned_name = name.to_owned();
-        let Some(coordinator) = self.fleet.get() else {
+        let Some(coordinator) = self.fleet_writer("RemoveEvent")? else {
             return blocking(move || state.remove_event(&owned_name)).await;
         };
         let (records, _) = coordinator

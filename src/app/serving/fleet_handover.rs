@@ -30,9 +30,14 @@ impl ServingState {
             .is_some_and(|coordinator| coordinator.view().borrow().is_read_only())
     }
 
-    /// Refuses `operation` (a fleet-wide write) with [`AppError::FleetReadOnly`] while this
-    /// replica serves read-only.
-    pub(super) fn refuse_when_read_only(&self, operation: &'static str) -> Result<(), AppError> {
+    /// The coordinator through which fleet-wide write `operation` (`UpsertWorkload`,
+    /// `AddEvent`, ...) goes: `None` when this replica runs alone. Refused with
+    /// [`AppError::FleetReadOnly`] while this replica serves read-only, before anything is asked
+    /// of etcd, so that every such write says so alike.
+    pub(super) fn fleet_writer(
+        &self,
+        operation: &'static str,
+    ) -> Result<Option<&Arc<dyn Coordinator>>, AppError> {
         match self.fleet.get() {
             Some(coordinator) if coordinator.view().borrow().is_read_only() => {
                 Err(AppError::FleetReadOnly {
@@ -40,7 +45,7 @@ impl ServingState {
                     operation,
                 })
             }
-            _ => Ok(()),
+            coordinator => Ok(coordinator),
         }
     }
 

@@ -32,8 +32,7 @@ impl ServingState {
         self: &Arc<Self>,
         workload: Workload,
     ) -> Result<Workload, AppError> {
-        if let Some(coordinator) = self.fleet.get() {
-            self.refuse_when_read_only("UpsertWorkload")?;
+        if let Some(coordinator) = self.fleet_writer("UpsertWorkload")? {
             let params = WorkloadParams::from(&workload);
             put_record(
                 coordinator.as_ref(),
@@ -51,9 +50,8 @@ impl ServingState {
     /// [`ServingState::store_workload`]), then here. [`AppError::NotFound`] only when this replica
     /// held no such workload when asked.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
-        let in_fleet = match self.fleet.get() {
+        let in_fleet = match self.fleet_writer("DeleteWorkload")? {
             Some(coordinator) => {
-                self.refuse_when_read_only("DeleteWorkload")?;
                 self.entry(name)?;
                 let key = coordinator.record_key(WORKLOADS_TABLE, name);
                 fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
