@@ -715,32 +715,6 @@ pub(crate) async fn answered_alike(
     plans
 }
 
-/// The indexes among `0..count` whose series ([`series_name`]) rendezvous hashing gives replica
-/// `id` in a fleet of `ids`, all active.
-pub(crate) fn share_of(ids: &[&str], id: &str, count: usize) -> std::collections::BTreeSet<usize> {
-    let view = FleetView {
-        members: ids
-            .iter()
-            .enumerate()
-            .map(|(index, member)| Member {
-                id: (*member).to_owned(),
-                info: MemberInfo {
-                    addr: String::new(),
-                    scaler_addr: None,
-                    state: MemberState::Active,
-                },
-                create_revision: index as i64 + 1,
-            })
-            .collect(),
-        revision: ids.len() as i64,
-        self_id: id.to_owned(),
-        incarnation: Some(1),
-    };
-    (0..count)
-        .filter(|index| view.owns(&series_name(*index)))
-        .collect()
-}
-
 /// The fleet's members as etcd holds them once `expected` members are there and all are active
 /// (a replica registers as joining and turns active after it has planned its share, so ownership
 /// read earlier would change under the caller).
