@@ -469,6 +469,8 @@ async fn a_joining_replica_refills_loads_and_plans_its_share_then_turns_active_b
             .join_timeout(JOIN_TIMEOUT)
     };
     let first = config("j0").start();
+    // Alone, j0 owns every series once it is active; a push before that finds no owner.
+    wait_active(&first, Instant::now()).await;
     let channel = first.channel().await;
     for index in 0..SERIES {
         PlanServiceClient::new(channel.clone())
