@@ -500,6 +500,41 @@ async fn retrain_with_server_runs_the_job_on_the_serving_server() {
     assert_eq!(entry.live, Some(1));
 }
 
+/// `prescale retrain --server` names each series that failed by its full key, so two labelled
+/// series of one metric are told apart in its output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrain_with_server_names_each_failed_series_with_its_labels() {
+    let directory = tempfile::tempdir().unwrap();
+    let names = [r#"load{svc="a"}"#, r#"load{svc="b"}"#];
+    {
+        let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
+        for name in names {
+            // Far too little history to fit: both fail.
+            let short: Vec<Sample> = history(0, 1).into_iter().take(10).collect();
+            store.append(&name.parse().unwrap(), &short).unwrap();
+        }
+    }
+    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    let data = server.directory.path().to_owned();
+    let url = format!("http://{}", server.address);
+    let output = tokio::task::spawn_blocking(move || {
+        let args = ["retrain", "--server", &url, "--series", names[0], names[1]];
+        prescale(&data, &args).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("JOB_STATE_FAILED: 2 of 2 series done"),
+        "{stdout}"
+    );
+    for name in names {
+        assert!(stdout.contains(&format!("\n{name}: failed: ")), "{stdout}");
+    }
+    server.shutdown().await;
+}
+
 /// `GetPlan` of workload `api`.
 async fn current_plan(plans: &mut PlanServiceClient<Channel>) -> proto::Plan {
     plans

@@ -12,7 +12,9 @@ use anyhow::{Context, Result, bail};
 use prescale::domain::SeriesId;
 use prescale::service::proto::{self, JobState, admin_service_client::AdminServiceClient};
 
-use super::server_client::{ServerTarget, connect, read_token, series_ref, with_token};
+use super::server_client::{
+    ServerTarget, connect, read_token, series_ref, series_text, with_token,
+};
 use crate::output::outln;
 
 /// How often the job's progress is asked for.
@@ -56,8 +58,11 @@ pub(super) fn retrain_on_server(target: &ServerTarget<'_>, series: &[SeriesId]) 
 /// Prints the job's failures and outcome; an error unless every series was retrained.
 fn report(job: &proto::Job) -> Result<()> {
     for failure in &job.failures {
-        let name = failure.series.as_ref().map_or("?", |series| &series.name);
-        outln!("{name}: failed: {}", failure.error)?;
+        let series = failure
+            .series
+            .as_ref()
+            .map_or_else(|| "?".to_owned(), series_text);
+        outln!("{series}: failed: {}", failure.error)?;
     }
     let state = JobState::try_from(job.state).unwrap_or(JobState::Unspecified);
     let seconds = (job.finished_at_ms - job.started_at_ms).max(0) as f64 / 1000.0;

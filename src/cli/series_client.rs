@@ -5,7 +5,9 @@ use anyhow::{Context, Result};
 use prescale::domain::{SeriesId, Step, Timestamp};
 use prescale::service::proto::{self, admin_service_client::AdminServiceClient};
 
-use super::server_client::{ServerTarget, connect, read_token, series_ref, with_token};
+use super::server_client::{
+    ServerTarget, connect, read_token, series_ref, series_text, with_token,
+};
 use crate::output::outln;
 
 /// Prints every series the server stores, one line each, asking for one page at a time.
@@ -71,10 +73,7 @@ pub(super) fn delete_on_server(target: &ServerTarget<'_>, series: &SeriesId) -> 
 
 /// One line of the listing: series, samples, first and last sample, median step.
 fn print_row(info: &proto::SeriesInfo) -> Result<()> {
-    let name = info.series.as_ref().map_or_else(String::new, |series| {
-        SeriesId::with_labels(&series.name, series.labels.iter())
-            .map_or_else(|_| series.name.clone(), |id| id.to_string())
-    });
+    let name = info.series.as_ref().map_or_else(String::new, series_text);
     let time = |ms: i64| {
         if info.samples == 0 {
             "-".to_owned()

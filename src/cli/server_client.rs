@@ -95,9 +95,17 @@ pub(super) fn with_token<T>(message: T, token: Option<&MetadataValue<Ascii>>) ->
     request
 }
 
+/// `series` as the server's messages name it.
 pub(super) fn series_ref(series: &SeriesId) -> proto::SeriesRef {
     proto::SeriesRef {
         name: series.name().to_owned(),
         labels: series.labels().clone().into_iter().collect(),
     }
+}
+
+/// A series the server named, in the store's canonical text (`load{svc="a"}`), so series of one
+/// metric are told apart; its bare name only if its labels make no valid series.
+pub(super) fn series_text(series: &proto::SeriesRef) -> String {
+    SeriesId::with_labels(&series.name, series.labels.iter())
+        .map_or_else(|_| series.name.clone(), |id| id.to_string())
 }
