@@ -531,3 +531,91 @@ fn a_failed_background_checkpoint_leaves_the_append_acknowledged_and_is_retried(
     let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.series(), vec![series("first"), series("second")]);
 }
+
+/// Writes log segment `sequence` of the store in `dir` holding one sample record of the series
+/// keyed `key`, in the log's format (`PSWAL002`, see `store::wal`): the key is written as given, so
+/// it can be one the current `SeriesId` no longer prints.
+fn write_segment(dir: &std::path::Path, sequence: u64, key: &str, pairs: &[(i64, f64)]) {
+    const SAMPLES_RECORD: u8 = 0;
+    let mut payload = vec![SAMPLES_RECORD];
+    payload.extend_from_slice(&1u32.to_le_bytes());
+    payload.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    payload.extend_from_slice(key.as_bytes());
+    payload.extend_from_slice(&(pairs.len() as u32).to_le_bytes());
+    for (time, value) in pairs {
+        payload.extend_from_slice(&time.to_le_bytes());
+        payload.extend_from_slice(&value.to_le_bytes());
+    }
+    let mut bytes = b"PSWAL002".to_vec();
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let path = dir.join("wal").join(format!("wal-{sequence:016}.log"));
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A store written when a label with an empty value was still part of a series' key: `x{a=""}`
+/// is `x` now. On open its checkpoint and its log are read under `x`, merged with what `x` holds
+/// (on a shared timestamp the log's newer write wins over both checkpoints, and `x`'s own
+/// checkpoint over the old key's), and the old key is gone from the manifest for good: a
+/// checkpoint and another open keep the merged series alone.
+#[test]
+fn a_series_stored_under_an_empty_label_value_is_read_and_kept_under_its_canonical_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let canonical = series("x");
+    let old_key = r#"x{a=""}"#;
+    let stand_in = SeriesId::with_labels("x", [("a", "stand-in")]).unwrap();
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store
+            .append(&canonical, &samples(&[(0, 0.5), (1, 1.0), (2, 2.0)]))
+            .unwrap();
+        store
+            .append(&stand_in, &samples(&[(2, 20.0), (3, 30.0)]))
+            .unwrap();
+        store.checkpoint().unwrap();
+    }
+    // The stand-in's checkpoint file under the old key, as the manifest named it then.
+    let manifest_path = dir.path().join("series").join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest_path).unwrap()).unwrap();
+    let files = manifest["files"].as_object_mut().unwrap();
+    let file = files.remove(&stand_in.to_string()).unwrap();
+    files.insert(old_key.to_owned(), file);
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    // And samples logged under the old key after that checkpoint.
+    let newest = newest_segment(dir.path());
+    let sequence: u64 = newest.file_name().unwrap().to_str().unwrap()[4..20]
+        .parse()
+        .unwrap();
+    write_segment(dir.path(), sequence + 1, old_key, &[(1, 10.0), (4, 40.0)]);
+
+    let expected = [0.5, 10.0, 2.0, 30.0, 40.0];
+    let read = |store: &PolarsStore| {
+        store
+            .window(
+                &canonical,
+                range(0, 5),
+                Step::try_from(1).unwrap(),
+                Aggregation::Last,
+            )
+            .unwrap()
+    };
+    {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(store.series(), vec![canonical.clone()]);
+        let merged = read(&store);
+        assert!(same_values(merged.values(), &expected), "{merged:?}");
+        store.checkpoint().unwrap();
+    }
+    let manifest = std::fs::read_to_string(&manifest_path).unwrap();
+    assert!(
+        !manifest.contains("a="),
+        "the old key is still named: {manifest}"
+    );
+    assert_eq!(parquet_files(dir.path()), 1, "the old key's file is left");
+    let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(store.series(), vec![canonical.clone()]);
+    let reopened = read(&store);
+    assert!(same_values(reopened.values(), &expected), "{reopened:?}");
+}

@@ -5,7 +5,7 @@
 //! log position, recovery replays the older segments on top of the new files, which is harmless because
 //! replaying a log prefix again ends at the same last write for every timestamp.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use crate::atomic_file::write_atomically;
 use crate::domain::SeriesId;
 
 use super::StoreError;
+use super::history::SeriesHistory;
 
 /// Name of the manifest file in the checkpoint directory.
 const MANIFEST: &str = "manifest.json";
@@ -113,7 +114,7 @@ pub(super) fn write_series(dir: &Path, file: &str, frame: &DataFrame) -> Result<
 }
 
 /// Reads one series' frame.
-pub(super) fn read_series(path: &PathBuf) -> Result<DataFrame, StoreError> {
+fn read_series(path: &PathBuf) -> Result<DataFrame, StoreError> {
     let file = File::open(path).map_err(|source| StoreError::Io {
         path: path.clone(),
         source,
@@ -145,6 +146,62 @@ pub(super) fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Reads every series the manifest names from its file in `series_dir`, each under its canonical
+/// key.
+///
+/// A key that is not its series' canonical text (`x{a=""}`, written before a label with an empty
+/// value was left out of series ids, is `x` now) is merged into the canonical series: the old keys'
+/// samples in key order, then the canonical key's own on top, so on a timestamp they share the
+/// canonical key's value is kept, as a later write's is. The merged series is written under the
+/// canonical key, then the manifest without the old keys, then their files are removed: the old
+/// key does not come back, and a crash part-way merges the same samples again at the next open.
+pub(super) fn load_series(
+    series_dir: &Path,
+    manifest: &mut Manifest,
+) -> Result<HashMap<SeriesId, SeriesHistory>, StoreError> {
+    let mut series = HashMap::new();
+    let mut renamed: BTreeMap<SeriesId, Vec<(String, SeriesHistory)>> = BTreeMap::new();
+    for (key, file) in manifest.entries() {
+        let path = series_dir.join(file);
+        let id: SeriesId = key.parse().map_err(|error| StoreError::Checkpoint {
+            path: path.clone(),
+            reason: format!("bad series key {key:?}: {error}"),
+        })?;
+        let frame = read_series(&path)?;
+        let history = SeriesHistory::from_frame(&frame)
+            .map_err(|reason| StoreError::Checkpoint { path, reason })?;
+        if key == id.to_string() {
+            series.insert(id, history);
+        } else {
+            renamed
+                .entry(id)
+                .or_default()
+                .push((key.to_owned(), history));
+        }
+    }
+    if renamed.is_empty() {
+        return Ok(series);
+    }
+    let mut old_files = Vec::new();
+    for (id, old_keys) in renamed {
+        let mut merged = SeriesHistory::new();
+        for (key, mut history) in old_keys {
+            merged.overlay(&mut history);
+            old_files.extend(manifest.files.remove(&key));
+            tracing::info!(old_key = %key, series = %id.abbreviated(), "series read under its canonical key");
+        }
+        if let Some(mut own) = series.remove(&id) {
+            merged.overlay(&mut own);
+        }
+        write_series(series_dir, &manifest.file_for(&id), merged.frame())?;
+        merged.mark_clean();
+        series.insert(id, merged);
+    }
+    manifest.store(series_dir)?;
+    remove_files(series_dir, old_files)?;
+    Ok(series)
+}
+
 /// Takes `series` out of the manifest and deletes their checkpoint files, so a restart does not
 /// bring them back. The manifest is stored first: a crash before the deletions leaves unreferenced
 /// files, never a manifest naming a missing one.
@@ -158,6 +215,11 @@ pub(super) fn forget_checkpointed(
         return Ok(());
     }
     manifest.store(series_dir)?;
+    remove_files(series_dir, files)
+}
+
+/// Deletes `files` from `series_dir`, once no stored manifest names them; one already gone is fine.
+fn remove_files(series_dir: &Path, files: Vec<String>) -> Result<(), StoreError> {
     for file in files {
         let path = series_dir.join(file);
         match fs::remove_file(&path) {

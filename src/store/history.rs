@@ -100,6 +100,18 @@ impl SeriesHistory {
         }
     }
 
+    /// Adds every sample of `newer` as if appended after this history's: on a timestamp both hold,
+    /// `newer`'s value is kept.
+    pub(super) fn overlay(&mut self, newer: &mut SeriesHistory) {
+        let (timestamps, values) = newer.merged_columns();
+        let samples: Vec<Sample> = timestamps
+            .iter()
+            .zip(values)
+            .map(|(timestamp, value)| Sample::new(*timestamp, *value))
+            .collect();
+        self.push(&samples);
+    }
+
     /// Folds the buffer into the frame: sort, keep the last write per timestamp, merge with the frame.
     pub(super) fn merge_pending(&mut self) {
         if self.pending.is_empty() {

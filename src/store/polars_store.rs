@@ -227,18 +227,11 @@ impl StoreCore {
         checkpoint::remove_leftovers(&series_dir)?;
 
         let mut manifest = Manifest::load(&series_dir)?;
-        let mut series = HashMap::new();
-        for (key, file) in manifest.entries() {
-            let path = series_dir.join(file);
-            let id: SeriesId = key.parse().map_err(|error| StoreError::Checkpoint {
-                path: path.clone(),
-                reason: format!("bad series key {key:?}: {error}"),
-            })?;
-            let frame = checkpoint::read_series(&path)?;
-            let history = SeriesHistory::from_frame(&frame)
-                .map_err(|reason| StoreError::Checkpoint { path, reason })?;
-            series.insert(id, Arc::new(Mutex::new(history)));
-        }
+        let mut series: HashMap<SeriesId, SharedHistory> =
+            checkpoint::load_series(&series_dir, &mut manifest)?
+                .into_iter()
+                .map(|(id, history)| (id, Arc::new(Mutex::new(history))))
+                .collect();
 
         let segments = wal::list_segments(&wal_dir)?;
         let newest = segments.last().map(|(sequence, _)| *sequence);
