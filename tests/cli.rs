@@ -247,11 +247,16 @@ fn parquet_files_import_like_csv() {
     assert!(stdout(&output).contains("imported 2 samples"));
 }
 
+/// Makes a store in `data` that holds no series: opened once, as `serve` leaves a new one.
+fn empty_store(data: &Path) {
+    prescale::store::PolarsStore::open(data, prescale::store::StoreOptions::default()).unwrap();
+}
+
 #[test]
 fn unknown_series_is_a_clear_error() {
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    std::fs::create_dir(&data).unwrap();
+    empty_store(&data);
     let output = prescale(&data, &["series", "show", "nothing"]);
     assert!(!output.status.success());
     assert!(
@@ -268,21 +273,29 @@ fn unknown_series_is_a_clear_error() {
     );
 }
 
-/// Every command that only reads what the data directory holds (or changes or removes it) refuses
-/// one that does not exist, a mistyped `--data-dir`, naming it, rather than create it and report an
-/// empty store; the commands that store data still create it.
-#[test]
-fn read_only_commands_refuse_a_data_directory_that_does_not_exist() {
-    let root = tempfile::tempdir().unwrap();
-    let typo = root.path().join("dtaa");
-    let out = root.path().join("out.csv");
+/// The entries of `dir`, by name; `None` when it does not exist.
+fn entries(dir: &Path) -> Option<Vec<String>> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .ok()?
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    Some(names)
+}
+
+/// Runs every command that only reads what the data directory holds (or changes or removes it) on
+/// `data_dir`, with its other files in `root`: each fails with `expected` in its error and leaves
+/// `data_dir` as it was.
+fn assert_read_only_commands_refuse(root: &Path, data_dir: &Path, expected: &str) {
+    let out = root.join("out.csv");
     let out = out.to_str().unwrap();
     let workload = write(
-        root.path(),
+        root,
         "workload.toml",
         "name = \"api\"\nseries = \"api\"\ncapacity_per_replica = 10.0\nmin_replicas = 1\nmax_replicas = 10\nwarm_up = \"10m\"\n",
     );
     let workload = workload.to_str().unwrap();
+    let before = entries(data_dir);
     for args in [
         &["series", "list"][..],
         &["series", "show", "api"],
@@ -306,13 +319,23 @@ fn read_only_commands_refuse_a_data_directory_that_does_not_exist() {
         &["events", "list"],
         &["events", "remove", "launch"],
     ] {
-        let output = prescale(&typo, args);
+        let output = prescale(data_dir, args);
         assert!(!output.status.success(), "{args:?}: {}", stdout(&output));
         let message = stderr(&output);
-        let expected = format!("data directory {} does not exist", typo.display());
-        assert!(message.contains(&expected), "{args:?}: {message}");
-        assert!(!typo.exists(), "{args:?} created {}", typo.display());
+        assert!(message.contains(expected), "{args:?}: {message}");
+        assert_eq!(entries(data_dir), before, "{args:?} wrote into it");
     }
+}
+
+/// Every command that only reads what the data directory holds (or changes or removes it) refuses
+/// one that does not exist, a mistyped `--data-dir`, naming it, rather than create it and report an
+/// empty store; the commands that store data still create it.
+#[test]
+fn read_only_commands_refuse_a_data_directory_that_does_not_exist() {
+    let root = tempfile::tempdir().unwrap();
+    let typo = root.path().join("dtaa");
+    let expected = format!("data directory {} does not exist", typo.display());
+    assert_read_only_commands_refuse(root.path(), &typo, &expected);
 
     // A registry configured outside the data directory is checked itself.
     let data = root.path().join("data");
@@ -343,6 +366,75 @@ fn read_only_commands_refuse_a_data_directory_that_does_not_exist() {
     let listing = prescale(&typo, &["series", "list"]);
     assert!(listing.status.success(), "{}", stderr(&listing));
     assert!(stdout(&listing).contains("api"), "{}", stdout(&listing));
+}
+
+/// A directory that holds nothing of a store (`--data-dir ~`) is refused by every command that only
+/// reads the data directory, as a missing one is, and nothing is written into it; a directory where
+/// `events add` stored events (and nothing else) is read.
+#[test]
+fn read_only_commands_refuse_a_directory_that_holds_no_store() {
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    write(&home, "notes.txt", "not a store\n");
+    let expected = format!("data directory {} holds no prescale store", home.display());
+    assert_read_only_commands_refuse(root.path(), &home, &expected);
+    assert_eq!(entries(&home).unwrap(), ["notes.txt"]);
+
+    let events_only = root.path().join("events");
+    let added = prescale(
+        &events_only,
+        &[
+            "events",
+            "add",
+            "--name",
+            "launch",
+            "--start",
+            "2024-03-01T00:00:00Z",
+            "--end",
+            "2024-03-02T00:00:00Z",
+            "--multiplier",
+            "2",
+        ],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    let listed = prescale(&events_only, &["events", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(stdout(&listed).contains("launch"), "{}", stdout(&listed));
+}
+
+/// A store where nothing was trained yet lists no models, and neither `models list` nor `models
+/// show` creates the registry directory, whether it is the data directory's `models/` or a
+/// `registry.dir` of its own.
+#[test]
+fn models_of_a_store_with_none_trained_are_listed_as_none_and_nothing_is_created() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    empty_store(&data);
+    let registry = root.path().join("registry");
+    let config = write(
+        root.path(),
+        "registry.toml",
+        &format!("[registry]\ndir = {:?}\n", registry.to_str().unwrap()),
+    );
+    let config = config.to_str().unwrap();
+    for (prefix, models) in [
+        (&[][..], data.join("models")),
+        (&["--config", config][..], registry),
+    ] {
+        let run = |args: &[&str]| prescale(&data, &[prefix, args].concat());
+        let listed = run(&["models", "list"]);
+        assert!(listed.status.success(), "{prefix:?}: {}", stderr(&listed));
+        assert_eq!(stdout(&listed), "no models trained yet\n", "{prefix:?}");
+        let shown = run(&["models", "show", "api"]);
+        assert!(!shown.status.success(), "{prefix:?}: {}", stdout(&shown));
+        assert!(
+            stderr(&shown).contains("no models of api"),
+            "{}",
+            stderr(&shown)
+        );
+        assert!(!models.exists(), "{prefix:?} created {}", models.display());
+    }
 }
 
 #[test]
@@ -385,7 +477,7 @@ fn the_kubernetes_configuration_is_accepted() {
     let text = text.replace(secret, tokens.to_str().unwrap());
     assert!(text.contains("\n[scaler]\nlisten = \"0.0.0.0:50052\""));
     let config = write(root.path(), "prescale.toml", &text);
-    std::fs::create_dir(&data).unwrap();
+    empty_store(&data);
 
     let loaded = prescale(
         &data,

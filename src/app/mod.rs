@@ -30,7 +30,9 @@ pub use forecasting::{
     Backtest, ModelChoice, ModelScore, fit, fit_served, forecaster, format_scores, parse_horizon,
     parse_levels, unfitted_level_shift, write_forecast_csv, write_scores_csv,
 };
-pub use planning::{EventStore, PlanOutcome, build_plan, load_workload, write_plan_csv};
+pub use planning::{
+    EVENTS_FILE, EventStore, PlanOutcome, build_plan, load_workload, write_plan_csv,
+};
 pub use retrain::{
     Comparison, RetrainCounts, RetrainOutcome, RetrainSettings, compare, fit_candidate,
     retrain_many, retrain_series,

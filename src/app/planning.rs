@@ -16,7 +16,7 @@ use super::slo::{choose_rule, rule_levels};
 use super::{AppError, ModelChoice, fit, forecast_with_events, forecaster};
 
 /// Name of the events file in the data directory.
-const EVENTS_FILE: &str = "events.toml";
+pub const EVENTS_FILE: &str = "events.toml";
 
 /// Planned events stored durably in the data directory, as `[[event]]` TOML.
 #[derive(Debug, Clone)]

@@ -21,10 +21,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use prescale::app::History;
+use prescale::app::{EVENTS_FILE, History};
 use prescale::config::{Config, Overrides};
 use prescale::registry::Registry;
-use prescale::store::PolarsStore;
+use prescale::store::{PolarsStore, STORE_ENTRIES};
 use tracing_subscriber::EnvFilter;
 
 use crate::output::StdoutClosed;
@@ -238,27 +238,34 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// Where the data directory's path is set, for the errors refusing it.
+const DATA_DIR_SETTING: &str = "--data-dir, PRESCALE_DATA_DIR or data_dir in the configuration";
+
 /// What a command does with the data directory, which decides whether a missing one is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DataDirUse {
-    /// Reads what is stored, or changes or removes it: a directory that does not exist is refused
-    /// rather than created, so a mistyped `--data-dir` is an error, not an empty store reported
-    /// as such.
+    /// Reads what is stored, or changes or removes it: a directory that does not exist, or that
+    /// holds nothing of a store, is refused rather than created or read as an empty store, so a
+    /// mistyped `--data-dir` (or `--data-dir ~`) is an error, not an empty store reported as such.
     Existing,
     /// Stores new data (import, retrain, serve, events add): a missing directory is created.
     Create,
 }
 
 impl DataDirUse {
-    /// The configured data directory, once a missing one is refused where the command may not
-    /// create it.
+    /// The configured data directory, once one that is missing or holds no store is refused where
+    /// the command may not create it.
     fn data_dir(self, config: &Config) -> Result<&Path> {
-        self.check(
-            "data directory",
-            &config.data_dir,
-            "--data-dir, PRESCALE_DATA_DIR or data_dir in the configuration",
-        )?;
-        Ok(&config.data_dir)
+        let dir = &config.data_dir;
+        self.check("data directory", dir, DATA_DIR_SETTING)?;
+        if self == Self::Existing && !holds_store(dir)? {
+            bail!(
+                "data directory {} holds no prescale store: none of {} is in it (check {DATA_DIR_SETTING})",
+                dir.display(),
+                store_marks().join(", ")
+            );
+        }
+        Ok(dir)
     }
 
     /// Refuses a missing `dir` where the command may not create it; `what` and `setting` (where its
@@ -283,6 +290,28 @@ impl DataDirUse {
     }
 }
 
+/// What tells a directory prescale stored data in: the entries every opened store has, and the
+/// events file (`events add` writes it without opening the store).
+fn store_marks() -> Vec<&'static str> {
+    let mut marks = STORE_ENTRIES.to_vec();
+    marks.push(EVENTS_FILE);
+    marks
+}
+
+/// True when `dir` holds any of [`store_marks`].
+fn holds_store(dir: &Path) -> Result<bool> {
+    for mark in store_marks() {
+        let path = dir.join(mark);
+        if path
+            .try_exists()
+            .with_context(|| format!("cannot read {}", path.display()))?
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Opens the configured store and an app over it; `access` says whether a missing data directory
 /// is created or refused.
 fn open(config: &Config, access: DataDirUse) -> Result<(History, Arc<PolarsStore>)> {
@@ -294,20 +323,31 @@ fn open(config: &Config, access: DataDirUse) -> Result<(History, Arc<PolarsStore
     Ok((History::new(store.clone()), store))
 }
 
-/// Opens the configured model registry; `access` as for [`open`], checked on `registry.dir` when
-/// that is set and otherwise on the data directory, which the registry then lives in.
+/// Opens the configured model registry; `access` as for [`open`].
+///
+/// A command that stores data creates the registry directory. The others neither create it nor
+/// require it: it appears with the first trained model, so while the data directory is a store it
+/// may be missing and reads as a registry with no model. They check the data directory as [`open`]
+/// does, except that an existing `registry.dir` is enough alone, and one missing beside a data
+/// directory that is no store is refused as missing.
 fn open_registry(config: &Config, access: DataDirUse) -> Result<Registry> {
+    let dir = config.models_dir();
+    if access == DataDirUse::Create {
+        return Ok(Registry::open(dir)?);
+    }
     match &config.settings.models_dir {
-        Some(dir) => access.check(
-            "registry directory",
-            dir,
-            "registry.dir in the configuration",
-        )?,
-        None => {
+        Some(registry_dir) if registry_dir.exists() || access.data_dir(config).is_err() => {
+            access.check(
+                "registry directory",
+                registry_dir,
+                "registry.dir in the configuration",
+            )?;
+        }
+        Some(_) | None => {
             access.data_dir(config)?;
         }
     }
-    Ok(Registry::open(config.models_dir())?)
+    Ok(Registry::open_without_creating(dir)?)
 }
 
 #[cfg(test)]

@@ -179,7 +179,11 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
     };
     match command {
         ModelsCommand::List { .. } => {
-            for (name, entry) in registry.list() {
+            let listed = registry.list();
+            if listed.is_empty() {
+                outln!("no models trained yet")?;
+            }
+            for (name, entry) in listed {
                 let live = entry.live.and_then(|version| entry.version(version));
                 outln!(
                     "{name}  live {}  {} versions  {}",

@@ -158,6 +158,14 @@ impl Registry {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, RegistryError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|error| io_error(&dir, error))?;
+        Self::open_without_creating(dir)
+    }
+
+    /// Opens the registry in `dir` without creating it, for the commands that read it or roll a
+    /// series back: a directory that does not exist holds no model yet and stays absent (the
+    /// first [`Self::add`] creates it).
+    pub fn open_without_creating(dir: impl Into<PathBuf>) -> Result<Self, RegistryError> {
+        let dir = dir.into();
         let manifest = read_manifest(&dir)?;
         Ok(Self {
             dir,

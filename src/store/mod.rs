@@ -31,6 +31,16 @@ pub fn latest_accepted(now: Timestamp) -> Timestamp {
     now.saturating_add_millis(future).min(Timestamp::LATEST)
 }
 
+/// The store's lock file, held by the process that has the store open.
+const LOCK_FILE: &str = "LOCK";
+/// The directory of the write-ahead log's segments.
+const WAL_DIR: &str = "wal";
+/// The directory of the Parquet checkpoints and their manifest.
+const SERIES_DIR: &str = "series";
+/// What a directory holds once a store was opened in it ([`PolarsStore::open`] creates each): a
+/// directory holding none of them has never been a store.
+pub const STORE_ENTRIES: [&str; 3] = [LOCK_FILE, WAL_DIR, SERIES_DIR];
+
 /// Most labels a stored series may have (Mimir's default is 30).
 pub const MAX_LABELS: usize = 32;
 

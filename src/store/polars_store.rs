@@ -17,7 +17,9 @@ use super::checkpointer::Checkpointer;
 use super::history::{SeriesHistory, spacing};
 use super::validate::validate;
 use super::wal::{self, Record, Wal};
-use super::{MetricStore, SeriesSamples, SeriesSummary, StoreError};
+use super::{
+    LOCK_FILE, MetricStore, SERIES_DIR, SeriesSamples, SeriesSummary, StoreError, WAL_DIR,
+};
 
 /// The most buckets one window call builds (80 MB of values).
 const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
@@ -74,7 +76,7 @@ enum Checkpointed {
 /// The checkpoint worker's own lock is taken alone (see `checkpointer`).
 #[derive(Debug)]
 struct StoreCore {
-    /// Root directory: `wal/`, `series/` and the `LOCK` file.
+    /// Root directory: `wal/`, `series/` and the `LOCK` file ([`super::STORE_ENTRIES`]).
     dir: PathBuf,
     /// Held open and locked so a second process cannot open the same directory.
     _lock: File,
@@ -199,15 +201,15 @@ impl StoreCore {
     /// and truncates a torn final record.
     fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
         let dir = dir.as_ref().to_owned();
-        let wal_dir = dir.join("wal");
-        let series_dir = dir.join("series");
+        let wal_dir = dir.join(WAL_DIR);
+        let series_dir = dir.join(SERIES_DIR);
         for path in [&dir, &wal_dir, &series_dir] {
             fs::create_dir_all(path).map_err(|source| StoreError::Io {
                 path: path.clone(),
                 source,
             })?;
         }
-        let lock_path = dir.join("LOCK");
+        let lock_path = dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -372,7 +374,7 @@ impl StoreCore {
         if !removed.is_empty() {
             tracing::info!(series = removed.len(), "removed series retention emptied");
         }
-        forget_checkpointed(manifest, &self.dir.join("series"), &removed)
+        forget_checkpointed(manifest, &self.dir.join(SERIES_DIR), &removed)
     }
 
     /// Allocated heap bytes of the in-memory frames (Polars' own estimate).
@@ -476,7 +478,7 @@ impl StoreCore {
         };
         forget_checkpointed(
             &mut manifest,
-            &self.dir.join("series"),
+            &self.dir.join(SERIES_DIR),
             std::slice::from_ref(series),
         )?;
         tracing::info!(series = %series.abbreviated(), samples, "deleted series");
@@ -519,7 +521,7 @@ impl StoreCore {
     /// is set (the store is closing), leaving what it had not yet recorded in the manifest dirty.
     fn checkpoint(&self, stop: Option<&AtomicBool>) -> Result<Checkpointed, StoreError> {
         let mut manifest = self.checkpointing.lock();
-        let series_dir = self.dir.join("series");
+        let series_dir = self.dir.join(SERIES_DIR);
         // Rotate and snapshot under the log lock, so the snapshot holds exactly the closed segments.
         let (closed, snapshot) = {
             let mut log = self.log.lock();
@@ -552,7 +554,7 @@ impl StoreCore {
         }
         manifest.wal_checkpoint = closed;
         manifest.store(&series_dir)?;
-        Wal::remove_through(&self.dir.join("wal"), closed)?;
+        Wal::remove_through(&self.dir.join(WAL_DIR), closed)?;
         tracing::debug!(
             series = snapshot.len(),
             wal_checkpoint = closed,
