@@ -3,8 +3,10 @@
 //! (the one following its source), and answered through every replica (GetPlan, Forecast and the
 //! KEDA scaler's GetMetrics are forwarded to the owner; a forwarded call that reaches a non-owner
 //! is refused, so nothing loops), and a report of applied replicas to any replica reaches the
-//! owner. After `kill -9` of a replica, its workloads answer again through the other two within
-//! 10 s. Workloads given to one replica are held in etcd and followed by all.
+//! owner. After `kill -9` of a replica, a call forwarded to it fails naming the member and its
+//! address, and its workloads answer again through the other two once its lease (3 s here) has
+//! expired and they are replanned (bounded at 60 s, for a loaded machine; the measured times are
+//! BENCHMARKS.md's, "Fleet"). Workloads given to one replica are held in etcd and followed by all.
 //! A `WatchPlans` of every workload opens and streams the reachable owners' plans while the owner
 //! of some is dead, and ends `UNAVAILABLE` once those have a new owner.
 //! A replica frozen (SIGSTOP) past its lease makes no accepted write once resumed. And `prescale

@@ -8,6 +8,7 @@
 
 mod etcd_support;
 mod fleet_support;
+mod grpc_support;
 mod prometheus_support;
 
 use std::collections::BTreeMap;
@@ -16,10 +17,10 @@ use std::time::{Duration, Instant};
 use fleet_support::{
     Replica, ReplicaConfig, answered_alike, share_of, upsert, upsert_all, workload_name,
 };
+use grpc_support::workload_names;
 use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
-    DeleteWorkloadRequest, GetWorkloadRequest, ListWorkloadsRequest,
-    plan_service_client::PlanServiceClient,
+    DeleteWorkloadRequest, GetWorkloadRequest, plan_service_client::PlanServiceClient,
 };
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -44,26 +45,15 @@ async fn planning_pair(etcd: &str, prometheus: &str) -> (Vec<Replica>, Vec<Strin
     (replicas, names)
 }
 
-/// Names of the workloads `replica` holds itself (`ListWorkloads` is answered locally).
-async fn held(replica: &Replica) -> Vec<String> {
-    PlanServiceClient::new(replica.channel().await)
-        .list_workloads(ListWorkloadsRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .workloads
-        .into_iter()
-        .map(|workload| workload.name)
-        .collect()
-}
-
 /// Waits (at most 10 s) until every replica of `replicas` holds workload `name`, or none does.
 async fn until_held_everywhere(replicas: &[Replica], name: &str, expected: bool) {
     let started = Instant::now();
     loop {
         let mut everywhere = true;
         for replica in replicas {
-            everywhere &= held(replica).await.iter().any(|held| held == name) == expected;
+            // `ListWorkloads` is answered locally: what this replica holds itself.
+            let held = workload_names(&mut PlanServiceClient::new(replica.channel().await)).await;
+            everywhere &= held.iter().any(|held| held == name) == expected;
         }
         if everywhere {
             return;
