@@ -88,21 +88,22 @@ async fn a_transaction_runs_its_success_branch_only_when_its_compares_hold() {
         !outcome.succeeded,
         "a member created after revision {member}"
     );
-    let outcome = client
-        .txn(
-            &[Compare::ModRevisionBelow {
-                key: "/w/plan".to_owned(),
-                revision: outcome.revision + 1,
-            }],
-            &[Op::Delete {
-                key: "/w/plan".to_owned(),
-            }],
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(outcome.succeeded);
-    assert_eq!(client.get("/w/plan").await.unwrap(), None);
+    // A delete in the branch that ran tells how many keys it deleted: none once it is gone.
+    let delete = [Op::Delete {
+        key: "/w/plan".to_owned(),
+    }];
+    let mut revision = outcome.revision;
+    for expected in [1, 0] {
+        let compare = [Compare::ModRevisionBelow {
+            key: "/w/plan".to_owned(),
+            revision: revision + 1,
+        }];
+        let outcome = client.txn(&compare, &delete, &[]).await.unwrap();
+        assert!(outcome.succeeded);
+        assert_eq!(outcome.deleted, expected);
+        assert_eq!(client.get("/w/plan").await.unwrap(), None);
+        revision = outcome.revision;
+    }
 }
 
 #[tokio::test]

@@ -172,19 +172,19 @@ async fn writes_are_fenced_by_the_writers_membership() {
             lease: 0,
         }]
     };
-    assert!(a.fenced_write(&put("first")).await.unwrap());
+    assert!(a.fenced_write(&put("first")).await.unwrap().applied());
 
     // A member joined: a's write is accepted once its view has the member (the compare of a view
     // older than the newest member is the etcd test's `a_transaction_runs_its_success_branch...`).
     let mut view = a.view();
     let _b = join(&etcd.url, "b", ttl).await;
     until(&mut view, TIMEOUT, |view| view.members.len() == 2).await;
-    assert!(a.fenced_write(&put("second")).await.unwrap());
+    assert!(a.fenced_write(&put("second")).await.unwrap().applied());
 
     // a's member key deleted under it (its lease gone): a steps down and writes nothing.
     client.delete("/prescale/members/a").await.unwrap();
     until(&mut view, TIMEOUT, |view| view.incarnation.is_none()).await;
-    assert!(!a.fenced_write(&put("third")).await.unwrap());
+    assert!(!a.fenced_write(&put("third")).await.unwrap().applied());
     assert_eq!(
         client
             .get("/prescale/test/value")
@@ -200,7 +200,7 @@ async fn writes_are_fenced_by_the_writers_membership() {
     })
     .await;
     assert!(back.members.iter().any(|member| member.id == "a"));
-    assert!(a.fenced_write(&put("fourth")).await.unwrap());
+    assert!(a.fenced_write(&put("fourth")).await.unwrap().applied());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,9 @@
 //! through any replica lands at each series' owner and in Prometheus before it is acknowledged;
 //! after `kill -9` of an owner, the new owner refills the series from Prometheus and plans and
 //! forecasts from the pushed samples; with Prometheus down a `Push` is refused and nothing is
-//! stored; an event added through one replica is applied by the owner's plans on another.
+//! stored, and a series gained by a handover answers `UNAVAILABLE` naming its refill (`GetPlan` and
+//! `GetWorkload` alike) until the new owner has loaded its history; an event added through one
+//! replica is applied by the owner's plans on another.
 
 mod etcd_support;
 mod fleet_support;
@@ -11,12 +13,13 @@ mod prometheus_support;
 
 use std::time::{Duration, Instant};
 
-use fleet_support::{Replica, ReplicaConfig, series_name, series_ref, upsert};
+use fleet_support::{Replica, ReplicaConfig, series_name, series_ref, upsert, workload_name};
 use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
-    self, ForecastRequest, GetPlanRequest, ListEventsRequest, RemoveEventRequest, WriteRequest,
-    event_service_client::EventServiceClient, forecast_service_client::ForecastServiceClient,
-    ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
+    self, ForecastRequest, GetPlanRequest, GetWorkloadRequest, ListEventsRequest,
+    RemoveEventRequest, WriteRequest, event_service_client::EventServiceClient,
+    forecast_service_client::ForecastServiceClient, ingest_service_client::IngestServiceClient,
+    plan_service_client::PlanServiceClient,
 };
 use prometheus_support::{LocalPrometheus, http_get};
 use tonic::transport::Channel;
@@ -249,13 +252,13 @@ async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
+async fn with_prometheus_down_a_push_is_refused_and_a_gained_series_is_unavailable_while_loading() {
     if etcd_support::missing() || prometheus_support::missing() {
         return;
     }
     let etcd = etcd_support::LocalEtcd::start();
     let prometheus = LocalPrometheus::start_accepting_history();
-    let replicas: Vec<Replica> = ["a", "b"]
+    let mut replicas: Vec<Replica> = ["a", "b"]
         .iter()
         .map(|id| {
             ReplicaConfig::new(id, &etcd.url)
@@ -310,6 +313,49 @@ async fn with_prometheus_down_a_push_is_refused_and_nothing_is_stored() {
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
     assert!(refused.message().contains("tsdb"), "{refused}");
     assert_eq!(replicas[owner].stored(&name).await, day as u64);
+
+    // A workload on the series, then its owner killed: the survivor gains the series and cannot
+    // load its history from Prometheus, so it answers for the workload neither its plan nor its
+    // status (whose rule would be missing) but UNAVAILABLE saying that it is loading the history.
+    PlanServiceClient::new(replicas[1 - owner].channel().await)
+        .upsert_workload(upsert(0, None))
+        .await
+        .unwrap();
+    replicas[owner].kill();
+    let survivor = &replicas[1 - owner];
+    let mut plans = PlanServiceClient::new(survivor.channel().await);
+    let loading = format!(
+        "member {} owns this series and is loading its history from the fleet's tsdb after a handover; retry",
+        survivor.id
+    );
+    let started = Instant::now();
+    let refilling = loop {
+        let answer = plans
+            .get_plan(GetPlanRequest {
+                workload: workload_name(0),
+            })
+            .await
+            .expect_err("a plan of a series with no history");
+        if answer.message() == loading {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the survivor did not take the series over within 30 s: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(refilling.code(), tonic::Code::Unavailable, "{refilling}");
+    let status = plans
+        .get_workload(GetWorkloadRequest {
+            name: workload_name(0),
+        })
+        .await
+        .expect_err("the status of a workload whose owner is loading its history");
+    assert_eq!(
+        (status.code(), status.message()),
+        (tonic::Code::Unavailable, loading.as_str())
+    );
     drop(etcd);
 }
 

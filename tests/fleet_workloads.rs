@@ -1,7 +1,8 @@
 //! Workloads across a fleet of `prescale serve` processes on 127.0.0.1, coordinated through a
 //! real etcd, with a real Prometheus as the sourced workloads' history: `DeleteWorkload` through
 //! any replica answers OK for a workload that existed, however its own watch of the fleet's table
-//! and its local delete interleave, and `NOT_FOUND` only for one that did not; `GetWorkload`
+//! and its local delete interleave (even one upserted through another replica a moment before and
+//! not yet applied by the one deleting it), and `NOT_FOUND` only for one that did not; `GetWorkload`
 //! through any replica answers the owner's status of the workload's source, and `UNAVAILABLE`
 //! while the owner cannot be reached; and a workload's plan gauges leave the `/metrics` of a
 //! replica that hands it over to a member joining.
@@ -15,7 +16,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fleet_support::{
-    Replica, ReplicaConfig, answered_alike, share_of, upsert, upsert_all, workload_name,
+    Replica, ReplicaConfig, answered_alike, series_name, share_of, upsert, upsert_all,
+    workload_name,
 };
 use grpc_support::workload_names;
 use prescale::fleet::etcd::Etcd;
@@ -66,6 +68,22 @@ async fn until_held_everywhere(replicas: &[Replica], name: &str, expected: bool)
     }
 }
 
+/// A local etcd, a client of it, and replicas `r0` and `r1` of a fleet on it.
+async fn two_replicas() -> (etcd_support::LocalEtcd, Etcd, Vec<Replica>) {
+    let etcd_process = etcd_support::LocalEtcd::start();
+    let etcd = Etcd::connect(
+        std::slice::from_ref(&etcd_process.url),
+        Duration::from_secs(2),
+    )
+    .await
+    .unwrap();
+    let replicas = ["r0", "r1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd_process.url).start())
+        .collect();
+    (etcd_process, etcd, replicas)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_workload_answers_ok_through_any_replica() {
     if etcd_support::missing() {
@@ -74,17 +92,7 @@ async fn deleting_a_workload_answers_ok_through_any_replica() {
     /// Rounds of upsert and delete: the replica's watch applied the deletion before its own
     /// delete in most of them when that race answered `NOT_FOUND`.
     const ROUNDS: usize = 12;
-    let etcd_process = etcd_support::LocalEtcd::start();
-    let etcd = Etcd::connect(
-        std::slice::from_ref(&etcd_process.url),
-        Duration::from_secs(2),
-    )
-    .await
-    .unwrap();
-    let replicas: Vec<Replica> = ["r0", "r1"]
-        .iter()
-        .map(|id| ReplicaConfig::new(id, &etcd_process.url).start())
-        .collect();
+    let (_etcd_process, etcd, replicas) = two_replicas().await;
     let name = workload_name(0);
     let key = format!("/prescale/workloads/{name}");
     for round in 0..ROUNDS {
@@ -182,6 +190,56 @@ async fn get_workload_through_any_replica_answers_the_owners_source_status() {
         .await
         .expect_err("the owner of the status is gone");
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_upserted_through_one_replica_is_deleted_at_once_through_another() {
+    if etcd_support::missing() {
+        return;
+    }
+    /// Rounds of an upsert through one replica and at once a delete through the other.
+    const ROUNDS: usize = 20;
+    /// Workloads the fleet takes from elsewhere just before each round's upsert (written to etcd
+    /// as another replica would): the deleting replica's watch applies them one by one, so it has
+    /// not yet applied the upsert when the delete reaches it (the upserting one applied the
+    /// upsert itself), and its own copy judged `NOT_FOUND` in most rounds.
+    const BACKLOG: usize = 40;
+    let (_etcd_process, etcd, replicas) = two_replicas().await;
+    let mut writer = PlanServiceClient::new(replicas[0].channel().await);
+    let mut deleter = PlanServiceClient::new(replicas[1].channel().await);
+    let never = deleter
+        .delete_workload(DeleteWorkloadRequest {
+            name: "never-upserted".to_owned(),
+        })
+        .await
+        .expect_err("a workload that never existed");
+    assert_eq!(never.code(), tonic::Code::NotFound, "{never}");
+
+    let name = workload_name(0);
+    let key = format!("/prescale/workloads/{name}");
+    for round in 0..ROUNDS {
+        for other in 1..=BACKLOG {
+            let workload = serde_json::json!({
+                "name": workload_name(other),
+                "series": series_name(other),
+                "capacity_per_replica": 100 + round,
+                "max_replicas": 100,
+                "warm_up": "30m",
+            });
+            let record = format!("/prescale/workloads/{}", workload_name(other));
+            etcd.put(&record, workload.to_string().as_bytes(), 0)
+                .await
+                .unwrap();
+        }
+        writer.upsert_workload(upsert(0, None)).await.unwrap();
+        deleter
+            .delete_workload(DeleteWorkloadRequest { name: name.clone() })
+            .await
+            .unwrap_or_else(|status| panic!("round {round}: deleting {name} through r1: {status}"));
+        assert_eq!(etcd.get(&key).await.unwrap(), None, "round {round}");
+    }
+    until_held_everywhere(&replicas, &name, false).await;
+    until_held_everywhere(&replicas, &workload_name(BACKLOG), true).await;
 }
 
 /// Waits (at most 60 s) until each workload of `names` has its plan gauges on the `/metrics` of

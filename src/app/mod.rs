@@ -40,7 +40,7 @@ pub use retrain::{
 pub use samples::{SAMPLE_MODELS, SAMPLE_SERIES, SampleSeries, install_sample_models};
 pub use serving::{
     Applied, CachedModel, Job, JobState, Placement, PlanState, PublishedPlan, ServedForecast,
-    ServingState, Settings, SourceStatus, SourceTiming, model_version,
+    ServingState, Settings, SourceStatus, SourceTiming, Unavailable, model_version,
 };
 pub use slo::{
     HpaMatch, ReplayFits, RulePoint, SloReplay, choose_rule, replay_folds, replay_with_slo,

@@ -33,7 +33,7 @@ pub(crate) mod proto {
 }
 
 use proto::etcdserverpb::{
-    self as pb, compare, kv_client::KvClient, lease_client::LeaseClient, request_op,
+    self as pb, compare, kv_client::KvClient, lease_client::LeaseClient, request_op, response_op,
     watch_client::WatchClient,
 };
 
@@ -115,6 +115,8 @@ pub struct TxnOutcome {
     pub succeeded: bool,
     /// The store's revision after the transaction.
     pub revision: i64,
+    /// Keys the deletes of the branch that ran deleted (a delete of a missing key deletes none).
+    pub deleted: u64,
 }
 
 /// A change a watch reports.
@@ -296,9 +298,20 @@ impl Etcd {
             failure: failure.iter().map(op_message).collect(),
         };
         let response = self.bounded("txn", self.kv.clone().txn(request)).await?;
+        let deleted = response
+            .responses
+            .iter()
+            .filter_map(|op| match &op.response {
+                Some(response_op::Response::ResponseDeleteRange(delete)) => {
+                    Some(u64::try_from(delete.deleted).unwrap_or(0))
+                }
+                _ => None,
+            })
+            .sum();
         Ok(TxnOutcome {
             succeeded: response.succeeded,
             revision: response.header.map_or(0, |header| header.revision),
+            deleted,
         })
     }
 

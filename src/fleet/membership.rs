@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::etcd::{Compare, Entry, Etcd, KeepAlive, Op, Watch, WatchEvent, prefix_end};
 use super::ownership::{FleetView, Member, MemberInfo, MemberState};
-use super::{BoxFuture, Coordinator, FleetError, RecordWatch, Records};
+use super::{BoxFuture, Coordinator, FencedWrite, FleetError, RecordWatch, Records};
 
 /// How a replica takes part in the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,11 +151,11 @@ impl Coordinator for EtcdCoordinator {
     fn fenced_write<'a>(
         &'a self,
         ops: &'a [Op],
-    ) -> Pin<Box<dyn Future<Output = Result<bool, FleetError>> + Send + 'a>> {
+    ) -> Pin<Box<dyn Future<Output = Result<FencedWrite, FleetError>> + Send + 'a>> {
         Box::pin(async move {
             let view = Arc::clone(&self.view.borrow());
             let Some(incarnation) = view.incarnation else {
-                return Ok(false);
+                return Ok(FencedWrite::Refused);
             };
             let members = self.settings.members_prefix();
             let compares = [
@@ -171,7 +171,14 @@ impl Coordinator for EtcdCoordinator {
                     revision: view.revision + 1,
                 },
             ];
-            Ok(self.etcd.txn(&compares, ops, &[]).await?.succeeded)
+            let outcome = self.etcd.txn(&compares, ops, &[]).await?;
+            Ok(if outcome.succeeded {
+                FencedWrite::Applied {
+                    deleted: outcome.deleted,
+                }
+            } else {
+                FencedWrite::Refused
+            })
         })
     }
 

@@ -30,11 +30,12 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
 
     /// Applies `ops` only if this replica is still the member it was in its latest view (its member
     /// key has the same create revision) and no member joined after that view: a replica that lost
-    /// its lease, or decided on a stale view, has its write refused. Returns whether it applied.
+    /// its lease, or decided on a stale view, has its write refused. Returns whether it applied,
+    /// and what its deletes deleted.
     fn fenced_write<'a>(
         &'a self,
         ops: &'a [etcd::Op],
-    ) -> Pin<Box<dyn Future<Output = Result<bool, FleetError>> + Send + 'a>>;
+    ) -> Pin<Box<dyn Future<Output = Result<FencedWrite, FleetError>> + Send + 'a>>;
 
     /// Turns this replica from joining to active (its member key's state, on the same lease and
     /// incarnation), once it has warmed its share. Returns `false` when it is no longer the member
@@ -63,6 +64,27 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
 /// [`Coordinator::record_key`] gives), for a tool that is not a member.
 pub fn record_key(prefix: &str, table: &str, name: &str) -> String {
     format!("{prefix}{table}/{name}")
+}
+
+/// What a [`Coordinator::fenced_write`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FencedWrite {
+    /// The fence held and the ops were applied, in one transaction.
+    Applied {
+        /// Keys its deletes deleted: the number that existed in etcd at that revision, so a
+        /// delete tells whether there was anything to delete.
+        deleted: u64,
+    },
+    /// The writer is no longer the member of its view, or a member joined after that view:
+    /// nothing was applied.
+    Refused,
+}
+
+impl FencedWrite {
+    /// Whether the ops were applied.
+    pub fn applied(self) -> bool {
+        matches!(self, Self::Applied { .. })
+    }
 }
 
 /// A boxed future of the [`Coordinator`]'s calls.

@@ -79,9 +79,7 @@ impl Forwarder {
     ) -> Result<Option<Channel>, Status> {
         match placement {
             Placement::Local => Ok(None),
-            Placement::Unavailable => Err(Status::unavailable(
-                "no replica of the fleet serves this now (its owner stepped down, or no member is active); retry",
-            )),
+            Placement::Unavailable(reason) => Err(Status::unavailable(reason.to_string())),
             Placement::Remote(member) => {
                 if is_forwarded(request) {
                     return Err(Status::unavailable(format!(

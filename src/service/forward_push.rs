@@ -97,7 +97,7 @@ fn split<T>(
         let placement = state.write_placement(&series);
         let owner = match &placement {
             Placement::Remote(member) => Some(member.id.clone()),
-            Placement::Local | Placement::Unavailable => None,
+            Placement::Local | Placement::Unavailable(_) => None,
         };
         match (forwarder.target(placement, original, Listener::Api)?, owner) {
             (Some(channel), Some(owner)) => {

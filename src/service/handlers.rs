@@ -96,8 +96,14 @@ impl Handlers {
         Ok(Box::pin(plans))
     }
 
-    /// In a fleet, a channel to the API of the replica that owns workload `name`, when that is not
-    /// this one; `None` to answer here.
+    /// In a fleet, a channel to the API of the replica that answers for workload `name`, when that
+    /// is not this one; `None` to answer here. The one routing of every call about a workload
+    /// (`GetPlan`, `WatchPlans`, `GetWorkload`, `ReportApplied`), so they all answer from the same
+    /// replica ([`ServingState::answering_placement`]): its owner; `UNAVAILABLE` naming why while
+    /// none answers (the owner is loading the workload's pushed history after a handover, or no
+    /// member is active); and a forwarded call that finds another owner in this replica's view is
+    /// answered here if this replica holds a fresh plan of the workload (the members are changing
+    /// and the views differ for a moment).
     fn owner<T>(&self, name: &str, request: &Request<T>) -> Result<Option<Channel>, Status> {
         let placement = self
             .state
@@ -309,16 +315,16 @@ impl proto::plan_service_server::PlanService for Handlers {
         &self,
         request: Request<proto::GetWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
-        let workload = self
-            .state
-            .workload(convert::workload_name("name", &request.get_ref().name)?)?;
-        // Its source's status and its plan's rule are its owner's: in a fleet, ask the owner.
-        let placement = self.state.write_placement(workload.series());
-        if let Some(channel) = self.forwarder.target(placement, &request, Listener::Api)? {
+        let name = convert::workload_name("name", &request.get_ref().name)?;
+        // Its source's status and its plan's rule are its owner's: in a fleet, ask the owner, and
+        // while the owner refills its history answer UNAVAILABLE as GetPlan does, rather than a
+        // workload without the rule of a plan it is about to make.
+        if let Some(channel) = self.owner(name, &request)? {
             return forward::get_workload(channel, &request, self.max_message_bytes)
                 .await
                 .map(Response::new);
         }
+        let workload = self.state.workload(name)?;
         let mut message = convert::workload_message(&workload);
         message.source_status = self
             .state

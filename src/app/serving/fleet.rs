@@ -16,22 +16,50 @@ use crate::app::AppError;
 
 /// Where a call about a series (or the workload on it) is answered. Two placements are equal when
 /// calls go to the same place: a member is the same place across its incarnations (registered
-/// again with a new lease, as after an etcd outage, it keeps its id and addresses).
+/// again with a new lease, as after an etcd outage, it keeps its id and addresses), and nowhere is
+/// nowhere whatever the reason.
 #[derive(Debug, Clone)]
 pub enum Placement {
     /// Here: this replica owns it, or runs alone.
     Local,
     /// On another member, to which the call is forwarded.
     Remote(Member),
-    /// Nowhere now: no member is active. (A replica that has stepped down answers for what it
-    /// owned in its last view itself, read-only: [`Placement::Local`].)
-    Unavailable,
+    /// Nowhere now, for the reason given.
+    Unavailable(Unavailable),
+}
+
+/// Why no replica answers a call now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// No member is active, or the owner has stepped down. (A replica that has stepped down
+    /// answers for what it owned in its last view itself, read-only: [`Placement::Local`].)
+    NoActiveMember,
+    /// `member`, the owner, gained the series in a handover and is loading its history from the
+    /// fleet's TSDB; it answers once it has.
+    Refilling {
+        /// The owner's member id.
+        member: String,
+    },
+}
+
+impl std::fmt::Display for Unavailable {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NoActiveMember => formatter.write_str(
+                "no replica of the fleet serves this now (its owner stepped down, or no member is active); retry",
+            ),
+            Self::Refilling { member } => write!(
+                formatter,
+                "member {member} owns this series and is loading its history from the fleet's tsdb after a handover; retry"
+            ),
+        }
+    }
 }
 
 impl PartialEq for Placement {
     fn eq(&self, other: &Self) -> bool {
         match (self, other) {
-            (Self::Local, Self::Local) | (Self::Unavailable, Self::Unavailable) => true,
+            (Self::Local, Self::Local) | (Self::Unavailable(_), Self::Unavailable(_)) => true,
             (Self::Remote(member), Self::Remote(other)) => {
                 member.id == other.id && member.info == other.info
             }
@@ -59,11 +87,15 @@ impl ServingState {
     }
 
     /// Where a call about `series` is answered: nowhere while this replica, its owner, refills it
-    /// from the TSDB.
+    /// from the TSDB ([`Unavailable::Refilling`]).
     pub fn placement(&self, series: &SeriesId) -> Placement {
-        match self.write_placement(series) {
-            Placement::Local if self.refilling(series) => Placement::Unavailable,
-            placement => placement,
+        match (self.write_placement(series), self.fleet.get()) {
+            (Placement::Local, Some(coordinator)) if self.refilling(series) => {
+                Placement::Unavailable(Unavailable::Refilling {
+                    member: coordinator.member_id().to_owned(),
+                })
+            }
+            (placement, _) => placement,
         }
     }
 
@@ -81,7 +113,7 @@ impl ServingState {
             Route::Forward(member) => Placement::Remote(member.clone()),
             // Stepped down: answered from the plans held here, read-only (see `fleet_handover`).
             Route::Unavailable if view.holds_read_only(&key) => Placement::Local,
-            Route::Unavailable => Placement::Unavailable,
+            Route::Unavailable => Placement::Unavailable(Unavailable::NoActiveMember),
         }
     }
 

@@ -50,7 +50,9 @@ impl ServingState {
     }
 
     /// Where a call about workload `name` is answered, `forwarded` here by another replica or
-    /// not. As [`ServingState::workload_placement`], except that a forwarded call about work
+    /// not: the routing of every call about a workload (its plan, its plan stream, its status, the
+    /// report of what runs, the KEDA scaler's calls). As [`ServingState::workload_placement`]
+    /// (nowhere while its owner refills its series), except that a forwarded call about work
     /// another member owns in this replica's view is answered here when this replica holds a fresh
     /// plan of it: the sender's view and this one differ while the members change (this replica
     /// has just lost the workload, or has just warmed it and not yet seen itself active), and the

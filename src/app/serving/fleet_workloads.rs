@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::app::AppError;
 use crate::fleet::etcd::Op;
-use crate::fleet::{Coordinator, FleetError, RecordChange, RecordWatch};
+use crate::fleet::{Coordinator, FencedWrite, FleetError, RecordChange, RecordWatch};
 use crate::plan::{Workload, WorkloadParams};
 
+use super::workloads::unknown_workload;
 use super::{ServingState, blocking};
 
 /// The fleet-wide table of workloads.
@@ -47,14 +48,16 @@ impl ServingState {
     }
 
     /// Deletes a workload: alone, from the workloads file; in a fleet, first from etcd (fenced as
-    /// [`ServingState::store_workload`]), then here. [`AppError::NotFound`] only when this replica
-    /// held no such workload when asked.
+    /// [`ServingState::store_workload`]), then here. In a fleet, whether it exists is etcd's
+    /// answer, not this replica's copy (which follows etcd a moment behind): the delete itself
+    /// tells whether it deleted the record, and [`AppError::NotFound`] means it did not.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
         let in_fleet = match self.fleet_writer("DeleteWorkload")? {
             Some(coordinator) => {
-                self.entry(name)?;
                 let key = coordinator.record_key(WORKLOADS_TABLE, name);
-                fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
+                if fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await? == 0 {
+                    return Err(unknown_workload(name));
+                }
                 true
             }
             None => false,
@@ -62,7 +65,8 @@ impl ServingState {
         let state = Arc::clone(self);
         let name = name.to_owned();
         match blocking(move || state.delete_workload(&name)).await {
-            // This replica's watch of the fleet's table saw the deletion first and applied it.
+            // This replica's watch of the fleet's table applied the deletion first, or had not yet
+            // applied the workload's upsert (its deletion follows it).
             Err(AppError::NotFound { .. }) if in_fleet => Ok(()),
             deleted => deleted,
         }
@@ -192,6 +196,7 @@ pub(super) async fn put_record(
         }],
     )
     .await
+    .map(drop)
 }
 
 /// Writes `value` as record `name` of fleet-wide table `table`, fenced by this replica's
@@ -212,8 +217,8 @@ pub(super) async fn fenced_put(
         }])
         .await
     {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(refused()),
+        Ok(FencedWrite::Applied { .. }) => Ok(()),
+        Ok(FencedWrite::Refused) => Err(refused()),
         Err(error) => Err(fleet_error(error)),
     }
 }
@@ -221,23 +226,24 @@ pub(super) async fn fenced_put(
 /// How many times a fenced write refused for a stale view is tried with the next view.
 const FENCED_ATTEMPTS: usize = 3;
 
-/// Runs `ops` fenced by this replica's membership. For writes that do not depend on who owns
-/// what: one refused because a member changed after this replica's view (one turning active, most
-/// often) is tried again with the next view, while this replica still holds its lease.
+/// Runs `ops` fenced by this replica's membership; returns how many keys its deletes deleted.
+/// For writes that do not depend on who owns what: one refused because a member changed after
+/// this replica's view (one turning active, most often) is tried again with the next view, while
+/// this replica still holds its lease.
 pub(super) async fn fenced_any_view(
     coordinator: &dyn Coordinator,
     ops: &[Op],
-) -> Result<(), AppError> {
+) -> Result<u64, AppError> {
     let mut view = coordinator.view();
     for _ in 0..FENCED_ATTEMPTS {
         view.borrow_and_update();
         match coordinator.fenced_write(ops).await {
-            Ok(true) => return Ok(()),
-            Ok(false) if view.borrow().incarnation.is_some() => {
+            Ok(FencedWrite::Applied { deleted }) => return Ok(deleted),
+            Ok(FencedWrite::Refused) if view.borrow().incarnation.is_some() => {
                 // The next view, or the same one again after a while.
                 let _ = tokio::time::timeout(Duration::from_secs(1), view.changed()).await;
             }
-            Ok(false) => break,
+            Ok(FencedWrite::Refused) => break,
             Err(error) => return Err(fleet_error(error)),
         }
     }

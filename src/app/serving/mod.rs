@@ -52,7 +52,7 @@ use crate::registry::Registry;
 use super::telemetry::Telemetry;
 use super::{AppError, Clock, EventStore, FitPool, FitPriority, History, ModelChoice, SystemClock};
 
-pub use fleet::Placement;
+pub use fleet::{Placement, Unavailable};
 pub use forecasts::{CachedModel, ServedForecast, model_version};
 pub use plans::{PlanState, PublishedPlan};
 pub use retrain_jobs::{Job, JobState};

@@ -234,7 +234,7 @@ fn check_applied_time(at: Timestamp, now: Timestamp) -> Result<(), AppError> {
 }
 
 /// The error for a workload that does not exist.
-fn unknown_workload(name: &str) -> AppError {
+pub(super) fn unknown_workload(name: &str) -> AppError {
     AppError::NotFound {
         kind: "workload",
         name: name.to_owned(),
