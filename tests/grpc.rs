@@ -350,6 +350,47 @@ async fn new_data_pushes_a_new_plan_to_the_watcher() {
     server.shutdown().await;
 }
 
+/// The replicas the first step of `plan` asks for.
+fn first_desired(plan: &proto::Plan) -> u32 {
+    plan.steps.as_ref().expect("a plan has steps").desired[0]
+}
+
+/// What an executor reported it runs outlives a restart on the same data directory: the first plan
+/// after it starts from the report, one replica a step down under a `max_step_down` of 1, where
+/// the plan made before the report starts at what the load needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_applied_replicas_survives_a_restart() {
+    const REPORTED: u32 = 90;
+    let (server, channel) = serve_ten_days().await;
+    let mut plans = PlanServiceClient::new(channel.clone());
+    let mut stepping_down = workload("api", "load");
+    stepping_down.workload.as_mut().unwrap().scale_in = Some(proto::ScaleIn {
+        max_step_down: 1,
+        stabilisation_window: String::new(),
+    });
+    plans.upsert_workload(stepping_down).await.unwrap();
+    let mut watch = watch_plans(&channel, &["api"]).await;
+    let unreported = first_desired(&next_plan(&mut watch).await);
+    assert!(unreported < REPORTED / 2, "the load needs {unreported}");
+    plans
+        .report_applied(proto::ReportAppliedRequest {
+            workload: "api".to_owned(),
+            replicas: REPORTED,
+            time_ms: 0,
+        })
+        .await
+        .unwrap();
+    drop(watch);
+
+    let directory = server.shutdown().await;
+    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    let mut watch = watch_plans(&server.channel().await, &["api"]).await;
+    let restarted = next_plan(&mut watch).await;
+    assert_eq!(restarted.revision, 1, "the restarted server's first plan");
+    assert_eq!(first_desired(&restarted), REPORTED - 1);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_streams_and_keeps_every_acknowledged_write() {
     let server = TestServer::start(settings(), ServerOptions::default()).await;

@@ -13,6 +13,7 @@ use crate::fleet::etcd::Op;
 use crate::fleet::{Coordinator, FleetError, RecordChange, RecordWatch};
 use crate::plan::{Workload, WorkloadParams};
 
+use super::fleet_applied::APPLIED_TABLE;
 use super::{ServingState, blocking};
 
 /// The fleet-wide table of workloads.
@@ -46,15 +47,20 @@ impl ServingState {
         blocking(move || state.upsert_workload(workload)).await
     }
 
-    /// Deletes a workload: alone, from the workloads file; in a fleet, first from etcd (fenced as
+    /// Deletes a workload and its report of applied replicas: alone, from the workloads and
+    /// applied files; in a fleet, first from etcd (both records in one transaction, fenced as
     /// [`ServingState::store_workload`]), then here. [`AppError::NotFound`] only when this replica
     /// held no such workload when asked.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
         let in_fleet = match self.fleet_writer("DeleteWorkload")? {
             Some(coordinator) => {
                 self.entry(name)?;
-                let key = coordinator.record_key(WORKLOADS_TABLE, name);
-                fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
+                // The executor's report goes with the workload: one created again by that name
+                // starts from nothing.
+                let ops = [WORKLOADS_TABLE, APPLIED_TABLE].map(|table| Op::Delete {
+                    key: coordinator.record_key(table, name),
+                });
+                fenced_any_view(coordinator.as_ref(), &ops).await?;
                 true
             }
             None => false,
