@@ -355,20 +355,35 @@ fn first_desired(plan: &proto::Plan) -> u32 {
     plan.steps.as_ref().expect("a plan has steps").desired[0]
 }
 
-/// What an executor reported it runs outlives a restart on the same data directory: the first plan
-/// after it starts from the report, one replica a step down under a `max_step_down` of 1, where
-/// the plan made before the report starts at what the load needs.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_report_of_applied_replicas_survives_a_restart() {
-    const REPORTED: u32 = 90;
-    let (server, channel) = serve_ten_days().await;
-    let mut plans = PlanServiceClient::new(channel.clone());
-    let mut stepping_down = workload("api", "load");
-    stepping_down.workload.as_mut().unwrap().scale_in = Some(proto::ScaleIn {
+/// Workload `api` on `load`, stepping down at most one replica a step.
+fn stepping_down() -> proto::UpsertWorkloadRequest {
+    let mut request = workload("api", "load");
+    request.workload.as_mut().unwrap().scale_in = Some(proto::ScaleIn {
         max_step_down: 1,
         stabilisation_window: String::new(),
     });
-    plans.upsert_workload(stepping_down).await.unwrap();
+    request
+}
+
+/// The first plan of `api` from `server`, restarted on `directory`, and the server.
+async fn first_plan_after_restart(directory: tempfile::TempDir) -> (TestServer, proto::Plan) {
+    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    let mut watch = watch_plans(&server.channel().await, &["api"]).await;
+    let plan = next_plan(&mut watch).await;
+    assert_eq!(plan.revision, 1, "the restarted server's first plan");
+    (server, plan)
+}
+
+/// What an executor reported it runs outlives a restart on the same data directory: the first plan
+/// after it starts from the report, one replica a step down under a `max_step_down` of 1, where
+/// the plan made before the report starts at what the load needs. Deleting the workload deletes
+/// its report: one created again by that name starts from the load again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workload() {
+    const REPORTED: u32 = 90;
+    let (server, channel) = serve_ten_days().await;
+    let mut plans = PlanServiceClient::new(channel.clone());
+    plans.upsert_workload(stepping_down()).await.unwrap();
     let mut watch = watch_plans(&channel, &["api"]).await;
     let unreported = first_desired(&next_plan(&mut watch).await);
     assert!(unreported < REPORTED / 2, "the load needs {unreported}");
@@ -382,12 +397,19 @@ async fn a_report_of_applied_replicas_survives_a_restart() {
         .unwrap();
     drop(watch);
 
-    let directory = server.shutdown().await;
-    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
-    let mut watch = watch_plans(&server.channel().await, &["api"]).await;
-    let restarted = next_plan(&mut watch).await;
-    assert_eq!(restarted.revision, 1, "the restarted server's first plan");
+    let (server, restarted) = first_plan_after_restart(server.shutdown().await).await;
     assert_eq!(first_desired(&restarted), REPORTED - 1);
+
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .delete_workload(proto::DeleteWorkloadRequest {
+            name: "api".to_owned(),
+        })
+        .await
+        .unwrap();
+    plans.upsert_workload(stepping_down()).await.unwrap();
+    let (server, recreated) = first_plan_after_restart(server.shutdown().await).await;
+    assert_eq!(first_desired(&recreated), unreported);
     server.shutdown().await;
 }
 
