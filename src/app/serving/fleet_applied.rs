@@ -54,7 +54,7 @@ impl ServingState {
     /// The replicas the executor of workload `name` (`entry`) runs, for its next plan: in a fleet,
     /// the fleet's report is read first when this replica has not read it since it gained the
     /// workload. A failed read is logged and the plan starts from the report held here (none,
-    /// after a handover), as before reports were kept in etcd; the next plan reads again.
+    /// after a handover); the next plan reads again.
     pub(super) async fn running_replicas(&self, name: &str, entry: &WorkloadEntry) -> Option<u32> {
         if let Some(coordinator) = self.fleet.get()
             && let Err(error) = self
