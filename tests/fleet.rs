@@ -3,10 +3,11 @@
 //! (the one following its source), and answered through every replica (GetPlan, Forecast and the
 //! KEDA scaler's GetMetrics are forwarded to the owner; a forwarded call that reaches a non-owner
 //! is refused, so nothing loops), and a report of applied replicas to any replica reaches the
-//! owner. After `kill -9` of a replica, a call forwarded to it fails naming the member and its
-//! address, and its workloads answer again through the other two once its lease (3 s here) has
-//! expired and they are replanned (bounded at 60 s, for a loaded machine; the measured times are
-//! BENCHMARKS.md's, "Fleet"). Workloads given to one replica are held in etcd and followed by all.
+//! owner, which records it in etcd: the next owner's plans start from it. After `kill -9` of a
+//! replica, a call forwarded to it fails naming the member and its address, and its workloads
+//! answer again through the other two once its lease (3 s here) has expired and they are replanned
+//! (bounded at 60 s, for a loaded machine; the measured times are BENCHMARKS.md's, "Fleet").
+//! Workloads given to one replica are held in etcd and followed by all.
 //! A `WatchPlans` of every workload opens and streams the reachable owners' plans while the owner
 //! of some is dead, and ends `UNAVAILABLE` once those have a new owner.
 //! A replica frozen (SIGSTOP) past its lease makes no accepted write once resumed. And `prescale
@@ -60,6 +61,18 @@ async fn owner_of(replicas: &[Replica], live: &[usize], name: &str) -> Option<us
     }
     assert!(owners.len() <= 1, "{name} followed by replicas {owners:?}");
     owners.first().copied()
+}
+
+/// Reports through `replica` that `replicas` of workload `name` run now.
+async fn report_applied(replica: &Replica, name: &str, replicas: u32) {
+    PlanServiceClient::new(replica.channel().await)
+        .report_applied(ReportAppliedRequest {
+            workload: name.to_owned(),
+            replicas,
+            time_ms: 0,
+        })
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -299,14 +312,7 @@ async fn a_report_of_applied_replicas_to_any_replica_reaches_the_owner() {
     // The report is newer than the value served (the owner takes a time of 0 as its now).
     tokio::time::sleep(Duration::from_millis(20)).await;
     let running = u32::try_from(planned - 1).unwrap();
-    PlanServiceClient::new(replicas[bystander].channel().await)
-        .report_applied(ReportAppliedRequest {
-            workload: name.clone(),
-            replicas: running,
-            time_ms: 0,
-        })
-        .await
-        .unwrap();
+    report_applied(&replicas[bystander], name, running).await;
     // The owner knows `running` replicas run: `planned` of them is inside the HPA's tolerance of
     // `running`, so it serves the smallest count past it.
     let compensated = served().await;
@@ -314,6 +320,72 @@ async fn a_report_of_applied_replicas_to_any_replica_reaches_the_owner() {
         compensated > planned,
         "{compensated} served after a report of {running} with {planned} planned"
     );
+    drop(etcd);
+}
+
+/// What an executor reported it runs outlives its workload's owner: reported through the replica
+/// that does not own the workload, it is recorded in etcd by the owner, and after `kill -9` of the
+/// owner the replica that takes the workload over starts its first plan from the report, one
+/// replica a step down under a `max_step_down` of 1, where the owner's plan, made before the
+/// report, starts at what the load needs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_applied_replicas_outlives_a_kill_9_of_the_owner() {
+    const REPORTED: u32 = 150;
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(1);
+    let mut replicas: Vec<Replica> = ["r0", "r1"].iter().map(|id| start(id, &etcd.url)).collect();
+    let mut stepping_down = upsert(0, Some(&prometheus.url));
+    let workload = stepping_down.workload.as_mut().unwrap();
+    workload.capacity_per_replica = 5000.0;
+    workload.max_replicas = 200;
+    workload.scale_in = Some(prescale::service::proto::ScaleIn {
+        max_step_down: 1,
+        stabilisation_window: String::new(),
+    });
+    let name = workload.name.clone();
+    PlanServiceClient::new(replicas[0].channel().await)
+        .upsert_workload(stepping_down)
+        .await
+        .unwrap();
+    let names = [name.clone()];
+    let before = answered_alike(
+        &replicas.iter().collect::<Vec<_>>(),
+        &names,
+        Duration::from_secs(300),
+    )
+    .await
+    .remove(0);
+    let first_desired =
+        |plan: &prescale::service::proto::Plan| plan.steps.as_ref().unwrap().desired[0];
+    assert!(
+        first_desired(&before) < REPORTED / 2,
+        "the load needs {}",
+        first_desired(&before)
+    );
+    let owner = owner_of(&replicas, &[0, 1], &name)
+        .await
+        .unwrap_or_else(|| panic!("nobody follows {name}"));
+    let survivor = 1 - owner;
+    report_applied(&replicas[survivor], &name, REPORTED).await;
+
+    replicas[owner].kill();
+    let killed = Instant::now();
+    let taken_over = loop {
+        match get_plan(replicas[survivor].channel().await, &name).await {
+            Ok(plan) if identity(&plan) != identity(&before) => break plan,
+            _ => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(120),
+                    "{name} not planned by replica {survivor} within 120 s of the kill"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    assert_eq!(first_desired(&taken_over), REPORTED - 1);
     drop(etcd);
 }
 

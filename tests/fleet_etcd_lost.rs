@@ -2,8 +2,8 @@
 //! on 127.0.0.1. Once etcd is killed, every replica steps down and keeps answering every
 //! workload's plan through every replica (forwarding is peer to peer) from the plans it holds,
 //! marked read-only and not replanned; gRPC health keeps the server `SERVING` for the probes and
-//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert and an event's
-//! addition and removal are refused as read-only.
+//! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert, an event's
+//! addition and removal and a report of applied replicas are refused as read-only.
 //! `WatchPlans` streams open through two replicas are sent every plan again, read-only, as the
 //! replicas step down. etcd restarted on the same port and data directory, the replicas register
 //! again and all is as before: the streams carry on (every plan again, not read-only), plans are
@@ -21,7 +21,7 @@ use fleet_support::{
 };
 use prescale::service::FLEET_HEALTH_SERVICE;
 use prescale::service::proto::{
-    Event, GetWorkloadRequest, Plan, RemoveEventRequest, WatchPlansRequest,
+    Event, GetWorkloadRequest, Plan, RemoveEventRequest, ReportAppliedRequest, WatchPlansRequest,
     event_service_client::EventServiceClient, plan_service_client::PlanServiceClient,
 };
 use tokio::sync::mpsc;
@@ -217,7 +217,17 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
         })
         .await
         .expect_err("an event removal while etcd is lost");
-    for refused in [refused_event, refused_removal] {
+    // Its owner would record the report in etcd: it is refused as the other writes, not held
+    // where no later owner would find it.
+    let refused_report = PlanServiceClient::new(replicas[1].channel().await)
+        .report_applied(ReportAppliedRequest {
+            workload: names[0].clone(),
+            replicas: 3,
+            time_ms: 0,
+        })
+        .await
+        .expect_err("a report of applied replicas while etcd is lost");
+    for refused in [refused_event, refused_removal, refused_report] {
         assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
         assert!(refused.message().contains("read-only"), "{refused}");
     }

@@ -350,6 +350,69 @@ async fn new_data_pushes_a_new_plan_to_the_watcher() {
     server.shutdown().await;
 }
 
+/// The replicas the first step of `plan` asks for.
+fn first_desired(plan: &proto::Plan) -> u32 {
+    plan.steps.as_ref().expect("a plan has steps").desired[0]
+}
+
+/// Workload `api` on `load`, stepping down at most one replica a step.
+fn stepping_down() -> proto::UpsertWorkloadRequest {
+    let mut request = workload("api", "load");
+    request.workload.as_mut().unwrap().scale_in = Some(proto::ScaleIn {
+        max_step_down: 1,
+        stabilisation_window: String::new(),
+    });
+    request
+}
+
+/// The first plan of `api` from `server`, restarted on `directory`, and the server.
+async fn first_plan_after_restart(directory: tempfile::TempDir) -> (TestServer, proto::Plan) {
+    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
+    let mut watch = watch_plans(&server.channel().await, &["api"]).await;
+    let plan = next_plan(&mut watch).await;
+    assert_eq!(plan.revision, 1, "the restarted server's first plan");
+    (server, plan)
+}
+
+/// What an executor reported it runs outlives a restart on the same data directory: the first plan
+/// after it starts from the report, one replica a step down under a `max_step_down` of 1, where
+/// the plan made before the report starts at what the load needs. Deleting the workload deletes
+/// its report: one created again by that name starts from the load again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workload() {
+    const REPORTED: u32 = 90;
+    let (server, channel) = serve_ten_days().await;
+    let mut plans = PlanServiceClient::new(channel.clone());
+    plans.upsert_workload(stepping_down()).await.unwrap();
+    let mut watch = watch_plans(&channel, &["api"]).await;
+    let unreported = first_desired(&next_plan(&mut watch).await);
+    assert!(unreported < REPORTED / 2, "the load needs {unreported}");
+    plans
+        .report_applied(proto::ReportAppliedRequest {
+            workload: "api".to_owned(),
+            replicas: REPORTED,
+            time_ms: 0,
+        })
+        .await
+        .unwrap();
+    drop(watch);
+
+    let (server, restarted) = first_plan_after_restart(server.shutdown().await).await;
+    assert_eq!(first_desired(&restarted), REPORTED - 1);
+
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .delete_workload(proto::DeleteWorkloadRequest {
+            name: "api".to_owned(),
+        })
+        .await
+        .unwrap();
+    plans.upsert_workload(stepping_down()).await.unwrap();
+    let (server, recreated) = first_plan_after_restart(server.shutdown().await).await;
+    assert_eq!(first_desired(&recreated), unreported);
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_open_streams_and_keeps_every_acknowledged_write() {
     let server = TestServer::start(settings(), ServerOptions::default()).await;

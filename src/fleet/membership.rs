@@ -235,6 +235,17 @@ impl Coordinator for EtcdCoordinator {
         super::record_key(&self.settings.prefix, table, name)
     }
 
+    fn record<'a>(
+        &'a self,
+        table: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FleetError>> {
+        Box::pin(async move {
+            let entry = self.etcd.get(&self.record_key(table, name)).await?;
+            Ok(entry.map(|entry| entry.value))
+        })
+    }
+
     fn records<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Records, FleetError>> {
         Box::pin(async move {
             let prefix = self.table_prefix(table);

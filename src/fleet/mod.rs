@@ -49,6 +49,13 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
     /// [`Coordinator::fenced_write`].
     fn record_key(&self, table: &str, name: &str) -> String;
 
+    /// Record `name` of `table`, if there is one.
+    fn record<'a>(
+        &'a self,
+        table: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FleetError>>;
+
     /// Every record of `table` by name, and the revision they were read at.
     fn records<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Records, FleetError>>;
 

@@ -436,13 +436,15 @@ impl proto::plan_service_server::PlanService for Handlers {
         } else {
             Timestamp::from_millis(request.time_ms)
         };
-        self.state.report_applied(
-            &request.workload,
-            Applied {
-                replicas: request.replicas,
-                at,
-            },
-        )?;
+        self.state
+            .report_applied(
+                &request.workload,
+                Applied {
+                    replicas: request.replicas,
+                    at,
+                },
+            )
+            .await?;
         Ok(Response::new(proto::ReportAppliedResponse {}))
     }
 }

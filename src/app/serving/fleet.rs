@@ -76,6 +76,7 @@ impl ServingState {
     pub fn join_fleet(&self, coordinator: Arc<dyn Coordinator>) -> bool {
         let joined = self.fleet.set(coordinator).is_ok();
         if joined {
+            self.drop_reports_held_alone();
             self.resync_ownership();
         }
         joined
@@ -135,6 +136,14 @@ impl ServingState {
         view.owns(&key) || view.warms(&key)
     }
 
+    /// Whether this replica owns `series` now and holds its lease (alone: always); unlike
+    /// [`ServingState::owns`], not while it only warms it to own it.
+    pub(super) fn owns_now(&self, series: &SeriesId) -> bool {
+        self.fleet
+            .get()
+            .is_none_or(|coordinator| coordinator.view().borrow().owns(&series.to_string()))
+    }
+
     /// Re-syncs with the fleet until shutdown: follows the fleet's workloads, and each change of
     /// the members makes every workload due (the planner skips those owned elsewhere) and
     /// reconciles the source followers. On shutdown, leaves the fleet so the others take over at
@@ -186,6 +195,7 @@ impl ServingState {
     fn resync_ownership(&self) {
         self.forget_unowned_models();
         self.forget_unowned_plan_gauges();
+        self.forget_unowned_reports();
         if self.note_gained_series() {
             self.refill_wake.notify_one();
         }

@@ -13,6 +13,7 @@ use crate::fleet::etcd::Op;
 use crate::fleet::{Coordinator, FencedWrite, FleetError, RecordChange, RecordWatch};
 use crate::plan::{Workload, WorkloadParams};
 
+use super::fleet_applied::APPLIED_TABLE;
 use super::workloads::unknown_workload;
 use super::{ServingState, blocking};
 
@@ -47,15 +48,28 @@ impl ServingState {
         blocking(move || state.upsert_workload(workload)).await
     }
 
-    /// Deletes a workload: alone, from the workloads file; in a fleet, first from etcd (fenced as
-    /// [`ServingState::store_workload`]), then here. In a fleet, whether it exists is etcd's
-    /// answer, not this replica's copy (which follows etcd a moment behind): the delete itself
-    /// tells whether it deleted the record, and [`AppError::NotFound`] means it did not.
+    /// Deletes a workload and its report of applied replicas: alone, from the workloads and
+    /// applied files; in a fleet, first from etcd (fenced as [`ServingState::store_workload`]),
+    /// then here. In a fleet, whether it exists is etcd's answer, not this replica's copy (which
+    /// follows etcd a moment behind): the delete itself tells whether it deleted the record, and
+    /// [`AppError::NotFound`] means it did not.
     pub async fn remove_workload(self: &Arc<Self>, name: &str) -> Result<(), AppError> {
         let in_fleet = match self.fleet_writer("DeleteWorkload")? {
             Some(coordinator) => {
                 let key = coordinator.record_key(WORKLOADS_TABLE, name);
-                if fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await? == 0 {
+                let deleted = fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
+                // The executor's report goes with the workload, so one created again by that name
+                // starts from nothing; its own write, since a transaction counts the deletes of
+                // both records together. Also when the workload was not there: a report left by a
+                // write racing an earlier delete goes too. The workload is deleted either way, so
+                // a failure here is logged, not answered.
+                let report = coordinator.record_key(APPLIED_TABLE, name);
+                if let Err(error) =
+                    fenced_any_view(coordinator.as_ref(), &[Op::Delete { key: report }]).await
+                {
+                    tracing::warn!(workload = name, %error, "the report of applied replicas of a deleted workload was not deleted");
+                }
+                if deleted == 0 {
                     return Err(unknown_workload(name));
                 }
                 true

@@ -14,11 +14,13 @@
 //! another [`MetricStore`](crate::store::MetricStore).
 //!
 //! One file per concern, each an `impl ServingState` block: `ingest`, `forecasts`, `live_models`,
-//! `workloads`, `plans`, `retrain_jobs`, `events`, `maintenance`, `sources`; `settings` holds
+//! `workloads`, `applied`, `plans`, `retrain_jobs`, `events`, `maintenance`, `sources`; `settings` holds
 //! [`Settings`].
 
+mod applied;
 mod events;
 mod fleet;
+mod fleet_applied;
 mod fleet_events;
 mod fleet_handover;
 mod fleet_models;
@@ -52,14 +54,15 @@ use crate::registry::Registry;
 use super::telemetry::Telemetry;
 use super::{AppError, Clock, EventStore, FitPool, FitPriority, History, ModelChoice, SystemClock};
 
+pub use applied::Applied;
 pub use fleet::{Placement, Unavailable};
 pub use forecasts::{CachedModel, ServedForecast, model_version};
 pub use plans::{PlanState, PublishedPlan};
 pub use retrain_jobs::{Job, JobState};
 pub use settings::{Settings, SourceTiming};
 pub use sources::SourceStatus;
-pub use workloads::Applied;
 
+use applied::AppliedSaves;
 use live_models::{LiveModel, load_live_models};
 use sources::Follower;
 use workloads::{WorkloadEntry, read_workloads};
@@ -82,6 +85,8 @@ pub struct ServingState {
     /// Every stored workload by name, with its plan state. The map is locked only to add, remove
     /// or list entries; each entry has its own locks, so a refresh never blocks the others.
     workloads: RwLock<BTreeMap<String, Arc<WorkloadEntry>>>,
+    /// Alone, the applied file the reports of applied replicas are saved in, as it is written.
+    applied_saves: AppliedSaves,
     /// Versioned models on disk; the live ones are mirrored in `live`.
     registry: Registry,
     /// The live model of every series that has one. An entry is replaced whole on promotion, so a
@@ -143,8 +148,8 @@ pub struct ServingState {
 }
 
 impl ServingState {
-    /// Serving state over `history`, keeping workloads and events in `data_dir`; loads stored workloads
-    /// and every live model of the registry. A live model file that fails its check is reported
+    /// Serving state over `history`, keeping workloads, reports of applied replicas and events in
+    /// `data_dir`; loads stored workloads with their reports and every live model of the registry. A live model file that fails its check is reported
     /// (log and `prescale_model_load_failures_total`) and the newest earlier live version is served;
     /// a series with none readable is trained on first use. A manifest that does not decode is moved
     /// aside and the registry starts empty (log and `prescale_registry_manifest_resets_total`; see
@@ -183,7 +188,7 @@ impl ServingState {
             tracing::error!(moved_to = %aside.moved_to.display(), reason = %aside.reason, "the registry manifest is corrupt: moved aside; serving starts with no live models and trains each series on first use");
         }
         let live = load_live_models(&registry, &metrics);
-        Ok(Arc::new(Self {
+        let state = Arc::new(Self {
             history,
             registry,
             live: RwLock::new(live),
@@ -200,6 +205,7 @@ impl ServingState {
             settings,
             metrics,
             workloads: RwLock::new(workloads),
+            applied_saves: AppliedSaves::default(),
             models: Mutex::new(HashMap::new()),
             model_uses: AtomicU64::new(0),
             jobs: Mutex::new(BTreeMap::new()),
@@ -215,7 +221,9 @@ impl ServingState {
             tsdb: OnceLock::new(),
             refills: Mutex::default(),
             refill_wake: Notify::new(),
-        }))
+        });
+        state.hold_saved_applied(&state.workloads.read())?;
+        Ok(state)
     }
 
     /// The metric history the state serves.

@@ -165,9 +165,9 @@ impl ServingState {
     /// Recomputes the plan of `entry` on the blocking pool and publishes it.
     async fn refresh_plan(self: &Arc<Self>, entry: Arc<WorkloadEntry>) {
         let workload = entry.workload.read().clone();
-        let running = entry.applied.lock().map(|applied| applied.replicas);
-        let state = Arc::clone(self);
         let name = workload.name().to_owned();
+        let running = self.running_replicas(&name, &entry).await;
+        let state = Arc::clone(self);
         let cache = Arc::clone(&entry);
         let computed = blocking(move || state.compute_plan(&workload, running, &cache.rule)).await;
         match computed {

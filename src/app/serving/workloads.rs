@@ -10,24 +10,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::app::AppError;
-use crate::domain::{SeriesId, Timestamp};
+use crate::domain::SeriesId;
 use crate::plan::{Workload, WorkloadParams};
 use crate::simulate::RuleChoice;
-use crate::store::{MAX_FUTURE, latest_accepted, write_file_atomically};
+use crate::store::write_file_atomically;
 
-use super::{PlanState, ServingState};
+use super::{Applied, PlanState, ServingState};
 
 /// Name of the workloads file in the data directory.
 const WORKLOADS_FILE: &str = "workloads.toml";
-
-/// What an executor reported it runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Applied {
-    /// Replicas running.
-    pub replicas: u32,
-    /// When they were applied.
-    pub at: Timestamp,
-}
 
 /// A workload and the live state of its plan.
 #[derive(Debug)]
@@ -37,8 +28,15 @@ pub(super) struct WorkloadEntry {
     /// Publishes the plan state; `WatchPlans` streams subscribe to it, and dropping the entry
     /// (deleting the workload) ends them.
     pub(super) plan: watch::Sender<PlanState>,
-    /// What the executor last reported it runs; the next plan starts from it.
+    /// What the executor last reported it runs (the newest report, by its time); the next plan
+    /// starts from it.
     pub(super) applied: Mutex<Option<Applied>>,
+    /// In a fleet, whether the report the fleet holds has been read since this replica last
+    /// gained the workload (see `fleet_applied`); cleared when it loses the workload.
+    pub(super) fleet_applied_read: AtomicBool,
+    /// In a fleet, held while a report is written to etcd and then here, so that the reports of
+    /// one workload are recorded one at a time and etcd ends with the newest.
+    pub(super) reporting: tokio::sync::Mutex<()>,
     /// Samples of the workload's series stored since its last plan started.
     pub(super) new_samples: AtomicU64,
     /// Replan at the next opportunity (schedule tick, upsert, retrain).
@@ -70,6 +68,8 @@ impl WorkloadEntry {
             workload: RwLock::new(workload),
             plan: watch::Sender::new(PlanState::Pending),
             applied: Mutex::new(None),
+            fleet_applied_read: AtomicBool::new(false),
+            reporting: tokio::sync::Mutex::new(()),
             new_samples: AtomicU64::new(0),
             due: AtomicBool::new(true),
             in_flight: AtomicBool::new(false),
@@ -147,14 +147,17 @@ impl ServingState {
             .collect()
     }
 
-    /// Deletes a workload; its watch streams end. Blocking: writes the workloads file.
+    /// Deletes a workload and its report of applied replicas; its watch streams end. Blocking:
+    /// writes the workloads file (and, alone, the applied file).
     pub fn delete_workload(&self, name: &str) -> Result<(), AppError> {
         let mut workloads = self.workloads.write();
         if !workloads.contains_key(name) {
             return Err(unknown_workload(name));
         }
         write_workloads(&self.data_dir, &others(&workloads, name))?;
-        workloads.remove(name);
+        if let Some(removed) = workloads.remove(name) {
+            self.forget_saved_applied(&workloads, name, &removed);
+        }
         self.metrics.forget_workload(name);
         self.sources_changed.notify_one();
         Ok(())
@@ -172,22 +175,6 @@ impl ServingState {
     /// Names of every workload.
     pub fn workload_names(&self) -> Vec<String> {
         self.workloads.read().keys().cloned().collect()
-    }
-
-    /// Records what the executor of `name` runs; later plans start from it. A report time before
-    /// the epoch, or ahead of the clock by more than the store allows a sample ([`MAX_FUTURE`]), is
-    /// refused: the scaler takes a report newer than the value it served as what runs now, so a
-    /// report from the future would stand until the clock passed it.
-    pub fn report_applied(&self, name: &str, applied: Applied) -> Result<(), AppError> {
-        check_applied_time(applied.at, self.now())?;
-        let entry = self.entry(name)?;
-        *entry.applied.lock() = Some(applied);
-        Ok(())
-    }
-
-    /// What the executor of `name` last reported.
-    pub fn applied(&self, name: &str) -> Result<Option<Applied>, AppError> {
-        Ok(*self.entry(name)?.applied.lock())
     }
 
     /// Schedules a replan of every workload on `series` (its live model changed).
@@ -217,22 +204,6 @@ fn others(workloads: &BTreeMap<String, Arc<WorkloadEntry>>, name: &str) -> Vec<W
         .collect()
 }
 
-/// Refuses a report time `at` before the epoch or more than [`MAX_FUTURE`] ahead of `now`.
-fn check_applied_time(at: Timestamp, now: Timestamp) -> Result<(), AppError> {
-    let latest = latest_accepted(now);
-    let reason = if at < Timestamp::from_millis(0) {
-        format!("applied time {at} is before the epoch, 1970-01-01T00:00:00Z")
-    } else if at > latest {
-        format!(
-            "applied time {at} is more than {} ahead of the server's clock (accepted up to {latest})",
-            humantime::format_duration(MAX_FUTURE)
-        )
-    } else {
-        return Ok(());
-    };
-    Err(AppError::InvalidRequest { reason })
-}
-
 /// The error for a workload that does not exist.
 pub(super) fn unknown_workload(name: &str) -> AppError {
     AppError::NotFound {
@@ -243,15 +214,7 @@ pub(super) fn unknown_workload(name: &str) -> AppError {
 
 /// The workloads stored in `dir`, each checked; none when there is no workloads file.
 pub(super) fn read_workloads(dir: &std::path::Path) -> Result<Vec<Workload>, AppError> {
-    let path = dir.join(WORKLOADS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(AppError::Input { path, source }),
-    };
-    let file: WorkloadsFile = toml::from_str(&text).map_err(|error| AppError::InvalidRequest {
-        reason: format!("{}: {error}", path.display()),
-    })?;
+    let file: WorkloadsFile = read_toml_file(dir, WORKLOADS_FILE)?;
     file.workload
         .into_iter()
         .map(|params| Ok(params.check()?))
@@ -260,16 +223,43 @@ pub(super) fn read_workloads(dir: &std::path::Path) -> Result<Vec<Workload>, App
 
 /// Replaces the workloads file in `dir` with `workloads`, atomically.
 fn write_workloads(dir: &std::path::Path, workloads: &[Workload]) -> Result<(), AppError> {
+    let file = WorkloadsFile {
+        workload: workloads.iter().map(WorkloadParams::from).collect(),
+    };
+    write_toml_file(dir, WORKLOADS_FILE, &file, "workloads")
+}
+
+/// File `name` in the data directory `dir`, decoded from TOML; the default when there is none.
+pub(super) fn read_toml_file<T>(dir: &std::path::Path, name: &str) -> Result<T, AppError>
+where
+    T: serde::de::DeserializeOwned + Default,
+{
+    let path = dir.join(name);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(T::default()),
+        Err(source) => return Err(AppError::Input { path, source }),
+    };
+    toml::from_str(&text).map_err(|error| AppError::InvalidRequest {
+        reason: format!("{}: {error}", path.display()),
+    })
+}
+
+/// Replaces file `name` in the data directory `dir` (created if need be) with `value` as TOML,
+/// atomically; `what` names the content in an encoding error.
+pub(super) fn write_toml_file(
+    dir: &std::path::Path,
+    name: &str,
+    value: &impl Serialize,
+    what: &str,
+) -> Result<(), AppError> {
     std::fs::create_dir_all(dir).map_err(|source| AppError::Output {
         path: dir.to_owned(),
         source,
     })?;
-    let file = WorkloadsFile {
-        workload: workloads.iter().map(WorkloadParams::from).collect(),
-    };
-    let text = toml::to_string(&file).map_err(|error| AppError::InvalidRequest {
-        reason: format!("cannot encode workloads: {error}"),
+    let text = toml::to_string(value).map_err(|error| AppError::InvalidRequest {
+        reason: format!("cannot encode {what}: {error}"),
     })?;
-    write_file_atomically(dir, WORKLOADS_FILE, text.as_bytes())?;
+    write_file_atomically(dir, name, text.as_bytes())?;
     Ok(())
 }
