@@ -377,7 +377,8 @@ async fn first_plan_after_restart(directory: tempfile::TempDir) -> (TestServer, 
 /// What an executor reported it runs outlives a restart on the same data directory: the first plan
 /// after it starts from the report, one replica a step down under a `max_step_down` of 1, where
 /// the plan made before the report starts at what the load needs. Deleting the workload deletes
-/// its report: one created again by that name starts from the load again after a restart.
+/// its report: one created again by that name starts from the load again after a restart. A saved
+/// file that cannot be read is replaced at start, and the server serves without a report.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workload() {
     const REPORTED: u32 = 90;
@@ -410,6 +411,30 @@ async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workl
     plans.upsert_workload(stepping_down()).await.unwrap();
     let (server, recreated) = first_plan_after_restart(server.shutdown().await).await;
     assert_eq!(first_desired(&recreated), unreported);
+
+    // A saved file that cannot be read (edited by hand) does not stop the server: it serves, with
+    // no report held, and replaces the file.
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    plans
+        .report_applied(proto::ReportAppliedRequest {
+            workload: "api".to_owned(),
+            replicas: REPORTED,
+            time_ms: 0,
+        })
+        .await
+        .unwrap();
+    let directory = server.shutdown().await;
+    let saved = directory.path().join("applied.toml");
+    assert!(
+        std::fs::read_to_string(&saved)
+            .unwrap()
+            .contains("replicas = 90")
+    );
+    std::fs::write(&saved, "[workload.api\nreplicas = ").unwrap();
+    let (server, unreadable) = first_plan_after_restart(directory).await;
+    assert_eq!(first_desired(&unreadable), unreported);
+    let replaced = std::fs::read_to_string(&saved).unwrap();
+    assert!(!replaced.contains("replicas = "), "{replaced}");
     server.shutdown().await;
 }
 

@@ -152,13 +152,24 @@ impl ServingState {
     /// Holds the reports of the applied file (read at open) of the workloads in `workloads`; the
     /// file is written again without the others (a workload deleted by a process that stopped
     /// before it wrote the file), so that a workload created again by that name later does not
-    /// inherit one. Blocking.
+    /// inherit one. A file that cannot be parsed is replaced, and no report is held. Blocking.
     pub(super) fn hold_saved_applied(
         &self,
         workloads: &BTreeMap<String, Arc<WorkloadEntry>>,
     ) -> Result<(), AppError> {
         let mut orphans = 0;
-        let file: AppliedFile = read_toml_file(&self.data_dir, APPLIED_FILE)?;
+        let file: AppliedFile = match read_toml_file(&self.data_dir, APPLIED_FILE) {
+            Ok(file) => file,
+            // The reports are the executors' to send again, and the file is written atomically:
+            // one that cannot be read (edited by hand) is logged and replaced by the reports held
+            // (none yet), never a reason to refuse to serve the workloads.
+            Err(error @ AppError::InvalidRequest { .. }) => {
+                tracing::warn!(%error, "the saved reports of applied replicas cannot be read; starting without them");
+                self.applied_saves.unsaved.store(true, Ordering::SeqCst);
+                return self.save_applied(workloads);
+            }
+            Err(error) => return Err(error),
+        };
         for (name, saved) in file.workload {
             match workloads.get(&name) {
                 Some(entry) => *entry.applied.lock() = Some(saved.into()),
