@@ -374,6 +374,18 @@ async fn first_plan_after_restart(directory: tempfile::TempDir) -> (TestServer, 
     (server, plan)
 }
 
+/// Reports that the executor of workload `api` runs `replicas` now.
+async fn report_applied(plans: &mut PlanServiceClient<Channel>, replicas: u32) {
+    plans
+        .report_applied(proto::ReportAppliedRequest {
+            workload: "api".to_owned(),
+            replicas,
+            time_ms: 0,
+        })
+        .await
+        .unwrap();
+}
+
 /// What an executor reported it runs outlives a restart on the same data directory: the first plan
 /// after it starts from the report, one replica a step down under a `max_step_down` of 1, where
 /// the plan made before the report starts at what the load needs. Deleting the workload deletes
@@ -388,14 +400,7 @@ async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workl
     let mut watch = watch_plans(&channel, &["api"]).await;
     let unreported = first_desired(&next_plan(&mut watch).await);
     assert!(unreported < REPORTED / 2, "the load needs {unreported}");
-    plans
-        .report_applied(proto::ReportAppliedRequest {
-            workload: "api".to_owned(),
-            replicas: REPORTED,
-            time_ms: 0,
-        })
-        .await
-        .unwrap();
+    report_applied(&mut plans, REPORTED).await;
     drop(watch);
 
     let (server, restarted) = first_plan_after_restart(server.shutdown().await).await;
@@ -415,14 +420,7 @@ async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workl
     // A saved file that cannot be read (edited by hand) does not stop the server: it serves, with
     // no report held, and replaces the file.
     let mut plans = PlanServiceClient::new(server.channel().await);
-    plans
-        .report_applied(proto::ReportAppliedRequest {
-            workload: "api".to_owned(),
-            replicas: REPORTED,
-            time_ms: 0,
-        })
-        .await
-        .unwrap();
+    report_applied(&mut plans, REPORTED).await;
     let directory = server.shutdown().await;
     let saved = directory.path().join("applied.toml");
     assert!(
