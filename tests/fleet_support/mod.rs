@@ -460,14 +460,22 @@ impl Replica {
     /// The workloads its `/metrics` shows plan gauges of (`prescale_plan_*`,
     /// `prescale_model_backtest_mase`).
     pub(crate) fn plan_gauges(&self) -> BTreeSet<String> {
+        self.workloads_shown(&["prescale_plan_", "prescale_model_backtest_mase"])
+    }
+
+    /// The workloads its `/metrics` shows source error counters of (`prescale_source_errors`).
+    pub(crate) fn source_errors(&self) -> BTreeSet<String> {
+        self.workloads_shown(&["prescale_source_errors"])
+    }
+
+    /// The workloads its `/metrics` shows series of, among the metrics named with one of
+    /// `prefixes`.
+    fn workloads_shown(&self, prefixes: &[&str]) -> BTreeSet<String> {
         let metrics = self.metrics.as_deref().expect("a replica with /metrics");
         let (status, body) = http_get(metrics, "/metrics").expect("/metrics answers");
         assert_eq!(status, 200, "{body}");
         body.lines()
-            .filter(|line| {
-                line.starts_with("prescale_plan_")
-                    || line.starts_with("prescale_model_backtest_mase")
-            })
+            .filter(|line| prefixes.iter().any(|prefix| line.starts_with(prefix)))
             .filter_map(|line| {
                 let (_, labels) = line.split_once("workload=\"")?;
                 Some(labels.split('"').next()?.to_owned())
