@@ -180,6 +180,17 @@ fn forwarded<T, U>(original: &Request<U>, message: T) -> Request<T> {
     request
 }
 
+/// What bounds a forwarded unary call besides the caller's own deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bound {
+    /// The forwarding timeout: an owner that has not answered by then is taken for stopped.
+    ForwardTimeout,
+    /// Nothing: for a call the owner may take longer to answer by design (a write, which it
+    /// writes through to the fleet's TSDB with retries). The connection's keepalive still ends
+    /// it when the owner stops answering.
+    CallerDeadline,
+}
+
 /// The member a call is forwarded to: the channel to its listener, and what names it.
 #[derive(Debug, Clone)]
 pub(crate) struct Owner {
@@ -200,11 +211,12 @@ impl Owner {
     }
 
     /// Forwards `message` as the copy of `original` by unary call `call`, within the smaller of
-    /// `original`'s `grpc-timeout` and the forwarding timeout (sent on as the copy's
+    /// `original`'s `grpc-timeout` and `bound`'s limit, when either is set (sent on as the copy's
     /// `grpc-timeout`, so the owner gives up then too); past it, `DEADLINE_EXCEEDED` naming the
     /// member.
     pub(crate) async fn unary<T, M, R, F>(
         &self,
+        bound: Bound,
         original: &Request<T>,
         message: M,
         call: impl FnOnce(Channel, Request<M>) -> F,
@@ -212,41 +224,13 @@ impl Owner {
     where
         F: Future<Output = Result<Response<R>, Status>>,
     {
-        self.call_within(Some(self.timeout), original, message, call)
-            .await
-    }
-
-    /// [`Owner::unary`] without the forwarding timeout, for a call the owner may take longer to
-    /// answer by design (a write, which it writes through to the fleet's TSDB with retries): only
-    /// the caller's own deadline bounds it, and the connection's keepalive ends it when the owner
-    /// stops answering.
-    pub(crate) async fn unary_unbounded<T, M, R, F>(
-        &self,
-        original: &Request<T>,
-        message: M,
-        call: impl FnOnce(Channel, Request<M>) -> F,
-    ) -> Result<R, Status>
-    where
-        F: Future<Output = Result<Response<R>, Status>>,
-    {
-        self.call_within(None, original, message, call).await
-    }
-
-    /// Forwards `message` as the copy of `original` by unary call `call`, within the smaller of
-    /// `original`'s `grpc-timeout` and `bound`, when either is set.
-    async fn call_within<T, M, R, F>(
-        &self,
-        bound: Option<Duration>,
-        original: &Request<T>,
-        message: M,
-        call: impl FnOnce(Channel, Request<M>) -> F,
-    ) -> Result<R, Status>
-    where
-        F: Future<Output = Result<Response<R>, Status>>,
-    {
+        let limit = match bound {
+            Bound::ForwardTimeout => Some(self.timeout),
+            Bound::CallerDeadline => None,
+        };
         let mut request = forwarded(original, message);
-        let deadline = match (caller_timeout(original), bound) {
-            (Some(caller), Some(bound)) => caller.min(bound),
+        let deadline = match (caller_timeout(original), limit) {
+            (Some(caller), Some(limit)) => caller.min(limit),
             (Some(deadline), None) | (None, Some(deadline)) => deadline,
             (None, None) => {
                 return call(self.channel.clone(), request)
@@ -267,7 +251,7 @@ impl Owner {
         }
     }
 
-    /// [`Owner::unary`] of `original`'s own message.
+    /// [`Owner::unary`] of `original`'s own message, within the forwarding timeout.
     pub(crate) async fn forward<M: Clone, R, F>(
         &self,
         original: &Request<M>,
@@ -276,7 +260,13 @@ impl Owner {
     where
         F: Future<Output = Result<Response<R>, Status>>,
     {
-        self.unary(original, original.get_ref().clone(), call).await
+        self.unary(
+            Bound::ForwardTimeout,
+            original,
+            original.get_ref().clone(),
+            call,
+        )
+        .await
     }
 
     /// Opens a stream by forwarding `message` as the copy of `original` with `open`, waiting for

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tonic::{Request, Status};
 
 use super::convert;
-use super::forward::{Forwarder, Listener, Owner};
+use super::forward::{Bound, Forwarder, Listener, Owner};
 use super::proto;
 use super::proto::ingest_service_client::IngestServiceClient;
 use super::remote_write;
@@ -38,7 +38,8 @@ pub(crate) async fn write_routed<T>(
         *caller.metadata_mut() = original.metadata().clone();
         owners.spawn(async move {
             owner
-                .unary_unbounded(
+                .unary(
+                    Bound::CallerDeadline,
                     &caller,
                     proto::WriteRequest { series },
                     |channel, request| async move {
