@@ -4,15 +4,15 @@
 //! and its local delete interleave (even one upserted through another replica a moment before and
 //! not yet applied by the one deleting it), and `NOT_FOUND` only for one that did not; `GetWorkload`
 //! through any replica answers the owner's status of the workload's source, and `UNAVAILABLE`
-//! while the owner cannot be reached; and a workload's plan gauges leave the `/metrics` of a
-//! replica that hands it over to a member joining.
+//! while the owner cannot be reached; and a workload's plan gauges and its source's error counters
+//! leave the `/metrics` of a replica that hands it over to a member joining.
 
 mod etcd_support;
 mod fleet_support;
 mod grpc_support;
 mod prometheus_support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use fleet_support::{
@@ -24,6 +24,7 @@ use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
     DeleteWorkloadRequest, GetWorkloadRequest, plan_service_client::PlanServiceClient,
 };
+use prometheus_support::free_port;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 /// Workloads on Prometheus series, in the tests where they are planned.
@@ -242,12 +243,31 @@ async fn a_workload_upserted_through_one_replica_is_deleted_at_once_through_anot
     until_held_everywhere(&replicas, &workload_name(BACKLOG), true).await;
 }
 
-/// Waits (at most 60 s) until each workload of `names` has its plan gauges on the `/metrics` of
+/// Waits (at most 120 s) until `replica`, joining, turns active: its health `SERVING`.
+async fn until_active(replica: &Replica) {
+    let joined = Instant::now();
+    while replica.health("").await != ServingStatus::Serving {
+        assert!(
+            joined.elapsed() < Duration::from_secs(120),
+            "{} not active within 120 s",
+            replica.id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (at most 60 s) until each workload of `names` has its series (as `shown` reads them off
+/// a replica's `/metrics`: its plan gauges, its source's error counters) on the `/metrics` of
 /// exactly one replica of `replicas`, the one at its index in `expected`.
-async fn until_gauges_shown_by(replicas: &[Replica], names: &[String], expected: &[usize]) {
+async fn until_shown_by(
+    replicas: &[Replica],
+    names: &[String],
+    expected: &[usize],
+    shown: fn(&Replica) -> BTreeSet<String>,
+) {
     let started = Instant::now();
     loop {
-        let shown: Vec<_> = replicas.iter().map(Replica::plan_gauges).collect();
+        let shown: Vec<_> = replicas.iter().map(shown).collect();
         let by: BTreeMap<&String, Vec<&str>> = names
             .iter()
             .map(|name| {
@@ -270,7 +290,7 @@ async fn until_gauges_shown_by(replicas: &[Replica], names: &[String], expected:
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
-            "plan gauges shown by {by:?}, not by their owners {wanted:?}"
+            "series shown by {by:?}, not by their owners {wanted:?}"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -294,17 +314,10 @@ async fn plan_gauges_leave_a_replica_with_the_workloads_it_hands_over() {
     let before: Vec<usize> = (0..SOURCED)
         .map(|index| usize::from(!first.contains(&index)))
         .collect();
-    until_gauges_shown_by(&replicas, &names, &before).await;
+    until_shown_by(&replicas, &names, &before, Replica::plan_gauges).await;
 
     replicas.push(ReplicaConfig::new(&joiner, &etcd.url).metrics().start());
-    let joined = Instant::now();
-    while replicas[2].health("").await != ServingStatus::Serving {
-        assert!(
-            joined.elapsed() < Duration::from_secs(120),
-            "{joiner} not active within 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_active(&replicas[2]).await;
     // The workloads it took are shown by it alone; the others stay with their owners.
     let after: Vec<usize> = (0..SOURCED)
         .map(|index| {
@@ -315,5 +328,45 @@ async fn plan_gauges_leave_a_replica_with_the_workloads_it_hands_over() {
             }
         })
         .collect();
-    until_gauges_shown_by(&replicas, &names, &after).await;
+    until_shown_by(&replicas, &names, &after, Replica::plan_gauges).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_errors_leave_a_replica_with_the_workloads_it_hands_over() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    // The joining member's id: the first that rendezvous hashing gives a share of the workloads.
+    let joiner = (1..)
+        .map(|number| format!("r{number}"))
+        .find(|id| !share_of(&["r0", id], id, SOURCED).is_empty())
+        .unwrap();
+    let moving = share_of(&["r0", &joiner], &joiner, SOURCED);
+    let mut replicas = vec![ReplicaConfig::new("r0", &etcd.url).metrics().start()];
+    // A source where nothing listens: every pull of every workload fails (`connect`).
+    let unreachable = format!("http://127.0.0.1:{}", free_port());
+    let mut plans = PlanServiceClient::new(replicas[0].channel().await);
+    for index in 0..SOURCED {
+        plans
+            .upsert_workload(upsert(index, Some(&unreachable)))
+            .await
+            .unwrap();
+    }
+    let names: Vec<String> = (0..SOURCED).map(workload_name).collect();
+    until_shown_by(&replicas, &names, &[0; SOURCED], Replica::source_errors).await;
+
+    // Its share has no plan to warm (no source answers): it turns active after `join_timeout`.
+    replicas.push(
+        ReplicaConfig::new(&joiner, &etcd.url)
+            .metrics()
+            .join_timeout(Duration::from_secs(5))
+            .start(),
+    );
+    until_active(&replicas[1]).await;
+    // The failures of the sources it took are counted by it alone; the others stay with r0.
+    let after: Vec<usize> = (0..SOURCED)
+        .map(|index| usize::from(moving.contains(&index)))
+        .collect();
+    until_shown_by(&replicas, &names, &after, Replica::source_errors).await;
 }

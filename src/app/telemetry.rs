@@ -9,9 +9,11 @@
 mod fleet_gauges;
 mod plan_gauges;
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use prometheus_client::encoding::{prometheus_text, text as openmetrics_text};
 use prometheus_client::metrics::counter::Counter as ClientCounter;
 use prometheus_client::metrics::family::Family;
@@ -103,6 +105,9 @@ pub struct Telemetry {
     latency: LatencyFamily,
     /// Failures of a workload's history source, by workload and reason.
     source_errors: Family<Labels<2>, ClientCounter>,
+    /// The reasons each workload has counters of in `source_errors`, so that all of them can be
+    /// removed with the workload; held while either changes.
+    source_error_reasons: Mutex<HashMap<String, BTreeSet<&'static str>>>,
     /// Remote-write requests by outcome: `accepted`, or why they were refused.
     remote_write_requests: Family<Labels<1>, ClientCounter>,
     /// Remote-write samples by outcome: `accepted`, or why they were dropped.
@@ -222,6 +227,7 @@ impl Default for Telemetry {
             requests,
             latency,
             source_errors,
+            source_error_reasons: Mutex::default(),
             remote_write_requests,
             remote_write_samples,
             plans,
@@ -258,22 +264,21 @@ impl Telemetry {
 
     /// Records one failure of `workload`'s history source; `reason` is one of a few fixed words
     /// the caller chooses, so the labels stay bounded.
-    pub fn record_source_error(&self, workload: &str, reason: &str) {
+    pub fn record_source_error(&self, workload: &str, reason: &'static str) {
+        let mut reasons = self.source_error_reasons.lock();
+        reasons
+            .entry(workload.to_owned())
+            .or_default()
+            .insert(reason);
         self.source_errors
-            .get_or_create(&[
-                ("workload", workload.to_owned()),
-                ("reason", reason.to_owned()),
-            ])
+            .get_or_create(&source_error_labels(workload, reason))
             .inc();
     }
 
     /// Source failures recorded for `workload` with `reason`.
     pub fn source_errors(&self, workload: &str, reason: &str) -> u64 {
         self.source_errors
-            .get(&[
-                ("workload", workload.to_owned()),
-                ("reason", reason.to_owned()),
-            ])
+            .get(&source_error_labels(workload, reason))
             .map_or(0, |counter| counter.get())
     }
 
@@ -320,9 +325,16 @@ impl Telemetry {
         self.plans.record(workload, series, plan, backtest_mase);
     }
 
-    /// Removes the gauges of a workload deleted, or in a fleet planned by another replica now.
+    /// Removes the series of a workload deleted, or in a fleet planned by another replica now:
+    /// its plan gauges and its source's error counters (which start again from zero should it
+    /// come back).
     pub fn forget_workload(&self, workload: &str) {
         self.plans.forget(workload);
+        let mut reasons = self.source_error_reasons.lock();
+        for reason in reasons.remove(workload).unwrap_or_default() {
+            self.source_errors
+                .remove(&source_error_labels(workload, reason));
+        }
     }
 
     /// Everything in the Prometheus text format (version 0.0.4).
@@ -340,6 +352,14 @@ impl Telemetry {
             .expect("invariant: writing to a String cannot fail, and no collector fails");
         out
     }
+}
+
+/// The labels of `workload`'s source errors for `reason`.
+fn source_error_labels(workload: &str, reason: &str) -> Labels<2> {
+    [
+        ("workload", workload.to_owned()),
+        ("reason", reason.to_owned()),
+    ]
 }
 
 #[cfg(test)]
@@ -388,5 +408,25 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(metrics.source_errors("checkout", "http"), 2);
+    }
+
+    #[test]
+    fn a_forgotten_workload_leaves_no_source_errors() {
+        let metrics = Telemetry::default();
+        metrics.record_source_error("checkout", "connect");
+        metrics.record_source_error("checkout", "timeout");
+        metrics.record_source_error("search", "connect");
+        metrics.forget_workload("checkout");
+        let text = metrics.render();
+        assert!(!text.contains("workload=\"checkout\""), "{text}");
+        assert!(
+            text.contains(
+                "prescale_source_errors_total{workload=\"search\",reason=\"connect\"} 1\n"
+            ),
+            "{text}"
+        );
+        metrics.record_source_error("checkout", "connect");
+        assert_eq!(metrics.source_errors("checkout", "connect"), 1);
+        assert_eq!(metrics.source_errors("checkout", "timeout"), 0);
     }
 }

@@ -12,6 +12,7 @@ use super::{ConfigError, Overrides, ScalerConfig, ServerConfig};
 use crate::fleet::etcd::EtcdTls;
 use crate::fleet::{MemberInfo, MemberState, MembershipSettings};
 use crate::registry::ModelStoreLocation;
+use crate::service::FORWARD_TIMEOUT;
 
 /// The `[fleet]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -38,6 +39,7 @@ pub(super) struct FileFleetConfig {
     etcd_cert_file: Option<std::path::PathBuf>,
     etcd_key_file: Option<std::path::PathBuf>,
     join_timeout: Option<String>,
+    forward_timeout: Option<String>,
 }
 
 /// How this replica takes part in a fleet (`[fleet]`).
@@ -69,6 +71,9 @@ pub struct FleetConfig {
     /// With `[server.tls]` or `[scaler.tls]`: the CA (PEM, `peer_ca_file`) that signed every
     /// replica's certificate, which calls forwarded between replicas verify.
     pub peer_ca: Option<Vec<u8>>,
+    /// Bound on a call forwarded to another replica (see
+    /// [`ServerOptions::forward_timeout`](crate::service::ServerOptions::forward_timeout)).
+    pub forward_timeout: Duration,
 }
 
 /// The per-replica keys of `[fleet]`: who this replica is among the members.
@@ -224,6 +229,15 @@ pub(super) fn fleet_config(
         raw.join_timeout.as_deref().unwrap_or("60s"),
     )?;
     check_range("fleet.join_timeout", join_timeout.as_secs(), 0..=3600)?;
+    let forward_timeout = match raw.forward_timeout.as_deref() {
+        Some(text) => parse_duration("fleet.forward_timeout", text)?,
+        None => FORWARD_TIMEOUT,
+    };
+    check_range(
+        "fleet.forward_timeout",
+        forward_timeout.as_millis(),
+        100..=300_000,
+    )?;
     Ok(Some(FleetConfig {
         tsdb,
         etcd_endpoints: raw.etcd_endpoints,
@@ -235,6 +249,7 @@ pub(super) fn fleet_config(
         model_store,
         join_timeout,
         peer_ca,
+        forward_timeout,
     }))
 }
 
@@ -435,6 +450,7 @@ mod tests {
         assert_eq!(fleet.lease_ttl, Duration::from_secs(10));
         assert_eq!(fleet.etcd_timeout, Duration::from_secs(5));
         assert_eq!(fleet.join_timeout, Duration::from_secs(60));
+        assert_eq!(fleet.forward_timeout, Duration::from_secs(10));
         let membership = fleet.membership(fleet.member.as_ref().unwrap());
         assert_eq!(membership.members_prefix(), "/prescale/members/");
         assert_eq!(membership.info.addr, "prescale-0.prescale:50051");
@@ -483,6 +499,27 @@ mod tests {
         assert_eq!(
             refused_key(&with("join_timeout = \"2h\"")),
             "fleet.join_timeout"
+        );
+        for forward_timeout in ["\"50ms\"", "\"10m\"", "\"0s\"", "\"soon\""] {
+            assert_eq!(
+                refused_key(&with(&format!("forward_timeout = {forward_timeout}"))),
+                "fleet.forward_timeout"
+            );
+        }
+        // Every listener forwards within it.
+        let scaler = "scaler_advertise = \"a:9\"\n[scaler]\nlisten = \"127.0.0.1:0\"\n";
+        let config = parse(&format!("{FLEET}forward_timeout = \"3s\"\n{scaler}")).unwrap();
+        assert_eq!(
+            config.fleet.unwrap().forward_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            config.server.options.forward_timeout,
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            config.scaler.unwrap().options.forward_timeout,
+            Duration::from_secs(3)
         );
         assert_eq!(
             refused_key(&with("scaler_advertise = \"a:1\"")),

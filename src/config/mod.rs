@@ -211,7 +211,8 @@ impl Config {
             scaler.as_ref(),
             overrides.joins_fleet,
         )?;
-        // In a fleet, each TLS listener's forwarded calls verify with the fleet's CA.
+        // In a fleet, each TLS listener's forwarded calls verify with the fleet's CA, and every
+        // listener's forwarded calls have the fleet's forwarding timeout.
         let peer_ca = fleet.as_ref().and_then(|fleet| fleet.peer_ca.clone());
         if server.options.tls.is_some() {
             server.options.peer_ca.clone_from(&peer_ca);
@@ -221,6 +222,12 @@ impl Config {
             .filter(|scaler| scaler.options.tls.is_some())
         {
             scaler.options.peer_ca = peer_ca;
+        }
+        if let Some(fleet) = &fleet {
+            server.options.forward_timeout = fleet.forward_timeout;
+            if let Some(scaler) = scaler.as_mut() {
+                scaler.options.forward_timeout = fleet.forward_timeout;
+            }
         }
         let settings = Settings {
             sources: validate::source_timing(&raw.sources)?,

@@ -14,7 +14,7 @@ use super::{ConfigError, Overrides, ScalerConfig, ServerConfig, StoreConfig};
 use crate::app::{Settings, SourceTiming};
 use crate::forecast::HistoryWindow;
 use crate::service::remote_write::RemoteWriteLimits;
-use crate::service::{ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
+use crate::service::{FORWARD_TIMEOUT, ScalerOptions, ScalerTls, ServerOptions, TlsFiles};
 use crate::store::StoreOptions;
 
 /// Parses a duration key, refusing zero.
@@ -174,8 +174,9 @@ pub(super) fn server_config(
             request_timeout,
             tls,
             tokens,
-            // Set with `[fleet] peer_ca_file` (see `fleet::fleet_config`).
+            // Set with `[fleet] peer_ca_file` and `forward_timeout` (see `Config`).
             peer_ca: None,
+            forward_timeout: FORWARD_TIMEOUT,
         },
     })
 }
@@ -217,8 +218,9 @@ pub(super) fn scaler_config(
             tls,
             hpa_tolerance,
             max_streams,
-            // Set with `[fleet] peer_ca_file` (see `fleet::fleet_config`).
+            // Set with `[fleet] peer_ca_file` and `forward_timeout` (see `Config`).
             peer_ca: None,
+            forward_timeout: FORWARD_TIMEOUT,
         },
     }))
 }

@@ -12,15 +12,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 use super::convert;
-use super::forward::{Forwarder, Listener, forwarded};
+use super::forward::{Bound, Forwarder, Listener, Owner};
 use super::proto;
 use super::proto::ingest_service_client::IngestServiceClient;
 use super::remote_write;
-use crate::app::{Placement, ServingState};
+use crate::app::ServingState;
 
 /// Stores `message` where its series are owned; returns the samples accepted. `original` carries
 /// the caller's metadata (its token, and the marker of a forwarded call).
@@ -33,14 +32,25 @@ pub(crate) async fn write_routed<T>(
 ) -> Result<usize, Status> {
     let (local, remote) = split(state, forwarder, original, message)?;
     let mut owners = JoinSet::new();
-    for (_, (channel, series)) in remote {
-        let request = forwarded(original, proto::WriteRequest { series });
+    for (_, (owner, series)) in remote {
+        // The caller's metadata, without its message, for each part sent on.
+        let mut caller = Request::new(());
+        *caller.metadata_mut() = original.metadata().clone();
         owners.spawn(async move {
-            IngestServiceClient::new(channel)
-                .max_encoding_message_size(limit)
-                .write(request)
+            owner
+                .unary(
+                    Bound::CallerDeadline,
+                    &caller,
+                    proto::WriteRequest { series },
+                    |channel, request| async move {
+                        IngestServiceClient::new(channel)
+                            .max_encoding_message_size(limit)
+                            .write(request)
+                            .await
+                    },
+                )
                 .await
-                .map(|response| response.into_inner().accepted as usize)
+                .map(|response| response.accepted as usize)
         });
     }
     let mut accepted = 0;
@@ -71,7 +81,7 @@ pub(crate) async fn write_routed<T>(
 }
 
 /// The series parts of `message` stored here, and those for each other owner (by member id) with
-/// the channel to it. Alone, everything is stored here.
+/// the owner. Alone, everything is stored here.
 #[allow(clippy::type_complexity)]
 fn split<T>(
     state: &ServingState,
@@ -81,7 +91,7 @@ fn split<T>(
 ) -> Result<
     (
         Vec<proto::SeriesSamples>,
-        BTreeMap<String, (Channel, Vec<proto::SeriesSamples>)>,
+        BTreeMap<String, (Owner, Vec<proto::SeriesSamples>)>,
     ),
     Status,
 > {
@@ -91,23 +101,18 @@ fn split<T>(
     // Every part is checked before any is sent, so a malformed message stores nothing anywhere.
     convert::write_batch(message.clone())?;
     let mut local = Vec::new();
-    let mut remote: BTreeMap<String, (Channel, Vec<proto::SeriesSamples>)> = BTreeMap::new();
+    let mut remote: BTreeMap<String, (Owner, Vec<proto::SeriesSamples>)> = BTreeMap::new();
     for part in message.series {
         let series = convert::series_id(part.series.as_ref())?;
-        let placement = state.write_placement(&series);
-        let owner = match &placement {
-            Placement::Remote(member) => Some(member.id.clone()),
-            Placement::Local | Placement::Unavailable(_) => None,
-        };
-        match (forwarder.target(placement, original, Listener::Api)?, owner) {
-            (Some(channel), Some(owner)) => {
+        match forwarder.target(state.write_placement(&series), original, Listener::Api)? {
+            Some(owner) => {
                 remote
-                    .entry(owner)
-                    .or_insert_with(|| (channel, Vec::new()))
+                    .entry(owner.member().to_owned())
+                    .or_insert_with(|| (owner, Vec::new()))
                     .1
                     .push(part);
             }
-            _ => local.push(part),
+            None => local.push(part),
         }
     }
     Ok((local, remote))

@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use tokio_stream::wrappers::WatchStream;
 use tokio_stream::{Stream, StreamExt, StreamMap};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::ServerOptions;
 use super::convert;
 use super::error::invalid;
 use super::fleet_status;
-use super::forward::{self, Forwarder, Listener};
+use super::forward::{self, Forwarder, Listener, Owner};
 use super::forward_push;
 use super::plan_watch;
 use super::proto;
@@ -62,7 +61,7 @@ impl Handlers {
             encoded: Arc::default(),
             streams: StreamSlots::new(options.max_streams, options.max_streams_per_client),
             stream_idle_timeout: options.stream_idle_timeout,
-            forwarder: Forwarder::to_apis(options.peer_ca.as_deref()),
+            forwarder: Forwarder::to_apis(options.peer_ca.as_deref(), options.forward_timeout),
             max_message_bytes: options.max_message_bytes,
         }
     }
@@ -79,7 +78,7 @@ impl Handlers {
                 Ok(fleet_status::marked_read_only(self.encoded_plan(name)?))
             }
             None => self.encoded_plan(name),
-            Some(channel) => forward::get_plan(channel, &request, self.max_message_bytes).await,
+            Some(owner) => forward::get_plan(&owner, &request, self.max_message_bytes).await,
         }
     }
 
@@ -96,7 +95,7 @@ impl Handlers {
         Ok(Box::pin(plans))
     }
 
-    /// In a fleet, a channel to the API of the replica that answers for workload `name`, when that
+    /// In a fleet, the API of the replica that answers for workload `name`, when that
     /// is not this one; `None` to answer here. The one routing of every call about a workload
     /// (`GetPlan`, `WatchPlans`, `GetWorkload`, `ReportApplied`), so they all answer from the same
     /// replica ([`ServingState::answering_placement`]): its owner; `UNAVAILABLE` naming why while
@@ -104,7 +103,7 @@ impl Handlers {
     /// member is active); and a forwarded call that finds another owner in this replica's view is
     /// answered here if this replica holds a fresh plan of the workload (the members are changing
     /// and the views differ for a moment).
-    fn owner<T>(&self, name: &str, request: &Request<T>) -> Result<Option<Channel>, Status> {
+    fn owner<T>(&self, name: &str, request: &Request<T>) -> Result<Option<Owner>, Status> {
         let placement = self
             .state
             .answering_placement(name, forward::is_forwarded(request))?;
@@ -265,11 +264,11 @@ impl proto::forecast_service_server::ForecastService for Handlers {
                     .map(|(key, value)| (key.clone(), value.clone()))
                     .collect::<BTreeMap<String, String>>(),
             )
-            && let Some(channel) =
+            && let Some(owner) =
                 self.forwarder
                     .target(self.state.placement(&exact), &request, Listener::Api)?
         {
-            return forward::forecast(channel, &request, self.max_message_bytes)
+            return forward::forecast(&owner, &request, self.max_message_bytes)
                 .await
                 .map(Response::new);
         }
@@ -319,8 +318,8 @@ impl proto::plan_service_server::PlanService for Handlers {
         // Its source's status and its plan's rule are its owner's: in a fleet, ask the owner, and
         // while the owner refills its history answer UNAVAILABLE as GetPlan does, rather than a
         // workload without the rule of a plan it is about to make.
-        if let Some(channel) = self.owner(name, &request)? {
-            return forward::get_workload(channel, &request, self.max_message_bytes)
+        if let Some(owner) = self.owner(name, &request)? {
+            return forward::get_workload(&owner, &request, self.max_message_bytes)
                 .await
                 .map(Response::new);
         }
@@ -399,8 +398,8 @@ impl proto::plan_service_server::PlanService for Handlers {
             let local = owner.is_none();
             let stream = match owner {
                 None => self.local_plans(&name)?,
-                Some(channel) => {
-                    plan_watch::from_owner(channel, &request, &name, self.max_message_bytes)
+                Some(owner) => {
+                    plan_watch::from_owner(owner, &request, &name, self.max_message_bytes)
                 }
             };
             plans.insert(name.clone(), stream);
@@ -425,8 +424,8 @@ impl proto::plan_service_server::PlanService for Handlers {
         let name = convert::workload_name("workload", &request.get_ref().workload)?;
         // The owner plans the workload and serves KEDA its metric, which both start from the
         // report: it is recorded there.
-        if let Some(channel) = self.owner(name, &request)? {
-            return forward::report_applied(channel, &request)
+        if let Some(owner) = self.owner(name, &request)? {
+            return forward::report_applied(&owner, &request)
                 .await
                 .map(Response::new);
         }

@@ -81,6 +81,10 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The default bound on a call forwarded to another replica of a fleet (`[fleet]
+/// forward_timeout`).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the server guards itself. Validated by [`crate::config::Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerOptions {
@@ -102,6 +106,10 @@ pub struct ServerOptions {
     /// forwarded to the other replicas' APIs then use TLS and verify their certificates with it;
     /// `None` forwards in plaintext.
     pub peer_ca: Option<Vec<u8>>,
+    /// In a fleet: bound on a unary call forwarded to another replica (with the caller's own
+    /// deadline, the smaller of the two) and on opening a forwarded stream; the members'
+    /// connections are pinged this often and dropped when a ping goes unanswered this long.
+    pub forward_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -115,6 +123,7 @@ impl Default for ServerOptions {
             tls: None,
             tokens: Vec::new(),
             peer_ca: None,
+            forward_timeout: FORWARD_TIMEOUT,
         }
     }
 }

@@ -24,11 +24,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{StreamExt, StreamMap};
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use super::convert;
-use super::forward;
+use super::forward::{self, Owner};
 use super::handlers::{PlanStream, servable_plan};
 use super::proto;
 use super::streams::{self, StreamSlot};
@@ -160,10 +159,10 @@ async fn send_again(
     true
 }
 
-/// The plans of workload `name` from its owner at `channel` (`WatchPlans` forwarded with
+/// The plans of workload `name` from its owner `owner` (`WatchPlans` forwarded with
 /// `original`'s metadata), opened again while the owner cannot be reached (see the module's doc).
 pub(super) fn from_owner<T>(
-    channel: Channel,
+    owner: Owner,
     original: &Request<T>,
     name: &str,
     limit: usize,
@@ -177,7 +176,7 @@ pub(super) fn from_owner<T>(
         loop {
             let failure = tokio::select! {
                 () = sender.closed() => return,
-                failure = pass_on(channel.clone(), &caller, &name, limit, &sender, &mut unreachable_since) => failure,
+                failure = pass_on(&owner, &caller, &name, limit, &sender, &mut unreachable_since) => failure,
             };
             let Some(failure) = failure else { return };
             let since = *unreachable_since.get_or_insert_with(Instant::now);
@@ -204,14 +203,14 @@ pub(super) fn from_owner<T>(
 /// clears `unreachable_since`). Returns the failure to open it again after; `None` when it ended,
 /// the client went away, or the owner refused it for good (that status passed on).
 async fn pass_on(
-    channel: Channel,
+    owner: &Owner,
     caller: &Request<()>,
     name: &str,
     limit: usize,
     sender: &PlanSender,
     unreachable_since: &mut Option<Instant>,
 ) -> Option<Status> {
-    let mut plans = match forward::watch_plan(channel, caller, name, limit).await {
+    let mut plans = match forward::watch_plan(owner, caller, name, limit).await {
         Ok(plans) => plans,
         Err(status) if transient(status.code()) => return Some(status),
         Err(status) => {

@@ -77,7 +77,7 @@ impl RemoteWrite {
             state,
             auth: BearerAuth::new(&options.tokens),
             limits,
-            forwarder: Forwarder::to_apis(options.peer_ca.as_deref()),
+            forwarder: Forwarder::to_apis(options.peer_ca.as_deref(), options.forward_timeout),
             max_message_bytes: options.max_message_bytes,
         }
     }

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -48,6 +49,9 @@ pub struct ScalerOptions {
     /// certificates with it, presenting this scaler's own certificate where `client_ca` asks for
     /// one; `None` forwards in plaintext.
     pub peer_ca: Option<Vec<u8>>,
+    /// In a fleet: bound on a KEDA call forwarded to another replica's scaler (see
+    /// [`ServerOptions::forward_timeout`](super::ServerOptions::forward_timeout)).
+    pub forward_timeout: Duration,
 }
 
 impl Default for ScalerOptions {
@@ -57,6 +61,7 @@ impl Default for ScalerOptions {
             hpa_tolerance: HPA_TOLERANCE,
             max_streams: 1024,
             peer_ca: None,
+            forward_timeout: super::FORWARD_TIMEOUT,
         }
     }
 }
@@ -118,7 +123,7 @@ pub async fn serve_scaler(
 /// scalers ask for client certificates.
 fn forwarder(options: &ScalerOptions) -> Result<Forwarder, ServiceError> {
     let Some(peer_ca) = &options.peer_ca else {
-        return Ok(Forwarder::new(None));
+        return Ok(Forwarder::new(None, options.forward_timeout));
     };
     let mut tls = forward::verifying(peer_ca);
     if let Some(own) = options.tls.as_ref().filter(|tls| tls.client_ca.is_some()) {
@@ -127,7 +132,7 @@ fn forwarder(options: &ScalerOptions) -> Result<Forwarder, ServiceError> {
             read_tls(&own.identity.key)?,
         ));
     }
-    Ok(Forwarder::new(Some(tls)))
+    Ok(Forwarder::new(Some(tls), options.forward_timeout))
 }
 
 /// The server's identity and, when a client CA is given, mandatory client certificates.

@@ -25,7 +25,7 @@ use super::externalscaler::{
     MetricValue, ScaledObjectRef, external_scaler_client::ExternalScalerClient,
     external_scaler_server::ExternalScaler,
 };
-use super::forward::{self, Forwarder, Listener};
+use super::forward::{self, Forwarder, Listener, Owner};
 use super::handlers::servable_plan;
 use super::streams::{self, StreamSlot, StreamSlots};
 use crate::app::{PlanState, ServingState};
@@ -153,20 +153,13 @@ impl ScalerHandlers {
         }
     }
 
-    /// In a fleet, a client of the scaler of the replica that owns `workload`, when that is not
-    /// this one; `None` to answer here.
-    fn owner<T>(
-        &self,
-        workload: &str,
-        request: &Request<T>,
-    ) -> Result<Option<ExternalScalerClient<tonic::transport::Channel>>, Status> {
+    /// In a fleet, the scaler of the replica that owns `workload`, when that is not this one;
+    /// `None` to answer here.
+    fn owner<T>(&self, workload: &str, request: &Request<T>) -> Result<Option<Owner>, Status> {
         let placement = self
             .state
             .answering_placement(workload, forward::is_forwarded(request))?;
-        Ok(self
-            .forwarder
-            .target(placement, request, Listener::Scaler)?
-            .map(ExternalScalerClient::new))
+        self.forwarder.target(placement, request, Listener::Scaler)
     }
 
     /// Opens a stream on the workload `reference` names: a stream permit and its plan watch.
@@ -349,9 +342,13 @@ impl ExternalScaler for ScalerHandlers {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<IsActiveResponse>, Status> {
         let trigger = self.trigger(request.get_ref())?;
-        if let Some(mut owner) = self.owner(&trigger.key.workload, &request)? {
-            let message = forward::forwarded(&request, request.get_ref().clone());
-            return owner.is_active(message).await;
+        if let Some(owner) = self.owner(&trigger.key.workload, &request)? {
+            return owner
+                .forward(&request, |channel, message| async move {
+                    ExternalScalerClient::new(channel).is_active(message).await
+                })
+                .await
+                .map(Response::new);
         }
         let result = self.active(&trigger.key.workload)?;
         Ok(Response::new(IsActiveResponse { result }))
@@ -367,10 +364,19 @@ impl ExternalScaler for ScalerHandlers {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamIsActiveStream>, Status> {
         let workload = self.trigger(request.get_ref())?.key.workload;
-        if let Some(mut owner) = self.owner(&workload, &request)? {
-            let message = forward::forwarded(&request, request.get_ref().clone());
-            let stream = owner.stream_is_active(message).await?.into_inner();
-            let proxied = forward::until_moved(Arc::clone(&self.state), workload, stream)?;
+        if let Some(owner) = self.owner(&workload, &request)? {
+            let stream = owner
+                .open(
+                    &request,
+                    request.get_ref().clone(),
+                    |channel, message| async move {
+                        ExternalScalerClient::new(channel)
+                            .stream_is_active(message)
+                            .await
+                    },
+                )
+                .await?;
+            let proxied = forward::until_moved(Arc::clone(&self.state), owner, workload, stream)?;
             return Ok(Response::new(proxied));
         }
         let Watch {
@@ -437,9 +443,15 @@ impl ExternalScaler for ScalerHandlers {
             .clone()
             .unwrap_or_default();
         let trigger = self.trigger(&reference)?;
-        if let Some(mut owner) = self.owner(&trigger.key.workload, &request)? {
-            let message = forward::forwarded(&request, request.get_ref().clone());
-            return owner.get_metrics(message).await;
+        if let Some(owner) = self.owner(&trigger.key.workload, &request)? {
+            return owner
+                .forward(&request, |channel, message| async move {
+                    ExternalScalerClient::new(channel)
+                        .get_metrics(message)
+                        .await
+                })
+                .await
+                .map(Response::new);
         }
         let request = request.into_inner();
         let value = self.metric(&trigger)?;

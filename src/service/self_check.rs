@@ -35,7 +35,7 @@ pub async fn check_advertised(
         member_id: member_id.to_owned(),
         reason,
     };
-    let channel = Forwarder::to_apis(peer_ca)
+    let channel = Forwarder::to_apis(peer_ca, CALL_TIMEOUT)
         .channel(member_id, address)
         .map_err(|status| refused(status.message().to_owned()))?;
     let request = HealthCheckRequest {

@@ -38,6 +38,7 @@ pub(crate) struct ReplicaConfig {
     lease_ttl: Duration,
     etcd_timeout: Duration,
     join_timeout: Option<Duration>,
+    forward_timeout: Option<Duration>,
     metrics: bool,
     scaler: bool,
     model_store: Option<PathBuf>,
@@ -82,6 +83,7 @@ impl ReplicaConfig {
             lease_ttl: LEASE_TTL,
             etcd_timeout: Duration::from_secs(2),
             join_timeout: None,
+            forward_timeout: None,
             metrics: false,
             scaler: false,
             model_store: None,
@@ -138,6 +140,13 @@ impl ReplicaConfig {
     #[must_use]
     pub(crate) fn join_timeout(mut self, timeout: Duration) -> Self {
         self.join_timeout = Some(timeout);
+        self
+    }
+
+    /// `[fleet] forward_timeout` (the default when not set).
+    #[must_use]
+    pub(crate) fn forward_timeout(mut self, timeout: Duration) -> Self {
+        self.forward_timeout = Some(timeout);
         self
     }
 
@@ -267,11 +276,13 @@ impl ReplicaConfig {
                 tls.key.display()
             );
         }
-        if let Some(timeout) = self.join_timeout {
-            extras += &format!(
-                "join_timeout = \"{}\"\n",
-                humantime::format_duration(timeout)
-            );
+        for (key, timeout) in [
+            ("join_timeout", self.join_timeout),
+            ("forward_timeout", self.forward_timeout),
+        ] {
+            if let Some(timeout) = timeout {
+                extras += &format!("{key} = \"{}\"\n", humantime::format_duration(timeout));
+            }
         }
         format!(
             r#"data_dir = "{data}"
@@ -460,14 +471,22 @@ impl Replica {
     /// The workloads its `/metrics` shows plan gauges of (`prescale_plan_*`,
     /// `prescale_model_backtest_mase`).
     pub(crate) fn plan_gauges(&self) -> BTreeSet<String> {
+        self.workloads_shown(&["prescale_plan_", "prescale_model_backtest_mase"])
+    }
+
+    /// The workloads its `/metrics` shows source error counters of (`prescale_source_errors`).
+    pub(crate) fn source_errors(&self) -> BTreeSet<String> {
+        self.workloads_shown(&["prescale_source_errors"])
+    }
+
+    /// The workloads its `/metrics` shows series of, among the metrics named with one of
+    /// `prefixes`.
+    fn workloads_shown(&self, prefixes: &[&str]) -> BTreeSet<String> {
         let metrics = self.metrics.as_deref().expect("a replica with /metrics");
         let (status, body) = http_get(metrics, "/metrics").expect("/metrics answers");
         assert_eq!(status, 200, "{body}");
         body.lines()
-            .filter(|line| {
-                line.starts_with("prescale_plan_")
-                    || line.starts_with("prescale_model_backtest_mase")
-            })
+            .filter(|line| prefixes.iter().any(|prefix| line.starts_with(prefix)))
             .filter_map(|line| {
                 let (_, labels) = line.split_once("workload=\"")?;
                 Some(labels.split('"').next()?.to_owned())

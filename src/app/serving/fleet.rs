@@ -172,21 +172,21 @@ impl ServingState {
         coordinator.leave().await;
     }
 
-    /// Whether this replica shows the plan gauges of workloads on `series` on its `/metrics`: it
-    /// plans them (it owns them, or warms them to own them), or answers for them read-only.
-    /// Elsewhere their owner shows them.
-    pub(super) fn shows_plan_gauges(&self, series: &SeriesId) -> bool {
+    /// Whether this replica shows the series of workloads on `series` on its `/metrics` (their
+    /// plan gauges, their source's error counters): it plans them (it owns them, or warms them to
+    /// own them), or answers for them read-only. Elsewhere their owner shows them.
+    pub(super) fn shows_workload_metrics(&self, series: &SeriesId) -> bool {
         self.owns(series) || self.write_placement(series) == Placement::Local
     }
 
-    /// Removes the plan gauges of the workloads this replica no longer shows (see
-    /// [`ServingState::shows_plan_gauges`]). Under the workloads' write lock: a plan published
-    /// meanwhile is recorded under their read lock after the same check, so its gauges are
-    /// either removed here or never recorded.
-    fn forget_unowned_plan_gauges(&self) {
+    /// Removes the series of the workloads this replica no longer shows (see
+    /// [`ServingState::shows_workload_metrics`]). Under the workloads' write lock: a plan
+    /// published or a source error counted meanwhile is recorded under their read lock after the
+    /// same check, so its series is either removed here or never recorded.
+    fn forget_unowned_workload_metrics(&self) {
         let workloads = self.workloads.write();
         for (name, entry) in workloads.iter() {
-            if !self.shows_plan_gauges(entry.workload.read().series()) {
+            if !self.shows_workload_metrics(entry.workload.read().series()) {
                 self.metrics.forget_workload(name);
             }
         }
@@ -194,7 +194,7 @@ impl ServingState {
 
     fn resync_ownership(&self) {
         self.forget_unowned_models();
-        self.forget_unowned_plan_gauges();
+        self.forget_unowned_workload_metrics();
         self.forget_unowned_reports();
         if self.note_gained_series() {
             self.refill_wake.notify_one();

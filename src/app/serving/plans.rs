@@ -199,7 +199,7 @@ impl ServingState {
                 if workloads
                     .get(&name)
                     .is_some_and(|current| Arc::ptr_eq(current, &entry))
-                    && self.shows_plan_gauges(&series)
+                    && self.shows_workload_metrics(&series)
                 {
                     self.metrics
                         .record_plan(&name, &series, Arc::clone(&published), backtest_mase);

@@ -184,6 +184,17 @@ impl ServingState {
         stopped
     }
 
+    /// Counts a failure of workload `name`'s source (filling `series`) for `reason`, unless the
+    /// workload was deleted or its series moved to another replica's `/metrics` meanwhile (its
+    /// follower stops soon after). Under the workloads' read lock, as a plan's gauges are
+    /// recorded (see `forget_unowned_workload_metrics`).
+    fn record_source_error(&self, name: &str, series: &SeriesId, reason: &'static str) {
+        let workloads = self.workloads.read();
+        if workloads.contains_key(name) && self.shows_workload_metrics(series) {
+            self.metrics.record_source_error(name, reason);
+        }
+    }
+
     /// One follower: pulls what the store lacks, then waits a poll interval (or, after a failure, a
     /// backoff that doubles up to `retry_max`), until `stop`. With `replacing`, the follower of the
     /// workload's previous source: once that has stopped, the series' samples (the other source's)
@@ -242,7 +253,7 @@ impl ServingState {
                 Err(error) => {
                     let reason = error.reason();
                     tracing::warn!(workload = %name, reason, %error, retry_in = ?backoff, "pulling the workload's history source failed");
-                    self.metrics.record_source_error(&name, reason);
+                    self.record_source_error(&name, &spec.series, reason);
                     let mut status = status.lock();
                     status.last_error = Some(format!("{reason}: {error}"));
                     status.last_error_reason = Some(reason);
