@@ -3,7 +3,8 @@
 //! workload's plan through every replica (forwarding is peer to peer) from the plans it holds,
 //! marked read-only and not replanned; gRPC health keeps the server `SERVING` for the probes and
 //! says `NOT_SERVING` for the fleet, `/metrics` says read-only, and a workload upsert, an event's
-//! addition and removal and a report of applied replicas are refused as read-only.
+//! addition and removal, a report of applied replicas and a write of samples are refused as
+//! read-only (nothing stored).
 //! `WatchPlans` streams open through two replicas are sent every plan again, read-only, as the
 //! replicas step down. etcd restarted on the same port and data directory, the replicas register
 //! again and all is as before: the streams carry on (every plan again, not read-only), plans are
@@ -17,12 +18,14 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleet_support::{
-    LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, upsert, workload_name,
+    LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, series_name, series_ref,
+    upsert, workload_name,
 };
 use prescale::service::FLEET_HEALTH_SERVICE;
 use prescale::service::proto::{
-    Event, GetWorkloadRequest, Plan, RemoveEventRequest, ReportAppliedRequest, WatchPlansRequest,
-    event_service_client::EventServiceClient, plan_service_client::PlanServiceClient,
+    Event, GetWorkloadRequest, Plan, RemoveEventRequest, ReportAppliedRequest, SeriesSamples,
+    WatchPlansRequest, WriteRequest, event_service_client::EventServiceClient,
+    ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
 };
 use tokio::sync::mpsc;
 use tonic::{Code, Status};
@@ -107,6 +110,17 @@ async fn wait_for_gauges(replicas: &[Replica], read_only: f64, connected: f64) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The samples each of `replicas` stores of each workload's series.
+async fn stored_everywhere(replicas: &[Replica]) -> Vec<u64> {
+    let mut stored = Vec::new();
+    for replica in replicas {
+        for index in 0..WORKLOADS {
+            stored.push(replica.stored(&series_name(index)).await);
+        }
+    }
+    stored
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +241,28 @@ async fn replicas_serve_their_last_plans_read_only_while_etcd_is_lost() {
         })
         .await
         .expect_err("a report of applied replicas while etcd is lost");
-    for refused in [refused_event, refused_removal, refused_report] {
+    // So is a write of samples, of the series of every replica (its series may have moved since:
+    // a new owner would never read them), and no replica stores any of it.
+    let stored_before = stored_everywhere(&replicas).await;
+    let refused_write = IngestServiceClient::new(replicas[1].channel().await)
+        .write(WriteRequest {
+            series: (0..WORKLOADS)
+                .map(|index| SeriesSamples {
+                    series: Some(series_ref(index)),
+                    timestamps_ms: vec![now_ms - 1_000],
+                    values: vec![1.0],
+                })
+                .collect(),
+        })
+        .await
+        .expect_err("a write of samples while etcd is lost");
+    assert_eq!(stored_everywhere(&replicas).await, stored_before);
+    for refused in [
+        refused_event,
+        refused_removal,
+        refused_report,
+        refused_write,
+    ] {
         assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused}");
         assert!(refused.message().contains("read-only"), "{refused}");
     }

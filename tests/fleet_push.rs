@@ -4,8 +4,10 @@
 //! after `kill -9` of an owner, the new owner refills the series from Prometheus and plans and
 //! forecasts from the pushed samples; with Prometheus down a `Push` is refused and nothing is
 //! stored, and a series gained by a handover answers `UNAVAILABLE` naming its refill (`GetPlan` and
-//! `GetWorkload` alike) until the new owner has loaded its history; an event added through one
-//! replica is applied by the owner's plans on another.
+//! `GetWorkload` alike) until the new owner has loaded its history; a sample that reaches
+//! Prometheus after the new owner's refill (as an old owner that saw the move late writes it
+//! through) reaches the new owner's store by its late top-up; an event added through one replica
+//! is applied by the owner's plans on another.
 
 mod etcd_support;
 mod fleet_support;
@@ -251,6 +253,14 @@ async fn a_push_lands_at_the_owners_and_in_prometheus_and_outlives_a_kill_9() {
     drop(etcd);
 }
 
+/// Replicas `a` and `b` on `etcd`, writing pushes through to and refilling from `prometheus`.
+fn pair(etcd: &str, prometheus: &str) -> Vec<Replica> {
+    ["a", "b"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, etcd).tsdb(prometheus).start())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_prometheus_down_a_push_is_refused_and_a_gained_series_is_unavailable_while_loading() {
     if etcd_support::missing() || prometheus_support::missing() {
@@ -258,14 +268,7 @@ async fn with_prometheus_down_a_push_is_refused_and_a_gained_series_is_unavailab
     }
     let etcd = etcd_support::LocalEtcd::start();
     let prometheus = LocalPrometheus::start_accepting_history();
-    let mut replicas: Vec<Replica> = ["a", "b"]
-        .iter()
-        .map(|id| {
-            ReplicaConfig::new(id, &etcd.url)
-                .tsdb(&prometheus.url)
-                .start()
-        })
-        .collect();
+    let mut replicas = pair(&etcd.url, &prometheus.url);
     let day = 48;
     let samples = history(0);
     push_settled(
@@ -324,10 +327,7 @@ async fn with_prometheus_down_a_push_is_refused_and_a_gained_series_is_unavailab
     replicas[owner].kill();
     let survivor = &replicas[1 - owner];
     let mut plans = PlanServiceClient::new(survivor.channel().await);
-    let loading = format!(
-        "member {} owns this series and is loading its history from the fleet's tsdb after a handover; retry",
-        survivor.id
-    );
+    let loading = loading(&survivor.id);
     let started = Instant::now();
     let refilling = loop {
         let answer = plans
@@ -561,5 +561,94 @@ async fn a_joining_replica_refills_loads_and_plans_its_share_then_turns_active_b
         wait_active(&second, started).await
     );
     assert_warmed(&second, &share).await;
+    drop(etcd);
+}
+
+/// What a call about a workload answers while `member`, its owner, refills its series.
+fn loading(member: &str) -> String {
+    format!(
+        "member {member} owns this series and is loading its history from the fleet's tsdb after a handover; retry"
+    )
+}
+
+/// Waits (up to `within`) until `replica` stores `samples` samples of series `load_<index>`, and
+/// checks at each look that its workload does not answer as loading its history meanwhile.
+async fn wait_stored(replica: &Replica, index: usize, samples: u64, within: Duration) {
+    let name = series_name(index);
+    let loading = loading(&replica.id);
+    let started = Instant::now();
+    loop {
+        let stored = replica.stored(&name).await;
+        if stored == samples {
+            return;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{} stores {stored} samples of {name}, not {samples}, after {within:?}",
+            replica.id
+        );
+        if let Err(status) = PlanServiceClient::new(replica.channel().await)
+            .get_plan(GetPlanRequest {
+                workload: workload_name(index),
+            })
+            .await
+        {
+            assert_ne!(status.message(), loading, "{}", replica.id);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sample_written_through_after_the_new_owners_refill_reaches_its_store_by_the_late_top_up()
+{
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = LocalPrometheus::start_accepting_history();
+    let mut replicas = pair(&etcd.url, &prometheus.url);
+    // Both active, so that the series has its owner from the push on and the survivor gains it
+    // only at the kill. (An upsert through `a` is fenced on the members: once it is applied, `a`
+    // has seen `b` active.)
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    fleet_support::fleet_view(&client, 2).await;
+    let through = replicas[0].channel().await;
+    PlanServiceClient::new(through.clone())
+        .upsert_workload(upsert(0, None))
+        .await
+        .unwrap();
+    let samples = history(0);
+    push_settled(through, vec![message(&[0], |_| samples.clone())]).await;
+    let name = series_name(0);
+    let owner = usize::from(fleet_support::share_of(&["a", "b"], "b", 1).contains(&0));
+    let survivor = 1 - owner;
+    assert_eq!(
+        (
+            replicas[owner].stored(&name).await,
+            replicas[survivor].stored(&name).await
+        ),
+        (SAMPLES, 0)
+    );
+
+    // The owner is killed; once its lease expires the survivor gains the series and refills it.
+    replicas[owner].kill();
+    wait_stored(&replicas[survivor], 0, SAMPLES, Duration::from_secs(60)).await;
+
+    // A sample in Prometheus that the refill did not read, as an old owner that saw the move
+    // late would have written it through: in the TSDB, not in the new owner's store.
+    let last = samples.last().unwrap().0;
+    let at = (prescale::domain::Timestamp::now().as_millis() - 1_000).max(last + 1);
+    prometheus_support::remote_write(&prometheus.url, &name, &[(at, 4242.0)]).await;
+    assert_eq!(
+        prometheus_support::samples_over(&prometheus.url, &name, "30d"),
+        SAMPLES + 1
+    );
+
+    // Once every old owner must have seen the move (the lease TTL, the longest write-through and
+    // a margin after it), the new owner reads the series again, without answering as loading.
+    wait_stored(&replicas[survivor], 0, SAMPLES + 1, Duration::from_secs(60)).await;
     drop(etcd);
 }

@@ -147,45 +147,6 @@ fn stored_series(server: &TestServer) -> Vec<String> {
         .collect()
 }
 
-/// Sends `samples` of `name` to Prometheus' remote-write receiver (snappy-compressed protobuf).
-async fn remote_write(url: &str, name: &str, samples: &[(i64, f64)]) {
-    use prescale::ingest::remote_write_proto as remote;
-    use prost::Message;
-
-    let request = remote::WriteRequest {
-        timeseries: vec![remote::TimeSeries {
-            labels: vec![remote::Label {
-                name: "__name__".to_owned(),
-                value: name.to_owned(),
-            }],
-            samples: samples
-                .iter()
-                .map(|(timestamp, value)| remote::Sample {
-                    value: *value,
-                    timestamp: *timestamp,
-                })
-                .collect(),
-        }],
-    };
-    let body = snap::raw::Encoder::new()
-        .compress_vec(&request.encode_to_vec())
-        .unwrap();
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/write"))
-        .header("Content-Encoding", "snappy")
-        .header("Content-Type", "application/x-protobuf")
-        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "remote write: {}",
-        response.status()
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backfills_28_days_in_chunks_of_source_values_and_a_restart_pulls_only_what_is_new() {
     if prometheus_support::missing() {
@@ -251,7 +212,7 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
     let early: Vec<(i64, f64)> = (0..60)
         .map(|second| (start + second * 1000, 100.0 + second as f64))
         .collect();
-    remote_write(&prometheus.url, "live_load", &early).await;
+    prometheus_support::remote_write(&prometheus.url, "live_load", &early).await;
 
     let server =
         TestServer::start(settings(Duration::from_secs(300)), ServerOptions::default()).await;
@@ -269,7 +230,7 @@ async fn follows_points_pushed_into_prometheus_after_the_backfill() {
 
     // New points pushed into Prometheus reach the store within a few polls.
     let pushed_at = now_ms();
-    remote_write(&prometheus.url, "live_load", &[(pushed_at, 4242.0)]).await;
+    prometheus_support::remote_write(&prometheus.url, "live_load", &[(pushed_at, 4242.0)]).await;
     let started = Instant::now();
     loop {
         let points = stored_points(server.state.history().store().as_ref(), "live", step);

@@ -148,6 +148,13 @@ impl Coordinator for EtcdCoordinator {
         self.view.clone()
     }
 
+    /// The lease TTL: the watch shares the connection the renewals go through, and a replica whose
+    /// renewals fail steps down at [`MembershipSettings::step_down_after`] (4/5 of the TTL) after
+    /// its last one, bounding each renewal attempt by that deadline.
+    fn stale_view_bound(&self) -> Duration {
+        self.settings.lease_ttl
+    }
+
     fn fenced_write<'a>(
         &'a self,
         ops: &'a [Op],

@@ -28,6 +28,12 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
     /// The latest [`FleetView`], and every change after it.
     fn view(&self) -> watch::Receiver<Arc<FleetView>>;
 
+    /// How long after a change of the members is committed any replica may still act on its view
+    /// from before it (take pushes for a series that moved away): one that reaches the
+    /// coordination service learns of the change through its watch, and one that does not steps
+    /// down (read-only) within this of its last renewal, which came before the change.
+    fn stale_view_bound(&self) -> Duration;
+
     /// Applies `ops` only if this replica is still the member it was in its latest view (its member
     /// key has the same create revision) and no member joined after that view: a replica that lost
     /// its lease, or decided on a stale view, has its write refused. Returns whether it applied,

@@ -245,3 +245,42 @@ pub(crate) fn samples_over(url: &str, name: &str, range: &str) -> u64 {
         .as_str()
         .map_or(0, |count| count.parse().unwrap())
 }
+
+/// Sends `samples` of `name` to Prometheus' remote-write receiver (snappy-compressed protobuf).
+pub(crate) async fn remote_write(url: &str, name: &str, samples: &[(i64, f64)]) {
+    use prescale::ingest::remote_write_proto as remote;
+    use prost::Message;
+
+    let request = remote::WriteRequest {
+        timeseries: vec![remote::TimeSeries {
+            labels: vec![remote::Label {
+                name: "__name__".to_owned(),
+                value: name.to_owned(),
+            }],
+            samples: samples
+                .iter()
+                .map(|(timestamp, value)| remote::Sample {
+                    value: *value,
+                    timestamp: *timestamp,
+                })
+                .collect(),
+        }],
+    };
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&request.encode_to_vec())
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{url}/api/v1/write"))
+        .header("Content-Encoding", "snappy")
+        .header("Content-Type", "application/x-protobuf")
+        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "remote write: {}",
+        response.status()
+    );
+}

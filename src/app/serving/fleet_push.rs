@@ -1,13 +1,16 @@
 //! Pushed samples in a fleet: the TSDB is their source of truth. The owner of a series writes
 //! pushed samples through to the TSDB (Prometheus remote-write) before it stores and acknowledges
 //! them, so they outlive it; a replica that gains a pushed series (a member left or joined, or it
-//! restarted) refills its store from the TSDB before it plans or answers for it. Alone, or in a
-//! fleet without a TSDB, pushes are stored as before. Design: docs/decisions.md, "Fleet mode:
-//! pushed samples and events".
+//! restarted) refills its store from the TSDB before it plans or answers for it, and reads it once
+//! more when every old owner must have seen the move (a *late top-up*). Alone, or in a fleet
+//! without a TSDB, pushes are stored as before. Design: docs/decisions.md, "Fleet mode: pushed
+//! samples and events".
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::app::AppError;
 use crate::domain::{PrometheusSource, Sample, SeriesId, Step, Timestamp};
@@ -22,6 +25,11 @@ use super::{Placement, ServingState, blocking};
 const FIRST_CHUNK: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Pause before refills that failed are tried again, and between looks for gained series.
 const REFILL_RETRY: Duration = Duration::from_secs(2);
+/// Added to the bound after which no old owner writes a moved series through any more (see
+/// [`ServingState::late_top_up_after`]), for the watch to bring the move to an old owner that
+/// reaches etcd, and for the step-down's last renewal attempt, which may end 100 ms past its
+/// deadline.
+const LATE_TOP_UP_MARGIN: Duration = Duration::from_secs(2);
 
 /// The fleet's TSDB: written through on push, read on refill.
 #[derive(Debug)]
@@ -40,12 +48,30 @@ pub(super) struct Refills {
     worked: HashSet<SeriesId>,
     /// Of `worked`, those it only warmed: their current owner still takes their pushes.
     warming: HashSet<SeriesId>,
+    /// Of `worked`, those it owned holding its lease (not warmed, nor answered read-only): a
+    /// series owned now and not then is topped up late.
+    owned: HashSet<SeriesId>,
     /// Gained series not refilled yet: nobody plans them here, or answers for them once owned,
     /// until they are.
     pending: HashSet<SeriesId>,
     /// Warmed series this replica now owns: read again for what was pushed to their old owner
     /// after the warm-up's refill, while the warmed plans keep being served.
     top_ups: HashSet<SeriesId>,
+    /// Series this replica came to own, with when to read them once more: by then every old
+    /// owner has seen the move or stepped down, and what it wrote through before is in the TSDB,
+    /// even after the refill's or the top-up's read. Not pending meanwhile; read once.
+    late_top_ups: HashMap<SeriesId, Instant>,
+}
+
+/// Which read of a series from the TSDB: each is taken off its own queue once it succeeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Of a gained series, pending until it lands.
+    Refill,
+    /// Of a warmed series once owned.
+    TopUp,
+    /// Of an owned series once every old owner has seen the move.
+    LateTopUp,
 }
 
 impl ServingState {
@@ -75,6 +101,7 @@ impl ServingState {
         encode: fn(&[SeriesSamples]) -> Vec<u8>,
     ) -> Result<usize, AppError> {
         let Some(tsdb) = self.tsdb.get().filter(|_| self.fleet.get().is_some()) else {
+            self.check_still_owned(&batch)?;
             let state = Arc::clone(self);
             return blocking(move || state.ingest(&batch)).await;
         };
@@ -87,9 +114,50 @@ impl ServingState {
             Ok((batch, body))
         })
         .await?;
+        // Checked last before the write-through, so that a replica which has seen a series move
+        // (or lost etcd) writes none of it from then on: what it wrote before reaches the TSDB
+        // within the writer's longest write, which the new owner's late top-up waits for.
+        self.check_still_owned(&batch)?;
         tsdb.writer.write(&body).await?;
         let state = Arc::clone(self);
         blocking(move || state.ingest(&batch)).await
+    }
+
+    /// Refuses `batch` unless, in a fleet, this replica holds its lease
+    /// ([`AppError::FleetReadOnly`] once it has lost etcd: its series may have moved since) and
+    /// still owns each series in it (the members changed since the push was routed: the client
+    /// resends and reaches the new owner).
+    fn check_still_owned(&self, batch: &[SeriesSamples]) -> Result<(), AppError> {
+        let Some(coordinator) = self.fleet_writer("storing pushed samples")? else {
+            return Ok(());
+        };
+        let view = coordinator.view();
+        let view = view.borrow();
+        match batch
+            .iter()
+            .find(|part| !view.owns(&part.series.to_string()))
+        {
+            Some(part) => Err(AppError::Fleet {
+                reason: format!(
+                    "series {} is no longer owned by member {} (the fleet's members are changing); retry",
+                    part.series.abbreviated(),
+                    coordinator.member_id()
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// How long after this replica came to own a series its late top-up reads it: the longest
+    /// an old owner may still route pushes by its view from before the move
+    /// ([`crate::fleet::Coordinator::stale_view_bound`]), then the longest a write-through it
+    /// began by then takes, then [`LATE_TOP_UP_MARGIN`].
+    fn late_top_up_after(&self, tsdb: &FleetTsdb) -> Duration {
+        let stale_view = self
+            .fleet
+            .get()
+            .map_or(Duration::ZERO, |coordinator| coordinator.stale_view_bound());
+        stale_view + tsdb.writer.longest_write() + LATE_TOP_UP_MARGIN
     }
 
     /// Whether `series` was gained and is not refilled yet.
@@ -98,13 +166,14 @@ impl ServingState {
     }
 
     /// After a change of members: the pushed series (of workloads without a source) this replica
-    /// owns or warms now and did not before are pending a refill, and those it warmed and now owns
-    /// are to be topped up; those it lost are neither. Returns whether any is pending or to be
-    /// topped up.
+    /// owns or warms now and did not before are pending a refill, those it warmed and now owns
+    /// are to be topped up, and every one it owns holding its lease now and did not before (a
+    /// handover, or its return from read-only) is to be topped up late; those it lost are none of
+    /// these. Returns whether any is pending or to be topped up now.
     pub(super) fn note_gained_series(&self) -> bool {
-        if self.tsdb.get().is_none() {
+        let Some(tsdb) = self.tsdb.get() else {
             return false;
-        }
+        };
         let pushed: Vec<SeriesId> = self
             .workloads
             .read()
@@ -119,16 +188,23 @@ impl ServingState {
             .collect();
         let mut worked = HashSet::new();
         let mut warming = HashSet::new();
+        let mut owned = HashSet::new();
         for series in pushed {
             if self.write_placement(&series) == Placement::Local {
+                // Not owned when answered read-only: it may move meanwhile, and back.
+                if self.owns(&series) {
+                    owned.insert(series.clone());
+                }
                 worked.insert(series);
             } else if self.owns(&series) {
                 warming.insert(series.clone());
                 worked.insert(series);
             }
         }
+        let late_top_up_at = Instant::now() + self.late_top_up_after(tsdb);
         let mut refills = self.refills.lock();
         let gained: Vec<SeriesId> = worked.difference(&refills.worked).cloned().collect();
+        let newly_owned: Vec<SeriesId> = owned.difference(&refills.owned).cloned().collect();
         let owned_after_warming: Vec<SeriesId> = refills
             .warming
             .iter()
@@ -141,47 +217,62 @@ impl ServingState {
             .top_ups
             .retain(|series| worked.contains(series) && !warming.contains(series));
         refills.top_ups.extend(owned_after_warming);
+        refills
+            .late_top_ups
+            .retain(|series, _| owned.contains(series));
+        for series in newly_owned {
+            refills.late_top_ups.insert(series, late_top_up_at);
+        }
         refills.worked = worked;
         refills.warming = warming;
+        refills.owned = owned;
         !(refills.pending.is_empty() && refills.top_ups.is_empty())
     }
 
-    /// Refills pending series, then tops up warmed ones, until shutdown: woken by each re-sync,
-    /// and every [`REFILL_RETRY`] to retry failed refills and take in workloads the fleet added
-    /// since.
+    /// Refills pending series, then tops up warmed ones, then tops up late those whose time has
+    /// come, until shutdown: woken by each re-sync, and every [`REFILL_RETRY`] to retry failed
+    /// reads, take in workloads the fleet added since and find late top-ups due.
     pub(super) async fn run_refills(self: Arc<Self>) {
         let Some(tsdb) = self.tsdb.get() else {
             return;
         };
         loop {
             self.note_gained_series();
-            let (pending, top_ups): (Vec<SeriesId>, Vec<SeriesId>) = {
+            let now = Instant::now();
+            let queued: Vec<(SeriesId, Reading)> = {
                 let refills = self.refills.lock();
-                (
-                    refills.pending.iter().cloned().collect(),
-                    refills.top_ups.iter().cloned().collect(),
-                )
+                let pending = refills
+                    .pending
+                    .iter()
+                    .map(|series| (series, Reading::Refill));
+                let top_ups = refills
+                    .top_ups
+                    .iter()
+                    .map(|series| (series, Reading::TopUp));
+                let late = refills
+                    .late_top_ups
+                    .iter()
+                    .filter(|(_, due)| **due <= now)
+                    .map(|(series, _)| (series, Reading::LateTopUp));
+                pending
+                    .chain(top_ups)
+                    .chain(late)
+                    .map(|(series, reading)| (series.clone(), reading))
+                    .collect()
             };
-            let queued = pending.iter().map(|series| (series, true));
-            for (series, gained) in queued.chain(top_ups.iter().map(|series| (series, false))) {
+            for (series, reading) in &queued {
                 if self.shutdown.is_cancelled() {
                     return;
                 }
                 match self.refill(tsdb, series).await {
                     Ok(samples) => {
-                        tracing::info!(series = %series, samples, gained, "refilled a series from the tsdb");
-                        let mut refills = self.refills.lock();
-                        if gained {
-                            refills.pending.remove(series);
-                        } else {
-                            refills.top_ups.remove(series);
-                        }
-                        drop(refills);
+                        tracing::info!(series = %series, samples, ?reading, "refilled a series from the tsdb");
+                        self.refills.lock().done(series, *reading, now);
                         self.mark_due(series);
                         self.replan.notify_one();
                     }
                     Err(error) => {
-                        tracing::warn!(series = %series, %error, gained, "refilling a series from the tsdb failed; retrying");
+                        tracing::warn!(series = %series, %error, ?reading, "refilling a series from the tsdb failed; retrying");
                     }
                 }
             }
@@ -241,6 +332,30 @@ impl ServingState {
         }];
         let store = Arc::clone(self.history.store());
         blocking(move || Ok(store.append_batch(&batch)?)).await
+    }
+}
+
+impl Refills {
+    /// Takes `series` off the queue of `reading`, which succeeded. A late top-up stays queued when
+    /// it was queued again, for a later time, after `queued_at` (the series moved away and back).
+    fn done(&mut self, series: &SeriesId, reading: Reading, queued_at: Instant) {
+        match reading {
+            Reading::Refill => {
+                self.pending.remove(series);
+            }
+            Reading::TopUp => {
+                self.top_ups.remove(series);
+            }
+            Reading::LateTopUp => {
+                if self
+                    .late_top_ups
+                    .get(series)
+                    .is_some_and(|due| *due <= queued_at)
+                {
+                    self.late_top_ups.remove(series);
+                }
+            }
+        }
     }
 }
 

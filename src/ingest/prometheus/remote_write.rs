@@ -70,6 +70,13 @@ impl RemoteWriteClient {
         &self.url
     }
 
+    /// The longest a [`RemoteWriteClient::write`] can take: every attempt running to its timeout
+    /// (which covers connecting and reading the answer), and the pauses between them.
+    pub fn longest_write(&self) -> Duration {
+        let pauses = FIRST_PAUSE * (2u32.pow(ATTEMPTS - 1) - 1);
+        self.client.source.timeout() * ATTEMPTS + pauses
+    }
+
     /// Writes one request's `body` (a snappy-compressed protobuf `WriteRequest`); `Ok` once the
     /// TSDB answered 2xx.
     pub async fn write(&self, body: &[u8]) -> Result<(), RemoteWriteError> {
@@ -132,4 +139,21 @@ enum Failure {
     Retryable(String),
     /// The receiver refused the data; another attempt would be refused alike.
     Permanent(RemoteWriteError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Step;
+
+    #[test]
+    fn the_longest_write_is_every_attempt_timing_out_and_the_pauses_between() {
+        let source = PrometheusSource::new("http://127.0.0.1:9090", "up", Step::FIVE_MINUTES)
+            .unwrap()
+            .with_timeout(Duration::from_secs(2))
+            .unwrap();
+        let client = RemoteWriteClient::new(&source, "http://127.0.0.1:9090/api/v1/write").unwrap();
+        // Three attempts of 2 s, with 200 ms and then 400 ms between them.
+        assert_eq!(client.longest_write(), Duration::from_millis(6_600));
+    }
 }
