@@ -299,6 +299,11 @@ async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrai
     let store = tempfile::tempdir().unwrap();
     let member = start("alone", &etcd.url, store.path());
     let channel = member.channel().await;
+    // Before any fit, the fleet has no pointer: `models list` says so rather than print nothing.
+    assert_eq!(
+        models(&member, &["list"]),
+        "no models trained yet (no live model pointer under /prescale/models/ in etcd)\n"
+    );
     PlanServiceClient::new(channel.clone())
         .upsert_workload(upsert(0, Some(&prometheus.url)))
         .await

@@ -50,6 +50,9 @@ pub(super) fn models(
 async fn list(fleet: &FleetConfig, etcd: &Etcd, store: &ModelStore) -> Result<()> {
     let prefix = record_key(&fleet.prefix, MODELS_TABLE, "");
     let (entries, _) = etcd.get_prefix(&prefix).await?;
+    if entries.is_empty() {
+        outln!("no models trained yet (no live model pointer under {prefix} in etcd)")?;
+    }
     for entry in entries {
         let name = entry.key.strip_prefix(&prefix).unwrap_or(&entry.key);
         let series: SeriesId = name.parse()?;
