@@ -8,8 +8,12 @@ use crate::domain::Level;
 use super::Calibration;
 use super::quantiles::{conformal_offsets, fold_weight, sorted_weighted};
 
-/// Widening factors tried by [`Calibration::inflations`] for each bound, from none up to its cap.
-const INFLATION_STEPS: usize = 40;
+/// Widening factors tried by [`Calibration::inflations`] for the upper bound, from none up to
+/// its cap: steps of 0.025.
+const UPPER_INFLATION_STEPS: usize = 40;
+
+/// Widening factors tried for the lower bound, from none up to its cap: steps of 0.05.
+const LOWER_INFLATION_STEPS: usize = 100;
 
 /// Largest widening of the upper bound, the one capacity plans are sized on: beyond this a fold
 /// is a regime change (a level shift inside the backtest), and bands wide enough to cover it would
@@ -19,8 +23,9 @@ const MAX_UPPER_INFLATION: f64 = 2.0;
 
 /// Largest widening of the lower bound, which sizes no replica: drops (an outage, a holiday, a
 /// misconfigured autoscaling group) are the surprises load series hold most often, and covering
-/// them costs no replica-hours. See `docs/decisions.md`, "Per-bound widening".
-const MAX_LOWER_INFLATION: f64 = 3.0;
+/// them costs no replica-hours. The narrow bands (80%) need the larger factors to reach a drop the
+/// forward check finds. See `docs/decisions.md`, "Per-bound widening".
+const MAX_LOWER_INFLATION: f64 = 6.0;
 
 /// Which folds calibrate a held-out fold in the widening check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +72,13 @@ impl Calibration {
                 lower: factor(
                     &forward,
                     *level,
-                    MAX_LOWER_INFLATION,
+                    (MAX_LOWER_INFLATION, LOWER_INFLATION_STEPS),
                     &|r, (lower, _), f| r < widen_down(lower, f),
                 ),
                 upper: factor(
                     &others_out,
                     *level,
-                    MAX_UPPER_INFLATION,
+                    (MAX_UPPER_INFLATION, UPPER_INFLATION_STEPS),
                     &|r, (_, upper), f| r > widen_up(upper, f),
                 ),
             })
@@ -110,13 +115,14 @@ impl Calibration {
     }
 }
 
-/// The smallest factor up to `cap` at which the scores of the held-out folds that `missed` a bound
-/// widened by it (given the offsets calibrated without the fold) are within the bound's tail at
-/// `level`; `cap` when none is, 1 when there is nothing to check.
+/// The smallest factor, of `steps` even steps from 1 up to `cap`, at which the scores of the
+/// held-out folds that `missed` a bound widened by it (given the offsets calibrated without the
+/// fold) are within the bound's tail at `level`; `cap` when none is, 1 when there is nothing to
+/// check.
 fn factor(
     held_out: &[HeldOut<'_>],
     level: Level,
-    cap: f64,
+    (cap, steps): (f64, usize),
     missed: &dyn Fn(f64, (f64, f64), f64) -> bool,
 ) -> f64 {
     let total: usize = held_out.iter().map(|(scores, _, _)| scores.len()).sum();
@@ -128,8 +134,8 @@ fn factor(
         .iter()
         .map(|(scores, others, weights)| (*scores, conformal_offsets(others, weights, level)))
         .collect();
-    for step in 0..=INFLATION_STEPS {
-        let factor = 1.0 + (cap - 1.0) * step as f64 / INFLATION_STEPS as f64;
+    for step in 0..=steps {
+        let factor = 1.0 + (cap - 1.0) * step as f64 / steps as f64;
         let count: usize = offsets
             .iter()
             .map(|(scores, offsets)| {
@@ -245,6 +251,18 @@ mod tests {
         // wherever the unlike fold sits.
         assert_eq!(oldest.lower, 1.0, "{oldest:?}");
         assert!(oldest.upper > 1.2, "{oldest:?}");
+    }
+
+    #[test]
+    fn drops_several_times_the_calm_days_are_covered_past_the_upper_caps_reach() {
+        // Drops five times the calm days' need a factor of about 4.5 at 90%: a lower bound
+        // capped at 3 would stay short of the drops a third of the way.
+        let newest = widening_of(vec![fold(5.0, 1.0), fold(1.0, 1.0), fold(1.0, 1.0)]);
+        assert!(
+            newest.lower > 4.0 && newest.lower < MAX_LOWER_INFLATION,
+            "{newest:?}"
+        );
+        assert_eq!(newest.upper, 1.0, "{newest:?}");
     }
 
     #[test]
