@@ -51,19 +51,19 @@ impl ServingState {
         Ok(())
     }
 
-    /// The replicas the executor of workload `name` (`entry`) runs, for its next plan: in a fleet,
-    /// the fleet's report is read first when this replica has not read it since it gained the
-    /// workload. A failed read is logged and the plan starts from the report held here (none,
-    /// after a handover); the next plan reads again.
-    pub(super) async fn running_replicas(&self, name: &str, entry: &WorkloadEntry) -> Option<u32> {
+    /// What the executor of workload `name` (`entry`) last reported, as its next plan starts from
+    /// it (and `GetWorkload` shows it): in a fleet, the fleet's report is read first when this
+    /// replica has not read it since it gained the workload. A failed read is logged and the
+    /// report held here (none, after a handover) is the answer; the next call reads again.
+    pub(super) async fn held_applied(&self, name: &str, entry: &WorkloadEntry) -> Option<Applied> {
         if let Some(coordinator) = self.fleet.get()
             && let Err(error) = self
                 .read_fleet_applied(coordinator.as_ref(), name, entry)
                 .await
         {
-            tracing::warn!(workload = %name, %error, "reading the fleet's report of applied replicas failed; planning from the report held here");
+            tracing::warn!(workload = %name, %error, "reading the fleet's report of applied replicas failed; answering from the report held here");
         }
-        entry.applied.lock().map(|applied| applied.replicas)
+        *entry.applied.lock()
     }
 
     /// Holds the fleet's report of workload `name` (`entry`) when it is newer than the one held,
