@@ -324,10 +324,11 @@ async fn a_report_of_applied_replicas_to_any_replica_reaches_the_owner() {
 }
 
 /// What an executor reported it runs outlives its workload's owner: reported through the replica
-/// that does not own the workload, it is recorded in etcd by the owner, and after `kill -9` of the
-/// owner the replica that takes the workload over starts its first plan from the report, one
-/// replica a step down under a `max_step_down` of 1, where the owner's plan, made before the
-/// report, starts at what the load needs.
+/// that does not own the workload, it is recorded in etcd by the owner (`GetWorkload` through
+/// either replica shows it), and after `kill -9` of the owner the replica that takes the workload
+/// over starts its first plan from the report, one replica a step down under a `max_step_down` of
+/// 1, where the owner's plan, made before the report, starts at what the load needs, and shows the
+/// same report, time included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_of_applied_replicas_outlives_a_kill_9_of_the_owner() {
     const REPORTED: u32 = 150;
@@ -370,6 +371,10 @@ async fn a_report_of_applied_replicas_outlives_a_kill_9_of_the_owner() {
         .unwrap_or_else(|| panic!("nobody follows {name}"));
     let survivor = 1 - owner;
     report_applied(&replicas[survivor], &name, REPORTED).await;
+    // GetWorkload through either replica shows the owner's report.
+    let reported = applied_shown(&replicas[survivor], &name).await;
+    assert_eq!(reported.map(|report| report.replicas), Some(REPORTED));
+    assert_eq!(applied_shown(&replicas[owner], &name).await, reported);
 
     replicas[owner].kill();
     let killed = Instant::now();
@@ -386,7 +391,24 @@ async fn a_report_of_applied_replicas_outlives_a_kill_9_of_the_owner() {
         }
     };
     assert_eq!(first_desired(&taken_over), REPORTED - 1);
+    // The new owner shows the report it read from etcd, with its time.
+    assert_eq!(applied_shown(&replicas[survivor], &name).await, reported);
     drop(etcd);
+}
+
+/// The report of applied replicas `GetWorkload` of `name` through `replica` shows.
+async fn applied_shown(
+    replica: &Replica,
+    name: &str,
+) -> Option<prescale::service::proto::AppliedReport> {
+    PlanServiceClient::new(replica.channel().await)
+        .get_workload(GetWorkloadRequest {
+            name: name.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .applied
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

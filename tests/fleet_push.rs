@@ -7,7 +7,8 @@
 //! `GetWorkload` alike) until the new owner has loaded its history; a sample that reaches
 //! Prometheus after the new owner's refill (as an old owner that saw the move late writes it
 //! through) reaches the new owner's store by its late top-up; an event added through one replica
-//! is applied by the owner's plans on another.
+//! is applied by the owner's plans on another, and removes of it through two replicas at once
+//! count it once.
 
 mod etcd_support;
 mod fleet_support;
@@ -451,6 +452,68 @@ async fn an_event_added_through_one_replica_is_applied_by_the_owner_on_another()
             other.id
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(etcd);
+}
+
+/// `RemoveEvent` of one name through two replicas at once, several rounds: between them they
+/// answer each event removed once, as their deletes in etcd deleted it, and the one whose delete
+/// found nothing left answers `NOT_FOUND`. (Counted from each replica's read before its delete,
+/// both answered every event in most rounds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_an_event_through_two_replicas_at_once_counts_each_event_once() {
+    if etcd_support::missing() {
+        return;
+    }
+    /// Rounds of adds then two removes at once.
+    const ROUNDS: usize = 10;
+    /// Events called `launch` added in each round.
+    const EVENTS: u32 = 3;
+    let etcd = etcd_support::LocalEtcd::start();
+    let replicas: Vec<Replica> = ["e0", "e1"]
+        .iter()
+        .map(|id| ReplicaConfig::new(id, &etcd.url).start())
+        .collect();
+    let mut first = EventServiceClient::new(replicas[0].channel().await);
+    let mut second = EventServiceClient::new(replicas[1].channel().await);
+    let now = prescale::domain::Timestamp::now().as_millis();
+    for round in 0..ROUNDS {
+        for index in 0..EVENTS {
+            let start_ms = now + i64::from(index + 1) * 3_600_000;
+            first
+                .add_event(proto::Event {
+                    name: "launch".to_owned(),
+                    start_ms,
+                    end_ms: start_ms + 1_800_000,
+                    multiplier: Some(2.0),
+                    like: String::new(),
+                })
+                .await
+                .unwrap();
+        }
+        let remove = || RemoveEventRequest {
+            name: "launch".to_owned(),
+        };
+        let (by_first, by_second) =
+            tokio::join!(first.remove_event(remove()), second.remove_event(remove()));
+        let mut removed = 0;
+        for answer in [by_first, by_second] {
+            match answer {
+                Ok(response) => {
+                    let count = response.into_inner().removed;
+                    assert!(count > 0, "round {round}: OK with nothing removed");
+                    removed += count;
+                }
+                Err(status) => {
+                    assert_eq!(
+                        status.code(),
+                        tonic::Code::NotFound,
+                        "round {round}: {status}"
+                    );
+                }
+            }
+        }
+        assert_eq!(removed, EVENTS, "round {round}: removed in all");
     }
     drop(etcd);
 }

@@ -4,8 +4,10 @@
 //! and its local delete interleave (even one upserted through another replica a moment before and
 //! not yet applied by the one deleting it), and `NOT_FOUND` only for one that did not; `GetWorkload`
 //! through any replica answers the owner's status of the workload's source, and `UNAVAILABLE`
-//! while the owner cannot be reached; and a workload's plan gauges and its source's error counters
-//! leave the `/metrics` of a replica that hands it over to a member joining.
+//! while the owner cannot be reached; a report of applied replicas reaching the owner just after
+//! its workload was deleted is `NOT_FOUND` and leaves no record; and a workload's plan gauges and
+//! its source's error counters leave the `/metrics` of a replica that hands it over to a member
+//! joining.
 
 mod etcd_support;
 mod fleet_support;
@@ -22,7 +24,8 @@ use fleet_support::{
 use grpc_support::workload_names;
 use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
-    DeleteWorkloadRequest, GetWorkloadRequest, plan_service_client::PlanServiceClient,
+    DeleteWorkloadRequest, GetWorkloadRequest, ReportAppliedRequest,
+    plan_service_client::PlanServiceClient,
 };
 use prometheus_support::free_port;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -198,13 +201,11 @@ async fn a_workload_upserted_through_one_replica_is_deleted_at_once_through_anot
     if etcd_support::missing() {
         return;
     }
-    /// Rounds of an upsert through one replica and at once a delete through the other.
+    /// Rounds of an upsert through one replica and at once a delete through the other. Before
+    /// each upsert a [`BACKLOG`] keeps the deleting replica's watch busy, so it has not yet
+    /// applied the upsert when the delete reaches it (the upserting one applied the upsert
+    /// itself), and its own copy judged `NOT_FOUND` in most rounds.
     const ROUNDS: usize = 20;
-    /// Workloads the fleet takes from elsewhere just before each round's upsert (written to etcd
-    /// as another replica would): the deleting replica's watch applies them one by one, so it has
-    /// not yet applied the upsert when the delete reaches it (the upserting one applied the
-    /// upsert itself), and its own copy judged `NOT_FOUND` in most rounds.
-    const BACKLOG: usize = 40;
     let (_etcd_process, etcd, replicas) = two_replicas().await;
     let mut writer = PlanServiceClient::new(replicas[0].channel().await);
     let mut deleter = PlanServiceClient::new(replicas[1].channel().await);
@@ -219,19 +220,7 @@ async fn a_workload_upserted_through_one_replica_is_deleted_at_once_through_anot
     let name = workload_name(0);
     let key = format!("/prescale/workloads/{name}");
     for round in 0..ROUNDS {
-        for other in 1..=BACKLOG {
-            let workload = serde_json::json!({
-                "name": workload_name(other),
-                "series": series_name(other),
-                "capacity_per_replica": 100 + round,
-                "max_replicas": 100,
-                "warm_up": "30m",
-            });
-            let record = format!("/prescale/workloads/{}", workload_name(other));
-            etcd.put(&record, workload.to_string().as_bytes(), 0)
-                .await
-                .unwrap();
-        }
+        write_backlog(&etcd, 1..=BACKLOG, round).await;
         writer.upsert_workload(upsert(0, None)).await.unwrap();
         deleter
             .delete_workload(DeleteWorkloadRequest { name: name.clone() })
@@ -241,6 +230,90 @@ async fn a_workload_upserted_through_one_replica_is_deleted_at_once_through_anot
     }
     until_held_everywhere(&replicas, &name, false).await;
     until_held_everywhere(&replicas, &workload_name(BACKLOG), true).await;
+}
+
+/// Workloads the fleet takes from elsewhere (written to etcd as another replica would, by
+/// [`write_backlog`]) just before the step of a race: the replicas' watches apply them one by one,
+/// so a replica's copy of the fleet's table stays behind etcd for a while.
+const BACKLOG: usize = 40;
+
+/// Writes workloads `indexes` to etcd as another replica would (their capacity from `round`, so
+/// each round changes them): the replicas' watches of the fleet's table apply them one by one.
+async fn write_backlog(etcd: &Etcd, indexes: std::ops::RangeInclusive<usize>, round: usize) {
+    for other in indexes {
+        let workload = serde_json::json!({
+            "name": workload_name(other),
+            "series": series_name(other),
+            "capacity_per_replica": 100 + round,
+            "max_replicas": 100,
+            "warm_up": "30m",
+        });
+        let record = format!("/prescale/workloads/{}", workload_name(other));
+        etcd.put(&record, workload.to_string().as_bytes(), 0)
+            .await
+            .unwrap();
+    }
+}
+
+/// A report of applied replicas that reaches a workload's owner at once after the workload was
+/// deleted through the other replica answers `NOT_FOUND` and leaves no record in etcd, so the
+/// workload created again by that name shows no report. The owner's copy has not applied the
+/// deletion yet (a [`BACKLOG`] written to etcd just before keeps its watch busy), so it still
+/// takes the report; written without requiring the workload's record, it was acknowledged and
+/// left `<prefix>applied/<name>` behind in most rounds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_racing_the_delete_of_its_workload_is_not_found_and_leaves_no_record() {
+    if etcd_support::missing() {
+        return;
+    }
+    /// Rounds of a delete through one replica (after a [`BACKLOG`]) and at once a report
+    /// through the owner.
+    const ROUNDS: usize = 10;
+    let (_etcd_process, etcd, replicas) = two_replicas().await;
+    for replica in &replicas {
+        until_active(replica).await;
+    }
+    // A workload `r0` owns; the backlog's indexes come after it.
+    let index = *share_of(&["r0", "r1"], "r0", 8)
+        .first()
+        .expect("r0 owns one of 8 workloads");
+    let name = workload_name(index);
+    let report_key = format!("/prescale/applied/{name}");
+    let mut owner = PlanServiceClient::new(replicas[0].channel().await);
+    let mut deleter = PlanServiceClient::new(replicas[1].channel().await);
+    for round in 0..ROUNDS {
+        owner.upsert_workload(upsert(index, None)).await.unwrap();
+        until_held_everywhere(&replicas, &name, true).await;
+        let created = get_workload(&replicas[1], &name).await.unwrap();
+        assert_eq!(created.applied, None, "round {round}: created again");
+
+        write_backlog(&etcd, 10..=10 + BACKLOG, round).await;
+        deleter
+            .delete_workload(DeleteWorkloadRequest { name: name.clone() })
+            .await
+            .unwrap();
+        let report = owner
+            .report_applied(ReportAppliedRequest {
+                workload: name.clone(),
+                replicas: u32::try_from(round).unwrap() + 1,
+                time_ms: 0,
+            })
+            .await;
+        assert_eq!(
+            etcd.get(&report_key).await.unwrap(),
+            None,
+            "round {round}: a report left behind its workload, answered {report:?}"
+        );
+        let status = report
+            .err()
+            .unwrap_or_else(|| panic!("round {round}: a report of a deleted workload taken"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::NotFound,
+            "round {round}: {status}"
+        );
+        until_held_everywhere(&replicas, &name, false).await;
+    }
 }
 
 /// Waits (at most 120 s) until `replica`, joining, turns active: its health `SERVING`.

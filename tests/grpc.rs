@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use common::{TestServer, next_plan, watch_plans};
 use grpc_support::{
-    DAY_MS, START_MS, STEP_MS, code_of, daily, forecast_request, settings, workload,
+    DAY_MS, START_MS, STEP_MS, code_of, daily, forecast_request, settings, with_workload_api,
+    workload,
 };
 use prescale::service::ServerOptions;
 use prescale::service::proto::{
@@ -433,6 +434,52 @@ async fn a_report_of_applied_replicas_survives_a_restart_and_goes_with_its_workl
     assert_eq!(first_desired(&unreadable), unreported);
     let replaced = std::fs::read_to_string(&saved).unwrap();
     assert!(!replaced.contains("replicas = "), "{replaced}");
+    server.shutdown().await;
+}
+
+/// The report of applied replicas held for workload `api`, as `GetWorkload` shows it.
+async fn shown_applied(plans: &mut PlanServiceClient<Channel>) -> Option<proto::AppliedReport> {
+    plans
+        .get_workload(proto::GetWorkloadRequest {
+            name: "api".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .applied
+}
+
+/// `GetWorkload` shows the report of applied replicas held for the workload, the newest by its
+/// time (an older one is dropped), and the same after a restart; none before the first report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_workload_shows_the_report_of_applied_replicas_held() {
+    let newest = proto::AppliedReport {
+        replicas: 7,
+        time_ms: START_MS + DAY_MS,
+    };
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let mut plans = with_workload_api(server.channel().await).await;
+    assert_eq!(shown_applied(&mut plans).await, None);
+    for (replicas, time_ms) in [(newest.replicas, newest.time_ms), (9, START_MS)] {
+        plans
+            .report_applied(proto::ReportAppliedRequest {
+                workload: "api".to_owned(),
+                replicas,
+                time_ms,
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(shown_applied(&mut plans).await, Some(newest));
+
+    let server = TestServer::start_in(
+        server.shutdown().await,
+        settings(),
+        ServerOptions::default(),
+    )
+    .await;
+    let mut plans = PlanServiceClient::new(server.channel().await);
+    assert_eq!(shown_applied(&mut plans).await, Some(newest));
     server.shutdown().await;
 }
 

@@ -8,7 +8,9 @@ mod grpc_support;
 use std::sync::Arc;
 
 use common::{TestServer, connect, scaled_object};
-use grpc_support::{DAY_MS, START_MS, code_of, settings, workload, workload_names};
+use grpc_support::{
+    DAY_MS, START_MS, code_of, settings, with_workload_api, workload, workload_names,
+};
 use prescale::app::SystemClock;
 use prescale::domain::Timestamp;
 use prescale::service::externalscaler::GetMetricsRequest;
@@ -66,11 +68,7 @@ async fn an_event_beyond_the_year_9999_is_refused_and_the_calendar_still_reads()
 /// A server holding workload `api` (on series `load`, which has no samples), and a client of it.
 async fn serve_workload_api() -> (TestServer, PlanServiceClient<Channel>) {
     let server = TestServer::start(settings(), ServerOptions::default()).await;
-    let mut plans = PlanServiceClient::new(server.channel().await);
-    plans
-        .upsert_workload(workload("api", "load"))
-        .await
-        .unwrap();
+    let plans = with_workload_api(server.channel().await).await;
     (server, plans)
 }
 

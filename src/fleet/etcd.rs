@@ -62,6 +62,11 @@ pub enum Compare {
         /// The expected create revision.
         revision: i64,
     },
+    /// `key` exists (its create revision is above 0).
+    Exists {
+        /// The key.
+        key: String,
+    },
     /// `key`'s modification revision is below `revision` (a missing key has 0).
     ModRevisionBelow {
         /// The key.
@@ -564,6 +569,13 @@ fn compare_message(condition: &Compare) -> pb::Compare {
             compare::CompareResult::Equal,
             compare::CompareTarget::Create,
             *revision,
+        ),
+        Compare::Exists { key } => (
+            key,
+            Vec::new(),
+            compare::CompareResult::Greater,
+            compare::CompareTarget::Create,
+            0,
         ),
         Compare::ModRevisionBelow { key, revision } => (
             key,

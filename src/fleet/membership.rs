@@ -155,8 +155,9 @@ impl Coordinator for EtcdCoordinator {
         self.settings.lease_ttl
     }
 
-    fn fenced_write<'a>(
+    fn fenced_write_if<'a>(
         &'a self,
+        conditions: &'a [Compare],
         ops: &'a [Op],
     ) -> Pin<Box<dyn Future<Output = Result<FencedWrite, FleetError>> + Send + 'a>> {
         Box::pin(async move {
@@ -165,7 +166,7 @@ impl Coordinator for EtcdCoordinator {
                 return Ok(FencedWrite::Refused);
             };
             let members = self.settings.members_prefix();
-            let compares = [
+            let fence = [
                 Compare::CreateRevisionEquals {
                     key: self.settings.member_key(),
                     revision: incarnation,
@@ -178,6 +179,10 @@ impl Coordinator for EtcdCoordinator {
                     revision: view.revision + 1,
                 },
             ];
+            let compares: Vec<Compare> = fence
+                .into_iter()
+                .chain(conditions.iter().cloned())
+                .collect();
             let outcome = self.etcd.txn(&compares, ops, &[]).await?;
             Ok(if outcome.succeeded {
                 FencedWrite::Applied {

@@ -41,6 +41,17 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
     fn fenced_write<'a>(
         &'a self,
         ops: &'a [etcd::Op],
+    ) -> Pin<Box<dyn Future<Output = Result<FencedWrite, FleetError>> + Send + 'a>> {
+        self.fenced_write_if(&[], ops)
+    }
+
+    /// [`Coordinator::fenced_write`] that also requires every compare of `conditions` to hold in
+    /// the same transaction (a report of applied replicas requires its workload's record), so a
+    /// write refused may have failed either; the caller reads what it needs to tell which.
+    fn fenced_write_if<'a>(
+        &'a self,
+        conditions: &'a [etcd::Compare],
+        ops: &'a [etcd::Op],
     ) -> Pin<Box<dyn Future<Output = Result<FencedWrite, FleetError>> + Send + 'a>>;
 
     /// Turns this replica from joining to active (its member key's state, on the same lease and
@@ -88,8 +99,8 @@ pub enum FencedWrite {
         /// delete tells whether there was anything to delete.
         deleted: u64,
     },
-    /// The writer is no longer the member of its view, or a member joined after that view:
-    /// nothing was applied.
+    /// The writer is no longer the member of its view, or a member joined after that view, or a
+    /// condition of [`Coordinator::fenced_write_if`] did not hold: nothing was applied.
     Refused,
 }
 

@@ -8,7 +8,9 @@ use tonic::Status;
 
 use super::error::invalid;
 use super::proto;
-use crate::app::{CachedModel, Job, JobState, PublishedPlan, ServedForecast, SourceStatus};
+use crate::app::{
+    Applied, CachedModel, Job, JobState, PublishedPlan, ServedForecast, SourceStatus,
+};
 use crate::domain::{
     DomainError, Level, PrometheusSource, Sample, SeriesId, SourceAuth, Step, Timestamp,
 };
@@ -374,6 +376,15 @@ pub fn workload_message(workload: &Workload) -> proto::Workload {
             max_short_steps: slo.text(),
         }),
         slo_status: None,
+        applied: None,
+    }
+}
+
+/// A report of applied replicas for the wire.
+pub(crate) fn applied_message(applied: &Applied) -> proto::AppliedReport {
+    proto::AppliedReport {
+        replicas: applied.replicas,
+        time_ms: applied.at.as_millis(),
     }
 }
 

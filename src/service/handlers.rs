@@ -315,9 +315,9 @@ impl proto::plan_service_server::PlanService for Handlers {
         request: Request<proto::GetWorkloadRequest>,
     ) -> Result<Response<proto::Workload>, Status> {
         let name = convert::workload_name("name", &request.get_ref().name)?;
-        // Its source's status and its plan's rule are its owner's: in a fleet, ask the owner, and
-        // while the owner refills its history answer UNAVAILABLE as GetPlan does, rather than a
-        // workload without the rule of a plan it is about to make.
+        // Its source's status, its plan's rule and the report of what runs are its owner's: in a
+        // fleet, ask the owner, and while the owner refills its history answer UNAVAILABLE as
+        // GetPlan does, rather than a workload without the rule of a plan it is about to make.
         if let Some(owner) = self.owner(name, &request)? {
             return forward::get_workload(&owner, &request, self.max_message_bytes)
                 .await
@@ -333,6 +333,11 @@ impl proto::plan_service_server::PlanService for Handlers {
             .state
             .plan_rule(workload.name())
             .map(|rule| convert::slo_status_message(&rule));
+        message.applied = self
+            .state
+            .reported_applied(workload.name())
+            .await?
+            .map(|applied| convert::applied_message(&applied));
         Ok(Response::new(message))
     }
 

@@ -77,8 +77,22 @@ pub(crate) fn workload(name: &str, series_name: &str) -> proto::UpsertWorkloadRe
             source_status: None,
             slo: None,
             slo_status: None,
+            applied: None,
         }),
     }
+}
+
+/// A client of the server at `channel`, which holds workload `api` on series `load` (upserted
+/// here).
+pub(crate) async fn with_workload_api(
+    channel: tonic::transport::Channel,
+) -> proto::plan_service_client::PlanServiceClient<tonic::transport::Channel> {
+    let mut plans = proto::plan_service_client::PlanServiceClient::new(channel);
+    plans
+        .upsert_workload(workload("api", "load"))
+        .await
+        .unwrap();
+    plans
 }
 
 pub(crate) fn forecast_request(series_name: &str, horizon: &str) -> proto::ForecastRequest {

@@ -144,9 +144,17 @@ impl ServingState {
         blocking(move || state.save_applied(&state.workloads.read())).await
     }
 
-    /// What the executor of `name` last reported.
+    /// What the executor of `name` last reported, as held here.
     pub fn applied(&self, name: &str) -> Result<Option<Applied>, AppError> {
         Ok(*self.entry(name)?.applied.lock())
+    }
+
+    /// What the executor of `name` last reported, for `GetWorkload`: the report its next plan
+    /// starts from (in a fleet, at its owner, which reads the fleet's report first when it has not
+    /// since it gained the workload).
+    pub async fn reported_applied(&self, name: &str) -> Result<Option<Applied>, AppError> {
+        let entry = self.entry(name)?;
+        Ok(self.held_applied(name, &entry).await)
     }
 
     /// Holds the reports of the applied file (read at open) of the workloads in `workloads`; the

@@ -2,18 +2,20 @@
 //! the replica count to etcd (`<prefix>applied/<workload>`, beside the workloads table) before it
 //! holds it, and a replica that takes a workload over (a restart, a rolling update, a dead owner)
 //! reads it before its first plan of it, so that plan starts from what the executor last
-//! reported. Deleting a workload deletes its report just after it (`fleet_workloads`).
+//! reported. A report is written only while the workload's record exists, and deleting a
+//! workload deletes its report just after it (`fleet_workloads`), so none outlives it.
 //! Design: docs/decisions.md, "Reports of applied replicas outlive the process".
 
 use std::sync::atomic::Ordering;
 
 use crate::app::AppError;
 use crate::fleet::Coordinator;
+use crate::fleet::etcd::Compare;
 
 use super::ServingState;
 use super::applied::{Applied, Newer, SavedApplied, compare_to_held};
-use super::fleet_workloads::{fenced_put, fleet_error};
-use super::workloads::WorkloadEntry;
+use super::fleet_workloads::{WORKLOADS_TABLE, fenced_put, fleet_error};
+use super::workloads::{WorkloadEntry, unknown_workload};
 
 /// The fleet-wide table of reports, one record per workload (`{"replicas":..,"at_ms":..}`).
 pub(super) const APPLIED_TABLE: &str = "applied";
@@ -23,7 +25,8 @@ impl ServingState {
     /// is read first if this replica has not read it since it gained the workload; a report older
     /// than the one held is dropped; one that changes the replica count is written to etcd, fenced
     /// by this replica's membership in its current view (a write that depends on who owns the
-    /// workload, so refused rather than retried when the view is stale), and held here only once
+    /// workload, so refused rather than retried when the view is stale) and by the workload's
+    /// record existing ([`AppError::NotFound`] once it is deleted), and held here only once
     /// written. A workload's reports are recorded one at a time, so etcd ends with the newest.
     pub(super) async fn report_fleet_applied(
         &self,
@@ -44,26 +47,40 @@ impl ServingState {
                         reason: format!("cannot encode the report of workload {name}: {error}"),
                     }
                 })?;
-                fenced_put(coordinator, APPLIED_TABLE, name, value).await?;
+                // Only while the workload's record exists: a report racing a delete through any
+                // replica (this replica's copy follows etcd a moment behind) would otherwise be
+                // left behind the delete, for a workload created again by that name to inherit.
+                let workload = Compare::Exists {
+                    key: coordinator.record_key(WORKLOADS_TABLE, name),
+                };
+                let written =
+                    fenced_put(coordinator, &[workload], APPLIED_TABLE, name, value).await;
+                if let Err(error) = written {
+                    // Refused: the fence or the workload; etcd says which.
+                    return Err(match coordinator.record(WORKLOADS_TABLE, name).await {
+                        Ok(None) => unknown_workload(name),
+                        _ => error,
+                    });
+                }
             }
         }
         entry.hold_newest(applied);
         Ok(())
     }
 
-    /// The replicas the executor of workload `name` (`entry`) runs, for its next plan: in a fleet,
-    /// the fleet's report is read first when this replica has not read it since it gained the
-    /// workload. A failed read is logged and the plan starts from the report held here (none,
-    /// after a handover); the next plan reads again.
-    pub(super) async fn running_replicas(&self, name: &str, entry: &WorkloadEntry) -> Option<u32> {
+    /// What the executor of workload `name` (`entry`) last reported, as its next plan starts from
+    /// it (and `GetWorkload` shows it): in a fleet, the fleet's report is read first when this
+    /// replica has not read it since it gained the workload. A failed read is logged and the
+    /// report held here (none, after a handover) is the answer; the next call reads again.
+    pub(super) async fn held_applied(&self, name: &str, entry: &WorkloadEntry) -> Option<Applied> {
         if let Some(coordinator) = self.fleet.get()
             && let Err(error) = self
                 .read_fleet_applied(coordinator.as_ref(), name, entry)
                 .await
         {
-            tracing::warn!(workload = %name, %error, "reading the fleet's report of applied replicas failed; planning from the report held here");
+            tracing::warn!(workload = %name, %error, "reading the fleet's report of applied replicas failed; answering from the report held here");
         }
-        entry.applied.lock().map(|applied| applied.replicas)
+        *entry.applied.lock()
     }
 
     /// Holds the fleet's report of workload `name` (`entry`) when it is newer than the one held,

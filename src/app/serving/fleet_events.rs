@@ -45,7 +45,10 @@ impl ServingState {
     }
 
     /// Removes every event called `name`: alone, from the events file; in a fleet, first from etcd
-    /// (fenced as [`ServingState::publish_event`]), then here. Returns how many went.
+    /// (fenced as [`ServingState::publish_event`]), then here. Returns how many went: in a fleet,
+    /// the records the fenced delete itself deleted, not those the read before it found (a remove
+    /// through another replica in between deleted those), and [`AppError::NotFound`] when it
+    /// deleted none.
     pub async fn withdraw_event(self: &Arc<Self>, name: &str) -> Result<usize, AppError> {
         let state = Arc::clone(self);
         let owned_name = name.to_owned();
@@ -65,14 +68,18 @@ impl ServingState {
                 key: coordinator.record_key(EVENTS_TABLE, record),
             })
             .collect();
+        let not_found = || AppError::NotFound {
+            kind: "event",
+            name: name.to_owned(),
+        };
         if ops.is_empty() {
-            return Err(AppError::NotFound {
-                kind: "event",
-                name: name.to_owned(),
-            });
+            return Err(not_found());
         }
-        fenced_any_view(coordinator.as_ref(), &ops).await?;
-        let removed = ops.len();
+        let deleted = fenced_any_view(coordinator.as_ref(), &ops).await?;
+        if deleted == 0 {
+            return Err(not_found());
+        }
+        let removed = usize::try_from(deleted).unwrap_or(usize::MAX);
         // The table is what counts; this replica's file may not have had them yet.
         match blocking(move || state.remove_event(&owned_name)).await {
             Ok(_) | Err(AppError::NotFound { .. }) => Ok(removed),

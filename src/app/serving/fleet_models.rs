@@ -166,6 +166,7 @@ impl ServingState {
         let value = pointer.encode();
         fenced_put(
             coordinator.as_ref(),
+            &[],
             MODELS_TABLE,
             &series.to_string(),
             value,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::app::AppError;
-use crate::fleet::etcd::Op;
+use crate::fleet::etcd::{Compare, Op};
 use crate::fleet::{Coordinator, FencedWrite, FleetError, RecordChange, RecordWatch};
 use crate::plan::{Workload, WorkloadParams};
 
@@ -60,9 +60,10 @@ impl ServingState {
                 let deleted = fenced_any_view(coordinator.as_ref(), &[Op::Delete { key }]).await?;
                 // The executor's report goes with the workload, so one created again by that name
                 // starts from nothing; its own write, since a transaction counts the deletes of
-                // both records together. Also when the workload was not there: a report left by a
-                // write racing an earlier delete goes too. The workload is deleted either way, so
-                // a failure here is logged, not answered.
+                // both records together. A report is written only while the workload's record
+                // exists (`report_fleet_applied`), so none comes after this. Also when the workload
+                // was not there: a report left by a delete whose second write failed goes too. The
+                // workload is deleted either way, so a failure here is logged, not answered.
                 let report = coordinator.record_key(APPLIED_TABLE, name);
                 if let Err(error) =
                     fenced_any_view(coordinator.as_ref(), &[Op::Delete { key: report }]).await
@@ -214,23 +215,23 @@ pub(super) async fn put_record(
 }
 
 /// Writes `value` as record `name` of fleet-wide table `table`, fenced by this replica's
-/// membership in the view it decided on: a write that depends on ownership (a model pointer) is
-/// never retried with a later view.
+/// membership in the view it decided on, and only if every compare of `conditions` holds: a write
+/// that depends on ownership (a model pointer, a report of applied replicas) is never retried with
+/// a later view.
 pub(super) async fn fenced_put(
     coordinator: &dyn Coordinator,
+    conditions: &[Compare],
     table: &str,
     name: &str,
     value: Vec<u8>,
 ) -> Result<(), AppError> {
     let key = coordinator.record_key(table, name);
-    match coordinator
-        .fenced_write(&[Op::Put {
-            key,
-            value,
-            lease: 0,
-        }])
-        .await
-    {
+    let put = [Op::Put {
+        key,
+        value,
+        lease: 0,
+    }];
+    match coordinator.fenced_write_if(conditions, &put).await {
         Ok(FencedWrite::Applied { .. }) => Ok(()),
         Ok(FencedWrite::Refused) => Err(refused()),
         Err(error) => Err(fleet_error(error)),

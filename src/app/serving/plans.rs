@@ -166,7 +166,10 @@ impl ServingState {
     async fn refresh_plan(self: &Arc<Self>, entry: Arc<WorkloadEntry>) {
         let workload = entry.workload.read().clone();
         let name = workload.name().to_owned();
-        let running = self.running_replicas(&name, &entry).await;
+        let running = self
+            .held_applied(&name, &entry)
+            .await
+            .map(|applied| applied.replicas);
         let state = Arc::clone(self);
         let cache = Arc::clone(&entry);
         let computed = blocking(move || state.compute_plan(&workload, running, &cache.rule)).await;
