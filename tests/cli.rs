@@ -37,6 +37,24 @@ fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
     path
 }
 
+/// A workload file in `dir` for the series `api`.
+fn api_workload(dir: &Path) -> std::path::PathBuf {
+    write(
+        dir,
+        "workload.toml",
+        "name = \"api\"\nseries = \"api\"\ncapacity_per_replica = 10.0\nmin_replicas = 1\nmax_replicas = 10\nwarm_up = \"10m\"\n",
+    )
+}
+
+/// The gRPC address in the first line `prescale serve` prints.
+fn grpc_address(serving: &str) -> String {
+    serving
+        .strip_prefix("prescale serving gRPC on ")
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("{serving}"))
+        .to_owned()
+}
+
 #[test]
 fn import_list_show_export_round_trip() {
     let root = tempfile::tempdir().unwrap();
@@ -289,11 +307,7 @@ fn entries(dir: &Path) -> Option<Vec<String>> {
 fn assert_read_only_commands_refuse(root: &Path, data_dir: &Path, expected: &str) {
     let out = root.join("out.csv");
     let out = out.to_str().unwrap();
-    let workload = write(
-        root,
-        "workload.toml",
-        "name = \"api\"\nseries = \"api\"\ncapacity_per_replica = 10.0\nmin_replicas = 1\nmax_replicas = 10\nwarm_up = \"10m\"\n",
-    );
+    let workload = api_workload(root);
     let workload = workload.to_str().unwrap();
     let before = entries(data_dir);
     for args in [
@@ -855,11 +869,7 @@ fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
         &["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"],
     );
     let serving = lines.next().unwrap().unwrap();
-    let grpc = serving
-        .strip_prefix("prescale serving gRPC on ")
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap_or_else(|| panic!("{serving}"))
-        .to_owned();
+    let grpc = grpc_address(&serving);
     let metrics_line = lines.next().unwrap().unwrap();
     let metrics = metrics_line
         .strip_prefix("metrics on http://")
@@ -904,4 +914,233 @@ fn serve_answers_health_and_metrics_then_stops_cleanly_on_sigterm() {
     );
 
     common::stop_with_sigterm(&mut child, lines);
+}
+
+/// Every file and directory under `dir`, by path relative to it: a file's size and checksum, or
+/// `None` for a directory.
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, Option<(u64, u32)>> {
+    let mut found = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            if path.is_dir() {
+                found.insert(name, None);
+                pending.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                found.insert(name, Some((bytes.len() as u64, crc32fast::hash(&bytes))));
+            }
+        }
+    }
+    found
+}
+
+/// The commands that only read a store leave its data directory as they found it, byte for byte:
+/// no new log segment, no checkpoint or manifest written, a torn log tail left in place.
+#[test]
+fn read_only_commands_leave_the_data_directory_as_it_was() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let imported = prescale(
+        &data,
+        &[
+            "import",
+            "--series",
+            "api",
+            &sample("ec2_cpu_utilization_5f5533.csv"),
+        ],
+    );
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    let added = prescale(
+        &data,
+        &[
+            "events",
+            "add",
+            "--name",
+            "launch",
+            "--start",
+            "2014-02-20T00:00:00Z",
+            "--end",
+            "2014-02-21T00:00:00Z",
+            "--multiplier",
+            "2",
+        ],
+    );
+    assert!(added.status.success(), "{}", stderr(&added));
+    // Samples in the log beside the checkpoint the import wrote, and a torn write after them.
+    {
+        let store =
+            prescale::store::PolarsStore::open(&data, prescale::store::StoreOptions::default())
+                .unwrap();
+        let logged = [prescale::domain::Sample::new(1_704_067_200_000, 42.0)];
+        prescale::store::MetricStore::append(&store, &"logged".parse().unwrap(), &logged).unwrap();
+    }
+    let newest = std::fs::read_dir(data.join("wal"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .max()
+        .unwrap();
+    let mut torn = std::fs::read(&newest).unwrap();
+    torn.extend_from_slice(&[0x20, 0, 0]);
+    std::fs::write(&newest, &torn).unwrap();
+
+    let out = root.path().join("out.csv");
+    let out = out.to_str().unwrap();
+    let workload = api_workload(root.path());
+    let workload = workload.to_str().unwrap();
+    let naive = ["--model", "seasonal_naive"];
+    let before = tree(&data);
+    for args in [
+        &["series", "list"][..],
+        &["series", "show", "logged"],
+        &["export", "api", out],
+        &[
+            &[
+                "forecast",
+                "--series",
+                "api",
+                "--horizon",
+                "1h",
+                "--output",
+                out,
+            ][..],
+            &naive,
+        ]
+        .concat(),
+        &[
+            &[
+                "backtest",
+                "--series",
+                "api",
+                "--horizon",
+                "1h",
+                "--folds",
+                "1",
+            ][..],
+            &naive,
+        ]
+        .concat(),
+        &[
+            &[
+                "plan",
+                "--series",
+                "api",
+                "--workload",
+                workload,
+                "--output",
+                out,
+            ][..],
+            &naive,
+        ]
+        .concat(),
+        &[
+            &[
+                "simulate",
+                "--series",
+                "api",
+                "--workload",
+                workload,
+                "--days",
+                "1",
+            ][..],
+            &naive,
+        ]
+        .concat(),
+        &["events", "list"],
+        &["models", "list"],
+    ] {
+        let output = prescale(&data, args);
+        assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+        assert_eq!(tree(&data), before, "{args:?} changed the data directory");
+    }
+    let shown = prescale(&data, &["series", "show", "logged"]);
+    assert!(
+        stdout(&shown).contains("samples:     1"),
+        "{}",
+        stdout(&shown)
+    );
+}
+
+/// A read-only command reads the store of a running `prescale serve`, without waiting for it or
+/// stopping it, and finds every sample the server acknowledged.
+#[test]
+fn read_only_commands_read_the_store_of_a_running_server() {
+    use prescale::service::proto;
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let (child, mut lines) = common::spawn_serve(root.path(), &["--listen", "127.0.0.1:0"]);
+    let mut server = KillOnDrop(Some(child));
+    let serving = lines.next().unwrap().unwrap();
+    let grpc = grpc_address(&serving);
+    // 2024-01-01T00:00:00Z, 00:05 and 00:10.
+    let timestamps_ms: Vec<i64> = (0..3)
+        .map(|step| 1_704_067_200_000 + step * 300_000)
+        .collect();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let written = runtime.block_on(async {
+        let mut ingest =
+            proto::ingest_service_client::IngestServiceClient::connect(format!("http://{grpc}"))
+                .await
+                .unwrap();
+        ingest
+            .write(proto::WriteRequest {
+                series: vec![proto::SeriesSamples {
+                    series: Some(proto::SeriesRef {
+                        name: "load".to_owned(),
+                        labels: [("service".to_owned(), "api".to_owned())].into(),
+                    }),
+                    timestamps_ms,
+                    values: vec![1.0, 2.0, 3.0],
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    });
+    assert_eq!(written.accepted, 3);
+
+    let listed = prescale(&data, &["series", "list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        stdout(&listed).contains("load{service=\"api\"}"),
+        "{}",
+        stdout(&listed)
+    );
+    let out = root.path().join("load.csv");
+    let exported = prescale(
+        &data,
+        &["export", "load{service=\"api\"}", out.to_str().unwrap()],
+    );
+    assert!(exported.status.success(), "{}", stderr(&exported));
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "timestamp,value\n2024-01-01T00:00:00Z,1\n2024-01-01T00:05:00Z,2\n2024-01-01T00:10:00Z,3\n"
+    );
+    // A change still needs the server: the store is the server's to write.
+    let deleted = prescale(&data, &["series", "delete", "load{service=\"api\"}"]);
+    assert!(!deleted.status.success(), "{}", stdout(&deleted));
+    assert!(
+        stderr(&deleted).contains("in use by another process"),
+        "{}",
+        stderr(&deleted)
+    );
+
+    let mut child = server.0.take().expect("the server is still running");
+    common::stop_with_sigterm(&mut child, lines);
+}
+
+/// A `prescale serve` child, killed if the test fails before it stops it, so no server outlives
+/// its test.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

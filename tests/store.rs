@@ -303,6 +303,71 @@ fn torn_log_tail_is_truncated_and_nothing_else_is_lost() {
     assert_eq!(store.summary(&id).unwrap().samples, 3);
 }
 
+/// A read-only open reads a torn log tail up to its last complete record and leaves the file as
+/// it is, creating nothing; the writer's next open still truncates it.
+#[test]
+fn a_read_only_open_reads_past_a_torn_tail_without_truncating_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("torn");
+    let complete_len = {
+        let store = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        store.append(&id, &samples(&[(1, 1.0), (2, 2.0)])).unwrap();
+        let complete_len = std::fs::metadata(newest_segment(dir.path())).unwrap().len();
+        store.append(&id, &samples(&[(3, 3.0)])).unwrap();
+        complete_len
+    };
+    std::fs::remove_file(dir.path().join("LOCK")).unwrap();
+    let newest = newest_segment(dir.path());
+    let file = OpenOptions::new().write(true).open(&newest).unwrap();
+    let len = file.metadata().unwrap().len();
+    file.set_len(len - 10).unwrap();
+    drop(file);
+    let torn = std::fs::read(&newest).unwrap();
+
+    let reader = PolarsStore::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    let summary = reader.summary(&id).unwrap();
+    assert_eq!(summary.samples, 2);
+    assert_eq!(summary.last, Some(Timestamp::from_millis(2)));
+    drop(reader);
+    assert_eq!(
+        std::fs::read(&newest).unwrap(),
+        torn,
+        "the tail is left in place"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("wal")).unwrap().count(),
+        1,
+        "no segment was created"
+    );
+    assert!(!dir.path().join("LOCK").exists(), "no lock was taken");
+
+    drop(PolarsStore::open(dir.path(), StoreOptions::default()).unwrap());
+    assert_eq!(std::fs::metadata(&newest).unwrap().len(), complete_len);
+}
+
+/// A store open for writing, as a running server holds it, is read beside its writer, while a
+/// second writer is refused.
+#[test]
+fn a_read_only_open_reads_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = series("served");
+    let writer = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    writer.append(&id, &samples(&[(1, 1.0), (2, 2.0)])).unwrap();
+    writer.checkpoint().unwrap();
+    writer.append(&id, &samples(&[(3, 3.0)])).unwrap();
+
+    let error = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(
+        error.to_string().contains("in use by another process"),
+        "{error}"
+    );
+    let reader = PolarsStore::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(reader.summary(&id).unwrap().samples, 3);
+    let refused = reader.append(&id, &samples(&[(4, 4.0)])).unwrap_err();
+    assert!(matches!(refused, StoreError::ReadOnly { .. }), "{refused}");
+    assert!(refused.to_string().contains("read-only"), "{refused}");
+}
+
 /// A crash while a new segment was being created leaves a few bytes of its header (found by
 /// `tests/fuzz.rs`): the store opens, and opens again once a newer segment exists, with nothing
 /// lost.

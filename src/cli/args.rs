@@ -145,7 +145,7 @@ impl InputArgs {
             .as_deref()
             .expect("invariant: clap requires --input or --series");
         let series = self.labels.resolve(name)?;
-        let (app, _) = super::open(config, super::DataDirUse::Existing)?;
+        let app = super::open_read_only(config)?;
         Ok(app.regular_series(&series, self.step)?)
     }
 }

@@ -312,8 +312,9 @@ fn holds_store(dir: &Path) -> Result<bool> {
     Ok(false)
 }
 
-/// Opens the configured store and an app over it; `access` says whether a missing data directory
-/// is created or refused.
+/// Opens the configured store to change it, and an app over it; `access` says whether a missing
+/// data directory is created or refused. It takes the store's lock, so it fails while a server
+/// serves the store.
 fn open(config: &Config, access: DataDirUse) -> Result<(History, Arc<PolarsStore>)> {
     let dir = access.data_dir(config)?;
     let store = Arc::new(
@@ -321,6 +322,15 @@ fn open(config: &Config, access: DataDirUse) -> Result<(History, Arc<PolarsStore
             .with_context(|| format!("opening store in {}", dir.display()))?,
     );
     Ok((History::new(store.clone()), store))
+}
+
+/// Opens the configured store read-only, and an app over it, for a command that only reads: it
+/// changes nothing in the data directory and reads beside a server serving the same store.
+fn open_read_only(config: &Config) -> Result<History> {
+    let dir = DataDirUse::Existing.data_dir(config)?;
+    let store = PolarsStore::open_read_only(dir, config.store_options())
+        .with_context(|| format!("reading store in {}", dir.display()))?;
+    Ok(History::new(Arc::new(store)))
 }
 
 /// Opens the configured model registry; `access` as for [`open`].

@@ -17,7 +17,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 #[derive(Debug, Args)]
 pub(super) struct ServerArgs {
     /// Ask the server at this URL (`http://HOST:50051`) instead of opening the store (a serving
-    /// server holds it locked).
+    /// server holds it locked against changes; reads open it read-only beside the server).
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// File whose first line is the bearer token for `--server` (as `[server.auth] tokens_file`).

@@ -12,7 +12,7 @@ use prescale::store::MetricStore;
 use super::args::{SeriesArgs, StoreArgs};
 use super::server_client::ServerArgs;
 use super::source::{PrometheusImportArgs, import_prometheus};
-use super::{DataDirUse, open, series_client};
+use super::{DataDirUse, open, open_read_only, series_client};
 use crate::output::{outln, print_import, print_series_details, print_series_table};
 
 #[derive(Debug, Args)]
@@ -128,11 +128,11 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
             if let Some(target) = server.target() {
                 return series_client::list_on_server(&target);
             }
-            print_series_table(&open(config, DataDirUse::Existing)?.0.list_series()?)?;
+            print_series_table(&open_read_only(config)?.list_series()?)?;
         }
         SeriesCommand::Show { name, labels, .. } => {
             let series = labels.resolve(name)?;
-            let (app, _) = open(config, DataDirUse::Existing)?;
+            let app = open_read_only(config)?;
             print_series_details(&app.store().summary(&series)?)?;
         }
         SeriesCommand::Delete {
@@ -155,7 +155,7 @@ pub(super) fn series(config: &Config, command: &SeriesCommand) -> Result<()> {
 
 /// `prescale export`: the series resampled to `--step`, as CSV.
 pub(super) fn export(config: &Config, args: &ExportArgs) -> Result<()> {
-    let (app, _) = open(config, DataDirUse::Existing)?;
+    let app = open_read_only(config)?;
     let series = args.labels.resolve(&args.name)?;
     let rows = app.export_csv(&series, args.step, args.agg, &args.file)?;
     outln!(

@@ -27,8 +27,11 @@ pub(crate) fn status(error: &AppError) -> Status {
             | StoreError::WindowTooLarge { .. } => Code::InvalidArgument,
             StoreError::UnknownSeries { .. } => Code::NotFound,
             StoreError::TooManySeries { .. } => Code::ResourceExhausted,
-            StoreError::Poisoned { .. } => Code::Unavailable,
-            StoreError::Io { .. }
+            StoreError::Poisoned { .. } | StoreError::ChangedWhileReading { .. } => {
+                Code::Unavailable
+            }
+            StoreError::ReadOnly { .. }
+            | StoreError::Io { .. }
             | StoreError::CorruptLog { .. }
             | StoreError::Checkpoint { .. } => Code::Internal,
         },

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::atomic_file::write_atomically;
 use crate::domain::SeriesId;
 
-use super::StoreError;
 use super::history::SeriesHistory;
+use super::{OpenMode, StoreError};
 
 /// Name of the manifest file in the checkpoint directory.
 const MANIFEST: &str = "manifest.json";
@@ -152,12 +152,15 @@ pub(super) fn remove_leftovers(dir: &Path) -> Result<(), StoreError> {
 /// A key that is not its series' canonical text (`x{a=""}`, written before a label with an empty
 /// value was left out of series ids, is `x` now) is merged into the canonical series: the old keys'
 /// samples in key order, then the canonical key's own on top, so on a timestamp they share the
-/// canonical key's value is kept, as a later write's is. The merged series is written under the
-/// canonical key, then the manifest without the old keys, then their files are removed: the old
-/// key does not come back, and a crash part-way merges the same samples again at the next open.
+/// canonical key's value is kept, as a later write's is. In [`OpenMode::ReadWrite`] the merged
+/// series is written under the canonical key, then the manifest without the old keys, then their
+/// files are removed: the old key does not come back, and a crash part-way merges the same samples
+/// again at the next open. In [`OpenMode::ReadOnly`] the merge stays in memory and `manifest` is
+/// left as it was read.
 pub(super) fn load_series(
     series_dir: &Path,
     manifest: &mut Manifest,
+    mode: OpenMode,
 ) -> Result<HashMap<SeriesId, SeriesHistory>, StoreError> {
     let mut series = HashMap::new();
     let mut renamed: BTreeMap<SeriesId, Vec<(String, SeriesHistory)>> = BTreeMap::new();
@@ -187,15 +190,22 @@ pub(super) fn load_series(
         let mut merged = SeriesHistory::new();
         for (key, mut history) in old_keys {
             merged.overlay(&mut history);
-            old_files.extend(manifest.files.remove(&key));
             tracing::info!(old_key = %key, series = %id.abbreviated(), "series read under its canonical key");
+            if mode == OpenMode::ReadWrite {
+                old_files.extend(manifest.files.remove(&key));
+            }
         }
         if let Some(mut own) = series.remove(&id) {
             merged.overlay(&mut own);
         }
-        write_series(series_dir, &manifest.file_for(&id), merged.frame())?;
-        merged.mark_clean();
+        if mode == OpenMode::ReadWrite {
+            write_series(series_dir, &manifest.file_for(&id), merged.frame())?;
+            merged.mark_clean();
+        }
         series.insert(id, merged);
+    }
+    if mode == OpenMode::ReadOnly {
+        return Ok(series);
     }
     manifest.store(series_dir)?;
     remove_files(series_dir, old_files)?;

@@ -37,9 +37,19 @@ const LOCK_FILE: &str = "LOCK";
 const WAL_DIR: &str = "wal";
 /// The directory of the Parquet checkpoints and their manifest.
 const SERIES_DIR: &str = "series";
-/// What a directory holds once a store was opened in it ([`PolarsStore::open`] creates each): a
-/// directory holding none of them has never been a store.
+/// What a directory holds once a store was opened in it ([`PolarsStore::open`] creates each, and
+/// [`PolarsStore::open_read_only`] none): a directory holding none of them has never been a store.
 pub const STORE_ENTRIES: [&str; 3] = [LOCK_FILE, WAL_DIR, SERIES_DIR];
+
+/// Whether an open may change the store's files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenMode {
+    /// The one writer: takes the lock, repairs what a crash left (a torn log tail, a half-created
+    /// segment, temporary files, series keys of an older release) and logs new writes.
+    ReadWrite,
+    /// A reader beside the writer, if any: changes no file and ignores what a writer would repair.
+    ReadOnly,
+}
 
 /// Most labels a stored series may have (Mimir's default is 30).
 pub const MAX_LABELS: usize = 32;
@@ -141,6 +151,25 @@ pub enum StoreError {
         path: PathBuf,
         /// What went wrong.
         reason: String,
+    },
+    /// The store was opened with [`PolarsStore::open_read_only`], which changes nothing on disk.
+    #[error("store in {dir} was opened read-only: {operation} refused")]
+    ReadOnly {
+        /// The store's directory.
+        dir: PathBuf,
+        /// What was asked of it.
+        operation: &'static str,
+    },
+    /// A read-only open found the store changed under it (its writer checkpointed, which replaces
+    /// log segments and Parquet files) at every attempt.
+    #[error(
+        "store in {dir} changed while it was being read, {attempts} times in a row (its writer checkpointed meanwhile); try again"
+    )]
+    ChangedWhileReading {
+        /// The store's directory.
+        dir: PathBuf,
+        /// Attempts made.
+        attempts: u32,
     },
     /// An earlier log write failed half-way and could not be rolled back; the store refuses writes.
     #[error("store is read-only after a failed log write: {reason}")]

@@ -1,7 +1,7 @@
 //! The single-node store: Polars frames in memory, a write-ahead log and Parquet checkpoints on disk.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +16,10 @@ use super::checkpoint::{self, Manifest, forget_checkpointed};
 use super::checkpointer::Checkpointer;
 use super::history::{SeriesHistory, spacing};
 use super::validate::validate;
-use super::wal::{self, Record, Wal};
-use super::{
-    LOCK_FILE, MetricStore, SERIES_DIR, SeriesSamples, SeriesSummary, StoreError, WAL_DIR,
-};
+use super::wal::Wal;
+use super::{MetricStore, SERIES_DIR, SeriesSamples, SeriesSummary, StoreError, WAL_DIR};
+
+mod open;
 
 /// The most buckets one window call builds (80 MB of values).
 const MAX_WINDOW_BUCKETS: u64 = 10_000_000;
@@ -70,6 +70,16 @@ enum Checkpointed {
     Abandoned,
 }
 
+/// What only the store's one writer holds.
+#[derive(Debug)]
+struct Writer {
+    /// Held open and locked so a second writer cannot open the same directory.
+    _lock: File,
+    /// The open log segment. Appends hold it while they also apply the batch in memory, so the order in
+    /// memory is the order in the log, which is the order recovery replays.
+    log: Mutex<Wal>,
+}
+
 /// The data of a [`PolarsStore`], shared with its background checkpoint thread.
 ///
 /// Lock order: `log`, then `series`, then a series' own lock; `checkpointing` is taken before `log`.
@@ -78,11 +88,8 @@ enum Checkpointed {
 struct StoreCore {
     /// Root directory: `wal/`, `series/` and the `LOCK` file ([`super::STORE_ENTRIES`]).
     dir: PathBuf,
-    /// Held open and locked so a second process cannot open the same directory.
-    _lock: File,
-    /// The open log segment. Appends hold it while they also apply the batch in memory, so the order in
-    /// memory is the order in the log, which is the order recovery replays.
-    log: Mutex<Wal>,
+    /// The lock and the log; `None` when the store was opened read-only.
+    writer: Option<Writer>,
     /// Every series, each behind its own lock so reads of different series do not contend.
     series: RwLock<HashMap<SeriesId, SharedHistory>>,
     /// The checkpoint manifest; also serialises checkpoints.
@@ -100,20 +107,24 @@ struct StoreCore {
 /// background thread for a checkpoint and returns; [`MetricStore::checkpoint`] writes one in the
 /// caller's thread. Dropping the store stops a running background checkpoint at its next series
 /// and joins the thread; the log keeps what it had not written.
+///
+/// A store opened with [`PolarsStore::open_read_only`] has no log, no lock and no checkpoint
+/// thread: it answers reads and refuses every change with [`StoreError::ReadOnly`].
 #[derive(Debug)]
 pub struct PolarsStore {
-    /// The background checkpoint thread; dropped first, so it ends before the handle lets go of
-    /// the data.
-    checkpointer: Checkpointer,
+    /// The background checkpoint thread, `None` in a read-only store; dropped first, so it ends
+    /// before the handle lets go of the data.
+    checkpointer: Option<Checkpointer>,
     /// The data, shared with the checkpoint thread.
     core: Arc<StoreCore>,
 }
 
 impl PolarsStore {
-    /// Opens (creating if needed) the store in `dir`: loads the last checkpoint, replays the log after it
-    /// and truncates a torn final record; starts the background checkpoint thread.
+    /// Opens (creating if needed) the store in `dir` as its one writer: takes its `LOCK`, loads the
+    /// last checkpoint, replays the log after it and truncates a torn final record; starts the
+    /// background checkpoint thread.
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
-        let core = Arc::new(StoreCore::open(dir, options)?);
+        let core = Arc::new(StoreCore::open(dir.as_ref(), options)?);
         let worker = Arc::clone(&core);
         let checkpointer = Checkpointer::spawn(move |stop| match worker.checkpoint(Some(stop)) {
             Ok(Checkpointed::Abandoned) => {
@@ -128,7 +139,32 @@ impl PolarsStore {
             path: core.dir.clone(),
             source,
         })?;
-        Ok(Self { checkpointer, core })
+        Ok(Self {
+            checkpointer: Some(checkpointer),
+            core,
+        })
+    }
+
+    /// Opens the store in `dir` for reading, without changing anything on disk: no directory,
+    /// `LOCK`, log segment or manifest is created or rewritten, and a torn final log record is
+    /// read up to and left in place. It neither takes nor waits for the writer's lock, so it reads
+    /// the store of a running server.
+    ///
+    /// What it holds is the store as it stood at one moment during the open: every batch
+    /// acknowledged before the open began, none of a batch in part. A checkpoint the writer
+    /// completes meanwhile (it replaces log segments and Parquet files) is detected by the
+    /// manifest having changed, or by a file the open listed having gone, and the open starts
+    /// again, a few times at most ([`StoreError::ChangedWhileReading`]). Retention from `options`
+    /// is applied in memory only; `dir` must exist.
+    pub fn open_read_only(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let core = StoreCore::open_read_only(dir.as_ref(), options, &mut || {})?;
+        Ok(Self {
+            checkpointer: None,
+            core: Arc::new(core),
+        })
     }
 
     /// The root directory of the store.
@@ -144,15 +180,17 @@ impl PolarsStore {
     /// Blocks until the background checkpoints asked for so far have finished, whether they
     /// succeeded or not (failures are logged); for a command about to exit and for tests.
     pub fn wait_for_background_checkpoint(&self) {
-        self.checkpointer.wait_idle();
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.wait_idle();
+        }
     }
 }
 
 impl MetricStore for PolarsStore {
     fn append_batch(&self, batch: &[SeriesSamples]) -> Result<usize, StoreError> {
         let (accepted, checkpoint_due) = self.core.append_batch(batch)?;
-        if checkpoint_due {
-            self.checkpointer.request();
+        if checkpoint_due && let Some(checkpointer) = &self.checkpointer {
+            checkpointer.request();
         }
         Ok(accepted)
     }
@@ -197,96 +235,15 @@ impl MetricStore for PolarsStore {
 }
 
 impl StoreCore {
-    /// Opens (creating if needed) the store in `dir`: loads the last checkpoint, replays the log after it
-    /// and truncates a torn final record.
-    fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, StoreError> {
-        let dir = dir.as_ref().to_owned();
-        let wal_dir = dir.join(WAL_DIR);
-        let series_dir = dir.join(SERIES_DIR);
-        for path in [&dir, &wal_dir, &series_dir] {
-            fs::create_dir_all(path).map_err(|source| StoreError::Io {
-                path: path.clone(),
-                source,
-            })?;
+    /// The writer's log, or [`StoreError::ReadOnly`] naming `operation` in a read-only store.
+    fn log(&self, operation: &'static str) -> Result<&Mutex<Wal>, StoreError> {
+        match &self.writer {
+            Some(writer) => Ok(&writer.log),
+            None => Err(StoreError::ReadOnly {
+                dir: self.dir.clone(),
+                operation,
+            }),
         }
-        let lock_path = dir.join(LOCK_FILE);
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        lock.try_lock().map_err(|error| StoreError::Io {
-            path: lock_path.clone(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::WouldBlock,
-                format!("data directory is in use by another process ({error})"),
-            ),
-        })?;
-        checkpoint::remove_leftovers(&series_dir)?;
-
-        let mut manifest = Manifest::load(&series_dir)?;
-        let mut series: HashMap<SeriesId, SharedHistory> =
-            checkpoint::load_series(&series_dir, &mut manifest)?
-                .into_iter()
-                .map(|(id, history)| (id, Arc::new(Mutex::new(history))))
-                .collect();
-
-        let segments = wal::list_segments(&wal_dir)?;
-        let newest = segments.last().map(|(sequence, _)| *sequence);
-        let (mut replayed_records, mut replayed_bytes) = (0, 0);
-        for (sequence, path) in &segments {
-            if *sequence <= manifest.wal_checkpoint {
-                continue;
-            }
-            let outcome =
-                wal::replay_segment(path, Some(*sequence) == newest, |record| match record {
-                    Record::Samples(batch) => Self::apply(&mut series, &batch),
-                    Record::Deletion(id) => {
-                        series.remove(&id);
-                    }
-                })?;
-            replayed_records += outcome.records;
-            replayed_bytes += outcome.record_bytes;
-        }
-        // Segments the manifest covers are left over when a crash came between manifest and deletion.
-        Wal::remove_through(&wal_dir, manifest.wal_checkpoint)?;
-        // A series deleted after its last checkpoint: the log's deletion removed it above, and the
-        // manifest must stop naming it before that log segment is compacted away.
-        let deleted: Vec<SeriesId> = manifest
-            .entries()
-            .filter_map(|(key, _)| key.parse::<SeriesId>().ok())
-            .filter(|id| !series.contains_key(id))
-            .collect();
-        forget_checkpointed(&mut manifest, &series_dir, &deleted)?;
-        let next_sequence = newest.unwrap_or(0).max(manifest.wal_checkpoint) + 1;
-        let mut log = Wal::create(&wal_dir, next_sequence, options.fsync)?;
-        log.add_replayed_bytes(replayed_bytes);
-        tracing::info!(
-            dir = %dir.display(),
-            series = series.len(),
-            replayed_records,
-            replayed_bytes,
-            "opened metric store"
-        );
-
-        let store = Self {
-            dir,
-            _lock: lock,
-            log: Mutex::new(log),
-            series: RwLock::new(series),
-            checkpointing: Mutex::new(manifest),
-            options,
-            #[cfg(test)]
-            pause: Default::default(),
-        };
-        if let Some(retention) = store.options.retention {
-            store.enforce_retention(Timestamp::now(), retention)?;
-        }
-        Ok(store)
     }
 
     /// Applies a logged batch to the in-memory histories.
@@ -357,12 +314,28 @@ impl StoreCore {
             })
     }
 
-    /// Forgets the series retention left without samples: out of the listing, and out of the
-    /// manifest with their checkpoint files, so a restart does not bring back what was dropped.
+    /// Drops the samples in memory older than `now - max_age`, and the series left without
+    /// samples; returns how many samples were dropped, and the series removed.
+    fn drop_expired(&self, now: Timestamp, max_age: Duration) -> (usize, Vec<SeriesId>) {
+        let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now.saturating_add_millis(-age);
+        let histories: Vec<SharedHistory> = self.series.read().values().cloned().collect();
+        let dropped = histories
+            .iter()
+            .map(|history| history.lock().drop_before(cutoff))
+            .sum();
+        if dropped == 0 {
+            return (0, Vec::new());
+        }
+        tracing::info!(dropped, %cutoff, "dropped samples past retention");
+        (dropped, self.remove_empty_series())
+    }
+
+    /// Takes the series retention left without samples out of the listing; returns them.
     ///
     /// Emptiness is checked under the map's write lock, so an append racing with this either lands
     /// before (and the series stays) or after (and makes the series anew).
-    fn remove_empty_series(&self, manifest: &mut Manifest) -> Result<(), StoreError> {
+    fn remove_empty_series(&self) -> Vec<SeriesId> {
         let mut removed = Vec::new();
         self.series.write().retain(|id, history| {
             let empty = history.lock().is_empty();
@@ -374,7 +347,7 @@ impl StoreCore {
         if !removed.is_empty() {
             tracing::info!(series = removed.len(), "removed series retention emptied");
         }
-        forget_checkpointed(manifest, &self.dir.join(SERIES_DIR), &removed)
+        removed
     }
 
     /// Allocated heap bytes of the in-memory frames (Polars' own estimate).
@@ -407,11 +380,12 @@ fn write_snapshot(
 impl StoreCore {
     /// [`MetricStore::append_batch`]; also says whether the log has crossed the checkpoint threshold.
     fn append_batch(&self, batch: &[SeriesSamples]) -> Result<(usize, bool), StoreError> {
+        let log = self.log("append")?;
         let accepted = validate(batch, Timestamp::now())?;
         if accepted == 0 {
             return Ok((0, false));
         }
-        let mut log = self.log.lock();
+        let mut log = log.lock();
         // Under the log's lock, which every append takes: no other batch adds series meanwhile.
         self.check_series_limit(batch)?;
         log.append(batch)?;
@@ -465,12 +439,13 @@ impl StoreCore {
     }
 
     fn delete_series(&self, series: &SeriesId) -> Result<usize, StoreError> {
+        let log = self.log("delete")?;
         // Serialised with checkpoints, so none writes the file of the series deleted here.
         let mut manifest = self.checkpointing.lock();
         let samples = {
             // Under the log's lock, so no append of the series lands between the deletion in the
             // log and the deletion in memory: memory keeps the log's order.
-            let mut log = self.log.lock();
+            let mut log = log.lock();
             let history = self.history(series)?;
             log.append_deletion(series)?;
             self.series.write().remove(series);
@@ -500,31 +475,26 @@ impl StoreCore {
         })
     }
 
+    /// [`MetricStore::enforce_retention`]: the series it empties also leave the manifest, with their
+    /// checkpoint files, so a restart does not bring back what was dropped.
     fn enforce_retention(&self, now: Timestamp, max_age: Duration) -> Result<usize, StoreError> {
-        let age = i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
-        let cutoff = now.saturating_add_millis(-age);
+        self.log("retention")?;
         // Serialised with checkpoints, so none writes the file of a series removed here.
         let mut manifest = self.checkpointing.lock();
-        let histories: Vec<SharedHistory> = self.series.read().values().cloned().collect();
-        let dropped = histories
-            .iter()
-            .map(|history| history.lock().drop_before(cutoff))
-            .sum();
-        if dropped > 0 {
-            tracing::info!(dropped, %cutoff, "dropped samples past retention");
-            self.remove_empty_series(&mut manifest)?;
-        }
+        let (dropped, emptied) = self.drop_expired(now, max_age);
+        forget_checkpointed(&mut manifest, &self.dir.join(SERIES_DIR), &emptied)?;
         Ok(dropped)
     }
 
     /// [`MetricStore::checkpoint`]; with `stop`, abandoned before the next series' write once it
     /// is set (the store is closing), leaving what it had not yet recorded in the manifest dirty.
     fn checkpoint(&self, stop: Option<&AtomicBool>) -> Result<Checkpointed, StoreError> {
+        let log = self.log("checkpoint")?;
         let mut manifest = self.checkpointing.lock();
         let series_dir = self.dir.join(SERIES_DIR);
         // Rotate and snapshot under the log lock, so the snapshot holds exactly the closed segments.
         let (closed, snapshot) = {
-            let mut log = self.log.lock();
+            let mut log = log.lock();
             let series = self.series.read();
             let nothing_dirty = series.values().all(|history| !history.lock().is_dirty());
             if nothing_dirty && log.bytes_since_checkpoint() == 0 {
@@ -565,8 +535,12 @@ impl StoreCore {
         })
     }
 
+    /// [`MetricStore::sync`]; a read-only store logged nothing, so it has nothing to flush.
     fn sync(&self) -> Result<(), StoreError> {
-        self.log.lock().sync()
+        match &self.writer {
+            Some(writer) => writer.log.lock().sync(),
+            None => Ok(()),
+        }
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use crate::domain::{Sample, SeriesId};
 
-use super::{SeriesSamples, StoreError};
+use super::{OpenMode, SeriesSamples, StoreError};
 
 /// First bytes of every segment written; bumped if the record format changes.
 const MAGIC: &[u8; 8] = b"PSWAL002";
@@ -202,8 +202,9 @@ fn decode_batch(payload: &mut &[u8]) -> Result<Vec<SeriesSamples>, String> {
 pub(super) struct ReplayOutcome {
     /// Records applied.
     pub(super) records: u64,
-    /// Bytes cut off the end of a segment as a torn write.
-    pub(super) truncated_bytes: u64,
+    /// Bytes after the last complete record of the newest segment, a write torn by a crash or
+    /// still under way: cut off the file by a read-write open, ignored by a read-only one.
+    pub(super) torn_bytes: u64,
     /// Bytes of the records replayed.
     pub(super) record_bytes: u64,
 }
@@ -230,12 +231,15 @@ fn next_valid_record(bytes: &[u8], offset: usize, format: Format) -> Option<usiz
 /// Replays the records of one segment through `apply`.
 ///
 /// In the newest segment a record that is cut short or fails its checksum, with no valid record
-/// after it, is a write torn by a crash: it and everything after it were never acknowledged, so the
-/// file is truncated there. A bad record followed by a valid one, or any bad record in an older
-/// segment, is corruption: an error, and the file is left as it is.
+/// after it, is a write torn by a crash (or, for a reader beside a running writer, one still under
+/// way): it and everything after it were never acknowledged, so [`OpenMode::ReadWrite`] truncates
+/// the file there and [`OpenMode::ReadOnly`] stops reading there. A bad record followed by a valid
+/// one, or any bad record in an older segment, is corruption: an error, and the file is left as it
+/// is.
 pub(super) fn replay_segment(
     path: &Path,
     is_newest: bool,
+    mode: OpenMode,
     mut apply: impl FnMut(Record),
 ) -> Result<ReplayOutcome, StoreError> {
     let mut bytes = Vec::new();
@@ -266,6 +270,16 @@ pub(super) fn replay_segment(
             });
         }
         let dropped = (bytes.len() - offset) as u64;
+        if mode == OpenMode::ReadOnly {
+            tracing::info!(
+                path = %path.display(),
+                offset,
+                ignored_bytes = dropped,
+                %reason,
+                "reading the write-ahead log up to its last complete record"
+            );
+            return Ok(dropped);
+        }
         tracing::warn!(
             path = %path.display(),
             offset,
@@ -288,13 +302,17 @@ pub(super) fn replay_segment(
             // The segment was being created when the process died: it never held a record, so it
             // is removed wherever it is. Truncating it to nothing would leave an empty segment
             // that, once a newer one exists, reads as a damaged older segment at the next open.
+            // A reader leaves it to the writer (which may be creating it right now).
+            outcome.torn_bytes = bytes.len() as u64;
+            if mode == OpenMode::ReadOnly {
+                return Ok(outcome);
+            }
             tracing::warn!(
                 path = %path.display(),
                 bytes = bytes.len(),
                 "removing write-ahead log segment whose header was cut short"
             );
             std::fs::remove_file(path).map_err(io_error(path))?;
-            outcome.truncated_bytes = bytes.len() as u64;
             return Ok(outcome);
         }
         return Err(StoreError::CorruptLog {
@@ -307,22 +325,22 @@ pub(super) fn replay_segment(
     while offset < bytes.len() {
         let remaining = &bytes[offset..];
         if remaining.len() < RECORD_HEADER {
-            outcome.truncated_bytes = damaged(offset, "record header cut short".to_owned())?;
+            outcome.torn_bytes = damaged(offset, "record header cut short".to_owned())?;
             break;
         }
         let payload_len = u32::from_le_bytes(remaining[0..4].try_into().expect("4 bytes")) as usize;
         let checksum = u32::from_le_bytes(remaining[4..8].try_into().expect("4 bytes"));
         if payload_len > MAX_RECORD_BYTES || RECORD_HEADER + payload_len > remaining.len() {
-            outcome.truncated_bytes = damaged(offset, "record cut short".to_owned())?;
+            outcome.torn_bytes = damaged(offset, "record cut short".to_owned())?;
             break;
         }
         if payload_len < MIN_RECORD_BYTES {
-            outcome.truncated_bytes = damaged(offset, "record shorter than any batch".to_owned())?;
+            outcome.torn_bytes = damaged(offset, "record shorter than any batch".to_owned())?;
             break;
         }
         let payload = &remaining[RECORD_HEADER..RECORD_HEADER + payload_len];
         if crc32fast::hash(payload) != checksum {
-            outcome.truncated_bytes = damaged(offset, "checksum mismatch".to_owned())?;
+            outcome.torn_bytes = damaged(offset, "checksum mismatch".to_owned())?;
             break;
         }
         let record = decode_payload(format, payload).map_err(|reason| StoreError::CorruptLog {
@@ -484,8 +502,17 @@ mod tests {
         path: &Path,
         is_newest: bool,
     ) -> Result<(Vec<SeriesSamples>, ReplayOutcome), StoreError> {
+        replay_in(path, is_newest, OpenMode::ReadWrite)
+    }
+
+    /// The batches of the segment at `path` and what its replay found, opened in `mode`.
+    fn replay_in(
+        path: &Path,
+        is_newest: bool,
+        mode: OpenMode,
+    ) -> Result<(Vec<SeriesSamples>, ReplayOutcome), StoreError> {
         let mut seen = Vec::new();
-        let outcome = replay_segment(path, is_newest, |record| match record {
+        let outcome = replay_segment(path, is_newest, mode, |record| match record {
             Record::Samples(batch) => seen.extend(batch),
             Record::Deletion(series) => panic!("unexpected deletion of {series}"),
         })?;
@@ -503,7 +530,7 @@ mod tests {
             outcome,
             ReplayOutcome {
                 records: 2,
-                truncated_bytes: 0,
+                torn_bytes: 0,
                 record_bytes: fs::metadata(segment_path(dir.path(), 1)).unwrap().len()
                     - MAGIC.len() as u64,
             }
@@ -521,9 +548,12 @@ mod tests {
         wal.append_deletion(&first[0].series).unwrap();
         wal.append(&batch("cpu", &[(2, 2.0)])).unwrap();
         let mut records = Vec::new();
-        replay_segment(&segment_path(dir.path(), 1), true, |record| {
-            records.push(record)
-        })
+        replay_segment(
+            &segment_path(dir.path(), 1),
+            true,
+            OpenMode::ReadWrite,
+            |record| records.push(record),
+        )
         .unwrap();
         assert_eq!(
             records,
@@ -574,9 +604,37 @@ mod tests {
 
         let (seen, outcome) = replay_all(&path, true).unwrap();
         assert_eq!(outcome.records, 1);
-        assert_eq!(outcome.truncated_bytes, full_len - 5 - good_len);
+        assert_eq!(outcome.torn_bytes, full_len - 5 - good_len);
         assert_eq!(seen, batch("cpu", &[(1, 1.0)]));
         assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+    }
+
+    #[test]
+    fn a_read_only_replay_stops_at_a_torn_tail_and_leaves_the_file_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = three_records(dir.path());
+        let mut bytes = fs::read(&path).unwrap();
+        let torn = b"\x20\0\0\0half a record";
+        bytes.extend_from_slice(torn);
+        fs::write(&path, &bytes).unwrap();
+
+        let (seen, outcome) = replay_in(&path, true, OpenMode::ReadOnly).unwrap();
+        assert_eq!(outcome.records, 3, "every complete record is read");
+        assert_eq!(seen.len(), 3);
+        assert_eq!(outcome.torn_bytes, torn.len() as u64);
+        assert_eq!(fs::read(&path).unwrap(), bytes, "nothing is truncated");
+    }
+
+    #[test]
+    fn a_read_only_replay_leaves_a_segment_cut_in_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = segment_path(dir.path(), 2);
+        fs::write(&path, &MAGIC[..3]).unwrap();
+
+        let (seen, outcome) = replay_in(&path, true, OpenMode::ReadOnly).unwrap();
+        assert!(seen.is_empty());
+        assert_eq!(outcome.torn_bytes, 3);
+        assert_eq!(fs::read(&path).unwrap(), &MAGIC[..3], "the segment is kept");
     }
 
     #[test]
@@ -593,7 +651,7 @@ mod tests {
         let (seen, outcome) = replay_all(&path, true).unwrap();
         assert!(seen.is_empty());
         assert_eq!(outcome.records, 0);
-        assert!(outcome.truncated_bytes > 0);
+        assert!(outcome.torn_bytes > 0);
     }
 
     /// A segment of three records; returns its path and the offsets of the records.
@@ -644,7 +702,7 @@ mod tests {
             let (seen, outcome) = replay_all(&path, true).unwrap();
             assert_eq!(outcome.records, 3, "every earlier record is kept");
             assert_eq!(seen.len(), 3);
-            assert_eq!(outcome.truncated_bytes, tail.len() as u64);
+            assert_eq!(outcome.torn_bytes, tail.len() as u64);
             assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
         }
     }

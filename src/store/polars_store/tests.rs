@@ -1,6 +1,7 @@
 //! The background checkpoint, held mid-way by a handshake in the checkpoint itself: appends do not
 //! wait for it, requests coalesce, and closing the store stops it cleanly.
 
+use std::fs;
 use std::sync::atomic::AtomicUsize;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::{self, ThreadId};
@@ -128,7 +129,11 @@ fn closing_the_store_stops_a_running_checkpoint_and_keeps_every_sample() {
     let dir = tempfile::tempdir().unwrap();
     let store = store_checkpointing_each_append(dir.path());
     let (started_sender, started) = mpsc::channel();
-    let until_closing = store.checkpointer.until_closing();
+    let until_closing = store
+        .checkpointer
+        .as_ref()
+        .expect("a writable store has a checkpoint thread")
+        .until_closing();
     store.core.pause.set(move || {
         started_sender.send(()).unwrap();
         until_closing();
@@ -145,4 +150,61 @@ fn closing_the_store_stops_a_running_checkpoint_and_keeps_every_sample() {
     assert_eq!(reopened.summary(&series("kept")).unwrap().samples, 100);
     reopened.checkpoint().unwrap();
     assert_eq!(parquet_files(dir.path()), 1);
+}
+
+/// A read-only open beside a writer whose checkpoint completes while the reader is between the
+/// Parquet files and the log: the log segments the reader would have replayed are gone by then,
+/// and it sees the changed manifest and reads again, finding every sample.
+#[test]
+fn a_read_only_open_reads_again_when_the_writer_checkpoints_under_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let writer = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+    writer.append(&series("early"), &samples(0, 10)).unwrap();
+    writer.checkpoint().unwrap();
+    writer.append(&series("late"), &samples(0, 20)).unwrap();
+
+    let mut attempts = 0;
+    let core = StoreCore::open_read_only(dir.path(), StoreOptions::default(), &mut || {
+        attempts += 1;
+        if attempts == 1 {
+            writer.checkpoint().unwrap();
+        }
+    })
+    .unwrap();
+    let reader = PolarsStore {
+        checkpointer: None,
+        core: Arc::new(core),
+    };
+    assert_eq!(attempts, 2, "the changed manifest made it read again");
+    assert_eq!(reader.summary(&series("early")).unwrap().samples, 10);
+    assert_eq!(reader.summary(&series("late")).unwrap().samples, 20);
+}
+
+/// A read-only store refuses every change, and leaves its directory as it found it.
+#[test]
+fn a_read_only_store_refuses_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let writer = PolarsStore::open(dir.path(), StoreOptions::default()).unwrap();
+        writer.append(&series("kept"), &samples(0, 10)).unwrap();
+    }
+    let reader = PolarsStore::open_read_only(dir.path(), StoreOptions::default()).unwrap();
+    let refused = |result: Result<usize, StoreError>, operation: &str| {
+        let error = result.unwrap_err();
+        assert!(
+            matches!(&error, StoreError::ReadOnly { operation: refused, .. } if *refused == operation),
+            "{error}"
+        );
+    };
+    refused(reader.append(&series("kept"), &samples(10, 1)), "append");
+    refused(reader.delete_series(&series("kept")), "delete");
+    refused(
+        reader.enforce_retention(Timestamp::now(), Duration::ZERO),
+        "retention",
+    );
+    refused(reader.checkpoint().map(|()| 0), "checkpoint");
+    reader.sync().unwrap();
+    assert_eq!(reader.summary(&series("kept")).unwrap().samples, 10);
+    assert_eq!(parquet_files(dir.path()), 0);
+    assert_eq!(fs::read_dir(dir.path().join("wal")).unwrap().count(), 1);
 }
