@@ -63,6 +63,29 @@ async fn owner_of(replicas: &[Replica], live: &[usize], name: &str) -> Option<us
     owners.first().copied()
 }
 
+/// The one replica (of those at `live` indexes) following workload `name`'s source, once exactly
+/// one does (up to 60 s).
+async fn settled_owner(replicas: &[Replica], live: &[usize], name: &str) -> usize {
+    let started = Instant::now();
+    loop {
+        let mut followers = Vec::new();
+        for index in live.iter().copied() {
+            if replicas[index].follows(name).await.unwrap() {
+                followers.push(index);
+            }
+        }
+        if let [owner] = followers[..] {
+            return owner;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name} followed by replicas {followers:?} after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reports through `replica` that `replicas` of workload `name` run now.
 async fn report_applied(replica: &Replica, name: &str, replicas: u32) {
     PlanServiceClient::new(replica.channel().await)
@@ -97,12 +120,12 @@ async fn three_replicas_share_the_workloads_and_survive_a_kill_9() {
     .await;
     eprintln!("every workload planned in {:?}", started.elapsed());
 
-    // Exactly one replica follows each workload's source; between them they follow all.
+    // Exactly one replica follows each workload's source; between them they follow all. Plans
+    // may answer while a replica still joins, and a joining replica warms (follows) its future
+    // share before the current owner hands it over, so this is waited for.
     let mut owners = BTreeMap::new();
     for name in &names {
-        let owner = owner_of(&replicas, &[0, 1, 2], name)
-            .await
-            .unwrap_or_else(|| panic!("nobody follows {name}"));
+        let owner = settled_owner(&replicas, &[0, 1, 2], name).await;
         owners.insert(name.clone(), owner);
     }
     eprintln!("owners: {owners:?}");
