@@ -303,9 +303,7 @@ async fn a_report_of_applied_replicas_to_any_replica_reaches_the_owner() {
     )
     .await;
     let name = &names[0];
-    let owner = owner_of(&replicas, &[0, 1], name)
-        .await
-        .unwrap_or_else(|| panic!("nobody follows {name}"));
+    let owner = settled_owner(&replicas, &[0, 1], name).await;
     let bystander = 1 - owner;
 
     let trigger = ScaledObjectRef {
@@ -389,9 +387,7 @@ async fn a_report_of_applied_replicas_outlives_a_kill_9_of_the_owner() {
         "the load needs {}",
         first_desired(&before)
     );
-    let owner = owner_of(&replicas, &[0, 1], &name)
-        .await
-        .unwrap_or_else(|| panic!("nobody follows {name}"));
+    let owner = settled_owner(&replicas, &[0, 1], &name).await;
     let survivor = 1 - owner;
     report_applied(&replicas[survivor], &name, REPORTED).await;
     // GetWorkload through either replica shows the owner's report.
@@ -449,11 +445,11 @@ async fn a_watch_of_many_workloads_outlives_one_unreachable_owner() {
         Duration::from_secs(300),
     )
     .await;
-    let victim = owner_of(&replicas, &[0, 1, 2], &names[0]).await.unwrap();
+    let victim = settled_owner(&replicas, &[0, 1, 2], &names[0]).await;
     let through = (victim + 1) % replicas.len();
     let mut reachable = Vec::new();
     for name in &names {
-        if owner_of(&replicas, &[0, 1, 2], name).await != Some(victim) {
+        if settled_owner(&replicas, &[0, 1, 2], name).await != victim {
             reachable.push(name.clone());
         }
     }
