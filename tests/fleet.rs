@@ -23,8 +23,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fleet_support::{
-    LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, series_ref, upsert,
-    workload_name,
+    LEASE_TTL, Replica, ReplicaConfig, answered_alike, get_plan, identity, series_ref,
+    settled_owner, upsert, workload_name,
 };
 use prescale::service::externalscaler::external_scaler_client::ExternalScalerClient;
 use prescale::service::externalscaler::{GetMetricsRequest, ScaledObjectRef};
@@ -61,29 +61,6 @@ async fn owner_of(replicas: &[Replica], live: &[usize], name: &str) -> Option<us
     }
     assert!(owners.len() <= 1, "{name} followed by replicas {owners:?}");
     owners.first().copied()
-}
-
-/// The one replica (of those at `live` indexes) following workload `name`'s source, once exactly
-/// one does (up to 60 s).
-async fn settled_owner(replicas: &[Replica], live: &[usize], name: &str) -> usize {
-    let started = Instant::now();
-    loop {
-        let mut followers = Vec::new();
-        for index in live.iter().copied() {
-            if replicas[index].follows(name).await.unwrap() {
-                followers.push(index);
-            }
-        }
-        if let [owner] = followers[..] {
-            return owner;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "{name} followed by replicas {followers:?} after {:?}",
-            started.elapsed()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Reports through `replica` that `replicas` of workload `name` run now.

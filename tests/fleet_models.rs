@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fleet_support::{Replica, ReplicaConfig, series_name, series_ref, upsert};
+use fleet_support::{Replica, ReplicaConfig, series_name, series_ref, settled_owner, upsert};
 use prescale::fleet::etcd::Etcd;
 use prescale::service::proto::{
     self, GetJobRequest, GetPlanRequest, JobState, RetrainRequest,
@@ -165,16 +165,12 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     assert_eq!(version_files(store.path()).len(), WORKLOADS);
 
     // kill -9 the owner of w0: the survivor serves its workloads with the same versions, read
-    // from the store, and fits nothing.
+    // from the store, and fits nothing. Each workload's owner is the one member following it,
+    // waited for: a member whose view has not yet seen the other turn active still follows the
+    // other's share for a moment.
     let mut owners = Vec::new();
     for name in &names {
-        let mut owner = None;
-        for (index, member) in members.iter().enumerate() {
-            if member.follows(name).await.unwrap_or(false) {
-                owner = Some(index);
-            }
-        }
-        owners.push(owner.unwrap_or_else(|| panic!("nobody follows {name}")));
+        owners.push(settled_owner(&members, &[0, 1], name).await);
     }
     let victim = owners[0];
     let survivor = 1 - victim;

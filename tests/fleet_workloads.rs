@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use fleet_support::{
-    Replica, ReplicaConfig, answered_alike, series_name, share_of, upsert, upsert_all,
-    workload_name,
+    Replica, ReplicaConfig, answered_alike, series_name, settled_owner, share_of, upsert,
+    upsert_all, workload_name,
 };
 use grpc_support::workload_names;
 use prescale::fleet::etcd::Etcd;
@@ -153,13 +153,9 @@ async fn get_workload_through_any_replica_answers_the_owners_source_status() {
 
     let mut owners = BTreeMap::new();
     for name in &names {
-        let mut owner = None;
-        for (index, replica) in replicas.iter().enumerate() {
-            if replica.follows(name).await.unwrap() {
-                owner = Some(index);
-            }
-        }
-        let owner = owner.unwrap_or_else(|| panic!("nobody follows {name}"));
+        // Plans answer alike while a replica still joins and warms (follows) its future share,
+        // before the other hands it over: the owner is the one follower, once there is one.
+        let owner = settled_owner(&replicas, &[0, 1], name).await;
         owners.insert(name.clone(), owner);
         let pulled = get_workload(&replicas[owner], name)
             .await

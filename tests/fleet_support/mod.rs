@@ -734,6 +734,33 @@ pub(crate) async fn answered_alike(
     plans
 }
 
+/// The one replica (of those at `live` indexes) following workload `name`'s source, once exactly
+/// one does (up to 60 s): its owner. One look just after replicas start or the members change may
+/// see two followers, because a joining replica warms (follows) its future share before the
+/// current owner, whose view of the members is a moment behind, hands it over; or none, while a
+/// follower that has just taken the workload has not yet pulled. Two followers that never settle
+/// to one fail the wait, naming them.
+pub(crate) async fn settled_owner(replicas: &[Replica], live: &[usize], name: &str) -> usize {
+    let started = std::time::Instant::now();
+    loop {
+        let mut followers = Vec::new();
+        for index in live.iter().copied() {
+            if replicas[index].follows(name).await.unwrap() {
+                followers.push(index);
+            }
+        }
+        if let [owner] = followers[..] {
+            return owner;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{name} followed by replicas {followers:?} after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The fleet's members as etcd holds them once `expected` members are there and all are active
 /// (a replica registers as joining and turns active after it has planned its share, so ownership
 /// read earlier would change under the caller).
