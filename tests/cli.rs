@@ -1071,8 +1071,7 @@ fn read_only_commands_read_the_store_of_a_running_server() {
 
     let root = tempfile::tempdir().unwrap();
     let data = root.path().join("data");
-    let (child, mut lines) = common::spawn_serve(root.path(), &["--listen", "127.0.0.1:0"]);
-    let mut server = KillOnDrop(Some(child));
+    let (mut child, mut lines) = common::spawn_serve(root.path(), &["--listen", "127.0.0.1:0"]);
     let serving = lines.next().unwrap().unwrap();
     let grpc = grpc_address(&serving);
     // 2024-01-01T00:00:00Z, 00:05 and 00:10.
@@ -1128,19 +1127,5 @@ fn read_only_commands_read_the_store_of_a_running_server() {
         stderr(&deleted)
     );
 
-    let mut child = server.0.take().expect("the server is still running");
     common::stop_with_sigterm(&mut child, lines);
-}
-
-/// A `prescale serve` child, killed if the test fails before it stops it, so no server outlives
-/// its test.
-struct KillOnDrop(Option<std::process::Child>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
 }

@@ -229,13 +229,40 @@ pub(crate) fn venv_python() -> PathBuf {
     python
 }
 
+/// A `prescale serve` child process, killed when dropped unless it has exited, so that a test that
+/// fails before stopping it leaves no server behind. It dereferences to the [`std::process::Child`].
+pub(crate) struct ServeChild(std::process::Child);
+
+impl std::ops::Deref for ServeChild {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServeChild {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts `prescale serve ARGS --data-dir ROOT/data` in `root`, with no configuration file;
 /// its standard output, line by line.
 pub(crate) fn spawn_serve(
     root: &Path,
     args: &[&str],
 ) -> (
-    std::process::Child,
+    ServeChild,
     std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
 ) {
     use std::io::BufRead;
@@ -251,7 +278,7 @@ pub(crate) fn spawn_serve(
         .spawn()
         .unwrap();
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    (child, lines)
+    (ServeChild(child), lines)
 }
 
 /// Stops a `prescale serve` child with SIGTERM and checks that it drains, flushes the store and
