@@ -1,5 +1,5 @@
 //! The `prescale` binary end to end: import, list, show, export, bad input, config (the example's
-//! and the Kubernetes ConfigMap's), demo.
+//! and the Kubernetes ConfigMap's), demo, and the workloads of a running server.
 
 mod common;
 
@@ -1128,4 +1128,230 @@ fn read_only_commands_read_the_store_of_a_running_server() {
     );
 
     common::stop_with_sigterm(&mut child, lines);
+}
+
+/// Ten days of a 5-minute daily cycle up to the last whole step before now, as the CSV `import`
+/// reads (epoch seconds), so that a workload on it gets a plan that covers now.
+fn ten_days_to_now(dir: &Path) -> std::path::PathBuf {
+    const STEP_S: i64 = 300;
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let last = now_s / STEP_S * STEP_S - STEP_S;
+    let mut csv = String::from("timestamp,value\n");
+    for index in 0..10 * 288 {
+        let time = last - (10 * 288 - 1 - index) * STEP_S;
+        let phase = (time % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU;
+        let noise = ((index * 7919) % 13) as f64 - 6.0;
+        csv.push_str(&format!("{time},{}\n", 500.0 + 300.0 * phase.sin() + noise));
+    }
+    write(dir, "load.csv", &csv)
+}
+
+/// `prescale workloads ARGS --server URL`, without the caller's configuration or log settings.
+fn workloads(root: &Path, url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("workloads")
+        .args(args)
+        .args(["--server", url])
+        .env_remove("PRESCALE_CONFIG")
+        .env_remove("RUST_LOG")
+        .current_dir(root)
+        .output()
+        .unwrap()
+}
+
+/// The value of the `show` line labelled `label` (`"applied"`, `"  model"`).
+fn shown<'a>(output: &'a str, label: &str) -> &'a str {
+    let prefix = format!("{label}:");
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("no {label:?} line in {output}"))
+        .trim()
+}
+
+/// `prescale workloads` manages the workloads of a running server through its `PlanService`:
+/// `apply` stores a workload file, `list` and `show` print what the server holds (the report of
+/// applied replicas and the current plan included), `delete` removes it; errors are the server's.
+#[test]
+fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
+    use prescale::domain::Timestamp;
+    use prescale::service::proto::{self, plan_service_client::PlanServiceClient};
+
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    let history = ten_days_to_now(root.path());
+    let imported = prescale(
+        &data,
+        &["import", "--series", "load", history.to_str().unwrap()],
+    );
+    assert!(imported.status.success(), "{}", stderr(&imported));
+    // Replanned only when samples arrive, so the plan `show` prints is the one fetched here.
+    let config = write(
+        root.path(),
+        "prescale.toml",
+        "[planning]\nreplan_interval = \"1d\"\n",
+    );
+    let (_child, mut lines) = common::spawn_serve(
+        root.path(),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ],
+    );
+    let grpc = grpc_address(&lines.next().unwrap().unwrap());
+    let url = format!("http://{grpc}");
+    let file = write(
+        root.path(),
+        "checkout.toml",
+        "name = \"checkout\"\nseries = \"load\"\ncapacity_per_replica = 50.0\nmin_replicas = 2\n\
+         max_replicas = 100\nwarm_up = \"10m\"\nslo = { max_short_steps = \"1%\" }\n\
+         mode = \"forecast-and-scale\"\n",
+    );
+
+    let applied = workloads(root.path(), &url, &["apply", file.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let stored = stdout(&applied);
+    assert!(stored.starts_with("stored workload checkout\n"), "{stored}");
+    assert_eq!(shown(&stored, "series"), "load");
+    assert_eq!(shown(&stored, "slo"), "at most 1% of steps short");
+    assert_eq!(shown(&stored, "warm-up"), "10m");
+
+    let listed = workloads(root.path(), &url, &["list"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listing = stdout(&listed);
+    let rows: Vec<Vec<&str>> = listing
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [["checkout", "load", "forecast-and-scale", "slo", "1%", "-"]],
+        "{listing}"
+    );
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let channel = runtime.block_on(common::connect(grpc.parse().unwrap()));
+    let plan = runtime.block_on(async {
+        let mut watch = common::watch_plans(&channel, &["checkout"]).await;
+        common::next_plan(&mut watch).await
+    });
+    let show = workloads(root.path(), &url, &["show", "checkout"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    let shown_text = stdout(&show);
+    assert_eq!(shown(&shown_text, "workload"), "checkout");
+    assert_eq!(shown(&shown_text, "series"), "load");
+    assert_eq!(shown(&shown_text, "slo"), "at most 1% of steps short");
+    assert_eq!(shown(&shown_text, "applied"), "none reported");
+    assert!(
+        shown(&shown_text, "plan")
+            .starts_with(&format!("revision {}, generated at ", plan.revision)),
+        "{shown_text}"
+    );
+    let slo = plan
+        .slo
+        .as_ref()
+        .expect("a plan under an SLO reports its rule");
+    assert_eq!(shown(&shown_text, "  slo"), slo.reason);
+    assert_eq!(shown(&shown_text, "  model"), plan.model_version);
+    let reactive = plan
+        .reactive
+        .as_ref()
+        .expect("a plan has a reactive recommendation");
+    assert!(
+        shown(&shown_text, "  reactive").starts_with(&format!("{} replicas", reactive.replicas)),
+        "{shown_text}"
+    );
+    // The step for now is one of the plan's, with the replicas the plan asks for at it.
+    let wanted = shown(&shown_text, "  wanted now");
+    let (replicas, rest) = wanted
+        .split_once(" replicas (the step serving from ")
+        .unwrap();
+    let serving_from = rest.split(',').next().unwrap();
+    let steps = plan.steps.as_ref().unwrap();
+    let index = steps
+        .at_ms
+        .iter()
+        .position(|at| Timestamp::from_millis(*at).to_string() == serving_from)
+        .unwrap_or_else(|| panic!("{wanted}"));
+    assert_eq!(replicas, steps.desired[index].to_string(), "{wanted}");
+    let to_run = steps.desired[index]
+        .max(reactive.replicas)
+        .min(steps.ceiling[index]);
+    assert!(
+        shown(&shown_text, "  to run now").starts_with(&format!("{to_run} replicas: ")),
+        "{shown_text}"
+    );
+
+    let report_ms = Timestamp::now().as_millis() - 60_000;
+    runtime.block_on(async {
+        PlanServiceClient::new(channel.clone())
+            .report_applied(proto::ReportAppliedRequest {
+                workload: "checkout".to_owned(),
+                replicas: 7,
+                time_ms: report_ms,
+            })
+            .await
+            .unwrap();
+    });
+    let show = workloads(root.path(), &url, &["show", "checkout"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert_eq!(
+        shown(&stdout(&show), "applied"),
+        format!("7 replicas at {}", Timestamp::from_millis(report_ms))
+    );
+
+    // A workload without a plan yet (its series is not stored) is shown, with why there is none.
+    let ghost = write(
+        root.path(),
+        "ghost.toml",
+        "name = \"ghost\"\nseries = \"missing\"\ncapacity_per_replica = 1.0\nmax_replicas = 3\n\
+         warm_up = \"0s\"\nplanning_level = 80\n",
+    );
+    let applied = workloads(root.path(), &url, &["apply", ghost.to_str().unwrap()]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let show = workloads(root.path(), &url, &["show", "ghost"]);
+    assert!(show.status.success(), "{}", stderr(&show));
+    assert_eq!(shown(&stdout(&show), "planning"), "the 80% upper bound");
+    assert!(
+        shown(&stdout(&show), "plan").starts_with("none: "),
+        "{}",
+        stdout(&show)
+    );
+
+    let bad = write(
+        root.path(),
+        "bad.toml",
+        "name = \"bad\"\nseries = \"load\"\ncapacity_per_replica = 1.0\nmax_replicas = 0\n\
+         warm_up = \"10m\"\n",
+    );
+    let refused = workloads(root.path(), &url, &["apply", bad.to_str().unwrap()]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("max_replicas"),
+        "{}",
+        stderr(&refused)
+    );
+
+    for name in ["checkout", "ghost"] {
+        let deleted = workloads(root.path(), &url, &["delete", name]);
+        assert!(deleted.status.success(), "{}", stderr(&deleted));
+        assert_eq!(stdout(&deleted), format!("deleted workload {name}\n"));
+    }
+    let gone = workloads(root.path(), &url, &["show", "checkout"]);
+    assert!(!gone.status.success(), "{}", stdout(&gone));
+    assert!(
+        stderr(&gone).contains(r#"unknown workload \"checkout\""#),
+        "{}",
+        stderr(&gone)
+    );
+    let listed = workloads(root.path(), &url, &["list"]);
+    assert_eq!(stdout(&listed), "no workloads\n");
 }

@@ -14,6 +14,8 @@ mod serve;
 mod server_client;
 mod source;
 mod store;
+mod workloads;
+mod workloads_output;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,6 +72,10 @@ enum Command {
     Demo(DemoArgs),
     /// Serve the gRPC API (ingest, forecasts, plans, events, admin) until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
+    /// The workloads of a running server (`--server URL`): apply a workload.toml, list, show with
+    /// the current plan, delete.
+    #[command(subcommand)]
+    Workloads(workloads::WorkloadsCommand),
     /// Load-test the gRPC API on loopback: GetPlan latency and throughput, Push samples/s.
     BenchGrpc {
         #[command(flatten)]
@@ -114,7 +120,7 @@ impl Command {
                 retention.overrides()
             }
             Self::Retrain(args) => args.store.overrides(),
-            Self::BenchSoak(_) => Overrides::default(),
+            Self::BenchSoak(_) | Self::Workloads(_) => Overrides::default(),
             Self::Models(command) => command.data_dir().overrides(),
         }
     }
@@ -230,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
             crate::demo::run(&config, &args.output_dir, prometheus.as_ref())
         }
         Command::Serve(_) => serve::serve(&config),
+        Command::Workloads(command) => workloads::workloads(&command),
         Command::BenchGrpc { args, .. } => crate::bench_grpc::run(&config, &args),
         Command::BenchSoak(args) => crate::bench_soak::run(&args),
         Command::BenchRetrain { args, .. } => crate::bench_retrain::run(&config, &args),
