@@ -1149,6 +1149,29 @@ fn ten_days_to_now(dir: &Path) -> std::path::PathBuf {
     write(dir, "load.csv", &csv)
 }
 
+/// The rest of a `prescale serve` child's standard output, held open so that what it prints later
+/// does not fail on a closed pipe.
+type ServeOutput = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// `prescale serve` in `root` with the configuration `config` and no metrics listener; the child
+/// (killed when dropped), the rest of its output, and its gRPC address.
+fn serve_with_config(root: &Path, config: &str) -> (common::ServeChild, ServeOutput, String) {
+    let config = write(root, "prescale.toml", config);
+    let (child, mut lines) = common::spawn_serve(
+        root,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "off",
+        ],
+    );
+    let grpc = grpc_address(&lines.next().unwrap().unwrap());
+    (child, lines, grpc)
+}
+
 /// `prescale workloads ARGS --server URL`, without the caller's configuration or log settings.
 fn workloads(root: &Path, url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_prescale"))
@@ -1189,23 +1212,8 @@ fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
     );
     assert!(imported.status.success(), "{}", stderr(&imported));
     // Replanned only when samples arrive, so the plan `show` prints is the one fetched here.
-    let config = write(
-        root.path(),
-        "prescale.toml",
-        "[planning]\nreplan_interval = \"1d\"\n",
-    );
-    let (_child, mut lines) = common::spawn_serve(
-        root.path(),
-        &[
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "off",
-        ],
-    );
-    let grpc = grpc_address(&lines.next().unwrap().unwrap());
+    let (_child, _output, grpc) =
+        serve_with_config(root.path(), "[planning]\nreplan_interval = \"1d\"\n");
     let url = format!("http://{grpc}");
     let file = write(
         root.path(),
@@ -1354,4 +1362,40 @@ fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
     );
     let listed = workloads(root.path(), &url, &["list"]);
     assert_eq!(stdout(&listed), "no workloads\n");
+}
+
+/// The workloads commands carry `--token-file`'s bearer token on every call, and a server with
+/// tokens refuses them without it.
+#[test]
+fn workloads_commands_send_the_token_of_token_file() {
+    let root = tempfile::tempdir().unwrap();
+    let (_child, _output, grpc) = serve_with_config(
+        root.path(),
+        "[server.auth]\ntokens = [\"a-token-of-sixteen-chars\"]\n",
+    );
+    let url = format!("http://{grpc}");
+    let token = write(
+        root.path(),
+        "token",
+        "# the server's token\na-token-of-sixteen-chars\n",
+    );
+    let file = api_workload(root.path());
+
+    let refused = workloads(root.path(), &url, &["apply", file.to_str().unwrap()]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("missing authorization: Bearer token"),
+        "{}",
+        stderr(&refused)
+    );
+    let token_file = ["--token-file", token.to_str().unwrap()];
+    for args in [
+        &["apply", file.to_str().unwrap()][..],
+        &["list"],
+        &["show", "api"],
+        &["delete", "api"],
+    ] {
+        let answered = workloads(root.path(), &url, &[args, &token_file[..]].concat());
+        assert!(answered.status.success(), "{args:?}: {}", stderr(&answered));
+    }
 }
