@@ -1356,7 +1356,7 @@ fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
     let gone = workloads(root.path(), &url, &["show", "checkout"]);
     assert!(!gone.status.success(), "{}", stdout(&gone));
     assert!(
-        stderr(&gone).contains(r#"unknown workload \"checkout\""#),
+        stderr(&gone).contains(r#"NOT_FOUND: unknown workload "checkout""#),
         "{}",
         stderr(&gone)
     );

@@ -466,8 +466,7 @@ async fn retrain_with_server_runs_the_job_on_the_serving_server() {
     let stderr = String::from_utf8_lossy(&no_token.stderr);
     assert!(!no_token.status.success());
     assert!(
-        stderr.contains("starting the retrain job")
-            && stderr.contains("valid authentication credentials"),
+        stderr.contains("starting the retrain job: UNAUTHENTICATED: "),
         "{stderr}"
     );
     assert_eq!(server.metrics.models_promoted.get(), 0);

@@ -192,10 +192,21 @@ pub(crate) fn main() -> ExitCode {
 
 /// The error and its causes joined by `: `, leaving out a cause whose text the message already
 /// holds (an error that names its source in its own message, as `cannot read {path}: {source}`).
+/// A server's answer reads `CODE: message` (`NOT_FOUND: unknown workload "api"`), not tonic's
+/// description of the code with the message quoted.
 fn error_text(error: &anyhow::Error) -> String {
-    let mut text = error.to_string();
+    let cause_text =
+        |cause: &(dyn std::error::Error + 'static)| match cause.downcast_ref::<tonic::Status>() {
+            Some(status) => format!(
+                "{}: {}",
+                prescale::service::code_name(status.code()),
+                status.message()
+            ),
+            None => cause.to_string(),
+        };
+    let mut text = cause_text(error.as_ref());
     for cause in error.chain().skip(1) {
-        let cause = cause.to_string();
+        let cause = cause_text(cause);
         if !text.contains(&cause) {
             text.push_str(": ");
             text.push_str(&cause);
@@ -388,6 +399,16 @@ mod tests {
         assert_eq!(
             error_text(&error),
             "fleet mode needs etcd: connection refused"
+        );
+    }
+
+    #[test]
+    fn a_servers_answer_reads_as_its_code_and_message() {
+        let error = anyhow::Error::new(tonic::Status::not_found("unknown workload \"api\""))
+            .context("getting workload api");
+        assert_eq!(
+            error_text(&error),
+            "getting workload api: NOT_FOUND: unknown workload \"api\""
         );
     }
 }

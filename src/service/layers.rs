@@ -243,8 +243,9 @@ impl<B: Body + Unpin> Body for ExhaustedBody<B> {
     }
 }
 
-/// The canonical name of a status code, as Prometheus label values.
-fn code_name(code: Code) -> &'static str {
+/// The canonical name of a status code (`NOT_FOUND`): Prometheus label values, and the CLI's
+/// errors from a server.
+pub fn code_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",

@@ -38,6 +38,7 @@ use crate::app::ServingState;
 
 pub use convert::workload_message;
 pub use fleet_status::{FLEET_HEALTH_SERVICE, member_health_service};
+pub use layers::code_name;
 pub use local::{LocalServer, spawn_local, spawn_local_with_scaler};
 pub use prometheus_endpoint::{serve_http, serve_metrics};
 pub use scaler::{SCALER_SERVICE_NAME, ScalerOptions, ScalerTls, serve_scaler};
