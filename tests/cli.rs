@@ -1251,7 +1251,9 @@ fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
         let mut watch = common::watch_plans(&channel, &["checkout"]).await;
         common::next_plan(&mut watch).await
     });
+    let shown_at = Timestamp::now().as_millis();
     let show = workloads(root.path(), &url, &["show", "checkout"]);
+    let shown_done = Timestamp::now().as_millis();
     assert!(show.status.success(), "{}", stderr(&show));
     let shown_text = stdout(&show);
     assert_eq!(shown(&shown_text, "workload"), "checkout");
@@ -1277,22 +1279,34 @@ fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
         shown(&shown_text, "  reactive").starts_with(&format!("{} replicas", reactive.replicas)),
         "{shown_text}"
     );
-    // The step for now is one of the plan's, with the replicas the plan asks for at it.
+    // The steps in force now run from the one being served to the last one requested, and the
+    // replicas wanted are the most any of them needs: replicas requested for a later step are
+    // still warming while an earlier one is served.
     let wanted = shown(&shown_text, "  wanted now");
     let (replicas, rest) = wanted
-        .split_once(" replicas (the step serving from ")
-        .unwrap();
-    let serving_from = rest.split(',').next().unwrap();
-    let steps = plan.steps.as_ref().unwrap();
-    let index = steps
-        .at_ms
-        .iter()
-        .position(|at| Timestamp::from_millis(*at).to_string() == serving_from)
+        .split_once(" replicas (the most the steps in force need: from the one serving from ")
         .unwrap_or_else(|| panic!("{wanted}"));
-    assert_eq!(replicas, steps.desired[index].to_string(), "{wanted}");
-    let to_run = steps.desired[index]
-        .max(reactive.replicas)
-        .min(steps.ceiling[index]);
+    let steps = plan.steps.as_ref().unwrap();
+    let index_of = |at: &str| {
+        steps
+            .at_ms
+            .iter()
+            .position(|step_at| Timestamp::from_millis(*step_at).to_string() == at)
+            .unwrap_or_else(|| panic!("{at} is not a step of the plan: {wanted}"))
+    };
+    let first = index_of(rest.split([',', ')']).next().unwrap());
+    let last = rest
+        .split_once(" for ")
+        .map_or(first, |(_, at)| index_of(at.trim_end_matches(')')));
+    assert!(first <= last, "{wanted}");
+    assert!(
+        steps.at_ms[first] + plan.step_ms > shown_at && steps.request_at_ms[last] <= shown_done,
+        "{wanted}: not in force between {shown_at} and {shown_done}"
+    );
+    let desired = *steps.desired[first..=last].iter().max().unwrap();
+    let ceiling = *steps.ceiling[first..=last].iter().max().unwrap();
+    assert_eq!(replicas, desired.to_string(), "{wanted}");
+    let to_run = desired.max(reactive.replicas).min(ceiling.max(desired));
     assert!(
         shown(&shown_text, "  to run now").starts_with(&format!("{to_run} replicas: ")),
         "{shown_text}"

@@ -238,7 +238,9 @@ where
 }
 
 /// Writes `timestamp,desired,low,high,reason`: at `timestamp`, ask for `desired` replicas so that they
-/// serve from `timestamp + warm_up` (the plan step they are for).
+/// serve from `timestamp + warm_up` (the plan step they are for); an executor keeps the largest
+/// `desired` of the rows from the step being served to the last one whose time has come
+/// ([`crate::plan::steps_in_force`]).
 pub fn write_plan_csv(plan: &Plan, path: &Path) -> Result<(), AppError> {
     use std::io::Write;
     let output_error = |source| AppError::Output {

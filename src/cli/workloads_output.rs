@@ -2,8 +2,10 @@
 //! (SLO rule, source, replicas reported applied), its plan in short form, and a listing row.
 
 use anyhow::Result;
-use prescale::domain::{Level, Timestamp};
-use prescale::plan::PlanningRule;
+use std::time::Duration;
+
+use prescale::domain::{Level, Step, Timestamp};
+use prescale::plan::{PlanningRule, steps_in_force};
 use prescale::service::proto;
 
 use super::server_client::series_text;
@@ -165,30 +167,43 @@ pub(super) fn print_plan(plan: &proto::Plan) -> Result<()> {
 /// runs from the two.
 fn print_now(plan: &proto::Plan, now_ms: i64) -> Result<()> {
     let steps = plan.steps.clone().unwrap_or_default();
-    let current = step_for(&steps, now_ms);
-    match current {
-        Some(index) => {
-            let end = steps.at_ms[steps.at_ms.len() - 1] + plan.step_ms;
+    let in_force = in_force(plan, &steps, now_ms);
+    // The most any step in force needs, and the largest ceiling among them, as executors read it.
+    let wanted = in_force.clone().map(|range| {
+        let desired = steps.desired[range.clone()].iter().copied().max();
+        let ceiling = steps.ceiling[range].iter().copied().max();
+        (desired.unwrap_or(0), ceiling.unwrap_or(0))
+    });
+    match (&in_force, wanted) {
+        (Some(range), Some((desired, _))) => {
+            let (first, last) = (*range.start(), *range.end());
+            let through = if last > first {
+                format!(
+                    ", through the step requested at {} for {}",
+                    Timestamp::from_millis(steps.request_at_ms[last]),
+                    Timestamp::from_millis(steps.at_ms[last])
+                )
+            } else {
+                String::new()
+            };
             field!(
                 "  wanted now",
-                "{} replicas (the step serving from {}, requested at {}){}",
-                steps.desired[index],
-                Timestamp::from_millis(steps.at_ms[index]),
-                Timestamp::from_millis(steps.request_at_ms[index]),
-                if now_ms >= end {
-                    format!("; the plan ran out at {}", Timestamp::from_millis(end))
-                } else {
-                    String::new()
-                }
+                "{desired} replicas (the most the steps in force need: from the one serving from {}{through})",
+                Timestamp::from_millis(steps.at_ms[first]),
             )?;
         }
-        None => match steps.request_at_ms.first() {
-            Some(first) => field!(
+        _ => match (steps.request_at_ms.first(), steps.at_ms.last()) {
+            (Some(first), _) if now_ms < *first => field!(
                 "  wanted now",
                 "none yet: the first step is requested at {}",
                 Timestamp::from_millis(*first)
             )?,
-            None => field!("  wanted now", "none: the plan has no steps")?,
+            (Some(_), Some(last)) => field!(
+                "  wanted now",
+                "none: the plan ran out at {}",
+                Timestamp::from_millis(last + plan.step_ms)
+            )?,
+            _ => field!("  wanted now", "none: the plan has no steps")?,
         },
     }
     let Some(reactive) = &plan.reactive else {
@@ -201,24 +216,33 @@ fn print_now(plan: &proto::Plan, now_ms: i64) -> Result<()> {
         reactive.observed_load,
         Timestamp::from_millis(reactive.observed_at_ms)
     )?;
-    if let Some(index) = current {
-        let ceiling = steps.ceiling[index];
+    if let Some((desired, ceiling)) = wanted {
         field!(
             "  to run now",
-            "{} replicas: the larger of planned and reactive, at most the ceiling of {ceiling}",
-            steps.desired[index].max(reactive.replicas).min(ceiling)
+            "{} replicas: the larger of planned and reactive, at most the ceiling of {}",
+            desired.max(reactive.replicas).min(ceiling.max(desired)),
+            ceiling.max(desired)
         )?;
     }
     Ok(())
 }
 
-/// The step an executor runs at `now_ms`: the last one whose replicas have been requested
-/// (`request_at_ms <= now`), as `PlanService` documents; `None` before the first request.
-fn step_for(steps: &proto::PlanSteps, now_ms: i64) -> Option<usize> {
-    steps
-        .request_at_ms
-        .partition_point(|request_at| *request_at <= now_ms)
-        .checked_sub(1)
+/// The steps an executor sizes on at `now_ms` ([`steps_in_force`] over the plan's columns);
+/// `None` outside the plan, or when its step or warm-up is not one a plan can have.
+fn in_force(
+    plan: &proto::Plan,
+    steps: &proto::PlanSteps,
+    now_ms: i64,
+) -> Option<std::ops::RangeInclusive<usize>> {
+    let start = Timestamp::from_millis(*steps.at_ms.first()?);
+    let step = Step::try_from(plan.step_ms).ok()?;
+    let warm_up = Duration::from_millis(u64::try_from(plan.warm_up_ms).ok()?);
+    let len = steps
+        .at_ms
+        .len()
+        .min(steps.desired.len())
+        .min(steps.ceiling.len());
+    steps_in_force(start, step, warm_up, len, Timestamp::from_millis(now_ms))
 }
 
 /// One line of `workloads list`: name, series, mode, planning, source when pulled.

@@ -162,12 +162,8 @@ impl Plan {
     }
 
     /// Replicas an executor asks for at `time` from the plan alone: enough for the step being served
-    /// and for every step up to the one that replicas requested now would serve once warm.
-    ///
-    /// A plan starts at the step after the newest sample, and is made while that sample's step is
-    /// being served: from one step before its first request time (`start - step - warm_up`) to
-    /// that time, the first step's replicas are asked for, a little early rather than not at all.
-    /// `None` outside `[start - step - warm_up, end)`.
+    /// and for every step up to the one that replicas requested now would serve once warm (the
+    /// steps [`steps_in_force`] names). `None` outside `[start - step - warm_up, end)`.
     pub fn target_at(&self, time: Timestamp) -> Option<u32> {
         self.now_or_warm(time, |step| step.desired)
     }
@@ -177,30 +173,16 @@ impl Plan {
         self.now_or_warm(time, |step| step.ceiling)
     }
 
-    /// The largest `pick` over the steps from the one holding `time` to the one holding
-    /// `time + warm_up` (where replicas requested at `time` start serving), those inside the plan.
-    /// Every step in between counts: when the warm-up spans more than one step, replicas asked for
-    /// a step are still warming at the step before it, and a lower need there must not cancel them.
+    /// The largest `pick` over the steps [`steps_in_force`] names at `time`.
     fn now_or_warm(&self, time: Timestamp, pick: impl Fn(&PlanStep) -> u32) -> Option<u32> {
-        let warm_up = i64::try_from(self.warm_up.as_millis()).unwrap_or(i64::MAX);
-        let step = self.step.as_millis();
-        let start = self.start().as_millis();
-        let index = |at: i64| at.saturating_sub(start).div_euclid(step);
-        let last_index = i64::try_from(self.steps.len()).unwrap_or(i64::MAX) - 1;
-        let first = index(time.as_millis()).max(0);
-        let mut last = index(time.as_millis().saturating_add(warm_up)).min(last_index);
-        if last == -1 {
-            // The step before the plan's: the one whose newest sample the plan was made after.
-            last = 0;
-        }
-        if first > last {
-            return None;
-        }
-        (first..=last)
-            .filter_map(|index| usize::try_from(index).ok())
-            .filter_map(|index| self.steps.get(index))
-            .map(pick)
-            .max()
+        let in_force = steps_in_force(
+            self.start(),
+            self.step,
+            self.warm_up,
+            self.steps.len(),
+            time,
+        )?;
+        self.steps[in_force].iter().map(pick).max()
     }
 
     /// The documented executor rule: `min(ceiling, max(planned, reactive))` at `time`.
@@ -212,4 +194,39 @@ impl Plan {
         let ceiling = self.ceiling_at(time)?;
         Some(planned.max(reactive).min(ceiling.max(planned)))
     }
+}
+
+/// The steps an executor sizes on at `time`, as indices into a plan of `len` steps starting at
+/// `start`: from the one holding `time` to the one holding `time + warm_up` (where replicas
+/// requested at `time` start serving; the last step whose request time has come). Every step in
+/// between counts: when the warm-up spans more than one step, replicas asked for a step are still
+/// warming at the step before it, and a lower need there must not cancel them.
+///
+/// A plan starts at the step after the newest sample, and is made while that sample's step is
+/// being served: from one step before its first request time (`start - step - warm_up`) to that
+/// time, the first step is in force, a little early rather than not at all. `None` outside
+/// `[start - step - warm_up, end)`. [`Plan::target_at`] reads a plan with it, and clients that
+/// hold a plan's columns (`prescale workloads show`) read them with it too.
+pub fn steps_in_force(
+    start: Timestamp,
+    step: Step,
+    warm_up: Duration,
+    len: usize,
+    time: Timestamp,
+) -> Option<std::ops::RangeInclusive<usize>> {
+    let warm_up = i64::try_from(warm_up.as_millis()).unwrap_or(i64::MAX);
+    let step = step.as_millis();
+    let start = start.as_millis();
+    let index = |at: i64| at.saturating_sub(start).div_euclid(step);
+    let last_index = i64::try_from(len).unwrap_or(i64::MAX) - 1;
+    let first = index(time.as_millis()).max(0);
+    let mut last = index(time.as_millis().saturating_add(warm_up)).min(last_index);
+    if last == -1 {
+        // The step before the plan's: the one whose newest sample the plan was made after.
+        last = 0;
+    }
+    if first > last {
+        return None;
+    }
+    Some(usize::try_from(first).ok()?..=usize::try_from(last).ok()?)
 }

@@ -15,7 +15,7 @@ mod reactive;
 mod render;
 mod workload;
 
-pub use capacity_plan::{Annotation, Plan, PlanStep, Reason};
+pub use capacity_plan::{Annotation, Plan, PlanStep, Reason, steps_in_force};
 pub use hpa_metric::{REPLICA_METRIC_TARGET, hpa_keeps_current, hpa_replicas, metric_value};
 pub use planner::Planner;
 pub use reactive::{HPA_TOLERANCE, Observation, Reactive, reactive_replicas};
