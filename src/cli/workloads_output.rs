@@ -27,19 +27,19 @@ pub(super) fn print_definition(workload: &proto::Workload) -> Result<()> {
         "capacity",
         "{} per replica, planned at {}% utilisation",
         workload.capacity_per_replica,
-        workload.target_utilisation.unwrap_or(70.0)
+        or_default(workload.target_utilisation)
     )?;
     let beyond_max = match &workload.max_capacity {
         Some(max) if max.breach == "increase" => format!(
             "above max when the forecast needs it, plus {}% of the need",
-            max.buffer_percent.unwrap_or(10.0)
+            or_default(max.buffer_percent)
         ),
         _ => "never above max".to_owned(),
     };
     field!(
         "replicas",
         "{} to {} ({beyond_max})",
-        workload.min_replicas.unwrap_or(1),
+        or_default(workload.min_replicas),
         workload.max_replicas
     )?;
     field!("warm-up", "{}", workload.warm_up)?;
@@ -69,6 +69,12 @@ pub(super) fn print_definition(workload: &proto::Workload) -> Result<()> {
         None => field!("source", "none: samples are pushed (IngestService, import)")?,
     }
     Ok(())
+}
+
+/// An optional setting as the server answered it; "the default" when it left it unset (a prescale
+/// server fills every setting in, defaults included).
+fn or_default<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| "the default".to_owned(), |value| value.to_string())
 }
 
 /// What `GetWorkload` adds to the definition: the rule the SLO chose, the source's status and the
