@@ -6,6 +6,7 @@
 
 mod common;
 mod grpc_support;
+mod prometheus_support;
 mod remote_write_support;
 
 use std::sync::Arc;

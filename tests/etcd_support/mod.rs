@@ -25,7 +25,8 @@ pub(crate) fn missing() -> bool {
 
 /// Starts `prescale serve --config <config>` as fleet member `id` and waits until it has joined
 /// (its "fleet member" line comes once its member key is in etcd); the rest of its output is read,
-/// so the server never writes to a closed pipe.
+/// so the server never writes to a closed pipe. Its log (stderr) is appended to
+/// [`member_log`]`(config)`, across restarts.
 pub(crate) fn start_member(id: &str, config: &Path) -> Child {
     start_member_logging(id, config, None)
 }
@@ -40,7 +41,13 @@ pub(crate) fn start_member_logging(id: &str, config: &Path, log: Option<&str>) -
         .arg("serve")
         .env_remove("PRESCALE_CONFIG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(member_log(config))
+                .expect("a log file beside the config"),
+        );
     if let Some(log) = log {
         command.env("RUST_LOG", log);
     }
@@ -50,9 +57,30 @@ pub(crate) fn start_member_logging(id: &str, config: &Path, log: Option<&str>) -
         .by_ref()
         .map_while(Result::ok)
         .any(|line| line.starts_with("fleet member"));
-    assert!(joined, "replica {id} did not join the fleet");
+    assert!(
+        joined,
+        "replica {id} did not join the fleet ({}); the end of its log:\n{}",
+        // Its output ended before the line: it is exiting.
+        child
+            .wait()
+            .map_or_else(|error| error.to_string(), |status| status.to_string()),
+        log_tail(&member_log(config), 20)
+    );
     std::thread::spawn(move || lines.for_each(drop));
     child
+}
+
+/// Where [`start_member_logging`] keeps the log of the member configured by `config`: beside it.
+pub(crate) fn member_log(config: &Path) -> std::path::PathBuf {
+    config.with_extension("log")
+}
+
+/// The last `lines` lines of the log at `path` (empty when there is none), for a failing test to
+/// show why a process it started is gone.
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A running single-member etcd; killed on drop.

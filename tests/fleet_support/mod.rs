@@ -532,8 +532,24 @@ impl Replica {
 }
 
 impl Drop for Replica {
+    /// Kills the process; when a test fails, first says whether it had already exited and shows the
+    /// end of its log (a replica that cannot bind a listener exits with the reason there).
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if std::thread::panicking() {
+                let state = match child.try_wait() {
+                    Ok(Some(status)) => format!("had exited ({status})"),
+                    _ => "was running".to_owned(),
+                };
+                eprintln!(
+                    "replica {} {state}; the end of its log:\n{}",
+                    self.id,
+                    crate::etcd_support::log_tail(
+                        &crate::etcd_support::member_log(&self.config),
+                        20
+                    )
+                );
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

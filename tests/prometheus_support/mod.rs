@@ -210,12 +210,42 @@ impl Drop for LocalPrometheus {
     }
 }
 
-/// A port free on 127.0.0.1 (Prometheus does not accept port 0): bound, then released.
+/// A port free on 127.0.0.1 for a child process to bind later (Prometheus, etcd and `prescale
+/// serve` are given ports, not port 0): bound, then released.
+///
+/// Never one from the kernel's ephemeral range (`ip_local_port_range`, 32768-60999 on Linux): a
+/// port from there can be taken by any outgoing connection (a replica's to etcd, a client's)
+/// between this check and the child's bind, and the child then fails to start. Below that range
+/// only listeners take ports, and this process hands each out once: a counter walks the range
+/// from an offset of its own process id, so two test binaries running at once start apart.
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// Ports below this are left to well-known services.
+    const LOWEST: u32 = 10_000;
+    static HANDED_OUT: AtomicU32 = AtomicU32::new(0);
+
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(LOWEST);
+    if span < 1_000 {
+        // No room below the ephemeral range: let the kernel pick (the race above is possible).
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+    }
+    let offset = std::process::id() % span;
+    loop {
+        let handed_out = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+        assert!(handed_out < span, "no free port left below {ephemeral}");
+        let port = u16::try_from(LOWEST + (offset + handed_out) % span).expect("a port");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A plain HTTP/1.0 GET: the status and body, or `None` when nothing answers.

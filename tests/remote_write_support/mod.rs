@@ -1,6 +1,7 @@
 //! What the remote-write tests share: a prescale server with its HTTP listener (`/metrics` and
 //! `/api/v1/write`), a real Prometheus (Debian's `/usr/bin/prometheus`) on 127.0.0.1 killed when
-//! dropped, remote-write bodies built by hand, and polling.
+//! dropped, remote-write bodies built by hand, and polling. A test that uses it also declares
+//! `mod prometheus_support;` (the port helper).
 
 #![allow(dead_code)]
 
@@ -18,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::TestServer;
 use crate::grpc_support::settings;
+use crate::prometheus_support::free_port;
 
 /// A token of the `[server.auth]` kind (at least 16 characters).
 pub(crate) const TOKEN: &str = "remote-write-token-0123456789";
@@ -135,15 +137,6 @@ pub(crate) async fn post(url: &str, body: Vec<u8>, token: Option<&str>) -> u16 {
         request = request.bearer_auth(token);
     }
     request.send().await.unwrap().status().as_u16()
-}
-
-/// A free port on 127.0.0.1 (Prometheus cannot be told port 0).
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A Prometheus process with its own config and TSDB in a temporary directory; killed on drop.
