@@ -1413,3 +1413,49 @@ fn workloads_commands_send_the_token_of_token_file() {
         assert!(answered.status.success(), "{args:?}: {}", stderr(&answered));
     }
 }
+
+#[test]
+/// Against a server with `[server.tls]`, `prescale workloads` over `https` trusts the CA of
+/// `--ca-file`; without it the server's certificate (self-signed here) is refused.
+fn workloads_commands_trust_the_ca_of_ca_file() {
+    let root = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    let cert = write(root.path(), "server.pem", &certified.cert.pem());
+    let key = write(
+        root.path(),
+        "server.key",
+        &certified.signing_key.serialize_pem(),
+    );
+    let (_child, _output, grpc) = serve_with_config(
+        root.path(),
+        &format!(
+            "[server.tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.to_str().unwrap(),
+            key.to_str().unwrap()
+        ),
+    );
+    let url = format!("https://{grpc}");
+    let file = api_workload(root.path());
+
+    let untrusted = workloads(root.path(), &url, &["list"]);
+    assert!(!untrusted.status.success(), "{}", stdout(&untrusted));
+    assert!(
+        stderr(&untrusted).contains(&format!("connecting to {url}")),
+        "{}",
+        stderr(&untrusted)
+    );
+    let ca_file = ["--ca-file", cert.to_str().unwrap()];
+    let applied = workloads(
+        root.path(),
+        &url,
+        &[&["apply", file.to_str().unwrap()][..], &ca_file[..]].concat(),
+    );
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    let listed = workloads(root.path(), &url, &[&["list"][..], &ca_file[..]].concat());
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    assert!(
+        stdout(&listed).lines().any(|line| line.starts_with("api ")),
+        "{}",
+        stdout(&listed)
+    );
+}

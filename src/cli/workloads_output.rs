@@ -4,7 +4,7 @@
 use anyhow::Result;
 use std::time::Duration;
 
-use prescale::domain::{Level, Step, Timestamp};
+use prescale::domain::{Step, Timestamp};
 use prescale::plan::{PlanningRule, steps_in_force};
 use prescale::service::proto;
 
@@ -90,7 +90,7 @@ pub(super) fn print_status(workload: &proto::Workload) -> Result<()> {
         field!(
             "slo rule",
             "{} ({}{met})",
-            rule_text(rule.level, rule.headroom),
+            PlanningRule::text(rule.level, rule.headroom),
             rule.source
         )?;
     }
@@ -159,7 +159,7 @@ pub(super) fn print_plan(plan: &proto::Plan) -> Result<()> {
     field!(
         "  planned on",
         "the {}",
-        rule_text(plan.planning_level, plan.planning_headroom)
+        PlanningRule::text(plan.planning_level, plan.planning_headroom)
     )?;
     if let Some(slo) = &plan.slo {
         field!("  slo", "{}", slo.reason)?;
@@ -290,14 +290,5 @@ fn planning_of(workload: &proto::Workload) -> String {
 fn prometheus_of(workload: &proto::Workload) -> Option<&proto::PrometheusSource> {
     match workload.source.as_ref()?.kind.as_ref()? {
         proto::source::Kind::Prometheus(source) => Some(source),
-    }
-}
-
-/// A planning rule in words, as plans print it (`95% upper bound`, `10% upper bound x1.5`); the
-/// figures as sent when the level is out of range.
-fn rule_text(level_percent: f64, headroom: f64) -> String {
-    match Level::from_percent(level_percent) {
-        Ok(level) => PlanningRule { level, headroom }.to_string(),
-        Err(_) => format!("{level_percent}% upper bound x{headroom}"),
     }
 }

@@ -12,6 +12,7 @@ use prescale::app::{self, Backtest, History, ModelChoice, SAMPLE_SERIES, Serving
 use prescale::config::Config;
 use prescale::domain::{Interval, Level, Step, Timestamp};
 use prescale::ingest::{self, BadRowPolicy};
+use prescale::plan::PlanningRule;
 use prescale::service::proto::{
     self, admin_service_client::AdminServiceClient, forecast_service_client::ForecastServiceClient,
     ingest_service_client::IngestServiceClient, plan_service_client::PlanServiceClient,
@@ -291,18 +292,13 @@ async fn upsert_workload(
 fn print_plan(plan: &proto::Plan) -> Result<()> {
     let steps = plan.steps.clone().unwrap_or_default();
     outln!(
-        "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}% upper bound{}, warm-up {} s, model {})",
+        "== PlanService.WatchPlans: plan revision {} for {} ({}, {} steps of {} s, planned on the {}, warm-up {} s, model {})",
         plan.revision,
         plan.workload,
         plan.mode,
         steps.at_ms.len(),
         plan.step_ms / 1000,
-        plan.planning_level,
-        if plan.planning_headroom > 1.0 {
-            format!(" times {}", plan.planning_headroom)
-        } else {
-            String::new()
-        },
+        PlanningRule::text(plan.planning_level, plan.planning_headroom),
         plan.warm_up_ms / 1000,
         plan.model_version
     )?;

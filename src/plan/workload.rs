@@ -133,6 +133,16 @@ impl PlanningRule {
         self.headroom > 1.0
     }
 
+    /// How a rule received as numbers reads (a plan's `planning_level`, a percentage, and its
+    /// `planning_headroom`): as [`Display`](fmt::Display) shows it, or, with a level out of
+    /// range, as given.
+    pub fn text(level_percent: f64, headroom: f64) -> String {
+        match Level::from_percent(level_percent) {
+            Ok(level) => PlanningRule { level, headroom }.to_string(),
+            Err(_) => format!("{level_percent}% upper bound x{headroom}"),
+        }
+    }
+
     /// The rule in a table cell: the level (`95%`), times the headroom when it has one
     /// (`10%*1.5`).
     pub fn label(&self) -> String {

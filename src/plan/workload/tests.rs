@@ -254,3 +254,11 @@ fn an_slo_is_a_percentage_and_an_explicit_level_is_remembered() {
         assert!(error.contains("slo.max_short_steps"), "{bad}: {error}");
     }
 }
+
+#[test]
+fn a_rule_received_as_numbers_reads_as_its_display() {
+    assert_eq!(PlanningRule::text(95.0, 1.0), "95% upper bound");
+    assert_eq!(PlanningRule::text(10.0, 1.5), "10% upper bound x1.5");
+    // A level no interval has is shown as given, not dropped.
+    assert_eq!(PlanningRule::text(120.0, 1.0), "120% upper bound x1");
+}
