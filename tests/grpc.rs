@@ -13,6 +13,7 @@ use grpc_support::{
     DAY_MS, START_MS, STEP_MS, code_of, daily, forecast_request, settings, with_workload_api,
     workload,
 };
+use prescale::app::telemetry::Telemetry;
 use prescale::service::ServerOptions;
 use prescale::service::proto::{
     self, admin_service_client::AdminServiceClient, event_service_client::EventServiceClient,
@@ -315,7 +316,47 @@ async fn a_workload_with_an_slo_reports_the_rule_it_plans_on() {
         gauge("prescale_plan_slo_replayed_short_ratio"),
         slo.replayed_short_share
     );
+
+    // Every metric the shipped alert rules name is one prescale exposes: this server's plan
+    // gauges and counters, and the families shown only once they have a sample (the fleet
+    // gauges of a fleet member, source errors, remote-write outcomes), given one each on a
+    // telemetry of their own.
+    let labelled = Telemetry::default();
+    labelled.set_fleet(true, false, false);
+    labelled.record_source_error("api", "timeout");
+    labelled.record_remote_write("accepted");
+    let exposed = server.metrics.render() + &labelled.render();
+    let families: Vec<&str> = exposed
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
+        .collect();
+    let rules = std::fs::read_to_string(
+        common::manifest_dir().join("deploy/prometheus/prescale-alerts.yml"),
+    )
+    .unwrap();
+    let named = alert_metric_names(&rules);
+    assert!(named.len() >= 9, "{named:?}");
+    for name in named {
+        assert!(
+            families.contains(&name.as_str()),
+            "the alert rules name {name}, which /metrics does not show: {families:?}"
+        );
+    }
     server.shutdown().await;
+}
+
+/// The metric names (`prescale_...`) in the expressions of the alert rules `rules`.
+fn alert_metric_names(rules: &str) -> std::collections::BTreeSet<String> {
+    rules
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("expr:"))
+        .flat_map(|expr| {
+            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|word| word.starts_with("prescale_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
