@@ -35,7 +35,7 @@ fn the_alert_rules_load_and_pass_their_unit_tests() {
     }
     let (checked, output) = promtool(&["check", "rules", "prescale-alerts.yml"]);
     assert!(checked, "{output}");
-    assert!(output.contains("SUCCESS: 9 rules found"), "{output}");
+    assert!(output.contains("SUCCESS: 10 rules found"), "{output}");
     let (tested, output) = promtool(&["test", "rules", "prescale-alerts.test.yml"]);
     assert!(tested, "{output}");
     assert!(output.contains("SUCCESS"), "{output}");

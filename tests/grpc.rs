@@ -317,6 +317,13 @@ async fn a_workload_with_an_slo_reports_the_rule_it_plans_on() {
         slo.replayed_short_share
     );
 
+    // The plan runs out at the end of its last step.
+    let steps = plan.steps.as_ref().unwrap();
+    assert_eq!(
+        gauge("prescale_plan_end_timestamp_seconds"),
+        (steps.at_ms.last().unwrap() + plan.step_ms) as f64 / 1000.0
+    );
+
     // Every metric the shipped alert rules name is one prescale exposes: this server's plan
     // gauges and counters, and the families shown only once they have a sample (the fleet
     // gauges of a fleet member, source errors, remote-write outcomes), given one each on a
@@ -335,7 +342,7 @@ async fn a_workload_with_an_slo_reports_the_rule_it_plans_on() {
     )
     .unwrap();
     let named = alert_metric_names(&rules);
-    assert!(named.len() >= 9, "{named:?}");
+    assert!(named.len() >= 10, "{named:?}");
     for name in named {
         assert!(
             families.contains(&name.as_str()),

@@ -1,7 +1,7 @@
 //! Each workload's latest plan as gauges: the replicas it asks for now, the reactive
 //! recommendation, the interval level and headroom planned on, how its SLO's rule did in the
-//! replay (met or not, short steps, replica-hours, cost against the oracle), the plan's revision
-//! and age, and the backtest error of the model behind it. Evaluated at every scrape (a plan's
+//! replay (met or not, short steps, replica-hours, cost against the oracle), the plan's revision,
+//! age and end, and the backtest error of the model behind it. Evaluated at every scrape (a plan's
 //! target moves with time between refreshes), set when a plan is published and removed when its
 //! workload is deleted or, in a fleet, moves to another replica, so there is one series per
 //! workload and gauge, shown by the replica that plans it.
@@ -81,7 +81,7 @@ type GaugeSpec = (
 );
 
 /// The per-workload plan gauges.
-const PLAN_GAUGES: [GaugeSpec; 10] = [
+const PLAN_GAUGES: [GaugeSpec; 11] = [
     (
         "prescale_plan_desired_replicas",
         "Replicas the workload's plan asks for now (warm-up included), before the reactive floor.",
@@ -162,6 +162,11 @@ const PLAN_GAUGES: [GaugeSpec; 10] = [
         "prescale_plan_generated_timestamp_seconds",
         "When the workload's latest plan was computed, in seconds since the epoch.",
         |entry, _| Some(entry.plan.generated_at.as_millis() as f64 / 1000.0),
+    ),
+    (
+        "prescale_plan_end_timestamp_seconds",
+        "When the workload's latest plan runs out (the end of its last step), in seconds since the epoch; from then on the KEDA scaler answers UNAVAILABLE for it.",
+        |entry, _| Some(entry.plan.plan.end().as_millis() as f64 / 1000.0),
     ),
 ];
 
