@@ -1,5 +1,6 @@
 //! The fleet's etcd client against a real etcd on 127.0.0.1: KV, transactions with compares,
-//! leases (renewal, expiry, revocation) and a watch on a prefix.
+//! leases (renewal, expiry, revocation), a watch on a prefix, and a watch through a member of a
+//! three-member cluster that lost its leader.
 
 mod etcd_support;
 mod prometheus_support;
@@ -169,6 +170,42 @@ async fn a_watch_on_a_prefix_reports_puts_and_deletes_in_order() {
             revision: deleted
         }
     );
+}
+
+/// A watch through a member cut off from the rest of its cluster ends with an error instead of
+/// staying open and silent: it asks for a leader (`hasleader`), and the member cancels it once it
+/// has had none for a few election timeouts. Without that, the member (its process alive and
+/// answering HTTP/2 pings) keeps the stream open, and the fleet's member view would never hear of
+/// the changes made through the others.
+#[tokio::test]
+async fn a_watch_through_a_member_without_a_leader_ends() {
+    if etcd_support::missing() {
+        return;
+    }
+    let mut cluster = etcd_support::LocalCluster::start(3);
+    let client = Etcd::connect(&cluster.urls[..1], TIMEOUT)
+        .await
+        .expect("etcd answers");
+    let revision = client.put("/w/a", b"1", 0).await.unwrap();
+    let mut watch = client.watch_prefix("/w/", revision + 1).await.unwrap();
+    client.put("/w/b", b"2", 0).await.unwrap();
+    let batch = tokio::time::timeout(TIMEOUT, watch.next())
+        .await
+        .expect("the put within the timeout")
+        .unwrap();
+    assert!(matches!(&batch[0], WatchEvent::Put(entry) if entry.key == "/w/b"));
+
+    cluster.kill(1);
+    cluster.kill(2);
+    let ended = tokio::time::timeout(Duration::from_secs(30), watch.next())
+        .await
+        .expect("the watch ends once its member has no leader");
+    match ended {
+        Err(FleetError::Etcd { message, .. }) => {
+            assert!(message.contains("no leader"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -8,9 +8,15 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use super::FleetError;
+
+/// The gRPC metadata key (and value) by which a stream asks etcd to end it when the member it
+/// reached has no leader (etcd's `rpctypes.MetadataRequireLeaderKey`, `MetadataHasLeader`).
+const REQUIRE_LEADER_KEY: &str = "hasleader";
+const REQUIRE_LEADER: &str = "true";
 
 /// The generated etcd v3 messages and clients (the fleet uses a few of them).
 #[allow(
@@ -377,6 +383,12 @@ impl Etcd {
     }
 
     /// Watches every key under `prefix` from `start_revision` (0: from now on).
+    ///
+    /// The watch requires a leader (etcd's `hasleader` metadata, as clientv3's
+    /// `WithRequireLeader`): an etcd member cut off from the rest of its cluster would otherwise
+    /// keep the stream open and silent, and a view built on it would miss every change made
+    /// through the others. Such a member cancels it once it has had no leader for a few election
+    /// timeouts, and the watch ends with an error, which its readers answer by reading again.
     pub async fn watch_prefix(
         &self,
         prefix: &str,
@@ -397,11 +409,13 @@ impl Etcd {
             .send(create)
             .await
             .map_err(|_| FleetError::StreamClosed { stream: "watch" })?;
+        let mut request = tonic::Request::new(ReceiverStream::new(receiver));
+        request.metadata_mut().insert(
+            REQUIRE_LEADER_KEY,
+            MetadataValue::from_static(REQUIRE_LEADER),
+        );
         let responses = self
-            .bounded(
-                "watch",
-                self.watch.clone().watch(ReceiverStream::new(receiver)),
-            )
+            .bounded("watch", self.watch.clone().watch(request))
             .await?;
         Ok(Watch {
             _requests: requests,

@@ -160,17 +160,22 @@ impl LocalEtcd {
     }
 
     fn wait_healthy(&self) {
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(30) {
-            if http_get(&self.url, "/health")
-                .is_some_and(|(status, body)| status == 200 && body.contains("true"))
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("etcd at {} not healthy within 30 s", self.url);
+        wait_healthy(&self.url);
     }
+}
+
+/// Waits until the etcd member at `url` answers `/health` healthy (it has a leader).
+fn wait_healthy(url: &str) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if http_get(url, "/health")
+            .is_some_and(|(status, body)| status == 200 && body.contains("true"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("etcd at {url} not healthy within 30 s");
 }
 
 impl Drop for LocalEtcd {
@@ -180,17 +185,97 @@ impl Drop for LocalEtcd {
     }
 }
 
+/// A running etcd cluster of several members on 127.0.0.1, with short heartbeats and elections
+/// (50 ms, 500 ms); each member killed (and its data removed) on drop.
+pub(crate) struct LocalCluster {
+    /// Each member's client URL, `http://127.0.0.1:<port>`, by index.
+    pub(crate) urls: Vec<String>,
+    /// The members' processes, `None` once killed.
+    children: Vec<Option<Child>>,
+    /// Their data directories.
+    _directory: tempfile::TempDir,
+}
+
+impl LocalCluster {
+    /// Starts `members` members as one new cluster and waits until each answers healthy (it has a
+    /// leader).
+    pub(crate) fn start(members: usize) -> Self {
+        let directory = tempfile::tempdir().expect("a temporary directory");
+        let urls: Vec<String> = (0..members)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let peers: Vec<String> = (0..members)
+            .map(|_| format!("http://127.0.0.1:{}", free_port()))
+            .collect();
+        let initial_cluster = peers
+            .iter()
+            .enumerate()
+            .map(|(index, peer)| format!("m{index}={peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let children = (0..members)
+            .map(|index| {
+                let flags = [
+                    format!("--name=m{index}"),
+                    format!("--initial-cluster={initial_cluster}"),
+                    "--initial-cluster-state=new".to_owned(),
+                    "--heartbeat-interval=50".to_owned(),
+                    "--election-timeout=500".to_owned(),
+                ];
+                Some(spawn_member(
+                    &directory.path().join(format!("m{index}")),
+                    &urls[index],
+                    &peers[index],
+                    &flags,
+                ))
+            })
+            .collect();
+        let cluster = Self {
+            urls,
+            children,
+            _directory: directory,
+        };
+        for url in &cluster.urls {
+            wait_healthy(url);
+        }
+        cluster
+    }
+
+    /// Kills member `index` (`kill -9`).
+    pub(crate) fn kill(&mut self, index: usize) {
+        if let Some(mut child) = self.children[index].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for index in 0..self.children.len() {
+            self.kill(index);
+        }
+    }
+}
+
 /// Starts one etcd member with its data in `directory`, with the flags `tls`.
 fn spawn(directory: &Path, url: &str, peer_url: &str, tls: &[String]) -> Child {
+    let mut flags = tls.to_vec();
+    flags.push("--name=test".to_owned());
+    flags.push(format!("--initial-cluster=test={peer_url}"));
+    spawn_member(directory, url, peer_url, &flags)
+}
+
+/// Starts an etcd member with its data in `directory`, serving clients on `url` and its peers on
+/// `peer_url`, with the flags `flags` (its name and cluster among them).
+fn spawn_member(directory: &Path, url: &str, peer_url: &str, flags: &[String]) -> Child {
     Command::new(ETCD)
-        .args(tls)
-        .arg("--name=test")
+        .args(flags)
         .arg(format!("--data-dir={}", directory.join("data").display()))
         .arg(format!("--listen-client-urls={url}"))
         .arg(format!("--advertise-client-urls={url}"))
         .arg(format!("--listen-peer-urls={peer_url}"))
         .arg(format!("--initial-advertise-peer-urls={peer_url}"))
-        .arg(format!("--initial-cluster=test={peer_url}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
