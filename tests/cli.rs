@@ -1265,6 +1265,12 @@ fn workloads_are_applied_listed_shown_and_deleted_through_a_running_server() {
             .starts_with(&format!("revision {}, generated at ", plan.revision)),
         "{shown_text}"
     );
+    let plan_steps = plan.steps.as_ref().unwrap();
+    let runs_until = Timestamp::from_millis(plan_steps.at_ms.last().unwrap() + plan.step_ms);
+    assert!(
+        shown(&shown_text, "plan").ends_with(&format!(", runs until {runs_until}")),
+        "{shown_text}"
+    );
     let slo = plan
         .slo
         .as_ref()

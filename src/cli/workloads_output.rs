@@ -143,11 +143,23 @@ fn print_source_status(status: &proto::SourceStatus) -> Result<()> {
     Ok(())
 }
 
-/// The plan in short form: revision, when, the rule it is planned on, the replicas wanted now.
+/// The plan in short form: revision, when it was made and until when it runs, the rule it is
+/// planned on, the replicas wanted now.
 pub(super) fn print_plan(plan: &proto::Plan) -> Result<()> {
+    // Past its last step the KEDA scaler answers UNAVAILABLE for the workload.
+    let runs_until = plan
+        .steps
+        .as_ref()
+        .and_then(|steps| steps.at_ms.last())
+        .map_or_else(String::new, |last| {
+            format!(
+                ", runs until {}",
+                Timestamp::from_millis(last + plan.step_ms)
+            )
+        });
     field!(
         "plan",
-        "revision {}, generated at {}{}",
+        "revision {}, generated at {}{runs_until}{}",
         plan.revision,
         Timestamp::from_millis(plan.generated_at_ms),
         if plan.read_only {
