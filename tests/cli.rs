@@ -1180,6 +1180,8 @@ fn workloads(root: &Path, url: &str, args: &[&str]) -> Output {
         .args(["--server", url])
         .env_remove("PRESCALE_CONFIG")
         .env_remove("RUST_LOG")
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
         .current_dir(root)
         .output()
         .unwrap()
@@ -1421,8 +1423,9 @@ fn workloads_commands_send_the_token_of_token_file() {
 }
 
 #[test]
-/// Against a server with `[server.tls]`, `prescale workloads` over `https` trusts the CA of
-/// `--ca-file`; without it the server's certificate (self-signed here) is refused.
+/// Against a server with `[server.tls]`, `prescale workloads` over `https` trusts the system's
+/// roots (here `SSL_CERT_FILE`) and the CA of `--ca-file`; a certificate neither holds (self-signed
+/// here) is refused.
 fn workloads_commands_trust_the_ca_of_ca_file() {
     let root = tempfile::tempdir().unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
@@ -1450,6 +1453,16 @@ fn workloads_commands_trust_the_ca_of_ca_file() {
         "{}",
         stderr(&untrusted)
     );
+    let system_roots = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .args(["workloads", "list", "--server", &url])
+        .env_remove("PRESCALE_CONFIG")
+        .env_remove("SSL_CERT_DIR")
+        .env("SSL_CERT_FILE", &cert)
+        .current_dir(root.path())
+        .output()
+        .unwrap();
+    assert!(system_roots.status.success(), "{}", stderr(&system_roots));
+    assert_eq!(stdout(&system_roots), "no workloads\n");
     let ca_file = ["--ca-file", cert.to_str().unwrap()];
     let applied = workloads(
         root.path(),
