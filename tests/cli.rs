@@ -1423,9 +1423,9 @@ fn workloads_commands_send_the_token_of_token_file() {
 }
 
 #[test]
-/// Against a server with `[server.tls]`, `prescale workloads` over `https` trusts the system's
-/// roots (here `SSL_CERT_FILE`) and the CA of `--ca-file`; a certificate neither holds (self-signed
-/// here) is refused.
+/// Against a server with `[server.tls]`, `prescale workloads` over `https` trusts the CA of
+/// `--ca-file`, else the system's roots (here `SSL_CERT_FILE`); a certificate signed by neither
+/// (self-signed here) is refused.
 fn workloads_commands_trust_the_ca_of_ca_file() {
     let root = tempfile::tempdir().unwrap();
     let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();

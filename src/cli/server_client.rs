@@ -23,7 +23,7 @@ pub(super) struct ServerArgs {
     /// File whose first line is the bearer token for `--server` (as `[server.auth] tokens_file`).
     #[arg(long, requires = "server", env = "PRESCALE_TOKEN_FILE")]
     token_file: Option<PathBuf>,
-    /// PEM file of a CA that signed an `https` `--server`'s certificate, trusted besides the
+    /// PEM file of the CA that signed an `https` `--server`'s certificate, trusted instead of the
     /// system's roots.
     #[arg(long, requires = "server")]
     ca_file: Option<PathBuf>,
@@ -47,7 +47,7 @@ pub(super) struct ServerTarget<'a> {
     pub(super) url: &'a str,
     /// File whose first line (not empty, not `#`) is the bearer token.
     pub(super) token_file: Option<&'a Path>,
-    /// PEM file of a CA that signed an `https` server's certificate, trusted besides the
+    /// PEM file of the CA that signed an `https` server's certificate, trusted instead of the
     /// system's roots.
     pub(super) ca_file: Option<&'a Path>,
 }
@@ -58,14 +58,20 @@ pub(super) async fn connect(target: &ServerTarget<'_>) -> Result<Channel> {
         .with_context(|| format!("--server {:?} is not a URL", target.url))?
         .connect_timeout(Duration::from_secs(10));
     if target.url.starts_with("https://") {
-        // The system's trusted roots (`SSL_CERT_FILE` and `SSL_CERT_DIR` override where they are
-        // read from), and the CA of `--ca-file` besides, as a Prometheus source's `ca_file`.
-        let mut tls = ClientTlsConfig::new().with_native_roots();
-        if let Some(path) = target.ca_file {
-            let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls)?;
+        // The CA of `--ca-file`, else the system's trusted roots (`SSL_CERT_FILE` and
+        // `SSL_CERT_DIR` override where they are read from). Not both: a host without a trust
+        // store (a minimal image) would fail the CA given with "no native certs found".
+        let tls = match target.ca_file {
+            Some(path) => {
+                let pem =
+                    std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+                ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem))
+            }
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
+        endpoint = endpoint
+            .tls_config(tls)
+            .with_context(|| format!("connecting to {}", target.url))?;
     }
     endpoint
         .connect()
