@@ -147,16 +147,9 @@ fn print_source_status(status: &proto::SourceStatus) -> Result<()> {
 /// planned on, the replicas wanted now.
 pub(super) fn print_plan(plan: &proto::Plan) -> Result<()> {
     // Past its last step the KEDA scaler answers UNAVAILABLE for the workload.
-    let runs_until = plan
-        .steps
-        .as_ref()
-        .and_then(|steps| steps.at_ms.last())
-        .map_or_else(String::new, |last| {
-            format!(
-                ", runs until {}",
-                Timestamp::from_millis(last + plan.step_ms)
-            )
-        });
+    let runs_until = end_ms(plan).map_or_else(String::new, |end| {
+        format!(", runs until {}", Timestamp::from_millis(end))
+    });
     field!(
         "plan",
         "revision {}, generated at {}{runs_until}{}",
@@ -184,8 +177,9 @@ pub(super) fn print_plan(plan: &proto::Plan) -> Result<()> {
 /// The replicas the plan wants at `now_ms`, the reactive recommendation, and what an executor
 /// runs from the two.
 fn print_now(plan: &proto::Plan, now_ms: i64) -> Result<()> {
-    let steps = plan.steps.clone().unwrap_or_default();
-    let in_force = in_force(plan, &steps, now_ms);
+    let no_steps = proto::PlanSteps::default();
+    let steps = plan.steps.as_ref().unwrap_or(&no_steps);
+    let in_force = in_force(plan, steps, now_ms);
     // The most any step in force needs, and the largest ceiling among them, as executors read it.
     let wanted = in_force.clone().map(|range| {
         let desired = steps.desired[range.clone()].iter().copied().max();
@@ -210,16 +204,16 @@ fn print_now(plan: &proto::Plan, now_ms: i64) -> Result<()> {
                 Timestamp::from_millis(steps.at_ms[first]),
             )?;
         }
-        _ => match (steps.request_at_ms.first(), steps.at_ms.last()) {
+        _ => match (steps.request_at_ms.first(), end_ms(plan)) {
             (Some(first), _) if now_ms < *first => field!(
                 "  wanted now",
                 "none yet: the first step is requested at {}",
                 Timestamp::from_millis(*first)
             )?,
-            (Some(_), Some(last)) => field!(
+            (Some(_), Some(end)) => field!(
                 "  wanted now",
                 "none: the plan ran out at {}",
-                Timestamp::from_millis(last + plan.step_ms)
+                Timestamp::from_millis(end)
             )?,
             _ => field!("  wanted now", "none: the plan has no steps")?,
         },
@@ -243,6 +237,12 @@ fn print_now(plan: &proto::Plan, now_ms: i64) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// When the plan runs out, epoch milliseconds: the end of its last step (`None` without steps).
+fn end_ms(plan: &proto::Plan) -> Option<i64> {
+    let last = plan.steps.as_ref()?.at_ms.last()?;
+    Some(last + plan.step_ms)
 }
 
 /// The steps an executor sizes on at `now_ms` ([`steps_in_force`] over the plan's columns);
