@@ -1,13 +1,15 @@
 //! Fleet models: `prescale serve` replicas on 127.0.0.1 with a real etcd, a real Prometheus as the
-//! workloads' history and a model store in a shared directory (`[fleet] model_store`). The owner
-//! of a series writes its model version to the store and moves the series' live pointer in etcd;
-//! after `kill -9` of the owner, the new owner serves the same version without fitting;
+//! workloads' history and a model store (`[fleet] model_store`) in a shared directory or in an S3
+//! bucket (a real S3 server, `tests/s3_support`). The owner of a series writes its model version
+//! to the store and moves the series' live pointer in etcd; after `kill -9` of the owner, the new
+//! owner serves the same version without fitting;
 //! `prescale models rollback` moves the pointer and the owner serves the version it names; a store
 //! that refuses writes fails the retrain, and the live model and its pointer stay.
 
 mod etcd_support;
 mod fleet_support;
 mod prometheus_support;
+mod s3_support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +26,37 @@ use tonic::transport::Channel;
 
 /// Replica `id` of the fleet on `etcd`, with `/metrics`, sharing models through `store`.
 fn start(id: &str, etcd: &str, store: &Path) -> Replica {
-    ReplicaConfig::new(id, etcd)
-        .metrics()
-        .model_store(store)
+    Store::Directory(store.to_owned()).start(id, etcd)
+}
+
+/// Where the replicas of a test share their models.
+enum Store {
+    /// A directory.
+    Directory(PathBuf),
+    /// Under prefix `fleet` of bucket `models` of an S3 server.
+    S3(s3_support::LocalS3),
+}
+
+impl Store {
+    /// Replica `id` of the fleet on `etcd`, with `/metrics`, sharing models through this store.
+    fn start(&self, id: &str, etcd: &str) -> Replica {
+        let config = ReplicaConfig::new(id, etcd).metrics();
+        match self {
+            Self::Directory(dir) => config.model_store(dir),
+            Self::S3(server) => {
+                config.s3_model_store("s3://models/fleet", &server.url, server.env())
+            }
+        }
         .start()
+    }
+
+    /// Every version file in the store: as the S3 server keeps them, `<bucket>/<key>`.
+    fn version_files(&self) -> Vec<PathBuf> {
+        match self {
+            Self::Directory(dir) => version_files(dir),
+            Self::S3(server) => version_files(&server.bucket_dir("models").join("fleet")),
+        }
+    }
 }
 
 /// `prescale models ARGS` as an operator runs it in a replica's pod (`kubectl exec`): with the
@@ -48,6 +77,7 @@ fn models(replica: &Replica, args: &[&str]) -> String {
         .arg("models")
         .args(args)
         .env_remove("PRESCALE_CONFIG")
+        .envs(replica.env().iter().map(|(key, value)| (key, value)))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -110,20 +140,10 @@ async fn pointers(etcd: &Etcd) -> BTreeMap<String, u64> {
 
 /// Every version file under the store directory.
 fn version_files(store: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut pending = vec![store.to_owned()];
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "model") {
-                found.push(path);
-            }
-        }
-    }
-    found.sort();
-    found
+    s3_support::files(store)
+        .into_iter()
+        .filter(|path| path.extension().is_some_and(|ext| ext == "model"))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,13 +151,31 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     if etcd_support::missing() || prometheus_support::missing() {
         return;
     }
+    let store = tempfile::tempdir().unwrap();
+    owners_store_versions_and_a_new_owner_serves_them(Store::Directory(store.path().to_owned()))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_an_s3_bucket_the_owner_stores_versions_and_a_new_owner_serves_them() {
+    if etcd_support::missing() || prometheus_support::missing() || s3_support::missing() {
+        return;
+    }
+    let server = s3_support::LocalS3::start(&["models"]);
+    owners_store_versions_and_a_new_owner_serves_them(Store::S3(server)).await;
+}
+
+/// Two replicas sharing `store`: each owner writes one version file per series and moves its
+/// pointer; after `kill -9` of one, the survivor serves its series with the same versions, read
+/// from the store, without fitting; `prescale models list` (the fleet's shared config, the
+/// replicas' environment) names every live version.
+async fn owners_store_versions_and_a_new_owner_serves_them(store: Store) {
     const WORKLOADS: usize = 4;
     let etcd = etcd_support::LocalEtcd::start();
     let prometheus = fleet_support::prometheus_with(WORKLOADS);
-    let store = tempfile::tempdir().unwrap();
     let mut members: Vec<Replica> = ["m0", "m1"]
         .iter()
-        .map(|id| start(id, &etcd.url, store.path()))
+        .map(|id| store.start(id, &etcd.url))
         .collect();
     let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
         .await
@@ -162,7 +200,7 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
     for (index, name) in names.iter().enumerate() {
         assert_eq!(live[&series_name(index)], versions[name], "{name}");
     }
-    assert_eq!(version_files(store.path()).len(), WORKLOADS);
+    assert_eq!(store.version_files().len(), WORKLOADS);
 
     // kill -9 the owner of w0: the survivor serves its workloads with the same versions, read
     // from the store, and fits nothing. Each workload's owner is the one member following it,
@@ -212,7 +250,16 @@ async fn the_owner_stores_versions_and_a_new_owner_serves_them_without_fitting()
             >= loaded_before + orphans.len() as f64
     );
     assert_eq!(pointers(&client).await, live);
-    assert_eq!(version_files(store.path()).len(), WORKLOADS);
+    assert_eq!(store.version_files().len(), WORKLOADS);
+    let listed = models(&members[survivor], &["list"]);
+    for (index, name) in names.iter().enumerate() {
+        let line = format!(
+            "{}  live v{}  1 versions",
+            series_name(index),
+            versions[name]
+        );
+        assert!(listed.contains(&line), "{line:?} not in\n{listed}");
+    }
 }
 
 /// Retrains `load_0` through `channel` and waits until the job has finished.

@@ -27,6 +27,8 @@ pub(super) struct FileFleetConfig {
     etcd_timeout: Option<String>,
     prefix: Option<String>,
     model_store: Option<String>,
+    model_store_endpoint: Option<String>,
+    model_store_region: Option<String>,
     tsdb_url: Option<String>,
     tsdb_remote_write_url: Option<String>,
     tsdb_timeout: Option<String>,
@@ -212,9 +214,22 @@ pub(super) fn fleet_config(
     let model_store = raw
         .model_store
         .as_deref()
-        .map(ModelStoreLocation::parse)
+        .map(|url| {
+            ModelStoreLocation::parse(url)?.with_s3_endpoint(
+                raw.model_store_endpoint.as_deref(),
+                raw.model_store_region.as_deref(),
+            )
+        })
         .transpose()
         .map_err(|reason| invalid("fleet.model_store", reason))?;
+    if model_store.is_none()
+        && (raw.model_store_endpoint.is_some() || raw.model_store_region.is_some())
+    {
+        return Err(invalid(
+            "fleet.model_store",
+            "model_store_endpoint and model_store_region need an s3:// model_store",
+        ));
+    }
     let tsdb = fleet_tsdb(FileTsdbKeys {
         tsdb_url: raw.tsdb_url,
         tsdb_remote_write_url: raw.tsdb_remote_write_url,
@@ -483,8 +498,42 @@ mod tests {
         );
         assert_eq!(refused_key(&with("prefix = \"prescale\"")), "fleet.prefix");
         assert_eq!(
-            refused_key(&with("model_store = \"s3://bucket/models\"")),
+            refused_key(&with("model_store = \"gs://bucket/models\"")),
             "fleet.model_store"
+        );
+        assert_eq!(
+            refused_key(&with(
+                "model_store = \"file:///srv/models\"\nmodel_store_region = \"eu-west-1\""
+            )),
+            "fleet.model_store"
+        );
+        assert_eq!(
+            refused_key(&with("model_store_endpoint = \"http://127.0.0.1:9000\"")),
+            "fleet.model_store"
+        );
+        assert_eq!(
+            refused_key(&with(
+                "model_store = \"s3://models\"\nmodel_store_endpoint = \"127.0.0.1:9000\""
+            )),
+            "fleet.model_store"
+        );
+        let s3 = parse(&with(
+            "model_store = \"s3://models/fleet-a\"\nmodel_store_endpoint = \"https://minio:9000\"\nmodel_store_region = \"eu-west-1\"",
+        ))
+        .unwrap()
+        .fleet
+        .unwrap()
+        .model_store;
+        assert_eq!(
+            s3,
+            Some(crate::registry::ModelStoreLocation::S3(
+                crate::registry::S3Location {
+                    bucket: "models".to_owned(),
+                    prefix: "fleet-a".to_owned(),
+                    endpoint: Some("https://minio:9000".to_owned()),
+                    region: Some("eu-west-1".to_owned()),
+                }
+            ))
         );
         assert_eq!(
             parse(&with("model_store = \"file:///srv/models\""))

@@ -11,9 +11,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use object_store::prefix::PrefixStore;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig};
 use serde::{Deserialize, Serialize};
 
 use super::RegistryError;
@@ -26,11 +28,30 @@ use crate::forecast::FittedModel;
 pub enum ModelStoreLocation {
     /// A directory every replica sees (a shared volume): `file:///path`.
     Directory(PathBuf),
+    /// A bucket of Amazon S3 or of an S3-compatible store: `s3://bucket/prefix`.
+    S3(S3Location),
+}
+
+/// An S3 bucket and the key prefix the versions go under (`s3://bucket/prefix`), with the
+/// endpoint of an S3-compatible store (MinIO, Ceph RGW, R2, ...) and the region to sign for.
+/// Credentials are not kept here: they come from the environment, as every AWS client takes them
+/// (see [`ModelStore::open_with_env`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// The bucket's name.
+    pub bucket: String,
+    /// The key prefix, without leading or trailing '/'; empty: the bucket's root.
+    pub prefix: String,
+    /// `http(s)://host[:port]` of an S3-compatible store, addressed path-style; `None`: AWS's
+    /// endpoint of the region (or `AWS_ENDPOINT`).
+    pub endpoint: Option<String>,
+    /// The region requests are signed for; `None`: `AWS_REGION`, else us-east-1.
+    pub region: Option<String>,
 }
 
 impl ModelStoreLocation {
-    /// Parses a store URL. Only `file:///absolute/path` is built in: the cloud backends of
-    /// `object_store` turn on a feature of a crate Polars shares, which would rebuild Polars.
+    /// Parses a store URL: `file:///absolute/path` or `s3://bucket[/prefix]` (see
+    /// [`ModelStoreLocation::with_s3_endpoint`] for the rest of an S3 location).
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
         if let Some(path) = url.strip_prefix("file://") {
@@ -42,12 +63,75 @@ impl ModelStoreLocation {
             }
             return Ok(Self::Directory(path));
         }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let valid_bucket = (3..=63).contains(&bucket.len())
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                })
+                && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+            if !valid_bucket {
+                return Err(format!(
+                    "{url:?}: {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
+                ));
+            }
+            let prefix = prefix.trim_matches('/');
+            StorePath::parse(prefix)
+                .map_err(|error| format!("{url:?}: {prefix:?} is not a key prefix: {error}"))?;
+            return Ok(Self::S3(S3Location {
+                bucket: bucket.to_owned(),
+                prefix: prefix.to_owned(),
+                endpoint: None,
+                region: None,
+            }));
+        }
         match url.split_once("://") {
             Some((scheme, _)) => Err(format!(
-                "{scheme}:// stores are not built into this prescale; use file:///path (a directory every replica mounts)"
+                "{scheme}:// stores are not built into this prescale; use s3://bucket/prefix (S3 or an S3-compatible store) or file:///path (a directory every replica mounts)"
             )),
-            None => Err(format!("{url:?} is not a URL (file:///path)")),
+            None => Err(format!(
+                "{url:?} is not a URL (s3://bucket/prefix or file:///path)"
+            )),
         }
+    }
+
+    /// Sets an S3 location's endpoint (`http(s)://host[:port]`, of an S3-compatible store) and
+    /// region; either given for a store that is not S3 is an error.
+    pub fn with_s3_endpoint(
+        self,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+    ) -> Result<Self, String> {
+        let mut s3 = match self {
+            Self::S3(s3) => s3,
+            other if endpoint.is_none() && region.is_none() => return Ok(other),
+            other => {
+                return Err(format!(
+                    "an endpoint and a region are for s3:// stores, not {other}"
+                ));
+            }
+        };
+        if let Some(endpoint) = endpoint {
+            let endpoint = endpoint.trim().trim_end_matches('/');
+            let host = endpoint
+                .strip_prefix("https://")
+                .or_else(|| endpoint.strip_prefix("http://"));
+            if !host.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#'])) {
+                return Err(format!(
+                    "endpoint {endpoint:?} must be http(s)://host[:port] (https://minio.storage:9000)"
+                ));
+            }
+            s3.endpoint = Some(endpoint.to_owned());
+        }
+        if let Some(region) = region {
+            let region = region.trim();
+            if region.is_empty() {
+                return Err("the region is empty".to_owned());
+            }
+            s3.region = Some(region.to_owned());
+        }
+        Ok(Self::S3(s3))
     }
 }
 
@@ -55,6 +139,16 @@ impl fmt::Display for ModelStoreLocation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Directory(path) => write!(f, "file://{}", path.display()),
+            Self::S3(s3) => {
+                write!(f, "s3://{}", s3.bucket)?;
+                if !s3.prefix.is_empty() {
+                    write!(f, "/{}", s3.prefix)?;
+                }
+                if let Some(endpoint) = &s3.endpoint {
+                    write!(f, " at {endpoint}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -84,29 +178,79 @@ pub struct EncodedVersion {
 /// Model version files in an object store.
 #[derive(Debug)]
 pub struct ModelStore {
-    /// The store (a local directory today).
+    /// The store: a local directory or an S3 bucket.
     store: Arc<dyn ObjectStore>,
     /// Where it is, for messages.
     location: ModelStoreLocation,
 }
 
 impl ModelStore {
-    /// Opens the store at `location`, creating a missing directory.
+    /// Opens the store at `location`, creating a missing directory; an S3 store takes its
+    /// credentials from this process's environment (see [`ModelStore::open_with_env`]).
     pub fn open(location: &ModelStoreLocation) -> Result<Self, RegistryError> {
-        let store = match location {
+        Self::open_with_env(location, std::env::vars())
+    }
+
+    /// Opens the store at `location`. An S3 store takes the `AWS_*` variables of `env` as AWS's
+    /// own clients do: static keys (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`), else a web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` and
+    /// `AWS_ROLE_ARN`, as EKS's IAM roles for service accounts set them), else the container's
+    /// or the instance's credentials; the location's endpoint and region win over `env`'s. Nothing
+    /// is sent before the first call.
+    pub fn open_with_env(
+        location: &ModelStoreLocation,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, RegistryError> {
+        let failed = |reason: String| RegistryError::ObjectStore {
+            location: location.to_string(),
+            key: String::new(),
+            reason,
+        };
+        let store: Arc<dyn ObjectStore> = match location {
             ModelStoreLocation::Directory(path) => {
                 std::fs::create_dir_all(path).map_err(|error| super::io_error(path, error))?;
-                LocalFileSystem::new_with_prefix(path).map_err(|error| {
-                    RegistryError::ObjectStore {
-                        location: location.to_string(),
-                        key: String::new(),
-                        reason: error.to_string(),
+                Arc::new(
+                    LocalFileSystem::new_with_prefix(path)
+                        .map_err(|error| failed(error.to_string()))?,
+                )
+            }
+            ModelStoreLocation::S3(s3) => {
+                let mut builder = AmazonS3Builder::new();
+                for (key, value) in env {
+                    if key.starts_with("AWS_")
+                        && let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
+                    {
+                        builder = builder.with_config(key, value);
                     }
-                })?
+                }
+                // A 5xx, a 429 or a lost connection is retried three times within 30 s (the
+                // crate's default, ten within three minutes, would hold a plan that long).
+                builder = builder
+                    .with_bucket_name(&s3.bucket)
+                    .with_retry(RetryConfig {
+                        max_retries: 3,
+                        retry_timeout: std::time::Duration::from_secs(30),
+                        ..RetryConfig::default()
+                    });
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint)
+                        .with_allow_http(endpoint.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                if let Some(region) = &s3.region {
+                    builder = builder.with_region(region);
+                }
+                let bucket = builder.build().map_err(|error| failed(error.to_string()))?;
+                if s3.prefix.is_empty() {
+                    Arc::new(bucket)
+                } else {
+                    Arc::new(PrefixStore::new(bucket, s3.prefix.as_str()))
+                }
             }
         };
         Ok(Self {
-            store: Arc::new(store),
+            store,
             location: location.clone(),
         })
     }
@@ -287,9 +431,59 @@ mod tests {
         );
         assert!(ModelStoreLocation::parse("file://relative/dir").is_err());
         assert!(ModelStoreLocation::parse("file:///").is_err());
-        let s3 = ModelStoreLocation::parse("s3://bucket/models").unwrap_err();
-        assert!(s3.contains("s3:// stores are not built"), "{s3}");
+        let gcs = ModelStoreLocation::parse("gs://bucket/models").unwrap_err();
+        assert!(gcs.contains("gs:// stores are not built"), "{gcs}");
         assert!(ModelStoreLocation::parse("/var/lib/models").is_err());
+    }
+
+    #[test]
+    fn s3_locations_name_a_bucket_and_a_prefix() {
+        let location = |url: &str| match ModelStoreLocation::parse(url) {
+            Ok(ModelStoreLocation::S3(s3)) => (s3.bucket, s3.prefix),
+            other => panic!("{url}: {other:?}"),
+        };
+        assert_eq!(
+            location("s3://prescale-models/fleet/a/"),
+            ("prescale-models".to_owned(), "fleet/a".to_owned())
+        );
+        assert_eq!(
+            location("s3://models"),
+            ("models".to_owned(), String::new())
+        );
+        for bad in [
+            "s3://",
+            "s3://Models",
+            "s3://ab",
+            "s3://-models",
+            "s3://models/a//b",
+        ] {
+            assert!(ModelStoreLocation::parse(bad).is_err(), "{bad}");
+        }
+        let s3 = ModelStoreLocation::parse("s3://models/fleet").unwrap();
+        let at = s3
+            .clone()
+            .with_s3_endpoint(Some("http://127.0.0.1:9000/"), Some("eu-west-1"))
+            .unwrap();
+        assert_eq!(at.to_string(), "s3://models/fleet at http://127.0.0.1:9000");
+        let ModelStoreLocation::S3(at) = at else {
+            unreachable!()
+        };
+        assert_eq!(at.region.as_deref(), Some("eu-west-1"));
+        for bad in [
+            "127.0.0.1:9000",
+            "http://",
+            "https://host/path",
+            "ftp://host",
+        ] {
+            assert!(
+                s3.clone().with_s3_endpoint(Some(bad), None).is_err(),
+                "{bad}"
+            );
+        }
+        assert!(s3.clone().with_s3_endpoint(None, Some(" ")).is_err());
+        let directory = ModelStoreLocation::parse("file:///srv/models").unwrap();
+        assert!(directory.clone().with_s3_endpoint(None, None).is_ok());
+        assert!(directory.with_s3_endpoint(None, Some("eu-west-1")).is_err());
     }
 
     #[test]

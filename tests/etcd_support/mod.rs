@@ -28,12 +28,12 @@ pub(crate) fn missing() -> bool {
 /// so the server never writes to a closed pipe. Its log (stderr) is appended to
 /// [`member_log`]`(config)`, across restarts.
 pub(crate) fn start_member(id: &str, config: &Path) -> Child {
-    start_member_logging(id, config, None)
+    start_member_with_env(id, config, &[])
 }
 
-/// [`start_member`] with `RUST_LOG` set to `log` when given (a benchmark keeps the logging out of
-/// its figures).
-pub(crate) fn start_member_logging(id: &str, config: &Path, log: Option<&str>) -> Child {
+/// [`start_member`] with the environment variables `env` set (`RUST_LOG`, which a benchmark sets
+/// to keep the logging out of its figures; an S3 model store's credentials).
+pub(crate) fn start_member_with_env(id: &str, config: &Path, env: &[(String, String)]) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_prescale"));
     command
         .arg("--config")
@@ -48,9 +48,7 @@ pub(crate) fn start_member_logging(id: &str, config: &Path, log: Option<&str>) -
                 .open(member_log(config))
                 .expect("a log file beside the config"),
         );
-    if let Some(log) = log {
-        command.env("RUST_LOG", log);
-    }
+    command.envs(env.iter().map(|(key, value)| (key, value)));
     let mut child = command.spawn().expect("prescale serve starts");
     let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
     let joined = lines
@@ -70,7 +68,7 @@ pub(crate) fn start_member_logging(id: &str, config: &Path, log: Option<&str>) -
     child
 }
 
-/// Where [`start_member_logging`] keeps the log of the member configured by `config`: beside it.
+/// Where [`start_member_with_env`] keeps the log of the member configured by `config`: beside it.
 pub(crate) fn member_log(config: &Path) -> std::path::PathBuf {
     config.with_extension("log")
 }

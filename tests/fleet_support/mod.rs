@@ -41,12 +41,12 @@ pub(crate) struct ReplicaConfig {
     forward_timeout: Option<Duration>,
     metrics: bool,
     scaler: bool,
-    model_store: Option<PathBuf>,
+    model_store: Option<String>,
     tsdb: Option<String>,
     max_concurrent_fits: Option<usize>,
     max_message_mib: Option<usize>,
     fsync: bool,
-    log: Option<String>,
+    env: Vec<(String, String)>,
     tls: Option<PeerTls>,
     etcd_tls: Option<PeerTls>,
     tokens: Vec<String>,
@@ -91,7 +91,7 @@ impl ReplicaConfig {
             max_concurrent_fits: None,
             max_message_mib: None,
             fsync: true,
-            log: None,
+            env: Vec::new(),
             tls: None,
             etcd_tls: None,
             tokens: Vec::new(),
@@ -167,7 +167,23 @@ impl ReplicaConfig {
     /// `[fleet] model_store` in directory `store`.
     #[must_use]
     pub(crate) fn model_store(mut self, store: &Path) -> Self {
-        self.model_store = Some(store.to_owned());
+        self.model_store = Some(format!("model_store = \"file://{}\"\n", store.display()));
+        self
+    }
+
+    /// `[fleet] model_store = "s3://<url>"` at `model_store_endpoint = "<endpoint>"`, the process
+    /// given `credentials` (`AWS_*` variables).
+    #[must_use]
+    pub(crate) fn s3_model_store(
+        mut self,
+        url: &str,
+        endpoint: &str,
+        credentials: Vec<(String, String)>,
+    ) -> Self {
+        self.model_store = Some(format!(
+            "model_store = \"{url}\"\nmodel_store_endpoint = \"{endpoint}\"\n"
+        ));
+        self.env.extend(credentials);
         self
     }
 
@@ -202,7 +218,7 @@ impl ReplicaConfig {
     /// `RUST_LOG` of the process.
     #[must_use]
     pub(crate) fn log(mut self, filter: &str) -> Self {
-        self.log = Some(filter.to_owned());
+        self.env.push(("RUST_LOG".to_owned(), filter.to_owned()));
         self
     }
 
@@ -249,7 +265,7 @@ impl ReplicaConfig {
             }
         }
         if let Some(store) = &self.model_store {
-            extras += &format!("model_store = \"file://{}\"\n", store.display());
+            extras += store;
         }
         if let Some(url) = &self.tsdb {
             extras += &format!(
@@ -320,7 +336,7 @@ etcd_timeout = "{timeout}"
             scaler: written.scaler,
             metrics: written.metrics.map(|metrics| format!("http://{metrics}")),
             config: written.config,
-            log: self.log,
+            env: self.env,
             tls: self.tls.map(|tls| ClientPems {
                 ca: std::fs::read(tls.ca).unwrap(),
                 cert: std::fs::read(tls.cert).unwrap(),
@@ -346,8 +362,8 @@ pub(crate) struct Replica {
     pub(crate) metrics: Option<String>,
     /// Its config file.
     pub(crate) config: PathBuf,
-    /// Its `RUST_LOG`, when set.
-    log: Option<String>,
+    /// The environment variables its process is given.
+    env: Vec<(String, String)>,
     /// The fleet's CA and this replica's certificate and key (PEM) when it serves TLS.
     tls: Option<ClientPems>,
     /// The running process, `None` after a kill.
@@ -360,11 +376,17 @@ impl Replica {
     /// Starts the process (again, after a kill: on the same data directory, as a StatefulSet pod
     /// keeps its volume) and waits until its member key is in etcd.
     pub(crate) fn restart(&mut self) {
-        self.child = Some(crate::etcd_support::start_member_logging(
+        self.child = Some(crate::etcd_support::start_member_with_env(
             &self.id,
             &self.config,
-            self.log.as_deref(),
+            &self.env,
         ));
+    }
+
+    /// The environment variables its process is given (an S3 model store's credentials), for a
+    /// command run as in its pod.
+    pub(crate) fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     /// Its process id while it runs.
