@@ -1,8 +1,8 @@
 //! Prometheus remote-write into prescale over real sockets: hand-built bodies against
 //! `/api/v1/write` (malformed, oversized, stale markers only, wrong headers, tokens), and a real
 //! Prometheus (`/usr/bin/prometheus` on 127.0.0.1) that scrapes prescale's own `/metrics`, sends
-//! what it scrapes with `remote_write` (metadata and stale markers included), and reads each
-//! workload's plan gauges.
+//! what it scrapes with `remote_write` (metadata and stale markers included), reads each
+//! workload's plan gauges, and evaluates the alert rules of `deploy/prometheus` on them.
 
 mod common;
 mod grpc_support;
@@ -343,8 +343,13 @@ fn ten_days_to_now(series: &SeriesId) -> Vec<SeriesSamples> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prometheus_scrapes_each_workloads_plan_gauges() {
-    let receiver = Receiver::start(&[], RemoteWriteLimits::default()).await;
+async fn prometheus_scrapes_each_workloads_plan_gauges_and_evaluates_the_alert_rules() {
+    // Plans cover 30 minutes: less than the hour PrescalePlanRunningOut asks for.
+    let settings = prescale::app::Settings {
+        plan_horizon: Duration::from_secs(30 * 60),
+        ..grpc_support::settings()
+    };
+    let receiver = Receiver::start_with(settings, &[], RemoteWriteLimits::default()).await;
     let state = Arc::clone(&receiver.server.state);
     let load: SeriesId = "load{service=\"api\"}".parse().unwrap();
     let batch = ten_days_to_now(&load);
@@ -367,9 +372,13 @@ async fn prometheus_scrapes_each_workloads_plan_gauges() {
     .await
     .expect("a plan within two minutes");
 
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/prescale-alerts.yml"
+    );
     let config = format!(
-        "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: prescale\n    \
-         static_configs:\n      - targets: ['{}']\n",
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{rules}'\n\
+         scrape_configs:\n  - job_name: prescale\n    static_configs:\n      - targets: ['{}']\n",
         receiver.http
     );
     let prometheus = Prometheus::start(&config, &[]);
@@ -426,6 +435,45 @@ async fn prometheus_scrapes_each_workloads_plan_gauges() {
         .await
         .expect("the backtest error of the model behind the plan");
     assert!(mase.is_finite() && mase > 0.0, "{mase}");
+
+    // The shipped alert rules load in this Prometheus and evaluate without error on what it
+    // scrapes from prescale; of them only PrescalePlanRunningOut holds, for this workload (pending
+    // for its `for`).
+    let shipped = std::fs::read_to_string(rules)
+        .unwrap()
+        .matches("- alert:")
+        .count();
+    let evaluated = eventually(60, || async {
+        let answer = prometheus.api("/api/v1/rules").await;
+        let rules = all_rules(&answer);
+        rules.len() == shipped
+            && rules.iter().all(|rule| {
+                rule["lastEvaluation"]
+                    .as_str()
+                    .is_some_and(|time| !time.starts_with("0001"))
+            })
+    })
+    .await;
+    let answer = prometheus.api("/api/v1/rules").await;
+    assert!(evaluated, "{answer}\n{}", prometheus.log());
+    for rule in all_rules(&answer) {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    let alerting = eventually(60, || async {
+        let answer = prometheus.api("/api/v1/alerts").await;
+        answer["data"]["alerts"]
+            .as_array()
+            .is_some_and(|alerts| !alerts.is_empty())
+    })
+    .await;
+    let answer = prometheus.api("/api/v1/alerts").await;
+    assert!(alerting, "{answer}");
+    let alerts = answer["data"]["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{answer}");
+    assert_eq!(alerts[0]["labels"]["alertname"], "PrescalePlanRunningOut");
+    assert_eq!(alerts[0]["labels"]["workload"], "api");
+    assert_eq!(alerts[0]["state"], "pending");
+
     let text = receiver.server.metrics.render();
     assert!(
         text.contains("prescale_plan_desired_replicas{workload=\"api\"}"),
@@ -438,4 +486,15 @@ async fn prometheus_scrapes_each_workloads_plan_gauges() {
     assert!(!text.contains("workload=\"api\""), "{text}");
     drop(prometheus);
     receiver.shutdown().await;
+}
+
+/// Every rule of every group in an `/api/v1/rules` answer.
+fn all_rules(answer: &serde_json::Value) -> Vec<&serde_json::Value> {
+    answer["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|group| group["rules"].as_array())
+        .flatten()
+        .collect()
 }

@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use prescale::app::Settings;
 use prescale::ingest::remote_write_proto::{Label, Sample, TimeSeries, WriteRequest};
 use prescale::service::proto::admin_service_client::AdminServiceClient;
 use prescale::service::remote_write::{RemoteWrite, RemoteWriteLimits};
@@ -36,11 +37,20 @@ pub(crate) struct Receiver {
 impl Receiver {
     /// A server requiring `tokens` (none: no auth) with the given limits.
     pub(crate) async fn start(tokens: &[&str], limits: RemoteWriteLimits) -> Self {
+        Self::start_with(settings(), tokens, limits).await
+    }
+
+    /// [`Receiver::start`] with the server's `settings`.
+    pub(crate) async fn start_with(
+        settings: Settings,
+        tokens: &[&str],
+        limits: RemoteWriteLimits,
+    ) -> Self {
         let options = ServerOptions {
             tokens: tokens.iter().map(|token| (*token).to_owned()).collect(),
             ..ServerOptions::default()
         };
-        let server = TestServer::start(settings(), options.clone()).await;
+        let server = TestServer::start(settings, options.clone()).await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -195,6 +205,15 @@ impl Prometheus {
             })
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+
+    /// The JSON answer of its HTTP API at `path` (`/api/v1/rules`); `null` when it does not answer.
+    pub(crate) async fn api(&self, path: &str) -> serde_json::Value {
+        let Ok(response) = reqwest::get(format!("http://{}{path}", self.address)).await else {
+            return serde_json::Value::Null;
+        };
+        let text = response.text().await.unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
     /// The value of the instant query `query`'s only result, when it has one.
