@@ -434,3 +434,45 @@ async fn rollback_moves_the_pointer_and_a_store_refusing_writes_fails_the_retrai
         .unwrap();
     assert_eq!(plan_model_version(channel, "w0").await.unwrap(), version);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn versions_beyond_keep_versions_are_deleted_but_not_those_the_pointer_names() {
+    if etcd_support::missing() || prometheus_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let prometheus = fleet_support::prometheus_with(1);
+    let store = tempfile::tempdir().unwrap();
+    let member = ReplicaConfig::new("alone", &etcd.url)
+        .metrics()
+        .model_store(store.path())
+        .keep_versions(1)
+        .start();
+    let channel = member.channel().await;
+    PlanServiceClient::new(channel.clone())
+        .upsert_workload(upsert(0, Some(&prometheus.url)))
+        .await
+        .unwrap();
+    let live = wait_for_plan(&channel, "w0", Duration::from_secs(300)).await;
+    let names = |files: Vec<PathBuf>| -> Vec<String> {
+        files
+            .iter()
+            .map(|file| file.file_name().unwrap().to_string_lossy().into_owned())
+            .collect()
+    };
+    // Retrains on the same data are kept beside the live version, not promoted. With one version
+    // kept, each drops the one before it, but never the live one its pointer names.
+    for retrained in [live + 1, live + 2] {
+        let job = retrain(&channel).await;
+        assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+        assert_eq!(
+            names(version_files(store.path())),
+            [
+                format!("v{live:06}.model"),
+                format!("v{retrained:06}.model")
+            ]
+        );
+    }
+    assert_eq!(plan_model_version(channel, "w0").await.unwrap(), live);
+    assert_eq!(member.counter("prescale_model_store_failures_total"), 0.0);
+}

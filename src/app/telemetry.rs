@@ -95,8 +95,8 @@ pub struct Telemetry {
     /// Registry manifests that did not decode at start and were moved aside (the server started
     /// with an empty registry; see `ServingState::open`).
     pub manifest_resets: Counter,
-    /// Model versions the fleet's model store failed to write or read back (the live model and
-    /// its pointer stay as they were).
+    /// Calls to the fleet's model store that failed: a version not written or read back (the live
+    /// model and its pointer stay as they were), or an old one not deleted.
     pub model_store_failures: Counter,
     /// Finished gRPC requests by method and status code name. The service records only the methods
     /// it serves (and one label for every other path), so the family stays small.
@@ -173,7 +173,7 @@ impl Default for Telemetry {
         );
         let model_store_failures = counter(
             "prescale_model_store_failures",
-            "Model versions the fleet's model store failed to write or read back",
+            "Calls to the fleet's model store that failed: writing, reading back or deleting a version",
         );
         let requests = Family::default();
         registry.register(

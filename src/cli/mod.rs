@@ -360,8 +360,9 @@ fn open_read_only(config: &Config) -> Result<History> {
 /// directory that is no store is refused as missing.
 fn open_registry(config: &Config, access: DataDirUse) -> Result<Registry> {
     let dir = config.models_dir();
+    let keep = config.settings.keep_versions;
     if access == DataDirUse::Create {
-        return Ok(Registry::open(dir)?);
+        return Ok(Registry::open(dir)?.with_keep_versions(keep));
     }
     match &config.settings.models_dir {
         Some(registry_dir) if registry_dir.exists() || access.data_dir(config).is_err() => {
@@ -375,7 +376,7 @@ fn open_registry(config: &Config, access: DataDirUse) -> Result<Registry> {
             access.data_dir(config)?;
         }
     }
-    Ok(Registry::open_without_creating(dir)?)
+    Ok(Registry::open_without_creating(dir)?.with_keep_versions(keep))
 }
 
 #[cfg(test)]

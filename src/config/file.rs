@@ -63,6 +63,7 @@ pub(super) struct FileRegistryConfig {
     pub(super) schedule: Option<String>,
     pub(super) concurrency: Option<usize>,
     pub(super) watch_interval: Option<String>,
+    pub(super) keep_versions: Option<usize>,
 }
 
 /// The `[server]` table as written.

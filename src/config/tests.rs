@@ -156,9 +156,18 @@ fn registry_keys_reach_the_settings_and_temporary_servers_keep_their_own_registr
     let config = parse(
         "data_dir = \"here\"\n[store]\nretention = \"7d\"\n\
          [registry]\ndir = \"models-elsewhere\"\npromotion_margin = 0.1\nschedule = \"off\"\n\
-         watch_interval = \"30s\"\nconcurrency = 3\n",
+         watch_interval = \"30s\"\nconcurrency = 3\nkeep_versions = 4\n",
     )
     .unwrap();
+    assert_eq!(config.settings.keep_versions, Some(4));
+    assert_eq!(parse("").unwrap().settings.keep_versions, Some(10));
+    assert!(matches!(
+        parse("[registry]\nkeep_versions = 0\n"),
+        Err(ConfigError::Invalid {
+            key: "registry.keep_versions",
+            ..
+        })
+    ));
     assert_eq!(
         config.settings.models_dir,
         Some(PathBuf::from("models-elsewhere"))

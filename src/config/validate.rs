@@ -286,11 +286,19 @@ pub(super) fn settings(
         Some("off") => None,
         Some(text) => Some(parse_duration("registry.watch_interval", text)?),
     };
+    let keep_versions = registry.keep_versions.or(defaults.keep_versions);
+    if keep_versions == Some(0) {
+        return Err(ConfigError::Invalid {
+            key: "registry.keep_versions",
+            reason: "must keep at least 1 version per series".to_owned(),
+        });
+    }
     Ok(Settings {
         retention,
         models_dir: registry.dir.clone(),
         promotion_margin,
         retrain_schedule,
+        keep_versions,
         registry_watch,
         ..planned
     })

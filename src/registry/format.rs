@@ -60,6 +60,16 @@ pub struct SeriesEntry {
 }
 
 impl SeriesEntry {
+    /// The newest version before the live one that was live: the default rollback target.
+    pub fn previous_live(&self) -> Option<u64> {
+        let live = self.live?;
+        self.versions
+            .iter()
+            .filter(|info| info.was_live && info.version < live)
+            .map(|info| info.version)
+            .max()
+    }
+
     /// The record of `version`.
     pub fn version(&self, version: u64) -> Option<&VersionInfo> {
         self.versions.iter().find(|info| info.version == version)

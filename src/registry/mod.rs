@@ -148,6 +148,8 @@ pub struct Registry {
     /// Modification time and size of the manifest file when [`Self::reload_if_changed`] last
     /// read it (`None` inside: there was no file).
     seen: Mutex<Option<ManifestStamp>>,
+    /// Versions kept per series (see [`Registry::with_keep_versions`]); `None` keeps all.
+    keep_versions: Option<usize>,
 }
 
 /// What tells a changed manifest file: its modification time and size.
@@ -171,6 +173,7 @@ impl Registry {
             dir,
             manifest: Mutex::new(manifest),
             seen: Mutex::new(None),
+            keep_versions: None,
         })
     }
 
@@ -253,8 +256,20 @@ impl Registry {
             .cloned()
     }
 
+    /// Keeps at most `keep` versions per series (`None`: all; `[registry] keep_versions`): each
+    /// [`Registry::add`] drops the oldest beyond the newest `keep`, but never the live version nor
+    /// the newest earlier live one (the default rollback target, and what is served when the live
+    /// file is corrupt). The manifest is written without them before their files are deleted, so
+    /// a crash in between leaves only unlisted files behind.
+    #[must_use]
+    pub fn with_keep_versions(mut self, keep: Option<usize>) -> Self {
+        self.keep_versions = keep;
+        self
+    }
+
     /// Stores `model` as the next version of `series`, promoted when `promote`, with `decision`
-    /// recorded as the reason. The model file is durable before the manifest names it.
+    /// recorded as the reason. The model file is durable before the manifest names it; versions
+    /// beyond [`Registry::with_keep_versions`]'s are dropped.
     pub fn add(
         &self,
         series: &SeriesId,
@@ -317,7 +332,16 @@ impl Registry {
         if promote {
             updated.live = Some(version);
         }
+        let dropped = self
+            .keep_versions
+            .map_or_else(Vec::new, |keep| drop_oldest(&mut updated, keep));
         self.commit(&mut manifest, key, updated)?;
+        for old in dropped {
+            let path = series_dir.join(&old.file);
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(series = %series, version = old.version, path = %path.display(), %error, "cannot delete a model version beyond keep_versions");
+            }
+        }
         Ok(info)
     }
 
@@ -388,11 +412,7 @@ impl Registry {
                     version: None,
                 })?;
                 entry
-                    .versions
-                    .iter()
-                    .filter(|info| info.was_live && info.version < live)
-                    .map(|info| info.version)
-                    .max()
+                    .previous_live()
                     .ok_or(RegistryError::NothingToRollBack {
                         series: key.clone(),
                         live,
@@ -461,6 +481,26 @@ impl Registry {
         }
         Ok(file.model)
     }
+}
+
+/// Removes from `entry` its oldest versions beyond the newest `keep`, except the live version and
+/// the newest earlier live one; the removed ones.
+fn drop_oldest(entry: &mut SeriesEntry, keep: usize) -> Vec<VersionInfo> {
+    let live = entry.live;
+    let fallback = entry.previous_live();
+    let mut newest: Vec<u64> = entry.versions.iter().map(|info| info.version).collect();
+    newest.sort_unstable_by(|a, b| b.cmp(a));
+    let kept: std::collections::HashSet<u64> = newest
+        .into_iter()
+        .take(keep)
+        .chain(live)
+        .chain(fallback)
+        .collect();
+    let (versions, dropped) = std::mem::take(&mut entry.versions)
+        .into_iter()
+        .partition(|info| kept.contains(&info.version));
+    entry.versions = versions;
+    dropped
 }
 
 /// Takes the cross-process write lock of the registry in `dir`; it holds until the file is dropped.

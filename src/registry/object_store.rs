@@ -337,6 +337,15 @@ impl ModelStore {
         Ok(encoded.stored)
     }
 
+    /// Deletes version `version` of `series` (retention; a missing one is not an error).
+    pub async fn delete(&self, series: &SeriesId, version: u64) -> Result<(), RegistryError> {
+        let key = version_key(series, version);
+        match self.store.delete(&StorePath::from(key.as_str())).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(self.failed(&key, error)),
+        }
+    }
+
     /// The bytes of `stored`, unchecked (see [`ModelStore::decode`]).
     pub async fn get(&self, stored: &StoredVersion) -> Result<Vec<u8>, RegistryError> {
         let read = async {

@@ -225,3 +225,54 @@ async fn a_store_version_is_written_once_and_reads_back_checked() {
     assert!(ModelStore::decode(&series(), &stored, &flipped).is_err());
     assert!(store.find(&series(), 2).await.is_err());
 }
+
+#[test]
+fn versions_beyond_keep_are_dropped_but_never_the_live_one_or_its_fallback() {
+    let directory = tempfile::tempdir().unwrap();
+    let registry = Registry::open(directory.path())
+        .unwrap()
+        .with_keep_versions(Some(2));
+    let model = fitted(100.0);
+    let add = |promote| registry.add(&series(), &model, promote, "test").unwrap();
+    let listed = |registry: &Registry| -> Vec<u64> {
+        let entry = registry.entry(&series()).unwrap();
+        entry.versions.iter().map(|info| info.version).collect()
+    };
+    let files = || {
+        let dir = directory.path().join(series_dir(&series()));
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".model"))
+            .collect();
+        names.sort();
+        names
+    };
+    add(true);
+    add(true);
+    add(false);
+    add(false);
+    // The newest two (4, 3), the live one (2) and the one live before it (1).
+    assert_eq!(listed(&registry), [1, 2, 3, 4]);
+    add(false);
+    assert_eq!(listed(&registry), [1, 2, 4, 5]);
+    assert_eq!(
+        files(),
+        [
+            "v000001.model",
+            "v000002.model",
+            "v000004.model",
+            "v000005.model"
+        ]
+    );
+    add(true);
+    // 6 is live, 2 the default rollback target; 1 and 4 go.
+    assert_eq!(listed(&registry), [2, 5, 6]);
+    assert_eq!(files(), ["v000002.model", "v000005.model", "v000006.model"]);
+    assert_eq!(registry.load_live(&series()).unwrap().unwrap().version, 6);
+    // Numbers are not reused, and what another process opens is the same.
+    assert_eq!(add(false).version, 7);
+    let reopened = Registry::open(directory.path()).unwrap();
+    assert_eq!(listed(&reopened), [2, 6, 7]);
+    assert_eq!(reopened.rollback(&series(), None).unwrap(), 2);
+}

@@ -42,6 +42,7 @@ pub(crate) struct ReplicaConfig {
     metrics: bool,
     scaler: bool,
     model_store: Option<String>,
+    keep_versions: Option<usize>,
     tsdb: Option<String>,
     max_concurrent_fits: Option<usize>,
     max_message_mib: Option<usize>,
@@ -87,6 +88,7 @@ impl ReplicaConfig {
             metrics: false,
             scaler: false,
             model_store: None,
+            keep_versions: None,
             tsdb: None,
             max_concurrent_fits: None,
             max_message_mib: None,
@@ -184,6 +186,13 @@ impl ReplicaConfig {
             "model_store = \"{url}\"\nmodel_store_endpoint = \"{endpoint}\"\n"
         ));
         self.env.extend(credentials);
+        self
+    }
+
+    /// `[registry] keep_versions`.
+    #[must_use]
+    pub(crate) fn keep_versions(mut self, keep: usize) -> Self {
+        self.keep_versions = Some(keep);
         self
     }
 
@@ -307,7 +316,7 @@ listen = "{address}"
 metrics_listen = "{metrics}"
 {server}[registry]
 schedule = "off"
-[sources]
+{registry}[sources]
 poll_interval = "1s"
 retry_initial = "200ms"
 retry_max = "1s"
@@ -319,6 +328,10 @@ lease_ttl = "{ttl}"
 etcd_timeout = "{timeout}"
 {extras}"#,
             data = data.display(),
+            registry = self
+                .keep_versions
+                .map(|keep| format!("keep_versions = {keep}\n"))
+                .unwrap_or_default(),
             etcd = self.etcd,
             id = self.id,
             ttl = humantime::format_duration(self.lease_ttl),

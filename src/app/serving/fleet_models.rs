@@ -9,7 +9,7 @@
 //! Without a model store each replica keeps its own registry, as alone.
 //! Design: docs/decisions.md, "Fleet mode: models in an object store".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,7 +19,9 @@ use crate::app::{AppError, fit_candidate};
 use crate::domain::SeriesId;
 use crate::fleet::{Coordinator, RecordChange};
 use crate::forecast::FittedModel;
-use crate::registry::{EncodedVersion, LivePointer, MODELS_TABLE, ModelStore, StoredVersion};
+use crate::registry::{
+    EncodedVersion, LivePointer, MODELS_TABLE, ModelStore, RegistryError, StoredVersion,
+};
 
 use super::ServingState;
 use super::fleet_workloads::{fenced_put, read_and_watch};
@@ -152,12 +154,50 @@ impl ServingState {
             self.metrics.model_store_failures.inc();
             tracing::error!(series = %series, %error, "the model store refused the new version; the live version stays");
         })?;
-        if !promote {
-            return Ok(());
+        if promote {
+            let previous = shared.pointers.read().get(series).cloned();
+            let pointer =
+                LivePointer::promoted(previous, stored, coordinator.member_id(), decision);
+            self.move_pointer(series, pointer).await?;
         }
-        let previous = shared.pointers.read().get(series).cloned();
-        let pointer = LivePointer::promoted(previous, stored, coordinator.member_id(), decision);
-        self.move_pointer(series, pointer).await
+        self.drop_old_versions(series).await;
+        Ok(())
+    }
+
+    /// Deletes the version files of `series` beyond the newest `[registry] keep_versions`,
+    /// except those its live pointer names (the live one and the earlier ones a rollback returns
+    /// to). A failure is logged and counted in `prescale_model_store_failures_total`; the new
+    /// version stands.
+    async fn drop_old_versions(&self, series: &SeriesId) {
+        let (Some(keep), Some((shared, _))) = (self.settings.keep_versions, self.shared()) else {
+            return;
+        };
+        let failed = |error: RegistryError| {
+            self.metrics.model_store_failures.inc();
+            tracing::warn!(series = %series, %error, "cannot delete a model version beyond keep_versions");
+        };
+        let versions = match shared.store.versions(series).await {
+            Ok(versions) => versions,
+            Err(error) => return failed(error),
+        };
+        let named: HashSet<u64> = shared
+            .pointers
+            .read()
+            .get(series)
+            .map(|pointer| {
+                std::iter::once(&pointer.live)
+                    .chain(&pointer.earlier)
+                    .map(|stored| stored.version)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for version in versions.iter().rev().skip(keep) {
+            if !named.contains(version)
+                && let Err(error) = shared.store.delete(series, *version).await
+            {
+                failed(error);
+            }
+        }
     }
 
     /// Moves the pointer of `series` with a write fenced by this replica's membership.

@@ -183,6 +183,7 @@ impl ServingState {
                 .clone()
                 .unwrap_or_else(|| data_dir.join("models")),
         )?;
+        let registry = registry.with_keep_versions(settings.keep_versions);
         if let Some(aside) = set_aside {
             metrics.manifest_resets.inc();
             tracing::error!(moved_to = %aside.moved_to.display(), reason = %aside.reason, "the registry manifest is corrupt: moved aside; serving starts with no live models and trains each series on first use");

@@ -44,6 +44,10 @@ pub struct Settings {
     /// When the server retrains every series; `None` never (`[registry] schedule`, nightly unless
     /// set; servers over a temporary store have none).
     pub retrain_schedule: Option<CronSchedule>,
+    /// Model versions kept per series, the oldest dropped first (never the live one nor the
+    /// newest earlier live one; in a fleet store, never one the live pointer names); `None` keeps
+    /// all (`[registry] keep_versions`).
+    pub keep_versions: Option<usize>,
     /// How often the registry's manifest is re-read so that versions promoted or rolled back by
     /// another process are served; `None` never (`[registry] watch_interval`).
     pub registry_watch: Option<Duration>,
@@ -88,6 +92,7 @@ impl Default for Settings {
             models_dir: None,
             promotion_margin: 0.05,
             retrain_schedule: None,
+            keep_versions: Some(10),
             registry_watch: Some(Duration::from_secs(10)),
             sources: SourceTiming::default(),
         }
