@@ -254,7 +254,7 @@ async fn owners_store_versions_and_a_new_owner_serves_them(store: Store) {
     let listed = models(&members[survivor], &["list"]);
     for (index, name) in names.iter().enumerate() {
         let line = format!(
-            "{}  live v{}  1 versions",
+            "{}  live v{}  1 version ",
             series_name(index),
             versions[name]
         );

@@ -59,9 +59,9 @@ async fn list(fleet: &FleetConfig, etcd: &Etcd, store: &ModelStore) -> Result<()
         let pointer = LivePointer::decode(name, &entry.value)?;
         let versions = store.versions(&series).await?;
         outln!(
-            "{series}  live v{}  {} versions  moved by {}: {}",
+            "{series}  live v{}  {}  moved by {}: {}",
             pointer.live.version,
-            versions.len(),
+            super::models::versions(versions.len()),
             pointer.moved_by,
             pointer.decision
         )?;

@@ -160,6 +160,15 @@ pub(super) fn retrain(config: &Config, args: &RetrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// `count` versions, in words: "1 version", "3 versions".
+pub(super) fn versions(count: usize) -> String {
+    if count == 1 {
+        "1 version".to_owned()
+    } else {
+        format!("{count} versions")
+    }
+}
+
 /// `prescale models list|show|rollback`.
 pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
     if let Some(fleet) = &config.fleet
@@ -186,9 +195,9 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
             for (name, entry) in listed {
                 let live = entry.live.and_then(|version| entry.version(version));
                 outln!(
-                    "{name}  live {}  {} versions  {}",
+                    "{name}  live {}  {}  {}",
                     entry.live.map_or("-".to_owned(), |v| format!("v{v}")),
-                    entry.versions.len(),
+                    versions(entry.versions.len()),
                     live.map_or(String::new(), figures)
                 )?;
             }
