@@ -611,17 +611,9 @@ fn serve_advertising(etcd: &str, advertise: &str) -> (std::process::ExitStatus, 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("a replica advertising {advertise} still runs after 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let Some(status) = fleet_support::exit_status_within(&mut child, Duration::from_secs(60))
+    else {
+        panic!("a replica advertising {advertise} still runs after 60 s");
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();

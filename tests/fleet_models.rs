@@ -476,3 +476,51 @@ async fn versions_beyond_keep_versions_are_deleted_but_not_those_the_pointer_nam
     assert_eq!(plan_model_version(channel, "w0").await.unwrap(), live);
     assert_eq!(member.counter("prescale_model_store_failures_total"), 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_s3_credentials_are_refused_does_not_start_or_join() {
+    if etcd_support::missing() || s3_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let server = s3_support::LocalS3::start(&["models"]);
+    let wrong = server.env_with_wrong_secret();
+    let directory = tempfile::tempdir().unwrap();
+    let written = ReplicaConfig::new("refused", &etcd.url)
+        .s3_model_store("s3://models/fleet", &server.url, Vec::new())
+        .write(directory.path());
+    let log = directory.path().join("serve.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(&written.config)
+        .arg("serve")
+        .env_remove("PRESCALE_CONFIG")
+        .envs(wrong)
+        .stdout(std::fs::File::create(directory.path().join("serve.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let Some(status) = fleet_support::exit_status_within(&mut child, Duration::from_secs(60))
+    else {
+        panic!(
+            "prescale serve still runs after 60 s with refused credentials:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let stdout = std::fs::read_to_string(directory.path().join("serve.out")).unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the fleet's model store s3://models/fleet at {}",
+            server.url
+        )),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("fleet member"), "{stdout}");
+    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+        .await
+        .unwrap();
+    let (members, _) = client.get_prefix("/prescale/members/").await.unwrap();
+    assert!(members.is_empty(), "{members:?}");
+}

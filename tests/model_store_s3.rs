@@ -98,14 +98,7 @@ async fn a_wrong_key_pair_is_refused_and_the_error_names_the_store() {
         return;
     }
     let server = LocalS3::start(&["models"]);
-    let wrong: Vec<(String, String)> = server
-        .env()
-        .into_iter()
-        .map(|(key, value)| match key.as_str() {
-            "AWS_SECRET_ACCESS_KEY" => (key, "not-the-secret".to_owned()),
-            _ => (key, value),
-        })
-        .collect();
+    let wrong = server.env_with_wrong_secret();
     let store = ModelStore::open_with_env(&location(&server, "fleet"), wrong).unwrap();
     let series = SeriesId::new("api_requests").unwrap();
     let error = store.versions(&series).await.unwrap_err();

@@ -164,6 +164,18 @@ async fn join_fleet(
             .context("the fleet's tsdb ([fleet] tsdb_*)")?;
     }
     let member = member(fleet);
+    // A store that refuses this replica is found before it joins and takes a share.
+    let store = match &fleet.model_store {
+        Some(location) => {
+            let store = prescale::registry::ModelStore::open(location)
+                .with_context(|| format!("opening the fleet's model store {location}"))?;
+            store.check().await.with_context(|| {
+                format!("the fleet's model store {location} ([fleet] model_store)")
+            })?;
+            Some(store)
+        }
+        None => None,
+    };
     let etcd = super::connect_etcd(fleet).await?;
     let (coordinator, _membership) = EtcdCoordinator::join(
         etcd,
@@ -172,11 +184,12 @@ async fn join_fleet(
     )
     .await
     .context("joining the fleet")?;
-    if let Some(location) = &fleet.model_store {
-        let store = prescale::registry::ModelStore::open(location)
-            .with_context(|| format!("opening the fleet's model store {location}"))?;
+    if let Some(store) = store {
+        outln!(
+            "models shared through {}, live pointers in etcd",
+            store.location()
+        )?;
         state.share_models(store);
-        outln!("models shared through {location}, live pointers in etcd")?;
     }
     state.join_fleet(Arc::clone(&coordinator) as Arc<dyn prescale::fleet::Coordinator>);
     outln!(

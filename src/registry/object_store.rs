@@ -255,6 +255,17 @@ impl ModelStore {
         })
     }
 
+    /// Checks that the store answers and lets these credentials list it (its top level under
+    /// the prefix): wrong credentials or permissions and a missing bucket are refused here, before
+    /// any model is fitted for it.
+    pub async fn check(&self) -> Result<(), RegistryError> {
+        self.store
+            .list_with_delimiter(None)
+            .await
+            .map(drop)
+            .map_err(|error| self.failed("", error))
+    }
+
     /// Where the store is.
     pub fn location(&self) -> &ModelStoreLocation {
         &self.location

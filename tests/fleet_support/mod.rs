@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::Duration;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 use prescale::fleet::etcd::Etcd;
 use prescale::fleet::{FleetView, Member, MemberInfo, MemberState};
@@ -844,5 +844,22 @@ pub(crate) async fn fleet_view(etcd: &Etcd, expected: usize) -> FleetView {
             "{active} of {expected} members active after 120 s"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Waits up to `within` for `child` to exit: its status, or `None` once it has been killed for
+/// still running.
+pub(crate) fn exit_status_within(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if started.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

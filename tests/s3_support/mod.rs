@@ -94,6 +94,17 @@ impl LocalS3 {
         .to_vec()
     }
 
+    /// [`LocalS3::env`] with a secret key the server does not accept.
+    pub(crate) fn env_with_wrong_secret(&self) -> Vec<(String, String)> {
+        self.env()
+            .into_iter()
+            .map(|(key, value)| match key.as_str() {
+                "AWS_SECRET_ACCESS_KEY" => (key, "not-the-secret".to_owned()),
+                _ => (key, value),
+            })
+            .collect()
+    }
+
     /// The directory bucket `bucket`'s objects are files of (`<bucket>/<key>`).
     pub(crate) fn bucket_dir(&self, bucket: &str) -> PathBuf {
         self.root.path().join(bucket)
