@@ -18,7 +18,7 @@ use prescale::forecast::HistoryWindow;
 use prescale::service::ServerOptions;
 use prescale::service::proto::plan_service_client::PlanServiceClient;
 use prescale::service::proto::{self, GetWorkloadRequest, SourceStatus, UpsertWorkloadRequest};
-use prescale::store::MetricStore;
+use prescale::store::{MetricStore, StoreError};
 
 use common::TestServer;
 use grpc_support::workload_names;
@@ -117,15 +117,24 @@ fn value_at(samples: &[(i64, f64)], at: i64) -> Option<f64> {
 }
 
 /// Every stored point of `series` as `(epoch ms, value)`, read through the store's window at `step`
-/// (each bucket holds exactly one pulled point).
+/// (each bucket holds exactly one pulled point); none while the store holds none of it (a series
+/// whose source changed, between its deletion and the first pull of the new query).
 fn stored_points(store: &dyn MetricStore, series: &str, step: Step) -> Vec<(i64, f64)> {
     let series: SeriesId = series.parse().unwrap();
-    let summary = store.summary(&series).unwrap();
-    let (first, last) = (summary.first.unwrap(), summary.last.unwrap());
+    let summary = match store.summary(&series) {
+        Ok(summary) => summary,
+        Err(StoreError::UnknownSeries { .. }) => return Vec::new(),
+        Err(error) => panic!("{series}: {error}"),
+    };
+    let (Some(first), Some(last)) = (summary.first, summary.last) else {
+        return Vec::new();
+    };
     let range = TimeRange::new(first, last.saturating_add_millis(1)).unwrap();
-    let window = store
-        .window(&series, range, step, Aggregation::Mean)
-        .unwrap();
+    let window = match store.window(&series, range, step, Aggregation::Mean) {
+        Ok(window) => window,
+        Err(StoreError::UnknownSeries { .. }) => return Vec::new(),
+        Err(error) => panic!("{series}: {error}"),
+    };
     let points: Vec<(i64, f64)> = window
         .values()
         .iter()
