@@ -503,17 +503,17 @@ async fn retrain_with_server_runs_the_job_on_the_serving_server() {
 /// series of one metric are told apart in its output.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrain_with_server_names_each_failed_series_with_its_labels() {
-    let directory = tempfile::tempdir().unwrap();
     let names = [r#"load{svc="a"}"#, r#"load{svc="b"}"#];
-    {
-        let store = PolarsStore::open(directory.path(), StoreOptions::default()).unwrap();
-        for name in names {
-            // Far too little history to fit: both fail.
-            let short: Vec<Sample> = history(0, 1).into_iter().take(10).collect();
-            store.append(&name.parse().unwrap(), &short).unwrap();
-        }
+    // The series go in through the server's own store: a store opened and dropped here before
+    // the server opens the directory can still be locked by a process another test is spawning
+    // (a forked child holds the lock's descriptor until it executes).
+    let server = TestServer::start(settings(), ServerOptions::default()).await;
+    let store = server.state.history().store();
+    for name in names {
+        // Far too little history to fit: both fail.
+        let short: Vec<Sample> = history(0, 1).into_iter().take(10).collect();
+        store.append(&name.parse().unwrap(), &short).unwrap();
     }
-    let server = TestServer::start_in(directory, settings(), ServerOptions::default()).await;
     let data = server.directory.path().to_owned();
     let url = format!("http://{}", server.address);
     let output = tokio::task::spawn_blocking(move || {
