@@ -1,11 +1,13 @@
 //! Fleet models: `prescale serve` replicas on 127.0.0.1 with a real etcd, a real Prometheus as the
-//! workloads' history and a model store (`[fleet] model_store`) in a shared directory or in an S3
-//! bucket (a real S3 server, `tests/s3_support`). The owner of a series writes its model version
+//! workloads' history and a model store (`[fleet] model_store`) in a shared directory, in an S3
+//! bucket (a real S3 server, `tests/s3_support`) or in an Azure Blob Storage container (Azurite,
+//! `tests/azure_support`). The owner of a series writes its model version
 //! to the store and moves the series' live pointer in etcd; after `kill -9` of the owner, the new
 //! owner serves the same version without fitting;
 //! `prescale models rollback` moves the pointer and the owner serves the version it names; a store
 //! that refuses writes fails the retrain, and the live model and its pointer stay.
 
+mod azure_support;
 mod etcd_support;
 mod fleet_support;
 mod prometheus_support;
@@ -35,6 +37,8 @@ enum Store {
     Directory(PathBuf),
     /// Under prefix `fleet` of bucket `models` of an S3 server.
     S3(s3_support::LocalS3),
+    /// Under prefix `fleet` of container `models` of an Azure Blob service.
+    Azure(azure_support::LocalAzure),
 }
 
 impl Store {
@@ -44,17 +48,27 @@ impl Store {
         match self {
             Self::Directory(dir) => config.model_store(dir),
             Self::S3(server) => {
-                config.s3_model_store("s3://models/fleet", &server.url, server.env())
+                config.cloud_model_store("s3://models/fleet", &server.url, server.env())
+            }
+            Self::Azure(server) => {
+                config.cloud_model_store("az://models/fleet", &server.endpoint, server.env())
             }
         }
         .start()
     }
 
-    /// Every version file in the store: as the S3 server keeps them, `<bucket>/<key>`.
+    /// Every version file in the store: as the S3 server keeps them, `<bucket>/<key>`; as the
+    /// Azure one lists them, the blob's name.
     fn version_files(&self) -> Vec<PathBuf> {
         match self {
             Self::Directory(dir) => version_files(dir),
             Self::S3(server) => version_files(&server.bucket_dir("models").join("fleet")),
+            Self::Azure(server) => server
+                .blobs("models")
+                .into_iter()
+                .filter(|name| name.starts_with("fleet/") && name.ends_with(".model"))
+                .map(PathBuf::from)
+                .collect(),
         }
     }
 }
@@ -163,6 +177,15 @@ async fn in_an_s3_bucket_the_owner_stores_versions_and_a_new_owner_serves_them()
     }
     let server = s3_support::LocalS3::start(&["models"]);
     owners_store_versions_and_a_new_owner_serves_them(Store::S3(server)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_an_azure_container_the_owner_stores_versions_and_a_new_owner_serves_them() {
+    if etcd_support::missing() || prometheus_support::missing() || azure_support::missing() {
+        return;
+    }
+    let server = azure_support::LocalAzure::start(&["models"]);
+    owners_store_versions_and_a_new_owner_serves_them(Store::Azure(server)).await;
 }
 
 /// Two replicas sharing `store`: each owner writes one version file per series and moves its
@@ -487,7 +510,7 @@ async fn a_replica_whose_s3_credentials_are_refused_does_not_start_or_join() {
     let wrong = server.env_with_wrong_secret();
     let directory = tempfile::tempdir().unwrap();
     let written = ReplicaConfig::new("refused", &etcd.url)
-        .s3_model_store("s3://models/fleet", &server.url, Vec::new())
+        .cloud_model_store("s3://models/fleet", &server.url, Vec::new())
         .write(directory.path());
     let log = directory.path().join("serve.log");
     let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))

@@ -215,7 +215,7 @@ pub(super) fn fleet_config(
         .model_store
         .as_deref()
         .map(|url| {
-            ModelStoreLocation::parse(url)?.with_s3_endpoint(
+            ModelStoreLocation::parse(url)?.with_endpoint(
                 raw.model_store_endpoint.as_deref(),
                 raw.model_store_region.as_deref(),
             )
@@ -227,7 +227,7 @@ pub(super) fn fleet_config(
     {
         return Err(invalid(
             "fleet.model_store",
-            "model_store_endpoint and model_store_region need an s3:// model_store",
+            "model_store_endpoint and model_store_region need an s3:// or az:// model_store",
         ));
     }
     let tsdb = fleet_tsdb(FileTsdbKeys {
@@ -534,6 +534,29 @@ mod tests {
                     region: Some("eu-west-1".to_owned()),
                 }
             ))
+        );
+        let azure = parse(&with(
+            "model_store = \"az://models/fleet-a\"\nmodel_store_endpoint = \"http://127.0.0.1:10000/devstoreaccount1\"",
+        ))
+        .unwrap()
+        .fleet
+        .unwrap()
+        .model_store;
+        assert_eq!(
+            azure,
+            Some(crate::registry::ModelStoreLocation::Azure(
+                crate::registry::AzureLocation {
+                    container: "models".to_owned(),
+                    prefix: "fleet-a".to_owned(),
+                    endpoint: Some("http://127.0.0.1:10000/devstoreaccount1".to_owned()),
+                }
+            ))
+        );
+        assert_eq!(
+            refused_key(&with(
+                "model_store = \"az://models\"\nmodel_store_region = \"westeurope\""
+            )),
+            "fleet.model_store"
         );
         assert_eq!(
             parse(&with("model_store = \"file:///srv/models\""))

@@ -35,7 +35,9 @@ use crate::forecast::FittedModel;
 
 pub use cron::CronSchedule;
 pub use format::{MANIFEST_FILE, SeriesEntry, VersionInfo};
-pub use object_store::{EncodedVersion, ModelStore, ModelStoreLocation, S3Location, StoredVersion};
+pub use object_store::{
+    AzureLocation, EncodedVersion, ModelStore, ModelStoreLocation, S3Location, StoredVersion,
+};
 pub use pointer::{LivePointer, MODELS_TABLE};
 
 use format::{

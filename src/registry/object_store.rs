@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
@@ -30,6 +31,8 @@ pub enum ModelStoreLocation {
     Directory(PathBuf),
     /// A bucket of Amazon S3 or of an S3-compatible store: `s3://bucket/prefix`.
     S3(S3Location),
+    /// A container of Azure Blob Storage: `az://container/prefix`.
+    Azure(AzureLocation),
 }
 
 /// An S3 bucket and the key prefix the versions go under (`s3://bucket/prefix`), with the
@@ -49,9 +52,58 @@ pub struct S3Location {
     pub region: Option<String>,
 }
 
+/// An Azure Blob Storage container and the blob-name prefix the versions go under
+/// (`az://container/prefix`), with the endpoint of the storage account when it is not
+/// `https://<account>.blob.core.windows.net`. The account and its credentials are not kept here:
+/// they come from the environment, as Azure's own tools take them (see
+/// [`ModelStore::open_with_env`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AzureLocation {
+    /// The container's name.
+    pub container: String,
+    /// The blob-name prefix, without leading or trailing '/'; empty: the container's root.
+    pub prefix: String,
+    /// `http(s)://host[:port][/path]` of the account's blob service: a sovereign cloud's, a
+    /// private endpoint's, or an emulator's path-style one (`http://127.0.0.1:10000/account`);
+    /// `None`: `https://<account>.blob.core.windows.net`.
+    pub endpoint: Option<String>,
+}
+
+/// Splits `rest` (after the scheme) into a container or bucket name and a key prefix. The name
+/// is 3 to 63 lowercase letters, digits and `extra`, starts and ends with a letter or digit, and
+/// holds no `never` (S3 refuses two periods in a row, Azure two hyphens).
+fn name_and_prefix<'a>(
+    url: &str,
+    rest: &'a str,
+    what: &str,
+    extra: &[u8],
+    never: &str,
+) -> Result<(&'a str, &'a str), String> {
+    let (name, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let valid = (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || extra.contains(&b))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+        && !name.contains(never);
+    if !valid {
+        let extra: Vec<String> = extra.iter().map(|b| format!("'{}'", *b as char)).collect();
+        return Err(format!(
+            "{url:?}: {name:?} is not a {what} name (3 to 63 lowercase letters, digits and {}, no {never:?})",
+            extra.join(" and ")
+        ));
+    }
+    let prefix = prefix.trim_matches('/');
+    StorePath::parse(prefix)
+        .map_err(|error| format!("{url:?}: {prefix:?} is not a key prefix: {error}"))?;
+    Ok((name, prefix))
+}
+
 impl ModelStoreLocation {
-    /// Parses a store URL: `file:///absolute/path` or `s3://bucket[/prefix]` (see
-    /// [`ModelStoreLocation::with_s3_endpoint`] for the rest of an S3 location).
+    /// Parses a store URL: `file:///absolute/path`, `s3://bucket[/prefix]` or
+    /// `az://container[/prefix]` (see [`ModelStoreLocation::with_endpoint`] for the rest of a
+    /// cloud location).
     pub fn parse(url: &str) -> Result<Self, String> {
         let url = url.trim();
         if let Some(path) = url.strip_prefix("file://") {
@@ -64,21 +116,7 @@ impl ModelStoreLocation {
             return Ok(Self::Directory(path));
         }
         if let Some(rest) = url.strip_prefix("s3://") {
-            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-            let valid_bucket = (3..=63).contains(&bucket.len())
-                && bucket.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
-                })
-                && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
-                && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
-            if !valid_bucket {
-                return Err(format!(
-                    "{url:?}: {bucket:?} is not a bucket name (3 to 63 lowercase letters, digits, '.' and '-')"
-                ));
-            }
-            let prefix = prefix.trim_matches('/');
-            StorePath::parse(prefix)
-                .map_err(|error| format!("{url:?}: {prefix:?} is not a key prefix: {error}"))?;
+            let (bucket, prefix) = name_and_prefix(url, rest, "bucket", b".-", "..")?;
             return Ok(Self::S3(S3Location {
                 bucket: bucket.to_owned(),
                 prefix: prefix.to_owned(),
@@ -86,52 +124,83 @@ impl ModelStoreLocation {
                 region: None,
             }));
         }
+        if let Some(rest) = url.strip_prefix("az://") {
+            let (container, prefix) = name_and_prefix(url, rest, "container", b"-", "--")?;
+            return Ok(Self::Azure(AzureLocation {
+                container: container.to_owned(),
+                prefix: prefix.to_owned(),
+                endpoint: None,
+            }));
+        }
         match url.split_once("://") {
             Some((scheme, _)) => Err(format!(
-                "{scheme}:// stores are not built into this prescale; use s3://bucket/prefix (S3 or an S3-compatible store) or file:///path (a directory every replica mounts)"
+                "{scheme}:// stores are not built into this prescale; use s3://bucket/prefix (S3 or an S3-compatible store), az://container/prefix (Azure Blob Storage) or file:///path (a directory every replica mounts)"
             )),
             None => Err(format!(
-                "{url:?} is not a URL (s3://bucket/prefix or file:///path)"
+                "{url:?} is not a URL (s3://bucket/prefix, az://container/prefix or file:///path)"
             )),
         }
     }
 
-    /// Sets an S3 location's endpoint (`http(s)://host[:port]`, of an S3-compatible store) and
-    /// region; either given for a store that is not S3 is an error.
-    pub fn with_s3_endpoint(
+    /// Sets a cloud location's endpoint and an S3 location's region. An S3 endpoint is
+    /// `http(s)://host[:port]` (an S3-compatible store, addressed path-style); an Azure one may
+    /// add a path (an emulator's account, `http://127.0.0.1:10000/account`). Either given for a
+    /// directory, or a region for Azure, is an error.
+    pub fn with_endpoint(
         self,
         endpoint: Option<&str>,
         region: Option<&str>,
     ) -> Result<Self, String> {
-        let mut s3 = match self {
-            Self::S3(s3) => s3,
-            other if endpoint.is_none() && region.is_none() => return Ok(other),
-            other => {
-                return Err(format!(
-                    "an endpoint and a region are for s3:// stores, not {other}"
-                ));
-            }
-        };
-        if let Some(endpoint) = endpoint {
-            let endpoint = endpoint.trim().trim_end_matches('/');
-            let host = endpoint
-                .strip_prefix("https://")
-                .or_else(|| endpoint.strip_prefix("http://"));
-            if !host.is_some_and(|host| !host.is_empty() && !host.contains(['/', '?', '#'])) {
-                return Err(format!(
-                    "endpoint {endpoint:?} must be http(s)://host[:port] (https://minio.storage:9000)"
-                ));
-            }
-            s3.endpoint = Some(endpoint.to_owned());
+        if endpoint.is_none() && region.is_none() {
+            return Ok(self);
         }
-        if let Some(region) = region {
-            let region = region.trim();
-            if region.is_empty() {
-                return Err("the region is empty".to_owned());
+        let endpoint = endpoint
+            .map(|endpoint| {
+                let endpoint = endpoint.trim().trim_end_matches('/');
+                let rest = endpoint
+                    .strip_prefix("https://")
+                    .or_else(|| endpoint.strip_prefix("http://"))
+                    .unwrap_or_default();
+                let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let path_allowed = matches!(self, Self::Azure(_));
+                if host.is_empty()
+                    || rest.contains(['?', '#'])
+                    || (!path.is_empty() && !path_allowed)
+                {
+                    let form = if path_allowed {
+                        "http(s)://host[:port][/path] (http://127.0.0.1:10000/devstoreaccount1)"
+                    } else {
+                        "http(s)://host[:port] (https://minio.storage:9000)"
+                    };
+                    return Err(format!("endpoint {endpoint:?} must be {form}"));
+                }
+                Ok(endpoint.to_owned())
+            })
+            .transpose()?;
+        let region = region
+            .map(|region| match region.trim() {
+                "" => Err("the region is empty".to_owned()),
+                region => Ok(region.to_owned()),
+            })
+            .transpose()?;
+        match self {
+            Self::S3(mut s3) => {
+                s3.endpoint = endpoint.or(s3.endpoint);
+                s3.region = region.or(s3.region);
+                Ok(Self::S3(s3))
             }
-            s3.region = Some(region.to_owned());
+            Self::Azure(mut azure) if region.is_none() => {
+                azure.endpoint = endpoint.or(azure.endpoint);
+                Ok(Self::Azure(azure))
+            }
+            Self::Azure(_) => Err(
+                "a region is for s3:// stores; an Azure account's region is its endpoint's"
+                    .to_owned(),
+            ),
+            other => Err(format!(
+                "an endpoint and a region are for s3:// and az:// stores, not {other}"
+            )),
         }
-        Ok(Self::S3(s3))
     }
 }
 
@@ -149,7 +218,48 @@ impl fmt::Display for ModelStoreLocation {
                 }
                 Ok(())
             }
+            Self::Azure(azure) => {
+                write!(f, "az://{}", azure.container)?;
+                if !azure.prefix.is_empty() {
+                    write!(f, "/{}", azure.prefix)?;
+                }
+                if let Some(endpoint) = &azure.endpoint {
+                    write!(f, " at {endpoint}")?;
+                }
+                Ok(())
+            }
         }
+    }
+}
+
+/// The variables of `env` named `<prefix>...` that a cloud backend knows, as its config keys (the
+/// crate parses each lowercased name, as its `from_env` builders do).
+fn settings<K: std::str::FromStr>(
+    env: impl IntoIterator<Item = (String, String)>,
+    prefix: &str,
+) -> Vec<(K, String)> {
+    env.into_iter()
+        .filter(|(name, _)| name.starts_with(prefix))
+        .filter_map(|(name, value)| Some((name.to_ascii_lowercase().parse().ok()?, value)))
+        .collect()
+}
+
+/// A 5xx, a 429 or a lost connection is retried three times within 30 s (the crate's default, ten
+/// within three minutes, would hold a plan that long).
+fn store_retries() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: std::time::Duration::from_secs(30),
+        ..RetryConfig::default()
+    }
+}
+
+/// `store` itself, or the part of it under `prefix` when there is one.
+fn under_prefix(store: impl ObjectStore, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
     }
 }
 
@@ -185,7 +295,7 @@ pub struct ModelStore {
 }
 
 impl ModelStore {
-    /// Opens the store at `location`, creating a missing directory; an S3 store takes its
+    /// Opens the store at `location`, creating a missing directory; a cloud store takes its
     /// credentials from this process's environment (see [`ModelStore::open_with_env`]).
     pub fn open(location: &ModelStoreLocation) -> Result<Self, RegistryError> {
         Self::open_with_env(location, std::env::vars())
@@ -195,8 +305,13 @@ impl ModelStore {
     /// own clients do: static keys (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
     /// `AWS_SESSION_TOKEN`), else a web identity (`AWS_WEB_IDENTITY_TOKEN_FILE` and
     /// `AWS_ROLE_ARN`, as EKS's IAM roles for service accounts set them), else the container's
-    /// or the instance's credentials; the location's endpoint and region win over `env`'s. Nothing
-    /// is sent before the first call.
+    /// or the instance's credentials; the location's endpoint and region win over `env`'s. An
+    /// Azure store takes the `AZURE_*` variables: the account (`AZURE_STORAGE_ACCOUNT_NAME`),
+    /// then its key (`AZURE_STORAGE_ACCOUNT_KEY`), else a workload identity (`AZURE_CLIENT_ID`,
+    /// `AZURE_TENANT_ID` and `AZURE_FEDERATED_TOKEN_FILE`, as AKS's workload identity sets them),
+    /// else a service principal's secret (`AZURE_CLIENT_SECRET`), else a SAS token
+    /// (`AZURE_STORAGE_SAS_KEY`), else the managed identity of the VM or pod. Nothing is sent
+    /// before the first call.
     pub fn open_with_env(
         location: &ModelStoreLocation,
         env: impl IntoIterator<Item = (String, String)>,
@@ -216,22 +331,12 @@ impl ModelStore {
             }
             ModelStoreLocation::S3(s3) => {
                 let mut builder = AmazonS3Builder::new();
-                for (key, value) in env {
-                    if key.starts_with("AWS_")
-                        && let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>()
-                    {
-                        builder = builder.with_config(key, value);
-                    }
+                for (key, value) in settings::<AmazonS3ConfigKey>(env, "AWS_") {
+                    builder = builder.with_config(key, value);
                 }
-                // A 5xx, a 429 or a lost connection is retried three times within 30 s (the
-                // crate's default, ten within three minutes, would hold a plan that long).
                 builder = builder
                     .with_bucket_name(&s3.bucket)
-                    .with_retry(RetryConfig {
-                        max_retries: 3,
-                        retry_timeout: std::time::Duration::from_secs(30),
-                        ..RetryConfig::default()
-                    });
+                    .with_retry(store_retries());
                 if let Some(endpoint) = &s3.endpoint {
                     builder = builder
                         .with_endpoint(endpoint)
@@ -242,11 +347,23 @@ impl ModelStore {
                     builder = builder.with_region(region);
                 }
                 let bucket = builder.build().map_err(|error| failed(error.to_string()))?;
-                if s3.prefix.is_empty() {
-                    Arc::new(bucket)
-                } else {
-                    Arc::new(PrefixStore::new(bucket, s3.prefix.as_str()))
+                under_prefix(bucket, &s3.prefix)
+            }
+            ModelStoreLocation::Azure(azure) => {
+                let mut builder = MicrosoftAzureBuilder::new();
+                for (key, value) in settings::<AzureConfigKey>(env, "AZURE_") {
+                    builder = builder.with_config(key, value);
                 }
+                builder = builder
+                    .with_container_name(&azure.container)
+                    .with_retry(store_retries());
+                if let Some(endpoint) = &azure.endpoint {
+                    builder = builder
+                        .with_endpoint(endpoint.clone())
+                        .with_allow_http(endpoint.starts_with("http://"));
+                }
+                let container = builder.build().map_err(|error| failed(error.to_string()))?;
+                under_prefix(container, &azure.prefix)
             }
         };
         Ok(Self {
@@ -476,13 +593,14 @@ mod tests {
             "s3://ab",
             "s3://-models",
             "s3://models/a//b",
+            "s3://my..models",
         ] {
             assert!(ModelStoreLocation::parse(bad).is_err(), "{bad}");
         }
         let s3 = ModelStoreLocation::parse("s3://models/fleet").unwrap();
         let at = s3
             .clone()
-            .with_s3_endpoint(Some("http://127.0.0.1:9000/"), Some("eu-west-1"))
+            .with_endpoint(Some("http://127.0.0.1:9000/"), Some("eu-west-1"))
             .unwrap();
         assert_eq!(at.to_string(), "s3://models/fleet at http://127.0.0.1:9000");
         let ModelStoreLocation::S3(at) = at else {
@@ -495,15 +613,59 @@ mod tests {
             "https://host/path",
             "ftp://host",
         ] {
+            assert!(s3.clone().with_endpoint(Some(bad), None).is_err(), "{bad}");
+        }
+        assert!(s3.clone().with_endpoint(None, Some(" ")).is_err());
+        let directory = ModelStoreLocation::parse("file:///srv/models").unwrap();
+        assert!(directory.clone().with_endpoint(None, None).is_ok());
+        assert!(directory.with_endpoint(None, Some("eu-west-1")).is_err());
+    }
+
+    #[test]
+    fn azure_locations_name_a_container_a_prefix_and_maybe_an_endpoint() {
+        let Ok(ModelStoreLocation::Azure(azure)) =
+            ModelStoreLocation::parse("az://prescale-models/fleet/a/")
+        else {
+            panic!("az:// is an Azure location");
+        };
+        assert_eq!(
+            (
+                azure.container.as_str(),
+                azure.prefix.as_str(),
+                azure.endpoint
+            ),
+            ("prescale-models", "fleet/a", None)
+        );
+        for bad in [
+            "az://",
+            "az://Models",
+            "az://my--models",
+            "az://my.models",
+            "az://m",
+        ] {
+            assert!(ModelStoreLocation::parse(bad).is_err(), "{bad}");
+        }
+        let azure = ModelStoreLocation::parse("az://models/fleet").unwrap();
+        let emulator = azure
+            .clone()
+            .with_endpoint(Some("http://127.0.0.1:10000/devstoreaccount1/"), None)
+            .unwrap();
+        assert_eq!(
+            emulator.to_string(),
+            "az://models/fleet at http://127.0.0.1:10000/devstoreaccount1"
+        );
+        assert!(
+            azure
+                .clone()
+                .with_endpoint(None, Some("westeurope"))
+                .is_err()
+        );
+        for bad in ["127.0.0.1:10000", "https://", "https://host/a?sv=1"] {
             assert!(
-                s3.clone().with_s3_endpoint(Some(bad), None).is_err(),
+                azure.clone().with_endpoint(Some(bad), None).is_err(),
                 "{bad}"
             );
         }
-        assert!(s3.clone().with_s3_endpoint(None, Some(" ")).is_err());
-        let directory = ModelStoreLocation::parse("file:///srv/models").unwrap();
-        assert!(directory.clone().with_s3_endpoint(None, None).is_ok());
-        assert!(directory.with_s3_endpoint(None, Some("eu-west-1")).is_err());
     }
 
     #[test]

@@ -173,10 +173,10 @@ impl ReplicaConfig {
         self
     }
 
-    /// `[fleet] model_store = "s3://<url>"` at `model_store_endpoint = "<endpoint>"`, the process
-    /// given `credentials` (`AWS_*` variables).
+    /// `[fleet] model_store = "<url>"` (`s3://` or `az://`) at `model_store_endpoint =
+    /// "<endpoint>"`, the process given `credentials` (`AWS_*` or `AZURE_*` variables).
     #[must_use]
-    pub(crate) fn s3_model_store(
+    pub(crate) fn cloud_model_store(
         mut self,
         url: &str,
         endpoint: &str,
