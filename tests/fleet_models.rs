@@ -77,6 +77,13 @@ impl Store {
 /// fleet's shared config, which names no member (the per-replica keys of `replica`'s config left
 /// out); what it prints.
 fn models(replica: &Replica, args: &[&str]) -> String {
+    let (succeeded, printed) = models_run(replica, args);
+    assert!(succeeded, "{printed}");
+    printed
+}
+
+/// [`models`] that may fail: whether it succeeded, and its stdout and stderr.
+fn models_run(replica: &Replica, args: &[&str]) -> (bool, String) {
     let text = std::fs::read_to_string(&replica.config).unwrap();
     let shared: String = text
         .lines()
@@ -96,8 +103,11 @@ fn models(replica: &Replica, args: &[&str]) -> String {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout}{stderr}");
-    stdout
+    if output.status.success() {
+        (true, stdout)
+    } else {
+        (false, format!("{stdout}{stderr}"))
+    }
 }
 
 /// `prescale models rollback load_0 [version]` (see [`models`]); what it prints.
@@ -485,19 +495,44 @@ async fn versions_beyond_keep_versions_are_deleted_but_not_those_the_pointer_nam
     };
     // Retrains on the same data are kept beside the live version, not promoted. With one version
     // kept, each drops the one before it, but never the live one its pointer names.
+    let mut first_retrained = None;
     for retrained in [live + 1, live + 2] {
         let job = retrain(&channel).await;
         assert_eq!(job.state(), JobState::Succeeded, "{job:?}");
+        let files = version_files(store.path());
         assert_eq!(
-            names(version_files(store.path())),
+            names(files.clone()),
             [
                 format!("v{live:06}.model"),
                 format!("v{retrained:06}.model")
             ]
         );
+        first_retrained.get_or_insert_with(|| {
+            let file = files[1].clone();
+            let bytes = std::fs::read(&file).unwrap();
+            (file, bytes)
+        });
     }
-    assert_eq!(plan_model_version(channel, "w0").await.unwrap(), live);
+    assert_eq!(
+        plan_model_version(channel.clone(), "w0").await.unwrap(),
+        live
+    );
     assert_eq!(member.counter("prescale_model_store_failures_total"), 0.0);
+
+    // The deleted version is retired in the pointer before its file goes: even with the file
+    // back (a deletion a rollback raced with), a rollback to it is refused and the plans stay.
+    let (file, bytes) = first_retrained.unwrap();
+    std::fs::write(&file, bytes).unwrap();
+    let (succeeded, printed) =
+        models_run(&member, &["rollback", "load_0", &(live + 1).to_string()]);
+    assert!(!succeeded, "{printed}");
+    assert!(
+        printed.contains(&format!("v{} of load_0 is retired", live + 1)),
+        "{printed}"
+    );
+    assert_eq!(plan_model_version(channel, "w0").await.unwrap(), live);
+    // The newest version, kept though never live, stays a rollback target.
+    rollback(&member, Some(live + 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

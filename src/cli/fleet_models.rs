@@ -136,6 +136,15 @@ async fn move_pointer(
     let pointer = LivePointer::decode(&series.to_string(), &entry.value)?;
     let (target, bytes) = match (pointer.remembered(version), version) {
         (Some(stored), _) => (stored.clone(), store.get(stored).await?),
+        (None, Some(version)) if version < pointer.retired_below => bail!(
+            "v{version} of {series} is retired: its owner deletes the versions below v{} that the live pointer does not name ([registry] keep_versions); roll back to one it names ({})",
+            pointer.retired_below,
+            pointer
+                .named()
+                .map(|named| format!("v{named}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         (None, Some(version)) => store.find(series, version).await?,
         (None, None) => bail!(
             "{series} has no version before v{} to roll back to",

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::etcd::{Compare, Entry, Etcd, KeepAlive, Op, Watch, WatchEvent, prefix_end};
 use super::ownership::{FleetView, Member, MemberInfo, MemberState};
-use super::{BoxFuture, Coordinator, FencedWrite, FleetError, RecordWatch, Records};
+use super::{BoxFuture, Coordinator, FencedWrite, FleetError, RecordWatch, Records, RevisedRecord};
 
 /// How a replica takes part in the fleet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,14 +247,14 @@ impl Coordinator for EtcdCoordinator {
         super::record_key(&self.settings.prefix, table, name)
     }
 
-    fn record<'a>(
+    fn record_with_revision<'a>(
         &'a self,
         table: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FleetError>> {
+    ) -> BoxFuture<'a, Result<Option<RevisedRecord>, FleetError>> {
         Box::pin(async move {
             let entry = self.etcd.get(&self.record_key(table, name)).await?;
-            Ok(entry.map(|entry| entry.value))
+            Ok(entry.map(|entry| (entry.value, entry.mod_revision)))
         })
     }
 

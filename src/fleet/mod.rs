@@ -71,7 +71,20 @@ pub trait Coordinator: Send + Sync + std::fmt::Debug {
         &'a self,
         table: &'a str,
         name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FleetError>>;
+    ) -> BoxFuture<'a, Result<Option<Vec<u8>>, FleetError>> {
+        Box::pin(async move {
+            let record = self.record_with_revision(table, name).await?;
+            Ok(record.map(|(value, _)| value))
+        })
+    }
+
+    /// Record `name` of `table` and its modification revision, for a write that must not undo a
+    /// change made after the read (`etcd::Compare::ModRevisionBelow` the revision + 1).
+    fn record_with_revision<'a>(
+        &'a self,
+        table: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<RevisedRecord>, FleetError>>;
 
     /// Every record of `table` by name, and the revision they were read at.
     fn records<'a>(&'a self, table: &'a str) -> BoxFuture<'a, Result<Records, FleetError>>;
@@ -116,6 +129,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The records of a fleet-wide table by name, and the revision they were read at.
 pub type Records = (Vec<(String, Vec<u8>)>, i64);
+
+/// A record's value and its modification revision.
+pub type RevisedRecord = (Vec<u8>, i64);
 
 /// A change of a fleet-wide table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,12 @@ pub struct LivePointer {
     pub moved_by: String,
     /// Why it moved.
     pub decision: String,
+    /// Versions below this one that the pointer does not name may be deleted (the owner's
+    /// retention, `[registry] keep_versions`): a rollback to one is refused. The owner raises it
+    /// in a write that requires the pointer unchanged since it read it, before it deletes, so a
+    /// rollback and a deletion never both act on one version. 0 in records written before it.
+    #[serde(default)]
+    pub retired_below: u64,
 }
 
 impl LivePointer {
@@ -34,6 +40,9 @@ impl LivePointer {
         moved_by: &str,
         decision: &str,
     ) -> Self {
+        let retired_below = previous
+            .as_ref()
+            .map_or(0, |previous| previous.retired_below);
         let mut earlier = previous.map_or_else(Vec::new, |previous| {
             let mut earlier = previous.earlier;
             earlier.push(previous.live);
@@ -46,6 +55,24 @@ impl LivePointer {
             earlier,
             moved_by: moved_by.to_owned(),
             decision: decision.to_owned(),
+            retired_below,
+        }
+    }
+
+    /// The versions this pointer names: the live one and the earlier ones.
+    pub fn named(&self) -> impl Iterator<Item = u64> + '_ {
+        std::iter::once(&self.live)
+            .chain(&self.earlier)
+            .map(|stored| stored.version)
+    }
+
+    /// This pointer with the versions below `version` that it does not name retired (see
+    /// [`LivePointer::retired_below`]); it never moves back. The live version, and who moved it
+    /// there and why, stay.
+    pub fn retiring_below(&self, version: u64) -> Self {
+        Self {
+            retired_below: self.retired_below.max(version),
+            ..self.clone()
         }
     }
 
@@ -77,6 +104,7 @@ impl LivePointer {
             ),
             live: target,
             moved_by: moved_by.to_owned(),
+            retired_below: self.retired_below,
         }
     }
 
@@ -129,5 +157,27 @@ mod tests {
         // is remembered.
         let forward = back.rolled_back(stored(12), "operator");
         assert_eq!(forward.remembered(None).map(|s| s.version), Some(5));
+    }
+
+    #[test]
+    fn the_retired_floor_only_rises_and_outlives_promotions_and_rollbacks() {
+        let pointer = LivePointer::promoted(None, stored(1), "m0", "no live model");
+        let pointer = LivePointer::promoted(Some(pointer), stored(4), "m0", "promoted");
+        assert_eq!(pointer.named().collect::<Vec<_>>(), [4, 1]);
+        let retired = pointer.retiring_below(3);
+        assert_eq!(retired.retired_below, 3);
+        assert_eq!(retired.retiring_below(2).retired_below, 3);
+        let promoted = LivePointer::promoted(Some(retired.clone()), stored(5), "m0", "promoted");
+        assert_eq!(promoted.retired_below, 3);
+        assert_eq!(promoted.rolled_back(stored(4), "operator").retired_below, 3);
+        assert_eq!(
+            LivePointer::decode("s", &retired.encode()).unwrap(),
+            retired
+        );
+        // A record written before the floor existed reads as retiring nothing.
+        let mut old: serde_json::Value = serde_json::from_slice(&pointer.encode()).unwrap();
+        old.as_object_mut().unwrap().remove("retired_below");
+        let old = LivePointer::decode("s", &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(old.retired_below, 0);
     }
 }

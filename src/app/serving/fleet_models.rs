@@ -17,6 +17,7 @@ use parking_lot::RwLock;
 
 use crate::app::{AppError, fit_candidate};
 use crate::domain::SeriesId;
+use crate::fleet::etcd::Compare;
 use crate::fleet::{Coordinator, RecordChange};
 use crate::forecast::FittedModel;
 use crate::registry::{
@@ -166,35 +167,72 @@ impl ServingState {
 
     /// Deletes the version files of `series` beyond the newest `[registry] keep_versions`,
     /// except those its live pointer names (the live one and the earlier ones a rollback returns
-    /// to). A failure is logged and counted in `prescale_model_store_failures_total`; the new
-    /// version stands.
+    /// to). First it raises the pointer's retired floor above them, in a write that requires the
+    /// pointer unchanged since it was read here and this replica's membership: a rollback that
+    /// moved the pointer meanwhile wins (nothing is deleted now; the next version retries), and a
+    /// rollback after it is refused for those versions. A failure is logged and counted in
+    /// `prescale_model_store_failures_total`; the new version stands.
     async fn drop_old_versions(&self, series: &SeriesId) {
-        let (Some(keep), Some((shared, _))) = (self.settings.keep_versions, self.shared()) else {
+        let (Some(keep), Some((shared, coordinator))) =
+            (self.settings.keep_versions, self.shared())
+        else {
             return;
         };
         let failed = |error: RegistryError| {
             self.metrics.model_store_failures.inc();
             tracing::warn!(series = %series, %error, "cannot delete a model version beyond keep_versions");
         };
+        let name = series.to_string();
+        let (pointer, revision) = match coordinator.record_with_revision(MODELS_TABLE, &name).await
+        {
+            Ok(Some((value, revision))) => match LivePointer::decode(&name, &value) {
+                Ok(pointer) => (pointer, revision),
+                Err(error) => return failed(error),
+            },
+            // No live version: nothing to spare the others for.
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(series = %series, %error, "cannot read the live pointer; old model versions stay until the next version");
+                return;
+            }
+        };
         let versions = match shared.store.versions(series).await {
             Ok(versions) => versions,
             Err(error) => return failed(error),
         };
-        let named: HashSet<u64> = shared
-            .pointers
-            .read()
-            .get(series)
-            .map(|pointer| {
-                std::iter::once(&pointer.live)
-                    .chain(&pointer.earlier)
-                    .map(|stored| stored.version)
-                    .collect()
-            })
-            .unwrap_or_default();
-        for version in versions.iter().rev().skip(keep) {
-            if !named.contains(version)
-                && let Err(error) = shared.store.delete(series, *version).await
-            {
+        let named: HashSet<u64> = pointer.named().collect();
+        let retired: Vec<u64> = versions
+            .iter()
+            .rev()
+            .skip(keep)
+            .filter(|version| !named.contains(version))
+            .copied()
+            .collect();
+        let Some(highest) = retired.iter().max() else {
+            return;
+        };
+        if pointer.retired_below <= *highest {
+            let raised = pointer.retiring_below(highest + 1);
+            let unchanged = Compare::ModRevisionBelow {
+                key: coordinator.record_key(MODELS_TABLE, &name),
+                revision: revision + 1,
+            };
+            let written = fenced_put(
+                coordinator.as_ref(),
+                &[unchanged],
+                MODELS_TABLE,
+                &name,
+                raised.encode(),
+            )
+            .await;
+            if let Err(error) = written {
+                tracing::info!(series = %series, %error, "the live pointer moved since it was read (a rollback?); old model versions stay until the next version");
+                return;
+            }
+            shared.pointers.write().insert(series.clone(), raised);
+        }
+        for version in retired {
+            if let Err(error) = shared.store.delete(series, version).await {
                 failed(error);
             }
         }
