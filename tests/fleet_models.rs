@@ -530,6 +530,14 @@ async fn versions_beyond_keep_versions_are_deleted_but_not_those_the_pointer_nam
         printed.contains(&format!("v{} of load_0 is retired", live + 1)),
         "{printed}"
     );
+    let shown = models(&member, &["show", "load_0"]);
+    assert!(
+        shown.contains(&format!(
+            "versions below v{} that the pointer does not name are retired",
+            live + 2
+        )),
+        "{shown}"
+    );
     assert_eq!(plan_model_version(channel, "w0").await.unwrap(), live);
     // The newest version, kept though never live, stays a rollback target.
     rollback(&member, Some(live + 2));

@@ -70,7 +70,7 @@ async fn list(fleet: &FleetConfig, etcd: &Etcd, store: &ModelStore) -> Result<()
 }
 
 /// Every version of `series` in the store, the live one (per its pointer in etcd) marked `*`
-/// and those a rollback can return to marked `earlier`.
+/// and those a rollback can return to marked `earlier`, and the pointer's retired floor.
 async fn show(
     fleet: &FleetConfig,
     etcd: &Etcd,
@@ -90,13 +90,21 @@ async fn show(
         );
     }
     match &pointer {
-        Some(pointer) => outln!(
-            "{series} ({}): v{} is live in the fleet, moved by {}: {}",
-            store.location(),
-            pointer.live.version,
-            pointer.moved_by,
-            pointer.decision
-        )?,
+        Some(pointer) => {
+            outln!(
+                "{series} ({}): v{} is live in the fleet, moved by {}: {}",
+                store.location(),
+                pointer.live.version,
+                pointer.moved_by,
+                pointer.decision
+            )?;
+            if pointer.retired_below > 0 {
+                outln!(
+                    "versions below v{} that the pointer does not name are retired (deleted by keep_versions; no rollback to them)",
+                    pointer.retired_below
+                )?;
+            }
+        }
         None => outln!(
             "{series} ({}): no live version in the fleet",
             store.location()
