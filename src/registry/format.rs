@@ -3,7 +3,7 @@
 //! people; a change here needs a migration of the stored files (see that README).
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -185,19 +185,30 @@ pub(super) fn read_manifest(dir: &Path) -> Result<Manifest, RegistryError> {
 
 /// The highest `vNNNNNN.model` number in `dir`, 0 when none.
 pub(super) fn highest_file_version(dir: &Path) -> u64 {
+    version_files(dir)
+        .into_iter()
+        .map(|(version, _)| version)
+        .max()
+        .unwrap_or(0)
+}
+
+/// The files in `dir` that hold or were to hold a version, with its number: `vNNNNNN.model` and
+/// the temporaries of interrupted writes (`vNNNNNN.model.<pid>.<n>.tmp`).
+pub(super) fn version_files(dir: &Path) -> Vec<(u64, PathBuf)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
+        return Vec::new();
     };
     entries
         .filter_map(Result::ok)
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            name.strip_prefix('v')?
+            let version = name
+                .strip_prefix('v')?
                 .split('.')
                 .next()?
                 .parse::<u64>()
-                .ok()
+                .ok()?;
+            Some((version, entry.path()))
         })
-        .max()
-        .unwrap_or(0)
+        .collect()
 }

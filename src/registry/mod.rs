@@ -11,7 +11,7 @@
 //! Every file is written atomically (temporary file, fsync, rename, fsync of the directory), and a
 //! model file before the manifest that names it: a crash at any point leaves the previous manifest
 //! naming complete files, plus at worst an orphan model file that no manifest names (its version
-//! number is never reused). A model file whose CRC-32 does not match its payload is reported and
+//! number is never reused; the series' next version deletes it). A model file whose CRC-32 does not match its payload is reported and
 //! the newest earlier live version is served instead.
 //!
 //! Writers in several processes (a server, a `prescale retrain` CronJob) take an exclusive lock on
@@ -25,6 +25,7 @@ mod format;
 mod object_store;
 mod pointer;
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -42,7 +43,7 @@ pub use pointer::{LivePointer, MODELS_TABLE};
 
 use format::{
     Manifest, ModelFileRef, decode_model_file, encode_model_file, highest_file_version,
-    read_manifest, series_dir,
+    read_manifest, series_dir, version_files,
 };
 
 /// Lock file that serialises writers across processes (a server and a `prescale retrain`).
@@ -262,7 +263,8 @@ impl Registry {
     /// [`Registry::add`] drops the oldest beyond the newest `keep`, but never the live version nor
     /// the newest earlier live one (the default rollback target, and what is served when the live
     /// file is corrupt). The manifest is written without them before their files are deleted, so
-    /// a crash in between leaves only unlisted files behind.
+    /// a crash in between leaves only unlisted files behind, which the series' next version
+    /// deletes.
     #[must_use]
     pub fn with_keep_versions(mut self, keep: Option<usize>) -> Self {
         self.keep_versions = keep;
@@ -334,14 +336,26 @@ impl Registry {
         if promote {
             updated.live = Some(version);
         }
-        let dropped = self
-            .keep_versions
-            .map_or_else(Vec::new, |keep| drop_oldest(&mut updated, keep));
+        let oldest_listed = updated
+            .versions
+            .iter()
+            .map(|listed| listed.version)
+            .min()
+            .unwrap_or(version);
+        if let Some(keep) = self.keep_versions {
+            drop_oldest(&mut updated, keep);
+        }
+        let named: HashSet<u64> = updated.versions.iter().map(|kept| kept.version).collect();
         self.commit(&mut manifest, key, updated)?;
-        for old in dropped {
-            let path = series_dir.join(&old.file);
-            if let Err(error) = std::fs::remove_file(&path) {
-                tracing::warn!(series = %series, version = old.version, path = %path.display(), %error, "cannot delete a model version beyond keep_versions");
+        // Written to the directory, named by no manifest now: versions beyond keep_versions, and
+        // orphans of a crash or of a deletion that failed before. Files older than the oldest
+        // version the manifest listed predate it (a manifest set aside) and stay for an operator.
+        for (old, path) in version_files(&series_dir) {
+            if old >= oldest_listed
+                && !named.contains(&old)
+                && let Err(error) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(series = %series, version = old, path = %path.display(), %error, "cannot delete a model file no manifest names");
             }
         }
         Ok(info)
@@ -486,23 +500,19 @@ impl Registry {
 }
 
 /// Removes from `entry` its oldest versions beyond the newest `keep`, except the live version and
-/// the newest earlier live one; the removed ones.
-fn drop_oldest(entry: &mut SeriesEntry, keep: usize) -> Vec<VersionInfo> {
+/// the newest earlier live one.
+fn drop_oldest(entry: &mut SeriesEntry, keep: usize) {
     let live = entry.live;
     let fallback = entry.previous_live();
     let mut newest: Vec<u64> = entry.versions.iter().map(|info| info.version).collect();
     newest.sort_unstable_by(|a, b| b.cmp(a));
-    let kept: std::collections::HashSet<u64> = newest
+    let kept: HashSet<u64> = newest
         .into_iter()
         .take(keep)
         .chain(live)
         .chain(fallback)
         .collect();
-    let (versions, dropped) = std::mem::take(&mut entry.versions)
-        .into_iter()
-        .partition(|info| kept.contains(&info.version));
-    entry.versions = versions;
-    dropped
+    entry.versions.retain(|info| kept.contains(&info.version));
 }
 
 /// Takes the cross-process write lock of the registry in `dir`; it holds until the file is dropped.

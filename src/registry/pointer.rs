@@ -61,9 +61,12 @@ impl LivePointer {
 
     /// The versions this pointer names: the live one and the earlier ones.
     pub fn named(&self) -> impl Iterator<Item = u64> + '_ {
-        std::iter::once(&self.live)
-            .chain(&self.earlier)
-            .map(|stored| stored.version)
+        self.stored().map(|stored| stored.version)
+    }
+
+    /// The stored versions this pointer names: the live one, then the earlier ones.
+    fn stored(&self) -> impl Iterator<Item = &StoredVersion> {
+        std::iter::once(&self.live).chain(&self.earlier)
     }
 
     /// This pointer with the versions below `version` that it does not name retired (see
@@ -80,9 +83,7 @@ impl LivePointer {
     /// the newest earlier live version).
     pub fn remembered(&self, version: Option<u64>) -> Option<&StoredVersion> {
         match version {
-            Some(wanted) => std::iter::once(&self.live)
-                .chain(&self.earlier)
-                .find(|stored| stored.version == wanted),
+            Some(wanted) => self.stored().find(|stored| stored.version == wanted),
             None => self.earlier.last(),
         }
     }

@@ -152,17 +152,63 @@ fn a_crash_between_model_file_and_manifest_leaves_the_registry_consistent() {
         b"{\"series\": {",
     )
     .unwrap();
+    // And, from a crash before that, a torn temporary of the model file after it.
+    std::fs::write(series_dir.join("v000003.model.4242.0.tmp"), b"PRSC").unwrap();
     drop(registry);
 
     let reopened = Registry::open(directory.path()).unwrap();
     let live = reopened.load_live(&series()).unwrap().unwrap();
     assert_eq!(live.version, 1);
-    // The orphan's number is not reused.
+    // The orphans' numbers are not reused, and the next version deletes them.
     let next = reopened
         .add(&series(), &fitted(120.0), true, "next")
         .unwrap();
-    assert_eq!(next.version, 3);
-    assert_eq!(reopened.load_live(&series()).unwrap().unwrap().version, 3);
+    assert_eq!(next.version, 4);
+    assert_eq!(reopened.load_live(&series()).unwrap().unwrap().version, 4);
+    assert_eq!(model_files(&series_dir), ["v000001.model", "v000004.model"]);
+}
+
+#[test]
+fn files_older_than_a_set_aside_manifest_stay_for_the_operator() {
+    let directory = tempfile::tempdir().unwrap();
+    let registry = Registry::open(directory.path())
+        .unwrap()
+        .with_keep_versions(Some(1));
+    registry.add(&series(), &fitted(100.0), true, "a").unwrap();
+    registry.add(&series(), &fitted(110.0), true, "b").unwrap();
+    let series_dir = directory.path().join(series_dir(&series()));
+    drop(registry);
+    std::fs::write(directory.path().join(MANIFEST_FILE), b"{\"series\": {").unwrap();
+
+    let (reopened, set_aside) = Registry::open_or_set_aside(directory.path()).unwrap();
+    assert!(set_aside.is_some());
+    let reopened = reopened.with_keep_versions(Some(1));
+    for level in [120.0, 130.0, 140.0] {
+        reopened
+            .add(&series(), &fitted(level), true, "after")
+            .unwrap();
+    }
+    // Versions 1 and 2 are named by the manifest set aside only; of the new ones, keep_versions
+    // drops 3 (the live 5 and the fallback 4 stay).
+    assert_eq!(
+        model_files(&series_dir),
+        [
+            "v000001.model",
+            "v000002.model",
+            "v000004.model",
+            "v000005.model"
+        ]
+    );
+}
+
+/// The names of the files in `dir`, sorted.
+fn model_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -238,16 +284,7 @@ fn versions_beyond_keep_are_dropped_but_never_the_live_one_or_its_fallback() {
         let entry = registry.entry(&series()).unwrap();
         entry.versions.iter().map(|info| info.version).collect()
     };
-    let files = || {
-        let dir = directory.path().join(series_dir(&series()));
-        let mut names: Vec<String> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name.ends_with(".model"))
-            .collect();
-        names.sort();
-        names
-    };
+    let files = || model_files(&directory.path().join(series_dir(&series())));
     add(true);
     add(true);
     add(false);
