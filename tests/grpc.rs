@@ -6,6 +6,7 @@
 mod common;
 mod grpc_support;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{TestServer, next_plan, watch_plans};
@@ -324,10 +325,10 @@ async fn a_workload_with_an_slo_reports_the_rule_it_plans_on() {
         (steps.at_ms.last().unwrap() + plan.step_ms) as f64 / 1000.0
     );
 
-    // Every metric the shipped alert rules name is one prescale exposes: this server's plan
-    // gauges and counters, and the families shown only once they have a sample (the fleet
-    // gauges of a fleet member, source errors, remote-write outcomes), given one each on a
-    // telemetry of their own.
+    // Every metric the shipped alert rules and Grafana dashboard name is one prescale exposes:
+    // this server's plan gauges and counters, and the families shown only once they have a
+    // sample (the fleet gauges of a fleet member, source errors, remote-write outcomes), given
+    // one each on a telemetry of their own. A histogram's buckets are named by its family.
     let labelled = Telemetry::default();
     labelled.set_fleet(true, false, false);
     labelled.record_source_error("api", "timeout");
@@ -341,29 +342,28 @@ async fn a_workload_with_an_slo_reports_the_rule_it_plans_on() {
         common::manifest_dir().join("deploy/prometheus/prescale-alerts.yml"),
     )
     .unwrap();
-    let named = alert_metric_names(&rules);
-    assert!(named.len() >= 10, "{named:?}");
-    for name in named {
-        assert!(
-            families.contains(&name.as_str()),
-            "the alert rules name {name}, which /metrics does not show: {families:?}"
-        );
-    }
-    server.shutdown().await;
-}
-
-/// The metric names (`prescale_...`) in the expressions of the alert rules `rules`.
-fn alert_metric_names(rules: &str) -> std::collections::BTreeSet<String> {
-    rules
+    let alerts: BTreeSet<String> = rules
         .lines()
         .filter_map(|line| line.trim_start().strip_prefix("expr:"))
-        .flat_map(|expr| {
-            expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .filter(|word| word.starts_with("prescale_"))
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect()
+        .flat_map(common::metric_names)
+        .collect();
+    let (queries, _) = common::dashboard_queries();
+    let dashboard: BTreeSet<String> = queries
+        .iter()
+        .flat_map(|query| common::metric_names(query))
+        .collect();
+    assert!(alerts.len() >= 10, "{alerts:?}");
+    assert!(dashboard.len() >= 25, "{dashboard:?}");
+    for (shipped, named) in [("alert rules", alerts), ("dashboard", dashboard)] {
+        for name in named {
+            let family = name.strip_suffix("_bucket").unwrap_or(&name);
+            assert!(
+                families.contains(&family),
+                "the {shipped} name {name}, which /metrics does not show: {families:?}"
+            );
+        }
+    }
+    server.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -474,7 +474,50 @@ async fn prometheus_scrapes_each_workloads_plan_gauges_and_evaluates_the_alert_r
     assert_eq!(alerts[0]["labels"]["workload"], "api");
     assert_eq!(alerts[0]["state"], "pending");
 
+    // The shipped Grafana dashboard's queries, with its variables set as Grafana would for this
+    // job and workload, evaluate in this Prometheus, and each over metrics with samples here
+    // finds data (the SLO, fleet and gRPC panels have none on this server).
+    let (queries, variables) = common::dashboard_queries();
+    assert!(queries.len() >= 25, "{queries:?}");
     let text = receiver.server.metrics.render();
+    let sampled = |name: &str| {
+        text.lines().any(|line| {
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+    };
+    let mut with_data = 0;
+    for query in &queries {
+        for variable in query.split('$').skip(1) {
+            let name: String = variable
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            assert!(
+                name == "__rate_interval" || variables.contains(&name),
+                "{query} uses ${name}, which the dashboard does not define"
+            );
+        }
+        let set = query
+            .replace("$__rate_interval", "1m")
+            .replace("$job", "prescale")
+            .replace("$workload", "api");
+        let shown = common::metric_names(&set).iter().all(|name| sampled(name));
+        let answered = eventually(30, || async {
+            let answer = prometheus.instant(&set).await;
+            answer["status"] == "success"
+                && (!shown
+                    || answer["data"]["result"]
+                        .as_array()
+                        .is_some_and(|result| !result.is_empty()))
+        })
+        .await;
+        let answer = prometheus.instant(&set).await;
+        assert!(answered, "{set}: {answer}\n{text}");
+        with_data += usize::from(shown);
+    }
+    assert!(with_data >= 18, "{with_data} of {} queries", queries.len());
+
     assert!(
         text.contains("prescale_plan_desired_replicas{workload=\"api\"}"),
         "{text}"

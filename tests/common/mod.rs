@@ -324,3 +324,39 @@ pub(crate) async fn connect(address: std::net::SocketAddr) -> Channel {
         .await
         .unwrap()
 }
+
+/// The queries of the shipped Grafana dashboard (`deploy/grafana/prescale.json`), as written (with
+/// its `$job`, `$workload` and `$__rate_interval`), and the names of its template variables.
+pub(crate) fn dashboard_queries() -> (Vec<String>, Vec<String>) {
+    let text =
+        std::fs::read_to_string(manifest_dir().join("deploy/grafana/prescale.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    fn panels(list: &serde_json::Value) -> Vec<&serde_json::Value> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|panel| std::iter::once(panel).chain(panels(&panel["panels"])))
+            .collect()
+    }
+    let queries = panels(&dashboard["panels"])
+        .into_iter()
+        .filter_map(|panel| panel["targets"].as_array())
+        .flatten()
+        .map(|target| target["expr"].as_str().expect("a PromQL target").to_owned())
+        .collect();
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|variable| variable["name"].as_str().unwrap().to_owned())
+        .collect();
+    (queries, variables)
+}
+
+/// The metric names (`prescale_...`) in the PromQL expression `expr`.
+pub(crate) fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|word| word.starts_with("prescale_"))
+        .map(str::to_owned)
+        .collect()
+}

@@ -216,15 +216,23 @@ impl Prometheus {
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
     }
 
-    /// The value of the instant query `query`'s only result, when it has one.
-    pub(crate) async fn query(&self, query: &str) -> Option<f64> {
-        let response = reqwest::Client::new()
+    /// The JSON answer of the instant query `query`; `null` when it does not answer.
+    pub(crate) async fn instant(&self, query: &str) -> serde_json::Value {
+        let Ok(response) = reqwest::Client::new()
             .get(format!("http://{}/api/v1/query", self.address))
             .query(&[("query", query)])
             .send()
             .await
-            .ok()?;
-        let json: serde_json::Value = serde_json::from_str(&response.text().await.ok()?).ok()?;
+        else {
+            return serde_json::Value::Null;
+        };
+        let text = response.text().await.unwrap_or_default();
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The value of the instant query `query`'s only result, when it has one.
+    pub(crate) async fn query(&self, query: &str) -> Option<f64> {
+        let json = self.instant(query).await;
         let results = json["data"]["result"].as_array()?;
         if results.len() != 1 {
             return None;
