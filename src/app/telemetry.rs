@@ -325,6 +325,12 @@ impl Telemetry {
         self.plans.record(workload, series, plan, backtest_mase);
     }
 
+    /// Shows `interval` (`[planning] replan_interval`), the longest time between two plans of a
+    /// workload, beside every workload's plan gauges from now on.
+    pub fn set_replan_interval(&self, interval: Duration) {
+        self.plans.set_replan_interval(interval.as_secs_f64());
+    }
+
     /// Removes the series of a workload deleted, or in a fleet planned by another replica now:
     /// its plan gauges and its source's error counters (which start again from zero should it
     /// come back).

@@ -189,6 +189,7 @@ impl ServingState {
             tracing::error!(moved_to = %aside.moved_to.display(), reason = %aside.reason, "the registry manifest is corrupt: moved aside; serving starts with no live models and trains each series on first use");
         }
         let live = load_live_models(&registry, &metrics);
+        metrics.set_replan_interval(settings.replan_interval);
         let state = Arc::new(Self {
             history,
             registry,

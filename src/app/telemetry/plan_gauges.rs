@@ -1,10 +1,10 @@
 //! Each workload's latest plan as gauges: the replicas it asks for now, the reactive
 //! recommendation, the interval level and headroom planned on, how its SLO's rule did in the
 //! replay (met or not, short steps, replica-hours, cost against the oracle), the plan's revision,
-//! age and end, and the backtest error of the model behind it. Evaluated at every scrape (a plan's
-//! target moves with time between refreshes), set when a plan is published and removed when its
-//! workload is deleted or, in a fleet, moves to another replica, so there is one series per
-//! workload and gauge, shown by the replica that plans it.
+//! age and end, the longest time between two plans, and the backtest error of the model behind
+//! it. Evaluated at every scrape (a plan's target moves with time between refreshes), set when a
+//! plan is published and removed when its workload is deleted or, in a fleet, moves to another
+//! replica, so there is one series per workload and gauge, shown by the replica that plans it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,6 +24,9 @@ use crate::plan::Plan;
 pub(super) struct PlanGauges {
     /// Plans by workload name; locked to publish, forget, or read them once per scrape.
     plans: Mutex<BTreeMap<String, PlanEntry>>,
+    /// The longest time between two plans of a workload (`[planning] replan_interval`), in
+    /// seconds, once the serving state has said it.
+    replan_interval: Mutex<Option<f64>>,
 }
 
 /// What the gauges of one workload are computed from.
@@ -57,6 +60,10 @@ impl PlanGauges {
 
     pub(super) fn forget(&self, workload: &str) {
         self.plans.lock().remove(workload);
+    }
+
+    pub(super) fn set_replan_interval(&self, seconds: f64) {
+        *self.replan_interval.lock() = Some(seconds);
     }
 }
 
@@ -187,6 +194,18 @@ impl Collector for PlanGauges {
                 };
                 let labels = [("workload", workload.as_str())];
                 ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        if let Some(seconds) = *self.replan_interval.lock() {
+            let mut metric = encoder.encode_descriptor(
+                "prescale_plan_replan_interval_seconds",
+                "Longest time between two plans of the workload ([planning] replan_interval): a plan older than a few of these is stale.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for workload in plans.keys() {
+                let labels = [("workload", workload.as_str())];
+                ConstGauge::new(seconds).encode(metric.encode_family(&labels)?)?;
             }
         }
         let mut metric = encoder.encode_descriptor(
