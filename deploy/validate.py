@@ -13,7 +13,15 @@
    validation does.
 4. Checks that the ports, paths and user the manifests, prescale.toml, the ScaledObject and the
    Dockerfile name agree.
-5. Proves that checks 2 and 3 can fail: broken copies of a manifest must be rejected.
+5. Renders deploy/kubernetes-monitoring (the Prometheus Operator's ServiceMonitor and
+   PrometheusRule, whose CRDs are not vendored here): the ServiceMonitor must select the Service
+   prescale and scrape its metrics port at /metrics, using only the fields listed below, and the
+   PrometheusRule must be exactly what `--write-rules` generates from
+   deploy/prometheus/prescale-alerts.yml.
+6. Proves that checks 2, 3 and 5 can fail: broken copies of a manifest must be rejected.
+
+`python3 deploy/validate.py --write-rules` writes kubernetes-monitoring/prometheusrule.yaml from the
+rules file.
 """
 
 import copy
@@ -32,6 +40,15 @@ import yaml
 DEPLOY = Path(__file__).resolve().parent
 KUSTOMIZATION = DEPLOY / "kubernetes"
 FLEET_KUSTOMIZATION = DEPLOY / "kubernetes-fleet"
+MONITORING_KUSTOMIZATION = DEPLOY / "kubernetes-monitoring"
+ALERT_RULES = DEPLOY / "prometheus" / "prescale-alerts.yml"
+PROMETHEUS_RULE = MONITORING_KUSTOMIZATION / "prometheusrule.yaml"
+# The Prometheus Operator's API group and version of both objects.
+OPERATOR_API = "monitoring.coreos.com/v1"
+# The ServiceMonitor fields used here; any other is refused, as the operator's CRD schema is not
+# vendored to check it.
+SERVICE_MONITOR_SPEC_KEYS = {"selector", "endpoints"}
+SERVICE_MONITOR_ENDPOINT_KEYS = {"port", "path", "interval", "scrapeTimeout"}
 SCALED_OBJECT = KUSTOMIZATION / "examples" / "scaledobject.yaml"
 KEDA_CRD = KUSTOMIZATION / "schemas" / "keda.sh_scaledobjects.yaml"
 DOCKERFILE = DEPLOY.parent / "Dockerfile"
@@ -406,6 +423,98 @@ def broken_fleet_copies(objects, scaled_object):
     ]
 
 
+def prometheus_rule_text():
+    """prometheusrule.yaml as generated from the alert rules file: its `groups`, comments included,
+    as the spec of a PrometheusRule."""
+    lines = ALERT_RULES.read_text(encoding="utf-8").splitlines()
+    start = lines.index("groups:")
+    spec = "\n".join(f"  {line}" if line else "" for line in lines[start:])
+    return f"""# Generated from deploy/prometheus/prescale-alerts.yml by `python3 deploy/validate.py --write-rules`:
+# edit that file (and its unit tests), not this one. deploy/validate.py fails when they differ.
+apiVersion: {OPERATOR_API}
+kind: PrometheusRule
+metadata:
+  name: prescale
+  namespace: prescale
+  labels:
+    app.kubernetes.io/name: prescale
+spec:
+{spec}
+"""
+
+
+def check_monitoring(objects, base_objects, rule_text):
+    """The ServiceMonitor scrapes the base's Service prescale on the port of metrics_listen at
+    /metrics, with known fields only; the PrometheusRule is the generated one (`rule_text` is its
+    file's text)."""
+    problems = []
+
+    def expect(what, found, wanted):
+        if found != wanted:
+            problems.append(f"monitoring: {what}: {found!r}, expected {wanted!r}")
+
+    expect("kinds", sorted(item["kind"] for item in objects), ["PrometheusRule", "ServiceMonitor"])
+    service = next(item for item in base_objects if item["kind"] == "Service" and item["metadata"]["name"] == "prescale")
+    config = tomllib.loads(next(item for item in base_objects if item["kind"] == "ConfigMap")["data"]["prescale.toml"])
+    metrics_port = port_of(config["server"]["metrics_listen"])
+    for item in objects:
+        expect(f"{name_of(item)} apiVersion", item.get("apiVersion"), OPERATOR_API)
+        expect(f"{name_of(item)} namespace", item["metadata"].get("namespace"), service["metadata"]["namespace"])
+        if item["kind"] == "PrometheusRule":
+            if item["spec"] != load_all(ALERT_RULES)[0]:
+                problems.append(f"monitoring: the PrometheusRule's spec differs from the groups of {ALERT_RULES.name}")
+            if rule_text != prometheus_rule_text():
+                problems.append(f"monitoring: {PROMETHEUS_RULE.name} is not what --write-rules generates from {ALERT_RULES.name}: run it")
+        if item["kind"] != "ServiceMonitor":
+            continue
+        spec = item["spec"]
+        expect("ServiceMonitor spec fields", sorted(set(spec) - SERVICE_MONITOR_SPEC_KEYS), [])
+        selected = spec.get("selector", {}).get("matchLabels", {})
+        labels = service["metadata"].get("labels", {})
+        expect("ServiceMonitor selects the Service prescale", bool(selected) and selected.items() <= labels.items(), True)
+        ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
+        endpoints = spec.get("endpoints", [])
+        expect("ServiceMonitor endpoints", len(endpoints), 1)
+        for endpoint in endpoints:
+            expect("ServiceMonitor endpoint fields", sorted(set(endpoint) - SERVICE_MONITOR_ENDPOINT_KEYS), [])
+            expect("ServiceMonitor port (metrics_listen)", ports.get(endpoint.get("port")), metrics_port)
+            expect("ServiceMonitor path", endpoint.get("path"), "/metrics")
+            for key in ("interval", "scrapeTimeout"):
+                if key in endpoint and not re.fullmatch(r"([0-9]+(ms|s|m|h))+", str(endpoint[key])):
+                    problems.append(f"monitoring: ServiceMonitor {key} {endpoint[key]!r} is not a Prometheus duration")
+    return problems
+
+
+def validate_monitoring(base_objects):
+    """Renders the monitoring kustomization and checks it, and that broken copies are rejected."""
+    objects = render(MONITORING_KUSTOMIZATION)
+    compare_with_kubectl(MONITORING_KUSTOMIZATION, objects)
+    rule_text = PROMETHEUS_RULE.read_text(encoding="utf-8")
+    errors = check_monitoring(objects, base_objects, rule_text)
+    if not errors:
+        for item in objects:
+            print(f"ok  {MONITORING_KUSTOMIZATION.name}: {name_of(item)} ({OPERATOR_API}, fields checked here)")
+
+    def changed(kind, change):
+        copies = copy.deepcopy(objects)
+        change(next(item for item in copies if item["kind"] == kind))
+        return copies
+
+    def endpoint(item):
+        return item["spec"]["endpoints"][0]
+
+    rejected = [
+        ("ServiceMonitor port grpc", check_monitoring(changed("ServiceMonitor", lambda item: endpoint(item).update(port="grpc")), base_objects, rule_text)),
+        ("ServiceMonitor field intervall", check_monitoring(changed("ServiceMonitor", lambda item: endpoint(item).update(intervall="30s")), base_objects, rule_text)),
+        ("ServiceMonitor selecting another app", check_monitoring(changed("ServiceMonitor", lambda item: item["spec"]["selector"]["matchLabels"].update({"app.kubernetes.io/name": "other"})), base_objects, rule_text)),
+        ("PrometheusRule with a rule of its own", check_monitoring(changed("PrometheusRule", lambda item: item["spec"]["groups"][0]["rules"][0].update(expr="vector(1)")), base_objects, rule_text)),
+        ("prometheusrule.yaml not regenerated", check_monitoring(objects, base_objects, rule_text.replace("for: 5m", "for: 10m", 1))),
+    ]
+    errors.extend(report_rejected(MONITORING_KUSTOMIZATION, rejected))
+    print(f"{MONITORING_KUSTOMIZATION.name}: {len(objects)} objects checked")
+    return errors
+
+
 def validate_rendering(directory, keda, examples):
     """Renders one kustomization and runs every check on it; the errors."""
     objects = render(directory)
@@ -423,12 +532,20 @@ def validate_rendering(directory, keda, examples):
     ]
     if directory == FLEET_KUSTOMIZATION:
         rejected.extend(broken_fleet_copies(objects, examples[0]))
+    errors.extend(report_rejected(directory, rejected))
+    print(f"{directory.name}: {len(objects)} objects checked")
+    return errors
+
+
+def report_rejected(directory, rejected):
+    """Prints each broken copy with the first error that rejected it; the errors for those that
+    were accepted."""
+    errors = []
     for what, found in rejected:
         if found:
             print(f"ok  {directory.name}: rejected {what}: {found[0]}")
         else:
             errors.append(f"{directory.name}: the validator accepted a broken manifest: {what}")
-    print(f"{directory.name}: {len(objects)} objects checked")
     return errors
 
 
@@ -443,15 +560,20 @@ def main():
             print(f"ok  {name_of(item)} (KEDA CRD {KEDA_CRD.name}, unknown fields refused)")
     for directory in (KUSTOMIZATION, FLEET_KUSTOMIZATION):
         errors.extend(validate_rendering(directory, keda, examples))
+    errors.extend(validate_monitoring(render(KUSTOMIZATION)))
 
     if errors:
         print("\n".join(["", "FAILED:"] + errors), file=sys.stderr)
         return 1
-    print(f"deploy manifests: 2 kustomizations and {len(examples)} example valid")
+    print(f"deploy manifests: 3 kustomizations and {len(examples)} example valid")
     return 0
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--write-rules"]:
+        PROMETHEUS_RULE.write_text(prometheus_rule_text(), encoding="utf-8")
+        print(f"wrote {PROMETHEUS_RULE.relative_to(DEPLOY.parent)}")
+        sys.exit(0)
     try:
         sys.exit(main())
     except CheckFailed as failure:
