@@ -5,7 +5,8 @@
 //! to the store and moves the series' live pointer in etcd; after `kill -9` of the owner, the new
 //! owner serves the same version without fitting;
 //! `prescale models rollback` moves the pointer and the owner serves the version it names; a store
-//! that refuses writes fails the retrain, and the live model and its pointer stay.
+//! that refuses writes fails the retrain, and the live model and its pointer stay; a replica of a
+//! second fleet pointed at the same store, or with refused credentials, does not start.
 
 mod azure_support;
 mod etcd_support;
@@ -84,13 +85,19 @@ fn models(replica: &Replica, args: &[&str]) -> String {
 
 /// [`models`] that may fail: whether it succeeded, and its stdout and stderr.
 fn models_run(replica: &Replica, args: &[&str]) -> (bool, String) {
-    let text = std::fs::read_to_string(&replica.config).unwrap();
+    models_with(&replica.config, replica.env(), args)
+}
+
+/// `prescale models ARGS` with the shared part of the replica config `member_config` (written
+/// beside it), in the environment `env`: whether it succeeded, and its stdout and stderr.
+fn models_with(member_config: &Path, env: &[(String, String)], args: &[&str]) -> (bool, String) {
+    let text = std::fs::read_to_string(member_config).unwrap();
     let shared: String = text
         .lines()
         .filter(|line| !line.starts_with("member_id") && !line.starts_with("advertise"))
         .map(|line| format!("{line}\n"))
         .collect();
-    let config = replica.data_dir().join("shared.toml");
+    let config = member_config.with_file_name("shared.toml");
     std::fs::write(&config, shared).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_prescale"))
         .arg("--config")
@@ -98,7 +105,7 @@ fn models_run(replica: &Replica, args: &[&str]) -> (bool, String) {
         .arg("models")
         .args(args)
         .env_remove("PRESCALE_CONFIG")
-        .envs(replica.env().iter().map(|(key, value)| (key, value)))
+        .envs(env.iter().map(|(key, value)| (key, value)))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
@@ -555,27 +562,7 @@ async fn a_replica_whose_s3_credentials_are_refused_does_not_start_or_join() {
     let written = ReplicaConfig::new("refused", &etcd.url)
         .cloud_model_store("s3://models/fleet", &server.url, Vec::new())
         .write(directory.path());
-    let log = directory.path().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
-        .arg("--config")
-        .arg(&written.config)
-        .arg("serve")
-        .env_remove("PRESCALE_CONFIG")
-        .envs(wrong)
-        .stdout(std::fs::File::create(directory.path().join("serve.out")).unwrap())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let Some(status) = fleet_support::exit_status_within(&mut child, Duration::from_secs(60))
-    else {
-        panic!(
-            "prescale serve still runs after 60 s with refused credentials:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    };
-    let stdout = std::fs::read_to_string(directory.path().join("serve.out")).unwrap();
-    let stderr = std::fs::read_to_string(&log).unwrap();
-    assert!(!status.success(), "{stdout}{stderr}");
+    let stderr = refused_start(&written.config, &wrong);
     assert!(
         stderr.contains(&format!(
             "the fleet's model store s3://models/fleet at {}",
@@ -583,10 +570,87 @@ async fn a_replica_whose_s3_credentials_are_refused_does_not_start_or_join() {
         )),
         "{stderr}"
     );
+    assert!(members(&etcd.url, "/prescale/").await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_fleet_on_the_same_store_is_refused_until_the_store_is_claimed_for_it() {
+    if etcd_support::missing() {
+        return;
+    }
+    let etcd = etcd_support::LocalEtcd::start();
+    let store = tempfile::tempdir().unwrap();
+    // Fleet A, under the default etcd prefix, claims the store as its first replica starts.
+    let mut a = start("a-0", &etcd.url, store.path());
+    let claim = std::fs::read_to_string(store.path().join("fleet.json")).unwrap();
+    assert!(claim.contains("\"claimed_by\":\"a-0\""), "{claim}");
+
+    // Fleet B, under another prefix, is pointed at the same store: refused before it joins.
+    let directory = tempfile::tempdir().unwrap();
+    let b = ReplicaConfig::new("b-0", &etcd.url)
+        .prefix("/staging/")
+        .model_store(store.path());
+    let written = b.write(directory.path());
+    let stderr = refused_start(&written.config, &[]);
+    assert!(stderr.contains("is used by another fleet"), "{stderr}");
+    assert!(stderr.contains("claimed by a-0"), "{stderr}");
+    assert!(members(&etcd.url, "/staging/").await.is_empty());
+
+    // An operator decides the store is B's (A's etcd was rebuilt as B, say): B starts, and A is
+    // refused in turn.
+    let (claimed, printed) = models_with(&written.config, &[], &["claim-store"]);
+    assert!(claimed, "{printed}");
+    assert!(printed.contains("claimed by a-0"), "{printed}");
+    let _b = b.start();
+    assert_eq!(
+        members(&etcd.url, "/staging/").await,
+        ["/staging/members/b-0"]
+    );
+    a.kill();
+    let stderr = refused_start(&a.config, a.env());
+    assert!(
+        stderr.contains("claimed by prescale models claim-store"),
+        "{stderr}"
+    );
+}
+
+/// Starts `prescale serve` on `config` with `env`, which must exit with an error within a minute
+/// without having joined its fleet; what it wrote to stderr.
+fn refused_start(config: &Path, env: &[(String, String)]) -> String {
+    let directory = config.parent().unwrap();
+    let log = directory.join("refused.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_prescale"))
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_remove("PRESCALE_CONFIG")
+        .envs(env.iter().map(|(key, value)| (key, value)))
+        .stdout(std::fs::File::create(directory.join("refused.out")).unwrap())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let Some(status) = fleet_support::exit_status_within(&mut child, Duration::from_secs(60))
+    else {
+        panic!(
+            "prescale serve still runs after 60 s:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    let stdout = std::fs::read_to_string(directory.join("refused.out")).unwrap();
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert!(!status.success(), "{stdout}{stderr}");
     assert!(!stdout.contains("fleet member"), "{stdout}");
-    let client = Etcd::connect(std::slice::from_ref(&etcd.url), Duration::from_secs(2))
+    stderr
+}
+
+/// The member keys of the fleet under `prefix` in the etcd at `url`.
+async fn members(url: &str, prefix: &str) -> Vec<String> {
+    let client = Etcd::connect(&[url.to_owned()], Duration::from_secs(2))
         .await
         .unwrap();
-    let (members, _) = client.get_prefix("/prescale/members/").await.unwrap();
-    assert!(members.is_empty(), "{members:?}");
+    let (members, _) = client
+        .get_prefix(&format!("{prefix}members/"))
+        .await
+        .unwrap();
+    members.into_iter().map(|member| member.key).collect()
 }

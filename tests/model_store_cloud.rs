@@ -4,8 +4,8 @@
 //! `tests/azure_support`). On each: a version is written once, under the location's prefix, and
 //! reads back checked; a second write of the same version is refused by the server (a conditional
 //! put); two prefixes do not see each other's versions; a deleted version is no longer listed; wrong
-//! credentials are refused and the error names the store. On Azure a missing container and a
-//! missing account are refused too.
+//! credentials are refused and the error names the store; a prefix claimed by one fleet refuses
+//! another until taken over. On Azure a missing container and a missing account are refused too.
 
 mod azure_support;
 mod prometheus_support;
@@ -16,7 +16,7 @@ use std::path::Path;
 use azure_support::LocalAzure;
 use prescale::domain::SeriesId;
 use prescale::forecast::FittedModel;
-use prescale::registry::{ModelStore, ModelStoreLocation, Registry, RegistryError};
+use prescale::registry::{ModelStore, ModelStoreLocation, Registry, RegistryError, StoreClaim};
 use s3_support::LocalS3;
 
 /// The live model of nyc_taxi in the committed registry (`models/`).
@@ -84,6 +84,28 @@ async fn versions_are_written_once_under_the_prefix(
     assert_eq!(store_a.versions(&series).await.unwrap(), [1, 2]);
     assert_eq!(store_b.versions(&series).await.unwrap(), Vec::<u64>::new());
     store_a.delete(&series, 1).await.unwrap();
+    assert_eq!(store_a.versions(&series).await.unwrap(), [2]);
+
+    // Each prefix is one fleet's: its claim is kept beside the versions, another fleet is
+    // refused, and an operator's take-over hands it to the other.
+    let a = StoreClaim::new("a1".to_owned(), "/prescale/", "a-0");
+    let b = StoreClaim::new("b2".to_owned(), "/staging/", "b-0");
+    store_a.claim_for(&a).await.unwrap();
+    store_b.claim_for(&b).await.unwrap();
+    let refused = store_a.claim_for(&b).await.unwrap_err();
+    assert!(
+        matches!(refused, RegistryError::ClaimedByAnotherFleet { .. })
+            && refused.to_string().contains(url_a),
+        "{refused}"
+    );
+    assert!(
+        objects().contains(&"fleet-a/fleet.json".to_owned()),
+        "{:?}",
+        objects()
+    );
+    assert_eq!(store_a.take_over(&b).await.unwrap(), Some(a.clone()));
+    assert_eq!(store_a.claim().await.unwrap(), Some(b));
+    assert!(store_a.claim_for(&a).await.is_err());
     assert_eq!(store_a.versions(&series).await.unwrap(), [2]);
 }
 

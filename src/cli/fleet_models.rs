@@ -1,23 +1,27 @@
-//! `prescale models list|show|rollback` in a fleet with a model store (`[fleet] model_store`):
-//! the versions are the files in the store and the live version of a series is the pointer in
-//! etcd, so `list` and `show` read those (not this machine's registry), and `rollback` checks the
-//! target version file in the store and moves the pointer, in a transaction that requires the
-//! pointer unchanged since it was read. The series' owner follows the pointer and serves the
-//! version at once. None of them joins the fleet: they need no member id.
-//! Design: docs/decisions.md, "Fleet mode: models in an object store".
+//! `prescale models list|show|rollback|claim-store` in a fleet with a model store
+//! (`[fleet] model_store`): the versions are the files in the store and the live version of a
+//! series is the pointer in etcd, so `list` and `show` read those (not this machine's registry),
+//! and `rollback` checks the target version file in the store and moves the pointer, in a
+//! transaction that requires the pointer unchanged since it was read. The series' owner follows
+//! the pointer and serves the version at once. `claim-store` writes this fleet's id into the
+//! store's claim (see [`ModelStore::claim_for`]). None of them joins the fleet: they need no
+//! member id. Design: docs/decisions.md, "Fleet mode: models in an object store".
 
 use anyhow::{Context, Result, bail};
 use prescale::config::FleetConfig;
-use prescale::domain::SeriesId;
+use prescale::domain::{SeriesId, Timestamp};
 use prescale::fleet::etcd::{Compare, Etcd, Op};
-use prescale::fleet::record_key;
-use prescale::registry::{LivePointer, MODELS_TABLE, ModelStore, ModelStoreLocation};
+use prescale::fleet::{fleet_id, record_key};
+use prescale::registry::{LivePointer, MODELS_TABLE, ModelStore, ModelStoreLocation, StoreClaim};
 
 use super::models::ModelsCommand;
 use crate::output::outln;
 
 /// Who a pointer moved by this command names.
 const MOVED_BY: &str = "prescale models rollback";
+
+/// Who a claim of the store written by this command names.
+const CLAIMED_BY: &str = "prescale models claim-store";
 
 /// Runs `command` on the fleet's model store at `location` and its live pointers in etcd.
 pub(super) fn models(
@@ -41,8 +45,43 @@ pub(super) fn models(
                 outln!("{series}: v{live} is live in the fleet")?;
                 Ok(())
             }
+            ModelsCommand::ClaimStore { .. } => claim_store(fleet, &etcd, &store).await,
         }
     })
+}
+
+/// Makes the store this fleet's, whichever fleet claimed it before, and says whose it was.
+async fn claim_store(fleet: &FleetConfig, etcd: &Etcd, store: &ModelStore) -> Result<()> {
+    let fleet_id = fleet_id(etcd, &fleet.prefix).await?;
+    let location = store.location();
+    let held = store.claim().await?;
+    if let Some(held) = held.as_ref().filter(|held| held.fleet_id == fleet_id) {
+        outln!(
+            "{location} is already this fleet's ({fleet_id}, claimed by {} at {})",
+            held.claimed_by,
+            Timestamp::from_millis(held.claimed_at_ms)
+        )?;
+        return Ok(());
+    }
+    let claim = StoreClaim::new(fleet_id, &fleet.prefix, CLAIMED_BY);
+    store.take_over(&claim).await?;
+    match held {
+        Some(held) => outln!(
+            "{location} is now fleet {}'s (etcd prefix {:?}), no longer fleet {}'s (etcd prefix {:?}, claimed by {} at {})",
+            claim.fleet_id,
+            claim.etcd_prefix,
+            held.fleet_id,
+            held.etcd_prefix,
+            held.claimed_by,
+            Timestamp::from_millis(held.claimed_at_ms)
+        )?,
+        None => outln!(
+            "{location} is now fleet {}'s (etcd prefix {:?})",
+            claim.fleet_id,
+            claim.etcd_prefix
+        )?,
+    }
+    Ok(())
 }
 
 /// One line per series with a live pointer: its live version, the versions in the store, and

@@ -58,6 +58,13 @@ pub(super) enum ModelsCommand {
         #[command(flatten)]
         data_dir: DataDirArg,
     },
+    /// In a fleet with a model store: make the store this fleet's, whichever fleet claimed it
+    /// before. For a fleet whose etcd was rebuilt (it has a new fleet id, and its replicas are
+    /// refused by the store's old claim); never for two fleets at once.
+    ClaimStore {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
 }
 
 impl ModelsCommand {
@@ -66,7 +73,8 @@ impl ModelsCommand {
         match self {
             Self::List { data_dir }
             | Self::Show { data_dir, .. }
-            | Self::Rollback { data_dir, .. } => data_dir,
+            | Self::Rollback { data_dir, .. }
+            | Self::ClaimStore { data_dir } => data_dir,
         }
     }
 }
@@ -233,6 +241,9 @@ pub(super) fn models(config: &Config, command: ModelsCommand) -> Result<()> {
             let series: SeriesId = name.parse()?;
             let live = registry.rollback(&series, version)?;
             outln!("{series}: v{live} is live")?;
+        }
+        ModelsCommand::ClaimStore { .. } => {
+            bail!("claim-store is for a fleet with a model store ([fleet] model_store)")
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ use prescale::app::ServingState;
 use prescale::app::telemetry::Telemetry;
 use prescale::config::{Config, FleetConfig, FleetMember, Overrides, ScalerConfig};
 use prescale::fleet::EtcdCoordinator;
+use prescale::registry::StoreClaim;
 use prescale::service::remote_write::RemoteWrite;
 use prescale::service::{LocalServer, ServiceError, check_advertised};
 use prescale::store::MetricStore;
@@ -177,6 +178,20 @@ async fn join_fleet(
         None => None,
     };
     let etcd = super::connect_etcd(fleet).await?;
+    // A store another fleet uses is refused before this replica joins: each fleet's retention
+    // would delete the other's versions.
+    if let Some(store) = &store {
+        let fleet_id = prescale::fleet::fleet_id(&etcd, &fleet.prefix)
+            .await
+            .context("the fleet's id in etcd")?;
+        let claim = StoreClaim::new(fleet_id, &fleet.prefix, &member.member_id);
+        store.claim_for(&claim).await.with_context(|| {
+            format!(
+                "the fleet's model store {} ([fleet] model_store)",
+                store.location()
+            )
+        })?;
+    }
     let (coordinator, _membership) = EtcdCoordinator::join(
         etcd,
         fleet.membership(member),

@@ -5,6 +5,7 @@
 
 pub mod etcd;
 mod handover;
+mod identity;
 mod membership;
 mod ownership;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+pub use identity::fleet_id;
 pub use membership::{EtcdCoordinator, MembershipSettings};
 pub use ownership::{FleetView, Member, MemberInfo, MemberState, Route};
 
@@ -238,6 +240,9 @@ pub enum FleetError {
         /// The id.
         member_id: String,
     },
+    /// The operating system's random source failed (making the fleet's id).
+    #[error("the operating system's random source failed")]
+    Random,
     /// A key or value read from etcd does not decode.
     #[error("cannot decode {what} from etcd: {reason}")]
     Decode {

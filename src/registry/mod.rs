@@ -37,7 +37,8 @@ use crate::forecast::FittedModel;
 pub use cron::CronSchedule;
 pub use format::{MANIFEST_FILE, SeriesEntry, VersionInfo};
 pub use object_store::{
-    AzureLocation, EncodedVersion, ModelStore, ModelStoreLocation, S3Location, StoredVersion,
+    AzureLocation, EncodedVersion, ModelStore, ModelStoreLocation, S3Location, StoreClaim,
+    StoredVersion,
 };
 pub use pointer::{LivePointer, MODELS_TABLE};
 
@@ -101,6 +102,19 @@ pub enum RegistryError {
         key: String,
         /// What failed.
         reason: String,
+    },
+    /// The fleet's model store is claimed by another fleet.
+    #[error(
+        "model store {location} is used by another fleet: fleet {} (etcd prefix {:?}, claimed by {} at {}), while this fleet is {fleet_id}. Give each fleet a store or prefix of its own; if this is that fleet and its etcd was rebuilt, `prescale models claim-store` makes the store this fleet's",
+        held.fleet_id, held.etcd_prefix, held.claimed_by, Timestamp::from_millis(held.claimed_at_ms)
+    )]
+    ClaimedByAnotherFleet {
+        /// The store's URL.
+        location: String,
+        /// The claim it holds.
+        held: Box<StoreClaim>,
+        /// The id of the fleet refused.
+        fleet_id: String,
     },
     /// A live model pointer read from the fleet does not decode.
     #[error("the live model pointer of {series} does not decode: {reason}")]

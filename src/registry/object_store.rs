@@ -285,6 +285,36 @@ pub struct EncodedVersion {
     contents: Vec<u8>,
 }
 
+/// The object at the store's top level that names the fleet using it.
+const CLAIM_KEY: &str = "fleet.json";
+
+/// Which fleet uses a model store, kept in it (`fleet.json` under the prefix). A fleet's first
+/// replica writes it; a replica of another fleet pointed at the same store is refused instead of
+/// mixing its versions in, where each fleet's retention would delete the other's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreClaim {
+    /// The fleet's id (kept in its etcd; see `fleet::fleet_id`).
+    pub fleet_id: String,
+    /// The fleet's etcd key prefix, to name it to an operator.
+    pub etcd_prefix: String,
+    /// Who wrote the claim: a member id, or `prescale models claim-store`.
+    pub claimed_by: String,
+    /// When, in milliseconds since the epoch.
+    pub claimed_at_ms: i64,
+}
+
+impl StoreClaim {
+    /// A claim for fleet `fleet_id` under etcd prefix `etcd_prefix`, by `claimed_by`, now.
+    pub fn new(fleet_id: String, etcd_prefix: &str, claimed_by: &str) -> Self {
+        Self {
+            fleet_id,
+            etcd_prefix: etcd_prefix.to_owned(),
+            claimed_by: claimed_by.to_owned(),
+            claimed_at_ms: Timestamp::now().as_millis(),
+        }
+    }
+}
+
 /// Model version files in an object store.
 #[derive(Debug)]
 pub struct ModelStore {
@@ -381,6 +411,75 @@ impl ModelStore {
             .await
             .map(drop)
             .map_err(|error| self.failed("", error))
+    }
+
+    /// The store's claim, if a fleet has claimed it.
+    pub async fn claim(&self) -> Result<Option<StoreClaim>, RegistryError> {
+        let read = async {
+            self.store
+                .get(&StorePath::from(CLAIM_KEY))
+                .await?
+                .bytes()
+                .await
+        };
+        match read.await {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
+                self.failed(CLAIM_KEY, format!("the claim does not decode: {error}"))
+            }),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(self.failed(CLAIM_KEY, error)),
+        }
+    }
+
+    /// Makes the store `claim`'s fleet's if no fleet has claimed it (written only if no claim is
+    /// there, so of two fleets claiming at once one wins), and refuses it when another fleet has.
+    pub async fn claim_for(&self, claim: &StoreClaim) -> Result<(), RegistryError> {
+        let held = match self.claim().await? {
+            Some(held) => held,
+            None => {
+                let written = self.put_claim(claim, PutMode::Create).await;
+                // Refused because another claim got there first: that one is compared below.
+                match (written, self.claim().await?) {
+                    (Ok(()), _) => return Ok(()),
+                    (Err(_), Some(held)) => held,
+                    (Err(error), None) => return Err(error),
+                }
+            }
+        };
+        if held.fleet_id == claim.fleet_id {
+            return Ok(());
+        }
+        Err(RegistryError::ClaimedByAnotherFleet {
+            location: self.location.to_string(),
+            held: Box::new(held),
+            fleet_id: claim.fleet_id.clone(),
+        })
+    }
+
+    /// Makes the store `claim`'s fleet's whoever claimed it before (an operator's decision, for
+    /// a fleet whose etcd was rebuilt and so has a new id); the claim it replaced, if any.
+    pub async fn take_over(&self, claim: &StoreClaim) -> Result<Option<StoreClaim>, RegistryError> {
+        let replaced = self.claim().await?;
+        self.put_claim(claim, PutMode::Overwrite).await?;
+        Ok(replaced)
+    }
+
+    async fn put_claim(&self, claim: &StoreClaim, mode: PutMode) -> Result<(), RegistryError> {
+        let bytes =
+            serde_json::to_vec(claim).expect("invariant: a claim of strings and numbers encodes");
+        let options = PutOptions {
+            mode,
+            ..PutOptions::default()
+        };
+        self.store
+            .put_opts(
+                &StorePath::from(CLAIM_KEY),
+                PutPayload::from(bytes),
+                options,
+            )
+            .await
+            .map(drop)
+            .map_err(|error| self.failed(CLAIM_KEY, error))
     }
 
     /// Where the store is.

@@ -272,6 +272,46 @@ async fn a_store_version_is_written_once_and_reads_back_checked() {
     assert!(store.find(&series(), 2).await.is_err());
 }
 
+#[tokio::test]
+async fn a_store_is_claimed_by_one_fleet_and_taken_over_only_on_purpose() {
+    let directory = tempfile::tempdir().unwrap();
+    let location = ModelStoreLocation::Directory(directory.path().join("models"));
+    let store = ModelStore::open(&location).unwrap();
+    let ours = StoreClaim::new("a1".to_owned(), "/prescale/", "replica-0");
+    assert_eq!(store.claim().await.unwrap(), None);
+    store.claim_for(&ours).await.unwrap();
+    assert_eq!(store.claim().await.unwrap(), Some(ours.clone()));
+    // Its other replicas, and its restarts, find the store theirs; the first claim stays.
+    let again = StoreClaim::new("a1".to_owned(), "/prescale/", "replica-1");
+    store.claim_for(&again).await.unwrap();
+    assert_eq!(store.claim().await.unwrap(), Some(ours.clone()));
+
+    // Another fleet is refused, told whose store it is and what to do.
+    let other = StoreClaim::new("b2".to_owned(), "/staging/", "replica-0");
+    let refused = store.claim_for(&other).await.unwrap_err();
+    let message = refused.to_string();
+    assert!(
+        matches!(refused, RegistryError::ClaimedByAnotherFleet { .. }),
+        "{message}"
+    );
+    for part in [
+        "fleet a1",
+        "\"/prescale/\"",
+        "replica-0",
+        "this fleet is b2",
+        "claim-store",
+    ] {
+        assert!(message.contains(part), "{part}: {message}");
+    }
+
+    // Taken over on purpose, it is the other fleet's, and the first is refused in turn.
+    assert_eq!(store.take_over(&other).await.unwrap(), Some(ours.clone()));
+    store.claim_for(&other).await.unwrap();
+    assert!(store.claim_for(&ours).await.is_err());
+    // The claim is not a version of any series.
+    assert_eq!(store.versions(&series()).await.unwrap(), Vec::<u64>::new());
+}
+
 #[test]
 fn versions_beyond_keep_are_dropped_but_never_the_live_one_or_its_fallback() {
     let directory = tempfile::tempdir().unwrap();

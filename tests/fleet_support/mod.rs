@@ -42,6 +42,7 @@ pub(crate) struct ReplicaConfig {
     metrics: bool,
     scaler: bool,
     model_store: Option<String>,
+    prefix: Option<String>,
     keep_versions: Option<usize>,
     tsdb: Option<String>,
     max_concurrent_fits: Option<usize>,
@@ -88,6 +89,7 @@ impl ReplicaConfig {
             metrics: false,
             scaler: false,
             model_store: None,
+            prefix: None,
             keep_versions: None,
             tsdb: None,
             max_concurrent_fits: None,
@@ -189,6 +191,13 @@ impl ReplicaConfig {
         self
     }
 
+    /// `[fleet] prefix`: the etcd key prefix, which makes it a fleet of its own.
+    #[must_use]
+    pub(crate) fn prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Some(prefix.to_owned());
+        self
+    }
+
     /// `[registry] keep_versions`.
     #[must_use]
     pub(crate) fn keep_versions(mut self, keep: usize) -> Self {
@@ -275,6 +284,9 @@ impl ReplicaConfig {
         }
         if let Some(store) = &self.model_store {
             extras += store;
+        }
+        if let Some(prefix) = &self.prefix {
+            extras += &format!("prefix = \"{prefix}\"\n");
         }
         if let Some(url) = &self.tsdb {
             extras += &format!(
