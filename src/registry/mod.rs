@@ -11,8 +11,8 @@
 //! Every file is written atomically (temporary file, fsync, rename, fsync of the directory), and a
 //! model file before the manifest that names it: a crash at any point leaves the previous manifest
 //! naming complete files, plus at worst an orphan model file that no manifest names (its version
-//! number is never reused; the series' next version deletes it). A model file whose CRC-32 does not match its payload is reported and
-//! the newest earlier live version is served instead.
+//! number is never reused; the series' next version deletes it). A model file whose CRC-32 does
+//! not match its payload is reported and the newest earlier live version is served instead.
 //!
 //! Writers in several processes (a server, a `prescale retrain` CronJob) take an exclusive lock on
 //! `.lock` and re-read the manifest before each write, so none overwrites another's versions.

@@ -415,14 +415,7 @@ impl ModelStore {
 
     /// The store's claim, if a fleet has claimed it.
     pub async fn claim(&self) -> Result<Option<StoreClaim>, RegistryError> {
-        let read = async {
-            self.store
-                .get(&StorePath::from(CLAIM_KEY))
-                .await?
-                .bytes()
-                .await
-        };
-        match read.await {
+        match self.read(CLAIM_KEY).await {
             Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|error| {
                 self.failed(CLAIM_KEY, format!("the claim does not decode: {error}"))
             }),
@@ -436,15 +429,11 @@ impl ModelStore {
     pub async fn claim_for(&self, claim: &StoreClaim) -> Result<(), RegistryError> {
         let held = match self.claim().await? {
             Some(held) => held,
-            None => {
-                let written = self.put_claim(claim, PutMode::Create).await;
+            None => match self.put_claim(claim, PutMode::Create).await {
+                Ok(()) => return Ok(()),
                 // Refused because another claim got there first: that one is compared below.
-                match (written, self.claim().await?) {
-                    (Ok(()), _) => return Ok(()),
-                    (Err(_), Some(held)) => held,
-                    (Err(error), None) => return Err(error),
-                }
-            }
+                Err(error) => self.claim().await?.ok_or(error)?,
+            },
         };
         if held.fleet_id == claim.fleet_id {
             return Ok(());
@@ -575,16 +564,15 @@ impl ModelStore {
 
     /// The bytes of `stored`, unchecked (see [`ModelStore::decode`]).
     pub async fn get(&self, stored: &StoredVersion) -> Result<Vec<u8>, RegistryError> {
-        let read = async {
-            let got = self
-                .store
-                .get(&StorePath::from(stored.key.as_str()))
-                .await?;
-            got.bytes().await
-        };
-        read.await
-            .map(|bytes| bytes.to_vec())
+        self.read(&stored.key)
+            .await
             .map_err(|error| self.failed(&stored.key, error))
+    }
+
+    /// The bytes of the object at `key`.
+    async fn read(&self, key: &str) -> Result<Vec<u8>, object_store::Error> {
+        let got = self.store.get(&StorePath::from(key)).await?;
+        Ok(got.bytes().await?.to_vec())
     }
 
     /// Version `version` of `series` as the store holds it, whether or not a pointer names it,
